@@ -1,0 +1,298 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/postern/postern/agent/backoff"
+	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/agent/resolve"
+	"github.com/postern/postern/allowlist"
+	"github.com/postern/postern/protocol"
+)
+
+// Resolver looks up a host's addresses with the customer's DNS.
+type Resolver interface {
+	Lookup(ctx context.Context, host string) ([]netip.Addr, resolve.Answer, error)
+}
+
+// DialFunc dials a target address the allowlist already checked.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// Options configure an Agent.
+type Options struct {
+	// Config is the validated configuration. Required.
+	Config *config.Config
+	// Token is the agent token; it never leaves this process except in
+	// the Authorization header of the tunnel request.
+	Token string
+	// Version is reported in Hello and Health.
+	Version string
+	// Logger receives operational logs.
+	Logger *slog.Logger
+	// Resolver resolves target names; required.
+	Resolver Resolver
+	// Dial dials targets; defaults to a net.Dialer.
+	Dial DialFunc
+	// OpenTimeout bounds resolve+connect of one stream when the relay's
+	// request carries no earlier deadline.
+	OpenTimeout time.Duration
+	// IdleTimeout ends a stream with no traffic either way.
+	IdleTimeout time.Duration
+	// BackoffBase and BackoffMax shape reconnect delays.
+	BackoffBase, BackoffMax time.Duration
+}
+
+// Policy is an allowlist with its mode and the summary reported to the
+// relay. It is swapped as a whole on reload.
+type Policy struct {
+	List    *allowlist.List
+	Mode    config.Mode
+	Summary protocol.Allowlist
+}
+
+// NewPolicy builds a Policy from a validated configuration.
+func NewPolicy(cfg *config.Config, loadedAt time.Time) *Policy {
+	allow, deny := cfg.Rules.Specs()
+	sum := protocol.Allowlist{
+		Status:   "configured",
+		Mode:     cfg.Mode.String(),
+		Count:    cfg.Rules.Len(),
+		SHA256:   cfg.Rules.SHA256(),
+		LoadedAt: loadedAt.UTC(),
+		Allow:    wireSpecs(allow),
+		Deny:     wireSpecs(deny),
+	}
+	if len(allow) == 0 {
+		sum.Status = "empty"
+	}
+	return &Policy{List: cfg.Rules, Mode: cfg.Mode, Summary: sum}
+}
+
+func wireSpecs(in []allowlist.RuleSpec) []protocol.RuleSpec {
+	out := make([]protocol.RuleSpec, len(in))
+	for i, r := range in {
+		out[i] = protocol.RuleSpec{Host: r.Host, IP: r.IP, CIDR: r.CIDR, Ports: r.Ports}
+	}
+	return out
+}
+
+// Agent keeps the tunnels and serves the streams. Create with New; Run
+// blocks until its context ends.
+type Agent struct {
+	opts     Options
+	log      *slog.Logger
+	agentID  string
+	hostname string
+	started  time.Time
+	policy   atomic.Pointer[Policy]
+	stats    stats
+
+	mu      sync.Mutex
+	tunnels map[int]tunnelInfo // live tunnels by slot
+}
+
+// tunnelInfo is what Status shows of one tunnel.
+type tunnelInfo struct {
+	URL         string
+	NodeID      string
+	ConnectedAt time.Time
+}
+
+// New validates opts and returns an Agent.
+func New(opts Options) (*Agent, error) {
+	if opts.Config == nil || opts.Config.Rules == nil {
+		return nil, errors.New("agent: a validated config is required")
+	}
+	if opts.Token == "" {
+		return nil, errors.New("agent: token is required")
+	}
+	if opts.Resolver == nil {
+		return nil, errors.New("agent: resolver is required")
+	}
+	if len(opts.Config.RelayURLs) == 0 {
+		return nil, errors.New("agent: relay_url is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Dial == nil {
+		d := &net.Dialer{KeepAlive: 30 * time.Second}
+		opts.Dial = d.DialContext
+	}
+	if opts.OpenTimeout <= 0 {
+		opts.OpenTimeout = 15 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 15 * time.Minute
+	}
+	if opts.BackoffBase <= 0 {
+		opts.BackoffBase = 500 * time.Millisecond
+	}
+	if opts.BackoffMax <= 0 {
+		opts.BackoffMax = 30 * time.Second
+	}
+	host, _ := os.Hostname()
+	id := opts.Config.AgentID
+	if id == "" {
+		id = defaultAgentID(host)
+	}
+	a := &Agent{
+		opts:     opts,
+		log:      opts.Logger,
+		agentID:  id,
+		hostname: host,
+		started:  time.Now(),
+		tunnels:  make(map[int]tunnelInfo),
+	}
+	a.policy.Store(NewPolicy(opts.Config, time.Now()))
+	return a, nil
+}
+
+// defaultAgentID derives a stable id from the hostname, so restarts of
+// the same machine show as the same replica.
+func defaultAgentID(host string) string {
+	if host == "" {
+		host = "unknown"
+	}
+	sum := sha256.Sum256([]byte(host))
+	return "agent-" + hex.EncodeToString(sum[:4])
+}
+
+// SetPolicy swaps the allowlist atomically; streams in flight keep the
+// policy they started with.
+func (a *Agent) SetPolicy(p *Policy) { a.policy.Store(p) }
+
+// Policy returns the policy in force.
+func (a *Agent) Policy() *Policy { return a.policy.Load() }
+
+// Run keeps Config.Tunnels tunnels up until ctx ends. It never gives up on
+// the relay: every failure is logged and retried with backoff.
+func (a *Agent) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	n := max(a.opts.Config.Tunnels, 1)
+	for slot := range n {
+		g.Go(func() error {
+			a.keepTunnel(ctx, slot)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// keepTunnel runs one tunnel slot: connect, serve, and on any end
+// reconnect after a jittered delay. Slots start on different relay URLs.
+func (a *Agent) keepTunnel(ctx context.Context, slot int) {
+	bo := backoff.New(a.opts.BackoffBase, a.opts.BackoffMax)
+	urls := a.opts.Config.RelayURLs
+	for attempt := 0; ; attempt++ {
+		u := urls[(slot+attempt)%len(urls)]
+		log := a.log.With("tunnel", slot, "relay", redactURL(u))
+		up, err := a.runTunnel(ctx, slot, u, log)
+		if ctx.Err() != nil {
+			return
+		}
+		if up {
+			bo.Reset()
+		}
+		var re *refusedError
+		switch {
+		case errors.As(err, &re):
+			log.Error("relay refused the agent token; will keep retrying", "reason", re.reason, "message", re.message)
+		case err != nil:
+			log.Warn("tunnel down; reconnecting", "err", err)
+		}
+		if !bo.Wait(ctx) {
+			return
+		}
+	}
+}
+
+func redactURL(u *url.URL) string {
+	c := *u
+	c.User = nil
+	return c.String()
+}
+
+func (a *Agent) setTunnel(slot int, info *tunnelInfo) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if info == nil {
+		delete(a.tunnels, slot)
+		return
+	}
+	a.tunnels[slot] = *info
+}
+
+// TunnelsUp reports how many tunnels are connected now.
+func (a *Agent) TunnelsUp() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.tunnels)
+}
+
+// stats are the agent-wide counters reported in Health.
+type stats struct {
+	active   atomic.Int64
+	bytesIn  atomic.Uint64
+	bytesOut atomic.Uint64
+
+	mu     sync.Mutex
+	errors map[protocol.Reason]int
+}
+
+func (s *stats) countError(r protocol.Reason) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.errors == nil {
+		s.errors = make(map[protocol.Reason]int)
+	}
+	s.errors[r]++
+}
+
+// takeErrors returns the error counts since the last call.
+func (s *stats) takeErrors() map[protocol.Reason]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.errors
+	s.errors = nil
+	return out
+}
+
+func (a *Agent) health() protocol.Health {
+	return protocol.Health{
+		Time:          time.Now().UTC(),
+		TunnelsUp:     a.TunnelsUp(),
+		ActiveStreams: int(a.stats.active.Load()),
+		BytesIn:       a.stats.bytesIn.Load(),
+		BytesOut:      a.stats.bytesOut.Load(),
+		UptimeSeconds: int64(time.Since(a.started).Seconds()),
+		Version:       a.opts.Version,
+		Allowlist:     a.Policy().Summary,
+		Errors:        a.stats.takeErrors(),
+	}
+}
+
+func (a *Agent) hello() protocol.Hello {
+	return protocol.Hello{
+		ProtocolVersion: protocol.Version,
+		AgentID:         a.agentID,
+		Hostname:        a.hostname,
+		Version:         a.opts.Version,
+		Tunnels:         max(a.opts.Config.Tunnels, 1),
+		StartedAt:       a.started.UTC(),
+		Allowlist:       a.Policy().Summary,
+	}
+}

@@ -1,0 +1,175 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/agent/resolve"
+	"github.com/postern/postern/allowlist"
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/splice"
+)
+
+// requestReadTimeout bounds how long a new stream may take to send its
+// request frame.
+const requestReadTimeout = 10 * time.Second
+
+// serveStream handles one relay-opened stream: request, decision,
+// resolution, dial, result, splice.
+func (a *Agent) serveStream(ctx context.Context, st *yamux.Stream, log *slog.Logger) {
+	defer st.Close()
+	_ = st.SetDeadline(time.Now().Add(requestReadTimeout))
+	req, err := protocol.ReadRequest(st)
+	if err != nil {
+		a.stats.countError(protocol.ProtocolError)
+		_ = protocol.WriteFrame(st, protocol.FrameResult, protocol.Result{Reason: protocol.ProtocolError, Message: "bad request frame: " + err.Error()})
+		return
+	}
+	log = log.With("request_id", req.ID, "op", req.Op, "target", net.JoinHostPort(req.Host, strconv.Itoa(req.Port)))
+	if req.Op != protocol.OpDial {
+		_ = protocol.WriteFrame(st, protocol.FrameResult, protocol.Result{Reason: protocol.UnsupportedOp, Message: fmt.Sprintf("operation %q is not supported by this agent", req.Op)})
+		return
+	}
+
+	deadline := time.Now().Add(a.opts.OpenTimeout)
+	if d := req.Deadline(); !d.IsZero() && d.Before(deadline) {
+		deadline = d
+	}
+	_ = st.SetDeadline(deadline)
+	dctx, cancel := context.WithDeadline(ctx, deadline)
+	target, res := a.dial(dctx, req, log)
+	cancel()
+	if target == nil {
+		a.stats.countError(res.Reason)
+		log.Info("stream refused", "reason", res.Reason, "rule", res.Rule, "message", res.Message)
+		_ = protocol.WriteFrame(st, protocol.FrameResult, res)
+		return
+	}
+	if err := protocol.WriteFrame(st, protocol.FrameResult, res); err != nil {
+		_ = target.Close()
+		return
+	}
+	_ = st.SetDeadline(time.Time{})
+
+	a.stats.active.Add(1)
+	defer a.stats.active.Add(-1)
+	start := time.Now()
+	stats, err := splice.Run(st, target, splice.Options{
+		IdleTimeout: a.opts.IdleTimeout,
+		CloseWriteA: st.Close, // yamux Close is a write-side close
+	})
+	a.stats.bytesIn.Add(uint64(stats.AToB))
+	a.stats.bytesOut.Add(uint64(stats.BToA))
+	log.Debug("stream done", "addr", res.Addr, "to_target", stats.AToB, "from_target", stats.BToA,
+		"duration", time.Since(start), "err", err)
+}
+
+// dial decides, resolves, checks every address and dials the first that
+// passes and answers. It returns the target connection and an ok result,
+// or nil and the refusal.
+func (a *Agent) dial(ctx context.Context, req protocol.Request, log *slog.Logger) (net.Conn, protocol.Result) {
+	pol := a.Policy()
+	d := pol.List.Decide(req.Host, req.Port)
+	if !d.Allowed() {
+		reason := verdictReason(d.Verdict)
+		if pol.Mode != config.ModeReport || d.Verdict == allowlist.BadTarget {
+			return nil, protocol.Result{Reason: reason, Message: d.Reason, Rule: d.Rule}
+		}
+		log.Warn("report mode: would deny", "reason", reason, "rule", d.Rule, "why", d.Reason)
+	}
+	t, err := allowlist.NormalizeHost(req.Host)
+	if err != nil {
+		return nil, protocol.Result{Reason: protocol.BadTarget, Message: err.Error()}
+	}
+
+	var addrs []netip.Addr
+	if t.Addr.IsValid() {
+		addrs = []netip.Addr{t.Addr} // Decide already judged the literal
+	} else {
+		found, _, err := a.opts.Resolver.Lookup(ctx, t.Name)
+		if err != nil {
+			return nil, protocol.Result{Reason: dnsReason(err), Message: err.Error(), Rule: d.Rule}
+		}
+		addrs = found
+	}
+
+	var (
+		lastReason  = protocol.TargetBlocked
+		lastMessage string
+		blocked     int
+	)
+	for _, addr := range addrs {
+		if !t.Addr.IsValid() {
+			if cd := pol.List.CheckAddr(addr, req.Port); !cd.Allowed() {
+				if pol.Mode != config.ModeReport {
+					blocked++
+					lastMessage = fmt.Sprintf("%s resolved to %s: %s", t.Name, addr, cd.Reason)
+					continue
+				}
+				log.Warn("report mode: would block address", "addr", addr, "rule", cd.Rule, "why", cd.Reason)
+			}
+		}
+		ap := netip.AddrPortFrom(addr, uint16(req.Port))
+		conn, err := a.opts.Dial(ctx, "tcp", ap.String())
+		if err != nil {
+			lastReason, lastMessage = dialReason(err), fmt.Sprintf("dial %s: %v", ap, err)
+			continue
+		}
+		return conn, protocol.Result{OK: true, Addr: ap.String(), Rule: d.Rule}
+	}
+	if blocked == len(addrs) {
+		lastReason = protocol.TargetBlocked
+		if lastMessage == "" {
+			lastMessage = "no address to dial"
+		}
+	}
+	return nil, protocol.Result{Reason: lastReason, Message: lastMessage, Rule: d.Rule}
+}
+
+func verdictReason(v allowlist.Verdict) protocol.Reason {
+	switch v {
+	case allowlist.Missing:
+		return protocol.AllowlistMissing
+	case allowlist.Blocked:
+		return protocol.TargetBlocked
+	case allowlist.BadTarget:
+		return protocol.BadTarget
+	}
+	return protocol.AllowlistMissing
+}
+
+func dnsReason(err error) protocol.Reason {
+	switch {
+	case errors.Is(err, resolve.ErrNXDomain), errors.Is(err, resolve.ErrNoAddress):
+		return protocol.DNSNXDomain
+	case errors.Is(err, resolve.ErrServFail):
+		return protocol.DNSServFail
+	default:
+		return protocol.DNSTimeout
+	}
+}
+
+func dialReason(err error) protocol.Reason {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return protocol.ConnectRefused
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return protocol.HostUnreachable
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		return protocol.ConnectTimeout
+	}
+	return protocol.HostUnreachable
+}

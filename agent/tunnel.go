@@ -1,0 +1,231 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/hashicorp/yamux"
+
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/coalesce"
+)
+
+// Tunnel timing.
+const (
+	dialTimeout      = 15 * time.Second
+	handshakeTimeout = 10 * time.Second
+	// StreamWindow is the yamux receive window per stream.
+	StreamWindow = 1 << 20
+)
+
+// refusedError is the relay refusing the tunnel before the upgrade.
+type refusedError struct {
+	status  int
+	reason  protocol.Reason
+	message string
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("relay answered %d %s: %s", e.status, e.reason, e.message)
+}
+
+// errRevoked reports a Revoked notice from the relay.
+var errRevoked = errors.New("relay says the connection was revoked")
+
+// errGoAway reports a GoAway notice: reconnect, the relay is draining.
+var errGoAway = errors.New("relay asked the agent to reconnect (goaway)")
+
+func tunnelURL(base *url.URL) string {
+	u := *base
+	u.Path = strings.TrimSuffix(u.Path, "/") + protocol.TunnelPath
+	u.RawQuery = ""
+	return u.String()
+}
+
+// httpClient never follows redirects: a relay URL that redirects is a
+// misconfiguration or an attack, and the token must not travel on.
+func (a *Agent) httpClient() *http.Client {
+	return &http.Client{
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// runTunnel dials one tunnel and serves it until it ends. up reports
+// whether the handshake completed (so the caller can reset its backoff).
+func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slog.Logger) (up bool, err error) {
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	hdr := http.Header{}
+	hdr.Set("Authorization", "Bearer "+a.opts.Token)
+	hdr.Set("User-Agent", "postern-agent/"+a.opts.Version)
+	ws, resp, err := websocket.Dial(dctx, tunnelURL(base), &websocket.DialOptions{
+		HTTPClient:      a.httpClient(),
+		HTTPHeader:      hdr,
+		Subprotocols:    []string{protocol.Subprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return false, refusal(resp)
+		}
+		return false, fmt.Errorf("dial %s: %w", redactURL(base), err)
+	}
+	if ws.Subprotocol() != protocol.Subprotocol {
+		_ = ws.Close(websocket.StatusProtocolError, "subprotocol "+protocol.Subprotocol+" required")
+		return false, fmt.Errorf("relay did not agree to subprotocol %s", protocol.Subprotocol)
+	}
+	ws.SetReadLimit(coalesce.MaxMessage)
+
+	// The tunnel's lifetime: cancelled when ctx ends or the tunnel fails.
+	tctx, tcancel := context.WithCancel(ctx)
+	defer tcancel()
+	nc := websocket.NetConn(tctx, ws, websocket.MessageBinary)
+	mux, err := yamux.Client(coalesce.New(nc), a.yamuxConfig(log))
+	if err != nil {
+		_ = nc.Close()
+		return false, err
+	}
+	defer mux.Close()
+
+	ctrl, welcome, err := a.handshake(mux)
+	if err != nil {
+		return false, err
+	}
+	log = log.With("node", welcome.NodeID, "session", welcome.SessionID)
+	log.Info("tunnel up")
+	a.setTunnel(slot, &tunnelInfo{URL: redactURL(base), NodeID: welcome.NodeID, ConnectedAt: time.Now()})
+	defer a.setTunnel(slot, nil)
+
+	var streams sync.WaitGroup
+	defer streams.Wait()
+	errc := make(chan error, 3)
+	var loops sync.WaitGroup
+	loops.Add(3)
+	go func() { defer loops.Done(); errc <- a.readControl(ctrl) }()
+	go func() { defer loops.Done(); errc <- a.sendHealth(tctx, ctrl, welcome.HeartbeatInterval()) }()
+	go func() { defer loops.Done(); errc <- a.acceptStreams(tctx, mux, &streams, log) }()
+	err = <-errc
+	tcancel()
+	_ = mux.Close()
+	loops.Wait()
+	return true, err
+}
+
+func refusal(resp *http.Response) error {
+	var body struct {
+		Reason  protocol.Reason `json:"reason"`
+		Message string          `json:"message"`
+	}
+	if resp.Body != nil {
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 16<<10)).Decode(&body)
+	}
+	if body.Reason == "" {
+		body.Reason = protocol.ReasonUnknown
+		body.Message = "relay answered " + resp.Status
+		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+			body.Message += " (redirects are never followed; check relay_url)"
+		}
+	}
+	return &refusedError{status: resp.StatusCode, reason: body.Reason, message: body.Message}
+}
+
+func (a *Agent) yamuxConfig(log *slog.Logger) *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.AcceptBacklog = 512
+	c.EnableKeepAlive = true
+	c.KeepAliveInterval = 5 * time.Second
+	c.ConnectionWriteTimeout = 10 * time.Second
+	c.StreamOpenTimeout = 10 * time.Second
+	c.StreamCloseTimeout = 30 * time.Second
+	c.MaxStreamWindowSize = StreamWindow
+	c.LogOutput = nil
+	c.Logger = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	return c
+}
+
+// handshake opens the control stream, sends Hello and reads Welcome.
+func (a *Agent) handshake(mux *yamux.Session) (*yamux.Stream, protocol.Welcome, error) {
+	ctrl, err := mux.OpenStream()
+	if err != nil {
+		return nil, protocol.Welcome{}, fmt.Errorf("open control stream: %w", err)
+	}
+	_ = ctrl.SetDeadline(time.Now().Add(handshakeTimeout))
+	if err := protocol.WriteFrame(ctrl, protocol.FrameHello, a.hello()); err != nil {
+		return nil, protocol.Welcome{}, fmt.Errorf("send hello: %w", err)
+	}
+	f, err := protocol.ReadFrame(ctrl, protocol.MaxControlFrame)
+	if err != nil {
+		return nil, protocol.Welcome{}, fmt.Errorf("read welcome: %w", err)
+	}
+	var w protocol.Welcome
+	if err := f.Decode(protocol.FrameWelcome, &w); err != nil {
+		return nil, protocol.Welcome{}, err
+	}
+	if w.HeartbeatMS <= 0 {
+		w.HeartbeatMS = (15 * time.Second).Milliseconds()
+	}
+	_ = ctrl.SetDeadline(time.Time{})
+	return ctrl, w, nil
+}
+
+// readControl handles relay notices until the control stream ends.
+func (a *Agent) readControl(ctrl *yamux.Stream) error {
+	for {
+		f, err := protocol.ReadFrame(ctrl, protocol.MaxControlFrame)
+		if err != nil {
+			return fmt.Errorf("control stream: %w", err)
+		}
+		switch f.Type {
+		case protocol.FrameGoAway:
+			return errGoAway
+		case protocol.FrameRevoked:
+			var r protocol.Revoked
+			_ = f.Decode(protocol.FrameRevoked, &r)
+			return fmt.Errorf("%w: %s", errRevoked, r.Message)
+		}
+		// Unknown notices are ignored: newer relays may add some.
+	}
+}
+
+// sendHealth reports on the control stream every interval.
+func (a *Agent) sendHealth(ctx context.Context, ctrl *yamux.Stream, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		_ = ctrl.SetWriteDeadline(time.Now().Add(every))
+		if err := protocol.WriteFrame(ctrl, protocol.FrameHealth, a.health()); err != nil {
+			return fmt.Errorf("send health: %w", err)
+		}
+	}
+}
+
+// acceptStreams serves relay-opened streams until the session ends. Each
+// stream's goroutine is counted in wg, which the tunnel waits for.
+func (a *Agent) acceptStreams(ctx context.Context, mux *yamux.Session, wg *sync.WaitGroup, log *slog.Logger) error {
+	for {
+		st, err := mux.AcceptStream()
+		if err != nil {
+			return fmt.Errorf("accept stream: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.serveStream(ctx, st, log)
+		}()
+	}
+}

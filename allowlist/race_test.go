@@ -1,0 +1,5 @@
+//go:build race
+
+package allowlist
+
+const raceEnabled = true

@@ -1,0 +1,253 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/agent"
+	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/agent/resolve"
+	"github.com/postern/postern/relay"
+	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/client"
+	"github.com/postern/postern/relay/store/sqlite"
+)
+
+// testRelay is a relay node on loopback with its admin client.
+type testRelay struct {
+	srv       *relay.Server
+	apiAddr   string
+	proxyAddr string
+	dataDir   string
+	admin     *client.Client
+	stop      func()
+}
+
+func logger(t *testing.T) *slog.Logger {
+	if os.Getenv("POSTERN_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// startRelay starts a relay on dataDir, listening on apiAddr/proxyAddr
+// ("127.0.0.1:0" for fresh ports).
+func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string) *testRelay {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(dataDir, "relay.db"))
+	require.NoError(t, err)
+	srv, err := relay.New(relay.Config{Store: st, Logger: logger(t), HeartbeatInterval: 500 * time.Millisecond, NodeID: "test-node"})
+	require.NoError(t, err)
+	_, err = srv.Bootstrap(ctx, dataDir)
+	require.NoError(t, err)
+	apiLn := listenRetry(t, apiAddr)
+	proxyLn := listenRetry(t, proxyAddr)
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(sctx, apiLn, proxyLn) }()
+	key, err := os.ReadFile(filepath.Join(dataDir, relay.AdminKeyFile))
+	require.NoError(t, err)
+	r := &testRelay{
+		srv:       srv,
+		apiAddr:   apiLn.Addr().String(),
+		proxyAddr: proxyLn.Addr().String(),
+		dataDir:   dataDir,
+		admin:     client.New("http://"+apiLn.Addr().String(), strings.TrimSpace(string(key)), nil),
+	}
+	var stopped bool
+	r.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		require.NoError(t, <-done)
+		require.NoError(t, st.Close())
+	}
+	t.Cleanup(r.stop)
+	return r
+}
+
+// listenRetry listens on addr, retrying briefly: a restarted relay reuses
+// its previous port, which the kernel may hold for a moment.
+func listenRetry(t *testing.T, addr string) net.Listener {
+	t.Helper()
+	var err error
+	for range 50 {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			return ln
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.NoError(t, err)
+	return nil
+}
+
+// testAgent is an agent running in this process.
+type testAgent struct {
+	a      *agent.Agent
+	cancel func()
+	done   chan error
+}
+
+func (ta *testAgent) stop(t *testing.T) {
+	t.Helper()
+	if ta.cancel == nil {
+		return
+	}
+	ta.cancel()
+	select {
+	case err := <-ta.done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent did not stop within 10s")
+	}
+	ta.cancel = nil
+}
+
+// startAgent runs an agent with the given YAML rules (the allow:/deny:
+// part of the config) against relay r.
+func startAgent(t *testing.T, r *testRelay, token, rules string, hosts map[string]string) *testAgent {
+	t.Helper()
+	dir := t.TempDir()
+	yaml := fmt.Sprintf("relay_url: ws://%s\ntunnels: 2\n%s", r.apiAddr, rules)
+	cfg, err := config.Parse(filepath.Join(dir, "agent.yaml"), []byte(yaml), func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+
+	hostsFile := filepath.Join(dir, "hosts")
+	var b strings.Builder
+	for name, ip := range hosts {
+		fmt.Fprintf(&b, "%s %s\n", ip, name)
+	}
+	require.NoError(t, os.WriteFile(hostsFile, []byte(b.String()), 0o644))
+	resolvConf := filepath.Join(dir, "resolv.conf")
+	require.NoError(t, os.WriteFile(resolvConf, []byte("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"), 0o644))
+	res, err := resolve.New(resolve.Config{HostsFile: hostsFile, ResolvConf: resolvConf, Logger: logger(t)})
+	require.NoError(t, err)
+
+	a, err := agent.New(agent.Options{
+		Config: cfg, Token: token, Version: "test", Logger: logger(t), Resolver: res,
+		BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ta := &testAgent{a: a, cancel: cancel, done: make(chan error, 1)}
+	go func() { ta.done <- a.Run(ctx) }()
+	t.Cleanup(func() { ta.stop(t) })
+	return ta
+}
+
+// waitStatus polls the status API until check passes.
+func waitStatus(t *testing.T, c *client.Client, connID string, check func(api.Status) bool) api.Status {
+	t.Helper()
+	var last api.Status
+	require.Eventually(t, func() bool {
+		st, err := c.Status(context.Background(), connID, "")
+		if err != nil {
+			return false
+		}
+		last = st
+		return check(st)
+	}, 10*time.Second, 20*time.Millisecond, "status never matched; last: %+v", last)
+	return last
+}
+
+// connectResult is the answer to a CONNECT.
+type connectResult struct {
+	status int
+	reason string
+	body   api.Error
+	conn   net.Conn // open tunnel when status == 200
+	br     *bufio.Reader
+}
+
+// dialConnect sends CONNECT target through the proxy with the given
+// credentials.
+func dialConnect(t *testing.T, proxyAddr, connID, key, target string) connectResult {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", proxyAddr, 5*time.Second)
+	require.NoError(t, err)
+	auth := base64.StdEncoding.EncodeToString([]byte(connID + ":" + key))
+	_, err = fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n", target, target, auth)
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	require.NoError(t, err)
+	_ = c.SetReadDeadline(time.Time{})
+	res := connectResult{status: resp.StatusCode, reason: resp.Header.Get("Postern-Reason"), br: br}
+	if resp.StatusCode == http.StatusOK {
+		res.conn = c
+		t.Cleanup(func() { _ = c.Close() })
+		return res
+	}
+	defer c.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	require.NoError(t, jsonUnmarshal(body, &res.body), "body: %s", body)
+	require.NotEmpty(t, resp.Header.Get("Postern-Request-Id"))
+	require.Equal(t, res.body.RequestID, resp.Header.Get("Postern-Request-Id"))
+	return res
+}
+
+// echoServer accepts connections and answers each with the sha256 of all
+// it read followed by the same number of bytes it read, generated
+// deterministically, then closes. It proves both directions and half-close.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				h := sha256.New()
+				n, err := io.Copy(h, c)
+				if err != nil {
+					return
+				}
+				if _, err := c.Write(h.Sum(nil)); err != nil {
+					return
+				}
+				_, _ = io.Copy(c, io.LimitReader(newPattern(7), n))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// pattern is a deterministic byte stream (xorshift), cheap to generate on
+// both sides and not compressible by accident.
+type pattern struct{ x uint64 }
+
+func newPattern(seed uint64) *pattern { return &pattern{x: seed*0x9E3779B97F4A7C15 + 1} }
+
+func (p *pattern) Read(b []byte) (int, error) {
+	for i := range b {
+		p.x ^= p.x << 13
+		p.x ^= p.x >> 7
+		p.x ^= p.x << 17
+		b[i] = byte(p.x)
+	}
+	return len(b), nil
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/postern/postern/agent"
+	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/agent/resolve"
+)
+
+func newRunCmd() *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "run --config FILE",
+		Short: "Run the agent in the foreground",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, cfgPath)
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "/etc/postern/agent.yaml", "agent config file")
+	return cmd
+}
+
+func run(ctx context.Context, cfgPath string) error {
+	cfg, err := config.Load(cfgPath, os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	token, err := cfg.LoadToken(os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	res, err := resolve.New(resolve.Config{Servers: cfg.DNSServers, Timeout: cfg.DNSTimeout, Logger: log})
+	if err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	a, err := agent.New(agent.Options{
+		Config:   cfg,
+		Token:    token,
+		Version:  version,
+		Logger:   log,
+		Resolver: res,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("agent starting", "version", version, "config", cfgPath, "rules", cfg.Rules.Len(), "mode", cfg.Mode.String())
+
+	// SIGHUP reloads the allowlist: validate first, then swap; a bad file
+	// keeps the rules in force.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-hup:
+				next, err := config.Load(cfgPath, os.LookupEnv)
+				if err != nil {
+					log.Error("reload refused; keeping the current allowlist", "err", err)
+					continue
+				}
+				a.SetPolicy(agent.NewPolicy(next, time.Now()))
+				log.Info("allowlist reloaded", "rules", next.Rules.Len(), "sha256", next.Rules.SHA256())
+			}
+		}
+	}()
+	return a.Run(ctx)
+}

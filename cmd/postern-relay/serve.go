@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/postern/postern/relay"
+	"github.com/postern/postern/relay/store"
+	"github.com/postern/postern/relay/store/sqlite"
+)
+
+// serveConfig is the relay's config file; flags override it.
+type serveConfig struct {
+	Listen            string        `yaml:"listen"`
+	ProxyListen       string        `yaml:"proxy_listen"`
+	Data              string        `yaml:"data"`
+	Database          string        `yaml:"database"`
+	TLSCert           string        `yaml:"tls_cert"`
+	TLSKey            string        `yaml:"tls_key"`
+	NodeID            string        `yaml:"node_id"`
+	LogLevel          string        `yaml:"log_level"`
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+}
+
+func newServeCmd() *cobra.Command {
+	var cfgFile string
+	flags := serveConfig{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a relay node",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := serveConfig{Listen: ":8080", ProxyListen: ":8081", Data: "postern-data", LogLevel: "info"}
+			if cfgFile != "" {
+				if err := loadServeConfig(cfgFile, &cfg); err != nil {
+					return err
+				}
+			}
+			overrideSet(cmd, &cfg, flags)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return serve(ctx, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval)")
+	f.StringVar(&flags.Data, "data", "", "data directory: SQLite store and admin.key (default ./postern-data)")
+	f.StringVar(&flags.Database, "database", "", "store URL: sqlite:PATH (default: SQLite in --data)")
+	f.StringVar(&flags.Listen, "listen", "", "API and tunnel listen address (default :8080)")
+	f.StringVar(&flags.ProxyListen, "proxy-listen", "", "CONNECT proxy listen address (default :8081)")
+	f.StringVar(&flags.TLSCert, "tls-cert", "", "TLS certificate file for both listeners")
+	f.StringVar(&flags.TLSKey, "tls-key", "", "TLS key file for both listeners")
+	f.StringVar(&flags.NodeID, "node-id", "", "node id shown to agents and in status (default: random)")
+	f.StringVar(&flags.LogLevel, "log-level", "", "debug, info, warn or error")
+	return cmd
+}
+
+func overrideSet(cmd *cobra.Command, cfg *serveConfig, flags serveConfig) {
+	set := func(name string, dst *string, v string) {
+		if cmd.Flags().Changed(name) {
+			*dst = v
+		}
+	}
+	set("data", &cfg.Data, flags.Data)
+	set("database", &cfg.Database, flags.Database)
+	set("listen", &cfg.Listen, flags.Listen)
+	set("proxy-listen", &cfg.ProxyListen, flags.ProxyListen)
+	set("tls-cert", &cfg.TLSCert, flags.TLSCert)
+	set("tls-key", &cfg.TLSKey, flags.TLSKey)
+	set("node-id", &cfg.NodeID, flags.NodeID)
+	set("log-level", &cfg.LogLevel, flags.LogLevel)
+}
+
+func loadServeConfig(path string, cfg *serveConfig) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: use debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func openStore(ctx context.Context, cfg serveConfig) (store.Store, error) {
+	db := cfg.Database
+	switch {
+	case db == "":
+		return sqlite.Open(ctx, filepath.Join(cfg.Data, "relay.db"))
+	case strings.HasPrefix(db, "sqlite:"):
+		return sqlite.Open(ctx, strings.TrimPrefix(db, "sqlite:"))
+	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
+		return nil, errors.New("--database postgres:// is not supported by this build yet: leave --database unset to use SQLite in --data")
+	}
+	return nil, fmt.Errorf("--database %q: want sqlite:PATH or postgres://URL", redactDSN(db))
+}
+
+// redactDSN hides a password in a database URL before it is printed.
+func redactDSN(s string) string {
+	if i := strings.Index(s, "@"); i >= 0 {
+		if j := strings.Index(s, "://"); j >= 0 && j < i {
+			return s[:j+3] + "***" + s[i:]
+		}
+	}
+	return s
+}
+
+func serve(ctx context.Context, cfg serveConfig) error {
+	log, err := newLogger(cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	srv, err := relay.New(relay.Config{
+		NodeID:            cfg.NodeID,
+		Store:             st,
+		Logger:            log,
+		Version:           version,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := srv.Bootstrap(ctx, cfg.Data); err != nil {
+		return err
+	}
+	apiLn, err := listen(cfg.Listen, cfg, log)
+	if err != nil {
+		return err
+	}
+	proxyLn, err := listen(cfg.ProxyListen, cfg, log)
+	if err != nil {
+		_ = apiLn.Close()
+		return err
+	}
+	log.Info("relay listening", "api", apiLn.Addr().String(), "proxy", proxyLn.Addr().String(),
+		"node", srv.NodeID(), "version", version, "tls", cfg.TLSCert != "")
+	return srv.Serve(ctx, apiLn, proxyLn)
+}
+
+func listen(addr string, cfg serveConfig, log *slog.Logger) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.TLSCert == "" && cfg.TLSKey == "" {
+		return ln, nil
+	}
+	if cfg.TLSCert == "" || cfg.TLSKey == "" {
+		_ = ln.Close()
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	kp := &keyPair{cert: cfg.TLSCert, key: cfg.TLSKey, log: log}
+	if _, err := kp.get(nil); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	return tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: kp.get}), nil
+}
+
+// keyPair reloads the certificate when either file changes, checking at
+// most every few seconds, so renewed certificates apply without restart.
+type keyPair struct {
+	cert, key string
+	log       *slog.Logger
+
+	mu      sync.Mutex
+	current *tls.Certificate
+	mtime   time.Time
+	checked time.Time
+}
+
+func (k *keyPair) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.current != nil && time.Since(k.checked) < 5*time.Second {
+		return k.current, nil
+	}
+	k.checked = time.Now()
+	var newest time.Time
+	for _, p := range []string{k.cert, k.key} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			if k.current != nil {
+				return k.current, nil
+			}
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		if fi.ModTime().After(newest) {
+			newest = fi.ModTime()
+		}
+	}
+	if k.current != nil && !newest.After(k.mtime) {
+		return k.current, nil
+	}
+	c, err := tls.LoadX509KeyPair(k.cert, k.key)
+	if err != nil {
+		if k.current != nil {
+			k.log.Error("tls: reload failed; keeping the previous certificate", "err", err)
+			return k.current, nil
+		}
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	if k.current != nil {
+		k.log.Info("tls: certificate reloaded", "cert", k.cert)
+	}
+	k.current, k.mtime = &c, newest
+	return k.current, nil
+}

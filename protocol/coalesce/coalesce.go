@@ -1,0 +1,85 @@
+// Package coalesce makes a yamux session cheap to carry over a
+// message-oriented transport such as a WebSocket.
+//
+// yamux writes every data frame as two Write calls: a 12-byte header, then
+// the body. A WebSocket net.Conn turns each Write into its own message, so
+// without help every frame costs two messages, two syscalls and two
+// wakeups on the far side. Writer holds a data header back and sends it
+// together with its body in one Write. Headers without a body (window
+// updates, pings, go-aways) pass straight through, so nothing is ever held
+// waiting for a write that does not come.
+//
+// The package knows only the yamux header layout (version, type, flags,
+// stream id, length; see protocol/spec.md) and imports only the standard
+// library.
+package coalesce
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+)
+
+const (
+	headerSize = 12
+	typeData   = 0
+)
+
+// MaxMessage is the largest Write the wrapped conn receives, and so the
+// largest WebSocket message either end sends. Receivers set their read
+// limit to it; larger frames are split across messages, which is safe
+// because yamux sees one byte stream.
+const MaxMessage = 256 << 10
+
+// Conn wraps a net.Conn so that each yamux data frame leaves in one Write.
+type Conn struct {
+	net.Conn
+
+	mu      sync.Mutex
+	pending []byte // a held data header, or empty
+	buf     []byte // reused join buffer
+}
+
+// New returns c wrapped. Reads are untouched.
+func New(c net.Conn) *Conn {
+	return &Conn{Conn: c, pending: make([]byte, 0, headerSize)}
+}
+
+// Write sends p, joining a held data header with the body that follows it.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.pending) == 0 {
+		if len(p) == headerSize && p[1] == typeData && binary.BigEndian.Uint32(p[8:12]) > 0 {
+			c.pending = append(c.pending, p...)
+			return len(p), nil
+		}
+		return c.writeChunks(p)
+	}
+	// Join the held header with as much of the body as fits one message.
+	first := min(len(p), MaxMessage-headerSize)
+	c.buf = append(append(c.buf[:0], c.pending...), p[:first]...)
+	c.pending = c.pending[:0]
+	n, err := c.Conn.Write(c.buf)
+	// Report progress on p alone: the header was already acknowledged.
+	n = max(n-headerSize, 0)
+	if err != nil {
+		return n, err
+	}
+	m, err := c.writeChunks(p[first:])
+	return n + m, err
+}
+
+func (c *Conn) writeChunks(p []byte) (int, error) {
+	var total int
+	for len(p) > 0 {
+		chunk := p[:min(len(p), MaxMessage)]
+		n, err := c.Conn.Write(chunk)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		p = p[len(chunk):]
+	}
+	return total, nil
+}

@@ -1,0 +1,203 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Version is the protocol revision carried in Hello; it changes only with
+// the subprotocol name.
+const Version = 1
+
+// Hello is the agent's first frame on the control stream.
+type Hello struct {
+	ProtocolVersion int       `json:"protocol_version"`
+	AgentID         string    `json:"agent_id"`
+	Hostname        string    `json:"hostname"`
+	Version         string    `json:"version"`
+	Tunnels         int       `json:"tunnels"`
+	StartedAt       time.Time `json:"started_at"`
+	Allowlist       Allowlist `json:"allowlist"`
+}
+
+// Welcome is the relay's answer to Hello.
+type Welcome struct {
+	NodeID string `json:"node_id"`
+	// HeartbeatMS is how often the agent must send Health, in milliseconds.
+	HeartbeatMS int64  `json:"heartbeat_ms"`
+	SessionID   string `json:"session_id"`
+}
+
+// HeartbeatInterval returns the Health period the relay asked for.
+func (w Welcome) HeartbeatInterval() time.Duration {
+	return time.Duration(w.HeartbeatMS) * time.Millisecond
+}
+
+// Health is the agent's periodic report on the control stream.
+type Health struct {
+	Time          time.Time      `json:"time"`
+	TunnelsUp     int            `json:"tunnels_up"`
+	ActiveStreams int            `json:"active_streams"`
+	BytesIn       uint64         `json:"bytes_in"`
+	BytesOut      uint64         `json:"bytes_out"`
+	UptimeSeconds int64          `json:"uptime_seconds"`
+	Version       string         `json:"version"`
+	Allowlist     Allowlist      `json:"allowlist"`
+	Errors        map[Reason]int `json:"errors,omitempty"`
+}
+
+// Allowlist summarizes the agent's rules so the relay can show them and
+// evaluate a base URL against them without a round trip.
+type Allowlist struct {
+	// Status is configured | empty | invalid.
+	Status    string     `json:"status"`
+	Mode      string     `json:"mode"`
+	Count     int        `json:"count"`
+	SHA256    string     `json:"sha256"`
+	LoadedAt  time.Time  `json:"loaded_at"`
+	LastError string     `json:"last_error,omitempty"`
+	Allow     []RuleSpec `json:"allow,omitempty"`
+	Deny      []RuleSpec `json:"deny,omitempty"`
+}
+
+// RuleSpec is one normalized rule as reported on the wire. Exactly one of
+// Host, IP and CIDR is set; Ports holds single ports and "lo-hi" ranges.
+type RuleSpec struct {
+	Host  string   `json:"host,omitempty"`
+	IP    string   `json:"ip,omitempty"`
+	CIDR  string   `json:"cidr,omitempty"`
+	Ports []string `json:"ports,omitempty"`
+}
+
+// GoAway asks the agent to open a replacement tunnel (elsewhere if it can)
+// and let this one drain.
+type GoAway struct {
+	Reason  string `json:"reason"`
+	Message string `json:"message,omitempty"`
+}
+
+// Revoked tells the agent its connection was revoked; the relay closes the
+// tunnel right after.
+type Revoked struct {
+	Message string `json:"message,omitempty"`
+}
+
+// Op is the operation a relay-opened stream asks for.
+type Op string
+
+// Operations.
+const (
+	OpDial  Op = "dial"
+	OpCheck Op = "check"
+)
+
+// Request is the first frame on every relay-opened stream.
+type Request struct {
+	Op   Op     `json:"op"`
+	ID   string `json:"id"`
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	// BaseURL is the URL a check probes; empty for dial.
+	BaseURL string `json:"base_url,omitempty"`
+	// DeadlineUnixMS bounds the whole operation (resolve, connect, check).
+	DeadlineUnixMS int64 `json:"deadline_unix_ms"`
+}
+
+// Limits on request fields.
+const (
+	MaxRequestIDLen = 128
+	MaxHostLen      = 255
+	MaxBaseURLLen   = 2048
+)
+
+// ErrBadRequest marks a request frame whose fields are out of bounds.
+var ErrBadRequest = errors.New("bad request frame")
+
+// Deadline returns the request's deadline, or the zero time if unset.
+func (r Request) Deadline() time.Time {
+	if r.DeadlineUnixMS <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(r.DeadlineUnixMS)
+}
+
+// Validate checks the bounds every receiver relies on. It does not judge
+// the target: that is the allowlist's work.
+func (r Request) Validate() error {
+	switch {
+	case r.Op == "":
+		return fmt.Errorf("%w: op missing", ErrBadRequest)
+	case len(r.ID) > MaxRequestIDLen:
+		return fmt.Errorf("%w: id longer than %d", ErrBadRequest, MaxRequestIDLen)
+	case len(r.Host) > MaxHostLen:
+		return fmt.Errorf("%w: host longer than %d", ErrBadRequest, MaxHostLen)
+	case len(r.BaseURL) > MaxBaseURLLen:
+		return fmt.Errorf("%w: base_url longer than %d", ErrBadRequest, MaxBaseURLLen)
+	case r.Op == OpDial && r.Host == "":
+		return fmt.Errorf("%w: host missing", ErrBadRequest)
+	case r.Op == OpDial && (r.Port < 1 || r.Port > 65535):
+		return fmt.Errorf("%w: port %d out of range", ErrBadRequest, r.Port)
+	}
+	return nil
+}
+
+// Result answers a Request. After an OK dial, raw bytes follow both ways.
+type Result struct {
+	OK      bool   `json:"ok"`
+	Reason  Reason `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Addr is the address the agent dialled (dial) or would dial.
+	Addr string `json:"addr,omitempty"`
+	// Rule names the allowlist rule that decided, if any.
+	Rule string `json:"rule,omitempty"`
+	// RetryAfterSeconds accompanies AGENT_BUSY and UPSTREAM_RATE_LIMITED.
+	RetryAfterSeconds int `json:"retry_after,omitempty"`
+	// Check carries the steps of a check operation.
+	Check *CheckResult `json:"check,omitempty"`
+}
+
+// CheckResult is the outcome of a live check run by the agent.
+type CheckResult struct {
+	Ready             bool        `json:"ready"`
+	Reason            Reason      `json:"reason,omitempty"`
+	ProviderErrorCode string      `json:"provider_error_code,omitempty"`
+	RetryAfterSeconds int         `json:"retry_after,omitempty"`
+	Steps             []CheckStep `json:"steps"`
+}
+
+// CheckStep is one layer of a live check.
+type CheckStep struct {
+	Step   string `json:"step"`
+	OK     bool   `json:"ok"`
+	MS     int64  `json:"ms"`
+	Reason Reason `json:"reason,omitempty"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// ReadRequest reads and validates the request frame that opens a stream.
+func ReadRequest(r io.Reader) (Request, error) {
+	f, err := ReadFrame(r, MaxStreamFrame)
+	if err != nil {
+		return Request{}, err
+	}
+	var req Request
+	if err := f.Decode(FrameRequest, &req); err != nil {
+		return Request{}, err
+	}
+	return req, req.Validate()
+}
+
+// ReadResult reads the result frame that answers a request.
+func ReadResult(r io.Reader) (Result, error) {
+	f, err := ReadFrame(r, MaxStreamFrame)
+	if err != nil {
+		return Result{}, err
+	}
+	var res Result
+	if err := f.Decode(FrameResult, &res); err != nil {
+		return Result{}, err
+	}
+	return res, nil
+}

@@ -1,0 +1,136 @@
+// Package splice copies bytes both ways between two connections with
+// half-close propagated, the way both ends of a Postern stream must (see
+// protocol/spec.md, "Data phase"): when one side finishes writing, the
+// other side's write half is closed and the opposite direction keeps
+// flowing until it finishes too.
+//
+// It imports only the standard library so that agent and relay share one
+// implementation of the data phase.
+package splice
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// BufferSize is the copy buffer per direction. Larger buffers mean fewer
+// frames on the tunnel for bulk transfers.
+const BufferSize = 64 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, BufferSize); return &b }}
+
+// closeWriter is implemented by *net.TCPConn, *net.UnixConn, *tls.Conn and
+// yamux streams (whose Close is a write-side close).
+type closeWriter interface {
+	CloseWrite() error
+}
+
+// Stats reports what one splice carried.
+type Stats struct {
+	// AToB counts bytes read from a and written to b.
+	AToB int64
+	// BToA counts bytes read from b and written to a.
+	BToA int64
+}
+
+// Options bound a splice.
+type Options struct {
+	// IdleTimeout ends the splice when no byte moved in either direction
+	// for this long. Zero means no idle limit.
+	IdleTimeout time.Duration
+	// CloseWriteA and CloseWriteB close the write half of a and b. When
+	// nil, a CloseWrite method is used if the connection has one, else
+	// the connection is left open until both directions end.
+	CloseWriteA, CloseWriteB func() error
+}
+
+// Run copies a->b and b->a until both directions end, then closes both
+// connections. A clean EOF on one side half-closes the other; an error in
+// one direction aborts both. It returns the byte counts and the first
+// error that was not a normal end of stream.
+func Run(a, b net.Conn, opt Options) (Stats, error) {
+	var (
+		st       Stats
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+		abort    = func() { _ = a.Close(); _ = b.Close() }
+	)
+	act := newActivity(opt.IdleTimeout, abort)
+	defer act.stop()
+
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err })
+		abort()
+	}
+	dir := func(dst, src net.Conn, n *int64, closeWrite func() error) {
+		defer wg.Done()
+		c, err := copyBuf(dst, src, act)
+		*n = c
+		if err != nil {
+			fail(err)
+			return
+		}
+		if closeWrite == nil {
+			if cw, ok := dst.(closeWriter); ok {
+				closeWrite = cw.CloseWrite
+			}
+		}
+		if closeWrite != nil {
+			if err := closeWrite(); err != nil && !isClosed(err) {
+				fail(err)
+			}
+		}
+	}
+	wg.Add(2)
+	go dir(b, a, &st.AToB, opt.CloseWriteB)
+	go dir(a, b, &st.BToA, opt.CloseWriteA)
+	wg.Wait()
+	_ = a.Close()
+	_ = b.Close()
+	if act.expired() {
+		return st, ErrIdle
+	}
+	return st, firstErr
+}
+
+// ErrIdle reports that a splice ended because nothing moved for the idle
+// timeout.
+var ErrIdle = errors.New("stream idle timeout")
+
+func copyBuf(dst io.Writer, src io.Reader, act *activity) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			act.touch()
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+			if w != n {
+				return total, io.ErrShortWrite
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return total, nil
+			}
+			if isClosed(rerr) {
+				return total, nil
+			}
+			return total, rerr
+		}
+	}
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)
+}

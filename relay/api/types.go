@@ -1,0 +1,98 @@
+// Package api holds the JSON bodies of the relay's HTTP API, shared by the
+// relay's handlers and by the Go client the CLI uses, so the two cannot
+// drift apart.
+package api
+
+import (
+	"time"
+
+	"github.com/postern/postern/protocol"
+)
+
+// CreateConnectionRequest is the body of POST /v1/connections.
+type CreateConnectionRequest struct {
+	Name      string `json:"name"`
+	Workspace string `json:"workspace,omitempty"`
+}
+
+// Connection is a connection as the API shows it.
+type Connection struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Workspace string     `json:"workspace"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// AgentToken is present only in the answers that create or rotate it.
+	AgentToken string `json:"agent_token,omitempty"`
+}
+
+// ConnectionList is the body of GET /v1/connections.
+type ConnectionList struct {
+	Connections []Connection `json:"connections"`
+}
+
+// TokenResponse is the body of POST /v1/connections/{id}/tokens.
+type TokenResponse struct {
+	AgentToken string `json:"agent_token"`
+	// PreviousValidUntil is when the tokens issued before this one stop
+	// being accepted (the rotation overlap).
+	PreviousValidUntil time.Time `json:"previous_valid_until"`
+}
+
+// CreateAPIKeyRequest is the body of POST /v1/api-keys.
+type CreateAPIKeyRequest struct {
+	Name      string `json:"name"`
+	Workspace string `json:"workspace,omitempty"`
+	Admin     bool   `json:"admin,omitempty"`
+}
+
+// APIKey is the answer to POST /v1/api-keys; Key is shown only once.
+type APIKey struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Workspace string    `json:"workspace,omitempty"`
+	Admin     bool      `json:"admin"`
+	Key       string    `json:"key,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Status is the body of GET /v1/connections/{id}/status.
+type Status struct {
+	ConnectionID      string          `json:"connection_id"`
+	Ready             bool            `json:"ready"`
+	TunnelStatus      string          `json:"tunnel_status"`
+	AuthStatus        string          `json:"auth_status"`
+	AllowlistStatus   string          `json:"allowlist_status"`
+	Reason            protocol.Reason `json:"reason,omitempty"`
+	ProviderErrorCode string          `json:"provider_error_code,omitempty"`
+	RetryAfter        int             `json:"retry_after,omitempty"`
+	LastSeenAt        *time.Time      `json:"last_seen_at,omitempty"`
+	Agents            []Agent         `json:"agents"`
+	LastError         string          `json:"last_error,omitempty"`
+}
+
+// Agent is one connected agent replica as the status shows it.
+type Agent struct {
+	AgentID         string             `json:"agent_id"`
+	Hostname        string             `json:"hostname"`
+	Version         string             `json:"version"`
+	RelayNode       string             `json:"relay_node"`
+	ConnectedAt     time.Time          `json:"connected_at"`
+	LastHeartbeatAt time.Time          `json:"last_heartbeat_at"`
+	Tunnels         int                `json:"tunnels"`
+	ActiveStreams   int                `json:"active_streams"`
+	Allowlist       protocol.Allowlist `json:"allowlist"`
+}
+
+// Error is the body of every API error and every refused CONNECT.
+type Error struct {
+	Reason            protocol.Reason `json:"reason"`
+	ProviderErrorCode string          `json:"provider_error_code,omitempty"`
+	Message           string          `json:"message"`
+	RetryAfter        int             `json:"retry_after,omitempty"`
+	RequestID         string          `json:"request_id"`
+}
+
+func (e *Error) Error() string {
+	return string(e.Reason) + ": " + e.Message
+}

@@ -1,0 +1,225 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/postern/postern/protocol"
+)
+
+// Registry errors.
+var (
+	// ErrNoTunnel means no agent tunnel of the connection is up on this node.
+	ErrNoTunnel = errors.New("no agent tunnel is up")
+)
+
+// session is one agent tunnel: a WebSocket carrying a yamux session, with
+// the control stream the agent opened first.
+type session struct {
+	id           string
+	connectionID string
+	tokenID      string
+	remote       string
+	hello        protocol.Hello
+	connectedAt  time.Time
+	mux          *yamux.Session
+	ctrl         net.Conn
+
+	ctrlMu sync.Mutex // serializes frames written on ctrl
+
+	active   atomic.Int64 // streams open now
+	total    atomic.Uint64
+	mu       sync.Mutex
+	health   protocol.Health
+	lastBeat time.Time
+}
+
+func (s *session) sendControl(t protocol.FrameType, v any) error {
+	s.ctrlMu.Lock()
+	defer s.ctrlMu.Unlock()
+	_ = s.ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	return protocol.WriteFrame(s.ctrl, t, v)
+}
+
+func (s *session) recordHealth(h protocol.Health, at time.Time) {
+	s.mu.Lock()
+	s.health = h
+	s.lastBeat = at
+	s.mu.Unlock()
+}
+
+func (s *session) snapshot() (protocol.Health, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.health, s.lastBeat
+}
+
+// allowlist returns the newest allowlist summary the agent reported.
+func (s *session) allowlist() protocol.Allowlist {
+	h, beat := s.snapshot()
+	if beat.IsZero() {
+		return s.hello.Allowlist
+	}
+	return h.Allowlist
+}
+
+// openStream opens a relay-side stream to the agent and counts it as
+// active until the returned release func is called.
+func (s *session) openStream(ctx context.Context) (net.Conn, func(), error) {
+	type result struct {
+		st  *yamux.Stream
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		st, err := s.mux.OpenStream()
+		ch <- result{st, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, nil, r.err
+		}
+		s.active.Add(1)
+		s.total.Add(1)
+		var once sync.Once
+		return r.st, func() { once.Do(func() { s.active.Add(-1) }) }, nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.st != nil {
+				_ = r.st.Close()
+			}
+		}()
+		return nil, nil, ctx.Err()
+	}
+}
+
+// connState is what the node knows about one connection's tunnels.
+type connState struct {
+	sessions []*session
+	// lastAuthFailure is the last time an agent presented this
+	// connection's token id with a wrong or expired secret.
+	lastAuthFailure time.Time
+	authFailures    int
+	lastAuthError   string
+}
+
+// Registry holds the live agent sessions of this node, by connection.
+// It is the only owner of session lifetimes: Close of a session happens
+// through it, so that revocation reaches every tunnel.
+type Registry struct {
+	mu    sync.Mutex
+	conns map[string]*connState
+}
+
+func newRegistry() *Registry {
+	return &Registry{conns: make(map[string]*connState)}
+}
+
+func (r *Registry) state(connID string) *connState {
+	st := r.conns[connID]
+	if st == nil {
+		st = &connState{}
+		r.conns[connID] = st
+	}
+	return st
+}
+
+func (r *Registry) add(s *session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.state(s.connectionID)
+	st.sessions = append(st.sessions, s)
+}
+
+func (r *Registry) remove(s *session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.conns[s.connectionID]
+	if st == nil {
+		return
+	}
+	for i, x := range st.sessions {
+		if x == s {
+			st.sessions = append(st.sessions[:i], st.sessions[i+1:]...)
+			break
+		}
+	}
+}
+
+// recordAuthFailure notes a refused token for a connection.
+func (r *Registry) recordAuthFailure(connID, msg string, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.state(connID)
+	st.lastAuthFailure = at
+	st.authFailures++
+	st.lastAuthError = msg
+}
+
+// sessions returns a copy of the live sessions of a connection.
+func (r *Registry) sessions(connID string) []*session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.conns[connID]
+	if st == nil {
+		return nil
+	}
+	out := make([]*session, 0, len(st.sessions))
+	for _, s := range st.sessions {
+		if !s.mux.IsClosed() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// authFailure returns the last auth failure of a connection.
+func (r *Registry) authFailure(connID string) (time.Time, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.conns[connID]
+	if st == nil {
+		return time.Time{}, ""
+	}
+	return st.lastAuthFailure, st.lastAuthError
+}
+
+// candidates orders a connection's sessions by fewest active streams, so
+// streams spread across tunnels and agent replicas.
+func (r *Registry) candidates(connID string) []*session {
+	ss := r.sessions(connID)
+	sort.SliceStable(ss, func(i, j int) bool { return ss[i].active.Load() < ss[j].active.Load() })
+	return ss
+}
+
+// closeConnection tells every tunnel of a connection that it was revoked
+// and closes it; open streams end with it.
+func (r *Registry) closeConnection(connID, msg string) int {
+	ss := r.sessions(connID)
+	for _, s := range ss {
+		_ = s.sendControl(protocol.FrameRevoked, protocol.Revoked{Message: msg})
+		_ = s.mux.Close()
+	}
+	return len(ss)
+}
+
+// closeAll closes every session (relay shutdown).
+func (r *Registry) closeAll() {
+	r.mu.Lock()
+	var all []*session
+	for _, st := range r.conns {
+		all = append(all, st.sessions...)
+	}
+	r.mu.Unlock()
+	for _, s := range all {
+		_ = s.mux.Close()
+	}
+}

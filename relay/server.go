@@ -1,0 +1,241 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/postern/postern/relay/store"
+)
+
+// Config configures a relay node. Zero fields take the defaults of
+// DefaultConfig.
+type Config struct {
+	// NodeID names this node in Welcome and in status; random if empty.
+	NodeID string
+	// Store persists connections, tokens and API keys. Required.
+	Store store.Store
+	// Logger receives operational logs; secrets are never logged.
+	Logger *slog.Logger
+	// HeartbeatInterval is the Health period agents are asked for.
+	HeartbeatInterval time.Duration
+	// HandshakeTimeout bounds the WebSocket upgrade plus Hello/Welcome.
+	HandshakeTimeout time.Duration
+	// OpenTimeout bounds opening a stream and reading the agent's result
+	// (resolve and connect happen inside it).
+	OpenTimeout time.Duration
+	// IdleTimeout ends a proxied stream with no traffic either way.
+	IdleTimeout time.Duration
+	// TokenOverlap is how long the previous agent tokens stay valid after
+	// a rotation.
+	TokenOverlap time.Duration
+	// AuthFailureWindow is how long a refused agent token keeps a
+	// connection's auth_status at failing.
+	AuthFailureWindow time.Duration
+	// MaxStreamsPerTunnel caps concurrent streams on one tunnel.
+	MaxStreamsPerTunnel int
+	// Version is reported by /healthz.
+	Version string
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatInterval:   15 * time.Second,
+		HandshakeTimeout:    10 * time.Second,
+		OpenTimeout:         15 * time.Second,
+		IdleTimeout:         15 * time.Minute,
+		TokenOverlap:        24 * time.Hour,
+		AuthFailureWindow:   5 * time.Minute,
+		MaxStreamsPerTunnel: 512,
+	}
+}
+
+func (c *Config) fill() error {
+	if c.Store == nil {
+		return errors.New("relay config: store is required")
+	}
+	d := DefaultConfig()
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = d.HandshakeTimeout
+	}
+	if c.OpenTimeout <= 0 {
+		c.OpenTimeout = d.OpenTimeout
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.TokenOverlap <= 0 {
+		c.TokenOverlap = d.TokenOverlap
+	}
+	if c.AuthFailureWindow <= 0 {
+		c.AuthFailureWindow = d.AuthFailureWindow
+	}
+	if c.MaxStreamsPerTunnel <= 0 {
+		c.MaxStreamsPerTunnel = d.MaxStreamsPerTunnel
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.NodeID == "" {
+		c.NodeID = "relay-" + randomHex(4)
+	}
+	return nil
+}
+
+// Server is one relay node.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	store store.Store
+	reg   *Registry
+
+	verdicts verdictCache
+
+	// tunnels tracks the handler goroutines that own live sessions, so
+	// Close can wait for them (hijacked connections are invisible to
+	// http.Server.Shutdown).
+	tunnels sync.WaitGroup
+	// ctx ends every session when the server closes.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	closeOnce sync.Once
+}
+
+// New returns a relay node. Call Close to end its sessions.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		cfg:    cfg,
+		log:    cfg.Logger.With("node", cfg.NodeID),
+		store:  cfg.Store,
+		reg:    newRegistry(),
+		ctx:    ctx,
+		cancel: cancel,
+	}, nil
+}
+
+// NodeID returns the node's id.
+func (s *Server) NodeID() string { return s.cfg.NodeID }
+
+// Handler serves the tunnel endpoint, the admin API and the health
+// endpoints on one listener.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/tunnel", s.handleTunnel)
+	s.routeAPI(mux)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node_id": s.cfg.NodeID, "version": s.cfg.Version})
+	})
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	return mux
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		writeError(w, r, apiError{reason: "RELAY_UNAVAILABLE", msg: "store unreachable: " + err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "node_id": s.cfg.NodeID})
+}
+
+// Serve runs the API/tunnel server on apiLn and the CONNECT proxy on
+// proxyLn until ctx ends, then shuts both down and closes every tunnel.
+func (s *Server) Serve(ctx context.Context, apiLn, proxyLn net.Listener) error {
+	api := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	proxy := &http.Server{
+		Handler:           s.ProxyHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- api.Serve(apiLn) }()
+	go func() { errc <- proxy.Serve(proxyLn) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = api.Shutdown(shutCtx)
+	_ = proxy.Shutdown(shutCtx)
+	s.Close()
+	// Collect both Serve goroutines.
+	for range 2 - boolToInt(err != nil) {
+		if e := <-errc; e != nil && !errors.Is(e, http.ErrServerClosed) && err == nil {
+			err = e
+		}
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func boolToInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Close ends every tunnel and waits for their handlers. It is idempotent.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.reg.closeAll()
+	})
+	s.tunnels.Wait()
+}
+
+func (s *Server) yamuxConfig() *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.AcceptBacklog = s.cfg.MaxStreamsPerTunnel
+	c.EnableKeepAlive = true
+	c.KeepAliveInterval = 5 * time.Second
+	c.ConnectionWriteTimeout = 10 * time.Second
+	c.StreamOpenTimeout = 10 * time.Second
+	c.StreamCloseTimeout = 30 * time.Second
+	c.MaxStreamWindowSize = StreamWindow
+	c.LogOutput = nil
+	c.Logger = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+	return c
+}
+
+// StreamWindow is the yamux receive window per stream. It bounds memory
+// per stream and sets the bulk throughput over a long path.
+const StreamWindow = 1 << 20
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,110 @@
+// Package store defines the relay's durable records — connections, their
+// agent tokens, and API keys — and the Store interface the rest of the relay
+// uses to keep them.
+//
+// Implementations live in sub-packages, one per database (sqlite, and later
+// postgres); storetest holds the behaviour suite every implementation must
+// pass. This package holds no SQL and no secrets: tokens and keys are kept
+// as hashes produced by relay/secret.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+var (
+	// ErrNotFound means no record has the given id.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means a record with the same id already exists.
+	ErrConflict = errors.New("already exists")
+)
+
+// Connection is one customer network. Several agent replicas may serve it.
+type Connection struct {
+	ID        string
+	Workspace string
+	Name      string
+	CreatedAt time.Time
+	// RevokedAt is set once and never changes afterwards.
+	RevokedAt *time.Time
+	// FirstConnectedAt is when an agent first completed the tunnel
+	// handshake; nil means no agent ever did.
+	FirstConnectedAt *time.Time
+	// LastSeenAt is the latest moment an agent was known to be connected.
+	// It never moves backwards.
+	LastSeenAt *time.Time
+}
+
+// Revoked reports whether the connection has been revoked.
+func (c Connection) Revoked() bool { return c.RevokedAt != nil }
+
+// Token is an agent token of a connection, stored as the hash of its secret.
+type Token struct {
+	ID           string
+	ConnectionID string
+	Hash         []byte
+	CreatedAt    time.Time
+	// ExpiresAt is nil for a token without expiry; rotation gives the
+	// older tokens one.
+	ExpiresAt *time.Time
+}
+
+// ValidAt reports whether the token has not expired at t. It does not look
+// at the connection's revocation.
+func (t Token) ValidAt(at time.Time) bool {
+	return t.ExpiresAt == nil || at.Before(*t.ExpiresAt)
+}
+
+// APIKey is a key for the relay's HTTP API and proxy, stored as the hash of
+// its secret. An admin key may do everything; any other key is limited to
+// Workspace.
+type APIKey struct {
+	ID        string
+	Name      string
+	Workspace string
+	Admin     bool
+	Hash      []byte
+	CreatedAt time.Time
+	RevokedAt *time.Time
+}
+
+// Store keeps the relay's records. Methods that look a record up return an
+// error wrapping ErrNotFound when it does not exist; methods that create one
+// return an error wrapping ErrConflict when the id is taken. All times come
+// back in UTC and compare equal (time.Equal) to what was stored, to at
+// least microsecond precision.
+//
+// The store enforces no policy beyond that: whether a revoked connection
+// may rotate its token, or which workspace a key may touch, is the caller's
+// decision.
+type Store interface {
+	// CreateConnection stores c and its first token t in one transaction.
+	// t.ConnectionID must be c.ID or empty (then c.ID is used).
+	CreateConnection(ctx context.Context, c Connection, t Token) error
+	GetConnection(ctx context.Context, id string) (Connection, error)
+	// ListConnections returns the connections of workspace ("" = all),
+	// ordered by creation time, then id. No match is an empty slice.
+	ListConnections(ctx context.Context, workspace string) ([]Connection, error)
+	// RevokeConnection sets revoked_at to at unless it is already set, and
+	// returns the connection as stored afterwards.
+	RevokeConnection(ctx context.Context, id string, at time.Time) (Connection, error)
+	// RotateToken adds t, and makes every other token of t.ConnectionID
+	// that would still be valid after previousValidUntil expire then.
+	RotateToken(ctx context.Context, t Token, previousValidUntil time.Time) error
+	GetToken(ctx context.Context, id string) (Token, error)
+	// MarkConnected records that an agent completed the handshake at: it
+	// sets first_connected_at if unset, and advances last_seen_at.
+	MarkConnected(ctx context.Context, connectionID string, at time.Time) error
+	// MarkSeen advances last_seen_at to at (never backwards).
+	MarkSeen(ctx context.Context, connectionID string, at time.Time) error
+	CreateAPIKey(ctx context.Context, k APIKey) error
+	GetAPIKey(ctx context.Context, id string) (APIKey, error)
+	// CountAPIKeys counts every key, revoked or not.
+	CountAPIKeys(ctx context.Context) (int, error)
+	// Ping reports whether the database answers.
+	Ping(ctx context.Context) error
+	// Close releases the database. It is safe to call more than once.
+	Close() error
+}

@@ -1,0 +1,255 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/hashicorp/yamux"
+
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/coalesce"
+	"github.com/postern/postern/relay/secret"
+	"github.com/postern/postern/relay/store"
+)
+
+// Agent token prefix (see relay/secret).
+const agentTokenPrefix = "pat"
+
+// Hello field bounds.
+const (
+	maxAgentIDLen  = 128
+	maxHostnameLen = 255
+	maxVersionLen  = 64
+)
+
+// authErr is a refused agent token with the answer to give.
+type authErr struct {
+	reason protocol.Reason
+	msg    string
+}
+
+func (e *authErr) Error() string { return string(e.reason) + ": " + e.msg }
+
+// authenticateAgent checks an Authorization header against the store and
+// returns the token's connection. Unknown and wrong tokens get the same
+// answer; a wrong secret for a known token id is recorded against its
+// connection so status can say AGENT_AUTH_FAILED.
+func (s *Server) authenticateAgent(ctx context.Context, header string) (store.Connection, string, error) {
+	invalid := &authErr{protocol.AgentTokenInvalid, "agent token is unknown, wrong or expired"}
+	raw, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok {
+		return store.Connection{}, "", invalid
+	}
+	id, sec, err := secret.Parse(agentTokenPrefix, strings.TrimSpace(raw))
+	if err != nil {
+		return store.Connection{}, "", invalid
+	}
+	tok, err := s.store.GetToken(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		secret.Verify(dummyHash, sec) // same work as a known id
+		return store.Connection{}, "", invalid
+	}
+	if err != nil {
+		return store.Connection{}, "", fmt.Errorf("look up agent token: %w", err)
+	}
+	now := time.Now()
+	if !secret.Verify(tok.Hash, sec) {
+		s.reg.recordAuthFailure(tok.ConnectionID, "agent presented a wrong secret for token "+tok.ID, now)
+		return store.Connection{}, "", invalid
+	}
+	if tok.ExpiresAt != nil && !now.Before(*tok.ExpiresAt) {
+		s.reg.recordAuthFailure(tok.ConnectionID, "agent presented token "+tok.ID+", which expired after a rotation", now)
+		return store.Connection{}, "", invalid
+	}
+	conn, err := s.store.GetConnection(ctx, tok.ConnectionID)
+	if err != nil {
+		return store.Connection{}, "", fmt.Errorf("look up connection of agent token: %w", err)
+	}
+	if conn.RevokedAt != nil {
+		return store.Connection{}, "", &authErr{protocol.AgentTokenRevoked, "the connection of this agent token was revoked"}
+	}
+	return conn, tok.ID, nil
+}
+
+// dummyHash is compared against when a token id is unknown, so that an
+// unknown id costs the same time as a wrong secret.
+var dummyHash = secret.Hash(make([]byte, 32))
+
+func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
+	defer cancel()
+	conn, tokenID, err := s.authenticateAgent(ctx, r.Header.Get("Authorization"))
+	if err != nil {
+		var ae *authErr
+		if errors.As(err, &ae) {
+			s.log.Info("agent tunnel refused", "remote", r.RemoteAddr, "reason", ae.reason)
+			writeError(w, r, apiError{reason: ae.reason, msg: ae.msg})
+			return
+		}
+		s.log.Error("agent tunnel: store error", "err", err)
+		writeError(w, r, apiError{reason: protocol.RelayUnavailable, msg: "relay store unavailable"})
+		return
+	}
+	if !offersSubprotocol(r) {
+		writeError(w, r, apiError{reason: protocol.InvalidRequest, msg: "WebSocket subprotocol " + protocol.Subprotocol + " required"})
+		return
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:    []string{protocol.Subprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		s.log.Info("agent tunnel upgrade", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	ws.SetReadLimit(coalesce.MaxMessage)
+
+	s.tunnels.Add(1)
+	defer s.tunnels.Done()
+	// The session lives until the agent leaves or the node closes; the
+	// request context ends when the handler returns, so use the node's.
+	nc := websocket.NetConn(s.ctx, ws, websocket.MessageBinary)
+	mux, err := yamux.Server(coalesce.New(nc), s.yamuxConfig())
+	if err != nil {
+		_ = nc.Close()
+		return
+	}
+	defer mux.Close()
+	sess, err := s.handshake(mux, conn.ID, tokenID, r.RemoteAddr)
+	if err != nil {
+		s.log.Info("agent handshake", "connection", conn.ID, "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	s.runSession(sess)
+}
+
+func offersSubprotocol(r *http.Request) bool {
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(h, ",") {
+			if strings.TrimSpace(p) == protocol.Subprotocol {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// handshake accepts the control stream, reads Hello and answers Welcome.
+func (s *Server) handshake(mux *yamux.Session, connID, tokenID, remote string) (*session, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
+	defer cancel()
+	ctrl, err := mux.AcceptStreamWithContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("accept control stream: %w", err)
+	}
+	_ = ctrl.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	f, err := protocol.ReadFrame(ctrl, protocol.MaxControlFrame)
+	if err != nil {
+		return nil, fmt.Errorf("read hello: %w", err)
+	}
+	var hello protocol.Hello
+	if err := f.Decode(protocol.FrameHello, &hello); err != nil {
+		return nil, err
+	}
+	if err := validateHello(hello); err != nil {
+		return nil, err
+	}
+	sess := &session{
+		id:           randomHex(8),
+		connectionID: connID,
+		tokenID:      tokenID,
+		remote:       remote,
+		hello:        hello,
+		connectedAt:  time.Now(),
+		mux:          mux,
+		ctrl:         ctrl,
+	}
+	welcome := protocol.Welcome{
+		NodeID:      s.cfg.NodeID,
+		HeartbeatMS: s.cfg.HeartbeatInterval.Milliseconds(),
+		SessionID:   sess.id,
+	}
+	if err := protocol.WriteFrame(ctrl, protocol.FrameWelcome, welcome); err != nil {
+		return nil, fmt.Errorf("write welcome: %w", err)
+	}
+	_ = ctrl.SetDeadline(time.Time{})
+	return sess, nil
+}
+
+func validateHello(h protocol.Hello) error {
+	switch {
+	case h.AgentID == "" || len(h.AgentID) > maxAgentIDLen:
+		return fmt.Errorf("%w: hello agent_id empty or longer than %d", protocol.ErrBadRequest, maxAgentIDLen)
+	case len(h.Hostname) > maxHostnameLen:
+		return fmt.Errorf("%w: hello hostname longer than %d", protocol.ErrBadRequest, maxHostnameLen)
+	case len(h.Version) > maxVersionLen:
+		return fmt.Errorf("%w: hello version longer than %d", protocol.ErrBadRequest, maxVersionLen)
+	}
+	return nil
+}
+
+// runSession registers the session and reads its control stream until the
+// tunnel ends. yamux keepalives notice a dead peer; a Health that is late
+// only marks the tunnel degraded (health frames queue behind bulk data on
+// a slow link), and one overdue by ten intervals ends the session, since
+// an agent whose control loop hangs is not trusted with streams.
+func (s *Server) runSession(sess *session) {
+	s.reg.add(sess)
+	defer s.reg.remove(sess)
+	log := s.log.With("connection", sess.connectionID, "agent", sess.hello.AgentID, "session", sess.id)
+	now := time.Now()
+	if err := s.store.MarkConnected(s.ctx, sess.connectionID, now); err != nil {
+		log.Warn("record agent connected", "err", err)
+	}
+	log.Info("agent tunnel up", "remote", sess.remote, "version", sess.hello.Version)
+
+	// Streams opened by the agent after the control stream are not part
+	// of the protocol; refuse them so they cannot pile up.
+	acceptDone := make(chan struct{})
+	go func() {
+		defer close(acceptDone)
+		for {
+			st, err := sess.mux.Accept()
+			if err != nil {
+				return
+			}
+			_ = st.Close()
+		}
+	}()
+
+	lastStored := now
+	var err error
+	for {
+		_ = sess.ctrl.SetReadDeadline(time.Now().Add(10 * s.cfg.HeartbeatInterval))
+		var f protocol.Frame
+		f, err = protocol.ReadFrame(sess.ctrl, protocol.MaxControlFrame)
+		if err != nil {
+			break
+		}
+		if f.Type != protocol.FrameHealth {
+			continue // unknown control frames are ignored
+		}
+		var h protocol.Health
+		if err = f.Decode(protocol.FrameHealth, &h); err != nil {
+			break
+		}
+		at := time.Now()
+		sess.recordHealth(h, at)
+		if at.Sub(lastStored) >= time.Minute {
+			if err := s.store.MarkSeen(s.ctx, sess.connectionID, at); err == nil {
+				lastStored = at
+			}
+		}
+	}
+	_ = sess.mux.Close()
+	<-acceptDone
+	if err := s.store.MarkSeen(context.Background(), sess.connectionID, time.Now()); err != nil {
+		log.Warn("record agent last seen", "err", err)
+	}
+	log.Info("agent tunnel down", "err", err)
+}
