@@ -138,12 +138,14 @@ func (s *Server) NodeID() string { return s.cfg.NodeID }
 // endpoints on one listener.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/tunnel", s.handleTunnel)
+	// Refusals at the tunnel endpoint carry a request id like every other
+	// error answer, so an operator can match an agent's log to the relay's.
+	mux.Handle("GET /v1/tunnel", withRequestID(http.HandlerFunc(s.handleTunnel)))
 	s.routeAPI(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node_id": s.cfg.NodeID, "version": s.cfg.Version})
 	})
-	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.Handle("GET /readyz", withRequestID(http.HandlerFunc(s.handleReady)))
 	return mux
 }
 

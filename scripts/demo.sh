@@ -88,7 +88,7 @@ echo "==> starting agent ($RUN/agent.yaml allows 127.0.0.1:${TARGET_PORT} only)"
 "$BIN/postern-agent" run --config "$RUN/agent.yaml" >"$RUN/agent.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
-  if curl -fsS -K "$RUN/curl-api.conf" "$SERVER/v1/connections/$CONN_ID/status" 2>/dev/null | grep -q '"tunnel_status":"connected"'; then
+  if "$BIN/postern-relay" connections status "$CONN_ID" "${ADMIN[@]}" 2>/dev/null | grep -q '^tunnel: *connected'; then
     break
   fi
   sleep 0.1
@@ -97,19 +97,25 @@ done
 echo "==> request through the tunnel: curl -p -x 127.0.0.1:${PROXY_PORT} http://127.0.0.1:${TARGET_PORT}/"
 curl -fsS -p -x "http://127.0.0.1:${PROXY_PORT}" -K "$RUN/curl-proxy.conf" "http://127.0.0.1:${TARGET_PORT}/"
 
-echo "==> a target the allowlist does not name is refused with a reason:"
-curl -sS -p -x "http://127.0.0.1:${PROXY_PORT}" -K "$RUN/curl-proxy.conf" -o /dev/null \
-  -w '    HTTP %{http_code} from the proxy\n' "http://127.0.0.1:22/" || true
+echo "==> a target the allowlist does not name is refused with a reason (raw CONNECT 10.1.2.3:443):"
+# bash builtins only, so the key stays out of every process's argv.
+proxy_auth=$(printf '%s:%s' "$CONN_ID" "$API_KEY" | base64 | tr -d '\n')
+exec 3<>"/dev/tcp/127.0.0.1/${PROXY_PORT}"
+printf 'CONNECT 10.1.2.3:443 HTTP/1.1\r\nHost: 10.1.2.3:443\r\nProxy-Authorization: Basic %s\r\nConnection: close\r\n\r\n' "$proxy_auth" >&3
+timeout 5 cat <&3 | tr -d '\r' | sed 's/^/    /' || true
+exec 3<&-
+echo
 
-echo "==> status: GET $SERVER/v1/connections/$CONN_ID/status"
-curl -fsS -K "$RUN/curl-api.conf" "$SERVER/v1/connections/$CONN_ID/status"
+echo "==> status (GET /v1/connections/$CONN_ID/status): postern-relay connections status $CONN_ID --json"
+"$BIN/postern-relay" connections status "$CONN_ID" --json "${ADMIN[@]}"
 
 cat <<MORE
 
 The demo is running. Try more in another terminal, from $(pwd):
   curl -p -x http://127.0.0.1:${PROXY_PORT} -K $RUN/curl-proxy.conf http://127.0.0.1:${TARGET_PORT}/
-  curl -v -p -x http://127.0.0.1:${PROXY_PORT} -K $RUN/curl-proxy.conf http://127.0.0.1:22/   # 403 ALLOWLIST_MISSING
+  curl -v -p -x http://127.0.0.1:${PROXY_PORT} -K $RUN/curl-proxy.conf http://10.1.2.3:443/   # 403 ALLOWLIST_MISSING
   POSTERN_SERVER=$SERVER $BIN/postern-relay connections list --admin-key-file $RUN/relay/admin.key
+  POSTERN_SERVER=$SERVER $BIN/postern-relay connections status $CONN_ID --base-url https://gitlab.example --admin-key-file $RUN/relay/admin.key
   curl -K $RUN/curl-api.conf '$SERVER/v1/connections/$CONN_ID/status?base_url=https://gitlab.example:443'
   $BIN/postern-agent validate --config $RUN/agent.yaml --explain 127.0.0.1:${TARGET_PORT}
 Logs: $RUN/relay.log, $RUN/agent.log, $RUN/target.log. Ctrl-C stops everything.

@@ -144,6 +144,10 @@ func TestBinariesEndToEnd(t *testing.T) {
 	agentProc := start(t, nil, agentBin, "run", "--config", cfgFile)
 	c := client.New(server, key.Key, nil)
 	waitStatus(t, c, conn.ID, func(s api.Status) bool { return s.TunnelStatus == "connected" })
+	human := runCLI(t, env, relayBin, "connections", "status", conn.ID, "--base-url", "https://10.9.9.9", "--admin-key-file", keyFile)
+	assert.Regexp(t, `tunnel:\s+connected`, string(human))
+	assert.Regexp(t, `allowlist:\s+missing`, string(human))
+	assert.Regexp(t, `reason:\s+ALLOWLIST_MISSING`, string(human))
 
 	roundTrip(t, dialConnect(t, proxyAddr, conn.ID, key.Key, target), 4<<20)
 	assertRefused(t, dialConnect(t, proxyAddr, conn.ID, key.Key, "10.1.2.3:443"), http.StatusForbidden, protocol.AllowlistMissing)

@@ -53,7 +53,7 @@ func (e adminEnv) connectionsCmd() *cobra.Command {
 	f := &adminFlags{}
 	cmd := &cobra.Command{
 		Use:   "connections",
-		Short: "Create, list, show, revoke connections and rotate their agent tokens",
+		Short: "Create, list, show, revoke connections, rotate their agent tokens and show their status",
 		Args:  cobra.NoArgs,
 	}
 	f.register(cmd)
@@ -63,6 +63,7 @@ func (e adminEnv) connectionsCmd() *cobra.Command {
 		e.connShowCmd(f),
 		e.connRevokeCmd(f),
 		e.connRotateCmd(f),
+		e.connStatusCmd(f),
 	)
 	return cmd
 }

@@ -1,0 +1,135 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// row is one line of the result table: samples of the same measure taken
+// directly and through the tunnel.
+type row struct {
+	name           string
+	unit           string
+	higherIsBetter bool
+	direct, tunnel []float64
+}
+
+// ratio is median(tunnel) / median(direct).
+func (r *row) ratio() float64 {
+	d := median(r.direct)
+	if d == 0 {
+		return 0
+	}
+	return median(r.tunnel) / d
+}
+
+// table collects rows in the order scenarios first report them.
+type table struct {
+	mu   sync.Mutex
+	rows []*row
+}
+
+// reset returns the named row with its samples cleared, creating it on
+// first use. A benchmark calls it at the top of each invocation so the
+// table keeps only the final invocation's samples: the testing package's
+// probe run with b.N = 1 becomes a warm-up.
+func (t *table) reset(name, unit string, higherIsBetter bool) *row {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, r := range t.rows {
+		if r.name == name {
+			r.direct, r.tunnel = r.direct[:0], r.tunnel[:0]
+			return r
+		}
+	}
+	r := &row{name: name, unit: unit, higherIsBetter: higherIsBetter}
+	t.rows = append(t.rows, r)
+	return r
+}
+
+func (t *table) find(name string) (*row, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, r := range t.rows {
+		if r.name == name {
+			return r, true
+		}
+	}
+	return nil, false
+}
+
+// write prints the table: medians of the samples and their ratio.
+func (t *table) write(w io.Writer) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	lines := [][]string{{"scenario", "direct", "tunnel", "ratio t/d", "better", "runs"}}
+	for _, r := range t.rows {
+		better := "higher"
+		if !r.higherIsBetter {
+			better = "lower"
+		}
+		lines = append(lines, []string{
+			r.name + " (" + r.unit + ")",
+			format(median(r.direct)), format(median(r.tunnel)),
+			strconv.FormatFloat(r.ratio(), 'f', 3, 64), better,
+			strconv.Itoa(min(len(r.direct), len(r.tunnel))),
+		})
+	}
+	widths := make([]int, len(lines[0]))
+	for _, l := range lines {
+		for i, cell := range l {
+			widths[i] = max(widths[i], len(cell))
+		}
+	}
+	var b strings.Builder
+	for n, l := range lines {
+		for i, cell := range l {
+			if i > 0 {
+				b.WriteString(" | ")
+			}
+			if i == 0 {
+				fmt.Fprintf(&b, "%-*s", widths[i], cell)
+			} else {
+				fmt.Fprintf(&b, "%*s", widths[i], cell)
+			}
+		}
+		b.WriteByte('\n')
+		if n == 0 {
+			for i, wd := range widths {
+				if i > 0 {
+					b.WriteString("-|-")
+				}
+				b.WriteString(strings.Repeat("-", wd))
+			}
+			b.WriteByte('\n')
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func format(v float64) string {
+	switch {
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}

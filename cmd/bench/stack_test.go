@@ -1,0 +1,211 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/client"
+)
+
+// setupTimeout bounds bringing the relay and agent up.
+const setupTimeout = 30 * time.Second
+
+// stack is a running relay and agent with one connection whose allowlist
+// admits the given loopback target ports.
+type stack struct {
+	relay, agent *process
+	proxyAddr    string
+	connID       string
+	proxyAuth    string // the Proxy-Authorization header value
+}
+
+// dialFunc opens a byte stream to addr, directly or through the tunnel.
+type dialFunc func(ctx context.Context, addr string) (net.Conn, error)
+
+func dialDirect(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("reserve a port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startStack starts the relay, provisions a connection and an API key
+// through the relay's API, starts an agent allowed to reach 127.0.0.1 on
+// ports, and waits until its tunnels are up.
+func startStack(tb testing.TB, relayBin, agentBin string, ports []int) *stack {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	dir := tb.TempDir()
+	apiAddr, proxyAddr := freeAddr(tb), freeAddr(tb)
+	base := "http://" + apiAddr
+	dataDir := filepath.Join(dir, "relay")
+
+	relay := startProcess(tb, "relay", relayBin, "serve", "--data", dataDir,
+		"--listen", apiAddr, "--proxy-listen", proxyAddr)
+	if err := waitHealthy(ctx, base); err != nil {
+		tb.Fatalf("relay: %v\noutput:\n%s", err, relay.out)
+	}
+	adminKey, err := os.ReadFile(filepath.Join(dataDir, "admin.key"))
+	if err != nil {
+		tb.Fatalf("relay admin key: %v", err)
+	}
+	admin := client.New(base, strings.TrimSpace(string(adminKey)), nil)
+	conn, err := admin.CreateConnection(ctx, "bench", "bench")
+	if err != nil {
+		tb.Fatalf("create connection: %v", err)
+	}
+	key, err := admin.CreateAPIKey(ctx, api.CreateAPIKeyRequest{Name: "bench", Workspace: "bench"})
+	if err != nil {
+		tb.Fatalf("create api key: %v", err)
+	}
+
+	tokenFile := filepath.Join(dir, "agent.token")
+	if err := os.WriteFile(tokenFile, []byte(conn.AgentToken+"\n"), 0o600); err != nil {
+		tb.Fatalf("write agent token: %v", err)
+	}
+	portList := make([]string, len(ports))
+	for i, p := range ports {
+		portList[i] = strconv.Itoa(p)
+	}
+	cfg := fmt.Sprintf("relay_url: ws://%s\ntoken_file: %s\nstatus_listen: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
+		apiAddr, tokenFile, freeAddr(tb), strings.Join(portList, ", "))
+	cfgFile := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		tb.Fatalf("write agent config: %v", err)
+	}
+	agent := startProcess(tb, "agent", agentBin, "run", "--config", cfgFile)
+
+	product := client.New(base, key.Key, nil)
+	if err := waitConnected(ctx, product, conn.ID); err != nil {
+		tb.Fatalf("agent: %v\nagent output:\n%s\nrelay output:\n%s", err, agent.out, relay.out)
+	}
+	return &stack{
+		relay:     relay,
+		agent:     agent,
+		proxyAddr: proxyAddr,
+		connID:    conn.ID,
+		proxyAuth: "Basic " + base64.StdEncoding.EncodeToString([]byte(conn.ID+":"+key.Key)),
+	}
+}
+
+func waitHealthy(ctx context.Context, base string) error {
+	var last error
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("healthz answered %s", resp.Status)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not healthy: %w", last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// waitConnected waits until every tunnel the agent reports is up, so the
+// first measurement does not race the second tunnel's handshake.
+func waitConnected(ctx context.Context, c *client.Client, connID string) error {
+	var last string
+	for {
+		st, err := c.Status(ctx, connID, "")
+		switch {
+		case err != nil:
+			last = err.Error()
+		case st.TunnelStatus == "connected" && len(st.Agents) == 1 && st.Agents[0].Tunnels >= 2:
+			return nil
+		default:
+			last = fmt.Sprintf("tunnel_status=%s agents=%d", st.TunnelStatus, len(st.Agents))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("tunnel not connected (%s): %w", last, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// errRefused reports a CONNECT the proxy answered with something other
+// than 200.
+var errRefused = errors.New("proxy refused CONNECT")
+
+// dialTunnel asks the relay's proxy for a stream to addr and returns the
+// connection positioned at the first byte from the target.
+func (s *stack) dialTunnel(ctx context.Context, addr string) (net.Conn, error) {
+	c, err := dialDirect(ctx, s.proxyAddr)
+	if err != nil {
+		return nil, fmt.Errorf("dial proxy: %w", err)
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(15 * time.Second)
+	}
+	_ = c.SetDeadline(deadline)
+	req := "CONNECT " + addr + " HTTP/1.1\r\nHost: " + addr + "\r\nProxy-Authorization: " + s.proxyAuth + "\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("send CONNECT %s: %w", addr, err)
+	}
+	br := bufio.NewReaderSize(c, 4<<10)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("read CONNECT %s answer: %w", addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		c.Close()
+		return nil, fmt.Errorf("%w: %s: %s %s", errRefused, resp.Status, resp.Header.Get("Postern-Reason"), body)
+	}
+	_ = c.SetDeadline(time.Time{})
+	if br.Buffered() == 0 {
+		return c, nil
+	}
+	return &bufferedConn{Conn: c, r: br}, nil
+}
+
+// bufferedConn serves the bytes read past the CONNECT answer first.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// peakRSS reports the relay's and agent's resident-set high-water marks.
+func (s *stack) peakRSS() (relay, agent int64, err error) {
+	relay, rerr := s.relay.peakRSS()
+	agent, aerr := s.agent.peakRSS()
+	return relay, agent, errors.Join(rerr, aerr)
+}

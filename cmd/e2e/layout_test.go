@@ -1,0 +1,79 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const module = "github.com/postern/postern"
+
+type pkgInfo struct {
+	path    string
+	doc     string
+	imports []string
+	std     map[string]bool
+}
+
+// listPackages asks the go tool for every package's imports (non-test
+// files) and doc line.
+func listPackages(t *testing.T) []pkgInfo {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}\t{{.Doc}}\t{{join .Imports \" \"}}", module+"/...").Output()
+	require.NoError(t, err)
+	std, err := exec.Command("go", "list", "std").Output()
+	require.NoError(t, err)
+	stdSet := map[string]bool{}
+	for _, p := range strings.Fields(string(std)) {
+		stdSet[p] = true
+	}
+	var pkgs []pkgInfo
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), "\t", 3)
+		require.Len(t, parts, 3)
+		pkgs = append(pkgs, pkgInfo{path: parts[0], doc: parts[1], imports: strings.Fields(parts[2]), std: stdSet})
+	}
+	require.NotEmpty(t, pkgs)
+	return pkgs
+}
+
+func under(path, dir string) bool {
+	p := module + "/" + dir
+	return path == p || strings.HasPrefix(path, p+"/")
+}
+
+// TestDependencyDirection keeps DESIGN.md's layout true:
+// cmd -> agent|relay|installer -> allowlist, protocol.
+func TestDependencyDirection(t *testing.T) {
+	for _, p := range listPackages(t) {
+		for _, imp := range p.imports {
+			own := strings.HasPrefix(imp, module+"/")
+			switch {
+			case under(p.path, "protocol"):
+				assert.True(t, p.std[imp] || under(imp, "protocol"), "%s imports %s: protocol is stdlib only", p.path, imp)
+			case under(p.path, "allowlist"):
+				assert.False(t, own && !under(imp, "allowlist"), "%s imports %s: allowlist imports nothing of the project", p.path, imp)
+				assert.True(t, p.std[imp] || own || imp == "golang.org/x/net/idna", "%s imports %s: allowlist stays pure", p.path, imp)
+			case under(p.path, "agent"):
+				assert.False(t, under(imp, "relay") || under(imp, "installer") || under(imp, "cmd"), "%s imports %s", p.path, imp)
+			case under(p.path, "relay"):
+				assert.False(t, under(imp, "agent") || under(imp, "installer") || under(imp, "cmd"), "%s imports %s", p.path, imp)
+			case under(p.path, "installer"):
+				assert.False(t, under(imp, "relay") || under(imp, "cmd"), "%s imports %s", p.path, imp)
+			}
+		}
+	}
+}
+
+// TestEveryPackageSaysWhatItIs fails a package without a doc comment.
+func TestEveryPackageSaysWhatItIs(t *testing.T) {
+	for _, p := range listPackages(t) {
+		assert.NotEmpty(t, strings.TrimSpace(p.doc), "package %s has no doc comment", p.path)
+	}
+}
