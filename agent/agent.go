@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -98,7 +99,9 @@ type Agent struct {
 	hostname string
 	started  time.Time
 	policy   atomic.Pointer[Policy]
-	stats    stats
+	// relayClient dials the relay (egress proxy, CA bundle, no redirects).
+	relayClient *http.Client
+	stats       stats
 
 	mu      sync.Mutex
 	tunnels map[int]tunnelInfo // live tunnels by slot
@@ -144,6 +147,10 @@ func New(opts Options) (*Agent, error) {
 	if opts.BackoffMax <= 0 {
 		opts.BackoffMax = 30 * time.Second
 	}
+	rc, err := relayHTTPClient(opts.Config)
+	if err != nil {
+		return nil, err
+	}
 	host, _ := os.Hostname()
 	id := opts.Config.AgentID
 	if id == "" {
@@ -156,6 +163,8 @@ func New(opts Options) (*Agent, error) {
 		hostname: host,
 		started:  time.Now(),
 		tunnels:  make(map[int]tunnelInfo),
+
+		relayClient: rc,
 	}
 	a.policy.Store(NewPolicy(opts.Config, time.Now()))
 	return a, nil

@@ -52,14 +52,6 @@ func tunnelURL(base *url.URL) string {
 	return u.String()
 }
 
-// httpClient never follows redirects: a relay URL that redirects is a
-// misconfiguration or an attack, and the token must not travel on.
-func (a *Agent) httpClient() *http.Client {
-	return &http.Client{
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-}
-
 // runTunnel dials one tunnel and serves it until it ends. up reports
 // whether the handshake completed (so the caller can reset its backoff).
 func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slog.Logger) (up bool, err error) {
@@ -69,7 +61,7 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 	hdr.Set("Authorization", "Bearer "+a.opts.Token)
 	hdr.Set("User-Agent", "postern-agent/"+a.opts.Version)
 	ws, resp, err := websocket.Dial(dctx, tunnelURL(base), &websocket.DialOptions{
-		HTTPClient:      a.httpClient(),
+		HTTPClient:      a.relayClient,
 		HTTPHeader:      hdr,
 		Subprotocols:    []string{protocol.Subprotocol},
 		CompressionMode: websocket.CompressionDisabled,

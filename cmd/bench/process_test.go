@@ -130,9 +130,9 @@ func parseVmHWM(status string) (int64, error) {
 
 // tailBuffer is an io.Writer that keeps the last limit bytes written.
 type tailBuffer struct {
-	mu  sync.Mutex
+	mu    sync.Mutex
 	limit int
-	buf []byte
+	buf   []byte
 }
 
 func newTailBuffer(limit int) *tailBuffer { return &tailBuffer{limit: limit} }

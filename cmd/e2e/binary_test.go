@@ -137,6 +137,8 @@ func TestBinariesEndToEnd(t *testing.T) {
 	require.NoError(t, os.WriteFile(cfgFile, []byte(fmt.Sprintf(
 		"relay_url: ws://%s\ntoken_file: %s\nstatus_listen: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
 		apiAddr, tokenFile, freePort(t), port)), 0o644))
+	notRunning := exec.Command(agentBin, "status", "--config", cfgFile)
+	require.Error(t, notRunning.Run(), "status of an agent that is not running fails")
 
 	explain := runCLI(t, nil, agentBin, "validate", "--config", cfgFile, "--explain", target)
 	assert.Contains(t, string(explain), "allowed")
@@ -148,6 +150,17 @@ func TestBinariesEndToEnd(t *testing.T) {
 	assert.Regexp(t, `tunnel:\s+connected`, string(human))
 	assert.Regexp(t, `allowlist:\s+missing`, string(human))
 	assert.Regexp(t, `reason:\s+ALLOWLIST_MISSING`, string(human))
+
+	var local struct {
+		Ready     bool `json:"ready"`
+		TunnelsUp int  `json:"tunnels_up"`
+	}
+	require.Eventually(t, func() bool {
+		out, err := exec.Command(agentBin, "status", "--config", cfgFile, "--json").Output()
+		return err == nil && json.Unmarshal(out, &local) == nil && local.TunnelsUp == 2
+	}, 10*time.Second, 50*time.Millisecond, "agent status never showed 2 tunnels")
+	assert.True(t, local.Ready)
+	assert.Regexp(t, `tunnels:\s+2 of 2 up`, string(runCLI(t, nil, agentBin, "status", "--config", cfgFile)))
 
 	roundTrip(t, dialConnect(t, proxyAddr, conn.ID, key.Key, target), 4<<20)
 	assertRefused(t, dialConnect(t, proxyAddr, conn.ID, key.Key, "10.1.2.3:443"), http.StatusForbidden, protocol.AllowlistMissing)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -81,5 +83,33 @@ func run(ctx context.Context, cfgPath string) error {
 			}
 		}
 	}()
+	stopStatus := serveStatus(ctx, cfg.StatusListen, a, log)
+	defer stopStatus()
 	return a.Run(ctx)
+}
+
+// serveStatus serves the local status endpoint. A port already in use is
+// logged, not fatal: tunnels matter more than the status page.
+func serveStatus(ctx context.Context, addr string, a *agent.Agent, log *slog.Logger) (stop func()) {
+	if addr == "" {
+		return func() {}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		log.Error("status server disabled", "status_listen", addr, "err", err)
+		return func() {}
+	}
+	srv := &http.Server{Handler: a.StatusHandler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	log.Info("status server listening", "addr", ln.Addr().String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-done
+	}
 }

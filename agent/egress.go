@@ -1,0 +1,50 @@
+package agent
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/postern/postern/agent/config"
+)
+
+// relayHTTPClient builds the client that dials the relay: through
+// egress_proxy (or HTTPS_PROXY / NO_PROXY) with the extra CA of ca_file,
+// and never following redirects, since the token must not travel on.
+// Targets never use this client or its proxy.
+func relayHTTPClient(cfg *config.Config) (*http.Client, error) {
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificate found", cfg.CAFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	tr := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		TLSClientConfig:     tlsCfg,
+		TLSHandshakeTimeout: 10 * time.Second,
+		// The CA bundle also verifies a TLS-inspecting proxy, which
+		// presents certificates from the customer's own CA.
+		ProxyConnectHeader:    http.Header{"User-Agent": {"postern-agent"}},
+		ResponseHeaderTimeout: 15 * time.Second,
+	}
+	if cfg.EgressProxy != nil {
+		tr.Proxy = http.ProxyURL(cfg.EgressProxy)
+	}
+	return &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}, nil
+}

@@ -1,0 +1,89 @@
+package agent
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/postern/postern/protocol"
+)
+
+// LocalStatus is what the agent's status endpoint shows an admin on the
+// machine it runs on. It never contains the token.
+type LocalStatus struct {
+	AgentID       string             `json:"agent_id"`
+	Hostname      string             `json:"hostname"`
+	Version       string             `json:"version"`
+	Ready         bool               `json:"ready"`
+	UptimeSeconds int64              `json:"uptime_seconds"`
+	TunnelsWanted int                `json:"tunnels_wanted"`
+	TunnelsUp     int                `json:"tunnels_up"`
+	Tunnels       []TunnelStatus     `json:"tunnels"`
+	ActiveStreams int                `json:"active_streams"`
+	BytesIn       uint64             `json:"bytes_in"`
+	BytesOut      uint64             `json:"bytes_out"`
+	Allowlist     protocol.Allowlist `json:"allowlist"`
+}
+
+// TunnelStatus is one live tunnel.
+type TunnelStatus struct {
+	Slot        int       `json:"slot"`
+	Relay       string    `json:"relay"`
+	NodeID      string    `json:"node_id"`
+	ConnectedAt time.Time `json:"connected_at"`
+}
+
+// Status returns the agent's local view.
+func (a *Agent) Status() LocalStatus {
+	a.mu.Lock()
+	tunnels := make([]TunnelStatus, 0, len(a.tunnels))
+	for slot, t := range a.tunnels {
+		tunnels = append(tunnels, TunnelStatus{Slot: slot, Relay: t.URL, NodeID: t.NodeID, ConnectedAt: t.ConnectedAt})
+	}
+	a.mu.Unlock()
+	sort.Slice(tunnels, func(i, j int) bool { return tunnels[i].Slot < tunnels[j].Slot })
+	return LocalStatus{
+		AgentID:       a.agentID,
+		Hostname:      a.hostname,
+		Version:       a.opts.Version,
+		Ready:         len(tunnels) > 0,
+		UptimeSeconds: int64(time.Since(a.started).Seconds()),
+		TunnelsWanted: max(a.opts.Config.Tunnels, 1),
+		TunnelsUp:     len(tunnels),
+		Tunnels:       tunnels,
+		ActiveStreams: int(a.stats.active.Load()),
+		BytesIn:       a.stats.bytesIn.Load(),
+		BytesOut:      a.stats.bytesOut.Load(),
+		Allowlist:     a.Policy().Summary,
+	}
+}
+
+// StatusHandler serves /healthz (the process runs), /readyz (at least one
+// tunnel is up) and /status (LocalStatus as JSON) for status_listen.
+func (a *Agent) StatusHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeStatusJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if a.TunnelsUp() == 0 {
+			writeStatusJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "no tunnel to the relay is up"})
+			return
+		}
+		writeStatusJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		writeStatusJSON(w, http.StatusOK, a.Status())
+	})
+	return mux
+}
+
+func writeStatusJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

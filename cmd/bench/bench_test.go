@@ -1,0 +1,198 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// Sizes of the bulk scenarios.
+const (
+	bulkSingle      = 256 << 20 // one stream
+	bulkParallel    = 256 << 20 // in all, over parallelStreams
+	parallelStreams = 8
+)
+
+// ratioBar is the least single-stream bulk throughput the tunnel must
+// reach, as a fraction of a direct connection in the same run.
+const ratioBar = 0.2
+
+// opTimeout bounds one measurement (one direct or one tunnel run).
+const opTimeout = 2 * time.Minute
+
+// env is everything a run needs: the targets and a relay + agent stack
+// allowed to reach them.
+type env struct {
+	sink    *sinkServer
+	web     *httpTarget
+	stack   *stack
+	pattern []byte
+}
+
+func newEnv(tb testing.TB) *env {
+	tb.Helper()
+	relayBin, agentBin := buildBinaries(tb)
+	sink := startSink(tb)
+	web := startHTTPTarget(tb)
+	st := startStack(tb, relayBin, agentBin, []int{port(tb, sink.addr()), port(tb, web.addr())})
+	return &env{sink: sink, web: web, stack: st, pattern: sink.pattern}
+}
+
+// modes are the two paths every scenario is measured on.
+func (e *env) modes() [2]struct {
+	name string
+	dial dialFunc
+} {
+	return [2]struct {
+		name string
+		dial dialFunc
+	}{{"direct", dialDirect}, {"tunnel", e.stack.dialTunnel}}
+}
+
+// interleaved calls measure for direct and tunnel, alternating which goes
+// first from one iteration to the next so drift hits both alike.
+func (e *env) interleaved(i int, measure func(tunnel bool, dial dialFunc) error) error {
+	m := e.modes()
+	order := []int{0, 1}
+	if i%2 == 1 {
+		order = []int{1, 0}
+	}
+	for _, k := range order {
+		if err := measure(k == 1, m[k].dial); err != nil {
+			return fmt.Errorf("%s: %w", m[k].name, err)
+		}
+	}
+	return nil
+}
+
+func BenchmarkTunnel(b *testing.B) {
+	e := newEnv(b)
+	var tab table
+
+	bulkCases := []struct {
+		name    string
+		op      byte
+		streams int
+		total   int64
+	}{
+		{"bulk upload, 1 stream", opUpload, 1, bulkSingle},
+		{"bulk download, 1 stream", opDownload, 1, bulkSingle},
+		{fmt.Sprintf("bulk upload, %d streams", parallelStreams), opUpload, parallelStreams, bulkParallel},
+		{fmt.Sprintf("bulk download, %d streams", parallelStreams), opDownload, parallelStreams, bulkParallel},
+	}
+	for _, bc := range bulkCases {
+		b.Run(bc.name, func(b *testing.B) {
+			r := tab.reset(bc.name, "MB/s", true)
+			for i := range b.N {
+				err := e.interleaved(i, func(tunnel bool, dial dialFunc) error {
+					ctx, cancel := context.WithTimeout(b.Context(), opTimeout)
+					defer cancel()
+					mbps, err := bulk(ctx, dial, e.sink.addr(), bc.op, bc.streams, bc.total, e.pattern)
+					if err != nil {
+						return err
+					}
+					if tunnel {
+						r.tunnel = append(r.tunnel, mbps)
+					} else {
+						r.direct = append(r.direct, mbps)
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(median(r.direct), "direct_MB/s")
+			b.ReportMetric(median(r.tunnel), "tunnel_MB/s")
+			b.ReportMetric(r.ratio(), "ratio")
+		})
+	}
+
+	httpCases := []struct {
+		name      string
+		conc      int
+		keepAlive bool
+	}{
+		{"HTTP keep-alive, c=1", 1, true},
+		{"HTTP keep-alive, c=64", 64, true},
+		{"HTTP new CONNECT per request, c=64", 64, false},
+	}
+	url := "http://" + e.web.addr() + "/rest/api/2/issue/PROJ-1"
+	for _, hc := range httpCases {
+		b.Run(hc.name, func(b *testing.B) {
+			rps := tab.reset(hc.name+" throughput", "req/s", true)
+			p50 := tab.reset(hc.name+" p50", "µs", false)
+			p99 := tab.reset(hc.name+" p99", "µs", false)
+			for i := range b.N {
+				err := e.interleaved(i, func(tunnel bool, dial dialFunc) error {
+					ctx, cancel := context.WithTimeout(b.Context(), opTimeout)
+					defer cancel()
+					res, err := httpLoad(ctx, dial, url, hc.conc, hc.keepAlive)
+					if err != nil {
+						return err
+					}
+					us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+					if tunnel {
+						rps.tunnel = append(rps.tunnel, res.rps)
+						p50.tunnel = append(p50.tunnel, us(res.p50))
+						p99.tunnel = append(p99.tunnel, us(res.p99))
+					} else {
+						rps.direct = append(rps.direct, res.rps)
+						p50.direct = append(p50.direct, us(res.p50))
+						p99.direct = append(p99.direct, us(res.p99))
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(median(rps.direct), "direct_req/s")
+			b.ReportMetric(median(rps.tunnel), "tunnel_req/s")
+			b.ReportMetric(rps.ratio(), "ratio")
+			b.ReportMetric(median(p50.tunnel), "tunnel_p50_us")
+			b.ReportMetric(median(p99.tunnel), "tunnel_p99_us")
+		})
+	}
+
+	fmt.Printf("\nPostern tunnel vs direct TCP on 127.0.0.1 (GOMAXPROCS=%d, %s/%s); median of the runs in each cell.\n",
+		runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH)
+	fmt.Println("ratio = tunnel / direct; for throughput higher is better, for latency lower is better.")
+	if err := tab.write(os.Stdout); err != nil {
+		b.Error(err)
+	}
+	relayRSS, agentRSS, err := e.stack.peakRSS()
+	if err != nil {
+		b.Error(err)
+	} else {
+		fmt.Printf("peak RSS (VmHWM): relay %.1f MiB, agent %.1f MiB\n",
+			float64(relayRSS)/(1<<20), float64(agentRSS)/(1<<20))
+	}
+	checkBar(b, &tab)
+}
+
+// checkBar fails the run when single-stream bulk through the tunnel falls
+// under ratioBar of direct in either direction.
+func checkBar(b *testing.B, tab *table) {
+	for _, name := range []string{"bulk upload, 1 stream", "bulk download, 1 stream"} {
+		r, ok := tab.find(name)
+		if !ok {
+			continue // filtered out with -bench
+		}
+		verdict := "ok"
+		if r.ratio() < ratioBar {
+			verdict = "BELOW BAR"
+			b.Errorf("%s: tunnel/direct %.3f is under the bar of %.2f", name, r.ratio(), ratioBar)
+		}
+		fmt.Printf("bar %s: tunnel/direct %.3f >= %.2f: %s\n", name, r.ratio(), ratioBar, verdict)
+	}
+}

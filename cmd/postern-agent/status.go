@@ -1,0 +1,86 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/postern/postern/agent"
+	"github.com/postern/postern/agent/config"
+)
+
+func newStatusCmd() *cobra.Command {
+	var (
+		cfgPath string
+		asJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status [--json]",
+		Short: "Show the running agent's tunnels and allowlist (from its local status endpoint)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			addr := config.DefaultStatusListen
+			if cfg, err := config.Load(cfgPath, os.LookupEnv); err == nil {
+				addr = cfg.StatusListen
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			st, raw, err := fetchStatus(addr)
+			if err != nil {
+				return &exitError{code: 2, msg: fmt.Sprintf("agent not reachable at %s: %v (is postern-agent running?)", addr, err)}
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				_, err := out.Write(raw)
+				return err
+			}
+			ready := "no: no tunnel to the relay is up"
+			if st.Ready {
+				ready = "yes"
+			}
+			fmt.Fprintf(out, "agent:     %s (%s, version %s, up %s)\n", st.AgentID, st.Hostname, st.Version, time.Duration(st.UptimeSeconds)*time.Second)
+			fmt.Fprintf(out, "ready:     %s\n", ready)
+			fmt.Fprintf(out, "tunnels:   %d of %d up\n", st.TunnelsUp, st.TunnelsWanted)
+			for _, t := range st.Tunnels {
+				fmt.Fprintf(out, "  #%d %s node %s since %s\n", t.Slot, t.Relay, t.NodeID, t.ConnectedAt.Format(time.RFC3339))
+			}
+			fmt.Fprintf(out, "streams:   %d active, %d bytes in, %d bytes out\n", st.ActiveStreams, st.BytesIn, st.BytesOut)
+			fmt.Fprintf(out, "allowlist: %s, %d rules, mode %s, sha256 %s\n", st.Allowlist.Status, st.Allowlist.Count, st.Allowlist.Mode, st.Allowlist.SHA256)
+			if !st.Ready {
+				return &exitError{code: 1, msg: "agent is not ready"}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "/etc/postern/agent.yaml", "agent config file (for status_listen)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as one JSON document")
+	return cmd
+}
+
+func fetchStatus(addr string) (agent.LocalStatus, []byte, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/status")
+	if err != nil {
+		return agent.LocalStatus{}, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return agent.LocalStatus{}, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return agent.LocalStatus{}, nil, fmt.Errorf("status endpoint answered %s", resp.Status)
+	}
+	var st agent.LocalStatus
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return agent.LocalStatus{}, nil, err
+	}
+	return st, raw, nil
+}

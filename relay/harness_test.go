@@ -1,0 +1,523 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/hashicorp/yamux"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/coalesce"
+	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/secret"
+	"github.com/postern/postern/relay/store/sqlite"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// Polling bounds for require.Eventually: state changes here take
+// milliseconds, so a generous ceiling costs nothing when things work.
+const (
+	waitFor = 5 * time.Second
+	tick    = 5 * time.Millisecond
+)
+
+// syncBuffer collects log output written from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// harness is one relay node on a real SQLite store, its API and proxy
+// handlers served on loopback, and an admin key.
+type harness struct {
+	srv      *Server
+	api      *httptest.Server
+	proxy    *httptest.Server
+	adminKey string
+	logs     *syncBuffer
+
+	mu      sync.Mutex
+	secrets []string // must never show up in the logs
+}
+
+func newHarness(t *testing.T, opts ...func(*Config)) *harness {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "relay.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, st.Close()) })
+
+	logs := &syncBuffer{}
+	cfg := Config{
+		Store:  st,
+		NodeID: "node-test",
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := New(cfg)
+	require.NoError(t, err)
+	h := &harness{srv: srv, logs: logs}
+	h.api = httptest.NewServer(srv.Handler())
+	h.proxy = httptest.NewServer(srv.ProxyHandler())
+	t.Cleanup(func() {
+		srv.Close()
+		h.api.Close()
+		h.proxy.Close()
+		out := logs.String()
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, s := range h.secrets {
+			assert.NotContains(t, out, secretPart(s), "a credential reached the logs")
+		}
+	})
+
+	key, err := srv.createAPIKey(t.Context(), "test-admin", "", true)
+	require.NoError(t, err)
+	h.adminKey = h.remember(key.Key)
+	return h
+}
+
+// secretPart is the part of a credential after its public id.
+func secretPart(cred string) string {
+	if i := strings.LastIndexByte(cred[:min(len(cred), 3+1+secret.IDLen+1)], '_'); i > 0 {
+		return cred[i+1:]
+	}
+	return cred
+}
+
+// remember registers a credential that must never be logged.
+func (h *harness) remember(cred string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.secrets = append(h.secrets, cred)
+	return cred
+}
+
+// reply is an HTTP answer, read in full.
+type reply struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// call sends one API request. body is nil (no body), a string (sent as
+// is) or a value encoded as JSON.
+func (h *harness) call(t *testing.T, method, path, key string, body any) reply {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		require.NoError(t, err)
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, h.api.URL+path, rd)
+	require.NoError(t, err)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	return do(t, h.api.Client(), req)
+}
+
+func do(t *testing.T, c *http.Client, req *http.Request) reply {
+	t.Helper()
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return reply{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// decode checks the status and decodes the JSON body.
+func decode[T any](t *testing.T, r reply, status int) T {
+	t.Helper()
+	require.Equal(t, status, r.status, "body: %s", r.body)
+	assert.Equal(t, "application/json", r.header.Get("Content-Type"))
+	var v T
+	require.NoError(t, json.Unmarshal(r.body, &v), "body: %s", r.body)
+	return v
+}
+
+// requireRefusal checks everything a client sees of a refusal: status,
+// Postern-Reason, the JSON body and the request id in header and body.
+func requireRefusal(t *testing.T, r reply, status int, reason protocol.Reason) api.Error {
+	t.Helper()
+	e := decode[api.Error](t, r, status)
+	assert.Equal(t, string(reason), r.header.Get("Postern-Reason"))
+	assert.Equal(t, reason, e.Reason)
+	assert.Equal(t, reason.Info().ProviderErrorCode, e.ProviderErrorCode)
+	assert.NotEmpty(t, e.Message)
+	assert.NotEmpty(t, e.RequestID)
+	assert.Equal(t, r.header.Get("Postern-Request-Id"), e.RequestID)
+	return e
+}
+
+// withoutRequestID returns an error body with its request id blanked, for
+// comparing two answers that must not differ otherwise.
+func withoutRequestID(t *testing.T, r reply) api.Error {
+	t.Helper()
+	var e api.Error
+	require.NoError(t, json.Unmarshal(r.body, &e), "body: %s", r.body)
+	e.RequestID = ""
+	return e
+}
+
+// createConnection creates a connection with the admin key.
+func (h *harness) createConnection(t *testing.T, name, workspace string) api.Connection {
+	t.Helper()
+	c := decode[api.Connection](t, h.call(t, http.MethodPost, "/v1/connections", h.adminKey,
+		api.CreateConnectionRequest{Name: name, Workspace: workspace}), http.StatusCreated)
+	require.NotEmpty(t, c.AgentToken)
+	h.remember(c.AgentToken)
+	return c
+}
+
+// createKey creates a workspace API key with the admin key.
+func (h *harness) createKey(t *testing.T, workspace string) string {
+	t.Helper()
+	k := decode[api.APIKey](t, h.call(t, http.MethodPost, "/v1/api-keys", h.adminKey,
+		api.CreateAPIKeyRequest{Name: "key for " + workspace, Workspace: workspace}), http.StatusCreated)
+	return h.remember(k.Key)
+}
+
+func (h *harness) status(t *testing.T, connID, query string) api.Status {
+	t.Helper()
+	return decode[api.Status](t, h.call(t, http.MethodGet, "/v1/connections/"+connID+"/status"+query, h.adminKey, nil), http.StatusOK)
+}
+
+// waitTunnels waits until the node has n live tunnels for a connection.
+// An agent gets Welcome just before the relay registers its session.
+func (h *harness) waitTunnels(t *testing.T, connID string, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(h.srv.reg.sessions(connID)) == n },
+		waitFor, tick, "want %d tunnels", n)
+}
+
+func (h *harness) wsURL() string {
+	return "ws" + strings.TrimPrefix(h.api.URL, "http") + protocol.TunnelPath
+}
+
+// tunnelRequest sends a bare GET /v1/tunnel, as a refused agent would.
+func (h *harness) tunnelRequest(t *testing.T, authorization string) reply {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, h.api.URL+protocol.TunnelPath, nil)
+	require.NoError(t, err)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	req.Header.Set("Sec-WebSocket-Protocol", protocol.Subprotocol)
+	return do(t, h.api.Client(), req)
+}
+
+// wrongSecret returns token with its id kept and its secret replaced.
+func wrongSecret(t *testing.T, token string) string {
+	t.Helper()
+	other, err := secret.New(agentTokenPrefix)
+	require.NoError(t, err)
+	cut := len(agentTokenPrefix) + 1 + secret.IDLen + 1
+	return token[:cut] + other.Display[cut:]
+}
+
+func basicAuth(connID, key string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(connID+":"+key))
+}
+
+// proxyConn is a client connection to the CONNECT proxy.
+type proxyConn struct {
+	net.Conn
+	br   *bufio.Reader
+	resp *http.Response
+	body []byte // the body of a refusal
+}
+
+// connect sends CONNECT target with the given Proxy-Authorization (none if
+// empty) and any bytes the client wants to send right behind it, and reads
+// the answer. A refusal's body is read in full.
+func (h *harness) connect(t *testing.T, target, proxyAuth string, early []byte) *proxyConn {
+	t.Helper()
+	c, err := net.Dial("tcp", h.proxy.Listener.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	require.NoError(t, c.SetDeadline(time.Now().Add(waitFor)))
+	msg := "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n"
+	if proxyAuth != "" {
+		msg += "Proxy-Authorization: " + proxyAuth + "\r\n"
+	}
+	msg += "\r\n" + string(early)
+	_, err = io.WriteString(c, msg)
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	require.NoError(t, err)
+	pc := &proxyConn{Conn: c, br: br, resp: resp}
+	if resp.StatusCode != http.StatusOK {
+		pc.body, err = io.ReadAll(resp.Body)
+		require.NoError(t, err)
+	}
+	return pc
+}
+
+func (p *proxyConn) Read(b []byte) (int, error) { return p.br.Read(b) }
+
+func (p *proxyConn) reply() reply {
+	return reply{status: p.resp.StatusCode, header: p.resp.Header, body: p.body}
+}
+
+// answerFunc plays the agent's side of one relay-opened stream after its
+// request was read. The stream is closed when it returns.
+type answerFunc func(req protocol.Request, st net.Conn)
+
+// refuse answers with a failed result.
+func refuse(reason protocol.Reason, retryAfter int) answerFunc {
+	return func(_ protocol.Request, st net.Conn) {
+		_ = protocol.WriteFrame(st, protocol.FrameResult, protocol.Result{
+			Reason: reason, Message: "fake agent refuses: " + string(reason), RetryAfterSeconds: retryAfter,
+		})
+	}
+}
+
+// echo accepts and sends back every byte until the relay half-closes.
+func echo(_ protocol.Request, st net.Conn) {
+	if protocol.WriteFrame(st, protocol.FrameResult, protocol.Result{OK: true, Addr: "10.0.0.7:443"}) != nil {
+		return
+	}
+	_, _ = io.Copy(st, st)
+}
+
+// serveHTTP accepts and answers one HTTP request with a description of
+// what reached the target.
+func serveHTTP(_ protocol.Request, st net.Conn) {
+	if protocol.WriteFrame(st, protocol.FrameResult, protocol.Result{OK: true}) != nil {
+		return
+	}
+	req, err := http.ReadRequest(bufio.NewReader(st))
+	if err != nil {
+		return
+	}
+	body := req.Method + " " + req.URL.RequestURI() + " host=" + req.Host +
+		" proxy-authorization=" + req.Header.Get("Proxy-Authorization")
+	resp := &http.Response{
+		StatusCode: http.StatusTeapot, ProtoMajor: 1, ProtoMinor: 1,
+		Header:        http.Header{"Content-Type": {"text/plain"}},
+		ContentLength: int64(len(body)), Body: io.NopCloser(strings.NewReader(body)), Close: true,
+	}
+	_ = resp.Write(st)
+}
+
+// byHost picks the answer by the requested host.
+func byHost(answers map[string]answerFunc) answerFunc {
+	return func(req protocol.Request, st net.Conn) {
+		if a, ok := answers[req.Host]; ok {
+			a(req, st)
+			return
+		}
+		refuse(protocol.AllowlistMissing, 0)(req, st)
+	}
+}
+
+// fakeAgent is the agent side of one tunnel, built from the same parts as
+// the real agent: WebSocket, coalesce, yamux client, protocol frames.
+type fakeAgent struct {
+	hello    protocol.Hello
+	welcome  protocol.Welcome
+	mux      *yamux.Session
+	ctrl     *yamux.Stream
+	requests chan protocol.Request // every request frame received
+	control  chan protocol.Frame   // every control frame from the relay
+
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+func testHello(agentID string, tunnels int) protocol.Hello {
+	return protocol.Hello{
+		ProtocolVersion: protocol.Version,
+		AgentID:         agentID,
+		Hostname:        "host-" + agentID,
+		Version:         "1.2.3",
+		Tunnels:         tunnels,
+		StartedAt:       time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC),
+		Allowlist:       testAllowlist(),
+	}
+}
+
+func testAllowlist() protocol.Allowlist {
+	return protocol.Allowlist{
+		Status:   "configured",
+		Mode:     "enforce",
+		Count:    3,
+		SHA256:   "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
+		LoadedAt: time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC),
+		Allow: []protocol.RuleSpec{
+			{Host: "gitlab.corp.example", Ports: []string{"443"}},
+			{CIDR: "10.20.0.0/16", Ports: []string{"443", "8000-8100"}},
+		},
+		Deny: []protocol.RuleSpec{{CIDR: "10.20.5.0/24"}},
+	}
+}
+
+// connectAgent opens a tunnel with token, completes Hello/Welcome and
+// answers every relay-opened stream with answer. It fails the test if
+// the relay refuses.
+func (h *harness) connectAgent(t *testing.T, token string, hello protocol.Hello, answer answerFunc) *fakeAgent {
+	t.Helper()
+	a, resp, err := h.dialAgent(t, token, hello, answer)
+	if err != nil && resp != nil {
+		require.NoError(t, err, "relay answered HTTP %d", resp.StatusCode)
+	}
+	require.NoError(t, err)
+	return a
+}
+
+// dialAgent is connectAgent that returns the error (and the relay's
+// answer, when it refused before the upgrade) instead of failing.
+func (h *harness) dialAgent(t *testing.T, token string, hello protocol.Hello, answer answerFunc) (*fakeAgent, *http.Response, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, h.wsURL(), &websocket.DialOptions{
+		HTTPClient:      h.api.Client(),
+		HTTPHeader:      http.Header{"Authorization": {"Bearer " + token}},
+		Subprotocols:    []string{protocol.Subprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return nil, resp, err
+	}
+	require.Equal(t, protocol.Subprotocol, ws.Subprotocol())
+	ws.SetReadLimit(coalesce.MaxMessage)
+	nc := websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
+
+	cfg := yamux.DefaultConfig()
+	cfg.EnableKeepAlive = false
+	cfg.LogOutput = io.Discard
+	cfg.MaxStreamWindowSize = StreamWindow
+	mux, err := yamux.Client(coalesce.New(nc), cfg)
+	require.NoError(t, err)
+	a := &fakeAgent{
+		hello:    hello,
+		mux:      mux,
+		requests: make(chan protocol.Request, 64),
+		control:  make(chan protocol.Frame, 16),
+	}
+	t.Cleanup(a.Close)
+
+	a.ctrl, err = mux.OpenStream()
+	require.NoError(t, err)
+	require.NoError(t, protocol.WriteFrame(a.ctrl, protocol.FrameHello, hello))
+	require.NoError(t, a.ctrl.SetReadDeadline(time.Now().Add(waitFor)))
+	f, err := protocol.ReadFrame(a.ctrl, protocol.MaxControlFrame)
+	if err != nil {
+		return nil, nil, err
+	}
+	require.NoError(t, f.Decode(protocol.FrameWelcome, &a.welcome))
+	require.NoError(t, a.ctrl.SetReadDeadline(time.Time{}))
+
+	a.wg.Add(2)
+	go a.readControl()
+	go a.acceptStreams(answer)
+	return a, resp, nil
+}
+
+func (a *fakeAgent) readControl() {
+	defer a.wg.Done()
+	for {
+		f, err := protocol.ReadFrame(a.ctrl, protocol.MaxControlFrame)
+		if err != nil {
+			return
+		}
+		select {
+		case a.control <- f:
+		default:
+		}
+	}
+}
+
+func (a *fakeAgent) acceptStreams(answer answerFunc) {
+	defer a.wg.Done()
+	for {
+		st, err := a.mux.AcceptStream()
+		if err != nil {
+			return
+		}
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			defer st.Close()
+			_ = st.SetReadDeadline(time.Now().Add(waitFor))
+			req, err := protocol.ReadRequest(st)
+			if err != nil {
+				return
+			}
+			_ = st.SetReadDeadline(time.Time{})
+			select {
+			case a.requests <- req:
+			default:
+			}
+			answer(req, st)
+		}()
+	}
+}
+
+// sendHealth reports health on the control stream.
+func (a *fakeAgent) sendHealth(t *testing.T, h protocol.Health) {
+	t.Helper()
+	require.NoError(t, protocol.WriteFrame(a.ctrl, protocol.FrameHealth, h))
+}
+
+// Close ends the tunnel and waits for every goroutine of the agent.
+func (a *fakeAgent) Close() {
+	a.once.Do(func() { _ = a.mux.Close() })
+	a.wg.Wait()
+}
+
+// nextRequest returns the next request frame the agent received.
+func (a *fakeAgent) nextRequest(t *testing.T) protocol.Request {
+	t.Helper()
+	select {
+	case r := <-a.requests:
+		return r
+	case <-time.After(waitFor):
+		require.FailNow(t, "agent received no request")
+		return protocol.Request{}
+	}
+}
