@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/agent/backoff"
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/resolve"
@@ -45,6 +46,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Resolver resolves target names; required.
 	Resolver Resolver
+	// Audit receives one entry per stream; nil disables auditing.
+	Audit interface{ Write(audit.Entry) error }
 	// Dial dials targets; defaults to a net.Dialer.
 	Dial DialFunc
 	// OpenTimeout bounds resolve+connect of one stream when the relay's

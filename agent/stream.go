@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/resolve"
 	"github.com/postern/postern/allowlist"
@@ -36,9 +37,13 @@ func (a *Agent) serveStream(ctx context.Context, st *yamux.Stream, log *slog.Log
 		_ = protocol.WriteFrame(st, protocol.FrameResult, protocol.Result{Reason: protocol.ProtocolError, Message: "bad request frame: " + err.Error()})
 		return
 	}
-	log = log.With("request_id", req.ID, "op", req.Op, "target", net.JoinHostPort(req.Host, strconv.Itoa(req.Port)))
+	targetStr := net.JoinHostPort(req.Host, strconv.Itoa(req.Port))
+	log = log.With("request_id", req.ID, "op", req.Op, "target", targetStr)
+	start := time.Now()
+	entry := audit.Entry{Time: start.UTC(), RequestID: req.ID, Op: string(req.Op), Target: targetStr}
 	if req.Op != protocol.OpDial {
-		_ = protocol.WriteFrame(st, protocol.FrameResult, protocol.Result{Reason: protocol.UnsupportedOp, Message: fmt.Sprintf("operation %q is not supported by this agent", req.Op)})
+		res := protocol.Result{Reason: protocol.UnsupportedOp, Message: fmt.Sprintf("operation %q is not supported by this agent", req.Op)}
+		a.refuse(st, res, entry, log)
 		return
 	}
 
@@ -48,49 +53,81 @@ func (a *Agent) serveStream(ctx context.Context, st *yamux.Stream, log *slog.Log
 	}
 	_ = st.SetDeadline(deadline)
 	dctx, cancel := context.WithDeadline(ctx, deadline)
-	target, res := a.dial(dctx, req, log)
+	target, res, overridden := a.dial(dctx, req, log)
 	cancel()
+	entry.Rule = res.Rule
 	if target == nil {
-		a.stats.countError(res.Reason)
-		log.Info("stream refused", "reason", res.Reason, "rule", res.Rule, "message", res.Message)
-		_ = protocol.WriteFrame(st, protocol.FrameResult, res)
+		a.refuse(st, res, entry, log)
 		return
+	}
+	entry.Addr, entry.Decision = res.Addr, audit.Allowed
+	if overridden != "" {
+		entry.Decision, entry.Reason = audit.ReportAllowed, string(overridden)
 	}
 	if err := protocol.WriteFrame(st, protocol.FrameResult, res); err != nil {
 		_ = target.Close()
+		entry.Message = "relay stream closed before the result was sent: " + err.Error()
+		a.audit(entry, start, log)
 		return
 	}
 	_ = st.SetDeadline(time.Time{})
 
 	a.stats.active.Add(1)
 	defer a.stats.active.Add(-1)
-	start := time.Now()
 	stats, err := splice.Run(st, target, splice.Options{
 		IdleTimeout: a.opts.IdleTimeout,
 		CloseWriteA: st.Close, // yamux Close is a write-side close
 	})
 	a.stats.bytesIn.Add(uint64(stats.AToB))
 	a.stats.bytesOut.Add(uint64(stats.BToA))
+	entry.BytesUp, entry.BytesDown = stats.AToB, stats.BToA
+	if err != nil {
+		entry.Message = err.Error()
+	}
+	a.audit(entry, start, log)
 	log.Debug("stream done", "addr", res.Addr, "to_target", stats.AToB, "from_target", stats.BToA,
 		"duration", time.Since(start), "err", err)
 }
 
+// refuse answers a refused request, counts it and audits it.
+func (a *Agent) refuse(st *yamux.Stream, res protocol.Result, entry audit.Entry, log *slog.Logger) {
+	a.stats.countError(res.Reason)
+	log.Info("stream refused", "reason", res.Reason, "rule", res.Rule, "message", res.Message)
+	_ = protocol.WriteFrame(st, protocol.FrameResult, res)
+	entry.Decision, entry.Reason, entry.Message = audit.Denied, string(res.Reason), res.Message
+	a.audit(entry, entry.Time, log)
+}
+
+// audit records a finished stream; a failing audit log is logged, never
+// fatal to the stream.
+func (a *Agent) audit(e audit.Entry, start time.Time, log *slog.Logger) {
+	if a.opts.Audit == nil {
+		return
+	}
+	e.DurationMS = time.Since(start).Milliseconds()
+	if err := a.opts.Audit.Write(e); err != nil {
+		log.Error("audit log write", "err", err)
+	}
+}
+
 // dial decides, resolves, checks every address and dials the first that
 // passes and answers. It returns the target connection and an ok result,
-// or nil and the refusal.
-func (a *Agent) dial(ctx context.Context, req protocol.Request, log *slog.Logger) (net.Conn, protocol.Result) {
+// or nil and the refusal. In report mode, overridden names the reason a
+// would-be denial was let through.
+func (a *Agent) dial(ctx context.Context, req protocol.Request, log *slog.Logger) (_ net.Conn, _ protocol.Result, overridden protocol.Reason) {
 	pol := a.Policy()
 	d := pol.List.Decide(req.Host, req.Port)
 	if !d.Allowed() {
 		reason := verdictReason(d.Verdict)
 		if pol.Mode != config.ModeReport || d.Verdict == allowlist.BadTarget {
-			return nil, protocol.Result{Reason: reason, Message: d.Reason, Rule: d.Rule}
+			return nil, protocol.Result{Reason: reason, Message: d.Reason, Rule: d.Rule}, ""
 		}
+		overridden = reason
 		log.Warn("report mode: would deny", "reason", reason, "rule", d.Rule, "why", d.Reason)
 	}
 	t, err := allowlist.NormalizeHost(req.Host)
 	if err != nil {
-		return nil, protocol.Result{Reason: protocol.BadTarget, Message: err.Error()}
+		return nil, protocol.Result{Reason: protocol.BadTarget, Message: err.Error()}, ""
 	}
 
 	var addrs []netip.Addr
@@ -99,7 +136,11 @@ func (a *Agent) dial(ctx context.Context, req protocol.Request, log *slog.Logger
 	} else {
 		found, _, err := a.opts.Resolver.Lookup(ctx, t.Name)
 		if err != nil {
-			return nil, protocol.Result{Reason: dnsReason(err), Message: err.Error(), Rule: d.Rule}
+			reason := resolve.Reason(err)
+			if reason == protocol.ReasonUnknown {
+				reason = protocol.DNSTimeout
+			}
+			return nil, protocol.Result{Reason: reason, Message: err.Error(), Rule: d.Rule}, ""
 		}
 		addrs = found
 	}
@@ -117,6 +158,7 @@ func (a *Agent) dial(ctx context.Context, req protocol.Request, log *slog.Logger
 					lastMessage = fmt.Sprintf("%s resolved to %s: %s", t.Name, addr, cd.Reason)
 					continue
 				}
+				overridden = protocol.TargetBlocked
 				log.Warn("report mode: would block address", "addr", addr, "rule", cd.Rule, "why", cd.Reason)
 			}
 		}
@@ -126,7 +168,7 @@ func (a *Agent) dial(ctx context.Context, req protocol.Request, log *slog.Logger
 			lastReason, lastMessage = dialReason(err), fmt.Sprintf("dial %s: %v", ap, err)
 			continue
 		}
-		return conn, protocol.Result{OK: true, Addr: ap.String(), Rule: d.Rule}
+		return conn, protocol.Result{OK: true, Addr: ap.String(), Rule: d.Rule}, overridden
 	}
 	if blocked == len(addrs) {
 		lastReason = protocol.TargetBlocked
@@ -134,7 +176,7 @@ func (a *Agent) dial(ctx context.Context, req protocol.Request, log *slog.Logger
 			lastMessage = "no address to dial"
 		}
 	}
-	return nil, protocol.Result{Reason: lastReason, Message: lastMessage, Rule: d.Rule}
+	return nil, protocol.Result{Reason: lastReason, Message: lastMessage, Rule: d.Rule}, ""
 }
 
 func verdictReason(v allowlist.Verdict) protocol.Reason {
@@ -147,17 +189,6 @@ func verdictReason(v allowlist.Verdict) protocol.Reason {
 		return protocol.BadTarget
 	}
 	return protocol.AllowlistMissing
-}
-
-func dnsReason(err error) protocol.Reason {
-	switch {
-	case errors.Is(err, resolve.ErrNXDomain), errors.Is(err, resolve.ErrNoAddress):
-		return protocol.DNSNXDomain
-	case errors.Is(err, resolve.ErrServFail):
-		return protocol.DNSServFail
-	default:
-		return protocol.DNSTimeout
-	}
 }
 
 func dialReason(err error) protocol.Reason {

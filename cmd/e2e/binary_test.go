@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -135,7 +136,7 @@ func TestBinariesEndToEnd(t *testing.T) {
 	require.NoError(t, os.WriteFile(tokenFile, []byte(conn.AgentToken+"\n"), 0o600))
 	cfgFile := filepath.Join(dir, "agent.yaml")
 	require.NoError(t, os.WriteFile(cfgFile, []byte(fmt.Sprintf(
-		"relay_url: ws://%s\ntoken_file: %s\nstatus_listen: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
+		"relay_url: ws://%s\ntoken_file: %s\nstatus_listen: %s\naudit_log: audit.jsonl\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
 		apiAddr, tokenFile, freePort(t), port)), 0o644))
 	notRunning := exec.Command(agentBin, "status", "--config", cfgFile)
 	require.Error(t, notRunning.Run(), "status of an agent that is not running fails")
@@ -173,6 +174,10 @@ func TestBinariesEndToEnd(t *testing.T) {
 	assert.Equal(t, 2, st.Agents[0].Tunnels, "default of two tunnels")
 
 	agentProc.stop(t)
+	auditLog, err := os.ReadFile(filepath.Join(dir, "audit.jsonl"))
+	require.NoError(t, err, "audit_log is relative to the config file")
+	assert.Regexp(t, `"target":"`+regexp.QuoteMeta(target)+`","addr":"[^"]+","decision":"allowed".*"bytes_to_target":4194304`, string(auditLog))
+	assert.Contains(t, string(auditLog), `"target":"10.1.2.3:443","decision":"denied","reason":"ALLOWLIST_MISSING"`)
 	waitStatus(t, c, conn.ID, func(s api.Status) bool { return s.TunnelStatus == "disconnected" })
 	assertRefused(t, dialConnect(t, proxyAddr, conn.ID, key.Key, target), http.StatusBadGateway, protocol.AgentOffline)
 

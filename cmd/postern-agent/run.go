@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postern/postern/agent"
+	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/resolve"
 )
@@ -48,13 +49,22 @@ func run(ctx context.Context, cfgPath string) error {
 	if err != nil {
 		return fmt.Errorf("dns: %w", err)
 	}
-	a, err := agent.New(agent.Options{
+	opts := agent.Options{
 		Config:   cfg,
 		Token:    token,
 		Version:  version,
 		Logger:   log,
 		Resolver: res,
-	})
+	}
+	if cfg.AuditLog != "" {
+		al, err := audit.Open(cfg.AuditLog, audit.DefaultMaxBytes, audit.DefaultKeep)
+		if err != nil {
+			return err
+		}
+		defer al.Close()
+		opts.Audit = al
+	}
+	a, err := agent.New(opts)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,144 @@
+// Package audit writes the agent's local audit log: one JSON line per
+// stream, so the customer can see everything the cloud reached, and
+// everything it was refused. The file is size-capped and rotated; a write
+// failure is reported to the caller's logger but never blocks a stream.
+package audit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Entry is one audit record.
+type Entry struct {
+	Time      time.Time `json:"time"`
+	RequestID string    `json:"request_id"`
+	Op        string    `json:"op"`
+	Target    string    `json:"target"`
+	// Addr is the address dialled, when one was.
+	Addr string `json:"addr,omitempty"`
+	// Decision is allowed | denied | report_allowed (report mode let a
+	// would-be denial through).
+	Decision   string `json:"decision"`
+	Rule       string `json:"rule,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+	Message    string `json:"message,omitempty"`
+	BytesUp    int64  `json:"bytes_to_target"`
+	BytesDown  int64  `json:"bytes_from_target"`
+	DurationMS int64  `json:"duration_ms"`
+}
+
+// Decisions.
+const (
+	Allowed       = "allowed"
+	Denied        = "denied"
+	ReportAllowed = "report_allowed"
+)
+
+// Log appends entries to a file, rotating it at MaxBytes and keeping Keep
+// old files (path.1 is the newest). It is safe for concurrent use.
+type Log struct {
+	path     string
+	maxBytes int64
+	keep     int
+
+	mu   sync.Mutex
+	f    *os.File
+	size int64
+}
+
+// Defaults for Open.
+const (
+	DefaultMaxBytes = 64 << 20
+	DefaultKeep     = 5
+)
+
+// Open opens (creating, mode 0640) the audit log at path.
+func Open(path string, maxBytes int64, keep int) (*Log, error) {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBytes
+	}
+	if keep <= 0 {
+		keep = DefaultKeep
+	}
+	l := &Log{path: path, maxBytes: maxBytes, keep: keep}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	if err := l.open(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Log) open() error {
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return fmt.Errorf("audit log: %w", err)
+	}
+	l.f, l.size = f, fi.Size()
+	return nil
+}
+
+// Write appends one entry as a JSON line.
+func (l *Log) Write(e Entry) error {
+	line, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("audit entry: %w", err)
+	}
+	line = append(line, '\n')
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return errors.New("audit log is closed")
+	}
+	if l.size+int64(len(line)) > l.maxBytes && l.size > 0 {
+		if err := l.rotate(); err != nil {
+			return err
+		}
+	}
+	n, err := l.f.Write(line)
+	l.size += int64(n)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	return nil
+}
+
+// rotate shifts path.N-1 -> path.N ... path -> path.1 and reopens path.
+func (l *Log) rotate() error {
+	if err := l.f.Close(); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	l.f = nil
+	_ = os.Remove(fmt.Sprintf("%s.%d", l.path, l.keep))
+	for i := l.keep - 1; i >= 1; i-- {
+		_ = os.Rename(fmt.Sprintf("%s.%d", l.path, i), fmt.Sprintf("%s.%d", l.path, i+1))
+	}
+	if err := os.Rename(l.path, l.path+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	return l.open()
+}
+
+// Close closes the file. It is idempotent.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	return err
+}
