@@ -102,6 +102,9 @@ type Agent struct {
 	hostname string
 	started  time.Time
 	policy   atomic.Pointer[Policy]
+	// policyChanged is closed and replaced on every SetPolicy.
+	policyMu      sync.Mutex
+	policyChanged chan struct{}
 	// relayClient dials the relay (egress proxy, CA bundle, no redirects).
 	relayClient *http.Client
 	stats       stats
@@ -167,6 +170,8 @@ func New(opts Options) (*Agent, error) {
 		started:  time.Now(),
 		tunnels:  make(map[int]tunnelInfo),
 
+		policyChanged: make(chan struct{}),
+
 		relayClient: rc,
 	}
 	a.policy.Store(NewPolicy(opts.Config, time.Now()))
@@ -184,8 +189,22 @@ func defaultAgentID(host string) string {
 }
 
 // SetPolicy swaps the allowlist atomically; streams in flight keep the
-// policy they started with.
-func (a *Agent) SetPolicy(p *Policy) { a.policy.Store(p) }
+// policy they started with. Every tunnel reports the new summary to the
+// relay at once rather than at its next heartbeat.
+func (a *Agent) SetPolicy(p *Policy) {
+	a.policy.Store(p)
+	a.policyMu.Lock()
+	close(a.policyChanged)
+	a.policyChanged = make(chan struct{})
+	a.policyMu.Unlock()
+}
+
+// policyWatch returns a channel closed at the next SetPolicy.
+func (a *Agent) policyWatch() <-chan struct{} {
+	a.policyMu.Lock()
+	defer a.policyMu.Unlock()
+	return a.policyChanged
+}
 
 // Policy returns the policy in force.
 func (a *Agent) Policy() *Policy { return a.policy.Load() }

@@ -76,12 +76,14 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 		_ = ws.Close(websocket.StatusProtocolError, "subprotocol "+protocol.Subprotocol+" required")
 		return false, fmt.Errorf("relay did not agree to subprotocol %s", protocol.Subprotocol)
 	}
-	ws.SetReadLimit(coalesce.MaxMessage)
 
 	// The tunnel's lifetime: cancelled when ctx ends or the tunnel fails.
 	tctx, tcancel := context.WithCancel(ctx)
 	defer tcancel()
 	nc := websocket.NetConn(tctx, ws, websocket.MessageBinary)
+	// After NetConn, which lifts the read limit: no relay message may
+	// exceed what coalesce ever sends.
+	ws.SetReadLimit(coalesce.MaxMessage)
 	mux, err := yamux.Client(coalesce.New(nc), a.yamuxConfig(log))
 	if err != nil {
 		_ = nc.Close()
@@ -194,10 +196,12 @@ func (a *Agent) sendHealth(ctx context.Context, ctrl *yamux.Stream, every time.D
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		changed := a.policyWatch()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
+		case <-changed:
 		}
 		_ = ctrl.SetWriteDeadline(time.Now().Add(every))
 		if err := protocol.WriteFrame(ctrl, protocol.FrameHealth, a.health()); err != nil {

@@ -160,6 +160,9 @@ func (s *Server) status(c store.Connection, target *baseTarget, now time.Time) a
 	if newest != nil {
 		summary := newest.allowlist()
 		st.AllowlistStatus = summary.Status
+		if summary.Status == "invalid" && st.LastError == "" {
+			st.LastError = "the agent refused its new allowlist and keeps the previous rules: " + summary.LastError
+		}
 		if target != nil {
 			d := s.verdicts.decide(summary, target.host, target.port)
 			st.AllowlistStatus = d.Verdict.String()

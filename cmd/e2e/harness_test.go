@@ -183,7 +183,7 @@ func dialConnect(t *testing.T, proxyAddr, connID, key, target string) connectRes
 	t.Helper()
 	c, err := net.DialTimeout("tcp", proxyAddr, 5*time.Second)
 	require.NoError(t, err)
-	auth := base64.StdEncoding.EncodeToString([]byte(connID + ":" + key))
+	auth := basicAuth(connID, key)
 	_, err = fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n", target, target, auth)
 	require.NoError(t, err)
 	br := bufio.NewReader(c)
@@ -250,4 +250,8 @@ func (p *pattern) Read(b []byte) (int, error) {
 		b[i] = byte(p.x)
 	}
 	return len(b), nil
+}
+
+func basicAuth(user, pass string) string {
+	return base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
 }

@@ -70,29 +70,19 @@ func run(ctx context.Context, cfgPath string) error {
 	}
 	log.Info("agent starting", "version", version, "config", cfgPath, "rules", cfg.Rules.Len(), "mode", cfg.Mode.String())
 
-	// SIGHUP reloads the allowlist: validate first, then swap; a bad file
-	// keeps the rules in force.
+	// SIGHUP, or a change to the file, reloads the allowlist: validate
+	// first, then swap; a bad file keeps the rules in force.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	done := make(chan struct{})
-	defer close(done)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
 	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			case <-hup:
-				next, err := config.Load(cfgPath, os.LookupEnv)
-				if err != nil {
-					log.Error("reload refused; keeping the current allowlist", "err", err)
-					continue
-				}
-				a.SetPolicy(agent.NewPolicy(next, time.Now()))
-				log.Info("allowlist reloaded", "rules", next.Rules.Len(), "sha256", next.Rules.SHA256())
-			}
-		}
+		defer close(watchDone)
+		_ = a.WatchConfig(watchCtx, cfgPath, func() (*config.Config, error) { return config.Load(cfgPath, os.LookupEnv) }, hup, 2*time.Second)
 	}()
+	defer func() { stopWatch(); <-watchDone }()
+
 	stopStatus := serveStatus(ctx, cfg.StatusListen, a, log)
 	defer stopStatus()
 	return a.Run(ctx)

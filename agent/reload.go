@@ -1,0 +1,97 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/postern/postern/agent/config"
+)
+
+// Reload loads the config file, and on success swaps the allowlist and
+// mode; in-flight streams keep the rules they started with. A file that
+// does not validate keeps the rules in force and marks the reported
+// summary invalid with the error, so the relay's status shows it.
+// Settings other than allow, deny and mode need a restart; a change to
+// them is logged.
+func (a *Agent) Reload(load func() (*config.Config, error)) error {
+	next, err := load()
+	cur := a.Policy()
+	if err != nil {
+		p := *cur
+		p.Summary.Status = "invalid"
+		p.Summary.LastError = err.Error()
+		a.SetPolicy(&p)
+		a.log.Error("config reload refused; keeping the allowlist in force", "err", err)
+		return err
+	}
+	if restartSettings(next) != restartSettings(a.opts.Config) {
+		a.log.Warn("config reload: only allow, deny and mode apply without a restart; other changes wait for one")
+	}
+	p := NewPolicy(next, time.Now())
+	a.SetPolicy(p)
+	a.log.Info("allowlist reloaded", "rules", p.Summary.Count, "sha256", p.Summary.SHA256, "mode", p.Summary.Mode)
+	return nil
+}
+
+// WatchConfig reloads on every value from trigger (SIGHUP) and when the
+// file's modification time or size changes, checked every poll. It
+// returns when ctx ends.
+func (a *Agent) WatchConfig(ctx context.Context, path string, load func() (*config.Config, error), trigger <-chan os.Signal, poll time.Duration) error {
+	stamp := fileStamp(path)
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-trigger:
+		case <-t.C:
+			s := fileStamp(path)
+			if s == stamp {
+				continue
+			}
+			stamp = s
+			if s.missing {
+				// Editors replace files by rename; wait for the new one.
+				continue
+			}
+		}
+		stamp = fileStamp(path)
+		if err := a.Reload(load); err != nil && !errors.Is(err, context.Canceled) {
+			a.log.Debug("reload", "err", err, "path", slog.StringValue(path))
+		}
+	}
+}
+
+// restartSettings fingerprints the settings a reload does not apply.
+func restartSettings(c *config.Config) string {
+	var b strings.Builder
+	for _, u := range c.RelayURLs {
+		b.WriteString(u.String() + " ")
+	}
+	fmt.Fprintf(&b, "|%d|%v|%s|%s|%s|%s|%s|%v", c.Tunnels, c.DNSServers, c.DNSTimeout, c.CAFile,
+		c.StatusListen, c.AuditLog, c.AgentID, c.EgressProxy != nil && c.EgressProxy.String() != "")
+	if c.EgressProxy != nil {
+		b.WriteString(c.EgressProxy.Redacted())
+	}
+	return b.String()
+}
+
+type stamp struct {
+	mod     time.Time
+	size    int64
+	missing bool
+}
+
+func fileStamp(path string) stamp {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return stamp{missing: true}
+	}
+	return stamp{mod: fi.ModTime(), size: fi.Size()}
+}

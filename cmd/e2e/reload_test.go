@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/agent"
+	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/agent/resolve"
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/relay/api"
+)
+
+// TestReloadUnderLoad swaps the allowlist while streams run: no stream to
+// a target allowed before and after fails, a newly allowed target works
+// at once, and an invalid file keeps the rules in force and is reported.
+func TestReloadUnderLoad(t *testing.T) {
+	f := newFixture(t)
+	second := echoServer(t)
+	_, secondPort, _ := net.SplitHostPort(second)
+
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "agent.yaml")
+	writeRules := func(extra string) {
+		body := fmt.Sprintf("relay_url: ws://%s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s%s]\n", f.relay.apiAddr, f.port, extra)
+		tmp := cfgPath + ".tmp"
+		require.NoError(t, os.WriteFile(tmp, []byte(body), 0o644))
+		require.NoError(t, os.Rename(tmp, cfgPath)) // the way editors and config managers replace files
+	}
+	writeRules("")
+	load := func() (*config.Config, error) { return config.Load(cfgPath, func(string) (string, bool) { return "", false }) }
+	cfg, err := load()
+	require.NoError(t, err)
+	res, err := resolve.New(resolve.Config{HostsFile: filepath.Join(dir, "none"), ResolvConf: filepath.Join(dir, "none")})
+	require.NoError(t, err)
+	a, err := agent.New(agent.Options{Config: cfg, Token: f.conn.AgentToken, Version: "test", Resolver: res, Logger: logger(t),
+		BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = a.Run(ctx) }()
+	trigger := make(chan os.Signal, 1)
+	go func() { defer wg.Done(); _ = a.WatchConfig(ctx, cfgPath, load, trigger, 20*time.Millisecond) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	first := waitStatus(t, f.relay.admin, f.conn.ID, func(s api.Status) bool { return s.TunnelStatus == "connected" })
+	sha0 := first.Agents[0].Allowlist.SHA256
+
+	// Load: streams to the first target, which every version allows.
+	var ok, failed atomic.Int64
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	var loadWG sync.WaitGroup
+	for range 4 {
+		loadWG.Add(1)
+		go func() {
+			defer loadWG.Done()
+			for loadCtx.Err() == nil {
+				res := dialConnectNoFail(f.relay.proxyAddr, f.conn.ID, f.key, f.target)
+				if res != http.StatusOK {
+					failed.Add(1)
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+
+	for i := range 5 {
+		writeRules(", " + secondPort)
+		st := waitStatus(t, f.relay.admin, f.conn.ID, func(s api.Status) bool {
+			return len(s.Agents) > 0 && s.Agents[0].Allowlist.SHA256 != sha0
+		})
+		assert.Equal(t, "configured", st.AllowlistStatus, "round %d", i)
+		roundTrip(t, f.connect(t, second), 1<<10)
+
+		writeRules("")
+		waitStatus(t, f.relay.admin, f.conn.ID, func(s api.Status) bool {
+			return len(s.Agents) > 0 && s.Agents[0].Allowlist.SHA256 == sha0
+		})
+		assertRefused(t, f.connect(t, second), http.StatusForbidden, protocol.TargetBlocked)
+	}
+
+	// An invalid file: old rules stay, the relay shows why.
+	require.NoError(t, os.WriteFile(cfgPath, []byte("relay_url: ws://"+f.relay.apiAddr+"\nallow:\n  - ip: 127.0.0.1\n    portz: [1]\n"), 0o644))
+	trigger <- syscall.SIGHUP
+	st := waitStatus(t, f.relay.admin, f.conn.ID, func(s api.Status) bool { return s.AllowlistStatus == "invalid" })
+	assert.Contains(t, st.LastError, "agent.yaml:4")
+	assert.Equal(t, sha0, st.Agents[0].Allowlist.SHA256, "the rules in force are the previous ones")
+	roundTrip(t, f.connect(t, f.target), 1<<10)
+
+	stopLoad()
+	loadWG.Wait()
+	assert.Zero(t, failed.Load(), "streams to an always-allowed target failed during reloads")
+	assert.Greater(t, ok.Load(), int64(20), "the load actually ran")
+}
+
+// dialConnectNoFail runs a CONNECT plus a tiny exchange and returns the
+// status (0 on a transport error) without touching testing.T, for use in
+// load goroutines.
+func dialConnectNoFail(proxyAddr, connID, key, target string) int {
+	c, err := net.DialTimeout("tcp", proxyAddr, 5*time.Second)
+	if err != nil {
+		return 0
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	auth := basicAuth(connID, key)
+	if _, err := fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n", target, target, auth); err != nil {
+		return 0
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		return 0
+	}
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode
+	}
+	if _, err := c.Write([]byte("ping")); err != nil {
+		return 0
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		return 0
+	}
+	digest := make([]byte, 32)
+	if _, err := io.ReadFull(br, digest); err != nil {
+		return 0
+	}
+	return http.StatusOK
+}
