@@ -75,8 +75,9 @@ func (a *Agent) serveStream(ctx context.Context, st *yamux.Stream, log *slog.Log
 	a.stats.active.Add(1)
 	defer a.stats.active.Add(-1)
 	stats, err := splice.Run(st, target, splice.Options{
-		IdleTimeout: a.opts.IdleTimeout,
-		CloseWriteA: st.Close, // yamux Close is a write-side close
+		WriteTimeout: splice.DefaultWriteTimeout,
+		IdleTimeout:  a.opts.IdleTimeout,
+		CloseWriteA:  st.Close, // yamux Close is a write-side close
 	})
 	a.stats.bytesIn.Add(uint64(stats.AToB))
 	a.stats.bytesOut.Add(uint64(stats.BToA))
@@ -110,73 +111,89 @@ func (a *Agent) audit(e audit.Entry, start time.Time, log *slog.Logger) {
 	}
 }
 
-// dial decides, resolves, checks every address and dials the first that
-// passes and answers. It returns the target connection and an ok result,
-// or nil and the refusal. In report mode, overridden names the reason a
-// would-be denial was let through.
-func (a *Agent) dial(ctx context.Context, req protocol.Request, log *slog.Logger) (_ net.Conn, _ protocol.Result, overridden protocol.Reason) {
+// plan is the decision on a dial request: the addresses that passed every
+// check, in the order to dial them.
+type plan struct {
+	addrs []netip.AddrPort
+	rule  string
+	// overridden names the reason a would-be denial was let through in
+	// report mode; empty in enforce mode.
+	overridden protocol.Reason
+}
+
+// plan decides on the request, resolves a name once, and checks every
+// resolved address. It returns the refusal when nothing may be dialled.
+func (a *Agent) plan(ctx context.Context, req protocol.Request, log *slog.Logger) (plan, *protocol.Result) {
 	pol := a.Policy()
+	report := pol.Mode == config.ModeReport
 	d := pol.List.Decide(req.Host, req.Port)
+	p := plan{rule: d.Rule}
 	if !d.Allowed() {
 		reason := verdictReason(d.Verdict)
-		if pol.Mode != config.ModeReport || d.Verdict == allowlist.BadTarget {
-			return nil, protocol.Result{Reason: reason, Message: d.Reason, Rule: d.Rule}, ""
+		if !report || d.Verdict == allowlist.BadTarget {
+			return p, &protocol.Result{Reason: reason, Message: d.Reason, Rule: d.Rule}
 		}
-		overridden = reason
+		p.overridden = reason
 		log.Warn("report mode: would deny", "reason", reason, "rule", d.Rule, "why", d.Reason)
 	}
 	t, err := allowlist.NormalizeHost(req.Host)
 	if err != nil {
-		return nil, protocol.Result{Reason: protocol.BadTarget, Message: err.Error()}, ""
+		return p, &protocol.Result{Reason: protocol.BadTarget, Message: err.Error()}
 	}
-
-	var addrs []netip.Addr
+	port := uint16(req.Port)
 	if t.Addr.IsValid() {
-		addrs = []netip.Addr{t.Addr} // Decide already judged the literal
-	} else {
-		found, _, err := a.opts.Resolver.Lookup(ctx, t.Name)
-		if err != nil {
-			reason := resolve.Reason(err)
-			if reason == protocol.ReasonUnknown {
-				reason = protocol.DNSTimeout
-			}
-			return nil, protocol.Result{Reason: reason, Message: err.Error(), Rule: d.Rule}, ""
-		}
-		addrs = found
+		// Decide already judged the literal with every rule.
+		p.addrs = []netip.AddrPort{netip.AddrPortFrom(t.Addr, port)}
+		return p, nil
 	}
-
-	var (
-		lastReason  = protocol.TargetBlocked
-		lastMessage string
-		blocked     int
-	)
-	for _, addr := range addrs {
-		if !t.Addr.IsValid() {
-			if cd := pol.List.CheckAddr(addr, req.Port); !cd.Allowed() {
-				if pol.Mode != config.ModeReport {
-					blocked++
-					lastMessage = fmt.Sprintf("%s resolved to %s: %s", t.Name, addr, cd.Reason)
-					continue
-				}
-				overridden = protocol.TargetBlocked
-				log.Warn("report mode: would block address", "addr", addr, "rule", cd.Rule, "why", cd.Reason)
-			}
+	found, _, err := a.opts.Resolver.Lookup(ctx, t.Name)
+	if err != nil {
+		reason := resolve.Reason(err)
+		if reason == protocol.ReasonUnknown {
+			reason = protocol.DNSTimeout
 		}
-		ap := netip.AddrPortFrom(addr, uint16(req.Port))
+		return p, &protocol.Result{Reason: reason, Message: err.Error(), Rule: d.Rule}
+	}
+	var blockedMsg string
+	for _, addr := range found {
+		if cd := pol.List.CheckAddr(addr, req.Port); !cd.Allowed() {
+			if !report {
+				blockedMsg = fmt.Sprintf("%s resolved to %s: %s", t.Name, addr, cd.Reason)
+				continue
+			}
+			p.overridden = protocol.TargetBlocked
+			log.Warn("report mode: would block address", "addr", addr, "rule", cd.Rule, "why", cd.Reason)
+		}
+		p.addrs = append(p.addrs, netip.AddrPortFrom(addr, port))
+	}
+	if len(p.addrs) == 0 {
+		if blockedMsg == "" {
+			blockedMsg = t.Name + " resolved to no address"
+		}
+		return p, &protocol.Result{Reason: protocol.TargetBlocked, Message: blockedMsg, Rule: d.Rule}
+	}
+	return p, nil
+}
+
+// dial plans the request and dials the checked addresses in order, the
+// next one when a dial fails. It returns the target connection and an ok
+// result, or nil and the refusal. In report mode, overridden names the
+// reason a would-be denial was let through.
+func (a *Agent) dial(ctx context.Context, req protocol.Request, log *slog.Logger) (_ net.Conn, _ protocol.Result, overridden protocol.Reason) {
+	p, refusal := a.plan(ctx, req, log)
+	if refusal != nil {
+		return nil, *refusal, ""
+	}
+	var last protocol.Result
+	for _, ap := range p.addrs {
 		conn, err := a.opts.Dial(ctx, "tcp", ap.String())
 		if err != nil {
-			lastReason, lastMessage = dialReason(err), fmt.Sprintf("dial %s: %v", ap, err)
+			last = protocol.Result{Reason: dialReason(err), Message: fmt.Sprintf("dial %s: %v", ap, err), Rule: p.rule}
 			continue
 		}
-		return conn, protocol.Result{OK: true, Addr: ap.String(), Rule: d.Rule}, overridden
+		return conn, protocol.Result{OK: true, Addr: ap.String(), Rule: p.rule}, p.overridden
 	}
-	if blocked == len(addrs) {
-		lastReason = protocol.TargetBlocked
-		if lastMessage == "" {
-			lastMessage = "no address to dial"
-		}
-	}
-	return nil, protocol.Result{Reason: lastReason, Message: lastMessage, Rule: d.Rule}, ""
+	return nil, last, ""
 }
 
 func verdictReason(v allowlist.Verdict) protocol.Reason {

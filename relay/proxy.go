@@ -110,8 +110,9 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request, conn stor
 		}
 	}
 	st, err := splice.Run(client, stream, splice.Options{
-		IdleTimeout: s.cfg.IdleTimeout,
-		CloseWriteB: stream.closeWrite,
+		WriteTimeout: splice.DefaultWriteTimeout,
+		IdleTimeout:  s.cfg.IdleTimeout,
+		CloseWriteB:  stream.closeWrite,
 	})
 	s.log.Debug("proxy stream done", "connection", conn.ID, "request_id", requestID(r),
 		"target", net.JoinHostPort(host, strconv.Itoa(port)), "up", st.AToB, "down", st.BToA, "err", err)
@@ -227,7 +228,10 @@ func (s *Server) dialAgent(ctx context.Context, conn store.Connection, host stri
 		if err != nil {
 			_ = ys.Close()
 			release()
-			if ctx.Err() != nil {
+			// The stream deadline and the context share one instant;
+			// either may be noticed first.
+			var ne net.Error
+			if ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
 				return nil, &apiError{reason: protocol.ConnectTimeout, msg: "agent did not answer within " + s.cfg.OpenTimeout.String()}
 			}
 			return nil, &apiError{reason: protocol.ProtocolError, msg: "read agent result: " + err.Error()}

@@ -223,7 +223,10 @@ func (s *Server) yamuxConfig() *yamux.Config {
 	c.KeepAliveInterval = 5 * time.Second
 	c.ConnectionWriteTimeout = 10 * time.Second
 	c.StreamOpenTimeout = 10 * time.Second
-	c.StreamCloseTimeout = 30 * time.Second
+	// No close timer: Close is our half-close, and a response may flow
+	// for as long as it needs after the request side finished. Stuck
+	// streams are ended by the splice's idle and write timeouts instead.
+	c.StreamCloseTimeout = 0
 	c.MaxStreamWindowSize = StreamWindow
 	c.LogOutput = nil
 	c.Logger = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)

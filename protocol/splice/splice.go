@@ -16,6 +16,10 @@ import (
 	"time"
 )
 
+// DefaultWriteTimeout is how long one write may make no progress before
+// the splice gives up on that reader.
+const DefaultWriteTimeout = 2 * time.Minute
+
 // BufferSize is the copy buffer per direction. Larger buffers mean fewer
 // frames on the tunnel for bulk transfers.
 const BufferSize = 64 << 10
@@ -41,6 +45,10 @@ type Options struct {
 	// IdleTimeout ends the splice when no byte moved in either direction
 	// for this long. Zero means no idle limit.
 	IdleTimeout time.Duration
+	// WriteTimeout ends the splice when one write makes no progress for
+	// this long: the reader on that side is gone or stuck. Zero means no
+	// limit.
+	WriteTimeout time.Duration
 	// CloseWriteA and CloseWriteB close the write half of a and b. When
 	// nil, a CloseWrite method is used if the connection has one, else
 	// the connection is left open until both directions end.
@@ -68,7 +76,7 @@ func Run(a, b net.Conn, opt Options) (Stats, error) {
 	}
 	dir := func(dst, src net.Conn, n *int64, closeWrite func() error) {
 		defer wg.Done()
-		c, err := copyBuf(dst, src, act)
+		c, err := copyBuf(dst, src, act, opt.WriteTimeout)
 		*n = c
 		if err != nil {
 			fail(err)
@@ -101,7 +109,7 @@ func Run(a, b net.Conn, opt Options) (Stats, error) {
 // timeout.
 var ErrIdle = errors.New("stream idle timeout")
 
-func copyBuf(dst io.Writer, src io.Reader, act *activity) (int64, error) {
+func copyBuf(dst net.Conn, src io.Reader, act *activity, writeTimeout time.Duration) (int64, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -110,6 +118,9 @@ func copyBuf(dst io.Writer, src io.Reader, act *activity) (int64, error) {
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			act.touch()
+			if writeTimeout > 0 {
+				_ = dst.SetWriteDeadline(time.Now().Add(writeTimeout))
+			}
 			w, werr := dst.Write(buf[:n])
 			total += int64(w)
 			if werr != nil {

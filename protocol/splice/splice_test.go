@@ -99,3 +99,30 @@ func TestResetOnOneSideAbortsBoth(t *testing.T) {
 	_, err := io.ReadAll(target)
 	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded, "the target side is closed too")
 }
+
+func TestWriteTimeoutEndsASpliceToAStuckReader(t *testing.T) {
+	user, a := tcpPair(t)
+	b, target := tcpPair(t) // target never reads
+	defer target.Close()
+	defer user.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(a, b, Options{WriteTimeout: 200 * time.Millisecond})
+		done <- err
+	}()
+	// Push until the kernel buffers toward the target are full.
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := user.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	case <-time.After(20 * time.Second):
+		t.Fatal("splice to a reader that never reads did not end")
+	}
+}
