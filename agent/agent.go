@@ -241,7 +241,7 @@ func (a *Agent) keepTunnel(ctx context.Context, slot int) {
 		var re *refusedError
 		switch {
 		case errors.As(err, &re):
-			log.Error("relay refused the agent token; will keep retrying", "reason", re.reason, "message", re.message)
+			log.Error("relay refused the tunnel; will keep retrying", "status", re.status, "reason", re.reason, "message", re.message)
 		case err != nil:
 			log.Warn("tunnel down; reconnecting", "err", err)
 		}

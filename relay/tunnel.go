@@ -107,13 +107,15 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("agent tunnel upgrade", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	ws.SetReadLimit(coalesce.MaxMessage)
 
 	s.tunnels.Add(1)
 	defer s.tunnels.Done()
 	// The session lives until the agent leaves or the node closes; the
 	// request context ends when the handler returns, so use the node's.
 	nc := websocket.NetConn(s.ctx, ws, websocket.MessageBinary)
+	// After NetConn, which lifts the limit: no message may exceed what a
+	// peer's coalesce layer writes.
+	ws.SetReadLimit(coalesce.MaxMessage)
 	mux, err := yamux.Server(coalesce.New(nc), s.yamuxConfig())
 	if err != nil {
 		_ = nc.Close()

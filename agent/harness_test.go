@@ -1,0 +1,340 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/agent/resolve"
+)
+
+// --- agent ---------------------------------------------------------------
+
+// parseConfig parses an agent config written in the test.
+func parseConfig(t testing.TB, yaml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse("agent.yaml", []byte(yaml), nil)
+	require.NoError(t, err)
+	return cfg
+}
+
+// runAgent starts Run and, when the test ends, cancels it and waits for it
+// to return.
+func runAgent(t *testing.T, opts Options) *Agent {
+	t.Helper()
+	if opts.Token == "" {
+		opts.Token = testToken
+	}
+	if opts.Version == "" {
+		opts.Version = "1.2.3-test"
+	}
+	if opts.BackoffBase == 0 {
+		opts.BackoffBase = 20 * time.Millisecond
+	}
+	if opts.BackoffMax == 0 {
+		opts.BackoffMax = 100 * time.Millisecond
+	}
+	if opts.Resolver == nil {
+		opts.Resolver = newResolver(t, "127.0.0.1:1", 0)
+	}
+	a, err := New(opts)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run returned %v after cancel", err)
+			}
+		case <-time.After(waitTimeout):
+			t.Errorf("Run did not return after cancel")
+		}
+	})
+	return a
+}
+
+// newResolver returns a resolver asking only server, with the fixtures in
+// testdata instead of the host's resolv.conf and hosts file. maxTTL 0 keeps
+// the default cache; negative disables it.
+func newResolver(t *testing.T, server string, maxTTL time.Duration) *resolve.Resolver {
+	t.Helper()
+	r, err := resolve.New(resolve.Config{
+		Servers:     []string{server},
+		Timeout:     150 * time.Millisecond,
+		Attempts:    1,
+		ResolvConf:  "testdata/resolv.conf",
+		HostsFile:   "testdata/hosts",
+		MaxTTL:      maxTTL,
+		NegativeTTL: -1,
+	})
+	require.NoError(t, err)
+	return r
+}
+
+// dialLog is a DialFunc that records every address the agent dials.
+type dialLog struct {
+	mu    sync.Mutex
+	addrs []string
+}
+
+func (l *dialLog) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	l.mu.Lock()
+	l.addrs = append(l.addrs, addr)
+	l.mu.Unlock()
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+// Addrs returns the addresses dialled so far, in order.
+func (l *dialLog) Addrs() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.addrs)
+}
+
+// --- logs ----------------------------------------------------------------
+
+// logRecord is one captured log line with its attributes as strings.
+type logRecord struct {
+	Level slog.Level
+	Msg   string
+	Attrs map[string]string
+}
+
+// logSink captures what the agent logs, so tests can assert on what an
+// operator would read.
+type logSink struct {
+	mu   sync.Mutex
+	recs []logRecord
+}
+
+func (s *logSink) Logger() *slog.Logger { return slog.New(&sinkHandler{sink: s}) }
+
+// Find returns the records with the given message.
+func (s *logSink) Find(msg string) []logRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []logRecord
+	for _, r := range s.recs {
+		if r.Msg == msg {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+type sinkHandler struct {
+	sink  *logSink
+	attrs []slog.Attr
+}
+
+func (h *sinkHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *sinkHandler) Handle(_ context.Context, r slog.Record) error {
+	rec := logRecord{Level: r.Level, Msg: r.Message, Attrs: make(map[string]string)}
+	for _, a := range h.attrs {
+		rec.Attrs[a.Key] = a.Value.String()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.Attrs[a.Key] = a.Value.String()
+		return true
+	})
+	h.sink.mu.Lock()
+	h.sink.recs = append(h.sink.recs, rec)
+	h.sink.mu.Unlock()
+	return nil
+}
+
+func (h *sinkHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &sinkHandler{sink: h.sink, attrs: append(slices.Clip(h.attrs), as...)}
+}
+
+func (h *sinkHandler) WithGroup(string) slog.Handler { return h }
+
+// --- targets -------------------------------------------------------------
+
+// target is a TCP service inside the "customer network": a real loopback
+// listener that counts the connections it accepts.
+type target struct {
+	ln       net.Listener
+	accepted atomic.Int32
+	ended    atomic.Int32 // connections whose handler finished
+
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+// newTarget listens on addr ("127.0.0.1:0" or a fixed address) and serves
+// every connection with handle.
+func newTarget(t *testing.T, addr string, handle func(net.Conn)) *target {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	require.NoError(t, err)
+	tg := &target{ln: ln}
+	tg.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tg.accepted.Add(1)
+			tg.mu.Lock()
+			tg.conns = append(tg.conns, c)
+			tg.mu.Unlock()
+			tg.wg.Go(func() {
+				defer tg.ended.Add(1)
+				defer c.Close()
+				handle(c)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		tg.mu.Lock()
+		for _, c := range tg.conns {
+			_ = c.Close()
+		}
+		tg.mu.Unlock()
+		tg.wg.Wait()
+	})
+	return tg
+}
+
+func (tg *target) port() int { return tg.ln.Addr().(*net.TCPAddr).Port }
+
+func (tg *target) addr() string { return tg.ln.Addr().String() }
+
+// replyAfterEOF answers "pong:" and everything it read, but only once the
+// client has finished writing: it proves half-close reaches the target.
+func replyAfterEOF(c net.Conn) {
+	got, err := io.ReadAll(c)
+	if err != nil {
+		return
+	}
+	_, _ = io.WriteString(c, "pong:"+string(got))
+}
+
+// echo copies everything back until the client closes.
+func echo(c net.Conn) { _, _ = io.Copy(c, c) }
+
+// refusedPort returns a loopback port nothing listens on.
+func refusedPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	return port
+}
+
+// --- DNS -----------------------------------------------------------------
+
+// dnsAnswer is what the fake DNS server does with one A question.
+type dnsAnswer struct {
+	rcode  int          // dns.RcodeSuccess unless set
+	addrs  []netip.Addr // A records
+	silent bool         // never answer
+}
+
+// fakeDNS is a miekg/dns server on 127.0.0.1 answering from a function of
+// the question name and how many A questions for it came before.
+type fakeDNS struct {
+	addr   string
+	answer func(name string, n int) dnsAnswer
+
+	mu      sync.Mutex
+	queries map[string]int // A questions per name (lower-case FQDN)
+}
+
+func newFakeDNS(t *testing.T, answer func(name string, n int) dnsAnswer) *fakeDNS {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	d := &fakeDNS{addr: pc.LocalAddr().String(), answer: answer, queries: make(map[string]int)}
+	started := make(chan struct{})
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(d.serve), NotifyStartedFunc: func() { close(started) }}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.ActivateAndServe()
+	}()
+	<-started
+	t.Cleanup(func() {
+		_ = srv.Shutdown()
+		<-done
+		_ = pc.Close()
+	})
+	return d
+}
+
+// zone answers from a fixed table; names not in it do not exist.
+func zone(records map[string]dnsAnswer) func(string, int) dnsAnswer {
+	return func(name string, _ int) dnsAnswer {
+		if a, ok := records[name]; ok {
+			return a
+		}
+		return dnsAnswer{rcode: dns.RcodeNameError}
+	}
+}
+
+func (d *fakeDNS) serve(w dns.ResponseWriter, req *dns.Msg) {
+	if len(req.Question) != 1 {
+		return
+	}
+	q := req.Question[0]
+	name := strings.ToLower(q.Name)
+	n := 0
+	if q.Qtype == dns.TypeA {
+		d.mu.Lock()
+		n = d.queries[name]
+		d.queries[name]++
+		d.mu.Unlock()
+	}
+	a := d.answer(name, n)
+	if a.silent {
+		return
+	}
+	m := new(dns.Msg)
+	m.SetRcode(req, a.rcode)
+	if q.Qtype == dns.TypeA && a.rcode == dns.RcodeSuccess {
+		for _, ip := range a.addrs {
+			rr, err := dns.NewRR(fmt.Sprintf("%s 0 IN A %s", q.Name, ip))
+			if err == nil {
+				m.Answer = append(m.Answer, rr)
+			}
+		}
+	}
+	_ = w.WriteMsg(m)
+}
+
+// Queries returns how many A questions name (an FQDN) received.
+func (d *fakeDNS) Queries(name string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.queries[name]
+}
+
+func addrs(s ...string) []netip.Addr {
+	out := make([]netip.Addr, len(s))
+	for i, a := range s {
+		out[i] = netip.MustParseAddr(a)
+	}
+	return out
+}

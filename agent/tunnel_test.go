@@ -1,0 +1,400 @@
+package agent
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/coalesce"
+)
+
+func TestHelloCarriesIdentityAndAllowlistSummary(t *testing.T) {
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	tests := map[string]struct {
+		rules      string
+		tunnels    int
+		wantStatus string
+		wantMode   string
+		wantCount  int
+		wantAllow  []protocol.RuleSpec
+		wantDeny   []protocol.RuleSpec
+	}{
+		"configured enforce": {
+			rules: `
+allow:
+  - host: GitLab.Corp.Example.
+    ports: [443]
+  - cidr: 10.20.0.0/16
+    ports: [443, "8000-8100"]
+deny:
+  - cidr: 10.20.5.0/24
+`,
+			tunnels:    2,
+			wantStatus: "configured",
+			wantMode:   "enforce",
+			wantCount:  3,
+			wantAllow: []protocol.RuleSpec{
+				{Host: "gitlab.corp.example", Ports: []string{"443"}},
+				{CIDR: "10.20.0.0/16", Ports: []string{"443", "8000-8100"}},
+			},
+			wantDeny: []protocol.RuleSpec{{CIDR: "10.20.5.0/24"}},
+		},
+		"empty list": {
+			rules:      "allow: []\n",
+			tunnels:    1,
+			wantStatus: "empty",
+			wantMode:   "enforce",
+		},
+		"report mode": {
+			rules: `
+mode: report
+allow:
+  - ip: 10.0.0.7
+    ports: [8080]
+`,
+			tunnels:    1,
+			wantStatus: "configured",
+			wantMode:   "report",
+			wantCount:  1,
+			wantAllow:  []protocol.RuleSpec{{IP: "10.0.0.7", Ports: []string{"8080"}}},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			relay := newFakeRelay(t, time.Second)
+			cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\nagent_id: agent-7\ntunnels: %d\n%s",
+				relay.url(), tc.tunnels, tc.rules))
+			runAgent(t, Options{Config: cfg, Version: "9.8.7"})
+
+			for range tc.tunnels {
+				s := relay.session(t)
+				h := s.hello
+				assert.Equal(t, "Bearer "+testToken, s.auth)
+				assert.Equal(t, protocol.Version, h.ProtocolVersion)
+				assert.Equal(t, "agent-7", h.AgentID)
+				assert.Equal(t, host, h.Hostname)
+				assert.Equal(t, "9.8.7", h.Version)
+				assert.Equal(t, tc.tunnels, h.Tunnels)
+				assert.False(t, h.StartedAt.IsZero())
+				sum := h.Allowlist
+				assert.Equal(t, tc.wantStatus, sum.Status)
+				assert.Equal(t, tc.wantMode, sum.Mode)
+				assert.Equal(t, tc.wantCount, sum.Count)
+				assert.Equal(t, cfg.Rules.SHA256(), sum.SHA256)
+				assert.Len(t, sum.SHA256, 64)
+				assert.False(t, sum.LoadedAt.IsZero())
+				assert.Equal(t, tc.wantAllow, stripLines(sum.Allow))
+				assert.Equal(t, tc.wantDeny, stripLines(sum.Deny))
+			}
+		})
+	}
+}
+
+// stripLines makes an empty rule list nil so expectations can leave it out.
+func stripLines(in []protocol.RuleSpec) []protocol.RuleSpec {
+	if len(in) == 0 {
+		return nil
+	}
+	return in
+}
+
+func TestHealthIsReportedEveryInterval(t *testing.T) {
+	relay := newFakeRelay(t, 200*time.Millisecond)
+	cfg := parseConfig(t, "relay_url: "+relay.url()+"\ntunnels: 2\nallow:\n  - host: a.example\n    ports: [443]\n")
+	a := runAgent(t, Options{Config: cfg, Version: "1.0.0"})
+	s1, s2 := relay.session(t), relay.session(t)
+
+	for _, s := range []*relaySession{s1, s2} {
+		require.Eventually(t, func() bool { return len(s.Healths()) >= 3 }, waitTimeout, 10*time.Millisecond,
+			"tunnel %d: Health must arrive every heartbeat without any traffic", s.id)
+	}
+	require.Eventually(t, func() bool { return a.TunnelsUp() == 2 }, waitTimeout, 10*time.Millisecond)
+	var hs []protocol.Health
+	require.Eventually(t, func() bool {
+		hs = s1.Healths()
+		return hs[len(hs)-1].TunnelsUp == 2
+	}, waitTimeout, 10*time.Millisecond, "health counts both tunnels")
+	last := hs[len(hs)-1]
+	assert.Equal(t, "1.0.0", last.Version)
+	assert.Equal(t, 0, last.ActiveStreams)
+	assert.Empty(t, last.Errors)
+	assert.Equal(t, cfg.Rules.SHA256(), last.Allowlist.SHA256)
+	assert.Equal(t, "configured", last.Allowlist.Status)
+	for i := 1; i < len(hs); i++ {
+		assert.False(t, hs[i].Time.Before(hs[i-1].Time), "health times go forward")
+	}
+}
+
+func TestHealthCountsStreamsBytesAndErrors(t *testing.T) {
+	relay := newFakeRelay(t, 200*time.Millisecond)
+	tg := newTarget(t, "127.0.0.1:0", replyAfterEOF)
+	cfg := parseConfig(t, fmt.Sprintf(`relay_url: %s
+tunnels: 1
+allow:
+  - ip: 127.0.0.1
+    ports: [%d]
+`, relay.url(), tg.port()))
+	runAgent(t, Options{Config: cfg})
+	s := relay.session(t)
+
+	res, st := s.dial(t, dialRequest("127.0.0.1", tg.port()))
+	require.True(t, res.OK, "%+v", res)
+	_, err := io.WriteString(st, "ping")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		hs := s.Healths()
+		return len(hs) > 0 && hs[len(hs)-1].ActiveStreams == 1
+	}, waitTimeout, 10*time.Millisecond, "an open stream shows in active_streams")
+
+	for _, req := range []protocol.Request{
+		dialRequest("10.1.2.3", 443),
+		dialRequest("unlisted.example", 443),
+		dialRequest("0x7f.0.0.1", 443),
+	} {
+		res, _ := s.dial(t, req)
+		require.False(t, res.OK)
+	}
+	require.NoError(t, st.Close())
+	got, err := io.ReadAll(st)
+	require.NoError(t, err)
+	require.Equal(t, "pong:ping", string(got))
+
+	// Wait for reports built after everything above, then the counters
+	// must add up exactly: errors are reported once and then reset.
+	seen := len(s.Healths())
+	require.Eventually(t, func() bool { return len(s.Healths()) >= seen+3 }, waitTimeout, 10*time.Millisecond)
+	hs := s.Healths()
+	total := map[protocol.Reason]int{}
+	for _, h := range hs {
+		for r, n := range h.Errors {
+			total[r] += n
+		}
+	}
+	assert.Equal(t, map[protocol.Reason]int{protocol.AllowlistMissing: 2, protocol.BadTarget: 1}, total)
+	last := hs[len(hs)-1]
+	assert.Empty(t, last.Errors, "error counts reset after each report")
+	assert.Equal(t, 0, last.ActiveStreams)
+	assert.Equal(t, uint64(len("ping")), last.BytesIn, "bytes from the relay to the target")
+	assert.Equal(t, uint64(len("pong:ping")), last.BytesOut, "bytes from the target to the relay")
+}
+
+func TestReconnectsWhenRelayDropsATunnel(t *testing.T) {
+	relay := newFakeRelay(t, time.Second)
+	tg := newTarget(t, "127.0.0.1:0", echo)
+	cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 2\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
+		relay.url(), tg.port()))
+	a := runAgent(t, Options{Config: cfg})
+	s1, s2 := relay.session(t), relay.session(t)
+	require.Eventually(t, func() bool { return a.TunnelsUp() == 2 }, waitTimeout, 10*time.Millisecond)
+
+	require.NoError(t, s1.mux.Close())
+	s3 := relay.session(t)
+	assert.Equal(t, s1.hello.AgentID, s3.hello.AgentID, "the replacement is the same agent")
+	require.Eventually(t, func() bool { return a.TunnelsUp() == 2 }, waitTimeout, 10*time.Millisecond)
+	assert.False(t, s2.closed(), "the other tunnel is untouched")
+
+	for _, s := range []*relaySession{s2, s3} {
+		res, st := s.dial(t, dialRequest("127.0.0.1", tg.port()))
+		require.True(t, res.OK, "%+v", res)
+		assert.Equal(t, "hi", roundTrip(t, st, "hi"))
+	}
+}
+
+func TestFirstConnectRetriesUntilRelayListens(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens yet
+
+	logs := &logSink{}
+	cfg := parseConfig(t, "relay_url: ws://"+addr+"\ntunnels: 1\nallow: []\n")
+	runAgent(t, Options{Config: cfg, Logger: logs.Logger(), BackoffBase: 10 * time.Millisecond, BackoffMax: 40 * time.Millisecond})
+	require.Eventually(t, func() bool { return len(logs.Find("tunnel down; reconnecting")) >= 3 },
+		waitTimeout, 10*time.Millisecond, "the agent keeps retrying a relay that is not there")
+
+	relay := newUnstartedRelay(t, time.Second)
+	ln, err = net.Listen("tcp", addr)
+	require.NoError(t, err)
+	require.NoError(t, relay.srv.Listener.Close())
+	relay.srv.Listener = ln
+	relay.srv.Start()
+	s := relay.session(t)
+	assert.Equal(t, "Bearer "+testToken, s.auth)
+}
+
+func TestTokenRefusalIsRetried(t *testing.T) {
+	relay := newFakeRelay(t, time.Second)
+	relay.refuse.Store(3)
+	logs := &logSink{}
+	cfg := parseConfig(t, "relay_url: "+relay.url()+"\ntunnels: 1\nallow: []\n")
+	runAgent(t, Options{Config: cfg, Logger: logs.Logger()})
+
+	relay.session(t)
+	assert.GreaterOrEqual(t, relay.requests.Load(), int32(4))
+	refusals := logs.Find("relay refused the agent token; will keep retrying")
+	require.Len(t, refusals, 3)
+	for _, r := range refusals {
+		assert.Equal(t, string(protocol.AgentTokenRevoked), r.Attrs["reason"])
+		assert.Equal(t, "the connection was revoked", r.Attrs["message"])
+		assert.NotContains(t, fmt.Sprint(r.Attrs), "s3cr3t", "the token never appears in logs")
+	}
+}
+
+func TestRelayRedirectIsNotFollowed(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		http.Error(w, "should never be asked", http.StatusTeapot)
+	}))
+	t.Cleanup(other.Close)
+	var asked atomic.Int32
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		http.Redirect(w, r, other.URL+protocol.TunnelPath, http.StatusFound)
+	}))
+	t.Cleanup(redirector.Close)
+
+	logs := &logSink{}
+	cfg := parseConfig(t, "relay_url: ws://"+redirector.Listener.Addr().String()+"\ntunnels: 1\nallow: []\n")
+	runAgent(t, Options{Config: cfg, Logger: logs.Logger()})
+
+	require.Eventually(t, func() bool { return asked.Load() >= 3 }, waitTimeout, 10*time.Millisecond,
+		"the agent keeps retrying its configured relay")
+	assert.Zero(t, elsewhere.Load(), "the redirect target must never get a request (nor the token)")
+	var found bool
+	for _, r := range logs.Find("relay refused the agent token; will keep retrying") {
+		found = found || strings.Contains(r.Attrs["message"], "redirects are never followed")
+	}
+	assert.True(t, found, "the log tells the operator the relay URL redirects")
+}
+
+func TestRelayNoticesEndTheTunnel(t *testing.T) {
+	tests := map[string]struct {
+		typ     protocol.FrameType
+		notice  any
+		wantErr string
+		// streamsEnd: a revocation cuts live streams. After a GoAway,
+		// protocol/spec.md 6.4 says the agent SHOULD let them finish, so
+		// this test does not hold it to cutting them.
+		streamsEnd bool
+	}{
+		"revoked": {protocol.FrameRevoked, protocol.Revoked{Message: "revoked by admin"}, "revoked by admin", true},
+		"goaway":  {protocol.FrameGoAway, protocol.GoAway{Reason: "draining"}, "goaway", false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			relay := newFakeRelay(t, time.Second)
+			tg := newTarget(t, "127.0.0.1:0", echo)
+			logs := &logSink{}
+			cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
+				relay.url(), tg.port()))
+			const base = 80 * time.Millisecond
+			runAgent(t, Options{Config: cfg, Logger: logs.Logger(), BackoffBase: base, BackoffMax: base})
+			s1 := relay.session(t)
+			res, st := s1.dial(t, dialRequest("127.0.0.1", tg.port()))
+			require.True(t, res.OK, "%+v", res)
+			require.Equal(t, "x", roundTrip(t, st, "x"))
+
+			if !tc.streamsEnd {
+				// Nothing in flight, so even a draining agent ends the
+				// tunnel at once.
+				assert.Equal(t, "y", exchange(t, st, "y"))
+			}
+			sent := time.Now()
+			s1.notify(t, tc.typ, tc.notice)
+			s1.waitClosed(t) // the agent itself ends the tunnel
+			if tc.streamsEnd {
+				_, err := st.Read(make([]byte, 1))
+				assert.Error(t, err, "streams on the ended tunnel end too")
+				require.Eventually(t, func() bool { return tg.ended.Load() == 1 }, waitTimeout, 10*time.Millisecond,
+					"the target connection is closed")
+			}
+
+			s2 := relay.session(t)
+			assert.GreaterOrEqual(t, time.Since(sent), base/2, "the reconnect waits for backoff")
+			assert.Equal(t, s1.hello.AgentID, s2.hello.AgentID)
+			var found bool
+			for _, r := range logs.Find("tunnel down; reconnecting") {
+				found = found || strings.Contains(r.Attrs["err"], tc.wantErr)
+			}
+			assert.True(t, found, "the log says why the tunnel ended")
+		})
+	}
+}
+
+func TestSetPolicySwapsRulesWithoutDroppingTunnels(t *testing.T) {
+	relay := newFakeRelay(t, time.Second)
+	oldT := newTarget(t, "127.0.0.1:0", echo)
+	newT := newTarget(t, "127.0.0.1:0", echo)
+	rules := "relay_url: %s\ntunnels: 2\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n"
+	cfg1 := parseConfig(t, fmt.Sprintf(rules, relay.url(), oldT.port()))
+	cfg2 := parseConfig(t, fmt.Sprintf(rules, relay.url(), newT.port()))
+	a := runAgent(t, Options{Config: cfg1})
+	s1, s2 := relay.session(t), relay.session(t)
+
+	res, inflight := s1.dial(t, dialRequest("127.0.0.1", oldT.port()))
+	require.True(t, res.OK, "%+v", res)
+	require.Equal(t, "before", roundTrip(t, inflight, "before"))
+
+	a.SetPolicy(NewPolicy(cfg2, time.Now()))
+	assert.Equal(t, cfg2.Rules.SHA256(), a.Policy().Summary.SHA256)
+
+	for _, s := range []*relaySession{s1, s2} {
+		res, _ := s.dial(t, dialRequest("127.0.0.1", oldT.port()))
+		assert.False(t, res.OK, "new streams use the new rules")
+		assert.Equal(t, protocol.TargetBlocked, res.Reason, "%+v", res)
+		res, st := s.dial(t, dialRequest("127.0.0.1", newT.port()))
+		require.True(t, res.OK, "%+v", res)
+		assert.Equal(t, "new", roundTrip(t, st, "new"))
+	}
+	assert.Equal(t, "after", roundTrip(t, inflight, "after"), "the stream in flight keeps flowing")
+	assert.Equal(t, int32(1), oldT.accepted.Load())
+	require.Eventually(t, func() bool {
+		hs := s1.Healths()
+		return len(hs) > 0 && hs[len(hs)-1].Allowlist.SHA256 == cfg2.Rules.SHA256()
+	}, waitTimeout, 10*time.Millisecond, "health reports the new rules")
+	assert.False(t, s1.closed())
+	assert.False(t, s2.closed())
+	relay.noNewSession(t)
+	assert.Equal(t, 2, a.TunnelsUp())
+}
+
+// A relay must keep every WebSocket message within coalesce.MaxMessage;
+// the agent enforces that cap on what it reads.
+func TestOversizedRelayMessageEndsTunnel(t *testing.T) {
+	relay := newFakeRelay(t, time.Second)
+	cfg := parseConfig(t, "relay_url: "+relay.url()+"\ntunnels: 1\nallow: []\n")
+	runAgent(t, Options{Config: cfg})
+	s1 := relay.session(t)
+
+	// One well-formed yamux data frame on the control stream (id 1),
+	// carrying a control frame of an unknown type that the agent would
+	// otherwise ignore; only its size is wrong.
+	const body = coalesce.MaxMessage
+	msg := make([]byte, 12, 12+body)
+	msg[1] = 0 // data
+	binary.BigEndian.PutUint32(msg[4:8], s1.ctrl.StreamID())
+	binary.BigEndian.PutUint32(msg[8:12], body)
+	msg = binary.BigEndian.AppendUint32(msg, body-4)
+	msg = append(msg, 0xEE)
+	msg = append(msg, make([]byte, body-5)...)
+	ctx := t.Context()
+	require.NoError(t, s1.ws.Write(ctx, websocket.MessageBinary, msg))
+
+	s1.waitClosed(t)
+	relay.session(t) // and it reconnects
+}
