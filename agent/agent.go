@@ -111,6 +111,7 @@ type Agent struct {
 
 	mu      sync.Mutex
 	tunnels map[int]tunnelInfo // live tunnels by slot
+	lastDNS resolve.Stats      // resolver counters at the previous Health
 }
 
 // tunnelInfo is what Status shows of one tunnel.
@@ -302,8 +303,37 @@ func (s *stats) takeErrors() map[protocol.Reason]int {
 	return out
 }
 
+// resolverHealth reports the resolver's counters when it keeps them.
+func (a *Agent) resolverHealth() *protocol.ResolverHealth {
+	rs, ok := a.opts.Resolver.(interface {
+		Stats() resolve.Stats
+		Servers() []string
+		LastError() string
+	})
+	if !ok {
+		return nil
+	}
+	cur := rs.Stats()
+	a.mu.Lock()
+	prev := a.lastDNS
+	a.lastDNS = cur
+	a.mu.Unlock()
+	failed := (cur.ServFail - prev.ServFail) + (cur.Timeouts - prev.Timeouts)
+	okNow := (cur.Lookups - prev.Lookups) - failed - (cur.NXDomain - prev.NXDomain) - (cur.NoAddress - prev.NoAddress)
+	status := "ok"
+	if failed > 0 && okNow == 0 {
+		status = "failing"
+	}
+	return &protocol.ResolverHealth{
+		Status: status, Servers: rs.Servers(), Lookups: cur.Lookups, Queries: cur.Queries,
+		CacheHits: cur.CacheHits, NXDomain: cur.NXDomain + cur.NoAddress, ServFail: cur.ServFail,
+		Timeouts: cur.Timeouts, LastError: rs.LastError(),
+	}
+}
+
 func (a *Agent) health() protocol.Health {
 	return protocol.Health{
+		Resolver:      a.resolverHealth(),
 		Time:          time.Now().UTC(),
 		TunnelsUp:     a.TunnelsUp(),
 		ActiveStreams: int(a.stats.active.Load()),

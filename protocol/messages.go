@@ -37,15 +37,31 @@ func (w Welcome) HeartbeatInterval() time.Duration {
 
 // Health is the agent's periodic report on the control stream.
 type Health struct {
-	Time          time.Time      `json:"time"`
-	TunnelsUp     int            `json:"tunnels_up"`
-	ActiveStreams int            `json:"active_streams"`
-	BytesIn       uint64         `json:"bytes_in"`
-	BytesOut      uint64         `json:"bytes_out"`
-	UptimeSeconds int64          `json:"uptime_seconds"`
-	Version       string         `json:"version"`
-	Allowlist     Allowlist      `json:"allowlist"`
-	Errors        map[Reason]int `json:"errors,omitempty"`
+	Time          time.Time       `json:"time"`
+	TunnelsUp     int             `json:"tunnels_up"`
+	ActiveStreams int             `json:"active_streams"`
+	BytesIn       uint64          `json:"bytes_in"`
+	BytesOut      uint64          `json:"bytes_out"`
+	UptimeSeconds int64           `json:"uptime_seconds"`
+	Version       string          `json:"version"`
+	Allowlist     Allowlist       `json:"allowlist"`
+	Errors        map[Reason]int  `json:"errors,omitempty"`
+	Resolver      *ResolverHealth `json:"resolver,omitempty"`
+}
+
+// ResolverHealth is the agent's DNS health in a Health report.
+type ResolverHealth struct {
+	// Status is ok | failing (every lookup since the previous report
+	// that reached a server ended in SERVFAIL or a timeout).
+	Status    string   `json:"status"`
+	Servers   []string `json:"servers,omitempty"`
+	Lookups   uint64   `json:"lookups"`
+	Queries   uint64   `json:"queries"`
+	CacheHits uint64   `json:"cache_hits"`
+	NXDomain  uint64   `json:"nxdomain"`
+	ServFail  uint64   `json:"servfail"`
+	Timeouts  uint64   `json:"timeouts"`
+	LastError string   `json:"last_error,omitempty"`
 }
 
 // Allowlist summarizes the agent's rules so the relay can show them and

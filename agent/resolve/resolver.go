@@ -125,6 +125,18 @@ type Resolver struct {
 	hosts       *hostsFile
 	cache       *cache
 	stats       counters
+	lastErr     atomic.Pointer[string]
+}
+
+// Servers returns the DNS servers in use, in the order they are asked.
+func (r *Resolver) Servers() []string { return append([]string(nil), r.servers...) }
+
+// LastError returns the newest lookup error, or "".
+func (r *Resolver) LastError() string {
+	if p := r.lastErr.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // New builds a Resolver from cfg, reading resolv.conf and the hosts file.
@@ -240,6 +252,8 @@ func (r *Resolver) Lookup(ctx context.Context, host string) ([]netip.Addr, Answe
 		case errors.Is(err, ErrTimeout):
 			r.stats.timeouts.Add(1)
 		}
+		msg := err.Error()
+		r.lastErr.Store(&msg)
 		r.log.Debug("dns lookup", "host", host, "name", ans.Name, "server", ans.Server,
 			"rcode", ans.Rcode, "source", ans.Source, "duration", ans.Duration, "err", err)
 		return nil, ans, err

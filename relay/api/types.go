@@ -82,6 +82,11 @@ type Agent struct {
 	Tunnels         int                `json:"tunnels"`
 	ActiveStreams   int                `json:"active_streams"`
 	Allowlist       protocol.Allowlist `json:"allowlist"`
+	// From the newest Health: uptime, DNS health, and streams refused or
+	// failed in the last period, by reason.
+	UptimeSeconds int64                    `json:"uptime_seconds"`
+	Resolver      *protocol.ResolverHealth `json:"resolver,omitempty"`
+	Errors        map[protocol.Reason]int  `json:"errors,omitempty"`
 }
 
 // Error is the body of every API error and every refused CONNECT.
