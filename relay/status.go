@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"crypto/sha256"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -56,7 +58,7 @@ func parseBaseURL(raw string) (baseTarget, *apiError) {
 		return baseTarget{}, bad
 	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+	if err != nil || u.Hostname() == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		return baseTarget{}, bad
 	}
 	port := 443
@@ -109,6 +111,9 @@ func (s *Server) status(c store.Connection, target *baseTarget, now time.Time) a
 		if beat.After(a.LastHeartbeatAt) {
 			a.LastHeartbeatAt = beat
 			a.Allowlist = sess.allowlist()
+			if h, at := sess.snapshot(); !at.IsZero() {
+				a.UptimeSeconds, a.Resolver, a.Errors = h.UptimeSeconds, h.Resolver, h.Errors
+			}
 		}
 		if newest == nil || beat.After(newestBeat(newest)) {
 			newest = sess
@@ -196,7 +201,7 @@ func newestBeat(s *session) time.Time {
 	return beat
 }
 
-// verdictCache compiles reported allowlists once per sha256.
+// verdictCache compiles reported allowlists once per distinct rule set.
 type verdictCache struct {
 	mu    sync.Mutex
 	lists map[string]*allowlist.List
@@ -208,7 +213,8 @@ func (vc *verdictCache) decide(a protocol.Allowlist, host string, port int) allo
 	if vc.lists == nil {
 		vc.lists = make(map[string]*allowlist.List)
 	}
-	list, ok := vc.lists[a.SHA256]
+	key := rulesKey(a)
+	list, ok := vc.lists[key]
 	if !ok {
 		compiled, err := allowlist.Compile(toSpecs(a.Allow), toSpecs(a.Deny))
 		if err != nil {
@@ -217,10 +223,23 @@ func (vc *verdictCache) decide(a protocol.Allowlist, host string, port int) allo
 		if len(vc.lists) > 1024 {
 			clear(vc.lists)
 		}
-		vc.lists[a.SHA256] = compiled
+		vc.lists[key] = compiled
 		list = compiled
 	}
 	return list.Decide(host, port)
+}
+
+// rulesKey names a reported rule set by its content. The digest an agent
+// reports cannot serve as the key: agents of different connections may
+// report the same digest, or none, for different rules, and one would then
+// be judged by the other's rules.
+func rulesKey(a protocol.Allowlist) string {
+	b, err := json.Marshal([2][]protocol.RuleSpec{a.Allow, a.Deny})
+	if err != nil {
+		return "" // not reachable: RuleSpec holds only strings
+	}
+	sum := sha256.Sum256(b)
+	return string(sum[:])
 }
 
 func toSpecs(in []protocol.RuleSpec) []allowlist.RuleSpec {
