@@ -9,7 +9,7 @@ DATE     ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test lint vet staticcheck unit bench soak clean
+.PHONY: all build run test lint vet staticcheck unit bench soak clean dist
 
 all: build
 
@@ -45,3 +45,23 @@ soak:
 
 clean:
 	rm -rf $(BIN) .run
+
+# Release binaries of both programs: static (CGO_ENABLED=0), stamped with
+# version, commit and date, named PROGRAM-OS-ARCH[.exe], with SHA256SUMS.
+# cmd/postern-agent/dist_test.go cross-compiles every platform listed here.
+DIST_PLATFORMS := linux/amd64 linux/arm64 windows/amd64 darwin/arm64
+SHA256   := $(shell command -v sha256sum >/dev/null 2>&1 && echo sha256sum || echo 'shasum -a 256')
+
+dist:
+	rm -rf dist && mkdir -p dist
+	@for p in $(DIST_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; ext=; \
+		if [ "$$os" = windows ]; then ext=.exe; fi; \
+		for prog in postern-agent postern-relay; do \
+			echo "dist/$$prog-$$os-$$arch$$ext"; \
+			CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+				-o dist/$$prog-$$os-$$arch$$ext ./cmd/$$prog || exit 1; \
+		done; \
+	done
+	cd dist && $(SHA256) postern-* > SHA256SUMS
+	@cat dist/SHA256SUMS

@@ -109,6 +109,9 @@ type Agent struct {
 	relayClient *http.Client
 	stats       stats
 
+	// draining counts sessions finishing their streams after a GoAway.
+	draining sync.WaitGroup
+
 	mu      sync.Mutex
 	tunnels map[int]tunnelInfo // live tunnels by slot
 	lastDNS resolve.Stats      // resolver counters at the previous Health
@@ -221,7 +224,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		})
 	}
-	return g.Wait()
+	err := g.Wait()
+	a.draining.Wait()
+	return err
 }
 
 // keepTunnel runs one tunnel slot: connect, serve, and on any end
@@ -243,6 +248,8 @@ func (a *Agent) keepTunnel(ctx context.Context, slot int) {
 		switch {
 		case errors.As(err, &re):
 			log.Error("relay refused the tunnel; will keep retrying", "status", re.status, "reason", re.reason, "message", re.message)
+		case errors.Is(err, errGoAway):
+			log.Info("tunnel down; reconnecting", "err", err)
 		case err != nil:
 			log.Warn("tunnel down; reconnecting", "err", err)
 		}

@@ -41,6 +41,10 @@ func (a *Agent) serveStream(ctx context.Context, st *yamux.Stream, log *slog.Log
 	log = log.With("request_id", req.ID, "op", req.Op, "target", targetStr)
 	start := time.Now()
 	entry := audit.Entry{Time: start.UTC(), RequestID: req.ID, Op: string(req.Op), Target: targetStr}
+	if req.Op == protocol.OpCheck {
+		a.serveCheck(ctx, st, req, log)
+		return
+	}
 	if req.Op != protocol.OpDial {
 		res := protocol.Result{Reason: protocol.UnsupportedOp, Message: fmt.Sprintf("operation %q is not supported by this agent", req.Op)}
 		a.refuse(st, res, entry, log)
@@ -119,13 +123,25 @@ type plan struct {
 	// overridden names the reason a would-be denial was let through in
 	// report mode; empty in enforce mode.
 	overridden protocol.Reason
+	// lookedUp says the name was looked up: the allowlist let the request
+	// through and any refusal came from DNS or the address checks.
+	lookedUp bool
+	// answer says how the name was resolved and found is every address
+	// the lookup returned, allowed or not; both are for checks' details.
+	answer resolve.Answer
+	found  []netip.Addr
 }
 
 // plan decides on the request, resolves a name once, and checks every
 // resolved address. It returns the refusal when nothing may be dialled.
 func (a *Agent) plan(ctx context.Context, req protocol.Request, log *slog.Logger) (plan, *protocol.Result) {
 	pol := a.Policy()
-	report := pol.Mode == config.ModeReport
+	return a.planWith(ctx, pol, pol.Mode == config.ModeReport, req, log)
+}
+
+// planWith is plan under the given policy; report lets would-be denials
+// through. Checks plan with report false: they show what enforce would do.
+func (a *Agent) planWith(ctx context.Context, pol *Policy, report bool, req protocol.Request, log *slog.Logger) (plan, *protocol.Result) {
 	d := pol.List.Decide(req.Host, req.Port)
 	p := plan{rule: d.Rule}
 	if !d.Allowed() {
@@ -146,7 +162,9 @@ func (a *Agent) plan(ctx context.Context, req protocol.Request, log *slog.Logger
 		p.addrs = []netip.AddrPort{netip.AddrPortFrom(t.Addr, port)}
 		return p, nil
 	}
-	found, _, err := a.opts.Resolver.Lookup(ctx, t.Name)
+	p.lookedUp = true
+	found, answer, err := a.opts.Resolver.Lookup(ctx, t.Name)
+	p.answer, p.found = answer, found
 	if err != nil {
 		reason := resolve.Reason(err)
 		if reason == protocol.ReasonUnknown {
@@ -184,6 +202,17 @@ func (a *Agent) dial(ctx context.Context, req protocol.Request, log *slog.Logger
 	if refusal != nil {
 		return nil, *refusal, ""
 	}
+	conn, res := a.dialPlan(ctx, p)
+	if conn == nil {
+		return nil, res, ""
+	}
+	return conn, res, p.overridden
+}
+
+// dialPlan dials the plan's checked addresses in order, the next one when
+// a dial fails, and returns the first connection with an ok result, or nil
+// and the last failure.
+func (a *Agent) dialPlan(ctx context.Context, p plan) (net.Conn, protocol.Result) {
 	var last protocol.Result
 	for _, ap := range p.addrs {
 		conn, err := a.opts.Dial(ctx, "tcp", ap.String())
@@ -191,9 +220,9 @@ func (a *Agent) dial(ctx context.Context, req protocol.Request, log *slog.Logger
 			last = protocol.Result{Reason: dialReason(err), Message: fmt.Sprintf("dial %s: %v", ap, err), Rule: p.rule}
 			continue
 		}
-		return conn, protocol.Result{OK: true, Addr: ap.String(), Rule: p.rule}, p.overridden
+		return conn, protocol.Result{OK: true, Addr: ap.String(), Rule: p.rule}
 	}
-	return nil, last, ""
+	return nil, last
 }
 
 func verdictReason(v allowlist.Verdict) protocol.Reason {

@@ -77,9 +77,15 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 		return false, fmt.Errorf("relay did not agree to subprotocol %s", protocol.Subprotocol)
 	}
 
-	// The tunnel's lifetime: cancelled when ctx ends or the tunnel fails.
+	// The tunnel's lifetime: cancelled when ctx ends or the tunnel fails,
+	// or, after a GoAway, once its streams have drained.
 	tctx, tcancel := context.WithCancel(ctx)
-	defer tcancel()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			tcancel()
+		}
+	}()
 	nc := websocket.NetConn(tctx, ws, websocket.MessageBinary)
 	// After NetConn, which lifts the read limit: no relay message may
 	// exceed what coalesce ever sends.
@@ -89,7 +95,11 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 		_ = nc.Close()
 		return false, err
 	}
-	defer mux.Close()
+	defer func() {
+		if !handedOff {
+			_ = mux.Close()
+		}
+	}()
 
 	ctrl, welcome, err := a.handshake(mux)
 	if err != nil {
@@ -98,10 +108,8 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 	log = log.With("node", welcome.NodeID, "session", welcome.SessionID)
 	log.Info("tunnel up")
 	a.setTunnel(slot, &tunnelInfo{URL: redactURL(base), NodeID: welcome.NodeID, ConnectedAt: time.Now()})
-	defer a.setTunnel(slot, nil)
 
 	var streams sync.WaitGroup
-	defer streams.Wait()
 	errc := make(chan error, 3)
 	var loops sync.WaitGroup
 	loops.Add(3)
@@ -109,10 +117,48 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 	go func() { defer loops.Done(); errc <- a.sendHealth(tctx, ctrl, welcome.HeartbeatInterval()) }()
 	go func() { defer loops.Done(); errc <- a.acceptStreams(tctx, mux, &streams, log) }()
 	err = <-errc
-	tcancel()
-	_ = mux.Close()
-	loops.Wait()
+	a.setTunnel(slot, nil)
+	closeTunnel := func() {
+		tcancel()
+		_ = mux.Close()
+		loops.Wait()
+		streams.Wait()
+	}
+	if errors.Is(err, errGoAway) {
+		// The relay is stopping: the slot dials a replacement now while
+		// this session finishes its open streams; Run waits for it.
+		handedOff = true
+		log.Info("relay sent goaway: dialing a replacement while open streams drain")
+		a.draining.Add(1)
+		go func() {
+			defer a.draining.Done()
+			waitStreams(ctx, &streams, drainTimeout)
+			closeTunnel()
+		}()
+		return true, err
+	}
+	closeTunnel()
 	return true, err
+}
+
+// drainTimeout bounds how long a session that got GoAway keeps serving
+// its open streams.
+const drainTimeout = 60 * time.Second
+
+// waitStreams returns when wg is done, timeout passes or ctx ends.
+func waitStreams(ctx context.Context, wg *sync.WaitGroup, timeout time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 func refusal(resp *http.Response) error {

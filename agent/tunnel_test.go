@@ -245,7 +245,7 @@ func TestTokenRefusalIsRetried(t *testing.T) {
 
 	relay.session(t)
 	assert.GreaterOrEqual(t, relay.requests.Load(), int32(4))
-	refusals := logs.Find("relay refused the agent token; will keep retrying")
+	refusals := logs.Find("relay refused the tunnel; will keep retrying")
 	require.Len(t, refusals, 3)
 	for _, r := range refusals {
 		assert.Equal(t, string(protocol.AgentTokenRevoked), r.Attrs["reason"])
@@ -276,7 +276,7 @@ func TestRelayRedirectIsNotFollowed(t *testing.T) {
 		"the agent keeps retrying its configured relay")
 	assert.Zero(t, elsewhere.Load(), "the redirect target must never get a request (nor the token)")
 	var found bool
-	for _, r := range logs.Find("relay refused the agent token; will keep retrying") {
+	for _, r := range logs.Find("relay refused the tunnel; will keep retrying") {
 		found = found || strings.Contains(r.Attrs["message"], "redirects are never followed")
 	}
 	assert.True(t, found, "the log tells the operator the relay URL redirects")

@@ -72,6 +72,8 @@ func (s *Server) routeAPI(mux *http.ServeMux) {
 	h("POST /v1/connections/{id}/revoke", s.apiRevokeConnection)
 	h("POST /v1/connections/{id}/tokens", s.apiRotateToken)
 	h("GET /v1/connections/{id}/status", s.apiStatus)
+	h("POST /v1/connections/{id}/check", s.apiCheck)
+	h("GET /v1/events", s.apiEvents)
 	h("POST /v1/api-keys", s.apiCreateAPIKey)
 }
 
@@ -197,11 +199,13 @@ func (s *Server) apiRevokeConnection(w http.ResponseWriter, r *http.Request, k s
 		writeError(w, r, errAdminOnly)
 		return
 	}
+	s.watchConnection(c)
 	c, err := s.store.RevokeConnection(r.Context(), c.ID, time.Now().UTC())
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
+	s.connectionRevoked(c)
 	n := s.reg.closeConnection(c.ID, "connection revoked by an administrator")
 	s.log.Info("connection revoked", "connection", c.ID, "tunnels_closed", n, "by_key", k.ID)
 	writeJSON(w, http.StatusOK, toAPIConnection(c))

@@ -57,12 +57,21 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// endpoints is where a harness reaches its node: the httptest servers by
+// default, or the listeners of Serve.
+type endpoints struct {
+	apiURL    string
+	proxyAddr string
+	client    *http.Client
+}
+
 // harness is one relay node on a real SQLite store, its API and proxy
 // handlers served on loopback, and an admin key.
 type harness struct {
 	srv      *Server
 	api      *httptest.Server
 	proxy    *httptest.Server
+	ep       endpoints
 	adminKey string
 	logs     *syncBuffer
 
@@ -71,6 +80,16 @@ type harness struct {
 }
 
 func newHarness(t *testing.T, opts ...func(*Config)) *harness {
+	t.Helper()
+	h := newBareHarness(t, opts...)
+	key, err := h.srv.createAPIKey(t.Context(), "test-admin", "", true)
+	require.NoError(t, err)
+	h.adminKey = h.remember(key.Key)
+	return h
+}
+
+// newBareHarness is newHarness on a store without any API key.
+func newBareHarness(t *testing.T, opts ...func(*Config)) *harness {
 	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "relay.db"))
 	require.NoError(t, err)
@@ -90,6 +109,7 @@ func newHarness(t *testing.T, opts ...func(*Config)) *harness {
 	h := &harness{srv: srv, logs: logs}
 	h.api = httptest.NewServer(srv.Handler())
 	h.proxy = httptest.NewServer(srv.ProxyHandler())
+	h.ep = endpoints{apiURL: h.api.URL, proxyAddr: h.proxy.Listener.Addr().String(), client: h.api.Client()}
 	t.Cleanup(func() {
 		srv.Close()
 		h.api.Close()
@@ -101,19 +121,17 @@ func newHarness(t *testing.T, opts ...func(*Config)) *harness {
 			assert.NotContains(t, out, secretPart(s), "a credential reached the logs")
 		}
 	})
-
-	key, err := srv.createAPIKey(t.Context(), "test-admin", "", true)
-	require.NoError(t, err)
-	h.adminKey = h.remember(key.Key)
 	return h
 }
 
-// secretPart is the part of a credential after its public id.
+// secretPart is the part of a credential (<prefix>_<id>_<secret>) after
+// its public id.
 func secretPart(cred string) string {
-	if i := strings.LastIndexByte(cred[:min(len(cred), 3+1+secret.IDLen+1)], '_'); i > 0 {
-		return cred[i+1:]
+	cut := len(agentTokenPrefix) + 1 + secret.IDLen + 1
+	if len(cred) <= cut {
+		return cred
 	}
-	return cred
+	return cred[cut:]
 }
 
 // remember registers a credential that must never be logged.
@@ -145,12 +163,12 @@ func (h *harness) call(t *testing.T, method, path, key string, body any) reply {
 		require.NoError(t, err)
 		rd = bytes.NewReader(j)
 	}
-	req, err := http.NewRequestWithContext(t.Context(), method, h.api.URL+path, rd)
+	req, err := http.NewRequestWithContext(t.Context(), method, h.ep.apiURL+path, rd)
 	require.NoError(t, err)
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	return do(t, h.api.Client(), req)
+	return do(t, h.ep.client, req)
 }
 
 func do(t *testing.T, c *http.Client, req *http.Request) reply {
@@ -220,6 +238,47 @@ func (h *harness) status(t *testing.T, connID, query string) api.Status {
 	return decode[api.Status](t, h.call(t, http.MethodGet, "/v1/connections/"+connID+"/status"+query, h.adminKey, nil), http.StatusOK)
 }
 
+// pollStatus is status for require.Eventually conditions, which run on
+// another goroutine and so must not fail the test themselves.
+func (h *harness) pollStatus(connID string) api.Status {
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.ep.apiURL+"/v1/connections/"+connID+"/status", nil)
+	if err != nil {
+		return api.Status{}
+	}
+	req.Header.Set("Authorization", "Bearer "+h.adminKey)
+	resp, err := h.ep.client.Do(req)
+	if err != nil {
+		return api.Status{}
+	}
+	defer resp.Body.Close()
+	var st api.Status
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
+		return api.Status{}
+	}
+	return st
+}
+
+// activeStreams counts the streams open now on a connection's tunnels.
+func (h *harness) activeStreams(connID string) int64 {
+	var n int64
+	for _, s := range h.srv.reg.sessions(connID) {
+		n += s.active.Load()
+	}
+	return n
+}
+
+// waitReleased waits until no stream of the connection is open, then
+// checks that status says so too.
+func (h *harness) waitReleased(t *testing.T, connID string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return h.activeStreams(connID) == 0 }, waitFor, tick)
+	for _, a := range h.status(t, connID, "").Agents {
+		assert.Zero(t, a.ActiveStreams, a.AgentID)
+	}
+}
+
 // waitTunnels waits until the node has n live tunnels for a connection.
 // An agent gets Welcome just before the relay registers its session.
 func (h *harness) waitTunnels(t *testing.T, connID string, n int) {
@@ -229,13 +288,13 @@ func (h *harness) waitTunnels(t *testing.T, connID string, n int) {
 }
 
 func (h *harness) wsURL() string {
-	return "ws" + strings.TrimPrefix(h.api.URL, "http") + protocol.TunnelPath
+	return "ws" + strings.TrimPrefix(h.ep.apiURL, "http") + protocol.TunnelPath
 }
 
 // tunnelRequest sends a bare GET /v1/tunnel, as a refused agent would.
 func (h *harness) tunnelRequest(t *testing.T, authorization string) reply {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, h.api.URL+protocol.TunnelPath, nil)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, h.ep.apiURL+protocol.TunnelPath, nil)
 	require.NoError(t, err)
 	if authorization != "" {
 		req.Header.Set("Authorization", authorization)
@@ -245,7 +304,7 @@ func (h *harness) tunnelRequest(t *testing.T, authorization string) reply {
 	req.Header.Set("Sec-WebSocket-Version", "13")
 	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
 	req.Header.Set("Sec-WebSocket-Protocol", protocol.Subprotocol)
-	return do(t, h.api.Client(), req)
+	return do(t, h.ep.client, req)
 }
 
 // wrongSecret returns token with its id kept and its secret replaced.
@@ -274,7 +333,7 @@ type proxyConn struct {
 // the answer. A refusal's body is read in full.
 func (h *harness) connect(t *testing.T, target, proxyAuth string, early []byte) *proxyConn {
 	t.Helper()
-	c, err := net.Dial("tcp", h.proxy.Listener.Addr().String())
+	c, err := net.Dial("tcp", h.ep.proxyAddr)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	require.NoError(t, c.SetDeadline(time.Now().Add(waitFor)))
@@ -362,7 +421,7 @@ type fakeAgent struct {
 	mux      *yamux.Session
 	ctrl     *yamux.Stream
 	requests chan protocol.Request // every request frame received
-	control  chan protocol.Frame   // every control frame from the relay
+	control  chan protocol.Frame   // control frames from the relay; closed when the tunnel ends
 
 	wg   sync.WaitGroup
 	once sync.Once
@@ -415,7 +474,7 @@ func (h *harness) dialAgent(t *testing.T, token string, hello protocol.Hello, an
 	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
 	defer cancel()
 	ws, resp, err := websocket.Dial(ctx, h.wsURL(), &websocket.DialOptions{
-		HTTPClient:      h.api.Client(),
+		HTTPClient:      h.ep.client,
 		HTTPHeader:      http.Header{"Authorization": {"Bearer " + token}},
 		Subprotocols:    []string{protocol.Subprotocol},
 		CompressionMode: websocket.CompressionDisabled,
@@ -441,9 +500,13 @@ func (h *harness) dialAgent(t *testing.T, token string, hello protocol.Hello, an
 	}
 	t.Cleanup(a.Close)
 
-	a.ctrl, err = mux.OpenStream()
-	require.NoError(t, err)
-	require.NoError(t, protocol.WriteFrame(a.ctrl, protocol.FrameHello, hello))
+	// From here on the relay may hang up at any step (a bad Hello).
+	if a.ctrl, err = mux.OpenStream(); err != nil {
+		return nil, nil, err
+	}
+	if err := protocol.WriteFrame(a.ctrl, protocol.FrameHello, hello); err != nil {
+		return nil, nil, err
+	}
 	require.NoError(t, a.ctrl.SetReadDeadline(time.Now().Add(waitFor)))
 	f, err := protocol.ReadFrame(a.ctrl, protocol.MaxControlFrame)
 	if err != nil {
@@ -460,6 +523,7 @@ func (h *harness) dialAgent(t *testing.T, token string, hello protocol.Hello, an
 
 func (a *fakeAgent) readControl() {
 	defer a.wg.Done()
+	defer close(a.control)
 	for {
 		f, err := protocol.ReadFrame(a.ctrl, protocol.MaxControlFrame)
 		if err != nil {

@@ -35,6 +35,7 @@ type session struct {
 	ctrlMu sync.Mutex // serializes frames written on ctrl
 
 	active   atomic.Int64 // streams open now
+	draining atomic.Bool  // GoAway sent: no new streams
 	total    atomic.Uint64
 	mu       sync.Mutex
 	health   protocol.Health
@@ -174,11 +175,45 @@ func (r *Registry) sessions(connID string) []*session {
 	}
 	out := make([]*session, 0, len(st.sessions))
 	for _, s := range st.sessions {
-		if !s.mux.IsClosed() {
+		if !s.mux.IsClosed() && !s.draining.Load() {
 			out = append(out, s)
 		}
 	}
 	return out
+}
+
+// all returns every registered session.
+func (r *Registry) all() []*session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*session
+	for _, st := range r.conns {
+		out = append(out, st.sessions...)
+	}
+	return out
+}
+
+// goAwayAll sends GoAway on every live session and stops giving it new
+// streams. It returns how many sessions were told.
+func (r *Registry) goAwayAll(g protocol.GoAway) int {
+	n := 0
+	for _, s := range r.all() {
+		if s.mux.IsClosed() || s.draining.Swap(true) {
+			continue
+		}
+		_ = s.sendControl(protocol.FrameGoAway, g)
+		n++
+	}
+	return n
+}
+
+// activeStreams counts proxied streams open on this node.
+func (r *Registry) activeStreams() int64 {
+	var n int64
+	for _, s := range r.all() {
+		n += s.active.Load()
+	}
+	return n
 }
 
 // authFailure returns the last auth failure of a connection.
@@ -203,7 +238,12 @@ func (r *Registry) candidates(connID string) []*session {
 // closeConnection tells every tunnel of a connection that it was revoked
 // and closes it; open streams end with it.
 func (r *Registry) closeConnection(connID, msg string) int {
-	ss := r.sessions(connID)
+	r.mu.Lock()
+	var ss []*session
+	if st := r.conns[connID]; st != nil {
+		ss = append(ss, st.sessions...) // draining ones too
+	}
+	r.mu.Unlock()
 	for _, s := range ss {
 		_ = s.sendControl(protocol.FrameRevoked, protocol.Revoked{Message: msg})
 		_ = s.mux.Close()
@@ -213,13 +253,7 @@ func (r *Registry) closeConnection(connID, msg string) int {
 
 // closeAll closes every session (relay shutdown).
 func (r *Registry) closeAll() {
-	r.mu.Lock()
-	var all []*session
-	for _, st := range r.conns {
-		all = append(all, st.sessions...)
-	}
-	r.mu.Unlock()
-	for _, s := range all {
+	for _, s := range r.all() {
 		_ = s.mux.Close()
 	}
 }

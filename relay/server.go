@@ -41,10 +41,17 @@ type Config struct {
 	// AuthFailureWindow is how long a refused agent token keeps a
 	// connection's auth_status at failing.
 	AuthFailureWindow time.Duration
+	// DrainTimeout is how long a stopping relay lets open streams finish
+	// after telling agents to move (GoAway).
+	DrainTimeout time.Duration
 	// MaxStreamsPerTunnel caps concurrent streams on one tunnel.
 	MaxStreamsPerTunnel int
 	// Version is reported by /healthz.
 	Version string
+	// Webhooks receive every status event of their scope.
+	Webhooks []Webhook
+	// EventKeepAlive is the comment period on idle GET /v1/events streams.
+	EventKeepAlive time.Duration
 }
 
 // DefaultConfig returns the production defaults.
@@ -56,7 +63,9 @@ func DefaultConfig() Config {
 		IdleTimeout:         15 * time.Minute,
 		TokenOverlap:        24 * time.Hour,
 		AuthFailureWindow:   5 * time.Minute,
+		EventKeepAlive:      15 * time.Second,
 		MaxStreamsPerTunnel: 512,
+		DrainTimeout:        30 * time.Second,
 	}
 }
 
@@ -83,8 +92,19 @@ func (c *Config) fill() error {
 	if c.AuthFailureWindow <= 0 {
 		c.AuthFailureWindow = d.AuthFailureWindow
 	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = d.DrainTimeout
+	}
 	if c.MaxStreamsPerTunnel <= 0 {
 		c.MaxStreamsPerTunnel = d.MaxStreamsPerTunnel
+	}
+	if c.EventKeepAlive <= 0 {
+		c.EventKeepAlive = d.EventKeepAlive
+	}
+	for _, w := range c.Webhooks {
+		if err := w.validate(); err != nil {
+			return fmt.Errorf("relay config: %w", err)
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -113,6 +133,14 @@ type Server struct {
 	cancel context.CancelFunc
 
 	closeOnce sync.Once
+
+	// Status events (events.go, webhook.go).
+	events        *eventBus
+	watch         statusWatch
+	webhooks      []*webhook
+	webhookClient *http.Client
+	// background holds the status clock and webhook deliveries.
+	background sync.WaitGroup
 }
 
 // New returns a relay node. Call Close to end its sessions.
@@ -121,14 +149,17 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
-		cfg:    cfg,
-		log:    cfg.Logger.With("node", cfg.NodeID),
-		store:  cfg.Store,
-		reg:    newRegistry(),
-		ctx:    ctx,
-		cancel: cancel,
-	}, nil
+	s := &Server{
+		cfg:           cfg,
+		log:           cfg.Logger.With("node", cfg.NodeID),
+		store:         cfg.Store,
+		reg:           newRegistry(),
+		ctx:           ctx,
+		cancel:        cancel,
+		webhookClient: newWebhookClient(),
+	}
+	s.startEvents()
+	return s, nil
 }
 
 // NodeID returns the node's id.
@@ -174,6 +205,8 @@ func (s *Server) Serve(ctx context.Context, apiLn, proxyLn net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	// Event streams never go idle; end them so Shutdown need not wait.
+	api.RegisterOnShutdown(s.events.shutdown)
 	errc := make(chan error, 2)
 	go func() { errc <- api.Serve(apiLn) }()
 	go func() { errc <- proxy.Serve(proxyLn) }()
@@ -183,11 +216,23 @@ func (s *Server) Serve(ctx context.Context, apiLn, proxyLn net.Listener) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Graceful stop: stop accepting (Shutdown closes the listeners at
+	// once), ask every agent to move with GoAway, let open streams finish
+	// up to DrainTimeout, then close what is left. Close (a second signal)
+	// cuts the drain short.
+	shutCtx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout+5*time.Second)
 	defer cancel()
-	_ = api.Shutdown(shutCtx)
-	_ = proxy.Shutdown(shutCtx)
+	var shut sync.WaitGroup
+	for _, srv := range []*http.Server{api, proxy} {
+		shut.Add(1)
+		go func() {
+			defer shut.Done()
+			_ = srv.Shutdown(shutCtx)
+		}()
+	}
+	s.drain(s.cfg.DrainTimeout)
 	s.Close()
+	shut.Wait()
 	// Collect both Serve goroutines.
 	for range 2 - boolToInt(err != nil) {
 		if e := <-errc; e != nil && !errors.Is(e, http.ErrServerClosed) && err == nil {
@@ -207,13 +252,15 @@ func boolToInt(b bool) int {
 	return 0
 }
 
-// Close ends every tunnel and waits for their handlers. It is idempotent.
+// Close ends every tunnel and event stream and waits for their handlers,
+// the status clock and webhook deliveries. It is idempotent.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.cancel()
 		s.reg.closeAll()
 	})
 	s.tunnels.Wait()
+	s.stopEvents()
 }
 
 func (s *Server) yamuxConfig() *yamux.Config {

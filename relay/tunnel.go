@@ -59,11 +59,11 @@ func (s *Server) authenticateAgent(ctx context.Context, header string) (store.Co
 	}
 	now := time.Now()
 	if !secret.Verify(tok.Hash, sec) {
-		s.reg.recordAuthFailure(tok.ConnectionID, "agent presented a wrong secret for token "+tok.ID, now)
+		s.noteAuthFailure(ctx, tok.ConnectionID, "agent presented a wrong secret for token "+tok.ID, now)
 		return store.Connection{}, "", invalid
 	}
 	if tok.ExpiresAt != nil && !now.Before(*tok.ExpiresAt) {
-		s.reg.recordAuthFailure(tok.ConnectionID, "agent presented token "+tok.ID+", which expired after a rotation", now)
+		s.noteAuthFailure(ctx, tok.ConnectionID, "agent presented token "+tok.ID+", which expired after a rotation", now)
 		return store.Connection{}, "", invalid
 	}
 	conn, err := s.store.GetConnection(ctx, tok.ConnectionID)
@@ -95,6 +95,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, apiError{reason: protocol.RelayUnavailable, msg: "relay store unavailable"})
 		return
 	}
+	s.watchConnection(conn) // the "from" of this tunnel's status events
 	if !offersSubprotocol(r) {
 		writeError(w, r, apiError{reason: protocol.InvalidRequest, msg: "WebSocket subprotocol " + protocol.Subprotocol + " required"})
 		return
@@ -202,13 +203,24 @@ func validateHello(h protocol.Hello) error {
 // an agent whose control loop hangs is not trusted with streams.
 func (s *Server) runSession(sess *session) {
 	s.reg.add(sess)
-	defer s.reg.remove(sess)
+	defer func() {
+		s.reg.remove(sess)
+		s.statusChanged(sess.connectionID)
+	}()
 	log := s.log.With("connection", sess.connectionID, "agent", sess.hello.AgentID, "session", sess.id)
+	// A revocation stored after authentication but handled before add
+	// did not see this session; look again now that it is registered.
+	if c, err := s.store.GetConnection(s.ctx, sess.connectionID); err == nil && c.RevokedAt != nil {
+		_ = sess.sendControl(protocol.FrameRevoked, protocol.Revoked{Message: "connection revoked"})
+		log.Info("agent tunnel closed: connection revoked during handshake")
+		return
+	}
 	now := time.Now()
 	if err := s.store.MarkConnected(s.ctx, sess.connectionID, now); err != nil {
 		log.Warn("record agent connected", "err", err)
 	}
 	log.Info("agent tunnel up", "remote", sess.remote, "version", sess.hello.Version)
+	s.statusChanged(sess.connectionID)
 
 	// Streams opened by the agent after the control stream are not part
 	// of the protocol; refuse them so they cannot pile up.
@@ -241,7 +253,9 @@ func (s *Server) runSession(sess *session) {
 			break
 		}
 		at := time.Now()
+		prev := sess.allowlist()
 		sess.recordHealth(h, at)
+		s.healthReported(sess.connectionID, prev.Status+" "+prev.SHA256, h.Allowlist.Status+" "+h.Allowlist.SHA256)
 		if at.Sub(lastStored) >= time.Minute {
 			if err := s.store.MarkSeen(s.ctx, sess.connectionID, at); err == nil {
 				lastStored = at

@@ -47,29 +47,48 @@ func newEnv(tb testing.TB) *env {
 	return &env{sink: sink, web: web, stack: st, pattern: sink.pattern}
 }
 
-// modes are the two paths every scenario is measured on.
-func (e *env) modes() [2]struct {
-	name string
-	dial dialFunc
-} {
-	return [2]struct {
-		name string
-		dial dialFunc
-	}{{"direct", dialDirect}, {"tunnel", e.stack.dialTunnel}}
-}
-
 // interleaved calls measure for direct and tunnel, alternating which goes
 // first from one iteration to the next so drift hits both alike.
 func (e *env) interleaved(i int, measure func(tunnel bool, dial dialFunc) error) error {
-	m := e.modes()
-	order := []int{0, 1}
+	order := []bool{false, true}
 	if i%2 == 1 {
-		order = []int{1, 0}
+		order = []bool{true, false}
 	}
-	for _, k := range order {
-		if err := measure(k == 1, m[k].dial); err != nil {
-			return fmt.Errorf("%s: %w", m[k].name, err)
+	for _, tunnel := range order {
+		name, dial := "direct", dialFunc(dialDirect)
+		if tunnel {
+			name, dial = "tunnel", e.stack.dialTunnel
 		}
+		if err := measure(tunnel, dial); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// metered runs work, which returns how many units it did, and for the
+// tunnel records the relay's and agent's CPU milliseconds per unit.
+func (e *env) metered(tunnel bool, cost *costRow, work func() (units float64, err error)) error {
+	if !tunnel {
+		_, err := work()
+		return err
+	}
+	r0, a0, err := e.stack.cpuTime()
+	if err != nil {
+		return err
+	}
+	units, err := work()
+	if err != nil {
+		return err
+	}
+	r1, a1, err := e.stack.cpuTime()
+	if err != nil {
+		return err
+	}
+	if units > 0 {
+		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / units }
+		cost.relay = append(cost.relay, ms(r1-r0))
+		cost.agent = append(cost.agent, ms(a1-a0))
 	}
 	return nil
 }
@@ -92,11 +111,17 @@ func BenchmarkTunnel(b *testing.B) {
 	for _, bc := range bulkCases {
 		b.Run(bc.name, func(b *testing.B) {
 			r := tab.reset(bc.name, "MB/s", true)
+			cost := tab.resetCost(bc.name, "CPU ms per GB")
 			for i := range b.N {
 				err := e.interleaved(i, func(tunnel bool, dial dialFunc) error {
 					ctx, cancel := context.WithTimeout(b.Context(), opTimeout)
 					defer cancel()
-					mbps, err := bulk(ctx, dial, e.sink.addr(), bc.op, bc.streams, bc.total, e.pattern)
+					var mbps float64
+					err := e.metered(tunnel, cost, func() (float64, error) {
+						var err error
+						mbps, err = bulk(ctx, dial, e.sink.addr(), bc.op, bc.streams, bc.total, e.pattern)
+						return float64(bc.total) / 1e9, err
+					})
 					if err != nil {
 						return err
 					}
@@ -132,11 +157,17 @@ func BenchmarkTunnel(b *testing.B) {
 			rps := tab.reset(hc.name+" throughput", "req/s", true)
 			p50 := tab.reset(hc.name+" p50", "µs", false)
 			p99 := tab.reset(hc.name+" p99", "µs", false)
+			cost := tab.resetCost(hc.name, "CPU ms per 1000 requests")
 			for i := range b.N {
 				err := e.interleaved(i, func(tunnel bool, dial dialFunc) error {
 					ctx, cancel := context.WithTimeout(b.Context(), opTimeout)
 					defer cancel()
-					res, err := httpLoad(ctx, dial, url, hc.conc, hc.keepAlive)
+					var res httpResult
+					err := e.metered(tunnel, cost, func() (float64, error) {
+						var err error
+						res, err = httpLoad(ctx, dial, url, hc.conc, hc.keepAlive)
+						return float64(res.requests) / 1000, err
+					})
 					if err != nil {
 						return err
 					}

@@ -73,6 +73,13 @@ func TestHarnessRoundTrip(t *testing.T) {
 		assert.Contains(t, err.Error(), "ALLOWLIST_MISSING")
 	})
 
+	t.Run("process cpu time is readable", func(t *testing.T) {
+		relay, agent, err := e.stack.cpuTime()
+		require.NoError(t, err)
+		assert.GreaterOrEqual(t, relay, time.Duration(0))
+		assert.GreaterOrEqual(t, agent, time.Duration(0))
+	})
+
 	t.Run("peak rss is readable", func(t *testing.T) {
 		relay, agent, err := e.stack.peakRSS()
 		require.NoError(t, err)
@@ -144,4 +151,49 @@ func TestTableMediansAndRatio(t *testing.T) {
 	var out bytes.Buffer
 	require.NoError(t, tab.write(&out))
 	assert.Contains(t, out.String(), "x (MB/s)")
+}
+
+func TestParseCPUTime(t *testing.T) {
+	tail := " 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+	tests := map[string]struct {
+		stat    string
+		want    time.Duration
+		wantErr bool
+	}{
+		"typical": {
+			stat: "4242 (postern-relay) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 25 0 0 20 0 9 0" + tail,
+			want: 175 * clockTick,
+		},
+		"name with spaces and parens": {
+			stat: "7 (a) b (c) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0" + tail,
+			want: 7 * clockTick,
+		},
+		"no name":     {stat: "7 R 1 7 7 0 -1 0 0 0 0 0 3 4", wantErr: true},
+		"short":       {stat: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 3", wantErr: true},
+		"not numeric": {stat: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 three 4 0", wantErr: true},
+		"negative":    {stat: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 -3 4 0", wantErr: true},
+		"empty":       {stat: "", wantErr: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := parseCPUTime(tc.stat)
+			if tc.wantErr {
+				assert.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func FuzzParseCPUTime(f *testing.F) {
+	f.Add("1 (x) S 1 1 1 0 -1 0 0 0 0 0 150 25 0 0")
+	f.Add("1 (a) b) S")
+	f.Add(")")
+	f.Fuzz(func(t *testing.T, s string) {
+		if d, err := parseCPUTime(s); err == nil && d < 0 {
+			t.Fatalf("negative cpu time %v from %q", d, s)
+		}
+	})
 }

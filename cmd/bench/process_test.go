@@ -128,6 +128,43 @@ func parseVmHWM(status string) (int64, error) {
 	return 0, errNoVmHWM
 }
 
+// clockTick is the unit of utime and stime in /proc/PID/stat. USER_HZ is
+// 100 on every Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// cpuTime reads the CPU time (user + system) the process has used so far.
+func (p *process) cpuTime() (time.Duration, error) {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.cmd.Process.Pid), "stat"))
+	if err != nil {
+		return 0, fmt.Errorf("%s cpu time: %w", p.name, err)
+	}
+	return parseCPUTime(string(data))
+}
+
+// parseCPUTime returns utime + stime of a /proc/PID/stat line. The
+// command name in parentheses may hold spaces and parentheses, so fields
+// are counted from the last ')'.
+func parseCPUTime(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("/proc stat: no command name")
+	}
+	// After the name: state (field 3) ... utime (14), stime (15).
+	fields := strings.Fields(stat[i+1:])
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("/proc stat: %d fields after the name, want at least 13", len(fields))
+	}
+	var total int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("/proc stat: cpu field %q is not a tick count", f)
+		}
+		total += n
+	}
+	return time.Duration(total) * clockTick, nil
+}
+
 // tailBuffer is an io.Writer that keeps the last limit bytes written.
 type tailBuffer struct {
 	mu    sync.Mutex

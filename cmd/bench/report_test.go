@@ -27,10 +27,33 @@ func (r *row) ratio() float64 {
 	return median(r.tunnel) / d
 }
 
+// costRow is the CPU time the relay and the agent spent per unit of
+// tunnelled work in one scenario.
+type costRow struct {
+	name, unit   string
+	relay, agent []float64
+}
+
 // table collects rows in the order scenarios first report them.
 type table struct {
-	mu   sync.Mutex
-	rows []*row
+	mu    sync.Mutex
+	rows  []*row
+	costs []*costRow
+}
+
+// resetCost is reset for the CPU cost section.
+func (t *table) resetCost(name, unit string) *costRow {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range t.costs {
+		if c.name == name {
+			c.relay, c.agent = c.relay[:0], c.agent[:0]
+			return c
+		}
+	}
+	c := &costRow{name: name, unit: unit}
+	t.costs = append(t.costs, c)
+	return c
 }
 
 // reset returns the named row with its samples cleared, creating it on
@@ -79,6 +102,26 @@ func (t *table) write(w io.Writer) error {
 			strconv.Itoa(min(len(r.direct), len(r.tunnel))),
 		})
 	}
+	if err := writeGrid(w, lines); err != nil {
+		return err
+	}
+	if len(t.costs) == 0 {
+		return nil
+	}
+	if _, err := io.WriteString(w, "\nCPU (user+sys) the tunnel processes spent per unit of work, median:\n"); err != nil {
+		return err
+	}
+	lines = [][]string{{"scenario", "relay", "agent", "relay+agent", "unit"}}
+	for _, c := range t.costs {
+		lines = append(lines, []string{c.name, format(median(c.relay)), format(median(c.agent)),
+			format(median(c.relay) + median(c.agent)), c.unit})
+	}
+	return writeGrid(w, lines)
+}
+
+// writeGrid prints lines as a pipe-separated grid: the first line is the
+// header, the first column left-aligned, the others right-aligned.
+func writeGrid(w io.Writer, lines [][]string) error {
 	widths := make([]int, len(lines[0]))
 	for _, l := range lines {
 		for i, cell := range l {

@@ -203,6 +203,13 @@ type bufferedConn struct {
 
 func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
+// cpuTime reports the CPU time the relay and the agent have used so far.
+func (s *stack) cpuTime() (relay, agent time.Duration, err error) {
+	relay, rerr := s.relay.cpuTime()
+	agent, aerr := s.agent.cpuTime()
+	return relay, agent, errors.Join(rerr, aerr)
+}
+
 // peakRSS reports the relay's and agent's resident-set high-water marks.
 func (s *stack) peakRSS() (relay, agent int64, err error) {
 	relay, rerr := s.relay.peakRSS()

@@ -35,6 +35,9 @@ type testRelay struct {
 	dataDir   string
 	admin     *client.Client
 	stop      func()
+	// shutdown starts a graceful stop and returns Serve's result; stop
+	// must still be called (Cleanup does) to release the store.
+	shutdown func() <-chan error
 }
 
 func logger(t *testing.T) *slog.Logger {
@@ -69,6 +72,17 @@ func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string) *testRelay {
 		dataDir:   dataDir,
 		admin:     client.New("http://"+apiLn.Addr().String(), strings.TrimSpace(string(key)), nil),
 	}
+	// result holds Serve's answer once, for shutdown and stop alike.
+	result := make(chan error, 1)
+	go func() {
+		err := <-done
+		result <- err
+		close(result)
+	}()
+	r.shutdown = func() <-chan error {
+		cancel()
+		return result
+	}
 	var stopped bool
 	r.stop = func() {
 		if stopped {
@@ -76,7 +90,9 @@ func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string) *testRelay {
 		}
 		stopped = true
 		cancel()
-		require.NoError(t, <-done)
+		if err, ok := <-result; ok {
+			require.NoError(t, err)
+		}
 		require.NoError(t, st.Close())
 	}
 	t.Cleanup(r.stop)

@@ -32,6 +32,8 @@ func main() {
 			fmt.Fprintf(cmd.OutOrStdout(), "postern-agent %s (commit %s, built %s)\n", version, commit, date)
 		},
 	})
+	root.AddCommand(newServiceCmds()...)
+	root.AddCommand(newDoctorCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(exitCode(err))

@@ -64,6 +64,7 @@ func (e adminEnv) connectionsCmd() *cobra.Command {
 		e.connRevokeCmd(f),
 		e.connRotateCmd(f),
 		e.connStatusCmd(f),
+		e.connCheckCmd(f),
 	)
 	return cmd
 }

@@ -24,6 +24,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.AddCommand(newEventsCmd())
 	root.AddCommand(newServeCmd(), newConnectionsCmd(), newAPIKeysCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",

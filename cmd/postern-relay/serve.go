@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -26,15 +27,73 @@ import (
 
 // serveConfig is the relay's config file; flags override it.
 type serveConfig struct {
-	Listen            string        `yaml:"listen"`
-	ProxyListen       string        `yaml:"proxy_listen"`
-	Data              string        `yaml:"data"`
-	Database          string        `yaml:"database"`
-	TLSCert           string        `yaml:"tls_cert"`
-	TLSKey            string        `yaml:"tls_key"`
-	NodeID            string        `yaml:"node_id"`
-	LogLevel          string        `yaml:"log_level"`
-	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	Listen            string          `yaml:"listen"`
+	ProxyListen       string          `yaml:"proxy_listen"`
+	Data              string          `yaml:"data"`
+	Database          string          `yaml:"database"`
+	TLSCert           string          `yaml:"tls_cert"`
+	TLSKey            string          `yaml:"tls_key"`
+	NodeID            string          `yaml:"node_id"`
+	LogLevel          string          `yaml:"log_level"`
+	HeartbeatInterval time.Duration   `yaml:"heartbeat_interval"`
+	Webhooks          []webhookConfig `yaml:"webhooks"`
+}
+
+// webhookConfig is one webhooks entry. The signing secret is read from a
+// file, never from the config or a flag, so it stays out of shell
+// history, process listings and config repositories.
+type webhookConfig struct {
+	URL        string `yaml:"url"`
+	SecretFile string `yaml:"secret_file"`
+	Workspace  string `yaml:"workspace"`
+}
+
+// maxSecretFileSize bounds a webhook secret file.
+const maxSecretFileSize = 4096
+
+// loadWebhooks reads every webhook's secret file and reports every bad
+// entry at once; the relay validates URL, secret length and workspace.
+func loadWebhooks(cfgs []webhookConfig) ([]relay.Webhook, error) {
+	var (
+		out  []relay.Webhook
+		errs []error
+	)
+	for i, c := range cfgs {
+		if c.SecretFile == "" {
+			errs = append(errs, fmt.Errorf("webhooks[%d]: secret_file is required", i))
+			continue
+		}
+		secret, err := readSecretFile(c.SecretFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("webhooks[%d]: %w", i, err))
+			continue
+		}
+		out = append(out, relay.Webhook{URL: c.URL, Secret: secret, Workspace: c.Workspace})
+	}
+	return out, errors.Join(errs...)
+}
+
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("secret_file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("secret_file: %w", err)
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		return nil, fmt.Errorf("secret_file %s: readable by every user (mode %v); chmod 600 it", path, fi.Mode().Perm())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxSecretFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("secret_file %s: %w", path, err)
+	}
+	if len(data) > maxSecretFileSize {
+		return nil, fmt.Errorf("secret_file %s: larger than %d bytes", path, maxSecretFileSize)
+	}
+	return bytes.TrimSpace(data), nil
 }
 
 func newServeCmd() *cobra.Command {
@@ -58,7 +117,7 @@ func newServeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval)")
+	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks: [{url, secret_file, workspace}])")
 	f.StringVar(&flags.Data, "data", "", "data directory: SQLite store and admin.key (default ./postern-data)")
 	f.StringVar(&flags.Database, "database", "", "store URL: sqlite:PATH (default: SQLite in --data)")
 	f.StringVar(&flags.Listen, "listen", "", "API and tunnel listen address (default :8080)")
@@ -143,12 +202,17 @@ func serve(ctx context.Context, cfg serveConfig) error {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer st.Close()
+	webhooks, err := loadWebhooks(cfg.Webhooks)
+	if err != nil {
+		return err
+	}
 	srv, err := relay.New(relay.Config{
 		NodeID:            cfg.NodeID,
 		Store:             st,
 		Logger:            log,
 		Version:           version,
 		HeartbeatInterval: cfg.HeartbeatInterval,
+		Webhooks:          webhooks,
 	})
 	if err != nil {
 		return err

@@ -101,3 +101,35 @@ type Error struct {
 func (e *Error) Error() string {
 	return string(e.Reason) + ": " + e.Message
 }
+
+// Event types of GET /v1/events and of webhooks. Tunnel, auth and
+// allowlist events are status transitions; reset and overflow are stream
+// notices that carry no transition.
+const (
+	EventTunnel    = "tunnel"
+	EventAuth      = "auth"
+	EventAllowlist = "allowlist"
+	// EventReset means the events after the client's Last-Event-ID are no
+	// longer kept: re-read every connection's status, then carry on.
+	EventReset = "reset"
+	// EventOverflow means the relay dropped this stream because the client
+	// read too slowly; reconnect with the last id to get what was missed.
+	EventOverflow = "overflow"
+)
+
+// Event is one change of a connection's tunnel_status, auth_status or
+// allowlist_status, as GET /v1/events streams it and webhooks post it.
+// From and To are values of the matching Status field; Reason and
+// ProviderErrorCode are the status's after the change.
+type Event struct {
+	// ID increases with every event of a relay node, also across restarts.
+	ID                string          `json:"id"`
+	Type              string          `json:"type"`
+	ConnectionID      string          `json:"connection_id,omitempty"`
+	Workspace         string          `json:"workspace,omitempty"`
+	Time              time.Time       `json:"time"`
+	From              string          `json:"from,omitempty"`
+	To                string          `json:"to,omitempty"`
+	Reason            protocol.Reason `json:"reason,omitempty"`
+	ProviderErrorCode string          `json:"provider_error_code,omitempty"`
+}

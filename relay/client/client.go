@@ -141,6 +141,19 @@ func (c *Client) Status(ctx context.Context, id, baseURL string) (api.Status, er
 	return out, err
 }
 
+// Check asks the connection's agent to run a live check of baseURL (for
+// example "https://gitlab.corp:8443/api/v4") from inside the customer
+// network. A check that ran returns its outcome whatever the verdict, so
+// a not-ready path is a Check with Ready false, not an error; a check that
+// could not run (no tunnel, a revoked connection, a malformed baseURL)
+// returns *api.Error. The relay waits up to 12 s for the agent.
+func (c *Client) Check(ctx context.Context, id, baseURL string) (api.Check, error) {
+	var out api.Check
+	err := c.do(ctx, http.MethodPost, "/v1/connections/"+url.PathEscape(id)+"/check", nil,
+		api.CheckRequest{BaseURL: baseURL}, &out)
+	return out, err
+}
+
 // do sends one request and decodes a 2xx answer into out. Any other
 // answer becomes *api.Error when the body is one, else
 // *UnexpectedResponseError.

@@ -1,0 +1,526 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/postern/postern/agent/audit"
+	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/agent/resolve"
+	"github.com/postern/postern/protocol"
+)
+
+// A live check (spec section 7.5) tests the path to a base URL from inside
+// the customer network, layer by layer, and stops at the first layer that
+// fails: allowlist -> dns -> tcp -> tls (https only) -> http. It follows the
+// dial path exactly (planWith, dialPlan): decide, resolve once, check every
+// address, connect only to a checked address, never through the egress
+// proxy. The choices where the contract is silent:
+//
+//   - Report mode: a check shows what enforce mode would do. A target the
+//     rules would refuse fails the allowlist step (ready: false with the
+//     would-be reason), because the customer is rolling those rules out and
+//     must see what they will do; the detail says streams are let through now.
+//     Like in enforce mode, such a target is not resolved or dialled.
+//   - The probe is one GET (HEAD is unreliable on some providers) with a
+//     small body read, no redirect followed: any 3xx is reachable and its
+//     Location is reported.
+//   - 401 and 403 are reachable: the path works, credentials are the cloud
+//     product's business. 429 is UPSTREAM_RATE_LIMITED with retry_after from
+//     Retry-After (seconds or an HTTP date); without a usable Retry-After the
+//     field is left out rather than invented.
+//   - 5xx and every other status are reachable too: the network path works
+//     and the status in the detail tells the product what the provider said.
+//   - A target that accepts the connection but does not answer HTTP in time
+//     is CONNECT_TIMEOUT; one that answers something other than HTTP, or
+//     hangs up, is CONNECT_REFUSED. The reason table has no HTTP-level code.
+const (
+	// checkTimeout bounds a whole check; the relay waits a little longer.
+	checkTimeout = 10 * time.Second
+	// checkHTTPTimeout bounds the HTTP probe within the check.
+	checkHTTPTimeout = 5 * time.Second
+	// checkBodyCap is how much of the probe's answer body is read.
+	checkBodyCap = 4 << 10
+	// checkWriteTimeout bounds writing the result once the check is done.
+	checkWriteTimeout = 5 * time.Second
+	// checkUserAgent names the probe in the provider's access log.
+	checkUserAgent = "postern-agent-check"
+	// maxRetryAfter caps a provider's Retry-After, in seconds.
+	maxRetryAfter = 24 * 60 * 60
+	// maxDetail caps one step's detail.
+	maxDetail = 512
+)
+
+// Step names of a check, in the order they run.
+const (
+	StepAllowlist = "allowlist"
+	StepDNS       = "dns"
+	StepTCP       = "tcp"
+	StepTLS       = "tls"
+	StepHTTP      = "http"
+)
+
+// errBadBaseURL marks a check request whose base_url cannot be probed.
+var errBadBaseURL = errors.New("bad base_url")
+
+// checkTarget is a parsed base URL.
+type checkTarget struct {
+	url   *url.URL // without user info or fragment
+	host  string   // the URL's host, without brackets
+	port  int
+	https bool
+}
+
+// parseCheckTarget reads the request's base_url. Host and port, when the
+// relay set them, must name the same target, so the audit log's target is
+// the one probed.
+func parseCheckTarget(req protocol.Request) (checkTarget, error) {
+	u, err := url.Parse(req.BaseURL)
+	if err != nil {
+		return checkTarget{}, fmt.Errorf("%w: %v", errBadBaseURL, err)
+	}
+	t := checkTarget{url: u, host: u.Hostname()}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		t.https, t.port = true, 443
+	case "http":
+		t.port = 80
+	default:
+		return checkTarget{}, fmt.Errorf("%w: scheme must be http or https", errBadBaseURL)
+	}
+	if t.host == "" || u.Opaque != "" {
+		return checkTarget{}, fmt.Errorf("%w: an absolute URL with a host is required", errBadBaseURL)
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != p {
+			return checkTarget{}, fmt.Errorf("%w: port %q is not 1-65535", errBadBaseURL, p)
+		}
+		t.port = n
+	}
+	reqHost := req.Host
+	if len(reqHost) > 1 && reqHost[0] == '[' && reqHost[len(reqHost)-1] == ']' {
+		reqHost = reqHost[1 : len(reqHost)-1]
+	}
+	if req.Host != "" && !strings.EqualFold(reqHost, t.host) {
+		return checkTarget{}, fmt.Errorf("%w: host %q does not match the base_url's %q", errBadBaseURL, req.Host, t.host)
+	}
+	if req.Port != 0 && req.Port != t.port {
+		return checkTarget{}, fmt.Errorf("%w: port %d does not match the base_url's %d", errBadBaseURL, req.Port, t.port)
+	}
+	// Credentials never travel with a probe; the fragment is the client's.
+	u.User, u.Fragment, u.RawFragment = nil, "", ""
+	u.Scheme = strings.ToLower(u.Scheme)
+	return t, nil
+}
+
+// serveCheck answers a check request: ok with the check's outcome whatever
+// the verdict, or BAD_TARGET when the base_url cannot be probed.
+func (a *Agent) serveCheck(ctx context.Context, st *yamux.Stream, req protocol.Request, log *slog.Logger) {
+	start := time.Now()
+	entry := audit.Entry{Time: start.UTC(), RequestID: req.ID, Op: string(req.Op),
+		Target: net.JoinHostPort(req.Host, strconv.Itoa(req.Port))}
+	t, err := parseCheckTarget(req)
+	if err != nil {
+		a.refuse(st, protocol.Result{Reason: protocol.BadTarget, Message: err.Error()}, entry, log)
+		return
+	}
+	entry.Target = net.JoinHostPort(t.host, strconv.Itoa(t.port))
+
+	deadline := start.Add(checkTimeout)
+	if d := req.Deadline(); !d.IsZero() && d.Before(deadline) {
+		deadline = d
+	}
+	cctx, cancel := context.WithDeadline(ctx, deadline)
+	out := a.runCheck(cctx, t, log)
+	cancel()
+
+	res := protocol.Result{OK: true, Addr: out.addr, Rule: out.rule, RetryAfterSeconds: out.cr.RetryAfterSeconds, Check: &out.cr}
+	_ = st.SetDeadline(time.Now().Add(checkWriteTimeout))
+	if err := protocol.WriteFrame(st, protocol.FrameResult, res); err != nil {
+		entry.Message = "relay stream closed before the check result was sent: " + err.Error()
+	}
+	entry.Addr, entry.Rule, entry.Reason = out.addr, out.rule, string(out.cr.Reason)
+	entry.Decision = audit.Allowed
+	if out.denied {
+		entry.Decision = audit.Denied
+	}
+	if entry.Message == "" {
+		entry.Message = checkSummary(out.cr)
+	}
+	a.audit(entry, start, log)
+	log.Info("check done", "ready", out.cr.Ready, "reason", out.cr.Reason, "addr", out.addr,
+		"duration", time.Since(start))
+}
+
+// checkSummary is one line for the audit log.
+func checkSummary(cr protocol.CheckResult) string {
+	if cr.Ready {
+		return "check: ready"
+	}
+	for _, s := range cr.Steps {
+		if !s.OK {
+			return "check: " + s.Step + " failed: " + s.Detail
+		}
+	}
+	return "check: not ready"
+}
+
+// checkOutcome is a finished check with what the audit log records.
+type checkOutcome struct {
+	cr     protocol.CheckResult
+	addr   string // the address connected to, if any
+	rule   string // the allow rule that decided
+	denied bool   // the allowlist (or an address check) refused the target
+}
+
+// step records one step; it reports whether the check goes on.
+func (o *checkOutcome) step(name string, began time.Time, reason protocol.Reason, detail string) bool {
+	return o.stepMS(name, time.Since(began).Milliseconds(), reason, detail)
+}
+
+func (o *checkOutcome) stepMS(name string, ms int64, reason protocol.Reason, detail string) bool {
+	s := protocol.CheckStep{Step: name, OK: reason == protocol.ReasonUnknown, MS: max(ms, 0), Reason: reason, Detail: cleanDetail(detail)}
+	o.cr.Steps = append(o.cr.Steps, s)
+	if !s.OK {
+		o.cr.Reason = reason
+		o.cr.ProviderErrorCode = reason.Info().ProviderErrorCode
+	}
+	return s.OK
+}
+
+// runCheck runs the steps under ctx, which carries the check's deadline.
+func (a *Agent) runCheck(ctx context.Context, t checkTarget, log *slog.Logger) checkOutcome {
+	var o checkOutcome
+	if !a.checkPath(ctx, t, &o, log) {
+		return o
+	}
+	o.cr.Ready = true
+	return o
+}
+
+// checkPath runs the allowlist, dns and tcp steps and, when they pass, the
+// tls and http steps over the connection; it reports whether all passed.
+func (a *Agent) checkPath(ctx context.Context, t checkTarget, o *checkOutcome, log *slog.Logger) bool {
+	pol := a.Policy()
+	report := pol.Mode == config.ModeReport
+	req := protocol.Request{Op: protocol.OpCheck, Host: t.host, Port: t.port}
+	began := time.Now()
+	p, refusal := a.planWith(ctx, pol, false, req, log)
+	planMS := time.Since(began).Milliseconds()
+	o.rule = p.rule
+
+	dnsMS := p.answer.Duration.Milliseconds()
+	if !p.lookedUp {
+		// Refused by the rules (or an IP literal): nothing was resolved.
+		if refusal != nil {
+			o.denied = refusal.Reason != protocol.BadTarget
+			return o.stepMS(StepAllowlist, planMS, refusal.Reason, refusalDetail(refusal, report))
+		}
+		o.stepMS(StepAllowlist, planMS, "", allowedDetail(p.rule))
+	} else {
+		o.stepMS(StepAllowlist, planMS-dnsMS, "", allowedDetail(p.rule))
+		if refusal != nil {
+			o.denied = refusal.Reason == protocol.TargetBlocked
+			detail := refusal.Message + " " + dnsSource(p.answer, t.host)
+			if refusal.Reason == protocol.TargetBlocked {
+				detail = refusalDetail(refusal, report) + "; answers: " + dnsAnswers(p) + " " + dnsSource(p.answer, t.host)
+			}
+			return o.stepMS(StepDNS, dnsMS, refusal.Reason, detail)
+		}
+		o.stepMS(StepDNS, dnsMS, "", dnsAnswers(p)+" "+dnsSource(p.answer, t.host))
+	}
+
+	began = time.Now()
+	conn, res := a.dialPlan(ctx, p)
+	if conn == nil {
+		return o.step(StepTCP, began, res.Reason, res.Message)
+	}
+	defer conn.Close()
+	o.addr = res.Addr
+	o.step(StepTCP, began, "", "connected to "+res.Addr)
+	// A cancelled check (the tunnel went away) ends any read at once.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
+	if d, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(d)
+	}
+
+	if t.https {
+		began = time.Now()
+		tc, detail, err := a.checkTLS(ctx, conn, t.host)
+		if err != nil {
+			return o.step(StepTLS, began, protocol.TLSFailed, detail)
+		}
+		defer tc.Close()
+		conn = tc
+		o.step(StepTLS, began, "", detail)
+	}
+
+	began = time.Now()
+	reason, retryAfter, detail := checkHTTP(ctx, conn, t)
+	o.cr.RetryAfterSeconds = retryAfter
+	return o.step(StepHTTP, began, reason, detail)
+}
+
+func allowedDetail(rule string) string {
+	if rule == "" {
+		return "allowed"
+	}
+	return "allowed by " + rule
+}
+
+// refusalDetail explains a refusal by the rules, and in report mode that
+// streams are let through now.
+func refusalDetail(r *protocol.Result, report bool) string {
+	d := r.Message
+	if r.Rule != "" {
+		d += " (rule: " + r.Rule + ")"
+	}
+	if report && r.Reason != protocol.BadTarget {
+		d += "; report mode: streams to this target are let through and audited now, enforce mode would refuse them"
+	}
+	return d
+}
+
+// dnsAnswers lists every resolved address, marking those the address
+// checks refused.
+func dnsAnswers(p plan) string {
+	if len(p.found) == 0 {
+		return "no address"
+	}
+	parts := make([]string, len(p.found))
+	for i, addr := range p.found {
+		parts[i] = addr.String()
+		if !slices.ContainsFunc(p.addrs, func(ap netip.AddrPort) bool { return ap.Addr() == addr }) {
+			parts[i] += " [blocked]"
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// dnsSource says who answered: "(server 10.0.0.2:53, NOERROR)".
+func dnsSource(a resolve.Answer, host string) string {
+	var parts []string
+	switch a.Source {
+	case resolve.SourceHosts:
+		parts = append(parts, "hosts file")
+	case resolve.SourceCache:
+		parts = append(parts, "cached")
+	}
+	if a.Server != "" {
+		parts = append(parts, "server "+a.Server)
+	}
+	if a.Rcode != "" {
+		parts = append(parts, a.Rcode)
+	}
+	if name := strings.TrimSuffix(a.Name, "."); name != "" && !strings.EqualFold(name, strings.TrimSuffix(host, ".")) {
+		parts = append(parts, "as "+name)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// checkRoots is the system roots plus the agent's ca_file bundle, read per
+// check so a renewed bundle counts without a restart.
+func (a *Agent) checkRoots() (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if f := a.opts.Config.CAFile; f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificate found", f)
+		}
+	}
+	return pool, nil
+}
+
+// checkTLS handshakes with SNI host and verifies the chain against
+// checkRoots. The detail names the certificate even when it does not
+// verify, which is the point of the step.
+func (a *Agent) checkTLS(ctx context.Context, conn net.Conn, host string) (*tls.Conn, string, error) {
+	roots, err := a.checkRoots()
+	if err != nil {
+		return nil, err.Error(), err
+	}
+	tc := tls.Client(conn, &tls.Config{
+		ServerName: host,
+		// The chain is verified below, by hand, with the same roots and
+		// name: the standard check would end the handshake before the
+		// certificate could be shown. Nothing but the probe's GET, which
+		// carries no credential, is sent before that verification.
+		InsecureSkipVerify: true,
+		MinVersion:         tls.VersionTLS12,
+		NextProtos:         []string{"http/1.1"},
+	})
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, "handshake with " + host + ": " + err.Error(), err
+	}
+	cs := tc.ConnectionState()
+	if len(cs.PeerCertificates) == 0 {
+		err := errors.New("the target sent no certificate")
+		return nil, err.Error(), err
+	}
+	leaf := cs.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	sni := "SNI " + host
+	if _, err := netip.ParseAddr(host); err == nil {
+		sni = "no SNI (IP address)" // TLS sends no server name for an address
+	}
+	detail := fmt.Sprintf("%s, %s, subject %s, issuer %s, not_after %s", tls.VersionName(cs.Version), sni,
+		nameOf(leaf.Subject), nameOf(leaf.Issuer), leaf.NotAfter.UTC().Format(time.RFC3339))
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: roots, Intermediates: inter}); err != nil {
+		return nil, detail + ", verify error: " + err.Error(), err
+	}
+	return tc, detail + ", verified", nil
+}
+
+// nameOf shows a certificate name by its CN, else in full.
+func nameOf(n pkix.Name) string {
+	if n.CommonName != "" {
+		return "CN=" + n.CommonName
+	}
+	if s := n.String(); s != "" {
+		return s
+	}
+	return "(empty)"
+}
+
+// checkHTTP sends one GET of the base URL over conn and classifies the
+// answer; see the comment at the top of this file.
+func checkHTTP(ctx context.Context, conn net.Conn, t checkTarget) (protocol.Reason, int, string) {
+	deadline := time.Now().Add(checkHTTPTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = conn.SetDeadline(deadline)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url.String(), nil)
+	if err != nil {
+		return protocol.BadTarget, 0, "build request: " + err.Error()
+	}
+	req.Header.Set("User-Agent", checkUserAgent)
+	req.Header.Set("Accept", "*/*")
+	req.Close = true
+	if err := req.Write(conn); err != nil {
+		return httpFailure("send GET", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		return httpFailure("read answer", err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, checkBodyCap))
+	_ = resp.Body.Close()
+
+	status := "HTTP " + truncate(resp.Status, 80)
+	switch code := resp.StatusCode; {
+	case code == http.StatusTooManyRequests:
+		ra := resp.Header.Get("Retry-After")
+		secs, ok := parseRetryAfter(ra, time.Now())
+		if !ok {
+			return protocol.UpstreamRateLimited, 0, status + ": rate limited, no usable Retry-After"
+		}
+		return protocol.UpstreamRateLimited, secs, fmt.Sprintf("%s: rate limited, Retry-After %s (%ds)", status, truncate(ra, 64), secs)
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		return "", 0, status + ": reachable, authentication required"
+	case code >= 300 && code < 400:
+		if loc := resp.Header.Get("Location"); loc != "" {
+			return "", 0, status + ": reachable, redirect not followed, Location: " + truncate(loc, 256)
+		}
+		return "", 0, status + ": reachable"
+	case code >= 500:
+		return "", 0, status + ": reachable, the provider answered with a server error"
+	}
+	return "", 0, status + ": reachable"
+}
+
+// httpFailure classifies a probe that got no HTTP answer.
+func httpFailure(what string, err error) (protocol.Reason, int, string) {
+	var ne net.Error
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return protocol.ConnectTimeout, 0, what + ": the target accepted the connection but did not answer HTTP in time: " + err.Error()
+	}
+	return protocol.ConnectRefused, 0, what + ": the target accepted the connection but did not answer HTTP: " + err.Error()
+}
+
+// parseRetryAfter reads a Retry-After value, delay-seconds or an HTTP
+// date, as seconds from now (at least 0, at most a day).
+func parseRetryAfter(v string, now time.Time) (int, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if strings.Trim(v, "0123456789") == "" {
+		n, err := strconv.Atoi(v)
+		if err != nil { // only digits: too large for an int
+			return maxRetryAfter, true
+		}
+		return min(n, maxRetryAfter), true
+	}
+	at, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	d := at.Sub(now)
+	switch {
+	case d <= 0:
+		return 0, true
+	case d >= maxRetryAfter*time.Second: // also where Sub saturates
+		return maxRetryAfter, true
+	}
+	secs := int((d + time.Second - 1) / time.Second)
+	return min(secs, maxRetryAfter), true
+}
+
+// cleanDetail keeps a detail printable and bounded: parts of it come from
+// the target (certificate names, status lines, Location).
+func cleanDetail(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.TrimSpace(s))
+	return truncate(s, maxDetail)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !isRuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
+func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }

@@ -1,0 +1,449 @@
+package doctor
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/hashicorp/yamux"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/coalesce"
+)
+
+const (
+	goodToken    = "pat_tok1_goodsecret"
+	revokedToken = "pat_tok2_revokedsecret"
+	testNodeID   = "node-test-7"
+)
+
+// --- certificates ----------------------------------------------------------
+
+// testPKI is a private CA, like a TLS-inspecting proxy's, and a server
+// certificate it issued for 127.0.0.1, localhost and relay.test.
+type testPKI struct {
+	caFile string // PEM of the CA
+	cert   tls.Certificate
+}
+
+func newPKI(t *testing.T, caName string) *testPKI {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: caName, Organization: []string{"Postern Tests"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	require.NoError(t, err)
+	ca, err := x509.ParseCertificate(caDER)
+	require.NoError(t, err)
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "relay.test"},
+		DNSNames:     []string{"relay.test", "localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	require.NoError(t, err)
+
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644))
+	return &testPKI{caFile: caFile, cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
+}
+
+// --- relay stand-in --------------------------------------------------------
+
+// relayMode selects how the stand-in answers /v1/tunnel.
+type relayMode int
+
+const (
+	relayNormal        relayMode = iota + 1 // token check, then upgrade and Welcome
+	relayRedirect                           // 302 to another URL
+	relayNoSubprotocol                      // upgrades without agreeing to postern.v1
+)
+
+// fakeRelay answers /v1/tunnel like the relay: 401 with a reason body for
+// a wrong or revoked token, else a WebSocket with subprotocol postern.v1
+// carrying yamux, where it reads Hello and answers Welcome.
+type fakeRelay struct {
+	srv  *httptest.Server
+	mode relayMode
+
+	mu     sync.Mutex
+	hellos []protocol.Hello
+	wg     sync.WaitGroup
+}
+
+func newFakeRelay(t *testing.T, mode relayMode, pki *testPKI) *fakeRelay {
+	t.Helper()
+	fr := &fakeRelay{mode: mode}
+	fr.srv = httptest.NewUnstartedServer(http.HandlerFunc(fr.handle))
+	if pki != nil {
+		fr.srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.cert}}
+		fr.srv.StartTLS()
+	} else {
+		fr.srv.Start()
+	}
+	t.Cleanup(func() {
+		fr.srv.Close()
+		fr.wg.Wait()
+	})
+	return fr
+}
+
+// URL is the relay base URL as written in relay_url.
+func (fr *fakeRelay) URL() string {
+	u := strings.Replace(fr.srv.URL, "https://", "wss://", 1)
+	return strings.Replace(u, "http://", "ws://", 1)
+}
+
+// Port is the relay's port.
+func (fr *fakeRelay) Port() string {
+	_, p, _ := net.SplitHostPort(fr.srv.Listener.Addr().String())
+	return p
+}
+
+func (fr *fakeRelay) Hellos() []protocol.Hello {
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	return append([]protocol.Hello(nil), fr.hellos...)
+}
+
+func writeRefusal(w http.ResponseWriter, status int, reason protocol.Reason, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Postern-Reason", string(reason))
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"reason": string(reason), "message": msg})
+}
+
+func (fr *fakeRelay) handle(w http.ResponseWriter, r *http.Request) {
+	fr.wg.Add(1)
+	defer fr.wg.Done()
+	if r.URL.Path != protocol.TunnelPath {
+		http.NotFound(w, r)
+		return
+	}
+	if fr.mode == relayRedirect {
+		http.Redirect(w, r, "https://elsewhere.example/v1/tunnel", http.StatusFound)
+		return
+	}
+	switch r.Header.Get("Authorization") {
+	case "Bearer " + goodToken:
+	case "Bearer " + revokedToken:
+		writeRefusal(w, http.StatusUnauthorized, protocol.AgentTokenRevoked, "the connection of this agent token was revoked")
+		return
+	default:
+		writeRefusal(w, http.StatusUnauthorized, protocol.AgentTokenInvalid, "agent token is unknown, wrong or expired")
+		return
+	}
+	opts := &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled}
+	if fr.mode != relayNoSubprotocol {
+		opts.Subprotocols = []string{protocol.Subprotocol}
+	}
+	ws, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
+	ws.SetReadLimit(coalesce.MaxMessage)
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	cfg.EnableKeepAlive = false
+	mux, err := yamux.Server(coalesce.New(nc), cfg)
+	if err != nil {
+		_ = nc.Close()
+		return
+	}
+	defer mux.Close()
+	ctrl, err := mux.AcceptStreamWithContext(ctx)
+	if err != nil {
+		return
+	}
+	_ = ctrl.SetDeadline(time.Now().Add(10 * time.Second))
+	f, err := protocol.ReadFrame(ctrl, protocol.MaxControlFrame)
+	if err != nil {
+		return
+	}
+	var h protocol.Hello
+	if f.Decode(protocol.FrameHello, &h) != nil {
+		return
+	}
+	fr.mu.Lock()
+	fr.hellos = append(fr.hellos, h)
+	fr.mu.Unlock()
+	if protocol.WriteFrame(ctrl, protocol.FrameWelcome, protocol.Welcome{NodeID: testNodeID, HeartbeatMS: 15000, SessionID: "s1"}) != nil {
+		return
+	}
+	// Wait for the doctor to close the tunnel.
+	_, _ = io.Copy(io.Discard, ctrl)
+}
+
+// --- CONNECT proxy ---------------------------------------------------------
+
+// connectProxy is an HTTP CONNECT proxy on loopback. It answers 407 unless
+// the request carries user:pass, and routes every CONNECT target to dest
+// (it "resolves" names the test machine cannot).
+type fakeProxy struct {
+	ln   net.Listener
+	dest string
+	auth string // the expected Proxy-Authorization
+
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newFakeProxy(t *testing.T, dest string) *fakeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &fakeProxy{ln: ln, dest: dest, auth: "Basic dXNlcjpwYXNz"} // user:pass
+	p.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.track(c)
+			p.wg.Go(func() { p.serve(c) })
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *fakeProxy) Addr() string { return p.ln.Addr().String() }
+
+func (p *fakeProxy) track(c net.Conn) {
+	p.mu.Lock()
+	p.conns = append(p.conns, c)
+	p.mu.Unlock()
+}
+
+func (p *fakeProxy) serve(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	req, err := http.ReadRequest(br)
+	if err != nil || req.Method != http.MethodConnect {
+		return
+	}
+	if req.Header.Get("Proxy-Authorization") != p.auth {
+		_, _ = io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"corp\"\r\nContent-Length: 0\r\n\r\n")
+		return
+	}
+	up, err := net.Dial("tcp", p.dest)
+	if err != nil {
+		_, _ = io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+		return
+	}
+	p.track(up)
+	defer up.Close()
+	_, _ = io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(up, br)
+		_ = up.Close()
+		close(done)
+	}()
+	_, _ = io.Copy(c, up)
+	_ = c.Close()
+	<-done
+}
+
+// --- DNS -------------------------------------------------------------------
+
+// newDNSServer answers from names: an A record for a name with an address,
+// SERVFAIL for "servfail", and NXDOMAIN for the rest.
+func newDNSServer(t *testing.T, names map[string]string) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		name := strings.TrimSuffix(q.Question[0].Name, ".")
+		addr, ok := names[name]
+		switch {
+		case addr == "servfail":
+			m.Rcode = dns.RcodeServerFailure
+		case ok && q.Question[0].Qtype == dns.TypeA:
+			m.Answer = append(m.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+				A:   net.ParseIP(addr),
+			})
+		case ok:
+		default:
+			m.Rcode = dns.RcodeNameError
+		}
+		_ = w.WriteMsg(m)
+	})
+	srv := &dns.Server{PacketConn: pc, Handler: h}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.ActivateAndServe()
+	}()
+	<-started
+	t.Cleanup(func() {
+		_ = srv.Shutdown()
+		<-done
+	})
+	return pc.LocalAddr().String()
+}
+
+// newSilentDNS is a UDP socket that never answers: a DNS timeout.
+func newSilentDNS(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pc.Close() })
+	return pc.LocalAddr().String()
+}
+
+// --- TLS target ------------------------------------------------------------
+
+// newTLSTarget serves TLS with the PKI's certificate and returns its port.
+func newTLSTarget(t *testing.T, pki *testPKI) int {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pki.cert}})
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				_ = c.(*tls.Conn).Handshake()
+				_, _ = io.Copy(io.Discard, c)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// closedPort returns a loopback port nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	_, p, _ := net.SplitHostPort(ln.Addr().String())
+	require.NoError(t, ln.Close())
+	return p
+}
+
+// --- running the doctor ----------------------------------------------------
+
+// setup is one agent installation in a temp directory.
+type setup struct {
+	dir     string
+	cfgPath string
+	env     map[string]string
+}
+
+// newSetup writes the config (and a private token file holding token, if
+// token is not empty) into a temp directory.
+func newSetup(t *testing.T, yaml, token string) *setup {
+	t.Helper()
+	dir := t.TempDir()
+	s := &setup{dir: dir, cfgPath: filepath.Join(dir, "agent.yaml"), env: map[string]string{}}
+	require.NoError(t, os.WriteFile(s.cfgPath, []byte(yaml), 0o600))
+	if token != "" {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "agent.token"), []byte(token+"\n"), 0o600))
+	}
+	return s
+}
+
+func (s *setup) run(t *testing.T) Report {
+	t.Helper()
+	return s.runWith(t, nil)
+}
+
+func (s *setup) runWith(t *testing.T, tweak func(*Options)) Report {
+	t.Helper()
+	opts := Options{
+		ConfigPath:  s.cfgPath,
+		Getenv:      func(k string) (string, bool) { v, ok := s.env[k]; return v, ok },
+		Version:     "1.2.3-test",
+		StepTimeout: 3 * time.Second,
+		Timeout:     20 * time.Second,
+		Hostname:    func() (string, error) { return "doctor-host", nil },
+	}
+	if tweak != nil {
+		tweak(&opts)
+	}
+	return Run(context.Background(), opts)
+}
+
+// find returns the only check of layer whose target contains target.
+func find(t *testing.T, rep Report, layer, target string) Check {
+	t.Helper()
+	var hits []Check
+	for _, c := range rep.Checks {
+		if c.Layer == layer && strings.Contains(c.Target, target) {
+			hits = append(hits, c)
+		}
+	}
+	require.Len(t, hits, 1, "checks of layer %q target %q in:\n%s", layer, target, text(t, rep))
+	return hits[0]
+}
+
+func text(t *testing.T, rep Report) string {
+	t.Helper()
+	var b strings.Builder
+	require.NoError(t, rep.WriteText(&b))
+	return b.String()
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/postern/postern/agent/doctor"
+)
+
+func newDoctorCmd() *cobra.Command {
+	var (
+		cfgPath string
+		asJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "doctor [--config FILE] [--json]",
+		Short: "Check config, token, the path to the relay and the allowlisted targets, layer by layer",
+		Long: "doctor checks, in order: the config file, the token file, and for each relay_url its DNS,\n" +
+			"the egress proxy, TCP, TLS (showing the certificate's issuer), the WebSocket upgrade, the token\n" +
+			"and the Hello/Welcome handshake; then DNS, TCP and TLS for each allow rule's target.\n" +
+			"Each check prints PASS, WARN, FAIL or SKIP; a failure says what to do. Exit status 1 if any check failed.",
+		Args: cobra.NoArgs,
+		// A failed check is not a usage error; main prints the summary.
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rep := doctor.Run(cmd.Context(), doctor.Options{
+				ConfigPath: cfgPath,
+				Getenv:     os.LookupEnv,
+				Version:    version,
+			})
+			out := cmd.OutOrStdout()
+			var err error
+			if asJSON {
+				err = rep.WriteJSON(out)
+			} else {
+				err = rep.WriteText(out)
+			}
+			if err != nil {
+				return err
+			}
+			if !rep.OK {
+				return &exitError{code: 1, msg: fmt.Sprintf("doctor: %d of %d checks failed", len(rep.Failed()), len(rep.Checks))}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "/etc/postern/agent.yaml", "agent config file")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the checks as one JSON document")
+	return cmd
+}

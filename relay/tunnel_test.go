@@ -1,0 +1,259 @@
+package relay
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/relay/secret"
+)
+
+func TestTunnelRefusesBadTokensAlike(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := h.createConnection(t, "gitlab", "")
+	unknown, err := secret.New(agentTokenPrefix)
+	require.NoError(t, err)
+
+	tests := map[string]string{
+		"no header":           "",
+		"basic scheme":        "Basic " + c.AgentToken,
+		"malformed token":     "Bearer pat_nothing",
+		"api key as token":    "Bearer " + h.adminKey,
+		"unknown token id":    "Bearer " + unknown.Display,
+		"wrong secret":        "Bearer " + wrongSecret(t, c.AgentToken),
+		"token with trailing": "Bearer " + c.AgentToken + "x",
+	}
+	bodies := map[string]reply{}
+	for name, auth := range tests {
+		t.Run(name, func(t *testing.T) {
+			r := h.tunnelRequest(t, auth)
+			requireRefusal(t, r, http.StatusUnauthorized, protocol.AgentTokenInvalid)
+			assert.Empty(t, r.header.Get("Upgrade"), "no upgrade for a refused token")
+			bodies[name] = r
+		})
+	}
+	want := withoutRequestID(t, bodies["no header"])
+	for name, r := range bodies {
+		assert.Equal(t, want, withoutRequestID(t, r), "%s must answer like a missing token", name)
+	}
+	st := h.status(t, c.ID, "")
+	assert.Equal(t, "never_connected", st.TunnelStatus, "no refused token may bring a tunnel up")
+}
+
+func TestTunnelRefusesRevokedConnection(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := h.createConnection(t, "gitlab", "")
+	decode[map[string]any](t, h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/revoke", h.adminKey, nil), http.StatusOK)
+
+	r := h.tunnelRequest(t, "Bearer "+c.AgentToken)
+	requireRefusal(t, r, http.StatusUnauthorized, protocol.AgentTokenRevoked)
+
+	// A real agent dial gets the same answer, before any upgrade.
+	_, resp, err := h.dialAgent(t, c.AgentToken, testHello("a", 1), echo)
+	require.Error(t, err)
+	require.NotNil(t, resp)
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	assert.Equal(t, string(protocol.AgentTokenRevoked), resp.Header.Get("Postern-Reason"))
+}
+
+func TestTunnelRequiresSubprotocol(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := h.createConnection(t, "gitlab", "")
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, h.wsURL(), &websocket.DialOptions{
+		HTTPClient: h.ep.client,
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + c.AgentToken}},
+	})
+	if ws != nil {
+		_ = ws.CloseNow()
+	}
+	require.Error(t, err)
+	require.NotNil(t, resp)
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	assert.Equal(t, string(protocol.InvalidRequest), resp.Header.Get("Postern-Reason"))
+	assert.NotEmpty(t, resp.Header.Get("Postern-Request-Id"))
+	assert.Equal(t, "never_connected", h.status(t, c.ID, "").TunnelStatus)
+}
+
+func TestWrongSecretMarksAuthFailing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := h.createConnection(t, "gitlab", "")
+	other := h.createConnection(t, "jira", "")
+
+	r := h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken))
+	requireRefusal(t, r, http.StatusUnauthorized, protocol.AgentTokenInvalid)
+
+	st := h.status(t, c.ID, "")
+	assert.Equal(t, "never_connected", st.TunnelStatus)
+	assert.Equal(t, "failing", st.AuthStatus)
+	assert.Equal(t, protocol.AgentAuthFailed, st.Reason)
+	assert.Equal(t, protocol.ProviderConnectivityBlocked, st.ProviderErrorCode)
+	assert.NotEmpty(t, st.LastError)
+	assert.NotContains(t, st.LastError, secretPart(c.AgentToken))
+	assert.False(t, st.Ready)
+
+	// The proxy says the same thing to the product.
+	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil)
+	e := requireRefusal(t, pc.reply(), http.StatusBadGateway, protocol.AgentAuthFailed)
+	assert.Equal(t, protocol.ProviderConnectivityBlocked, e.ProviderErrorCode)
+
+	// Only the connection named by the token id is affected.
+	ost := h.status(t, other.ID, "")
+	assert.Equal(t, "active", ost.AuthStatus)
+	assert.Equal(t, protocol.AgentNeverConnected, ost.Reason)
+
+	// A good agent takes over: auth is active again while it is up.
+	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
+	h.waitTunnels(t, c.ID, 1)
+	st = h.status(t, c.ID, "")
+	assert.Equal(t, "connected", st.TunnelStatus)
+	assert.Equal(t, "active", st.AuthStatus)
+	a.Close()
+}
+
+func TestAuthFailureWindowEnds(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.AuthFailureWindow = 50 * time.Millisecond })
+	c := h.createConnection(t, "gitlab", "")
+	h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken))
+	require.Eventually(t, func() bool {
+		st := h.pollStatus(c.ID)
+		return st.AuthStatus == "active" && st.Reason == protocol.AgentNeverConnected
+	}, waitFor, tick)
+}
+
+func TestTunnelUp(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.HeartbeatInterval = 7 * time.Second })
+	c := h.createConnection(t, "gitlab", "")
+	before := time.Now()
+	hello := testHello("agent-1", 1)
+	a := h.connectAgent(t, c.AgentToken, hello, echo)
+
+	assert.Equal(t, "node-test", a.welcome.NodeID)
+	assert.Equal(t, 7*time.Second, a.welcome.HeartbeatInterval())
+	assert.NotEmpty(t, a.welcome.SessionID)
+
+	h.waitTunnels(t, c.ID, 1)
+	st := h.status(t, c.ID, "")
+	assert.Equal(t, c.ID, st.ConnectionID)
+	assert.Equal(t, "connected", st.TunnelStatus)
+	assert.Equal(t, "active", st.AuthStatus)
+	assert.Equal(t, "configured", st.AllowlistStatus)
+	assert.Empty(t, st.Reason)
+	assert.Empty(t, st.ProviderErrorCode)
+	assert.True(t, st.Ready)
+	require.NotNil(t, st.LastSeenAt)
+	require.Len(t, st.Agents, 1)
+	ag := st.Agents[0]
+	assert.Equal(t, "agent-1", ag.AgentID)
+	assert.Equal(t, "host-agent-1", ag.Hostname)
+	assert.Equal(t, "1.2.3", ag.Version)
+	assert.Equal(t, "node-test", ag.RelayNode)
+	assert.Equal(t, 1, ag.Tunnels)
+	assert.Zero(t, ag.ActiveStreams)
+	assert.WithinDuration(t, before, ag.ConnectedAt, 5*time.Second)
+	want := hello.Allowlist
+	assert.Equal(t, want.Status, ag.Allowlist.Status)
+	assert.Equal(t, want.Mode, ag.Allowlist.Mode)
+	assert.Equal(t, want.Count, ag.Allowlist.Count)
+	assert.Equal(t, want.SHA256, ag.Allowlist.SHA256)
+	assert.True(t, want.LoadedAt.Equal(ag.Allowlist.LoadedAt))
+	assert.Equal(t, want.Allow, ag.Allowlist.Allow)
+	assert.Equal(t, want.Deny, ag.Allowlist.Deny)
+
+	t.Run("health reports replace the hello summary", func(t *testing.T) {
+		newer := testAllowlist()
+		newer.SHA256 = "0000000000000000000000000000000000000000000000000000000000000001"
+		newer.Count = 1
+		newer.Allow = newer.Allow[:1]
+		newer.Deny = nil
+		a.sendHealth(t, protocol.Health{Time: time.Now(), TunnelsUp: 1, Version: "1.2.3", Allowlist: newer})
+		require.Eventually(t, func() bool {
+			st := h.pollStatus(c.ID)
+			return len(st.Agents) == 1 && st.Agents[0].Allowlist.SHA256 == newer.SHA256
+		}, waitFor, tick)
+		st := h.status(t, c.ID, "")
+		assert.Equal(t, 1, st.Agents[0].Allowlist.Count)
+		assert.False(t, st.Agents[0].LastHeartbeatAt.IsZero())
+	})
+}
+
+func TestTunnelRejectsBadHello(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := h.createConnection(t, "gitlab", "")
+	tests := map[string]protocol.Hello{
+		"empty agent id":    testHello("", 1),
+		"agent id too long": testHello(string(make([]byte, 129)), 1),
+		"version too long":  func() protocol.Hello { x := testHello("a", 1); x.Version = string(make([]byte, 65)); return x }(),
+		"hostname too long": func() protocol.Hello { x := testHello("a", 1); x.Hostname = string(make([]byte, 256)); return x }(),
+	}
+	for name, hello := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := h.dialAgent(t, c.AgentToken, hello, echo)
+			require.Error(t, err, "the relay must not answer Welcome")
+		})
+	}
+	assert.Equal(t, "never_connected", h.status(t, c.ID, "").TunnelStatus)
+}
+
+func TestTunnelWithoutHelloIsDropped(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.HandshakeTimeout = 200 * time.Millisecond })
+	c := h.createConnection(t, "gitlab", "")
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, h.wsURL(), &websocket.DialOptions{
+		HTTPClient:   h.ep.client,
+		HTTPHeader:   http.Header{"Authorization": {"Bearer " + c.AgentToken}},
+		Subprotocols: []string{protocol.Subprotocol},
+	})
+	require.NoError(t, err)
+	defer ws.CloseNow()
+	// The agent says nothing; the relay hangs up after the handshake
+	// timeout instead of holding the socket.
+	_, _, err = ws.Read(ctx)
+	require.Error(t, err)
+	assert.NoError(t, ctx.Err(), "the relay, not the test, ended the socket")
+	assert.Equal(t, "never_connected", h.status(t, c.ID, "").TunnelStatus)
+}
+
+func TestTunnelIgnoresAgentExtras(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := h.createConnection(t, "gitlab", "")
+	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
+	h.waitTunnels(t, c.ID, 1)
+
+	// A stream opened by the agent is not part of the protocol: the relay
+	// closes it.
+	st, err := a.mux.OpenStream()
+	require.NoError(t, err)
+	require.NoError(t, st.SetReadDeadline(time.Now().Add(waitFor)))
+	_, err = st.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF)
+
+	// Unknown control frames are skipped; the tunnel stays up and serves.
+	require.NoError(t, protocol.WriteFrame(a.ctrl, protocol.FrameType(99), map[string]string{"future": "yes"}))
+	require.NoError(t, protocol.WriteFrame(a.ctrl, protocol.FrameGoAway, protocol.GoAway{Reason: "confused agent"}))
+	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), []byte("ok"))
+	require.Equal(t, http.StatusOK, pc.resp.StatusCode)
+	got := make([]byte, 2)
+	_, err = io.ReadFull(pc, got)
+	require.NoError(t, err)
+	assert.Equal(t, "ok", string(got))
+	assert.Equal(t, "connected", h.status(t, c.ID, "").TunnelStatus)
+}

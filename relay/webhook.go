@@ -1,0 +1,326 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/postern/postern/relay/api"
+)
+
+// Webhook delivery limits.
+const (
+	// WebhookMaxAttempts is how often one event is tried before it is given up.
+	WebhookMaxAttempts = 5
+	// WebhookQueueSize is how many events wait per webhook; when a receiver
+	// falls further behind, new events for it are dropped and counted.
+	WebhookQueueSize = 1000
+	// WebhookMinSecret is the shortest signing secret accepted.
+	WebhookMinSecret = 16
+
+	webhookTimeout       = 10 * time.Second
+	webhookMaxRetryAfter = time.Minute
+	webhookDefaultDelay  = time.Second
+)
+
+// Webhook signature headers.
+const (
+	HeaderEventID   = "Postern-Event-Id"
+	HeaderSignature = "Postern-Signature"
+)
+
+// ErrWebhookSignature means a Postern-Signature header is malformed,
+// stale or does not match the body.
+var ErrWebhookSignature = errors.New("webhook signature invalid")
+
+// Webhook is a receiver of status events: every event of its scope is
+// POSTed to URL as the JSON of api.Event, signed with Secret.
+type Webhook struct {
+	// URL receives the events; http:// or https://. Required.
+	URL string
+	// Secret keys the HMAC-SHA256 in Postern-Signature; at least
+	// WebhookMinSecret bytes. Required. Never logged.
+	Secret []byte
+	// Workspace limits the webhook to one workspace's connections; empty
+	// means all.
+	Workspace string
+	// RetryBackoff is the wait before the first retry; it doubles with
+	// each attempt and is jittered. Zero means one second.
+	RetryBackoff time.Duration
+}
+
+// String names the receiver without its secret, query or user info.
+func (w Webhook) String() string { return "webhook " + redactURL(w.URL) }
+
+// Format makes every fmt verb print String, so the secret cannot reach a
+// log line through %v or %+v.
+func (w Webhook) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, w.String()) }
+
+// LogValue hides the secret from slog.
+func (w Webhook) LogValue() slog.Value { return slog.StringValue(w.String()) }
+
+func (w Webhook) validate() error {
+	u, err := url.Parse(w.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("webhook %q: url must be an absolute http:// or https:// URL", redactURL(w.URL))
+	}
+	if len(w.Secret) < WebhookMinSecret {
+		return fmt.Errorf("webhook %s: secret must be at least %d bytes", redactURL(w.URL), WebhookMinSecret)
+	}
+	if w.Workspace != "" && !workspacePattern.MatchString(w.Workspace) {
+		return fmt.Errorf("webhook %s: workspace %q is not a valid workspace name", redactURL(w.URL), w.Workspace)
+	}
+	return nil
+}
+
+// redactURL keeps scheme, host and path: user info and query strings
+// often carry credentials.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(unparsable url)"
+	}
+	return u.Scheme + "://" + u.Host + u.EscapedPath()
+}
+
+// SignWebhook returns the Postern-Signature value for body sent at t:
+// "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>".
+func SignWebhook(secret, body []byte, t time.Time) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(webhookMAC(secret, ts, body))
+}
+
+func webhookMAC(secret []byte, ts string, body []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(ts))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return m.Sum(nil)
+}
+
+// VerifyWebhookSignature checks a Postern-Signature header against the
+// body a receiver got. A positive tolerance also refuses signatures whose
+// time is further than that from now, which bounds replays. Several v1
+// values may be present (a secret being rotated); one match suffices.
+// Every failure wraps ErrWebhookSignature.
+func VerifyWebhookSignature(secret, body []byte, header string, now time.Time, tolerance time.Duration) error {
+	ts, sigs, err := parseSignature(header)
+	if err != nil {
+		return err
+	}
+	if tolerance > 0 {
+		sec, _ := strconv.ParseInt(ts, 10, 64)
+		if d := now.Sub(time.Unix(sec, 0)).Abs(); d > tolerance {
+			return fmt.Errorf("%w: signed %s away from now, more than %s", ErrWebhookSignature, d.Round(time.Second), tolerance)
+		}
+	}
+	want := webhookMAC(secret, ts, body)
+	for _, sig := range sigs {
+		if hmac.Equal(sig, want) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: no v1 value matches the body", ErrWebhookSignature)
+}
+
+// parseSignature splits "t=...,v1=...[,v1=...]" into the time and the
+// decoded signatures. Unknown keys are skipped, for future schemes.
+func parseSignature(header string) (string, [][]byte, error) {
+	const maxSigs = 8
+	var (
+		ts   string
+		sigs [][]byte
+	)
+	for part := range strings.SplitSeq(header, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return "", nil, fmt.Errorf("%w: %q is not key=value", ErrWebhookSignature, part)
+		}
+		switch k {
+		case "t":
+			if ts != "" {
+				return "", nil, fmt.Errorf("%w: more than one t", ErrWebhookSignature)
+			}
+			if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 0 {
+				return "", nil, fmt.Errorf("%w: t is not unix seconds", ErrWebhookSignature)
+			}
+			ts = v
+		case "v1":
+			sig, err := hex.DecodeString(v)
+			if err != nil || len(sig) != sha256.Size {
+				return "", nil, fmt.Errorf("%w: v1 is not a hex HMAC-SHA256", ErrWebhookSignature)
+			}
+			if len(sigs) == maxSigs {
+				return "", nil, fmt.Errorf("%w: more than %d v1 values", ErrWebhookSignature, maxSigs)
+			}
+			sigs = append(sigs, sig)
+		}
+	}
+	if ts == "" || len(sigs) == 0 {
+		return "", nil, fmt.Errorf("%w: t and v1 are required", ErrWebhookSignature)
+	}
+	return ts, sigs, nil
+}
+
+// webhook delivers events to one receiver, in order, from its own queue.
+type webhook struct {
+	cfg       Webhook
+	hc        *http.Client
+	log       *slog.Logger
+	userAgent string
+	queue     chan api.Event
+
+	delivered atomic.Uint64
+	failed    atomic.Uint64 // given up after the last attempt, or refused
+	dropped   atomic.Uint64 // never tried: the queue was full
+}
+
+func newWebhook(cfg Webhook, hc *http.Client, log *slog.Logger, version string) *webhook {
+	if cfg.RetryBackoff <= 0 {
+		cfg.RetryBackoff = webhookDefaultDelay
+	}
+	if version == "" {
+		version = "dev"
+	}
+	return &webhook{
+		cfg:       cfg,
+		hc:        hc,
+		log:       log.With("webhook", redactURL(cfg.URL)),
+		userAgent: "postern-relay/" + version,
+		queue:     make(chan api.Event, WebhookQueueSize),
+	}
+}
+
+// newWebhookClient is the HTTP client of every webhook: the system proxy
+// settings apply, redirects are not followed (a redirect would resend the
+// signed body elsewhere).
+func newWebhookClient() *http.Client {
+	return &http.Client{
+		Transport: http.DefaultTransport.(*http.Transport).Clone(),
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// offer queues an event of the webhook's scope without waiting.
+func (h *webhook) offer(e api.Event) {
+	if h.cfg.Workspace != "" && e.Workspace != h.cfg.Workspace {
+		return
+	}
+	select {
+	case h.queue <- e:
+	default:
+		n := h.dropped.Add(1)
+		h.log.Warn("webhook queue full: event dropped", "event_id", e.ID, "dropped_total", n)
+	}
+}
+
+// run delivers queued events until ctx ends.
+func (h *webhook) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-h.queue:
+			h.deliver(ctx, e)
+		}
+	}
+}
+
+// deliver posts one event, retrying network errors, 5xx and 429 with
+// exponential backoff. Any other answer is final.
+func (h *webhook) deliver(ctx context.Context, e api.Event) {
+	body, err := json.Marshal(e)
+	if err != nil {
+		h.failed.Add(1)
+		h.log.Error("webhook: encode event", "event_id", e.ID, "err", err)
+		return
+	}
+	delay := h.cfg.RetryBackoff
+	for attempt := 1; ; attempt++ {
+		retry, wait, err := h.post(ctx, e.ID, body)
+		if err == nil {
+			h.delivered.Add(1)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if !retry || attempt == WebhookMaxAttempts {
+			h.failed.Add(1)
+			h.log.Warn("webhook delivery given up", "event_id", e.ID, "attempts", attempt, "err", err)
+			return
+		}
+		if wait <= 0 {
+			wait = delay/2 + rand.N(delay)
+		}
+		delay *= 2
+		h.log.Info("webhook delivery failed; retrying", "event_id", e.ID, "attempt", attempt, "in", wait.Round(time.Millisecond), "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// post makes one attempt. It says whether a failure is worth retrying and
+// how long the receiver asked to wait (Retry-After), if it did.
+func (h *webhook) post(ctx context.Context, id string, body []byte) (bool, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, webhookTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return false, 0, errors.New("build request: invalid url")
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", h.userAgent)
+	req.Header.Set(HeaderEventID, id)
+	req.Header.Set(HeaderSignature, SignWebhook(h.cfg.Secret, body, time.Now()))
+	resp, err := h.hc.Do(req)
+	if err != nil {
+		// *url.Error repeats the URL, which may hold a credential.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return true, 0, err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
+	_ = resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
+		return false, 0, nil
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return true, retryAfter(resp.Header.Get("Retry-After")), fmt.Errorf("receiver answered HTTP %d", resp.StatusCode)
+	default:
+		return false, 0, fmt.Errorf("receiver answered HTTP %d", resp.StatusCode)
+	}
+}
+
+// retryAfter reads a Retry-After in seconds, capped; dates and garbage
+// count as absent.
+func retryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return min(time.Duration(n)*time.Second, webhookMaxRetryAfter)
+}
