@@ -42,7 +42,9 @@ func TestReloadUnderLoad(t *testing.T) {
 		require.NoError(t, os.Rename(tmp, cfgPath)) // the way editors and config managers replace files
 	}
 	writeRules("")
-	load := func() (*config.Config, error) { return config.Load(cfgPath, func(string) (string, bool) { return "", false }) }
+	load := func() (*config.Config, error) {
+		return config.Load(cfgPath, func(string) (string, bool) { return "", false })
+	}
 	cfg, err := load()
 	require.NoError(t, err)
 	res, err := resolve.New(resolve.Config{HostsFile: filepath.Join(dir, "none"), ResolvConf: filepath.Join(dir, "none")})
