@@ -1,15 +1,39 @@
 package agent
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/protocol/coalesce"
 )
+
+type batchKey struct{}
+
+// batchSlot receives the socket the transport dialled for one tunnel.
+type batchSlot struct {
+	mu sync.Mutex
+	b  *coalesce.Batch
+}
+
+func (s *batchSlot) set(b *coalesce.Batch) {
+	s.mu.Lock()
+	s.b = b
+	s.mu.Unlock()
+}
+
+func (s *batchSlot) get() *coalesce.Batch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b
+}
 
 // relayHTTPClient builds the client that dials the relay: through
 // egress_proxy (or HTTPS_PROXY / NO_PROXY) with the extra CA of ca_file,
@@ -31,7 +55,23 @@ func relayHTTPClient(cfg *config.Config) (*http.Client, error) {
 		}
 		tlsCfg.RootCAs = pool
 	}
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
+		// The socket under the tunnel's WebSocket is wrapped so the
+		// tunnel can batch the client's masked writes (see
+		// coalesce.Batch); runTunnel finds it through the context.
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			if slot, ok := ctx.Value(batchKey{}).(*batchSlot); ok {
+				b := coalesce.NewBatch(c)
+				slot.set(b)
+				return b, nil
+			}
+			return c, nil
+		},
 		Proxy:               http.ProxyFromEnvironment,
 		TLSClientConfig:     tlsCfg,
 		TLSHandshakeTimeout: 10 * time.Second,

@@ -57,6 +57,8 @@ func tunnelURL(base *url.URL) string {
 func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slog.Logger) (up bool, err error) {
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
+	sock := &batchSlot{}
+	dctx = context.WithValue(dctx, batchKey{}, sock)
 	hdr := http.Header{}
 	hdr.Set("Authorization", "Bearer "+a.opts.Token)
 	hdr.Set("User-Agent", "postern-agent/"+a.opts.Version)
@@ -90,7 +92,11 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 	// After NetConn, which lifts the read limit: no relay message may
 	// exceed what coalesce ever sends.
 	ws.SetReadLimit(coalesce.MaxMessage)
-	mux, err := yamux.Client(coalesce.New(nc), a.yamuxConfig(log))
+	wire := coalesce.New(nc)
+	if b := sock.get(); b != nil {
+		wire = coalesce.NewWithBatch(nc, b)
+	}
+	mux, err := yamux.Client(wire, a.yamuxConfig(log))
 	if err != nil {
 		_ = nc.Close()
 		return false, err

@@ -29,7 +29,7 @@ const (
 // largest WebSocket message either end sends. Receivers set their read
 // limit to it; larger frames are split across messages, which is safe
 // because yamux sees one byte stream.
-const MaxMessage = 256 << 10
+const MaxMessage = 1<<20 + 64
 
 // Conn wraps a net.Conn so that each yamux data frame leaves in one Write.
 type Conn struct {
@@ -38,6 +38,7 @@ type Conn struct {
 	mu      sync.Mutex
 	pending []byte // a held data header, or empty
 	buf     []byte // reused join buffer
+	batch   *Batch // the socket under the WebSocket, or nil
 }
 
 // New returns c wrapped. Reads are untouched.
@@ -45,12 +46,23 @@ func New(c net.Conn) *Conn {
 	return &Conn{Conn: c, pending: make([]byte, 0, headerSize)}
 }
 
+// NewWithBatch returns c wrapped, holding b around each message so a
+// WebSocket client's small buffered writes leave in one system call.
+func NewWithBatch(c net.Conn, b *Batch) *Conn {
+	cc := New(c)
+	cc.batch = b
+	return cc
+}
+
 // Write sends p, joining a held data header with the body that follows it.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.batch != nil {
+		return c.writeBatched(p)
+	}
 	if len(c.pending) == 0 {
-		if len(p) == headerSize && p[1] == typeData && binary.BigEndian.Uint32(p[8:12]) > 0 {
+		if isDataHeader(p) {
 			c.pending = append(c.pending, p...)
 			return len(p), nil
 		}
@@ -68,6 +80,33 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	m, err := c.writeChunks(p[first:])
 	return n + m, err
+}
+
+// writeBatched sends a data header and its body as two messages inside
+// one hold of the socket batch: one system call, and no copy to join them.
+func (c *Conn) writeBatched(p []byte) (int, error) {
+	if len(c.pending) == 0 {
+		c.batch.hold()
+		if isDataHeader(p) {
+			c.pending = append(c.pending, p...) // marks the open hold
+			n, err := c.Conn.Write(p)
+			if err != nil {
+				c.pending = c.pending[:0]
+				_ = c.batch.release()
+			}
+			return n, err
+		}
+	}
+	c.pending = c.pending[:0]
+	n, err := c.writeChunks(p)
+	if rerr := c.batch.release(); err == nil && rerr != nil {
+		return 0, rerr
+	}
+	return n, err
+}
+
+func isDataHeader(p []byte) bool {
+	return len(p) == headerSize && p[1] == typeData && binary.BigEndian.Uint32(p[8:12]) > 0
 }
 
 func (c *Conn) writeChunks(p []byte) (int, error) {

@@ -20,11 +20,19 @@ import (
 // the splice gives up on that reader.
 const DefaultWriteTimeout = 2 * time.Minute
 
-// BufferSize is the copy buffer per direction. Larger buffers mean fewer
-// frames on the tunnel for bulk transfers.
-const BufferSize = 64 << 10
+// Copy buffers. A direction starts with a small buffer, so the many idle
+// keep-alive streams of a busy tunnel hold little memory, and moves to a
+// large one once a read fills the small one: bulk transfers then cost a
+// quarter of the tunnel frames (and wakeups) of 64 KiB reads.
+const (
+	SmallBufferSize = 16 << 10
+	BufferSize      = 256 << 10
+)
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, BufferSize); return &b }}
+var (
+	smallPool = sync.Pool{New: func() any { b := make([]byte, SmallBufferSize); return &b }}
+	bufPool   = sync.Pool{New: func() any { b := make([]byte, BufferSize); return &b }}
+)
 
 // closeWriter is implemented by *net.TCPConn, *net.UnixConn, *tls.Conn and
 // yamux streams (whose Close is a write-side close).
@@ -110,8 +118,9 @@ func Run(a, b net.Conn, opt Options) (Stats, error) {
 var ErrIdle = errors.New("stream idle timeout")
 
 func copyBuf(dst net.Conn, src io.Reader, act *activity, writeTimeout time.Duration) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	pool := &smallPool
+	bp := pool.Get().(*[]byte)
+	defer func() { pool.Put(bp) }()
 	buf := *bp
 	var total int64
 	for {
@@ -129,12 +138,15 @@ func copyBuf(dst net.Conn, src io.Reader, act *activity, writeTimeout time.Durat
 			if w != n {
 				return total, io.ErrShortWrite
 			}
+			if n == len(buf) && pool == &smallPool {
+				pool.Put(bp)
+				pool = &bufPool
+				bp = pool.Get().(*[]byte)
+				buf = *bp
+			}
 		}
 		if rerr != nil {
-			if rerr == io.EOF {
-				return total, nil
-			}
-			if isClosed(rerr) {
+			if rerr == io.EOF || isClosed(rerr) {
 				return total, nil
 			}
 			return total, rerr
