@@ -55,6 +55,9 @@ type Options struct {
 	OpenTimeout time.Duration
 	// IdleTimeout ends a stream with no traffic either way.
 	IdleTimeout time.Duration
+	// DrainTimeout bounds how long open streams may finish after a stop
+	// (Run's context ends) or a relay's GoAway. Default 30 s.
+	DrainTimeout time.Duration
 	// BackoffBase and BackoffMax shape reconnect delays.
 	BackoffBase, BackoffMax time.Duration
 }
@@ -111,6 +114,9 @@ type Agent struct {
 
 	// draining counts sessions finishing their streams after a GoAway.
 	draining sync.WaitGroup
+	// forceCtx ends every drain at once (Force).
+	forceCtx context.Context
+	force    context.CancelFunc
 
 	mu      sync.Mutex
 	tunnels map[int]tunnelInfo // live tunnels by slot
@@ -151,6 +157,9 @@ func New(opts Options) (*Agent, error) {
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 15 * time.Minute
 	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 30 * time.Second
+	}
 	if opts.BackoffBase <= 0 {
 		opts.BackoffBase = 500 * time.Millisecond
 	}
@@ -178,6 +187,7 @@ func New(opts Options) (*Agent, error) {
 
 		relayClient: rc,
 	}
+	a.forceCtx, a.force = context.WithCancel(context.Background())
 	a.policy.Store(NewPolicy(opts.Config, time.Now()))
 	return a, nil
 }
@@ -214,7 +224,9 @@ func (a *Agent) policyWatch() <-chan struct{} {
 func (a *Agent) Policy() *Policy { return a.policy.Load() }
 
 // Run keeps Config.Tunnels tunnels up until ctx ends. It never gives up on
-// the relay: every failure is logged and retried with backoff.
+// the relay: every failure is logged and retried with backoff. When ctx
+// ends, the relay may open no new stream and open streams get up to
+// DrainTimeout to finish; Force cuts that short.
 func (a *Agent) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	n := max(a.opts.Config.Tunnels, 1)
@@ -226,7 +238,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	err := g.Wait()
 	a.draining.Wait()
+	a.force() // release the force context
 	return err
+}
+
+// Force ends the drains of a stopping agent at once: open streams are cut.
+func (a *Agent) Force() {
+	a.log.Warn("forced stop: cutting open streams")
+	a.force()
 }
 
 // keepTunnel runs one tunnel slot: connect, serve, and on any end

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -42,4 +43,59 @@ func TestGoAwayDrainsOpenStreamsWhileReplacing(t *testing.T) {
 	assert.Equal(t, "last", exchange(t, st, "last"))
 	s1.waitClosed(t)
 	assert.False(t, s2.closed())
+}
+
+// Stopping the agent (Run's context ends) drains: the relay may open no
+// new stream, the open one finishes, then Run returns. Force cuts it.
+func TestStopDrainsOpenStreams(t *testing.T) {
+	for _, force := range []bool{false, true} {
+		t.Run(fmt.Sprintf("force=%v", force), func(t *testing.T) {
+			relay := newFakeRelay(t, time.Second)
+			tg := newTarget(t, "127.0.0.1:0", echo)
+			cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
+				relay.url(), tg.port()))
+			a, err := New(Options{Config: cfg, Token: testToken, Resolver: newResolver(t, "127.0.0.1:1", 0), DrainTimeout: 30 * time.Second})
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- a.Run(ctx) }()
+			defer func() { a.Force(); cancel(); <-done }()
+
+			s1 := relay.session(t)
+			res, st := s1.dial(t, dialRequest("127.0.0.1", tg.port()))
+			require.True(t, res.OK)
+			require.Equal(t, "a", roundTrip(t, st, "a"))
+
+			cancel()
+			require.Eventually(t, func() bool { return a.TunnelsUp() == 0 }, waitTimeout, 5*time.Millisecond)
+			_, err = s1.mux.OpenStream()
+			assert.Error(t, err, "a stopping agent takes no new stream")
+			if force {
+				a.Force()
+				select {
+				case err := <-done:
+					done <- err
+					require.NoError(t, err)
+				case <-time.After(waitTimeout):
+					t.Fatal("Force did not end the drain")
+				}
+				return
+			}
+			assert.Equal(t, "b", roundTrip(t, st, "b"), "the open stream keeps flowing while the agent stops")
+			select {
+			case err := <-done:
+				done <- err // let the deferred cleanup see it too
+				t.Fatalf("Run returned (%v) while a stream was open", err)
+			default:
+			}
+			assert.Equal(t, "c", exchange(t, st, "c"))
+			select {
+			case err := <-done:
+				done <- err
+				require.NoError(t, err)
+			case <-time.After(waitTimeout):
+				t.Fatal("Run did not return after the last stream ended")
+			}
+		})
+	}
 }

@@ -81,7 +81,9 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 
 	// The tunnel's lifetime: cancelled when ctx ends or the tunnel fails,
 	// or, after a GoAway, once its streams have drained.
-	tctx, tcancel := context.WithCancel(ctx)
+	// Not derived from ctx's cancellation: a stopping agent drains its
+	// streams before the tunnel goes (see the select below).
+	tctx, tcancel := context.WithCancel(context.WithoutCancel(ctx))
 	handedOff := false
 	defer func() {
 		if !handedOff {
@@ -122,7 +124,16 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 	go func() { defer loops.Done(); errc <- a.readControl(ctrl) }()
 	go func() { defer loops.Done(); errc <- a.sendHealth(tctx, ctrl, welcome.HeartbeatInterval()) }()
 	go func() { defer loops.Done(); errc <- a.acceptStreams(tctx, mux, &streams, log) }()
-	err = <-errc
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		// Graceful stop: the relay may open no new stream (yamux GoAway);
+		// open streams finish until the drain timeout or a forced stop.
+		_ = mux.GoAway()
+		a.setTunnel(slot, nil)
+		waitStreams(a.forceCtx, &streams, a.opts.DrainTimeout)
+		err = ctx.Err()
+	}
 	a.setTunnel(slot, nil)
 	closeTunnel := func() {
 		tcancel()
@@ -138,7 +149,7 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 		a.draining.Add(1)
 		go func() {
 			defer a.draining.Done()
-			waitStreams(ctx, &streams, drainTimeout)
+			waitStreams(a.forceCtx, &streams, a.opts.DrainTimeout)
 			closeTunnel()
 		}()
 		return true, err
@@ -146,10 +157,6 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 	closeTunnel()
 	return true, err
 }
-
-// drainTimeout bounds how long a session that got GoAway keeps serving
-// its open streams.
-const drainTimeout = 60 * time.Second
 
 // waitStreams returns when wg is done, timeout passes or ctx ends.
 func waitStreams(ctx context.Context, wg *sync.WaitGroup, timeout time.Duration) {

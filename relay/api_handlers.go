@@ -29,13 +29,13 @@ func (s *Server) authenticateKey(ctx context.Context, key string) (store.APIKey,
 	}
 	k, err := s.store.GetAPIKey(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		secret.Verify(dummyHash, sec)
+		s.cfg.verifySecret(dummyHash, sec)
 		return store.APIKey{}, errKeyInvalid
 	}
 	if err != nil {
 		return store.APIKey{}, err
 	}
-	if !secret.Verify(k.Hash, sec) || k.RevokedAt != nil {
+	if !s.cfg.verifySecret(k.Hash, sec) || k.RevokedAt != nil {
 		return store.APIKey{}, errKeyInvalid
 	}
 	return k, nil
@@ -44,20 +44,31 @@ func (s *Server) authenticateKey(ctx context.Context, key string) (store.APIKey,
 // requireKey authenticates Authorization: Bearer <api key>.
 func (s *Server) requireKey(next func(http.ResponseWriter, *http.Request, store.APIKey)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		header := r.Header.Get("Authorization")
+		raw, ok := strings.CutPrefix(header, "Bearer ")
+		cred := parseCredential(apiKeyPrefix, raw)
+		if e := s.auth.admit(r.RemoteAddr, cred); e != nil {
+			writeError(w, r, *e)
+			return
+		}
 		if !ok {
+			if header != "" {
+				s.auth.failed(r.RemoteAddr, cred)
+			}
 			writeError(w, r, apiError{reason: protocol.ProxyAuthRequired, msg: "Authorization: Bearer <api key> required"})
 			return
 		}
 		k, err := s.authenticateKey(r.Context(), raw)
 		if err != nil {
 			if errors.Is(err, errKeyInvalid) {
+				s.auth.failed(r.RemoteAddr, cred)
 				writeError(w, r, apiError{reason: protocol.ProxyAuthRequired, msg: "API key is unknown, wrong or revoked"})
 				return
 			}
 			writeError(w, r, apiError{reason: protocol.RelayUnavailable, msg: "relay store unavailable"})
 			return
 		}
+		s.auth.succeeded(cred)
 		next(w, r, k)
 	}
 }

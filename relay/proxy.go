@@ -27,9 +27,27 @@ func (s *Server) ProxyHandler() http.Handler {
 }
 
 func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
-	conn, aerr := s.authorizeProxy(r.Context(), r.Header.Get("Proxy-Authorization"))
+	header := r.Header.Get("Proxy-Authorization")
+	cred := proxyCredential(header)
+	if e := s.auth.admit(r.RemoteAddr, cred); e != nil {
+		writeError(w, r, *e)
+		return
+	}
+	conn, keyID, aerr := s.authorizeProxy(r.Context(), header)
+	switch {
+	case keyID != "":
+		// The key is good even if the connection is not its to use:
+		// connection ids are not secrets, so that is no guessing.
+		s.auth.succeeded(cred)
+	case aerr != nil && aerr.reason == protocol.ProxyAuthRequired && header != "":
+		s.auth.failed(r.RemoteAddr, cred)
+	}
 	if aerr != nil {
 		writeError(w, r, *aerr)
+		return
+	}
+	if e := s.admitProxyRequest(keyID); e != nil {
+		writeError(w, r, *e)
 		return
 	}
 	switch {
@@ -42,37 +60,39 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// authorizeProxy checks Basic base64(<connection id>:<api key>). A key of
-// another workspace gets exactly the answer of an unknown connection.
-func (s *Server) authorizeProxy(ctx context.Context, header string) (store.Connection, *apiError) {
+// authorizeProxy checks Basic base64(<connection id>:<api key>) and
+// returns the connection and the id of the key, which is set whenever the
+// key itself is valid. A key of another workspace gets exactly the answer
+// of an unknown connection.
+func (s *Server) authorizeProxy(ctx context.Context, header string) (store.Connection, string, *apiError) {
 	denied := &apiError{reason: protocol.ProxyAuthRequired, msg: "Proxy-Authorization must be Basic base64(<connection id>:<api key>) with a key valid for that connection"}
 	raw, ok := strings.CutPrefix(header, "Basic ")
 	if !ok {
-		return store.Connection{}, denied
+		return store.Connection{}, "", denied
 	}
 	dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(raw))
 	if err != nil {
-		return store.Connection{}, denied
+		return store.Connection{}, "", denied
 	}
 	connID, key, ok := strings.Cut(string(dec), ":")
 	if !ok || connID == "" {
-		return store.Connection{}, denied
+		return store.Connection{}, "", denied
 	}
 	k, err := s.authenticateKey(ctx, key)
 	if err != nil {
 		if errors.Is(err, errKeyInvalid) {
-			return store.Connection{}, denied
+			return store.Connection{}, "", denied
 		}
-		return store.Connection{}, &apiError{reason: protocol.RelayUnavailable, msg: "relay store unavailable"}
+		return store.Connection{}, "", &apiError{reason: protocol.RelayUnavailable, msg: "relay store unavailable"}
 	}
 	conn, err := s.store.GetConnection(ctx, connID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !k.Admin && k.Workspace != conn.Workspace) {
-		return store.Connection{}, denied
+		return store.Connection{}, k.ID, denied
 	}
 	if err != nil {
-		return store.Connection{}, &apiError{reason: protocol.RelayUnavailable, msg: "relay store unavailable"}
+		return store.Connection{}, k.ID, &apiError{reason: protocol.RelayUnavailable, msg: "relay store unavailable"}
 	}
-	return conn, nil
+	return conn, k.ID, nil
 }
 
 func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request, conn store.Connection) {

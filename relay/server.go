@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/postern/postern/relay/secret"
 	"github.com/postern/postern/relay/store"
 )
 
@@ -52,7 +54,39 @@ type Config struct {
 	Webhooks []Webhook
 	// EventKeepAlive is the comment period on idle GET /v1/events streams.
 	EventKeepAlive time.Duration
+
+	// AuthFailuresPerSource is how many refused credentials (agent tokens
+	// and API keys alike) one source address may present per
+	// AuthLimitWindow; after that every attempt from it is answered 429
+	// RATE_LIMITED with Retry-After, before any store lookup. IPv6 sources
+	// count per /64. Negative turns the limit off. See ratelimit.go.
+	AuthFailuresPerSource int
+	// AuthFailuresPerCredential is the same limit per credential id (agent
+	// token id or API key id). It holds back only sources that were
+	// refused themselves, so knowing an id is not enough to lock its
+	// legitimate holder out. Negative turns the limit off.
+	AuthFailuresPerCredential int
+	// AuthLimitWindow is the period of both auth failure limits.
+	AuthLimitWindow time.Duration
+	// ProxyRatePerKey caps proxy requests (CONNECT and forwarded http://)
+	// per API key, in requests per second; 0 means no cap. Excess requests
+	// are answered 429 RATE_LIMITED with Retry-After.
+	ProxyRatePerKey float64
+	// ProxyBurstPerKey is how many requests a key may make at once within
+	// ProxyRatePerKey; it defaults to the rate rounded up, at least 1.
+	ProxyBurstPerKey int
+	// HeaderTimeout bounds reading a request's line and headers on both
+	// listeners; a client that sends them slower is cut off.
+	HeaderTimeout time.Duration
+
+	// verifySecret compares a presented secret with a stored hash; a seam
+	// for tests that count comparisons. Defaults to secret.Verify.
+	verifySecret func(hash, sec []byte) bool
 }
+
+// maxHeaderBytes caps a request's line plus headers on both listeners;
+// larger requests are answered 431.
+const maxHeaderBytes = 64 << 10
 
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
@@ -66,6 +100,11 @@ func DefaultConfig() Config {
 		EventKeepAlive:      15 * time.Second,
 		MaxStreamsPerTunnel: 512,
 		DrainTimeout:        30 * time.Second,
+
+		AuthFailuresPerSource:     10,
+		AuthFailuresPerCredential: 20,
+		AuthLimitWindow:           time.Minute,
+		HeaderTimeout:             10 * time.Second,
 	}
 }
 
@@ -101,6 +140,27 @@ func (c *Config) fill() error {
 	if c.EventKeepAlive <= 0 {
 		c.EventKeepAlive = d.EventKeepAlive
 	}
+	if c.AuthFailuresPerSource == 0 {
+		c.AuthFailuresPerSource = d.AuthFailuresPerSource
+	}
+	if c.AuthFailuresPerCredential == 0 {
+		c.AuthFailuresPerCredential = d.AuthFailuresPerCredential
+	}
+	if c.AuthLimitWindow <= 0 {
+		c.AuthLimitWindow = d.AuthLimitWindow
+	}
+	if c.ProxyRatePerKey < 0 || math.IsNaN(c.ProxyRatePerKey) || math.IsInf(c.ProxyRatePerKey, 0) {
+		return fmt.Errorf("relay config: proxy rate per key must be a finite number >= 0, not %v", c.ProxyRatePerKey)
+	}
+	if c.ProxyBurstPerKey <= 0 {
+		c.ProxyBurstPerKey = max(1, int(math.Ceil(c.ProxyRatePerKey)))
+	}
+	if c.HeaderTimeout <= 0 {
+		c.HeaderTimeout = d.HeaderTimeout
+	}
+	if c.verifySecret == nil {
+		c.verifySecret = secret.Verify
+	}
 	for _, w := range c.Webhooks {
 		if err := w.validate(); err != nil {
 			return fmt.Errorf("relay config: %w", err)
@@ -123,6 +183,11 @@ type Server struct {
 	reg   *Registry
 
 	verdicts verdictCache
+
+	// auth counts refused credentials (ratelimit.go); proxyRate caps
+	// proxy requests per API key, nil when off.
+	auth      *authGuard
+	proxyRate *limiter
 
 	// tunnels tracks the handler goroutines that own live sessions, so
 	// Close can wait for them (hijacked connections are invisible to
@@ -157,7 +222,9 @@ func New(cfg Config) (*Server, error) {
 		ctx:           ctx,
 		cancel:        cancel,
 		webhookClient: newWebhookClient(),
+		proxyRate:     newProxyRate(cfg),
 	}
+	s.auth = newAuthGuard(cfg, s.log, time.Now)
 	s.startEvents()
 	return s, nil
 }
@@ -195,14 +262,14 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 func (s *Server) Serve(ctx context.Context, apiLn, proxyLn net.Listener) error {
 	api := &http.Server{
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: s.cfg.HeaderTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	proxy := &http.Server{
 		Handler:           s.ProxyHandler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: s.cfg.HeaderTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	// Event streams never go idle; end them so Shutdown need not wait.

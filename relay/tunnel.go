@@ -51,14 +51,14 @@ func (s *Server) authenticateAgent(ctx context.Context, header string) (store.Co
 	}
 	tok, err := s.store.GetToken(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		secret.Verify(dummyHash, sec) // same work as a known id
+		s.cfg.verifySecret(dummyHash, sec) // same work as a known id
 		return store.Connection{}, "", invalid
 	}
 	if err != nil {
 		return store.Connection{}, "", fmt.Errorf("look up agent token: %w", err)
 	}
 	now := time.Now()
-	if !secret.Verify(tok.Hash, sec) {
+	if !s.cfg.verifySecret(tok.Hash, sec) {
 		s.noteAuthFailure(ctx, tok.ConnectionID, "agent presented a wrong secret for token "+tok.ID, now)
 		return store.Connection{}, "", invalid
 	}
@@ -83,10 +83,19 @@ var dummyHash = secret.Hash(make([]byte, 32))
 func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
 	defer cancel()
-	conn, tokenID, err := s.authenticateAgent(ctx, r.Header.Get("Authorization"))
+	header := r.Header.Get("Authorization")
+	cred := parseCredential(agentTokenPrefix, strings.TrimPrefix(header, "Bearer "))
+	if e := s.auth.admit(r.RemoteAddr, cred); e != nil {
+		writeError(w, r, *e)
+		return
+	}
+	conn, tokenID, err := s.authenticateAgent(ctx, header)
 	if err != nil {
 		var ae *authErr
 		if errors.As(err, &ae) {
+			if header != "" {
+				s.auth.failed(r.RemoteAddr, cred)
+			}
 			s.log.Info("agent tunnel refused", "remote", r.RemoteAddr, "reason", ae.reason)
 			writeError(w, r, apiError{reason: ae.reason, msg: ae.msg})
 			return
@@ -95,6 +104,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, apiError{reason: protocol.RelayUnavailable, msg: "relay store unavailable"})
 		return
 	}
+	s.auth.succeeded(cred)
 	s.watchConnection(conn) // the "from" of this tunnel's status events
 	if !offersSubprotocol(r) {
 		writeError(w, r, apiError{reason: protocol.InvalidRequest, msg: "WebSocket subprotocol " + protocol.Subprotocol + " required"})

@@ -48,13 +48,17 @@ func logger(t *testing.T) *slog.Logger {
 }
 
 // startRelay starts a relay on dataDir, listening on apiAddr/proxyAddr
-// ("127.0.0.1:0" for fresh ports).
-func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string) *testRelay {
+// ("127.0.0.1:0" for fresh ports). tune, if given, adjusts the config.
+func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string, tune ...func(*relay.Config)) *testRelay {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(dataDir, "relay.db"))
 	require.NoError(t, err)
-	srv, err := relay.New(relay.Config{Store: st, Logger: logger(t), HeartbeatInterval: 500 * time.Millisecond, NodeID: "test-node"})
+	cfg := relay.Config{Store: st, Logger: logger(t), HeartbeatInterval: 500 * time.Millisecond, NodeID: "test-node"}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	srv, err := relay.New(cfg)
 	require.NoError(t, err)
 	_, err = srv.Bootstrap(ctx, dataDir)
 	require.NoError(t, err)
@@ -159,7 +163,7 @@ func startAgent(t *testing.T, r *testRelay, token, rules string, hosts map[strin
 
 	a, err := agent.New(agent.Options{
 		Config: cfg, Token: token, Version: "test", Logger: logger(t), Resolver: res,
-		BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+		BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, DrainTimeout: time.Second,
 	})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -17,6 +17,8 @@ import (
 	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/resolve"
+	"github.com/postern/postern/cmd/internal/stopsignal"
+	"github.com/postern/postern/installer"
 )
 
 func newRunCmd() *cobra.Command {
@@ -26,9 +28,7 @@ func newRunCmd() *cobra.Command {
 		Short: "Run the agent in the foreground",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return run(ctx, cfgPath)
+			return run(cmd.Context(), cfgPath)
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "/etc/postern/agent.yaml", "agent config file")
@@ -85,7 +85,9 @@ func run(ctx context.Context, cfgPath string) error {
 
 	stopStatus := serveStatus(ctx, cfg.StatusListen, a, log)
 	defer stopStatus()
-	return a.Run(ctx)
+	ctx, stop := stopsignal.Notify(ctx, log, a.Force)
+	defer stop()
+	return installer.RunService(ctx, a.Run)
 }
 
 // serveStatus serves the local status endpoint. A port already in use is

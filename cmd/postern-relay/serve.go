@@ -10,16 +10,15 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/postern/postern/cmd/internal/stopsignal"
 	"github.com/postern/postern/relay"
 	"github.com/postern/postern/relay/store"
 	"github.com/postern/postern/relay/store/sqlite"
@@ -111,9 +110,7 @@ func newServeCmd() *cobra.Command {
 				}
 			}
 			overrideSet(cmd, &cfg, flags)
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return serve(ctx, cfg)
+			return serve(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
@@ -231,6 +228,8 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	}
 	log.Info("relay listening", "api", apiLn.Addr().String(), "proxy", proxyLn.Addr().String(),
 		"node", srv.NodeID(), "version", version, "tls", cfg.TLSCert != "")
+	ctx, stop := stopsignal.Notify(ctx, log, srv.Close)
+	defer stop()
 	return srv.Serve(ctx, apiLn, proxyLn)
 }
 
