@@ -267,6 +267,9 @@ func (a *Agent) keepTunnel(ctx context.Context, slot int) {
 		switch {
 		case errors.As(err, &re):
 			log.Error("relay refused the tunnel; will keep retrying", "status", re.status, "reason", re.reason, "message", re.message)
+			if re.retryAfter > 0 && !sleep(ctx, re.retryAfter) {
+				return // the relay asked for a pause (rate limited); honour it
+			}
 		case errors.Is(err, errGoAway):
 			log.Info("tunnel down; reconnecting", "err", err)
 		case err != nil:
@@ -275,6 +278,18 @@ func (a *Agent) keepTunnel(ctx context.Context, slot int) {
 		if !bo.Wait(ctx) {
 			return
 		}
+	}
+}
+
+// sleep waits d or until ctx ends, and reports whether it waited d.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +34,8 @@ type refusedError struct {
 	status  int
 	reason  protocol.Reason
 	message string
+	// retryAfter is the relay's Retry-After (429, 503), zero if none.
+	retryAfter time.Duration
 }
 
 func (e *refusedError) Error() string {
@@ -189,7 +192,11 @@ func refusal(resp *http.Response) error {
 			body.Message += " (redirects are never followed; check relay_url)"
 		}
 	}
-	return &refusedError{status: resp.StatusCode, reason: body.Reason, message: body.Message}
+	re := &refusedError{status: resp.StatusCode, reason: body.Reason, message: body.Message}
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		re.retryAfter = min(time.Duration(secs)*time.Second, 10*time.Minute)
+	}
+	return re
 }
 
 func (a *Agent) yamuxConfig(log *slog.Logger) *yamux.Config {

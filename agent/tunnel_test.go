@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -397,4 +398,28 @@ func TestOversizedRelayMessageEndsTunnel(t *testing.T) {
 
 	s1.waitClosed(t)
 	relay.session(t) // and it reconnects
+}
+
+// A relay that rate-limits the agent (429 with Retry-After) is not asked
+// again before the pause it named, even with a much shorter backoff.
+func TestRateLimitedTunnelWaitsRetryAfter(t *testing.T) {
+	var asked atomic.Int32
+	var times []time.Time
+	var mu sync.Mutex
+	limiter := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		mu.Lock()
+		times = append(times, time.Now())
+		mu.Unlock()
+		w.Header().Set("Retry-After", "1")
+		refuseJSON(w, http.StatusTooManyRequests, protocol.RateLimited, "too many failed attempts")
+	}))
+	t.Cleanup(limiter.Close)
+	cfg := parseConfig(t, "relay_url: ws://"+limiter.Listener.Addr().String()+"\ntunnels: 1\nallow: []\n")
+	runAgent(t, Options{Config: cfg, BackoffBase: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond})
+	require.Eventually(t, func() bool { return asked.Load() >= 2 }, 5*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	gap := times[1].Sub(times[0])
+	mu.Unlock()
+	assert.GreaterOrEqual(t, gap, time.Second, "the agent honours Retry-After")
 }

@@ -36,6 +36,15 @@ type serveConfig struct {
 	LogLevel          string          `yaml:"log_level"`
 	HeartbeatInterval time.Duration   `yaml:"heartbeat_interval"`
 	Webhooks          []webhookConfig `yaml:"webhooks"`
+
+	// Limits; zero keeps the relay's default.
+	DrainTimeout              time.Duration `yaml:"drain_timeout"`
+	IdleTimeout               time.Duration `yaml:"idle_timeout"`
+	MaxStreamsPerTunnel       int           `yaml:"max_streams_per_tunnel"`
+	AuthFailuresPerSource     int           `yaml:"auth_failures_per_source"`
+	AuthFailuresPerCredential int           `yaml:"auth_failures_per_credential"`
+	ProxyRatePerKey           float64       `yaml:"proxy_rate_per_key"`
+	ProxyBurstPerKey          int           `yaml:"proxy_burst_per_key"`
 }
 
 // webhookConfig is one webhooks entry. The signing secret is read from a
@@ -114,7 +123,7 @@ func newServeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks: [{url, secret_file, workspace}])")
+	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks, drain_timeout, idle_timeout, max_streams_per_tunnel, auth_failures_per_source, auth_failures_per_credential, proxy_rate_per_key, proxy_burst_per_key; see README)")
 	f.StringVar(&flags.Data, "data", "", "data directory: SQLite store and admin.key (default ./postern-data)")
 	f.StringVar(&flags.Database, "database", "", "store URL: sqlite:PATH (default: SQLite in --data)")
 	f.StringVar(&flags.Listen, "listen", "", "API and tunnel listen address (default :8080)")
@@ -210,6 +219,14 @@ func serve(ctx context.Context, cfg serveConfig) error {
 		Version:           version,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		Webhooks:          webhooks,
+
+		DrainTimeout:              cfg.DrainTimeout,
+		IdleTimeout:               cfg.IdleTimeout,
+		MaxStreamsPerTunnel:       cfg.MaxStreamsPerTunnel,
+		AuthFailuresPerSource:     cfg.AuthFailuresPerSource,
+		AuthFailuresPerCredential: cfg.AuthFailuresPerCredential,
+		ProxyRatePerKey:           cfg.ProxyRatePerKey,
+		ProxyBurstPerKey:          cfg.ProxyBurstPerKey,
 	})
 	if err != nil {
 		return err
