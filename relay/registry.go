@@ -133,11 +133,26 @@ func (r *Registry) state(connID string) *connState {
 	return st
 }
 
-func (r *Registry) add(s *session) {
+// add registers a session. The newest sessions of an agent win: beyond
+// the number of tunnels the agent wants, its oldest live sessions are
+// returned for the caller to close. They are ones the agent has given up
+// on (it reconnected after a hang or a lost link) but that this node has
+// not yet seen die.
+func (r *Registry) add(s *session) (stale []*session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := r.state(s.connectionID)
 	st.sessions = append(st.sessions, s)
+	var same []*session
+	for _, x := range st.sessions {
+		if x.hello.AgentID == s.hello.AgentID && !x.draining.Load() && !x.mux.IsClosed() {
+			same = append(same, x) // in registration order, oldest first
+		}
+	}
+	if extra := len(same) - max(s.hello.Tunnels, 1); extra > 0 {
+		stale = same[:extra]
+	}
+	return stale
 }
 
 func (r *Registry) remove(s *session) {

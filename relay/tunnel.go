@@ -212,7 +212,11 @@ func validateHello(h protocol.Hello) error {
 // a slow link), and one overdue by ten intervals ends the session, since
 // an agent whose control loop hangs is not trusted with streams.
 func (s *Server) runSession(sess *session) {
-	s.reg.add(sess)
+	for _, old := range s.reg.add(sess) {
+		s.log.Info("closing an older tunnel of the same agent: the newest sessions win",
+			"connection", old.connectionID, "agent", old.hello.AgentID, "session", old.id, "replaced_by", sess.id)
+		_ = old.mux.Close()
+	}
 	defer func() {
 		s.reg.remove(sess)
 		s.statusChanged(sess.connectionID)

@@ -1,0 +1,35 @@
+package relay
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// An agent that reconnects while the relay still holds its old tunnels
+// (it hung, or its link dropped without a FIN) wins with its newest
+// sessions: the oldest beyond the tunnels it wants are closed.
+func TestNewestSessionsOfAnAgentWin(t *testing.T) {
+	h := newHarness(t)
+	c := h.createConnection(t, "acme", "acme")
+	old := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
+	defer old.Close()
+	h.waitTunnels(t, c.ID, 1)
+
+	newer := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
+	defer newer.Close()
+	select {
+	case <-old.mux.CloseChan():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the older session of the agent was not closed")
+	}
+	h.waitTunnels(t, c.ID, 1)
+	assert.False(t, newer.mux.IsClosed(), "the newest session stays")
+
+	// Another replica of the same connection is not affected.
+	other := h.connectAgent(t, c.AgentToken, testHello("agent-2", 1), echo)
+	defer other.Close()
+	h.waitTunnels(t, c.ID, 2)
+	assert.False(t, newer.mux.IsClosed())
+}
