@@ -75,7 +75,7 @@ func SystemdUnit(s Spec) (string, error) {
 	line("EnvironmentFile=-%s", s.EnvFile)
 	line("Restart=always")
 	line("RestartSec=%s", RestartDelay)
-	line("TimeoutStopSec=15s")
+	line("TimeoutStopSec=45s") // longer than the agent's 30 s drain
 	line("")
 	line("# Writable: the state and audit log directories, nothing else.")
 	line("StateDirectory=%s", stateName)
