@@ -14,6 +14,7 @@ import (
 
 	"github.com/postern/postern/agent"
 	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/installer"
 )
 
 func newStatusCmd() *cobra.Command {
@@ -27,16 +28,25 @@ func newStatusCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			addr := config.DefaultStatusListen
+			// The installed config is readable by root and the service
+			// group only; other admins still get the status.
 			if cfg, err := config.Load(cfgPath, os.LookupEnv); err == nil {
 				addr = cfg.StatusListen
-			} else if !errors.Is(err, fs.ErrNotExist) {
+			} else if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, fs.ErrPermission) {
 				return err
+			}
+			out := cmd.OutOrStdout()
+			service, serr := installer.ServiceState()
+			if serr != nil && errors.Is(serr, installer.ErrNoServiceManager) {
+				service = "unknown (no service manager here)"
 			}
 			st, raw, err := fetchStatus(addr)
 			if err != nil {
+				if !asJSON {
+					fmt.Fprintf(out, "service:   %s\n", service)
+				}
 				return &exitError{code: 2, msg: fmt.Sprintf("agent not reachable at %s: %v (is postern-agent running?)", addr, err)}
 			}
-			out := cmd.OutOrStdout()
 			if asJSON {
 				_, err := out.Write(raw)
 				return err
@@ -45,6 +55,7 @@ func newStatusCmd() *cobra.Command {
 			if st.Ready {
 				ready = "yes"
 			}
+			fmt.Fprintf(out, "service:   %s\n", service)
 			fmt.Fprintf(out, "agent:     %s (%s, version %s, up %s)\n", st.AgentID, st.Hostname, st.Version, time.Duration(st.UptimeSeconds)*time.Second)
 			fmt.Fprintf(out, "ready:     %s\n", ready)
 			fmt.Fprintf(out, "tunnels:   %d of %d up\n", st.TunnelsUp, st.TunnelsWanted)
