@@ -75,6 +75,10 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			return false, refusal(resp)
 		}
+		if strings.Contains(err.Error(), http.StatusText(http.StatusProxyAuthRequired)) {
+			// Go's transport reports a refused CONNECT by status text only.
+			return false, fmt.Errorf("dial %s: egress proxy answered 407 Proxy Authentication Required: check the user and password in egress_proxy or HTTPS_PROXY: %w", redactURL(base), err)
+		}
 		return false, fmt.Errorf("dial %s: %w", redactURL(base), err)
 	}
 	if ws.Subprotocol() != protocol.Subprotocol {

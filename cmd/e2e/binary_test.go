@@ -48,8 +48,11 @@ func freePort(t *testing.T) string {
 // process is a started binary with its combined output captured.
 type process struct {
 	cmd *exec.Cmd
-	out *bytes.Buffer
+	out *syncWriter
 }
+
+// output returns what the process printed so far.
+func (p *process) output() string { return p.out.String() }
 
 func (p *process) stop(t *testing.T) {
 	t.Helper()
@@ -61,11 +64,11 @@ func (p *process) stop(t *testing.T) {
 	go func() { done <- p.cmd.Wait() }()
 	select {
 	case err := <-done:
-		assert.NoError(t, err, "exit after SIGTERM; output:\n%s", p.out)
+		assert.NoError(t, err, "exit after SIGTERM; output:\n%s", p.output())
 	case <-time.After(15 * time.Second):
 		_ = p.cmd.Process.Kill()
 		<-done
-		t.Errorf("did not exit within 15s of SIGTERM; output:\n%s", p.out)
+		t.Errorf("did not exit within 15s of SIGTERM; output:\n%s", p.output())
 	}
 }
 
@@ -73,10 +76,10 @@ func start(t *testing.T, env []string, bin string, args ...string) *process {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &syncWriter{w: &out}, &syncWriter{w: &out}
+	out := &syncWriter{w: &bytes.Buffer{}}
+	cmd.Stdout, cmd.Stderr = out, out // one writer: one pipe, no interleaving races
 	require.NoError(t, cmd.Start())
-	p := &process{cmd: cmd, out: &out}
+	p := &process{cmd: cmd, out: out}
 	t.Cleanup(func() { p.stop(t) })
 	return p
 }
@@ -110,7 +113,7 @@ func TestBinariesEndToEnd(t *testing.T) {
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	}, 20*time.Second, 50*time.Millisecond, "relay never became healthy:\n%s", relayProc.out)
+	}, 20*time.Second, 50*time.Millisecond, "relay never became healthy:\n%s", relayProc.output())
 
 	keyFile := filepath.Join(dir, "relay", "admin.key")
 	fi, err := os.Stat(keyFile)
@@ -183,7 +186,7 @@ func TestBinariesEndToEnd(t *testing.T) {
 
 	relayProc.stop(t)
 	secret := conn.AgentToken[strings.LastIndex(conn.AgentToken, "_")+1:]
-	for name, out := range map[string]string{"relay": relayProc.out.String(), "agent": agentProc.out.String()} {
+	for name, out := range map[string]string{"relay": relayProc.output(), "agent": agentProc.output()} {
 		assert.NotContains(t, out, secret, "%s log leaks the agent token", name)
 		assert.NotContains(t, out, key.Key, "%s log leaks the API key", name)
 	}

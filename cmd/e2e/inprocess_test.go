@@ -83,7 +83,7 @@ func roundTrip(t *testing.T, res connectResult, n int64) {
 	go func() {
 		_, err := io.Copy(io.MultiWriter(res.conn, sent), io.LimitReader(newPattern(3), n))
 		if err == nil {
-			err = res.conn.(*net.TCPConn).CloseWrite()
+			err = res.conn.(interface{ CloseWrite() error }).CloseWrite()
 		}
 		writeErr <- err
 	}()
