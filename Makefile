@@ -40,8 +40,11 @@ unit:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x -count 1 -timeout 30m ./cmd/bench/
 
+# Long fault and load tests (cmd/faults: 1 KB/s link, 10,000 streams, a
+# million stream cycles, 1,000 reconnects, slowloris), with their
+# measurements printed. -race needs cgo, which the default above turns off.
 soak:
-	POSTERN_SOAK=1 $(GO) test -race -count=1 -timeout 60m -run Soak ./...
+	CGO_ENABLED=1 POSTERN_SOAK=1 $(GO) test -race -count=1 -timeout 60m -run Soak -v ./...
 
 clean:
 	rm -rf $(BIN) .run

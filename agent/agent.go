@@ -58,6 +58,9 @@ type Options struct {
 	// DrainTimeout bounds how long open streams may finish after a stop
 	// (Run's context ends) or a relay's GoAway. Default 30 s.
 	DrainTimeout time.Duration
+	// RefusedTokenPause is the least wait after the relay refused the
+	// token (401). Default 15 s.
+	RefusedTokenPause time.Duration
 	// BackoffBase and BackoffMax shape reconnect delays.
 	BackoffBase, BackoffMax time.Duration
 }
@@ -159,6 +162,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 30 * time.Second
+	}
+	if opts.RefusedTokenPause <= 0 {
+		opts.RefusedTokenPause = 15 * time.Second
 	}
 	if opts.BackoffBase <= 0 {
 		opts.BackoffBase = 500 * time.Millisecond
@@ -267,8 +273,15 @@ func (a *Agent) keepTunnel(ctx context.Context, slot int) {
 		switch {
 		case errors.As(err, &re):
 			log.Error("relay refused the tunnel; will keep retrying", "status", re.status, "reason", re.reason, "message", re.message)
-			if re.retryAfter > 0 && !sleep(ctx, re.retryAfter) {
-				return // the relay asked for a pause (rate limited); honour it
+			pause := re.retryAfter // the relay asked for a pause (rate limited)
+			if re.status == http.StatusUnauthorized {
+				// A refused token will not fix itself in a second; retrying
+				// slowly keeps this address under the relay's limit on
+				// refused credentials, so doctor still sees the reason.
+				pause = max(pause, a.opts.RefusedTokenPause)
+			}
+			if pause > 0 && !sleep(ctx, pause) {
+				return
 			}
 		case errors.Is(err, errGoAway):
 			log.Info("tunnel down; reconnecting", "err", err)

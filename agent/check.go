@@ -218,6 +218,9 @@ func (a *Agent) runCheck(ctx context.Context, t checkTarget, log *slog.Logger) c
 	return o
 }
 
+// checkConnectTimeout bounds the tcp step of a check.
+const checkConnectTimeout = 4 * time.Second
+
 // checkPath runs the allowlist, dns and tcp steps and, when they pass, the
 // tls and http steps over the connection; it reports whether all passed.
 func (a *Agent) checkPath(ctx context.Context, t checkTarget, o *checkOutcome, log *slog.Logger) bool {
@@ -250,8 +253,12 @@ func (a *Agent) checkPath(ctx context.Context, t checkTarget, o *checkOutcome, l
 		o.stepMS(StepDNS, dnsMS, "", dnsAnswers(p)+" "+dnsSource(p.answer, t.host))
 	}
 
+	// The connect step gets its own bound, so a black-holed target shows as
+	// CONNECT_TIMEOUT well inside the check's 10 s.
 	began = time.Now()
-	conn, res := a.dialPlan(ctx, p)
+	dctx, cancel := context.WithTimeout(ctx, checkConnectTimeout)
+	conn, res := a.dialPlan(dctx, p)
+	cancel()
 	if conn == nil {
 		return o.step(StepTCP, began, res.Reason, res.Message)
 	}

@@ -50,6 +50,9 @@ func runAgent(t *testing.T, opts Options) *Agent {
 	if opts.Resolver == nil {
 		opts.Resolver = newResolver(t, "127.0.0.1:1", 0)
 	}
+	if opts.RefusedTokenPause == 0 {
+		opts.RefusedTokenPause = time.Millisecond
+	}
 	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = time.Second // a stream a test leaves open must not hold cleanup
 	}

@@ -76,6 +76,10 @@ func (a *Agent) serveStream(ctx context.Context, st *yamux.Stream, log *slog.Log
 	}
 	_ = st.SetDeadline(time.Time{})
 
+	// When the tunnel ends (closed, forced stop), a splice blocked on the
+	// target must end too: closing the target unblocks it.
+	stopClose := context.AfterFunc(ctx, func() { _ = target.Close() })
+	defer stopClose()
 	a.stats.active.Add(1)
 	defer a.stats.active.Add(-1)
 	stats, err := splice.Run(st, target, splice.Options{

@@ -20,6 +20,10 @@ type Hello struct {
 	Tunnels         int       `json:"tunnels"`
 	StartedAt       time.Time `json:"started_at"`
 	Allowlist       Allowlist `json:"allowlist"`
+	// Probe marks a diagnostic handshake (postern-agent doctor): the
+	// relay answers Welcome and ends the tunnel without registering it,
+	// so it never changes the connection's status.
+	Probe bool `json:"probe,omitempty"`
 }
 
 // Welcome is the relay's answer to Hello.

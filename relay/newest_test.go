@@ -33,3 +33,23 @@ func TestNewestSessionsOfAnAgentWin(t *testing.T) {
 	h.waitTunnels(t, c.ID, 2)
 	assert.False(t, newer.mux.IsClosed())
 }
+
+// A diagnostic handshake (doctor) gets Welcome but is no tunnel: the
+// connection's status does not change.
+func TestProbeHandshakeChangesNoStatus(t *testing.T) {
+	h := newHarness(t)
+	c := h.createConnection(t, "acme", "acme")
+	hello := testHello("agent-1-doctor", 1)
+	hello.Probe = true
+	probe := h.connectAgent(t, c.AgentToken, hello, echo)
+	defer probe.Close()
+	assert.Equal(t, h.srv.NodeID(), probe.welcome.NodeID)
+	select {
+	case <-probe.mux.CloseChan():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the relay kept the probe's tunnel open")
+	}
+	st := h.status(t, c.ID, "")
+	assert.Equal(t, "never_connected", st.TunnelStatus)
+	assert.Nil(t, st.LastSeenAt)
+}

@@ -310,12 +310,13 @@ func TestStreamFallsBackToNextTunnel(t *testing.T) {
 	b := h.connectAgent(t, c.AgentToken, testHello("agent-b", 1), echo)
 	h.waitTunnels(t, c.ID, 2)
 	cands := h.srv.reg.candidates(c.ID)
-	require.Equal(t, "agent-a", cands[0].hello.AgentID, "agent-a must be tried first for this test to mean anything")
+	require.Equal(t, "agent-b", cands[0].hello.AgentID, "among equally busy tunnels the newest is tried first")
+	first, second := b, a
 
-	// agent-a refuses new streams (yamux go-away); the ping returns once
-	// the relay has read the go-away before it.
-	require.NoError(t, a.mux.GoAway())
-	_, err := a.mux.Ping()
+	// The first candidate refuses new streams (yamux go-away); the ping
+	// returns once the relay has read the go-away before it.
+	require.NoError(t, first.mux.GoAway())
+	_, err := first.mux.Ping()
 	require.NoError(t, err)
 
 	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), []byte("ping"))
@@ -324,12 +325,12 @@ func TestStreamFallsBackToNextTunnel(t *testing.T) {
 	_, err = io.ReadFull(pc, got)
 	require.NoError(t, err)
 	assert.Equal(t, "ping", string(got))
-	assert.Len(t, b.requests, 1)
-	assert.Empty(t, a.requests)
+	assert.Len(t, second.requests, 1)
+	assert.Empty(t, first.requests)
 
 	t.Run("no tunnel accepts", func(t *testing.T) {
-		require.NoError(t, b.mux.GoAway())
-		_, err := b.mux.Ping()
+		require.NoError(t, second.mux.GoAway())
+		_, err := second.mux.Ping()
 		require.NoError(t, err)
 		pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil)
 		requireRefusal(t, pc.reply(), http.StatusBadGateway, protocol.AgentOffline)

@@ -246,7 +246,15 @@ func (r *Registry) authFailure(connID string) (time.Time, string) {
 // streams spread across tunnels and agent replicas.
 func (r *Registry) candidates(connID string) []*session {
 	ss := r.sessions(connID)
-	sort.SliceStable(ss, func(i, j int) bool { return ss[i].active.Load() < ss[j].active.Load() })
+	// Fewest active streams first; among equals the newest session, which
+	// is the likeliest to be alive.
+	sort.SliceStable(ss, func(i, j int) bool {
+		ai, aj := ss[i].active.Load(), ss[j].active.Load()
+		if ai != aj {
+			return ai < aj
+		}
+		return ss[i].connectedAt.After(ss[j].connectedAt)
+	})
 	return ss
 }
 

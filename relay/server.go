@@ -263,12 +263,14 @@ func (s *Server) Serve(ctx context.Context, apiLn, proxyLn net.Listener) error {
 	api := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: s.cfg.HeaderTimeout,
+		IdleTimeout:       90 * time.Second, // an idle keep-alive connection is closed
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	proxy := &http.Server{
 		Handler:           s.ProxyHandler(),
 		ReadHeaderTimeout: s.cfg.HeaderTimeout,
+		IdleTimeout:       90 * time.Second, // an idle keep-alive connection is closed
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}

@@ -138,6 +138,12 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("agent handshake", "connection", conn.ID, "remote", r.RemoteAddr, "err", err)
 		return
 	}
+	if sess.hello.Probe {
+		// A diagnostic handshake: Welcome proved the path and the token;
+		// it is no tunnel and changes no status.
+		s.log.Info("agent probe answered", "connection", conn.ID, "agent", sess.hello.AgentID, "remote", r.RemoteAddr)
+		return
+	}
 	s.runSession(sess)
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/hashicorp/yamux"
 
+	"github.com/postern/postern/agent"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/coalesce"
 )
@@ -94,6 +95,12 @@ func refusalChecks(rf refusal, tunnelURL string) (ws, auth Check) {
 	case rf.Reason == protocol.AgentTokenRevoked:
 		return notReached, fail(rf.Reason, "connection revoked: "+answered,
 			"connection revoked: create a new connection with `postern-relay connections create` and install its token")
+	case rf.Reason == protocol.RateLimited:
+		// The relay limits an address after repeated refused credentials;
+		// on an agent's machine that is almost always its own token.
+		return notReached, fail(rf.Reason, answered,
+			"the relay is rate-limiting this address after repeated refused credentials: most likely this agent's token is wrong or revoked; "+
+				"stop the agent, check or rotate the token (`postern-relay connections rotate-token <connection id>`), wait for Retry-After and run doctor again")
 	case rf.Status >= 300 && rf.Status < 400:
 		where := ""
 		if rf.Location != "" {
@@ -286,23 +293,6 @@ func (rr *relayRun) doctorID() string {
 
 func (rr *relayRun) helloFrame() protocol.Hello {
 	host, _ := rr.opts.Hostname()
-	allow, deny := rr.cfg.Rules.Specs()
-	sum := protocol.Allowlist{
-		Status:   "configured",
-		Mode:     rr.cfg.Mode.String(),
-		Count:    rr.cfg.Rules.Len(),
-		SHA256:   rr.cfg.Rules.SHA256(),
-		LoadedAt: time.Now().UTC(),
-	}
-	if len(allow) == 0 {
-		sum.Status = "empty"
-	}
-	for _, s := range allow {
-		sum.Allow = append(sum.Allow, protocol.RuleSpec{Host: s.Host, IP: s.IP, CIDR: s.CIDR, Ports: s.Ports})
-	}
-	for _, s := range deny {
-		sum.Deny = append(sum.Deny, protocol.RuleSpec{Host: s.Host, IP: s.IP, CIDR: s.CIDR, Ports: s.Ports})
-	}
 	return protocol.Hello{
 		ProtocolVersion: protocol.Version,
 		AgentID:         rr.doctorID(),
@@ -310,7 +300,8 @@ func (rr *relayRun) helloFrame() protocol.Hello {
 		Version:         rr.opts.Version,
 		Tunnels:         1,
 		StartedAt:       time.Now().UTC(),
-		Allowlist:       sum,
+		Allowlist:       agent.NewPolicy(rr.cfg, time.Now()).Summary,
+		Probe:           true,
 	}
 }
 

@@ -163,7 +163,7 @@ func startAgent(t *testing.T, r *testRelay, token, rules string, hosts map[strin
 
 	a, err := agent.New(agent.Options{
 		Config: cfg, Token: token, Version: "test", Logger: logger(t), Resolver: res,
-		BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, DrainTimeout: time.Second,
+		BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, DrainTimeout: time.Second, RefusedTokenPause: 50 * time.Millisecond,
 	})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

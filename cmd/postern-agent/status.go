@@ -48,8 +48,13 @@ func newStatusCmd() *cobra.Command {
 				return &exitError{code: 2, msg: fmt.Sprintf("agent not reachable at %s: %v (is postern-agent running?)", addr, err)}
 			}
 			if asJSON {
-				_, err := out.Write(raw)
-				return err
+				if _, err := out.Write(raw); err != nil {
+					return err
+				}
+				if !st.Ready {
+					return &exitError{code: 1, msg: "agent is not ready"}
+				}
+				return nil
 			}
 			ready := "no: no tunnel to the relay is up"
 			if st.Ready {

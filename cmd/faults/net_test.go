@@ -1,0 +1,261 @@
+package faults
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// echoServer accepts connections and answers each with the sha256 of all
+// it read followed by as many bytes as it read, from a fixed pattern, then
+// closes. One exchange proves both directions and the half-close.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		_ = ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				// Nothing the tests send takes this long; a peer that went
+				// away must not pin the goroutine.
+				_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
+				h := sha256.New()
+				n, err := io.Copy(h, c)
+				if err != nil {
+					return
+				}
+				if _, err := c.Write(h.Sum(nil)); err != nil {
+					return
+				}
+				_, _ = io.Copy(c, io.LimitReader(newPattern(7), n))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// sinkServer accepts connections and never reads from them: a target
+// whose receive window fills and stays full.
+type sinkServer struct {
+	addr     string
+	mu       sync.Mutex
+	conns    []net.Conn
+	accepted chan struct{}
+}
+
+func newSinkServer(t *testing.T) *sinkServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := &sinkServer{addr: ln.Addr().String(), accepted: make(chan struct{}, 1024)}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+		s.closeAll()
+	})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+			select {
+			case s.accepted <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return s
+}
+
+// closeAll closes every connection the sink accepted so far.
+func (s *sinkServer) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		_ = c.Close()
+	}
+	s.conns = nil
+}
+
+// pattern is a deterministic byte stream (xorshift), cheap on both sides
+// and not compressible by accident.
+type pattern struct{ x uint64 }
+
+func newPattern(seed uint64) *pattern { return &pattern{x: seed*0x9E3779B97F4A7C15 + 1} }
+
+func (p *pattern) Read(b []byte) (int, error) {
+	for i := range b {
+		p.x ^= p.x << 13
+		p.x ^= p.x >> 7
+		p.x ^= p.x << 17
+		b[i] = byte(p.x)
+	}
+	return len(b), nil
+}
+
+// refusedError is a CONNECT the relay answered with something else than
+// 200.
+type refusedError struct {
+	status int
+	reason string
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("CONNECT answered %d %s", e.status, e.reason)
+}
+
+// tunnelConn is an established CONNECT tunnel.
+type tunnelConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (c *tunnelConn) Read(p []byte) (int, error) { return c.br.Read(p) }
+
+// connect sends CONNECT target through the relay's proxy listener and
+// returns the open tunnel, or a *refusedError with the relay's answer.
+// Every step is bounded by timeout.
+func (s *system) connect(target string, timeout time.Duration) (*tunnelConn, error) {
+	c, err := net.DialTimeout("tcp", s.relay.proxyAddr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	auth := base64.StdEncoding.EncodeToString([]byte(s.connID + ":" + s.key))
+	if _, err := fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n", target, target, auth); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("read CONNECT answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		_ = c.Close()
+		return nil, &refusedError{status: resp.StatusCode, reason: resp.Header.Get("Postern-Reason")}
+	}
+	_ = c.SetDeadline(time.Time{})
+	return &tunnelConn{Conn: c, br: br}, nil
+}
+
+// exchange pushes n bytes to the echo target through tc, half-closes, and
+// checks the digest and the n bytes that come back. It closes tc and
+// gives up after timeout.
+func exchange(tc *tunnelConn, n int64, timeout time.Duration) error {
+	defer tc.Close()
+	_ = tc.SetDeadline(time.Now().Add(timeout))
+	sent := sha256.New()
+	writeErr := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.MultiWriter(tc.Conn, sent), io.LimitReader(newPattern(3), n))
+		if err == nil {
+			err = tc.Conn.(*net.TCPConn).CloseWrite()
+		}
+		writeErr <- err
+	}()
+	digest := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(tc, digest); err != nil {
+		_ = tc.Close()
+		<-writeErr
+		return fmt.Errorf("read digest: %w", err)
+	}
+	if err := <-writeErr; err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if !bytes.Equal(digest, sent.Sum(nil)) {
+		return errors.New("the target saw other bytes than were sent")
+	}
+	got, want := sha256.New(), sha256.New()
+	m, err := io.Copy(got, tc)
+	if err != nil {
+		return fmt.Errorf("read answer after %d bytes: %w", m, err)
+	}
+	_, _ = io.Copy(want, io.LimitReader(newPattern(7), n))
+	if m != n {
+		return fmt.Errorf("got %d bytes back, want %d", m, n)
+	}
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		return errors.New("bytes back differ from what the target sent")
+	}
+	return nil
+}
+
+// roundTrip opens a tunnel to the echo target and exchanges n bytes.
+func (s *system) roundTrip(n int64, timeout time.Duration) error {
+	tc, err := s.connect(s.echo, timeout)
+	if err != nil {
+		return err
+	}
+	return exchange(tc, n, timeout)
+}
+
+// loadLoop runs round trips of size bytes back to back until ctx ends,
+// counting successes and failures. Each try is bounded by 10 s.
+type loadLoop struct {
+	mu       sync.Mutex
+	ok, fail int
+	lastOK   time.Time
+	lastErr  error
+}
+
+func (l *loadLoop) run(ctx context.Context, s *system, size int64) {
+	for ctx.Err() == nil {
+		err := s.roundTrip(size, 10*time.Second)
+		l.mu.Lock()
+		if err == nil {
+			l.ok++
+			l.lastOK = time.Now()
+		} else {
+			l.fail++
+			l.lastErr = err
+		}
+		l.mu.Unlock()
+		if err != nil {
+			// Do not spin while the relay is down.
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func (l *loadLoop) counts() (ok, fail int, lastOK time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ok, l.fail, l.lastOK
+}

@@ -1,0 +1,212 @@
+package faults
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/agent"
+	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/client"
+)
+
+// relayProc is a running postern-relay.
+type relayProc struct {
+	*proc
+	apiAddr, proxyAddr, dataDir string
+	admin                       *client.Client
+}
+
+// startRelay runs postern-relay serve on dataDir and the given addresses
+// and waits until /healthz answers.
+func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string) *relayProc {
+	t.Helper()
+	relayBin, _ := binaries.get(t)
+	p := startProc(t, "relay", relayBin, "serve", "--data", dataDir, "--listen", apiAddr,
+		"--proxy-listen", proxyAddr, "--node-id", "fault-node", "--log-level", "debug")
+	r := &relayProc{proc: p, apiAddr: apiAddr, proxyAddr: proxyAddr, dataDir: dataDir}
+	require.Eventually(t, func() bool { return p.exited() || r.healthy() }, 30*time.Second, 10*time.Millisecond,
+		"relay never became healthy")
+	require.False(t, p.exited(), "relay exited: %v", p.err)
+	key, err := os.ReadFile(filepath.Join(dataDir, "admin.key"))
+	require.NoError(t, err)
+	r.admin = client.New("http://"+apiAddr, strings.TrimSpace(string(key)), nil)
+	return r
+}
+
+var quickClient = &http.Client{Timeout: 2 * time.Second}
+
+func (r *relayProc) healthy() bool {
+	resp, err := quickClient.Get("http://" + r.apiAddr + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// status reads the connection's status; it fails only on a test bug.
+func (r *relayProc) status(t *testing.T, connID string) api.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := r.admin.Status(ctx, connID, "")
+	require.NoError(t, err)
+	return st
+}
+
+// tryStatus reads the status without failing the test (for polling a
+// relay that may be stopped).
+func (r *relayProc) tryStatus(connID string) (api.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return r.admin.Status(ctx, connID, "")
+}
+
+// agentProc is a running postern-agent.
+type agentProc struct {
+	*proc
+	statusAddr string
+}
+
+// localStatus reads the agent's status endpoint.
+func (a *agentProc) localStatus() (agent.LocalStatus, error) {
+	var st agent.LocalStatus
+	resp, err := quickClient.Get("http://" + a.statusAddr + "/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("agent status answered %s", resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// tunnelsUp is the agent's count of live tunnels, -1 when it cannot say.
+func (a *agentProc) tunnelsUp() int {
+	st, err := a.localStatus()
+	if err != nil {
+		return -1
+	}
+	return st.TunnelsUp
+}
+
+// system is a relay with one connection, a workspace API key, an echo
+// target and a sink target, ready for agents.
+type system struct {
+	relay  *relayProc
+	connID string
+	token  string
+	key    string
+	echo   string // host:port of the echo target
+	sink   *sinkServer
+}
+
+func newSystem(t *testing.T) *system {
+	t.Helper()
+	r := startRelay(t, t.TempDir(), freeAddr(t), freeAddr(t))
+	ctx := context.Background()
+	conn, err := r.admin.CreateConnection(ctx, "faults", "acme")
+	require.NoError(t, err)
+	key, err := r.admin.CreateAPIKey(ctx, api.CreateAPIKeyRequest{Name: "product", Workspace: "acme"})
+	require.NoError(t, err)
+	return &system{relay: r, connID: conn.ID, token: conn.AgentToken, key: key.Key,
+		echo: echoServer(t), sink: newSinkServer(t)}
+}
+
+// agentOptions shape one agent's config.
+type agentOptions struct {
+	// relays are the host:port addresses the agent dials (the relay, or
+	// proxies in front of it); default the relay's API address.
+	relays  []string
+	tunnels int // default 2
+}
+
+// startAgent runs postern-agent against the system and waits until the
+// relay shows every tunnel up.
+func (s *system) startAgent(t *testing.T, o agentOptions) *agentProc {
+	t.Helper()
+	a := s.launchAgent(t, o)
+	s.waitConnected(t, 20*time.Second)
+	return a
+}
+
+// launchAgent runs postern-agent without waiting for its tunnels.
+func (s *system) launchAgent(t *testing.T, o agentOptions) *agentProc {
+	t.Helper()
+	_, agentBin := binaries.get(t)
+	if len(o.relays) == 0 {
+		o.relays = []string{s.relay.apiAddr}
+	}
+	if o.tunnels == 0 {
+		o.tunnels = 2
+	}
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "agent.token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte(s.token+"\n"), 0o600))
+	urls := make([]string, len(o.relays))
+	for i, r := range o.relays {
+		urls[i] = fmt.Sprintf("%q", "ws://"+r)
+	}
+	_, echoPort, _ := net.SplitHostPort(s.echo)
+	_, sinkPort, _ := net.SplitHostPort(s.sink.addr)
+	statusAddr := freeAddr(t)
+	cfg := fmt.Sprintf(`relay_url: [%s]
+token_file: %s
+status_listen: %s
+tunnels: %d
+agent_id: fault-agent
+log_level: debug
+allow:
+  - ip: 127.0.0.1
+    ports: [%s, %s]
+`, strings.Join(urls, ", "), tokenFile, statusAddr, o.tunnels, echoPort, sinkPort)
+	cfgFile := filepath.Join(dir, "agent.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(cfg), 0o644))
+	p := startProc(t, "agent", agentBin, "run", "--config", cfgFile)
+	return &agentProc{proc: p, statusAddr: statusAddr}
+}
+
+// waitConnected waits until the relay's status is connected, that is
+// every tunnel the agent wants is up.
+func (s *system) waitConnected(t *testing.T, within time.Duration) time.Duration {
+	t.Helper()
+	return waitFor(t, within, "relay status connected", func() bool {
+		st, err := s.relay.tryStatus(s.connID)
+		return err == nil && st.TunnelStatus == "connected"
+	})
+}
+
+// waitFor polls cond every 10 ms and returns how long it took to hold.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		if cond() {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			require.FailNowf(t, "timed out", "%s: not within %s", what, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// agentTunnels sums the tunnels the relay holds for the connection.
+func agentTunnels(st api.Status) int {
+	n := 0
+	for _, a := range st.Agents {
+		n += a.Tunnels
+	}
+	return n
+}
