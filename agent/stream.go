@@ -221,7 +221,7 @@ func (a *Agent) dialPlan(ctx context.Context, p plan) (net.Conn, protocol.Result
 	for _, ap := range p.addrs {
 		conn, err := a.opts.Dial(ctx, "tcp", ap.String())
 		if err != nil {
-			last = protocol.Result{Reason: dialReason(err), Message: fmt.Sprintf("dial %s: %v", ap, err), Rule: p.rule}
+			last = protocol.Result{Reason: DialReason(err), Message: fmt.Sprintf("dial %s: %v", ap, err), Rule: p.rule}
 			continue
 		}
 		return conn, protocol.Result{OK: true, Addr: ap.String(), Rule: p.rule}
@@ -241,7 +241,8 @@ func verdictReason(v allowlist.Verdict) protocol.Reason {
 	return protocol.AllowlistMissing
 }
 
-func dialReason(err error) protocol.Reason {
+// DialReason classifies a failed TCP connect as a reason code.
+func DialReason(err error) protocol.Reason {
 	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):

@@ -5,27 +5,15 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"syscall"
 
+	"github.com/postern/postern/agent"
 	"github.com/postern/postern/protocol"
 )
 
 // dialReason classifies a failed TCP connect the way the agent does.
-func dialReason(err error) protocol.Reason {
-	var ne net.Error
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return protocol.ConnectRefused
-	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return protocol.HostUnreachable
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
-		errors.As(err, &ne) && ne.Timeout():
-		return protocol.ConnectTimeout
-	}
-	return protocol.HostUnreachable
-}
+func dialReason(err error) protocol.Reason { return agent.DialReason(err) }
 
 // dialErrText is the short cause of a failed connect: "connection refused",
 // "no answer (connect timeout)", "no route to host".
