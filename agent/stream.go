@@ -87,6 +87,12 @@ func (a *Agent) serveStream(ctx context.Context, st *yamux.Stream, log *slog.Log
 		IdleTimeout:  a.opts.IdleTimeout,
 		CloseWriteA:  st.Close, // yamux Close is a write-side close
 	})
+	if errors.Is(err, yamux.ErrConnectionWriteTimeout) {
+		// The tunnel itself no longer drains: end the whole session so
+		// the slot reconnects, rather than leave readers hung on it.
+		log.Warn("tunnel write timed out; closing the tunnel", "err", err)
+		_ = st.Session().Close()
+	}
 	a.stats.bytesIn.Add(uint64(stats.AToB))
 	a.stats.bytesOut.Add(uint64(stats.BToA))
 	entry.BytesUp, entry.BytesDown = stats.AToB, stats.BToA

@@ -14,6 +14,7 @@ func (s *Server) drain(timeout time.Duration) {
 	if sessions == 0 {
 		return
 	}
+	s.metrics.goaways.Add(float64(sessions))
 	s.log.Info("draining: sent goaway to agents", "tunnels", sessions, "timeout", timeout)
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()

@@ -23,7 +23,7 @@ import (
 // http:// absolute-form requests) with Proxy-Authorization naming the
 // connection and an API key.
 func (s *Server) ProxyHandler() http.Handler {
-	return withRequestID(http.HandlerFunc(s.serveProxy))
+	return s.metrics.countRefusals(withRequestID(http.HandlerFunc(s.serveProxy)))
 }
 
 func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
@@ -121,8 +121,9 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request, conn stor
 		return
 	}
 	// Bytes the client sent right behind its CONNECT are already buffered.
-	if n := brw.Reader.Buffered(); n > 0 {
-		pending, _ := brw.Reader.Peek(n)
+	early := brw.Reader.Buffered()
+	if early > 0 {
+		pending, _ := brw.Reader.Peek(early)
 		if _, err := stream.Write(pending); err != nil {
 			_ = client.Close()
 			_ = stream.Close()
@@ -134,6 +135,16 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request, conn stor
 		IdleTimeout:  s.cfg.IdleTimeout,
 		CloseWriteB:  stream.closeWrite,
 	})
+	s.metrics.streams.Inc()
+	st.AToB += int64(early)
+	s.metrics.bytes.WithLabelValues("to_target").Add(float64(st.AToB))
+	s.metrics.bytes.WithLabelValues("from_target").Add(float64(st.BToA))
+	if errors.Is(err, yamux.ErrConnectionWriteTimeout) {
+		// The tunnel no longer drains: end it so the agent reconnects,
+		// rather than leave other streams' readers hung on it.
+		s.log.Warn("tunnel write timed out; closing the tunnel", "connection", conn.ID, "err", err)
+		_ = stream.Session().Close()
+	}
 	s.log.Debug("proxy stream done", "connection", conn.ID, "request_id", requestID(r),
 		"target", net.JoinHostPort(host, strconv.Itoa(port)), "up", st.AToB, "down", st.BToA, "err", err)
 }

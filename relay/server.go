@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/postern/postern/relay/secret"
 	"github.com/postern/postern/relay/store"
@@ -48,6 +49,9 @@ type Config struct {
 	DrainTimeout time.Duration
 	// MaxStreamsPerTunnel caps concurrent streams on one tunnel.
 	MaxStreamsPerTunnel int
+	// Metrics receives the node's Prometheus series, served at /metrics;
+	// a fresh registry when nil.
+	Metrics *prometheus.Registry
 	// Version is reported by /healthz.
 	Version string
 	// Webhooks receive every status event of their scope.
@@ -183,6 +187,7 @@ type Server struct {
 	reg   *Registry
 
 	verdicts verdictCache
+	metrics  *metrics
 
 	// auth counts refused credentials (ratelimit.go); proxyRate caps
 	// proxy requests per API key, nil when off.
@@ -225,6 +230,7 @@ func New(cfg Config) (*Server, error) {
 		proxyRate:     newProxyRate(cfg),
 	}
 	s.auth = newAuthGuard(cfg, s.log, time.Now)
+	s.metrics = newMetrics(cfg.Metrics, s)
 	s.startEvents()
 	return s, nil
 }
@@ -244,7 +250,8 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node_id": s.cfg.NodeID, "version": s.cfg.Version})
 	})
 	mux.Handle("GET /readyz", withRequestID(http.HandlerFunc(s.handleReady)))
-	return mux
+	mux.Handle("GET /metrics", s.metrics.handler())
+	return s.metrics.countRefusals(mux)
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
