@@ -12,11 +12,11 @@ import (
 // (reason, direction): no connection id, workspace or secret ever
 // becomes a label value.
 type metrics struct {
-	reg      *prometheus.Registry
-	answers  *prometheus.CounterVec // refusals by reason, on every listener
-	streams  prometheus.Counter     // CONNECT and forwarded streams opened
-	bytes    *prometheus.CounterVec // proxied bytes by direction
-	goaways  prometheus.Counter
+	reg     *prometheus.Registry
+	answers *prometheus.CounterVec // refusals by reason, on every listener
+	streams prometheus.Counter     // CONNECT and forwarded streams opened
+	bytes   *prometheus.CounterVec // proxied bytes by direction
+	goaways prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
