@@ -2,13 +2,9 @@ package relay
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"time"
 
-	"github.com/hashicorp/yamux"
 
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
@@ -24,10 +20,6 @@ const (
 	maxCheckSteps  = 8
 	maxCheckDetail = 1024
 )
-
-// errCheckNotSent means the check request never reached the agent, so the
-// next tunnel may be tried.
-var errCheckNotSent = errors.New("check request not sent")
 
 // apiCheck serves POST /v1/connections/{id}/check: a live check run by the
 // agent inside the customer network. A check that ran answers 200 with its
@@ -59,81 +51,21 @@ func (s *Server) apiCheck(w http.ResponseWriter, r *http.Request, k store.APIKey
 	writeJSON(w, http.StatusOK, out)
 }
 
-// checkAgent asks one of the connection's agents to run a check. Like
-// dialAgent, it falls back to the next tunnel while the request has not
-// reached an agent.
+// checkAgent asks one of the connection's agents to run a check.
 func (s *Server) checkAgent(ctx context.Context, conn store.Connection, t baseTarget, baseURL, reqID string) (protocol.CheckResult, *apiError) {
-	if conn.RevokedAt != nil {
-		return protocol.CheckResult{}, &apiError{reason: protocol.ConnectionRevoked, msg: "connection " + conn.ID + " was revoked"}
-	}
-	cands := s.reg.candidates(conn.ID)
-	if len(cands) == 0 {
-		return protocol.CheckResult{}, s.offlineError(conn)
-	}
-	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
-	defer cancel()
-	deadline, _ := ctx.Deadline()
-	req := protocol.Request{Op: protocol.OpCheck, ID: reqID, Host: t.host, Port: t.port, BaseURL: baseURL, DeadlineUnixMS: deadline.UnixMilli()}
-
-	busy := 0
-	var lastErr error
-	for _, sess := range cands {
-		if sess.active.Load() >= int64(s.cfg.MaxStreamsPerTunnel) {
-			busy++
-			continue
+	req := protocol.Request{Op: protocol.OpCheck, ID: reqID, Host: t.host, Port: t.port, BaseURL: baseURL}
+	st, res, aerr := s.askAgent(ctx, conn, req, checkTimeout)
+	if aerr != nil {
+		if aerr.reason == protocol.UnsupportedOp {
+			aerr.msg = "the agent does not support live checks; upgrade it: " + aerr.msg
 		}
-		st, release, err := sess.openStream(ctx)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		res, err := exchangeCheck(ctx, st.(*yamux.Stream), req, deadline)
-		release()
-		switch {
-		case errors.Is(err, errCheckNotSent):
-			lastErr = err
-			continue
-		case err != nil:
-			var ne net.Error
-			if ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
-				return protocol.CheckResult{}, &apiError{reason: protocol.ConnectTimeout, msg: "agent did not answer the check within " + checkTimeout.String()}
-			}
-			return protocol.CheckResult{}, &apiError{reason: protocol.ProtocolError, msg: "read agent check result: " + err.Error()}
-		case !res.OK:
-			reason := res.Reason
-			if reason == protocol.ReasonUnknown {
-				reason = protocol.ProtocolError
-			}
-			msg := res.Message
-			if reason == protocol.UnsupportedOp {
-				msg = "the agent does not support live checks; upgrade it: " + msg
-			}
-			return protocol.CheckResult{}, &apiError{reason: reason, msg: msg, retryAfter: res.RetryAfterSeconds}
-		case res.Check == nil:
-			return protocol.CheckResult{}, &apiError{reason: protocol.ProtocolError, msg: "the agent answered the check without its outcome"}
-		}
-		return *res.Check, nil
+		return protocol.CheckResult{}, aerr
 	}
-	if busy > 0 && lastErr == nil {
-		return protocol.CheckResult{}, &apiError{reason: protocol.AgentBusy, msg: fmt.Sprintf("every tunnel has %d streams open", s.cfg.MaxStreamsPerTunnel), retryAfter: 1}
+	_ = st.Close()
+	if res.Check == nil {
+		return protocol.CheckResult{}, &apiError{reason: protocol.ProtocolError, msg: "the agent answered the check without its outcome"}
 	}
-	if ctx.Err() != nil {
-		return protocol.CheckResult{}, &apiError{reason: protocol.ConnectTimeout, msg: "opening a stream to the agent timed out"}
-	}
-	return protocol.CheckResult{}, &apiError{reason: protocol.AgentOffline, msg: fmt.Sprintf("no agent tunnel accepted the check: %v", lastErr)}
-}
-
-// exchangeCheck sends the check request on st, reads the result and
-// closes st. An API caller that goes away ends the wait at once.
-func exchangeCheck(ctx context.Context, st *yamux.Stream, req protocol.Request, deadline time.Time) (protocol.Result, error) {
-	defer st.Close()
-	_ = st.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { _ = st.SetDeadline(time.Now()) })
-	defer stop()
-	if err := protocol.WriteFrame(st, protocol.FrameRequest, req); err != nil {
-		return protocol.Result{}, fmt.Errorf("%w: %w", errCheckNotSent, err)
-	}
-	return protocol.ReadResult(st)
+	return *res.Check, nil
 }
 
 // toAPICheck passes the agent's outcome on unchanged in meaning: the

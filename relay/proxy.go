@@ -219,21 +219,31 @@ func (a *agentStream) Close() error {
 // closeWrite half-closes: yamux's Close sends FIN and keeps reading.
 func (a *agentStream) closeWrite() error { return a.Stream.Close() }
 
-// dialAgent opens a stream to one of the connection's agents and asks it
-// to dial host:port. Opening falls back to the next tunnel when it fails
-// before any byte moved.
+// dialAgent asks one of the connection's agents to dial host:port and
+// returns the stream, ready for the data phase.
 func (s *Server) dialAgent(ctx context.Context, conn store.Connection, host string, port int, reqID string) (*agentStream, *apiError) {
+	st, _, aerr := s.askAgent(ctx, conn, protocol.Request{Op: protocol.OpDial, ID: reqID, Host: host, Port: port}, s.cfg.OpenTimeout)
+	return st, aerr
+}
+
+// askAgent opens a stream on one of the connection's tunnels, sends req
+// (its deadline set from timeout) and reads the agent's result. Opening
+// falls back to the next tunnel while nothing has reached an agent. On an
+// ok result the stream is returned open, holding its slot in the
+// session's active count until closed; anything else is the refusal to
+// answer with. A caller that goes away ends the wait at once.
+func (s *Server) askAgent(ctx context.Context, conn store.Connection, req protocol.Request, timeout time.Duration) (*agentStream, protocol.Result, *apiError) {
 	if conn.RevokedAt != nil {
-		return nil, &apiError{reason: protocol.ConnectionRevoked, msg: "connection " + conn.ID + " was revoked"}
+		return nil, protocol.Result{}, &apiError{reason: protocol.ConnectionRevoked, msg: "connection " + conn.ID + " was revoked"}
 	}
 	cands := s.reg.candidates(conn.ID)
 	if len(cands) == 0 {
-		return nil, s.offlineError(conn)
+		return nil, protocol.Result{}, s.offlineError(conn)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpenTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
-	req := protocol.Request{Op: protocol.OpDial, ID: reqID, Host: host, Port: port, DeadlineUnixMS: deadline.UnixMilli()}
+	req.DeadlineUnixMS = deadline.UnixMilli()
 
 	busy := 0
 	var lastErr error
@@ -248,44 +258,45 @@ func (s *Server) dialAgent(ctx context.Context, conn store.Connection, host stri
 			continue
 		}
 		ys := st.(*yamux.Stream)
+		fail := func() { _ = ys.Close(); release() }
 		_ = ys.SetDeadline(deadline)
+		stop := context.AfterFunc(ctx, func() { _ = ys.SetDeadline(time.Now()) })
 		if err := protocol.WriteFrame(ys, protocol.FrameRequest, req); err != nil {
-			_ = ys.Close()
-			release()
+			stop()
+			fail()
 			lastErr = err
-			continue // nothing reached the agent's target yet
+			continue // nothing reached the agent yet
 		}
 		res, err := protocol.ReadResult(ys)
+		stop()
 		if err != nil {
-			_ = ys.Close()
-			release()
+			fail()
 			// The stream deadline and the context share one instant;
 			// either may be noticed first.
 			var ne net.Error
 			if ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
-				return nil, &apiError{reason: protocol.ConnectTimeout, msg: "agent did not answer within " + s.cfg.OpenTimeout.String()}
+				return nil, res, &apiError{reason: protocol.ConnectTimeout, msg: "agent did not answer within " + timeout.String()}
 			}
-			return nil, &apiError{reason: protocol.ProtocolError, msg: "read agent result: " + err.Error()}
+			return nil, res, &apiError{reason: protocol.ProtocolError, msg: "read agent result: " + err.Error()}
 		}
 		if !res.OK {
-			_ = ys.Close()
-			release()
+			fail()
 			reason := res.Reason
 			if reason == protocol.ReasonUnknown {
 				reason = protocol.ProtocolError
 			}
-			return nil, &apiError{reason: reason, msg: res.Message, retryAfter: res.RetryAfterSeconds}
+			return nil, res, &apiError{reason: reason, msg: res.Message, retryAfter: res.RetryAfterSeconds}
 		}
 		_ = ys.SetDeadline(time.Time{})
-		return &agentStream{Stream: ys, release: release}, nil
+		return &agentStream{Stream: ys, release: release}, res, nil
 	}
 	if busy > 0 && lastErr == nil {
-		return nil, &apiError{reason: protocol.AgentBusy, msg: fmt.Sprintf("every tunnel has %d streams open", s.cfg.MaxStreamsPerTunnel), retryAfter: 1}
+		return nil, protocol.Result{}, &apiError{reason: protocol.AgentBusy, msg: fmt.Sprintf("every tunnel has %d streams open", s.cfg.MaxStreamsPerTunnel), retryAfter: 1}
 	}
 	if ctx.Err() != nil {
-		return nil, &apiError{reason: protocol.ConnectTimeout, msg: "opening a stream to the agent timed out"}
+		return nil, protocol.Result{}, &apiError{reason: protocol.ConnectTimeout, msg: "opening a stream to the agent timed out"}
 	}
-	return nil, &apiError{reason: protocol.AgentOffline, msg: fmt.Sprintf("no agent tunnel accepted the stream: %v", lastErr)}
+	return nil, protocol.Result{}, &apiError{reason: protocol.AgentOffline, msg: fmt.Sprintf("no agent tunnel accepted the stream: %v", lastErr)}
 }
 
 // offlineError explains why no tunnel is up for a connection.
