@@ -21,6 +21,7 @@ import (
 	"github.com/postern/postern/cmd/internal/stopsignal"
 	"github.com/postern/postern/relay"
 	"github.com/postern/postern/relay/store"
+	"github.com/postern/postern/relay/store/postgres"
 	"github.com/postern/postern/relay/store/sqlite"
 )
 
@@ -180,7 +181,11 @@ func openStore(ctx context.Context, cfg serveConfig) (store.Store, error) {
 	case strings.HasPrefix(db, "sqlite:"):
 		return sqlite.Open(ctx, strings.TrimPrefix(db, "sqlite:"))
 	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
-		return nil, errors.New("--database postgres:// is not supported by this build yet: leave --database unset to use SQLite in --data")
+		s, err := postgres.Open(ctx, db)
+		if err != nil {
+			return nil, err // not a typed nil inside the interface
+		}
+		return s, nil
 	}
 	return nil, fmt.Errorf("--database %q: want sqlite:PATH or postgres://URL", redactDSN(db))
 }
