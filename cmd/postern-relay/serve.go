@@ -126,7 +126,7 @@ func newServeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks, drain_timeout, idle_timeout, max_streams_per_tunnel, auth_failures_per_source, auth_failures_per_credential, proxy_rate_per_key, proxy_burst_per_key; see README)")
 	f.StringVar(&flags.Data, "data", "", "data directory: SQLite store and admin.key (default ./postern-data)")
-	f.StringVar(&flags.Database, "database", "", "store URL: sqlite:PATH (default: SQLite in --data)")
+	f.StringVar(&flags.Database, "database", "", "store URL: sqlite:PATH or postgres://URL (default: SQLite in --data)")
 	f.StringVar(&flags.Listen, "listen", "", "API and tunnel listen address (default :8080)")
 	f.StringVar(&flags.ProxyListen, "proxy-listen", "", "CONNECT proxy listen address (default :8081)")
 	f.StringVar(&flags.TLSCert, "tls-cert", "", "TLS certificate file for both listeners")
