@@ -241,6 +241,11 @@ func (r *Resolver) Lookup(ctx context.Context, host string) ([]netip.Addr, Answe
 	r.stats.lookups.Add(1)
 	addrs, ans, err := r.lookup(ctx, host)
 	ans.Duration = time.Since(start)
+	if dl, ok := ctx.Deadline(); ok && errors.Is(err, ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !time.Now().Before(dl) {
+		// The tries were cut by the caller's deadline a moment before the
+		// context noticed it: report the deadline, as the context will.
+		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrNXDomain):
