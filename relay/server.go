@@ -296,6 +296,13 @@ func (s *Server) Serve(ctx context.Context, apiLn, proxyLn net.Listener) error {
 	// once), ask every agent to move with GoAway, let open streams finish
 	// up to DrainTimeout, then close what is left. Close (a second signal)
 	// cuts the drain short.
+	// Close the listeners before any GoAway goes out, so an agent told to
+	// move never finds this node still accepting: a Shutdown with a done
+	// context closes them synchronously and returns at once.
+	now, stopNow := context.WithCancel(context.Background())
+	stopNow()
+	_ = api.Shutdown(now)
+	_ = proxy.Shutdown(now)
 	shutCtx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout+5*time.Second)
 	defer cancel()
 	var shut sync.WaitGroup
