@@ -239,6 +239,6 @@ func TestRelayUnit(t *testing.T) {
 	for _, flag := range []string{"serve", "--data /var/lib/postern-relay", "--tls-cert /etc/postern-relay/tls/fullchain.pem", "--tls-key /etc/postern-relay/tls/privkey.pem"} {
 		assert.Contains(t, exec, flag)
 	}
-	assert.NotContains(t, exec, "--database", "PostgreSQL is reserved for clusters")
+	assert.NotContains(t, exec, "--database", "the unit keeps the default SQLite store in the state directory")
 	assert.Equal(t, []string{"network-online.target"}, unit["Unit"]["Wants"])
 }
