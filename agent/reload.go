@@ -2,9 +2,7 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -42,7 +40,7 @@ func (a *Agent) Reload(load func() (*config.Config, error)) error {
 // file's modification time or size changes, checked every poll. It
 // returns when ctx ends.
 func (a *Agent) WatchConfig(ctx context.Context, path string, load func() (*config.Config, error), trigger <-chan os.Signal, poll time.Duration) error {
-	stamp := fileStamp(path)
+	last := fileStamp(path)
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
@@ -50,21 +48,19 @@ func (a *Agent) WatchConfig(ctx context.Context, path string, load func() (*conf
 		case <-ctx.Done():
 			return nil
 		case <-trigger:
+			last = fileStamp(path)
 		case <-t.C:
-			s := fileStamp(path)
-			if s == stamp {
+			cur := fileStamp(path)
+			if cur == last {
 				continue
 			}
-			stamp = s
-			if s.missing {
+			last = cur
+			if cur.missing {
 				// Editors replace files by rename; wait for the new one.
 				continue
 			}
 		}
-		stamp = fileStamp(path)
-		if err := a.Reload(load); err != nil && !errors.Is(err, context.Canceled) {
-			a.log.Debug("reload", "err", err, "path", slog.StringValue(path))
-		}
+		_ = a.Reload(load) // Reload logs a refused file itself
 	}
 }
 
@@ -74,8 +70,8 @@ func restartSettings(c *config.Config) string {
 	for _, u := range c.RelayURLs {
 		b.WriteString(u.String() + " ")
 	}
-	fmt.Fprintf(&b, "|%d|%v|%s|%s|%s|%s|%s|%v", c.Tunnels, c.DNSServers, c.DNSTimeout, c.CAFile,
-		c.StatusListen, c.AuditLog, c.AgentID, c.EgressProxy != nil && c.EgressProxy.String() != "")
+	fmt.Fprintf(&b, "|%d|%v|%s|%s|%s|%s|%s|", c.Tunnels, c.DNSServers, c.DNSTimeout, c.CAFile,
+		c.StatusListen, c.AuditLog, c.AgentID)
 	if c.EgressProxy != nil {
 		b.WriteString(c.EgressProxy.Redacted())
 	}

@@ -287,18 +287,17 @@ func (s *Server) Serve(ctx context.Context, apiLn, proxyLn net.Listener) error {
 	go func() { errc <- api.Serve(apiLn) }()
 	go func() { errc <- proxy.Serve(proxyLn) }()
 
-	var err error
+	var errs []error
 	select {
 	case <-ctx.Done():
-	case err = <-errc:
+	case err := <-errc:
+		errs = append(errs, err)
 	}
-	// Graceful stop: stop accepting (Shutdown closes the listeners at
-	// once), ask every agent to move with GoAway, let open streams finish
-	// up to DrainTimeout, then close what is left. Close (a second signal)
-	// cuts the drain short.
-	// Close the listeners before any GoAway goes out, so an agent told to
-	// move never finds this node still accepting: a Shutdown with a done
-	// context closes them synchronously and returns at once.
+	// Graceful stop. The listeners close before any GoAway goes out, so an
+	// agent told to move never finds this node still accepting: a Shutdown
+	// with a done context closes them synchronously and returns at once.
+	// Then GoAway, open streams finish up to DrainTimeout, and what is
+	// left is closed. Close (a second signal) cuts the drain short.
 	now, stopNow := context.WithCancel(context.Background())
 	stopNow()
 	_ = api.Shutdown(now)
@@ -316,23 +315,15 @@ func (s *Server) Serve(ctx context.Context, apiLn, proxyLn net.Listener) error {
 	s.drain(s.cfg.DrainTimeout)
 	s.Close()
 	shut.Wait()
-	// Collect both Serve goroutines.
-	for range 2 - boolToInt(err != nil) {
-		if e := <-errc; e != nil && !errors.Is(e, http.ErrServerClosed) && err == nil {
-			err = e
+	for len(errs) < 2 { // collect both Serve goroutines
+		errs = append(errs, <-errc)
+	}
+	for _, err := range errs {
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
 		}
 	}
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	return err
-}
-
-func boolToInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
+	return nil
 }
 
 // Close ends every tunnel and event stream and waits for their handlers,
