@@ -328,16 +328,18 @@ func authLimitScenario(t *testing.T, agentBin string) {
 // auth is failing.
 func wrongSecret(t *testing.T, token string) string {
 	t.Helper()
-	i := strings.LastIndex(token, "_")
-	require.Positive(t, i)
-	secret := []byte(token[i+1:])
+	// prefix_id_secret: the secret itself may contain "_", so split from
+	// the left, and change its first character, which any value may take.
+	parts := strings.SplitN(token, "_", 3)
+	require.Len(t, parts, 3)
+	secret := []byte(parts[2])
 	require.NotEmpty(t, secret)
 	if secret[0] == 'A' {
 		secret[0] = 'B'
 	} else {
 		secret[0] = 'A'
 	}
-	return token[:i+1] + string(secret)
+	return parts[0] + "_" + parts[1] + "_" + string(secret)
 }
 
 // pathScenario is one target the product asks for through a connected
