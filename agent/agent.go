@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 	"github.com/postern/postern/agent/resolve"
 	"github.com/postern/postern/allowlist"
 	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/tunnel"
 )
 
 // Resolver looks up a host's addresses with the customer's DNS.
@@ -261,7 +261,7 @@ func (a *Agent) keepTunnel(ctx context.Context, slot int) {
 	urls := a.opts.Config.RelayURLs
 	for attempt := 0; ; attempt++ {
 		u := urls[(slot+attempt)%len(urls)]
-		log := a.log.With("tunnel", slot, "relay", redactURL(u))
+		log := a.log.With("tunnel", slot, "relay", tunnel.Redact(u))
 		up, err := a.runTunnel(ctx, slot, u, log)
 		if ctx.Err() != nil {
 			return
@@ -269,12 +269,12 @@ func (a *Agent) keepTunnel(ctx context.Context, slot int) {
 		if up {
 			bo.Reset()
 		}
-		var re *refusedError
+		var re *tunnel.UpgradeError
 		switch {
 		case errors.As(err, &re):
-			log.Error("relay refused the tunnel; will keep retrying", "status", re.status, "reason", re.reason, "message", re.message)
-			pause := re.retryAfter // the relay asked for a pause (rate limited)
-			if re.status == http.StatusUnauthorized {
+			log.Error("relay refused the tunnel; will keep retrying", "status", re.StatusCode, "reason", refusalReason(re), "message", refusalMessage(re))
+			pause := min(re.RetryAfter(), maxRetryAfterPause) // the relay asked for a pause (rate limited)
+			if re.StatusCode == http.StatusUnauthorized {
 				// A refused token will not fix itself in a second; retrying
 				// slowly keeps this address under the relay's limit on
 				// refused credentials, so doctor still sees the reason.
@@ -306,10 +306,21 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func redactURL(u *url.URL) string {
-	c := *u
-	c.User = nil
-	return c.String()
+// maxRetryAfterPause caps a pause the relay asks for.
+const maxRetryAfterPause = 10 * time.Minute
+
+func refusalReason(e *tunnel.UpgradeError) protocol.Reason {
+	if e.Refusal == nil {
+		return protocol.ReasonUnknown
+	}
+	return e.Refusal.Reason
+}
+
+func refusalMessage(e *tunnel.UpgradeError) string {
+	if e.Refusal == nil {
+		return e.Error()
+	}
+	return e.Refusal.Message
 }
 
 func (a *Agent) setTunnel(slot int, info *tunnelInfo) {

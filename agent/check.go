@@ -21,12 +21,11 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/resolve"
 	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/tunnel"
 )
 
 // A live check (spec section 7.5) tests the path to a base URL from inside
@@ -135,7 +134,7 @@ func parseCheckTarget(req protocol.Request) (checkTarget, error) {
 
 // serveCheck answers a check request: ok with the check's outcome whatever
 // the verdict, or BAD_TARGET when the base_url cannot be probed.
-func (a *Agent) serveCheck(ctx context.Context, st *yamux.Stream, req protocol.Request, log *slog.Logger) {
+func (a *Agent) serveCheck(ctx context.Context, st *tunnel.Stream, req protocol.Request, log *slog.Logger) {
 	start := time.Now()
 	entry := audit.Entry{Time: start.UTC(), RequestID: req.ID, Op: string(req.Op),
 		Target: net.JoinHostPort(req.Host, strconv.Itoa(req.Port))}
@@ -349,30 +348,11 @@ func dnsSource(a resolve.Answer, host string) string {
 	return "(" + strings.Join(parts, ", ") + ")"
 }
 
-// checkRoots is the system roots plus the agent's ca_file bundle, read per
-// check so a renewed bundle counts without a restart.
-func (a *Agent) checkRoots() (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if f := a.opts.Config.CAFile; f != "" {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificate found", f)
-		}
-	}
-	return pool, nil
-}
-
-// checkTLS handshakes with SNI host and verifies the chain against
-// checkRoots. The detail names the certificate even when it does not
+// checkTLS handshakes with SNI host and verifies the chain against the
+// system roots and ca_file. The detail names the certificate even when it does not
 // verify, which is the point of the step.
 func (a *Agent) checkTLS(ctx context.Context, conn net.Conn, host string) (*tls.Conn, string, error) {
-	roots, err := a.checkRoots()
+	roots, err := config.CertPool(a.opts.Config.CAFile)
 	if err != nil {
 		return nil, err.Error(), err
 	}

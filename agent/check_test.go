@@ -22,13 +22,14 @@ import (
 
 	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/tunnel/tunneltest"
 )
 
 // checkEnv is an agent with targets for every step of a check: an HTTP
 // provider, a TLS provider with a self-signed certificate, a refused port,
 // a port that accepts and never answers, and a DNS server.
 type checkEnv struct {
-	session *relaySession
+	session *tunneltest.RelaySession
 	dials   *dialLog
 	dns     *fakeDNS
 	web     *httptest.Server // 127.0.0.1:P, plain HTTP
@@ -104,7 +105,7 @@ allow:
     ports: [%[4]d]
 deny:
   - cidr: 10.99.0.0/16
-`, relay.url(), env.audit, port(t, env.web.URL), port(t, env.tls.URL), env.refused, env.hang.port())
+`, relay.URL(), env.audit, port(t, env.web.URL), port(t, env.tls.URL), env.refused, env.hang.port())
 	if extra != nil {
 		cfg += extra(env)
 	}
@@ -113,7 +114,7 @@ deny:
 	t.Cleanup(func() { _ = auditLog.Close() }) // after the agent stopped
 	runAgent(t, Options{Config: parseConfig(t, cfg), Dial: env.dials.Dial, Audit: auditLog,
 		Resolver: newResolver(t, env.dns.addr, -1)})
-	env.session = relay.session(t)
+	env.session = relay.Session(t)
 	return env
 }
 
@@ -149,7 +150,7 @@ func checkRequest(t *testing.T, baseURL string, within time.Duration) protocol.R
 // check runs one check and returns its outcome; the result must be ok.
 func (env *checkEnv) check(t *testing.T, baseURL string, within time.Duration) (protocol.Result, protocol.CheckResult) {
 	t.Helper()
-	res, st := env.session.dial(t, checkRequest(t, baseURL, within))
+	res, st := env.session.Dial(t, checkRequest(t, baseURL, within))
 	require.True(t, res.OK, "a check that ran answers ok whatever its verdict: %+v", res)
 	require.NotNil(t, res.Check)
 	rest, err := io.ReadAll(st)
@@ -389,7 +390,7 @@ func TestCheckRefusesBadBaseURL(t *testing.T) {
 	}
 	for name, req := range tests {
 		t.Run(name, func(t *testing.T) {
-			res, _ := env.session.dial(t, req)
+			res, _ := env.session.Dial(t, req)
 			assert.False(t, res.OK)
 			assert.Equal(t, protocol.BadTarget, res.Reason)
 			assert.Nil(t, res.Check)

@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/agent/resolve"
 	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/tunnel"
 )
 
 // nxResolver answers every name with NXDOMAIN, without any network.
@@ -73,17 +73,17 @@ allow:
 	require.NoError(f, err)
 
 	relayEnd, agentEnd := net.Pipe()
-	quiet := yamux.DefaultConfig()
-	quiet.LogOutput = io.Discard
-	relayMux, err := yamux.Server(relayEnd, quiet)
+	quiet := tunnel.DefaultConfig()
+	quiet.KeepAlive = false
+	relayMux, err := tunnel.Server(relayEnd, quiet)
 	require.NoError(f, err)
-	agentMux, err := yamux.Client(agentEnd, quiet)
+	agentMux, err := tunnel.Client(agentEnd, quiet)
 	require.NoError(f, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
-			st, err := agentMux.AcceptStream()
+			st, err := agentMux.Accept()
 			if err != nil {
 				return
 			}
@@ -101,13 +101,13 @@ allow:
 		if len(data) > protocol.MaxStreamFrame+8 {
 			t.Skip("larger than one stream frame plus change; the cap is tested by seeds")
 		}
-		st, err := relayMux.OpenStream()
+		st, err := relayMux.Open(t.Context())
 		require.NoError(t, err)
 		defer st.Close()
 		require.NoError(t, st.SetDeadline(time.Now().Add(waitTimeout)))
 		_, err = st.Write(data)
 		require.NoError(t, err)
-		require.NoError(t, st.Close()) // half-close: the agent sees EOF after data
+		require.NoError(t, st.CloseWrite()) // the agent sees EOF after data
 		res, err := protocol.ReadResult(st)
 		require.NoError(t, err, "the agent always answers one result frame")
 		if res.Check != nil {

@@ -19,30 +19,30 @@ func TestGoAwayDrainsOpenStreamsWhileReplacing(t *testing.T) {
 	relay := newFakeRelay(t, time.Second)
 	tg := newTarget(t, "127.0.0.1:0", echo)
 	cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
-		relay.url(), tg.port()))
+		relay.URL(), tg.port()))
 	a := runAgent(t, Options{Config: cfg, BackoffBase: 20 * time.Millisecond, BackoffMax: 40 * time.Millisecond})
-	s1 := relay.session(t)
-	res, st := s1.dial(t, dialRequest("127.0.0.1", tg.port()))
+	s1 := relay.Session(t)
+	res, st := s1.Dial(t, dialRequest("127.0.0.1", tg.port()))
 	require.True(t, res.OK, "%+v", res)
 	require.Equal(t, "before", roundTrip(t, st, "before"))
 
-	s1.notify(t, protocol.FrameGoAway, protocol.GoAway{Reason: "shutdown"})
-	s2 := relay.session(t) // the replacement arrives while s1 still serves
-	assert.Equal(t, s1.hello.AgentID, s2.hello.AgentID)
-	assert.False(t, s1.closed(), "the old tunnel stays up while a stream is open")
+	s1.Notify(t, protocol.FrameGoAway, protocol.GoAway{Reason: "shutdown"})
+	s2 := relay.Session(t) // the replacement arrives while s1 still serves
+	assert.Equal(t, s1.Hello.AgentID, s2.Hello.AgentID)
+	assert.False(t, s1.Closed(), "the old tunnel stays up while a stream is open")
 	assert.Equal(t, "during", roundTrip(t, st, "during"), "the open stream keeps flowing after GoAway")
 	require.Eventually(t, func() bool { return a.TunnelsUp() == 1 }, waitTimeout, 10*time.Millisecond,
 		"the replacement counts as the slot's tunnel")
 
 	// New streams go to the replacement.
-	res2, st2 := s2.dial(t, dialRequest("127.0.0.1", tg.port()))
+	res2, st2 := s2.Dial(t, dialRequest("127.0.0.1", tg.port()))
 	require.True(t, res2.OK)
 	assert.Equal(t, "new", exchange(t, st2, "new"))
 
 	// When the last old stream ends, the old tunnel closes.
 	assert.Equal(t, "last", exchange(t, st, "last"))
-	s1.waitClosed(t)
-	assert.False(t, s2.closed())
+	s1.WaitClosed(t)
+	assert.False(t, s2.Closed())
 }
 
 // Stopping the agent (Run's context ends) drains: the relay may open no
@@ -53,7 +53,7 @@ func TestStopDrainsOpenStreams(t *testing.T) {
 			relay := newFakeRelay(t, time.Second)
 			tg := newTarget(t, "127.0.0.1:0", echo)
 			cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
-				relay.url(), tg.port()))
+				relay.URL(), tg.port()))
 			a, err := New(Options{Config: cfg, Token: testToken, Resolver: newResolver(t, "127.0.0.1:1", 0), DrainTimeout: 30 * time.Second})
 			require.NoError(t, err)
 			ctx, cancel := context.WithCancel(context.Background())
@@ -61,8 +61,8 @@ func TestStopDrainsOpenStreams(t *testing.T) {
 			go func() { done <- a.Run(ctx) }()
 			defer func() { a.Force(); cancel(); <-done }()
 
-			s1 := relay.session(t)
-			res, st := s1.dial(t, dialRequest("127.0.0.1", tg.port()))
+			s1 := relay.Session(t)
+			res, st := s1.Dial(t, dialRequest("127.0.0.1", tg.port()))
 			require.True(t, res.OK)
 			require.Equal(t, "a", roundTrip(t, st, "a"))
 
@@ -70,7 +70,7 @@ func TestStopDrainsOpenStreams(t *testing.T) {
 			require.Eventually(t, func() bool { return a.TunnelsUp() == 0 }, waitTimeout, 5*time.Millisecond)
 			// The agent's yamux go-away reaches the relay's reader shortly.
 			require.Eventually(t, func() bool {
-				st, err := s1.mux.OpenStream()
+				st, err := s1.Open(t.Context())
 				if err == nil {
 					_ = st.Close()
 				}

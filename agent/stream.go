@@ -12,14 +12,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/resolve"
 	"github.com/postern/postern/allowlist"
 	"github.com/postern/postern/protocol"
-	"github.com/postern/postern/protocol/splice"
+	"github.com/postern/postern/protocol/tunnel"
 )
 
 // requestReadTimeout bounds how long a new stream may take to send its
@@ -28,7 +26,7 @@ const requestReadTimeout = 10 * time.Second
 
 // serveStream handles one relay-opened stream: request, decision,
 // resolution, dial, result, splice.
-func (a *Agent) serveStream(ctx context.Context, st *yamux.Stream, log *slog.Logger) {
+func (a *Agent) serveStream(ctx context.Context, st *tunnel.Stream, log *slog.Logger) {
 	defer st.Close()
 	_ = st.SetDeadline(time.Now().Add(requestReadTimeout))
 	req, err := protocol.ReadRequest(st)
@@ -82,12 +80,11 @@ func (a *Agent) serveStream(ctx context.Context, st *yamux.Stream, log *slog.Log
 	defer stopClose()
 	a.stats.active.Add(1)
 	defer a.stats.active.Add(-1)
-	stats, err := splice.Run(st, target, splice.Options{
-		WriteTimeout: splice.DefaultWriteTimeout,
+	stats, err := tunnel.Splice(st, target, tunnel.SpliceOptions{
+		WriteTimeout: tunnel.SpliceWriteTimeout,
 		IdleTimeout:  a.opts.IdleTimeout,
-		CloseWriteA:  st.Close, // yamux Close is a write-side close
 	})
-	if errors.Is(err, yamux.ErrConnectionWriteTimeout) {
+	if errors.Is(err, tunnel.ErrWriteTimeout) {
 		// The tunnel itself no longer drains: end the whole session so
 		// the slot reconnects, rather than leave readers hung on it.
 		log.Warn("tunnel write timed out; closing the tunnel", "err", err)
@@ -105,7 +102,7 @@ func (a *Agent) serveStream(ctx context.Context, st *yamux.Stream, log *slog.Log
 }
 
 // refuse answers a refused request, counts it and audits it.
-func (a *Agent) refuse(st *yamux.Stream, res protocol.Result, entry audit.Entry, log *slog.Logger) {
+func (a *Agent) refuse(st *tunnel.Stream, res protocol.Result, entry audit.Entry, log *slog.Logger) {
 	a.stats.countError(res.Reason)
 	log.Info("stream refused", "reason", res.Reason, "rule", res.Rule, "message", res.Message)
 	_ = protocol.WriteFrame(st, protocol.FrameResult, res)

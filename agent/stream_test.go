@@ -19,12 +19,13 @@ import (
 
 	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/tunnel/tunneltest"
 )
 
 // decisionEnv is one agent with a policy covering every decision a
 // stream can get, the targets behind it and the DNS it asks.
 type decisionEnv struct {
-	session *relaySession
+	session *tunneltest.RelaySession
 	dials   *dialLog
 	dns     *fakeDNS
 	ok      *target // 127.0.0.1:P, allowed
@@ -66,9 +67,9 @@ allow:
     ports: [80]
 deny:
   - cidr: 10.99.0.0/16
-`, relay.url(), p, env.refused))
+`, relay.URL(), p, env.refused))
 	runAgent(t, Options{Config: cfg, Dial: env.dials.Dial, Resolver: newResolver(t, env.dns.addr, -1)})
-	env.session = relay.session(t)
+	env.session = relay.Session(t)
 	return env
 }
 
@@ -113,7 +114,7 @@ func TestStreamDecisions(t *testing.T) {
 			before := len(env.dials.Addrs())
 			okBefore := env.ok.accepted.Load()
 			lookupsBefore := env.dns.Queries(tc.noLookup)
-			res, st := env.session.dial(t, dialRequest(tc.host, tc.port))
+			res, st := env.session.Dial(t, dialRequest(tc.host, tc.port))
 
 			var dialled []string // nil when nothing was dialled
 			if all := env.dials.Addrs(); len(all) > before {
@@ -173,7 +174,7 @@ func TestStreamProtocolFaults(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			res, _ := env.session.dialRaw(t, tc.frame)
+			res, _ := env.session.DialRaw(t, tc.frame)
 			assert.False(t, res.OK)
 			assert.Equal(t, tc.want, res.Reason, "%+v", res)
 			assert.NotEmpty(t, res.Message)
@@ -181,7 +182,7 @@ func TestStreamProtocolFaults(t *testing.T) {
 	}
 	assert.Empty(t, env.dials.Addrs(), "a bad request never dials")
 	assert.Zero(t, env.ok.accepted.Load())
-	assert.False(t, env.session.closed(), "a bad stream does not end the tunnel")
+	assert.False(t, env.session.Closed(), "a bad stream does not end the tunnel")
 }
 
 // A DNS server that flips between an allowed and a blocked address with
@@ -208,15 +209,15 @@ allow:
     ports: [%[2]d]
   - ip: 127.0.0.1
     ports: [%[2]d]
-`, relay.url(), p))
+`, relay.URL(), p))
 	dials := &dialLog{}
 	runAgent(t, Options{Config: cfg, Dial: dials.Dial, Resolver: newResolver(t, d.addr, 0)})
-	s := relay.session(t)
+	s := relay.Session(t)
 
 	const streams = 6
 	var wantDials []string
 	for i := range streams {
-		res, st := s.dial(t, dialRequest("rebind.test", p))
+		res, st := s.Dial(t, dialRequest("rebind.test", p))
 		assert.Equal(t, i+1, d.Queries("rebind.test."), "exactly one resolution per stream")
 		if i%2 == 0 {
 			require.True(t, res.OK, "stream %d: %+v", i, res)
@@ -246,7 +247,7 @@ allow:
     ports: [443]
   - ip: 127.0.0.1
     ports: [%d]
-`, relay.url(), tg.port()))
+`, relay.URL(), tg.port()))
 	logs := &logSink{}
 	dials := &dialLog{}
 	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
@@ -255,10 +256,10 @@ allow:
 	t.Cleanup(func() { _ = auditLog.Close() }) // after the agent stopped
 	runAgent(t, Options{Config: cfg, Logger: logs.Logger(), Dial: dials.Dial, Audit: auditLog,
 		Resolver: newResolver(t, d.addr, -1)})
-	s := relay.session(t)
+	s := relay.Session(t)
 
 	req := dialRequest("new.test", tg.port())
-	res, st := s.dial(t, req)
+	res, st := s.Dial(t, req)
 	require.True(t, res.OK, "report mode lets a would-be denial through: %+v", res)
 	assert.Equal(t, "pong:report", exchange(t, st, "report"))
 	assert.Equal(t, int32(1), tg.accepted.Load())
@@ -268,7 +269,7 @@ allow:
 	assert.Equal(t, "new.test:"+strconv.Itoa(tg.port()), warned[0].Attrs["target"])
 
 	bad := dialRequest("0x7f.0.0.1", tg.port())
-	res, _ = s.dial(t, bad)
+	res, _ = s.Dial(t, bad)
 	assert.Equal(t, protocol.BadTarget, res.Reason, "a malformed target is refused even in report mode")
 	assert.Equal(t, []string{tg.addr()}, dials.Addrs())
 
@@ -322,11 +323,11 @@ func TestStreamHalfCloseFromTarget(t *testing.T) {
 	})
 	relay := newFakeRelay(t, time.Second)
 	cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
-		relay.url(), tg.port()))
+		relay.URL(), tg.port()))
 	runAgent(t, Options{Config: cfg})
-	s := relay.session(t)
+	s := relay.Session(t)
 
-	res, st := s.dial(t, dialRequest("127.0.0.1", tg.port()))
+	res, st := s.Dial(t, dialRequest("127.0.0.1", tg.port()))
 	require.True(t, res.OK, "%+v", res)
 	banner, err := io.ReadAll(st)
 	require.NoError(t, err)

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -14,12 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/protocol"
-	"github.com/postern/postern/protocol/coalesce"
+	"github.com/postern/postern/protocol/tunnel/tunneltest"
 )
 
 func TestHelloCarriesIdentityAndAllowlistSummary(t *testing.T) {
@@ -78,13 +76,13 @@ allow:
 		t.Run(name, func(t *testing.T) {
 			relay := newFakeRelay(t, time.Second)
 			cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\nagent_id: agent-7\ntunnels: %d\n%s",
-				relay.url(), tc.tunnels, tc.rules))
+				relay.URL(), tc.tunnels, tc.rules))
 			runAgent(t, Options{Config: cfg, Version: "9.8.7"})
 
 			for range tc.tunnels {
-				s := relay.session(t)
-				h := s.hello
-				assert.Equal(t, "Bearer "+testToken, s.auth)
+				s := relay.Session(t)
+				h := s.Hello
+				assert.Equal(t, "Bearer "+testToken, s.Auth)
 				assert.Equal(t, protocol.Version, h.ProtocolVersion)
 				assert.Equal(t, "agent-7", h.AgentID)
 				assert.Equal(t, host, h.Hostname)
@@ -115,13 +113,13 @@ func stripLines(in []protocol.RuleSpec) []protocol.RuleSpec {
 
 func TestHealthIsReportedEveryInterval(t *testing.T) {
 	relay := newFakeRelay(t, 200*time.Millisecond)
-	cfg := parseConfig(t, "relay_url: "+relay.url()+"\ntunnels: 2\nallow:\n  - host: a.example\n    ports: [443]\n")
+	cfg := parseConfig(t, "relay_url: "+relay.URL()+"\ntunnels: 2\nallow:\n  - host: a.example\n    ports: [443]\n")
 	a := runAgent(t, Options{Config: cfg, Version: "1.0.0"})
-	s1, s2 := relay.session(t), relay.session(t)
+	s1, s2 := relay.Session(t), relay.Session(t)
 
-	for _, s := range []*relaySession{s1, s2} {
+	for _, s := range []*tunneltest.RelaySession{s1, s2} {
 		require.Eventually(t, func() bool { return len(s.Healths()) >= 3 }, waitTimeout, 10*time.Millisecond,
-			"tunnel %d: Health must arrive every heartbeat without any traffic", s.id)
+			"tunnel %d: Health must arrive every heartbeat without any traffic", s.ID)
 	}
 	require.Eventually(t, func() bool { return a.TunnelsUp() == 2 }, waitTimeout, 10*time.Millisecond)
 	var hs []protocol.Health
@@ -148,11 +146,11 @@ tunnels: 1
 allow:
   - ip: 127.0.0.1
     ports: [%d]
-`, relay.url(), tg.port()))
+`, relay.URL(), tg.port()))
 	runAgent(t, Options{Config: cfg})
-	s := relay.session(t)
+	s := relay.Session(t)
 
-	res, st := s.dial(t, dialRequest("127.0.0.1", tg.port()))
+	res, st := s.Dial(t, dialRequest("127.0.0.1", tg.port()))
 	require.True(t, res.OK, "%+v", res)
 	_, err := io.WriteString(st, "ping")
 	require.NoError(t, err)
@@ -166,7 +164,7 @@ allow:
 		dialRequest("unlisted.example", 443),
 		dialRequest("0x7f.0.0.1", 443),
 	} {
-		res, _ := s.dial(t, req)
+		res, _ := s.Dial(t, req)
 		require.False(t, res.OK)
 	}
 	require.NoError(t, st.Close())
@@ -197,19 +195,19 @@ func TestReconnectsWhenRelayDropsATunnel(t *testing.T) {
 	relay := newFakeRelay(t, time.Second)
 	tg := newTarget(t, "127.0.0.1:0", echo)
 	cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 2\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
-		relay.url(), tg.port()))
+		relay.URL(), tg.port()))
 	a := runAgent(t, Options{Config: cfg})
-	s1, s2 := relay.session(t), relay.session(t)
+	s1, s2 := relay.Session(t), relay.Session(t)
 	require.Eventually(t, func() bool { return a.TunnelsUp() == 2 }, waitTimeout, 10*time.Millisecond)
 
-	require.NoError(t, s1.mux.Close())
-	s3 := relay.session(t)
-	assert.Equal(t, s1.hello.AgentID, s3.hello.AgentID, "the replacement is the same agent")
+	require.NoError(t, s1.Close())
+	s3 := relay.Session(t)
+	assert.Equal(t, s1.Hello.AgentID, s3.Hello.AgentID, "the replacement is the same agent")
 	require.Eventually(t, func() bool { return a.TunnelsUp() == 2 }, waitTimeout, 10*time.Millisecond)
-	assert.False(t, s2.closed(), "the other tunnel is untouched")
+	assert.False(t, s2.Closed(), "the other tunnel is untouched")
 
-	for _, s := range []*relaySession{s2, s3} {
-		res, st := s.dial(t, dialRequest("127.0.0.1", tg.port()))
+	for _, s := range []*tunneltest.RelaySession{s2, s3} {
+		res, st := s.Dial(t, dialRequest("127.0.0.1", tg.port()))
 		require.True(t, res.OK, "%+v", res)
 		assert.Equal(t, "hi", roundTrip(t, st, "hi"))
 	}
@@ -227,25 +225,32 @@ func TestFirstConnectRetriesUntilRelayListens(t *testing.T) {
 	require.Eventually(t, func() bool { return len(logs.Find("tunnel down; reconnecting")) >= 3 },
 		waitTimeout, 10*time.Millisecond, "the agent keeps retrying a relay that is not there")
 
-	relay := newUnstartedRelay(t, time.Second)
 	ln, err = net.Listen("tcp", addr)
 	require.NoError(t, err)
-	require.NoError(t, relay.srv.Listener.Close())
-	relay.srv.Listener = ln
-	relay.srv.Start()
-	s := relay.session(t)
-	assert.Equal(t, "Bearer "+testToken, s.auth)
+	relay := tunneltest.NewRelay(t, tunneltest.RelayOptions{Token: testToken, Heartbeat: time.Second, Listener: ln})
+	s := relay.Session(t)
+	assert.Equal(t, "Bearer "+testToken, s.Auth)
 }
 
 func TestTokenRefusalIsRetried(t *testing.T) {
-	relay := newFakeRelay(t, time.Second)
-	relay.refuse.Store(3)
+	// The first three tunnel requests are refused as revoked.
+	var refuse atomic.Int32
+	refuse.Store(3)
+	relay := tunneltest.NewRelay(t, tunneltest.RelayOptions{Heartbeat: time.Second, Authorize: func(r *http.Request) *protocol.Error {
+		if tunneltest.BearerToken(r) != testToken {
+			return protocol.Errorf(protocol.AgentTokenInvalid, "unknown agent token")
+		}
+		if n := refuse.Load(); n > 0 && refuse.CompareAndSwap(n, n-1) {
+			return protocol.Errorf(protocol.AgentTokenRevoked, "the connection was revoked")
+		}
+		return nil
+	}})
 	logs := &logSink{}
-	cfg := parseConfig(t, "relay_url: "+relay.url()+"\ntunnels: 1\nallow: []\n")
+	cfg := parseConfig(t, "relay_url: "+relay.URL()+"\ntunnels: 1\nallow: []\n")
 	runAgent(t, Options{Config: cfg, Logger: logs.Logger()})
 
-	relay.session(t)
-	assert.GreaterOrEqual(t, relay.requests.Load(), int32(4))
+	relay.Session(t)
+	assert.GreaterOrEqual(t, relay.Requests(), 4)
 	refusals := logs.Find("relay refused the tunnel; will keep retrying")
 	require.Len(t, refusals, 3)
 	for _, r := range refusals {
@@ -302,11 +307,11 @@ func TestRelayNoticesEndTheTunnel(t *testing.T) {
 			tg := newTarget(t, "127.0.0.1:0", echo)
 			logs := &logSink{}
 			cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
-				relay.url(), tg.port()))
+				relay.URL(), tg.port()))
 			const base = 80 * time.Millisecond
 			runAgent(t, Options{Config: cfg, Logger: logs.Logger(), BackoffBase: base, BackoffMax: base})
-			s1 := relay.session(t)
-			res, st := s1.dial(t, dialRequest("127.0.0.1", tg.port()))
+			s1 := relay.Session(t)
+			res, st := s1.Dial(t, dialRequest("127.0.0.1", tg.port()))
 			require.True(t, res.OK, "%+v", res)
 			require.Equal(t, "x", roundTrip(t, st, "x"))
 
@@ -316,8 +321,8 @@ func TestRelayNoticesEndTheTunnel(t *testing.T) {
 				assert.Equal(t, "y", exchange(t, st, "y"))
 			}
 			sent := time.Now()
-			s1.notify(t, tc.typ, tc.notice)
-			s1.waitClosed(t) // the agent itself ends the tunnel
+			s1.Notify(t, tc.typ, tc.notice)
+			s1.WaitClosed(t) // the agent itself ends the tunnel
 			if tc.streamsEnd {
 				_, err := st.Read(make([]byte, 1))
 				assert.Error(t, err, "streams on the ended tunnel end too")
@@ -325,9 +330,9 @@ func TestRelayNoticesEndTheTunnel(t *testing.T) {
 					"the target connection is closed")
 			}
 
-			s2 := relay.session(t)
+			s2 := relay.Session(t)
 			assert.GreaterOrEqual(t, time.Since(sent), base/2, "the reconnect waits for backoff")
-			assert.Equal(t, s1.hello.AgentID, s2.hello.AgentID)
+			assert.Equal(t, s1.Hello.AgentID, s2.Hello.AgentID)
 			var found bool
 			for _, r := range logs.Find("tunnel down; reconnecting") {
 				found = found || strings.Contains(r.Attrs["err"], tc.wantErr)
@@ -342,23 +347,23 @@ func TestSetPolicySwapsRulesWithoutDroppingTunnels(t *testing.T) {
 	oldT := newTarget(t, "127.0.0.1:0", echo)
 	newT := newTarget(t, "127.0.0.1:0", echo)
 	rules := "relay_url: %s\ntunnels: 2\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n"
-	cfg1 := parseConfig(t, fmt.Sprintf(rules, relay.url(), oldT.port()))
-	cfg2 := parseConfig(t, fmt.Sprintf(rules, relay.url(), newT.port()))
+	cfg1 := parseConfig(t, fmt.Sprintf(rules, relay.URL(), oldT.port()))
+	cfg2 := parseConfig(t, fmt.Sprintf(rules, relay.URL(), newT.port()))
 	a := runAgent(t, Options{Config: cfg1})
-	s1, s2 := relay.session(t), relay.session(t)
+	s1, s2 := relay.Session(t), relay.Session(t)
 
-	res, inflight := s1.dial(t, dialRequest("127.0.0.1", oldT.port()))
+	res, inflight := s1.Dial(t, dialRequest("127.0.0.1", oldT.port()))
 	require.True(t, res.OK, "%+v", res)
 	require.Equal(t, "before", roundTrip(t, inflight, "before"))
 
 	a.SetPolicy(NewPolicy(cfg2, time.Now()))
 	assert.Equal(t, cfg2.Rules.SHA256(), a.Policy().Summary.SHA256)
 
-	for _, s := range []*relaySession{s1, s2} {
-		res, _ := s.dial(t, dialRequest("127.0.0.1", oldT.port()))
+	for _, s := range []*tunneltest.RelaySession{s1, s2} {
+		res, _ := s.Dial(t, dialRequest("127.0.0.1", oldT.port()))
 		assert.False(t, res.OK, "new streams use the new rules")
 		assert.Equal(t, protocol.TargetBlocked, res.Reason, "%+v", res)
-		res, st := s.dial(t, dialRequest("127.0.0.1", newT.port()))
+		res, st := s.Dial(t, dialRequest("127.0.0.1", newT.port()))
 		require.True(t, res.OK, "%+v", res)
 		assert.Equal(t, "new", roundTrip(t, st, "new"))
 	}
@@ -368,36 +373,10 @@ func TestSetPolicySwapsRulesWithoutDroppingTunnels(t *testing.T) {
 		hs := s1.Healths()
 		return len(hs) > 0 && hs[len(hs)-1].Allowlist.SHA256 == cfg2.Rules.SHA256()
 	}, waitTimeout, 10*time.Millisecond, "health reports the new rules")
-	assert.False(t, s1.closed())
-	assert.False(t, s2.closed())
-	relay.noNewSession(t)
+	assert.False(t, s1.Closed())
+	assert.False(t, s2.Closed())
+	relay.NoNewSession(t)
 	assert.Equal(t, 2, a.TunnelsUp())
-}
-
-// A relay must keep every WebSocket message within coalesce.MaxMessage;
-// the agent enforces that cap on what it reads.
-func TestOversizedRelayMessageEndsTunnel(t *testing.T) {
-	relay := newFakeRelay(t, time.Second)
-	cfg := parseConfig(t, "relay_url: "+relay.url()+"\ntunnels: 1\nallow: []\n")
-	runAgent(t, Options{Config: cfg})
-	s1 := relay.session(t)
-
-	// One well-formed yamux data frame on the control stream (id 1),
-	// carrying a control frame of an unknown type that the agent would
-	// otherwise ignore; only its size is wrong.
-	const body = coalesce.MaxMessage
-	msg := make([]byte, 12, 12+body)
-	msg[1] = 0 // data
-	binary.BigEndian.PutUint32(msg[4:8], s1.ctrl.StreamID())
-	binary.BigEndian.PutUint32(msg[8:12], body)
-	msg = binary.BigEndian.AppendUint32(msg, body-4)
-	msg = append(msg, 0xEE)
-	msg = append(msg, make([]byte, body-5)...)
-	ctx := t.Context()
-	require.NoError(t, s1.ws.Write(ctx, websocket.MessageBinary, msg))
-
-	s1.waitClosed(t)
-	relay.session(t) // and it reconnects
 }
 
 // A relay that rate-limits the agent (429 with Retry-After) is not asked
@@ -412,7 +391,9 @@ func TestRateLimitedTunnelWaitsRetryAfter(t *testing.T) {
 		times = append(times, time.Now())
 		mu.Unlock()
 		w.Header().Set("Retry-After", "1")
-		refuseJSON(w, http.StatusTooManyRequests, protocol.RateLimited, "too many failed attempts")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = io.WriteString(w, `{"reason":"RATE_LIMITED","message":"too many failed attempts"}`)
 	}))
 	t.Cleanup(limiter.Close)
 	cfg := parseConfig(t, "relay_url: ws://"+limiter.Listener.Addr().String()+"\ntunnels: 1\nallow: []\n")

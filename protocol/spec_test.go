@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -14,8 +13,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/postern/postern/protocol/coalesce"
 )
 
 // The tests in this file keep spec.md and the code in step: the tables in
@@ -207,25 +204,6 @@ func TestSpecFrameTypeTable(t *testing.T) {
 			assert.True(t, numbers[uint8(n)], "FrameType(%d) has a name but no constant", n)
 		}
 	}
-}
-
-func TestSpecConstants(t *testing.T) {
-	want := map[string]string{
-		"Subprotocol":         Subprotocol,
-		"TunnelPath":          TunnelPath,
-		"Version":             fmt.Sprint(Version),
-		"MaxControlFrame":     fmt.Sprint(MaxControlFrame),
-		"MaxStreamFrame":      fmt.Sprint(MaxStreamFrame),
-		"MaxRequestIDLen":     fmt.Sprint(MaxRequestIDLen),
-		"MaxHostLen":          fmt.Sprint(MaxHostLen),
-		"MaxBaseURLLen":       fmt.Sprint(MaxBaseURLLen),
-		"coalesce.MaxMessage": fmt.Sprint(coalesce.MaxMessage),
-	}
-	got := map[string]string{}
-	for _, row := range specTable(t, readSpec(t), "Constant") {
-		got[codeCell(t, row["Constant"])] = codeCell(t, row["Value"])
-	}
-	assert.Equal(t, want, got)
 }
 
 func TestSpecGoldenVectorTable(t *testing.T) {

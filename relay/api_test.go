@@ -173,7 +173,7 @@ func TestRotateToken(t *testing.T) {
 
 		for name, token := range map[string]string{"old": c.AgentToken, "new": tok.AgentToken} {
 			a := h.connectAgent(t, token, testHello("agent-"+name, 1), echo)
-			assert.Equal(t, "node-test", a.welcome.NodeID, name)
+			assert.Equal(t, "node-test", a.Welcome.NodeID, name)
 			a.Close()
 		}
 	})

@@ -68,7 +68,7 @@ func TestCheckPassesAgentOutcomeThrough(t *testing.T) {
 		assert.Equal(t, api.CheckStep{Step: "dns", OK: true, MS: 3, Detail: "10.20.0.7 (server 10.0.0.2:53, NOERROR)"}, got.Steps[1])
 		assert.Equal(t, api.CheckStep{Step: "http", MS: 20, Reason: protocol.UpstreamRateLimited, Detail: "HTTP 429 Too Many Requests"}, got.Steps[4])
 
-		req := a.nextRequest(t)
+		req := a.NextRequest(t)
 		assert.Equal(t, protocol.OpCheck, req.Op)
 		assert.Equal(t, "gitlab.corp.example", req.Host)
 		assert.Equal(t, 443, req.Port, "the port defaults by scheme")
@@ -83,7 +83,7 @@ func TestCheckPassesAgentOutcomeThrough(t *testing.T) {
 		assert.Empty(t, got.Reason)
 		assert.Empty(t, got.ProviderErrorCode)
 		assert.Len(t, got.Steps, 2)
-		assert.Equal(t, 8080, a.nextRequest(t).Port)
+		assert.Equal(t, 8080, a.NextRequest(t).Port)
 	})
 	t.Run("body is bounded", func(t *testing.T) {
 		got := decode[api.Check](t, h.call(t, http.MethodPost, checkPath(c.ID), key,
@@ -91,23 +91,23 @@ func TestCheckPassesAgentOutcomeThrough(t *testing.T) {
 		assert.Len(t, got.Steps, maxCheckSteps)
 		assert.Len(t, got.Steps[0].Detail, maxCheckDetail)
 		assert.Equal(t, protocol.ProviderBaseURLUnreachable, got.ProviderErrorCode)
-		a.nextRequest(t)
+		a.NextRequest(t)
 	})
 	t.Run("agent without the operation", func(t *testing.T) {
 		e := requireRefusal(t, h.call(t, http.MethodPost, checkPath(c.ID), key,
 			api.CheckRequest{BaseURL: "https://old.corp.example"}), http.StatusBadGateway, protocol.UnsupportedOp)
 		assert.Contains(t, e.Message, "does not support live checks")
-		a.nextRequest(t)
+		a.NextRequest(t)
 	})
 	t.Run("agent answers ok without outcome", func(t *testing.T) {
 		requireRefusal(t, h.call(t, http.MethodPost, checkPath(c.ID), key,
 			api.CheckRequest{BaseURL: "https://empty.corp.example"}), http.StatusBadGateway, protocol.ProtocolError)
-		a.nextRequest(t)
+		a.NextRequest(t)
 	})
 	t.Run("agent refusal passes through", func(t *testing.T) {
 		requireRefusal(t, h.call(t, http.MethodPost, checkPath(c.ID), key,
 			api.CheckRequest{BaseURL: "https://unknown.corp.example"}), http.StatusForbidden, protocol.AllowlistMissing)
-		a.nextRequest(t)
+		a.NextRequest(t)
 	})
 	h.waitReleased(t, c.ID)
 }
@@ -151,7 +151,7 @@ func TestCheckRefusals(t *testing.T) {
 		decode[api.Connection](t, h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/revoke", h.adminKey, nil), http.StatusOK)
 		requireRefusal(t, h.call(t, http.MethodPost, checkPath(c.ID), own, good), http.StatusForbidden, protocol.ConnectionRevoked)
 		select {
-		case req := <-a.requests:
+		case req := <-a.Requests():
 			t.Fatalf("a revoked connection's agent got a request: %+v", req)
 		default:
 		}

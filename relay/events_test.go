@@ -259,7 +259,7 @@ func TestEventsAllowlistAndDegraded(t *testing.T) {
 
 	bad := testAllowlist()
 	bad.Status, bad.SHA256, bad.LastError = "invalid", strings.Repeat("0", 64), "line 3: bad cidr"
-	a.sendHealth(t, protocol.Health{Time: time.Now(), TunnelsUp: 1, Allowlist: bad})
+	a.SendHealth(t, protocol.Health{Time: time.Now(), TunnelsUp: 1, Allowlist: bad})
 	requireTransition(t, sub.nextEvent(t, c.ID, api.EventTunnel), "degraded", "connected", "")
 	requireTransition(t, sub.nextEvent(t, c.ID, api.EventAllowlist), "configured", "invalid", "")
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -17,14 +18,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-	"github.com/hashicorp/yamux"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/postern/postern/protocol"
-	"github.com/postern/postern/protocol/coalesce"
+	"github.com/postern/postern/protocol/tunnel"
+	"github.com/postern/postern/protocol/tunnel/tunneltest"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/secret"
 	"github.com/postern/postern/relay/store/sqlite"
@@ -287,8 +287,9 @@ func (h *harness) waitTunnels(t *testing.T, connID string, n int) {
 		waitFor, tick, "want %d tunnels", n)
 }
 
-func (h *harness) wsURL() string {
-	return "ws" + strings.TrimPrefix(h.ep.apiURL, "http") + protocol.TunnelPath
+// relayURL is the relay base URL an agent is configured with.
+func (h *harness) relayURL() string {
+	return "ws" + strings.TrimPrefix(h.ep.apiURL, "http")
 }
 
 // tunnelRequest sends a bare GET /v1/tunnel, as a refused agent would.
@@ -363,7 +364,7 @@ func (p *proxyConn) reply() reply {
 
 // answerFunc plays the agent's side of one relay-opened stream after its
 // request was read. The stream is closed when it returns.
-type answerFunc func(req protocol.Request, st net.Conn)
+type answerFunc = tunneltest.AnswerFunc
 
 // refuse answers with a failed result.
 func refuse(reason protocol.Reason, retryAfter int) answerFunc {
@@ -413,19 +414,9 @@ func byHost(answers map[string]answerFunc) answerFunc {
 	}
 }
 
-// fakeAgent is the agent side of one tunnel, built from the same parts as
-// the real agent: WebSocket, coalesce, yamux client, protocol frames.
-type fakeAgent struct {
-	hello    protocol.Hello
-	welcome  protocol.Welcome
-	mux      *yamux.Session
-	ctrl     *yamux.Stream
-	requests chan protocol.Request // every request frame received
-	control  chan protocol.Frame   // control frames from the relay; closed when the tunnel ends
-
-	wg   sync.WaitGroup
-	once sync.Once
-}
+// fakeAgent is the agent side of one tunnel, built from the same transport
+// as the real agent.
+type fakeAgent = tunneltest.Agent
 
 func testHello(agentID string, tunnels int) protocol.Hello {
 	return protocol.Hello{
@@ -469,119 +460,12 @@ func (h *harness) connectAgent(t *testing.T, token string, hello protocol.Hello,
 
 // dialAgent is connectAgent that returns the error (and the relay's
 // answer, when it refused before the upgrade) instead of failing.
-func (h *harness) dialAgent(t *testing.T, token string, hello protocol.Hello, answer answerFunc) (*fakeAgent, *http.Response, error) {
+func (h *harness) dialAgent(t *testing.T, token string, hello protocol.Hello, answer answerFunc) (*fakeAgent, *tunnel.UpgradeError, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
-	defer cancel()
-	ws, resp, err := websocket.Dial(ctx, h.wsURL(), &websocket.DialOptions{
-		HTTPClient:      h.ep.client,
-		HTTPHeader:      http.Header{"Authorization": {"Bearer " + token}},
-		Subprotocols:    []string{protocol.Subprotocol},
-		CompressionMode: websocket.CompressionDisabled,
+	a, err := tunneltest.DialAgent(t, h.relayURL(), tunneltest.AgentOptions{
+		Token: token, Hello: hello, Answer: answer, HTTPClient: h.ep.client,
 	})
-	if err != nil {
-		return nil, resp, err
-	}
-	require.Equal(t, protocol.Subprotocol, ws.Subprotocol())
-	ws.SetReadLimit(coalesce.MaxMessage)
-	nc := websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
-
-	cfg := yamux.DefaultConfig()
-	cfg.EnableKeepAlive = false
-	cfg.LogOutput = io.Discard
-	cfg.MaxStreamWindowSize = StreamWindow
-	mux, err := yamux.Client(coalesce.New(nc), cfg)
-	require.NoError(t, err)
-	a := &fakeAgent{
-		hello:    hello,
-		mux:      mux,
-		requests: make(chan protocol.Request, 64),
-		control:  make(chan protocol.Frame, 16),
-	}
-	t.Cleanup(a.Close)
-
-	// From here on the relay may hang up at any step (a bad Hello).
-	if a.ctrl, err = mux.OpenStream(); err != nil {
-		return nil, nil, err
-	}
-	if err := protocol.WriteFrame(a.ctrl, protocol.FrameHello, hello); err != nil {
-		return nil, nil, err
-	}
-	require.NoError(t, a.ctrl.SetReadDeadline(time.Now().Add(waitFor)))
-	f, err := protocol.ReadFrame(a.ctrl, protocol.MaxControlFrame)
-	if err != nil {
-		return nil, nil, err
-	}
-	require.NoError(t, f.Decode(protocol.FrameWelcome, &a.welcome))
-	require.NoError(t, a.ctrl.SetReadDeadline(time.Time{}))
-
-	a.wg.Add(2)
-	go a.readControl()
-	go a.acceptStreams(answer)
-	return a, resp, nil
-}
-
-func (a *fakeAgent) readControl() {
-	defer a.wg.Done()
-	defer close(a.control)
-	for {
-		f, err := protocol.ReadFrame(a.ctrl, protocol.MaxControlFrame)
-		if err != nil {
-			return
-		}
-		select {
-		case a.control <- f:
-		default:
-		}
-	}
-}
-
-func (a *fakeAgent) acceptStreams(answer answerFunc) {
-	defer a.wg.Done()
-	for {
-		st, err := a.mux.AcceptStream()
-		if err != nil {
-			return
-		}
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			defer st.Close()
-			_ = st.SetReadDeadline(time.Now().Add(waitFor))
-			req, err := protocol.ReadRequest(st)
-			if err != nil {
-				return
-			}
-			_ = st.SetReadDeadline(time.Time{})
-			select {
-			case a.requests <- req:
-			default:
-			}
-			answer(req, st)
-		}()
-	}
-}
-
-// sendHealth reports health on the control stream.
-func (a *fakeAgent) sendHealth(t *testing.T, h protocol.Health) {
-	t.Helper()
-	require.NoError(t, protocol.WriteFrame(a.ctrl, protocol.FrameHealth, h))
-}
-
-// Close ends the tunnel and waits for every goroutine of the agent.
-func (a *fakeAgent) Close() {
-	a.once.Do(func() { _ = a.mux.Close() })
-	a.wg.Wait()
-}
-
-// nextRequest returns the next request frame the agent received.
-func (a *fakeAgent) nextRequest(t *testing.T) protocol.Request {
-	t.Helper()
-	select {
-	case r := <-a.requests:
-		return r
-	case <-time.After(waitFor):
-		require.FailNow(t, "agent received no request")
-		return protocol.Request{}
-	}
+	var refused *tunnel.UpgradeError
+	errors.As(err, &refused)
+	return a, refused, err
 }

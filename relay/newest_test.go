@@ -20,18 +20,18 @@ func TestNewestSessionsOfAnAgentWin(t *testing.T) {
 	newer := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
 	defer newer.Close()
 	select {
-	case <-old.mux.CloseChan():
+	case <-old.Session.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the older session of the agent was not closed")
 	}
 	h.waitTunnels(t, c.ID, 1)
-	assert.False(t, newer.mux.IsClosed(), "the newest session stays")
+	assert.False(t, newer.Session.IsClosed(), "the newest session stays")
 
 	// Another replica of the same connection is not affected.
 	other := h.connectAgent(t, c.AgentToken, testHello("agent-2", 1), echo)
 	defer other.Close()
 	h.waitTunnels(t, c.ID, 2)
-	assert.False(t, newer.mux.IsClosed())
+	assert.False(t, newer.Session.IsClosed())
 }
 
 // A diagnostic handshake (doctor) gets Welcome but is no tunnel: the
@@ -43,9 +43,9 @@ func TestProbeHandshakeChangesNoStatus(t *testing.T) {
 	hello.Probe = true
 	probe := h.connectAgent(t, c.AgentToken, hello, echo)
 	defer probe.Close()
-	assert.Equal(t, h.srv.NodeID(), probe.welcome.NodeID)
+	assert.Equal(t, h.srv.NodeID(), probe.Welcome.NodeID)
 	select {
-	case <-probe.mux.CloseChan():
+	case <-probe.Session.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the relay kept the probe's tunnel open")
 	}

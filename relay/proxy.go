@@ -12,10 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/postern/postern/protocol"
-	"github.com/postern/postern/protocol/splice"
+	"github.com/postern/postern/protocol/tunnel"
 	"github.com/postern/postern/relay/store"
 )
 
@@ -130,16 +128,15 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request, conn stor
 			return
 		}
 	}
-	st, err := splice.Run(client, stream, splice.Options{
-		WriteTimeout: splice.DefaultWriteTimeout,
+	st, err := tunnel.Splice(client, stream, tunnel.SpliceOptions{
+		WriteTimeout: tunnel.SpliceWriteTimeout,
 		IdleTimeout:  s.cfg.IdleTimeout,
-		CloseWriteB:  stream.closeWrite,
 	})
 	s.metrics.streams.Inc()
 	st.AToB += int64(early)
 	s.metrics.bytes.WithLabelValues("to_target").Add(float64(st.AToB))
 	s.metrics.bytes.WithLabelValues("from_target").Add(float64(st.BToA))
-	if errors.Is(err, yamux.ErrConnectionWriteTimeout) {
+	if errors.Is(err, tunnel.ErrWriteTimeout) {
 		// The tunnel no longer drains: end it so the agent reconnects,
 		// rather than leave other streams' readers hung on it.
 		s.log.Warn("tunnel write timed out; closing the tunnel", "connection", conn.ID, "err", err)
@@ -204,9 +201,9 @@ func splitTarget(hostport string) (string, int, *apiError) {
 }
 
 // agentStream is a stream to the agent after an ok result; Close releases
-// its slot in the session's active count.
+// its slot in the session's active count. Its CloseWrite half-closes.
 type agentStream struct {
-	*yamux.Stream
+	*tunnel.Stream
 	release func()
 }
 
@@ -215,9 +212,6 @@ func (a *agentStream) Close() error {
 	a.release()
 	return err
 }
-
-// closeWrite half-closes: yamux's Close sends FIN and keeps reading.
-func (a *agentStream) closeWrite() error { return a.Stream.Close() }
 
 // dialAgent asks one of the connection's agents to dial host:port and
 // returns the stream, ready for the data phase.
@@ -257,7 +251,7 @@ func (s *Server) askAgent(ctx context.Context, conn store.Connection, req protoc
 			lastErr = err
 			continue
 		}
-		ys := st.(*yamux.Stream)
+		ys := st
 		fail := func() { _ = ys.Close(); release() }
 		_ = ys.SetDeadline(deadline)
 		stop := context.AfterFunc(ctx, func() { _ = ys.SetDeadline(time.Now()) })

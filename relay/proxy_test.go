@@ -79,7 +79,7 @@ func TestConnectPassesAgentReasonThrough(t *testing.T) {
 			}
 
 			// This subtest's request is the only one in flight.
-			req := a.nextRequest(t)
+			req := a.NextRequest(t)
 			assert.Equal(t, protocol.OpDial, req.Op)
 			assert.Equal(t, hostOf(name), req.Host)
 			assert.Equal(t, 8443, req.Port)
@@ -106,7 +106,7 @@ func TestConnectCarriesBytesBothWays(t *testing.T) {
 	reqID := pc.resp.Header.Get("Postern-Request-Id")
 	assert.NotEmpty(t, reqID)
 
-	req := a.nextRequest(t)
+	req := a.NextRequest(t)
 	assert.Equal(t, "gitlab.corp.example", req.Host)
 	assert.Equal(t, 443, req.Port)
 	assert.Equal(t, reqID, req.ID)
@@ -193,7 +193,7 @@ func TestConnectRefusals(t *testing.T) {
 		}
 	})
 	select {
-	case r := <-a.requests:
+	case r := <-a.Requests():
 		t.Fatalf("a refused CONNECT reached the agent: %+v", r)
 	default:
 	}
@@ -250,7 +250,7 @@ func TestPlainHTTPIsForwarded(t *testing.T) {
 		require.Equal(t, http.StatusTeapot, r.status, "body: %s", r.body)
 		assert.Equal(t, "GET /api/v4/projects?page=2 host=gitlab.corp.example:8080 proxy-authorization=", string(r.body),
 			"the target gets the request without the product's proxy credentials")
-		req := a.nextRequest(t)
+		req := a.NextRequest(t)
 		assert.Equal(t, "gitlab.corp.example", req.Host)
 		assert.Equal(t, 8080, req.Port)
 		assert.Equal(t, r.header.Get("Postern-Request-Id"), req.ID)
@@ -259,14 +259,14 @@ func TestPlainHTTPIsForwarded(t *testing.T) {
 	t.Run("default port 80", func(t *testing.T) {
 		r := get(t, "http://gitlab.corp.example/")
 		require.Equal(t, http.StatusTeapot, r.status, "body: %s", r.body)
-		assert.Equal(t, 80, a.nextRequest(t).Port)
+		assert.Equal(t, 80, a.NextRequest(t).Port)
 	})
 
 	t.Run("agent refusal keeps its reason", func(t *testing.T) {
 		r := get(t, "http://dns.corp.example/")
 		e := requireRefusal(t, r, http.StatusBadGateway, protocol.DNSNXDomain)
 		assert.Equal(t, protocol.ProviderBaseURLUnreachable, e.ProviderErrorCode)
-		assert.Equal(t, "dns.corp.example", a.nextRequest(t).Host)
+		assert.Equal(t, "dns.corp.example", a.NextRequest(t).Host)
 	})
 
 	t.Run("missing credentials", func(t *testing.T) {
@@ -292,8 +292,8 @@ func TestStreamsSpreadAcrossTunnels(t *testing.T) {
 	second := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil)
 	require.Equal(t, http.StatusOK, second.resp.StatusCode)
 
-	assert.Len(t, a.requests, 1, "agent-a got one stream")
-	assert.Len(t, b.requests, 1, "agent-b got one stream")
+	assert.Len(t, a.Requests(), 1, "agent-a got one stream")
+	assert.Len(t, b.Requests(), 1, "agent-b got one stream")
 	st := h.status(t, c.ID, "")
 	require.Len(t, st.Agents, 2)
 	for _, ag := range st.Agents {
@@ -315,8 +315,8 @@ func TestStreamFallsBackToNextTunnel(t *testing.T) {
 
 	// The first candidate refuses new streams (yamux go-away); the ping
 	// returns once the relay has read the go-away before it.
-	require.NoError(t, first.mux.GoAway())
-	_, err := first.mux.Ping()
+	require.NoError(t, first.Session.GoAway())
+	_, err := first.Session.Ping()
 	require.NoError(t, err)
 
 	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), []byte("ping"))
@@ -325,12 +325,12 @@ func TestStreamFallsBackToNextTunnel(t *testing.T) {
 	_, err = io.ReadFull(pc, got)
 	require.NoError(t, err)
 	assert.Equal(t, "ping", string(got))
-	assert.Len(t, second.requests, 1)
-	assert.Empty(t, first.requests)
+	assert.Len(t, second.Requests(), 1)
+	assert.Empty(t, first.Requests())
 
 	t.Run("no tunnel accepts", func(t *testing.T) {
-		require.NoError(t, second.mux.GoAway())
-		_, err := second.mux.Ping()
+		require.NoError(t, second.Session.GoAway())
+		_, err := second.Session.Ping()
 		require.NoError(t, err)
 		pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil)
 		requireRefusal(t, pc.reply(), http.StatusBadGateway, protocol.AgentOffline)
@@ -417,12 +417,12 @@ func TestRevokeClosesTunnelsAndStreams(t *testing.T) {
 
 	for name, ag := range map[string]*fakeAgent{"a": a, "b": b} {
 		select {
-		case <-ag.mux.CloseChan():
+		case <-ag.Session.Done():
 		case <-time.After(time.Until(start.Add(time.Second))):
 			t.Fatalf("tunnel %s still up a second after revocation", name)
 		}
 		var saw bool
-		for f := range ag.control { // closed once the agent read everything
+		for f := range ag.Control() { // closed once the agent read everything
 			if f.Type == protocol.FrameRevoked {
 				var rv protocol.Revoked
 				require.NoError(t, f.Decode(protocol.FrameRevoked, &rv))
@@ -497,7 +497,7 @@ func TestServeDrainsOnCancel(t *testing.T) {
 	cancel()
 	// The agent is asked to move elsewhere...
 	var goAway protocol.GoAway
-	for f := range a.control {
+	for f := range a.Control() {
 		if f.Type == protocol.FrameGoAway {
 			require.NoError(t, f.Decode(protocol.FrameGoAway, &goAway))
 			break
@@ -520,7 +520,7 @@ func TestServeDrainsOnCancel(t *testing.T) {
 	require.NoError(t, pc.Close())
 	waitServe(t, done)
 	select {
-	case <-a.mux.CloseChan():
+	case <-a.Session.Done():
 	case <-time.After(waitFor):
 		t.Fatal("tunnel survived Serve")
 	}
@@ -543,7 +543,7 @@ func TestServeDrainTimeoutCutsStreams(t *testing.T) {
 	_, err := io.ReadAll(pc)
 	assert.NoError(t, err, "the cut stream ends with EOF")
 	select {
-	case <-a.mux.CloseChan():
+	case <-a.Session.Done():
 	case <-time.After(waitFor):
 		t.Fatal("tunnel survived Serve")
 	}

@@ -3,15 +3,13 @@ package relay
 import (
 	"context"
 	"errors"
-	"net"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/tunnel"
 )
 
 // Registry errors.
@@ -29,10 +27,7 @@ type session struct {
 	remote       string
 	hello        protocol.Hello
 	connectedAt  time.Time
-	mux          *yamux.Session
-	ctrl         net.Conn
-
-	ctrlMu sync.Mutex // serializes frames written on ctrl
+	mux          *tunnel.Session
 
 	active   atomic.Int64 // streams open now
 	draining atomic.Bool  // GoAway sent: no new streams
@@ -42,11 +37,11 @@ type session struct {
 	lastBeat time.Time
 }
 
-func (s *session) sendControl(t protocol.FrameType, v any) error {
-	s.ctrlMu.Lock()
-	defer s.ctrlMu.Unlock()
-	_ = s.ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	return protocol.WriteFrame(s.ctrl, t, v)
+// noticeTimeout bounds writing one notice (GoAway, Revoked) to an agent.
+const noticeTimeout = 5 * time.Second
+
+func (s *session) notify(t protocol.FrameType, v any) error {
+	return s.mux.Send(t, v, noticeTimeout)
 }
 
 func (s *session) recordHealth(h protocol.Health, at time.Time) {
@@ -73,33 +68,15 @@ func (s *session) allowlist() protocol.Allowlist {
 
 // openStream opens a relay-side stream to the agent and counts it as
 // active until the returned release func is called.
-func (s *session) openStream(ctx context.Context) (net.Conn, func(), error) {
-	type result struct {
-		st  *yamux.Stream
-		err error
+func (s *session) openStream(ctx context.Context) (*tunnel.Stream, func(), error) {
+	st, err := s.mux.Open(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
-	ch := make(chan result, 1)
-	go func() {
-		st, err := s.mux.OpenStream()
-		ch <- result{st, err}
-	}()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			return nil, nil, r.err
-		}
-		s.active.Add(1)
-		s.total.Add(1)
-		var once sync.Once
-		return r.st, func() { once.Do(func() { s.active.Add(-1) }) }, nil
-	case <-ctx.Done():
-		go func() {
-			if r := <-ch; r.st != nil {
-				_ = r.st.Close()
-			}
-		}()
-		return nil, nil, ctx.Err()
-	}
+	s.active.Add(1)
+	s.total.Add(1)
+	var once sync.Once
+	return st, func() { once.Do(func() { s.active.Add(-1) }) }, nil
 }
 
 // connState is what the node knows about one connection's tunnels.
@@ -216,7 +193,7 @@ func (r *Registry) goAwayAll(g protocol.GoAway) int {
 		if s.mux.IsClosed() || s.draining.Swap(true) {
 			continue
 		}
-		_ = s.sendControl(protocol.FrameGoAway, g)
+		_ = s.notify(protocol.FrameGoAway, g)
 		n++
 	}
 	return n
@@ -268,7 +245,7 @@ func (r *Registry) closeConnection(connID, msg string) int {
 	}
 	r.mu.Unlock()
 	for _, s := range ss {
-		_ = s.sendControl(protocol.FrameRevoked, protocol.Revoked{Message: msg})
+		_ = s.notify(protocol.FrameRevoked, protocol.Revoked{Message: msg})
 		_ = s.mux.Close()
 	}
 	return len(ss)

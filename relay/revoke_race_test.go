@@ -63,12 +63,12 @@ func TestRevokeDuringHandshakeClosesTunnel(t *testing.T) {
 	a, _, err := h.dialAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
 	require.NoError(t, err)
 	select {
-	case <-a.mux.CloseChan():
+	case <-a.Session.Done():
 	case <-time.After(time.Second):
 		require.FailNow(t, "a tunnel of a revoked connection stayed up")
 	}
 	var saw bool
-	for f := range a.control {
+	for f := range a.Control() {
 		saw = saw || f.Type == protocol.FrameRevoked
 	}
 	assert.True(t, saw, "the agent is told why")

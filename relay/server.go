@@ -13,9 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/postern/postern/protocol/tunnel"
 	"github.com/postern/postern/relay/secret"
 	"github.com/postern/postern/relay/store"
 )
@@ -337,26 +337,14 @@ func (s *Server) Close() {
 	s.stopEvents()
 }
 
-func (s *Server) yamuxConfig() *yamux.Config {
-	c := yamux.DefaultConfig()
+// tunnelConfig is the transport's default with the backlog the stream cap
+// needs.
+func (s *Server) tunnelConfig() tunnel.Config {
+	c := tunnel.DefaultConfig()
 	c.AcceptBacklog = s.cfg.MaxStreamsPerTunnel
-	c.EnableKeepAlive = true
-	c.KeepAliveInterval = 5 * time.Second
-	c.ConnectionWriteTimeout = 10 * time.Second
-	c.StreamOpenTimeout = 10 * time.Second
-	// No close timer: Close is our half-close, and a response may flow
-	// for as long as it needs after the request side finished. Stuck
-	// streams are ended by the splice's idle and write timeouts instead.
-	c.StreamCloseTimeout = 0
-	c.MaxStreamWindowSize = StreamWindow
-	c.LogOutput = nil
-	c.Logger = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+	c.Logger = s.log
 	return c
 }
-
-// StreamWindow is the yamux receive window per stream. It bounds memory
-// per stream and sets the bulk throughput over a long path.
-const StreamWindow = 1 << 20
 
 func randomHex(n int) string {
 	b := make([]byte, n)

@@ -86,11 +86,11 @@ func TestStatusLateHealth(t *testing.T) {
 	// No Health for more than two and a half periods: degraded.
 	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "degraded" }, waitFor, tick)
 	// A Health report brings it back.
-	a.sendHealth(t, protocol.Health{Time: time.Now(), TunnelsUp: 1, Allowlist: testAllowlist()})
+	a.SendHealth(t, protocol.Health{Time: time.Now(), TunnelsUp: 1, Allowlist: testAllowlist()})
 	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "connected" }, waitFor, tick)
 	// Silent for ten periods: the relay ends the tunnel.
 	select {
-	case <-a.mux.CloseChan():
+	case <-a.Session.Done():
 	case <-time.After(waitFor):
 		require.FailNow(t, "relay kept a silent tunnel")
 	}
@@ -137,7 +137,7 @@ func TestStatusBaseURL(t *testing.T) {
 		})
 	}
 	select {
-	case r := <-a.requests:
+	case r := <-a.Requests():
 		t.Fatalf("status asked the agent: %+v", r)
 	default:
 	}

@@ -8,11 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coder/websocket"
-	"github.com/hashicorp/yamux"
-
 	"github.com/postern/postern/protocol"
-	"github.com/postern/postern/protocol/coalesce"
+	"github.com/postern/postern/protocol/tunnel"
 	"github.com/postern/postern/relay/secret"
 	"github.com/postern/postern/relay/store"
 )
@@ -106,30 +103,22 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	}
 	s.auth.succeeded(cred)
 	s.watchConnection(conn) // the "from" of this tunnel's status events
-	if !offersSubprotocol(r) {
+	if !tunnel.OffersSubprotocol(r) {
 		writeError(w, r, apiError{reason: protocol.InvalidRequest, msg: "WebSocket subprotocol " + protocol.Subprotocol + " required"})
 		return
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols:    []string{protocol.Subprotocol},
-		CompressionMode: websocket.CompressionDisabled,
-	})
+	// The session lives until the agent leaves or the node closes; the
+	// request context ends when the handler returns, so use the node's.
+	wire, err := tunnel.Upgrade(s.ctx, w, r)
 	if err != nil {
 		s.log.Info("agent tunnel upgrade", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-
 	s.tunnels.Add(1)
 	defer s.tunnels.Done()
-	// The session lives until the agent leaves or the node closes; the
-	// request context ends when the handler returns, so use the node's.
-	nc := websocket.NetConn(s.ctx, ws, websocket.MessageBinary)
-	// After NetConn, which lifts the limit: no message may exceed what a
-	// peer's coalesce layer writes.
-	ws.SetReadLimit(coalesce.MaxMessage)
-	mux, err := yamux.Server(coalesce.New(nc), s.yamuxConfig())
+	mux, err := tunnel.Server(wire, s.tunnelConfig())
 	if err != nil {
-		_ = nc.Close()
+		_ = wire.Close()
 		return
 	}
 	defer mux.Close()
@@ -147,56 +136,28 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	s.runSession(sess)
 }
 
-func offersSubprotocol(r *http.Request) bool {
-	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
-		for p := range strings.SplitSeq(h, ",") {
-			if strings.TrimSpace(p) == protocol.Subprotocol {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // handshake accepts the control stream, reads Hello and answers Welcome.
-func (s *Server) handshake(mux *yamux.Session, connID, tokenID, remote string) (*session, error) {
+func (s *Server) handshake(mux *tunnel.Session, connID, tokenID, remote string) (*session, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
-	ctrl, err := mux.AcceptStreamWithContext(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("accept control stream: %w", err)
-	}
-	_ = ctrl.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	f, err := protocol.ReadFrame(ctrl, protocol.MaxControlFrame)
-	if err != nil {
-		return nil, fmt.Errorf("read hello: %w", err)
-	}
-	var hello protocol.Hello
-	if err := f.Decode(protocol.FrameHello, &hello); err != nil {
-		return nil, err
-	}
-	if err := validateHello(hello); err != nil {
-		return nil, err
-	}
 	sess := &session{
 		id:           randomHex(8),
 		connectionID: connID,
 		tokenID:      tokenID,
 		remote:       remote,
-		hello:        hello,
 		connectedAt:  time.Now(),
 		mux:          mux,
-		ctrl:         ctrl,
 	}
-	welcome := protocol.Welcome{
-		NodeID:      s.cfg.NodeID,
-		HeartbeatMS: s.cfg.HeartbeatInterval.Milliseconds(),
-		SessionID:   sess.id,
+	hello, err := mux.AcceptHello(ctx, func(h protocol.Hello) (protocol.Welcome, error) {
+		if err := validateHello(h); err != nil {
+			return protocol.Welcome{}, err
+		}
+		return protocol.Welcome{NodeID: s.cfg.NodeID, HeartbeatMS: s.cfg.HeartbeatInterval.Milliseconds(), SessionID: sess.id}, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	if err := protocol.WriteFrame(ctrl, protocol.FrameWelcome, welcome); err != nil {
-		return nil, fmt.Errorf("write welcome: %w", err)
-	}
-	_ = ctrl.SetDeadline(time.Time{})
+	sess.hello = hello
 	return sess, nil
 }
 
@@ -231,7 +192,7 @@ func (s *Server) runSession(sess *session) {
 	// A revocation stored after authentication but handled before add
 	// did not see this session; look again now that it is registered.
 	if c, err := s.store.GetConnection(s.ctx, sess.connectionID); err == nil && c.RevokedAt != nil {
-		_ = sess.sendControl(protocol.FrameRevoked, protocol.Revoked{Message: "connection revoked"})
+		_ = sess.notify(protocol.FrameRevoked, protocol.Revoked{Message: "connection revoked"})
 		log.Info("agent tunnel closed: connection revoked during handshake")
 		return
 	}
@@ -259,9 +220,8 @@ func (s *Server) runSession(sess *session) {
 	lastStored := now
 	var err error
 	for {
-		_ = sess.ctrl.SetReadDeadline(time.Now().Add(10 * s.cfg.HeartbeatInterval))
 		var f protocol.Frame
-		f, err = protocol.ReadFrame(sess.ctrl, protocol.MaxControlFrame)
+		f, err = sess.mux.Recv(10 * s.cfg.HeartbeatInterval)
 		if err != nil {
 			break
 		}

@@ -4,14 +4,15 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/tunnel"
 	"github.com/postern/postern/relay/secret"
 )
 
@@ -69,20 +70,18 @@ func TestTunnelRequiresSubprotocol(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	c := h.createConnection(t, "gitlab", "")
-	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
-	defer cancel()
-	ws, resp, err := websocket.Dial(ctx, h.wsURL(), &websocket.DialOptions{
-		HTTPClient: h.ep.client,
-		HTTPHeader: http.Header{"Authorization": {"Bearer " + c.AgentToken}},
-	})
-	if ws != nil {
-		_ = ws.CloseNow()
-	}
-	require.Error(t, err)
-	require.NotNil(t, resp)
-	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
-	assert.Equal(t, string(protocol.InvalidRequest), resp.Header.Get("Postern-Reason"))
-	assert.NotEmpty(t, resp.Header.Get("Postern-Request-Id"))
+	// A WebSocket upgrade that offers no subprotocol.
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, h.ep.apiURL+protocol.TunnelPath, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+c.AgentToken)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	resp := do(t, h.ep.client, req)
+	assert.Equal(t, http.StatusBadRequest, resp.status)
+	assert.Equal(t, string(protocol.InvalidRequest), resp.header.Get("Postern-Reason"))
+	assert.NotEmpty(t, resp.header.Get("Postern-Request-Id"))
 	assert.Equal(t, "never_connected", h.status(t, c.ID, "").TunnelStatus)
 }
 
@@ -142,9 +141,9 @@ func TestTunnelUp(t *testing.T) {
 	hello := testHello("agent-1", 1)
 	a := h.connectAgent(t, c.AgentToken, hello, echo)
 
-	assert.Equal(t, "node-test", a.welcome.NodeID)
-	assert.Equal(t, 7*time.Second, a.welcome.HeartbeatInterval())
-	assert.NotEmpty(t, a.welcome.SessionID)
+	assert.Equal(t, "node-test", a.Welcome.NodeID)
+	assert.Equal(t, 7*time.Second, a.Welcome.HeartbeatInterval())
+	assert.NotEmpty(t, a.Welcome.SessionID)
 
 	h.waitTunnels(t, c.ID, 1)
 	st := h.status(t, c.ID, "")
@@ -180,7 +179,7 @@ func TestTunnelUp(t *testing.T) {
 		newer.Count = 1
 		newer.Allow = newer.Allow[:1]
 		newer.Deny = nil
-		a.sendHealth(t, protocol.Health{Time: time.Now(), TunnelsUp: 1, Version: "1.2.3", Allowlist: newer})
+		a.SendHealth(t, protocol.Health{Time: time.Now(), TunnelsUp: 1, Version: "1.2.3", Allowlist: newer})
 		require.Eventually(t, func() bool {
 			st := h.pollStatus(c.ID)
 			return len(st.Agents) == 1 && st.Agents[0].Allowlist.SHA256 == newer.SHA256
@@ -216,17 +215,17 @@ func TestTunnelWithoutHelloIsDropped(t *testing.T) {
 	c := h.createConnection(t, "gitlab", "")
 	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, h.wsURL(), &websocket.DialOptions{
-		HTTPClient:   h.ep.client,
-		HTTPHeader:   http.Header{"Authorization": {"Bearer " + c.AgentToken}},
-		Subprotocols: []string{protocol.Subprotocol},
-	})
+	base, err := url.Parse(h.relayURL())
 	require.NoError(t, err)
-	defer ws.CloseNow()
+	sess, err := tunnel.Dial(ctx, base, tunnel.DialOptions{HTTPClient: h.ep.client, Token: c.AgentToken, Config: tunnel.DefaultConfig()})
+	require.NoError(t, err)
+	defer sess.Close()
 	// The agent says nothing; the relay hangs up after the handshake
 	// timeout instead of holding the socket.
-	_, _, err = ws.Read(ctx)
-	require.Error(t, err)
+	select {
+	case <-sess.Done():
+	case <-ctx.Done():
+	}
 	assert.NoError(t, ctx.Err(), "the relay, not the test, ended the socket")
 	assert.Equal(t, "never_connected", h.status(t, c.ID, "").TunnelStatus)
 }
@@ -240,15 +239,15 @@ func TestTunnelIgnoresAgentExtras(t *testing.T) {
 
 	// A stream opened by the agent is not part of the protocol: the relay
 	// closes it.
-	st, err := a.mux.OpenStream()
+	st, err := a.Session.Open(t.Context())
 	require.NoError(t, err)
 	require.NoError(t, st.SetReadDeadline(time.Now().Add(waitFor)))
 	_, err = st.Read(make([]byte, 1))
 	assert.ErrorIs(t, err, io.EOF)
 
 	// Unknown control frames are skipped; the tunnel stays up and serves.
-	require.NoError(t, protocol.WriteFrame(a.ctrl, protocol.FrameType(99), map[string]string{"future": "yes"}))
-	require.NoError(t, protocol.WriteFrame(a.ctrl, protocol.FrameGoAway, protocol.GoAway{Reason: "confused agent"}))
+	require.NoError(t, a.Session.Send(protocol.FrameType(99), map[string]string{"future": "yes"}, waitFor))
+	require.NoError(t, a.Session.Send(protocol.FrameGoAway, protocol.GoAway{Reason: "confused agent"}, waitFor))
 	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), []byte("ok"))
 	require.Equal(t, http.StatusOK, pc.resp.StatusCode)
 	got := make([]byte, 2)

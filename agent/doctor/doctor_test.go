@@ -158,7 +158,7 @@ func TestRelayTLSIssuerShown(t *testing.T) {
 func TestEgressProxy(t *testing.T) {
 	pki := newPKI(t, "Postern Test CA")
 	fr := newFakeRelay(t, relayNormal, pki)
-	proxy := newFakeProxy(t, fr.srv.Listener.Addr().String())
+	proxy := newFakeProxy(t, fr.Addr())
 	// relay.test is unknown to this machine's DNS; only the proxy reaches it.
 	relayURL := "wss://relay.test:" + fr.Port()
 	tests := map[string]struct {

@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"io"
 	"math/big"
@@ -23,13 +22,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-	"github.com/hashicorp/yamux"
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/protocol"
-	"github.com/postern/postern/protocol/coalesce"
+	"github.com/postern/postern/protocol/tunnel"
+	"github.com/postern/postern/protocol/tunnel/tunneltest"
 )
 
 const (
@@ -97,121 +95,53 @@ const (
 )
 
 // fakeRelay answers /v1/tunnel like the relay: 401 with a reason body for
-// a wrong or revoked token, else a WebSocket with subprotocol postern.v1
-// carrying yamux, where it reads Hello and answers Welcome.
-type fakeRelay struct {
-	srv  *httptest.Server
-	mode relayMode
-
-	mu     sync.Mutex
-	hellos []protocol.Hello
-	wg     sync.WaitGroup
-}
+// a wrong or revoked token, else a tunnel where it reads Hello and answers
+// Welcome, over TLS when pki is given.
+type fakeRelay struct{ *tunneltest.Relay }
 
 func newFakeRelay(t *testing.T, mode relayMode, pki *testPKI) *fakeRelay {
 	t.Helper()
-	fr := &fakeRelay{mode: mode}
-	fr.srv = httptest.NewUnstartedServer(http.HandlerFunc(fr.handle))
-	if pki != nil {
-		fr.srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.cert}}
-		fr.srv.StartTLS()
-	} else {
-		fr.srv.Start()
+	opts := tunneltest.RelayOptions{
+		NodeID:        testNodeID,
+		Authorize:     authorizeTestToken,
+		NoSubprotocol: mode == relayNoSubprotocol,
 	}
-	t.Cleanup(func() {
-		fr.srv.Close()
-		fr.wg.Wait()
-	})
-	return fr
+	if mode == relayRedirect {
+		opts.Redirect = "https://elsewhere.example/v1/tunnel"
+	}
+	if pki != nil {
+		opts.TLS = &tls.Config{Certificates: []tls.Certificate{pki.cert}}
+	}
+	return &fakeRelay{tunneltest.NewRelay(t, opts)}
 }
 
-// URL is the relay base URL as written in relay_url.
-func (fr *fakeRelay) URL() string {
-	u := strings.Replace(fr.srv.URL, "https://", "wss://", 1)
-	return strings.Replace(u, "http://", "ws://", 1)
+func authorizeTestToken(r *http.Request) *protocol.Error {
+	switch tunneltest.BearerToken(r) {
+	case goodToken:
+		return nil
+	case revokedToken:
+		return protocol.Errorf(protocol.AgentTokenRevoked, "the connection of this agent token was revoked")
+	}
+	return protocol.Errorf(protocol.AgentTokenInvalid, "agent token is unknown, wrong or expired")
+}
+
+// parseRefusal is what the doctor shows of a refused upgrade answering
+// status, header and body: the transport reads the answer, refusalOf
+// cleans it for printing.
+func parseRefusal(status int, header http.Header, body []byte) refusal {
+	rec := httptest.NewRecorder()
+	for k, v := range header {
+		rec.Header()[k] = v
+	}
+	rec.WriteHeader(status)
+	_, _ = rec.Write(body)
+	return refusalOf(tunnel.ReadRefusal(rec.Result()))
 }
 
 // Port is the relay's port.
 func (fr *fakeRelay) Port() string {
-	_, p, _ := net.SplitHostPort(fr.srv.Listener.Addr().String())
+	_, p, _ := net.SplitHostPort(fr.Addr())
 	return p
-}
-
-func (fr *fakeRelay) Hellos() []protocol.Hello {
-	fr.mu.Lock()
-	defer fr.mu.Unlock()
-	return append([]protocol.Hello(nil), fr.hellos...)
-}
-
-func writeRefusal(w http.ResponseWriter, status int, reason protocol.Reason, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Postern-Reason", string(reason))
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"reason": string(reason), "message": msg})
-}
-
-func (fr *fakeRelay) handle(w http.ResponseWriter, r *http.Request) {
-	fr.wg.Add(1)
-	defer fr.wg.Done()
-	if r.URL.Path != protocol.TunnelPath {
-		http.NotFound(w, r)
-		return
-	}
-	if fr.mode == relayRedirect {
-		http.Redirect(w, r, "https://elsewhere.example/v1/tunnel", http.StatusFound)
-		return
-	}
-	switch r.Header.Get("Authorization") {
-	case "Bearer " + goodToken:
-	case "Bearer " + revokedToken:
-		writeRefusal(w, http.StatusUnauthorized, protocol.AgentTokenRevoked, "the connection of this agent token was revoked")
-		return
-	default:
-		writeRefusal(w, http.StatusUnauthorized, protocol.AgentTokenInvalid, "agent token is unknown, wrong or expired")
-		return
-	}
-	opts := &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled}
-	if fr.mode != relayNoSubprotocol {
-		opts.Subprotocols = []string{protocol.Subprotocol}
-	}
-	ws, err := websocket.Accept(w, r, opts)
-	if err != nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	nc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
-	ws.SetReadLimit(coalesce.MaxMessage)
-	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = io.Discard
-	cfg.EnableKeepAlive = false
-	mux, err := yamux.Server(coalesce.New(nc), cfg)
-	if err != nil {
-		_ = nc.Close()
-		return
-	}
-	defer mux.Close()
-	ctrl, err := mux.AcceptStreamWithContext(ctx)
-	if err != nil {
-		return
-	}
-	_ = ctrl.SetDeadline(time.Now().Add(10 * time.Second))
-	f, err := protocol.ReadFrame(ctrl, protocol.MaxControlFrame)
-	if err != nil {
-		return
-	}
-	var h protocol.Hello
-	if f.Decode(protocol.FrameHello, &h) != nil {
-		return
-	}
-	fr.mu.Lock()
-	fr.hellos = append(fr.hellos, h)
-	fr.mu.Unlock()
-	if protocol.WriteFrame(ctrl, protocol.FrameWelcome, protocol.Welcome{NodeID: testNodeID, HeartbeatMS: 15000, SessionID: "s1"}) != nil {
-		return
-	}
-	// Wait for the doctor to close the tunnel.
-	_, _ = io.Copy(io.Discard, ctrl)
 }
 
 // --- CONNECT proxy ---------------------------------------------------------

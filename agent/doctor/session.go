@@ -2,30 +2,21 @@ package doctor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
-	"github.com/hashicorp/yamux"
-
 	"github.com/postern/postern/agent"
 	"github.com/postern/postern/protocol"
-	"github.com/postern/postern/protocol/coalesce"
+	"github.com/postern/postern/protocol/tunnel"
 )
 
-// maxRefusalBody bounds how much of a refusal body is read.
-const maxRefusalBody = 16 << 10
-
 // refusal is the relay's (or an intermediary's) answer other than 101 to
-// the upgrade request.
+// the upgrade request, cleaned for printing.
 type refusal struct {
 	Status   int
 	Reason   protocol.Reason
@@ -33,34 +24,14 @@ type refusal struct {
 	Location string // for redirects
 }
 
-// parseRefusal reads a non-101 answer: the relay's JSON body
-// {"reason","message",...} when there is one, and the Location of a
-// redirect. Anything else yields an empty Reason: the answer did not come
-// from a Postern relay.
-func parseRefusal(status int, header http.Header, body []byte) refusal {
-	r := refusal{Status: status}
-	if header != nil {
-		r.Location = header.Get("Location")
-		if reason := header.Get("Postern-Reason"); reason != "" {
-			r.Reason = protocol.Reason(reason)
-		}
+// refusalOf reads what the doctor shows of a refused upgrade. An empty
+// Reason means the answer did not come from a Postern relay.
+func refusalOf(e *tunnel.UpgradeError) refusal {
+	r := refusal{Status: e.StatusCode, Location: clean(e.Location, 300)}
+	if e.Refusal != nil {
+		r.Reason = protocol.Reason(clean(string(e.Refusal.Reason), 64))
+		r.Message = clean(e.Refusal.Message, 300)
 	}
-	var b struct {
-		Reason  protocol.Reason `json:"reason"`
-		Message string          `json:"message"`
-	}
-	if len(body) > maxRefusalBody {
-		body = body[:maxRefusalBody]
-	}
-	if err := json.Unmarshal(body, &b); err == nil {
-		if b.Reason != "" {
-			r.Reason = b.Reason
-		}
-		r.Message = b.Message
-	}
-	r.Reason = protocol.Reason(clean(string(r.Reason), 64))
-	r.Message = clean(r.Message, 300)
-	r.Location = clean(r.Location, 300)
 	return r
 }
 
@@ -135,41 +106,24 @@ func reasonAdvice(r protocol.Reason) string {
 // /v1/tunnel, as the agent does, then exchanges Hello and Welcome on a yamux
 // control stream and closes everything.
 func (rr *relayRun) checkTunnel(token string) {
-	turl := tunnelURL(rr.u)
+	turl := tunnel.URL(rr.u)
 	var (
-		ws   *websocket.Conn
+		sess *tunnel.Session
 		auth Check
 	)
 	c := rr.step(LayerWebSocket, rr.target, func(ctx context.Context) Check {
-		conn, resp, err := rr.upgrade(ctx, turl, token)
+		s, err := rr.upgrade(ctx, token)
 		if err == nil {
-			ws = conn
-			if sp := conn.Subprotocol(); sp != protocol.Subprotocol {
-				return fail(protocol.ProtocolError,
-					fmt.Sprintf("upgraded, but the server chose subprotocol %q instead of %s", sp, protocol.Subprotocol),
-					"relay_url reaches a WebSocket server that is not a Postern relay, or a proxy strips Sec-WebSocket-Protocol")
-			}
+			sess = s
 			auth = Check{Status: Pass, Detail: "token accepted"}
 			return pass("upgraded " + protocol.TunnelPath + ", subprotocol " + protocol.Subprotocol)
 		}
-		if resp == nil {
-			return fail("", "upgrade "+turl+": "+err.Error(),
-				"the relay did not answer the upgrade; check relay_url and whatever sits in front of the relay")
-		}
-		if resp.StatusCode == http.StatusSwitchingProtocols {
-			return fail(protocol.ProtocolError, "upgrade "+turl+": "+err.Error(),
-				"relay_url reaches a WebSocket server that is not a Postern relay, or a proxy alters the handshake")
-		}
-		var body []byte
-		if resp.Body != nil {
-			body, _ = io.ReadAll(io.LimitReader(resp.Body, maxRefusalBody))
-		}
-		wsc, authc := refusalChecks(parseRefusal(resp.StatusCode, resp.Header, body), turl)
-		auth = authc
-		return wsc
+		ws, a := upgradeChecks(err, turl)
+		auth = a
+		return ws
 	})
-	if ws != nil {
-		defer ws.CloseNow()
+	if sess != nil {
+		defer sess.Close()
 	}
 	switch {
 	case auth.Status != StatusUnknown:
@@ -187,14 +141,35 @@ func (rr *relayRun) checkTunnel(token string) {
 		return
 	}
 	rr.step(LayerRelaySession, rr.target, func(ctx context.Context) Check {
-		return rr.hello(ctx, ws)
+		return rr.hello(ctx, sess)
 	})
+}
+
+// upgradeChecks turns a failed upgrade into the websocket check and, when
+// the relay judged the token, the auth check.
+func upgradeChecks(err error, turl string) (ws, auth Check) {
+	var (
+		ue *tunnel.UpgradeError
+		se *tunnel.SubprotocolError
+	)
+	switch {
+	case errors.As(err, &se):
+		return fail(protocol.ProtocolError, se.Error(),
+			"relay_url reaches a WebSocket server that is not a Postern relay, or a proxy strips Sec-WebSocket-Protocol"), Check{}
+	case errors.Is(err, tunnel.ErrBadUpgrade):
+		return fail(protocol.ProtocolError, "upgrade "+turl+": "+err.Error(),
+			"relay_url reaches a WebSocket server that is not a Postern relay, or a proxy alters the handshake"), Check{}
+	case errors.As(err, &ue):
+		return refusalChecks(refusalOf(ue), turl)
+	}
+	return fail("", "upgrade "+turl+": "+err.Error(),
+		"the relay did not answer the upgrade; check relay_url and whatever sits in front of the relay"), Check{}
 }
 
 // upgrade sends the WebSocket upgrade over the connection already opened
 // (and checked) layer by layer, with the agent's headers. Redirects are
-// never followed.
-func (rr *relayRun) upgrade(ctx context.Context, turl, token string) (*websocket.Conn, *http.Response, error) {
+// never followed. The session has no keepalive: it ends after Welcome.
+func (rr *relayRun) upgrade(ctx context.Context, token string) (*tunnel.Session, error) {
 	conn := rr.conn
 	var used atomic.Bool
 	give := func(context.Context, string, string) (net.Conn, error) {
@@ -209,78 +184,49 @@ func (rr *relayRun) upgrade(ctx context.Context, turl, token string) (*websocket
 		Transport:     tr,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	hdr := http.Header{}
-	hdr.Set("Authorization", "Bearer "+token)
-	hdr.Set("User-Agent", "postern-agent/"+rr.opts.Version+" (doctor)")
-	ws, resp, err := websocket.Dial(ctx, turl, &websocket.DialOptions{
-		HTTPClient:      client,
-		HTTPHeader:      hdr,
-		Subprotocols:    []string{protocol.Subprotocol},
-		CompressionMode: websocket.CompressionDisabled,
+	cfg := tunnel.DefaultConfig()
+	cfg.KeepAlive = false
+	cfg.WriteTimeout = rr.opts.StepTimeout
+	sess, err := tunnel.Dial(ctx, rr.u, tunnel.DialOptions{
+		HTTPClient: client,
+		Token:      token,
+		UserAgent:  "postern-agent/" + rr.opts.Version + " (doctor)",
+		Config:     cfg,
 	})
 	if err != nil {
-		return nil, resp, err
+		return nil, err
 	}
-	rr.conn = nil // the WebSocket owns it now
-	return ws, resp, nil
+	rr.conn = nil // the tunnel owns it now
+	return sess, nil
 }
 
-// hello opens the control stream, sends Hello as "<agent_id>-doctor" and
-// reads Welcome. The tunnel is closed right after: the doctor serves no
-// streams.
-func (rr *relayRun) hello(ctx context.Context, ws *websocket.Conn) Check {
-	nc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
-	ws.SetReadLimit(coalesce.MaxMessage)
-	ycfg := yamux.DefaultConfig()
-	ycfg.EnableKeepAlive = false
-	ycfg.LogOutput = io.Discard
-	ycfg.ConnectionWriteTimeout = rr.opts.StepTimeout
-	ycfg.StreamCloseTimeout = rr.opts.StepTimeout
-	mux, err := yamux.Client(coalesce.New(nc), ycfg)
-	if err != nil {
-		_ = nc.Close()
-		return fail(protocol.ProtocolError, "yamux: "+err.Error(), "report this as a bug")
-	}
-	defer mux.Close()
-	ctrl, err := mux.OpenStream()
-	if err != nil {
-		return fail(protocol.ProtocolError, "open control stream: "+err.Error(), "check the relay's log")
-	}
-	defer ctrl.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = ctrl.SetDeadline(dl)
-	}
-	if err := protocol.WriteFrame(ctrl, protocol.FrameHello, rr.helloFrame()); err != nil {
-		return fail(protocol.ProtocolError, "send Hello: "+err.Error(), "check the relay's log")
-	}
-	f, err := protocol.ReadFrame(ctrl, protocol.MaxControlFrame)
-	if err != nil {
+// hello sends Hello as "<agent_id>-doctor" and reads Welcome. The tunnel is
+// closed right after: the doctor serves no streams.
+func (rr *relayRun) hello(ctx context.Context, sess *tunnel.Session) Check {
+	w, err := sess.Hello(ctx, rr.helloFrame())
+	var notice *tunnel.NoticeError
+	switch {
+	case errors.As(err, &notice) && notice.Type == protocol.FrameRevoked:
+		return fail(protocol.ConnectionRevoked, "relay says the connection was revoked: "+clean(notice.Message, 300),
+			"connection revoked: create a new connection with `postern-relay connections create` and install its token")
+	case errors.As(err, &notice) && notice.Type == protocol.FrameGoAway:
+		return Check{Status: Warn, Detail: "relay answered GoAway instead of Welcome: it is draining",
+			Remediation: "run doctor again in a minute; the agent reconnects to another node by itself"}
+	case errors.As(err, &notice):
+		return fail(protocol.ProtocolError, "relay answered "+notice.Type.String()+" instead of Welcome",
+			"the relay and agent versions may differ")
+	case errors.Is(err, tunnel.ErrBadWelcome):
+		return fail(protocol.ProtocolError, err.Error(), "the relay and agent versions may differ")
+	case err != nil:
 		return fail(protocol.ProtocolError, "no Welcome: "+err.Error(),
 			"the relay accepted the token but ended the handshake; its log says why (versions may differ)")
 	}
-	switch f.Type {
-	case protocol.FrameWelcome:
-		var w protocol.Welcome
-		if err := f.Decode(protocol.FrameWelcome, &w); err != nil {
-			return fail(protocol.ProtocolError, "bad Welcome: "+err.Error(), "the relay and agent versions may differ")
-		}
-		node := w.NodeID
-		if node == "" {
-			node = "(unnamed)"
-		}
-		return pass(fmt.Sprintf("Welcome from relay node %s (session %s, heartbeat %s) as agent %s",
-			node, w.SessionID, w.HeartbeatInterval(), rr.doctorID()))
-	case protocol.FrameRevoked:
-		var rv protocol.Revoked
-		_ = f.Decode(protocol.FrameRevoked, &rv)
-		return fail(protocol.ConnectionRevoked, "relay says the connection was revoked: "+clean(rv.Message, 300),
-			"connection revoked: create a new connection with `postern-relay connections create` and install its token")
-	case protocol.FrameGoAway:
-		return Check{Status: Warn, Detail: "relay answered GoAway instead of Welcome: it is draining",
-			Remediation: "run doctor again in a minute; the agent reconnects to another node by itself"}
+	node := w.NodeID
+	if node == "" {
+		node = "(unnamed)"
 	}
-	return fail(protocol.ProtocolError, "relay answered "+f.Type.String()+" instead of Welcome",
-		"the relay and agent versions may differ")
+	return pass(fmt.Sprintf("Welcome from relay node %s (session %s, heartbeat %s) as agent %s",
+		node, w.SessionID, w.HeartbeatInterval(), rr.doctorID()))
 }
 
 func (rr *relayRun) doctorID() string {
@@ -303,12 +249,4 @@ func (rr *relayRun) helloFrame() protocol.Hello {
 		Allowlist:       agent.NewPolicy(rr.cfg, time.Now()).Summary,
 		Probe:           true,
 	}
-}
-
-// tunnelURL is the relay base URL with /v1/tunnel appended.
-func tunnelURL(base *url.URL) string {
-	u := *base
-	u.Path = strings.TrimSuffix(u.Path, "/") + protocol.TunnelPath
-	u.RawPath, u.RawQuery = "", ""
-	return u.String()
 }

@@ -48,13 +48,30 @@ func under(path, dir string) bool {
 	return path == p || strings.HasPrefix(path, p+"/")
 }
 
+// Libraries of the transport, which only protocol/tunnel may use.
+const (
+	yamuxModule     = "github.com/hashicorp/yamux"
+	websocketModule = "github.com/coder/websocket"
+)
+
 // TestDependencyDirection keeps DESIGN.md's layout true:
 // cmd -> agent|relay|installer -> allowlist, protocol.
 func TestDependencyDirection(t *testing.T) {
 	for _, p := range listPackages(t) {
 		for _, imp := range p.imports {
 			own := strings.HasPrefix(imp, module+"/")
+			if imp == yamuxModule || imp == websocketModule {
+				assert.True(t, under(p.path, "protocol/tunnel"), "%s imports %s: the transport is built only in protocol/tunnel", p.path, imp)
+			}
 			switch {
+			case under(p.path, "protocol/tunnel/tunneltest"):
+				// The test kit of the transport: both ends for tests.
+				assert.True(t, p.std[imp] || under(imp, "protocol") || strings.HasPrefix(imp, "github.com/stretchr/testify/"),
+					"%s imports %s", p.path, imp)
+			case under(p.path, "protocol/tunnel"):
+				// The wire contract's binding to WebSocket and yamux.
+				assert.True(t, p.std[imp] || under(imp, "protocol") || imp == yamuxModule || imp == websocketModule,
+					"%s imports %s: the transport uses only the protocol, yamux and the WebSocket library", p.path, imp)
 			case under(p.path, "protocol"):
 				assert.True(t, p.std[imp] || under(imp, "protocol"), "%s imports %s: protocol is stdlib only", p.path, imp)
 			case under(p.path, "allowlist"):

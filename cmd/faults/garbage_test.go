@@ -7,14 +7,15 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/protocol/tunnel"
 )
 
 // randomBytes returns n reproducible random bytes.
@@ -89,19 +90,20 @@ func TestFaultGarbageIntoTunnel(t *testing.T) {
 	t.Run("WebSocket messages of random bytes", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		hdr := http.Header{"Authorization": {"Bearer " + s.token}}
-		ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/v1/tunnel", &websocket.DialOptions{
-			HTTPHeader: hdr, Subprotocols: []string{"postern.v1"}, CompressionMode: websocket.CompressionDisabled,
-		})
+		// A real upgrade with a valid token, then binary messages of
+		// random bytes where the yamux session should be.
+		base := &url.URL{Scheme: "ws", Host: addr}
+		conn, err := tunnel.DialConn(ctx, base, tunnel.DialOptions{Token: s.token})
 		require.NoError(t, err)
-		defer ws.CloseNow()
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 		start := time.Now()
 		for i := range 16 {
-			if err := ws.Write(ctx, websocket.MessageBinary, randomBytes(uint64(10+i), 4<<10)); err != nil {
+			if _, err := conn.Write(randomBytes(uint64(10+i), 4<<10)); err != nil {
 				break // the relay already hung up
 			}
 		}
-		_, _, err = ws.Read(ctx)
+		_, err = conn.Read(make([]byte, 1))
 		require.Error(t, err, "the relay ends a tunnel that speaks garbage")
 		assert.NoError(t, ctx.Err(), "ended before the deadline")
 		t.Logf("garbage WebSocket tunnel ended after %s: %v", time.Since(start).Round(time.Millisecond), err)

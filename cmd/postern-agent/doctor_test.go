@@ -6,21 +6,14 @@ import (
 	"encoding/json"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
-	"github.com/coder/websocket"
-	"github.com/hashicorp/yamux"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/postern/postern/protocol"
-	"github.com/postern/postern/protocol/coalesce"
+	"github.com/postern/postern/protocol/tunnel/tunneltest"
 )
 
 const doctorTestToken = "pat_doctortest_secret"
@@ -29,41 +22,7 @@ const doctorTestToken = "pat_doctortest_secret"
 // doctorTestToken: upgrade, yamux, Hello -> Welcome.
 func doctorRelay(t *testing.T) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+doctorTestToken {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = io.WriteString(w, `{"reason":"AGENT_TOKEN_INVALID","message":"wrong token"}`)
-			return
-		}
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{protocol.Subprotocol}})
-		if err != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		nc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
-		cfg := yamux.DefaultConfig()
-		cfg.LogOutput = io.Discard
-		mux, err := yamux.Server(coalesce.New(nc), cfg)
-		if err != nil {
-			return
-		}
-		defer mux.Close()
-		ctrl, err := mux.AcceptStreamWithContext(ctx)
-		if err != nil {
-			return
-		}
-		if _, err := protocol.ReadFrame(ctrl, protocol.MaxControlFrame); err != nil {
-			return
-		}
-		_ = protocol.WriteFrame(ctrl, protocol.FrameWelcome, protocol.Welcome{NodeID: "cmd-node", HeartbeatMS: 15000})
-		_, _ = io.Copy(io.Discard, ctrl)
-	}))
-	t.Cleanup(func() {
-		srv.Close()
-	})
-	return strings.Replace(srv.URL, "http://", "ws://", 1)
+	return tunneltest.NewRelay(t, tunneltest.RelayOptions{Token: doctorTestToken, NodeID: "cmd-node"}).URL()
 }
 
 // doctorConfig writes an agent config for relayURL and a private token file.

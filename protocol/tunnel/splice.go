@@ -1,12 +1,4 @@
-// Package splice copies bytes both ways between two connections with
-// half-close propagated, the way both ends of a Postern stream must (see
-// protocol/spec.md, "Data phase"): when one side finishes writing, the
-// other side's write half is closed and the opposite direction keeps
-// flowing until it finishes too.
-//
-// It imports only the standard library so that agent and relay share one
-// implementation of the data phase.
-package splice
+package tunnel
 
 import (
 	"errors"
@@ -16,9 +8,9 @@ import (
 	"time"
 )
 
-// DefaultWriteTimeout is how long one write may make no progress before
-// the splice gives up on that reader.
-const DefaultWriteTimeout = 2 * time.Minute
+// SpliceWriteTimeout is how long one write of a data-phase splice may make
+// no progress before the splice gives up on that reader.
+const SpliceWriteTimeout = 2 * time.Minute
 
 // Copy buffers. A direction starts with a small buffer, so the many idle
 // keep-alive streams of a busy tunnel hold little memory, and moves to a
@@ -40,16 +32,16 @@ type closeWriter interface {
 	CloseWrite() error
 }
 
-// Stats reports what one splice carried.
-type Stats struct {
+// SpliceStats reports what one splice carried.
+type SpliceStats struct {
 	// AToB counts bytes read from a and written to b.
 	AToB int64
 	// BToA counts bytes read from b and written to a.
 	BToA int64
 }
 
-// Options bound a splice.
-type Options struct {
+// SpliceOptions bound a splice.
+type SpliceOptions struct {
 	// IdleTimeout ends the splice when no byte moved in either direction
 	// for this long. Zero means no idle limit.
 	IdleTimeout time.Duration
@@ -63,13 +55,16 @@ type Options struct {
 	CloseWriteA, CloseWriteB func() error
 }
 
-// Run copies a->b and b->a until both directions end, then closes both
-// connections. A clean EOF on one side half-closes the other; an error in
-// one direction aborts both. It returns the byte counts and the first
+// Splice copies bytes both ways between two connections with half-close
+// propagated, the way both ends of a Postern stream must (spec.md, "Data
+// phase"): a->b and b->a run until both directions end, then both
+// connections are closed. A clean EOF on one side half-closes the other,
+// and the opposite direction keeps flowing until it finishes too; an error
+// in one direction aborts both. It returns the byte counts and the first
 // error that was not a normal end of stream.
-func Run(a, b net.Conn, opt Options) (Stats, error) {
+func Splice(a, b net.Conn, opt SpliceOptions) (SpliceStats, error) {
 	var (
-		st       Stats
+		st       SpliceStats
 		wg       sync.WaitGroup
 		errOnce  sync.Once
 		firstErr error

@@ -1,4 +1,4 @@
-package coalesce
+package tunnel
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ func header(typ byte, length uint32) []byte {
 
 func TestDataHeaderJoinsItsBody(t *testing.T) {
 	rec := &recorder{}
-	c := New(rec)
+	c := newCoalescer(rec, nil)
 	body := bytes.Repeat([]byte("x"), 100)
 	n, err := c.Write(header(typeData, 100))
 	require.NoError(t, err)
@@ -55,7 +55,7 @@ func TestHeadersWithoutBodyPassStraightThrough(t *testing.T) {
 	for name, h := range tests {
 		t.Run(name, func(t *testing.T) {
 			rec := &recorder{}
-			_, err := New(rec).Write(h)
+			_, err := newCoalescer(rec, nil).Write(h)
 			require.NoError(t, err)
 			require.Len(t, rec.msgs, 1, "sent at once, never held")
 		})
@@ -64,7 +64,7 @@ func TestHeadersWithoutBodyPassStraightThrough(t *testing.T) {
 
 func TestLargeBodiesAreSplitAtMaxMessage(t *testing.T) {
 	rec := &recorder{}
-	c := New(rec)
+	c := newCoalescer(rec, nil)
 	body := bytes.Repeat([]byte("y"), 2*MaxMessage+10)
 	_, err := c.Write(header(typeData, uint32(len(body))))
 	require.NoError(t, err)

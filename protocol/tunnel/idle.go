@@ -1,4 +1,4 @@
-package splice
+package tunnel
 
 import (
 	"sync"

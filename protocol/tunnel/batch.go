@@ -1,21 +1,21 @@
-package coalesce
+package tunnel
 
 import (
 	"net"
 	"sync"
 )
 
-// Batch wraps the transport connection under a WebSocket client. A
+// batch wraps the transport connection under a WebSocket client. A
 // WebSocket client masks every frame through a small fixed buffer and
 // flushes it to the socket each time it fills, so one large message
-// becomes many small writes. Between hold and release, Batch gathers
+// becomes many small writes. Between hold and release, it gathers
 // those writes and sends them to the socket in one Write when the message
 // is done. Outside a hold, writes pass straight through.
 //
-// Conn holds and releases around each message when it was built with
-// NewWithBatch, so the bytes on the wire and their order never change,
-// only the number of system calls.
-type Batch struct {
+// The coalescer above the WebSocket holds and releases around each
+// message, so the bytes on the wire and their order never change, only the
+// number of system calls.
+type batch struct {
 	net.Conn
 
 	mu      sync.Mutex
@@ -23,11 +23,8 @@ type Batch struct {
 	buf     []byte
 }
 
-// NewBatch wraps c.
-func NewBatch(c net.Conn) *Batch { return &Batch{Conn: c} }
-
 // Write gathers p while a hold is on, else writes it through.
-func (b *Batch) Write(p []byte) (int, error) {
+func (b *batch) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	if b.holding {
 		b.buf = append(b.buf, p...)
@@ -38,14 +35,14 @@ func (b *Batch) Write(p []byte) (int, error) {
 	return b.Conn.Write(p)
 }
 
-func (b *Batch) hold() {
+func (b *batch) hold() {
 	b.mu.Lock()
 	b.holding = true
 	b.mu.Unlock()
 }
 
 // release ends the hold and writes what was gathered in one call.
-func (b *Batch) release() error {
+func (b *batch) release() error {
 	b.mu.Lock()
 	b.holding = false
 	buf := b.buf

@@ -1,4 +1,4 @@
-package splice
+package tunnel
 
 import (
 	"bytes"
@@ -37,9 +37,9 @@ func TestHalfCloseKeepsTheOtherDirectionFlowing(t *testing.T) {
 	// user <-> [a  splice  b] <-> target
 	user, a := tcpPair(t)
 	b, target := tcpPair(t)
-	done := make(chan Stats, 1)
+	done := make(chan SpliceStats, 1)
 	go func() {
-		st, err := Run(a, b, Options{})
+		st, err := Splice(a, b, SpliceOptions{})
 		assert.NoError(t, err)
 		done <- st
 	}()
@@ -72,7 +72,7 @@ func TestIdleTimeoutEndsASilentSplice(t *testing.T) {
 	defer user.Close()
 	defer target.Close()
 	start := time.Now()
-	_, err := Run(a, b, Options{IdleTimeout: 100 * time.Millisecond})
+	_, err := Splice(a, b, SpliceOptions{IdleTimeout: 100 * time.Millisecond})
 	assert.ErrorIs(t, err, ErrIdle)
 	assert.Less(t, time.Since(start), 2*time.Second)
 	_, err = user.Read(make([]byte, 1))
@@ -85,7 +85,7 @@ func TestResetOnOneSideAbortsBoth(t *testing.T) {
 	defer target.Close()
 	done := make(chan error, 1)
 	go func() {
-		_, err := Run(a, b, Options{})
+		_, err := Splice(a, b, SpliceOptions{})
 		done <- err
 	}()
 	require.NoError(t, user.(*net.TCPConn).SetLinger(0))
@@ -107,7 +107,7 @@ func TestWriteTimeoutEndsASpliceToAStuckReader(t *testing.T) {
 	defer user.Close()
 	done := make(chan error, 1)
 	go func() {
-		_, err := Run(a, b, Options{WriteTimeout: 200 * time.Millisecond})
+		_, err := Splice(a, b, SpliceOptions{WriteTimeout: 200 * time.Millisecond})
 		done <- err
 	}()
 	// Push until the kernel buffers toward the target are full.

@@ -1,18 +1,4 @@
-// Package coalesce makes a yamux session cheap to carry over a
-// message-oriented transport such as a WebSocket.
-//
-// yamux writes every data frame as two Write calls: a 12-byte header, then
-// the body. A WebSocket net.Conn turns each Write into its own message, so
-// without help every frame costs two messages, two syscalls and two
-// wakeups on the far side. Writer holds a data header back and sends it
-// together with its body in one Write. Headers without a body (window
-// updates, pings, go-aways) pass straight through, so nothing is ever held
-// waiting for a write that does not come.
-//
-// The package knows only the yamux header layout (version, type, flags,
-// stream id, length; see protocol/spec.md) and imports only the standard
-// library.
-package coalesce
+package tunnel
 
 import (
 	"encoding/binary"
@@ -25,37 +11,40 @@ const (
 	typeData   = 0
 )
 
-// MaxMessage is the largest Write the wrapped conn receives, and so the
-// largest WebSocket message either end sends. Receivers set their read
-// limit to it; larger frames are split across messages, which is safe
-// because yamux sees one byte stream.
+// MaxMessage is the largest WebSocket message either end sends, and the
+// read limit of both: a full-window yamux data frame with its header.
+// Larger frames are split across messages, which is safe because yamux
+// sees one byte stream.
 const MaxMessage = 1<<20 + 64
 
-// Conn wraps a net.Conn so that each yamux data frame leaves in one Write.
-type Conn struct {
+// coalescer wraps the WebSocket's net.Conn so that each yamux data frame
+// leaves in one Write, and so in one message.
+//
+// yamux writes every data frame as two Write calls: a 12-byte header, then
+// the body. A WebSocket net.Conn turns each Write into its own message, so
+// without help every frame costs two messages, two syscalls and two wakeups
+// on the far side. The coalescer holds a data header back and sends it with
+// its body. Headers without a body (window updates, pings, go-aways) pass
+// straight through, so nothing is ever held waiting for a write that does
+// not come. It knows only the yamux header layout (spec.md, section 4.1).
+type coalescer struct {
 	net.Conn
 
 	mu      sync.Mutex
 	pending []byte // a held data header, or empty
 	buf     []byte // reused join buffer
-	batch   *Batch // the socket under the WebSocket, or nil
+	batch   *batch // the socket under the WebSocket, or nil
 }
 
-// New returns c wrapped. Reads are untouched.
-func New(c net.Conn) *Conn {
-	return &Conn{Conn: c, pending: make([]byte, 0, headerSize)}
-}
-
-// NewWithBatch returns c wrapped, holding b around each message so a
-// WebSocket client's small buffered writes leave in one system call.
-func NewWithBatch(c net.Conn, b *Batch) *Conn {
-	cc := New(c)
-	cc.batch = b
-	return cc
+// newCoalescer returns c wrapped; with a non-nil b it holds b around each
+// message, so a WebSocket client's small buffered writes leave in one
+// system call. Reads are untouched.
+func newCoalescer(c net.Conn, b *batch) *coalescer {
+	return &coalescer{Conn: c, pending: make([]byte, 0, headerSize), batch: b}
 }
 
 // Write sends p, joining a held data header with the body that follows it.
-func (c *Conn) Write(p []byte) (int, error) {
+func (c *coalescer) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.batch != nil {
@@ -84,7 +73,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 
 // writeBatched sends a data header and its body as two messages inside
 // one hold of the socket batch: one system call, and no copy to join them.
-func (c *Conn) writeBatched(p []byte) (int, error) {
+func (c *coalescer) writeBatched(p []byte) (int, error) {
 	if len(c.pending) == 0 {
 		c.batch.hold()
 		if isDataHeader(p) {
@@ -109,7 +98,7 @@ func isDataHeader(p []byte) bool {
 	return len(p) == headerSize && p[1] == typeData && binary.BigEndian.Uint32(p[8:12]) > 0
 }
 
-func (c *Conn) writeChunks(p []byte) (int, error) {
+func (c *coalescer) writeChunks(p []byte) (int, error) {
 	var total int
 	for len(p) > 0 {
 		chunk := p[:min(len(p), MaxMessage)]

@@ -1,0 +1,137 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/postern/postern/protocol"
+)
+
+// ErrWriteTimeout ends a session whose writes made no progress for the
+// config's WriteTimeout: the tunnel no longer drains, and every stream on
+// it is cut. A splice that fails with it should close the whole session so
+// the agent reconnects, rather than leave other streams hung on it.
+var ErrWriteTimeout = yamux.ErrConnectionWriteTimeout
+
+// Session is one tunnel: a yamux session on a WebSocket, with the control
+// stream once the handshake has run. The agent is the yamux client and the
+// relay the server (spec.md 4.1).
+type Session struct {
+	mux *yamux.Session
+
+	ctrl   *yamux.Stream
+	ctrlMu sync.Mutex // serializes frames written on ctrl
+}
+
+// Client runs the agent's side of a session on conn.
+func Client(conn net.Conn, cfg Config) (*Session, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	mux, err := yamux.Client(conn, cfg.yamux())
+	if err != nil {
+		return nil, fmt.Errorf("yamux client: %w", err)
+	}
+	return &Session{mux: mux}, nil
+}
+
+// Server runs the relay's side of a session on conn. It knows nothing of
+// HTTP: conn comes from Upgrade, or from any other byte stream.
+func Server(conn net.Conn, cfg Config) (*Session, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	mux, err := yamux.Server(conn, cfg.yamux())
+	if err != nil {
+		return nil, fmt.Errorf("yamux server: %w", err)
+	}
+	return &Session{mux: mux}, nil
+}
+
+// Open opens a stream to the peer. yamux cannot cancel an open, so when ctx
+// ends first Open returns at once and the stream, if it opens later, is
+// closed in the background.
+func (s *Session) Open(ctx context.Context) (*Stream, error) {
+	type result struct {
+		st  *yamux.Stream
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		st, err := s.mux.OpenStream()
+		ch <- result{st, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, r.err
+		}
+		return &Stream{Stream: r.st, sess: s}, nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.st != nil {
+				_ = r.st.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// Accept waits for the next stream the peer opens.
+func (s *Session) Accept() (*Stream, error) {
+	st, err := s.mux.AcceptStream()
+	if err != nil {
+		return nil, err
+	}
+	return &Stream{Stream: st, sess: s}, nil
+}
+
+// Send writes one frame on the control stream, serialized with other
+// senders; the write must finish within the given time.
+func (s *Session) Send(t protocol.FrameType, v any, within time.Duration) error {
+	if s.ctrl == nil {
+		return errNoControl
+	}
+	s.ctrlMu.Lock()
+	defer s.ctrlMu.Unlock()
+	_ = s.ctrl.SetWriteDeadline(time.Now().Add(within))
+	return protocol.WriteFrame(s.ctrl, t, v)
+}
+
+// Recv reads the next control frame; a zero timeout waits as long as the
+// session lives.
+func (s *Session) Recv(timeout time.Duration) (protocol.Frame, error) {
+	if s.ctrl == nil {
+		return protocol.Frame{}, errNoControl
+	}
+	var dl time.Time
+	if timeout > 0 {
+		dl = time.Now().Add(timeout)
+	}
+	_ = s.ctrl.SetReadDeadline(dl)
+	return protocol.ReadFrame(s.ctrl, protocol.MaxControlFrame)
+}
+
+var errNoControl = errors.New("tunnel: no control stream (handshake not run)")
+
+// GoAway tells the peer that this end opens no new streams and accepts
+// none (a yamux go away, not the Postern GoAway notice).
+func (s *Session) GoAway() error { return s.mux.GoAway() }
+
+// Close ends the session and every stream in it. It is idempotent.
+func (s *Session) Close() error { return s.mux.Close() }
+
+// IsClosed reports whether the session has ended.
+func (s *Session) IsClosed() bool { return s.mux.IsClosed() }
+
+// Done is closed when the session ends.
+func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
+
+// Ping measures one round trip on the session.
+func (s *Session) Ping() (time.Duration, error) { return s.mux.Ping() }
