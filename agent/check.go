@@ -63,8 +63,6 @@ const (
 	checkWriteTimeout = 5 * time.Second
 	// checkUserAgent names the probe in the provider's access log.
 	checkUserAgent = "postern-agent-check"
-	// maxRetryAfter caps a provider's Retry-After, in seconds.
-	maxRetryAfter = 24 * 60 * 60
 	// maxDetail caps one step's detail.
 	maxDetail = 512
 )
@@ -431,10 +429,11 @@ func checkHTTP(ctx context.Context, conn net.Conn, t checkTarget) (protocol.Reas
 	switch code := resp.StatusCode; {
 	case code == http.StatusTooManyRequests:
 		ra := resp.Header.Get("Retry-After")
-		secs, ok := parseRetryAfter(ra, time.Now())
+		wait, ok := protocol.ParseRetryAfter(ra, time.Now())
 		if !ok {
 			return protocol.UpstreamRateLimited, 0, status + ": rate limited, no usable Retry-After"
 		}
+		secs := int((wait + time.Second - 1) / time.Second)
 		return protocol.UpstreamRateLimited, secs, fmt.Sprintf("%s: rate limited, Retry-After %s (%ds)", status, truncate(ra, 64), secs)
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
 		return "", 0, status + ": reachable, authentication required"
@@ -456,35 +455,6 @@ func httpFailure(what string, err error) (protocol.Reason, int, string) {
 		return protocol.ConnectTimeout, 0, what + ": the target accepted the connection but did not answer HTTP in time: " + err.Error()
 	}
 	return protocol.ConnectRefused, 0, what + ": the target accepted the connection but did not answer HTTP: " + err.Error()
-}
-
-// parseRetryAfter reads a Retry-After value, delay-seconds or an HTTP
-// date, as seconds from now (at least 0, at most a day).
-func parseRetryAfter(v string, now time.Time) (int, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if strings.Trim(v, "0123456789") == "" {
-		n, err := strconv.Atoi(v)
-		if err != nil { // only digits: too large for an int
-			return maxRetryAfter, true
-		}
-		return min(n, maxRetryAfter), true
-	}
-	at, err := http.ParseTime(v)
-	if err != nil {
-		return 0, false
-	}
-	d := at.Sub(now)
-	switch {
-	case d <= 0:
-		return 0, true
-	case d >= maxRetryAfter*time.Second: // also where Sub saturates
-		return maxRetryAfter, true
-	}
-	secs := int((d + time.Second - 1) / time.Second)
-	return min(secs, maxRetryAfter), true
 }
 
 // cleanDetail keeps a detail printable and bounded: parts of it come from

@@ -400,51 +400,6 @@ func TestCheckRefusesBadBaseURL(t *testing.T) {
 	assert.Empty(t, env.dials.Addrs())
 }
 
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
-	tests := map[string]struct {
-		in   string
-		want int
-		ok   bool
-	}{
-		"seconds":          {in: "120", want: 120, ok: true},
-		"zero":             {in: "0", want: 0, ok: true},
-		"padded":           {in: " 7 ", want: 7, ok: true},
-		"capped":           {in: "999999999", want: maxRetryAfter, ok: true},
-		"huge":             {in: "99999999999999999999999", want: maxRetryAfter, ok: true},
-		"http date":        {in: now.Add(45 * time.Second).Format(http.TimeFormat), want: 45, ok: true},
-		"date in the past": {in: now.Add(-time.Hour).Format(http.TimeFormat), want: 0, ok: true},
-		"rfc850 date":      {in: "Wednesday, 04-Mar-26 05:07:07 GMT", want: 60, ok: true},
-		"empty":            {in: ""},
-		"negative":         {in: "-5"},
-		"fraction":         {in: "1.5"},
-		"garbage":          {in: "soon"},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			got, ok := parseRetryAfter(tc.in, now)
-			assert.Equal(t, tc.ok, ok)
-			assert.Equal(t, tc.want, got)
-		})
-	}
-}
-
-func FuzzParseRetryAfter(f *testing.F) {
-	for _, s := range []string{"120", "0", "", "-1", "Wed, 21 Oct 2015 07:28:00 GMT", "99999999999999999999", "1e3", " 5"} {
-		f.Add(s)
-	}
-	now := time.Now()
-	f.Fuzz(func(t *testing.T, v string) {
-		n, ok := parseRetryAfter(v, now)
-		if !ok {
-			require.Zero(t, n)
-			return
-		}
-		require.GreaterOrEqual(t, n, 0)
-		require.LessOrEqual(t, n, maxRetryAfter)
-	})
-}
-
 func FuzzParseCheckTarget(f *testing.F) {
 	for _, s := range []string{
 		"https://jira.corp.example", "http://10.0.0.7:8080/rest?x=1#frag", "https://user:pw@[::1]:8443/",

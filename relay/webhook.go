@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
 )
 
@@ -309,18 +310,9 @@ func (h *webhook) post(ctx context.Context, id string, body []byte) (bool, time.
 	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
 		return false, 0, nil
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return true, retryAfter(resp.Header.Get("Retry-After")), fmt.Errorf("receiver answered HTTP %d", resp.StatusCode)
+		wait, _ := protocol.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		return true, min(wait, webhookMaxRetryAfter), fmt.Errorf("receiver answered HTTP %d", resp.StatusCode)
 	default:
 		return false, 0, fmt.Errorf("receiver answered HTTP %d", resp.StatusCode)
 	}
-}
-
-// retryAfter reads a Retry-After in seconds, capped; dates and garbage
-// count as absent.
-func retryAfter(v string) time.Duration {
-	n, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil || n <= 0 {
-		return 0
-	}
-	return min(time.Duration(n)*time.Second, webhookMaxRetryAfter)
 }
