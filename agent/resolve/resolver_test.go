@@ -259,37 +259,37 @@ func TestMismatchedRepliesIgnored(t *testing.T) {
 		"wrong id": func(req *dns.Msg) []byte {
 			m := bogusAnswer(req, req.Question[0].Name, req.Question[0].Qtype)
 			m.Id = req.Id + 1
-			return mustPack(t, m)
+			return dnstest.Pack(t, m)
 		},
 		"wrong name": func(req *dns.Msg) []byte {
-			return mustPack(t, bogusAnswer(req, "evil.example.", req.Question[0].Qtype))
+			return dnstest.Pack(t, bogusAnswer(req, "evil.example.", req.Question[0].Qtype))
 		},
 		"wrong type": func(req *dns.Msg) []byte {
-			return mustPack(t, bogusAnswer(req, req.Question[0].Name, dns.TypeMX))
+			return dnstest.Pack(t, bogusAnswer(req, req.Question[0].Name, dns.TypeMX))
 		},
 		"wrong class": func(req *dns.Msg) []byte {
 			m := bogusAnswer(req, req.Question[0].Name, req.Question[0].Qtype)
 			m.Question[0].Qclass = dns.ClassCHAOS
-			return mustPack(t, m)
+			return dnstest.Pack(t, m)
 		},
 		"not a response": func(req *dns.Msg) []byte {
 			m := bogusAnswer(req, req.Question[0].Name, req.Question[0].Qtype)
 			m.Response = false
-			return mustPack(t, m)
+			return dnstest.Pack(t, m)
 		},
 		"garbage": func(*dns.Msg) []byte { return []byte{0xde, 0xad, 0xbe, 0xef} },
 		"servfail with wrong id": func(req *dns.Msg) []byte {
 			m := new(dns.Msg)
 			m.SetRcode(req, dns.RcodeServerFailure)
 			m.Id = req.Id ^ 0xffff
-			return mustPack(t, m)
+			return dnstest.Pack(t, m)
 		},
 	}
 	z := dnstest.NewZone(t, "jira.corp.example. 60 IN A 10.0.0.1", "jira.corp.example. 60 IN AAAA fd00::1")
 	for name, bogus := range tests {
 		t.Run(name, func(t *testing.T) {
 			srv := dnstest.NewRaw(t, func(q dnstest.Query, req *dns.Msg) [][]byte {
-				return [][]byte{bogus(req), mustPack(t, z.Reply(q, req))}
+				return [][]byte{bogus(req), dnstest.Pack(t, z.Reply(q, req))}
 			})
 			r := newResolver(t, testConfig(t, srv.Addr()))
 			got, _, err := r.Lookup(t.Context(), "jira.corp.example")
@@ -298,13 +298,6 @@ func TestMismatchedRepliesIgnored(t *testing.T) {
 			assert.Equal(t, uint64(2), r.Stats().Queries, "accepted on the first try, not after a timeout")
 		})
 	}
-}
-
-func mustPack(t *testing.T, m *dns.Msg) []byte {
-	t.Helper()
-	b, err := m.Pack()
-	require.NoError(t, err)
-	return b
 }
 
 func TestSearchListAndNdots(t *testing.T) {

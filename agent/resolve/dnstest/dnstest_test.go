@@ -115,14 +115,14 @@ func TestNewRawSendsEveryDatagramInOrder(t *testing.T) {
 		forged.Id = req.Id + 1
 		real := new(dns.Msg)
 		real.SetRcode(req, dns.RcodeRefused)
-		return [][]byte{[]byte("garbage"), pack(t, forged), pack(t, real)}
+		return [][]byte{[]byte("garbage"), dnstest.Pack(t, forged), dnstest.Pack(t, real)}
 	})
 	conn, err := net.Dial("udp", srv.Addr())
 	require.NoError(t, err)
 	defer conn.Close()
 	req := new(dns.Msg)
 	req.SetQuestion("jira.corp.example.", dns.TypeA)
-	_, err = conn.Write(pack(t, req))
+	_, err = conn.Write(dnstest.Pack(t, req))
 	require.NoError(t, err)
 	require.NoError(t, conn.SetReadDeadline(time.Now().Add(2*time.Second)))
 	buf := make([]byte, dns.MaxMsgSize)
@@ -138,11 +138,4 @@ func TestNewRawSendsEveryDatagramInOrder(t *testing.T) {
 		got = append(got, dns.RcodeToString[m.Rcode])
 	}
 	assert.Equal(t, []string{"garbage", "SERVFAIL", "REFUSED"}, got)
-}
-
-func pack(t *testing.T, m *dns.Msg) []byte {
-	t.Helper()
-	b, err := m.Pack()
-	require.NoError(t, err)
-	return b
 }

@@ -1,6 +1,10 @@
 package dnstest
 
-import "github.com/miekg/dns"
+import (
+	"testing"
+
+	"github.com/miekg/dns"
+)
 
 // Handler builds the reply to one question; q is the question as logged and req the request
 // as received. A nil reply sends nothing, so the asker waits for its timeout.
@@ -10,6 +14,19 @@ type Handler func(q Query, req *dns.Msg) *dns.Msg
 // order. It exists for what no honest server sends, such as a forged reply with the wrong id
 // or question, or bytes that are no DNS message, ahead of the real reply.
 type RawHandler func(q Query, req *dns.Msg) [][]byte
+
+// Pack returns m in wire form, for a RawHandler. A message that does not pack fails the test
+// and yields nil, which the server does not send; it uses Errorf, not Fatal, because handlers
+// run on the server's goroutines.
+func Pack(t testing.TB, m *dns.Msg) []byte {
+	t.Helper()
+	b, err := m.Pack()
+	if err != nil {
+		t.Errorf("dnstest: pack %v: %v", m.Question, err)
+		return nil
+	}
+	return b
+}
 
 // Drop never answers: a server that is up but silent, as a DNS timeout looks to the asker.
 func Drop(Query, *dns.Msg) *dns.Msg { return nil }

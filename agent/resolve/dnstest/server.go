@@ -26,16 +26,10 @@ type Server struct {
 func New(t testing.TB, h Handler) *Server {
 	t.Helper()
 	return NewRaw(t, func(q Query, req *dns.Msg) [][]byte {
-		m := h(q, req)
-		if m == nil {
-			return nil
+		if m := h(q, req); m != nil {
+			return [][]byte{Pack(t, m)}
 		}
-		b, err := m.Pack()
-		if err != nil {
-			t.Errorf("dnstest: pack the reply to %s: %v", q, err)
-			return nil
-		}
-		return [][]byte{b}
+		return nil
 	})
 }
 
@@ -70,7 +64,9 @@ func (s *Server) handler(proto string) dns.Handler {
 	return dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
 		q := s.record(req.Question[0], proto)
 		for _, b := range s.respond(q, req) {
-			_, _ = w.Write(b)
+			if len(b) > 0 {
+				_, _ = w.Write(b)
+			}
 		}
 	})
 }
