@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/agent/audit"
+	"github.com/postern/postern/agent/resolve/dnstest"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel/tunneltest"
 )
@@ -31,7 +32,7 @@ import (
 type checkEnv struct {
 	session *tunneltest.RelaySession
 	dials   *dialLog
-	dns     *fakeDNS
+	dns     *dnstest.Server
 	web     *httptest.Server // 127.0.0.1:P, plain HTTP
 	tls     *httptest.Server // 127.0.0.1:T, self-signed for example.com and 127.0.0.1
 	refused int              // 127.0.0.1:R, nothing listens
@@ -84,13 +85,14 @@ func newCheckEnv(t *testing.T, extra func(env *checkEnv) string) *checkEnv {
 	t.Cleanup(env.tls.Close)
 	env.refused = refusedPort(t)
 	env.hang = newTarget(t, "127.0.0.1:0", func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
-	env.dns = newFakeDNS(t, zone(map[string]dnsAnswer{
-		"jira.test.":        {addrs: addrs("127.0.0.1")},
-		"example.com.":      {addrs: addrs("127.0.0.1")},
-		"denied.test.":      {addrs: addrs("10.99.0.1")},
-		"unlisted.example.": {addrs: addrs("127.0.0.1")},
-		"fail.test.":        {rcode: dns.RcodeServerFailure},
-	}))
+	env.dns = dnstest.New(t, dnstest.ByName(map[string]dnstest.Handler{
+		"fail.test.": dnstest.Rcode(dns.RcodeServerFailure),
+	}, dnstest.NewZone(t,
+		"jira.test. 0 IN A 127.0.0.1",
+		"example.com. 0 IN A 127.0.0.1",
+		"denied.test. 0 IN A 10.99.0.1",
+		"unlisted.example. 0 IN A 127.0.0.1",
+	).Reply))
 
 	relay := newFakeRelay(t, time.Second)
 	cfg := fmt.Sprintf(`relay_url: %s
@@ -113,7 +115,7 @@ deny:
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = auditLog.Close() }) // after the agent stopped
 	runAgent(t, Options{Config: parseConfig(t, cfg), Dial: env.dials.Dial, Audit: auditLog,
-		Resolver: newResolver(t, env.dns.addr, -1)})
+		Resolver: newResolver(t, env.dns.Addr(), -1)})
 	env.session = relay.Session(t)
 	return env
 }
@@ -190,7 +192,7 @@ func TestCheckVerdicts(t *testing.T) {
 			baseURL: at("jira.test", web, "/rest/api/2/serverInfo"), ready: true, steps: all,
 			details: map[string]string{
 				StepAllowlist: "allowed by allow host=*.test",
-				StepDNS:       "127.0.0.1 (server " + env.dns.addr + ", NOERROR)",
+				StepDNS:       "127.0.0.1 (server " + env.dns.Addr() + ", NOERROR)",
 				StepTCP:       "connected to 127.0.0.1:" + strconv.Itoa(web),
 				StepHTTP:      "HTTP 200 OK",
 			},
@@ -236,7 +238,7 @@ func TestCheckVerdicts(t *testing.T) {
 		},
 		"nxdomain": {
 			baseURL: at("nope.test", web, "/"), reason: protocol.DNSNXDomain, steps: []string{StepAllowlist, StepDNS},
-			details: map[string]string{StepDNS: "(server " + env.dns.addr + ", NXDOMAIN)"},
+			details: map[string]string{StepDNS: "(server " + env.dns.Addr() + ", NXDOMAIN)"},
 		},
 		"servfail": {
 			baseURL: at("fail.test", web, "/"), reason: protocol.DNSServFail, steps: []string{StepAllowlist, StepDNS},
@@ -302,7 +304,7 @@ func TestCheckNotAllowedTouchesNoNetwork(t *testing.T) {
 			} else {
 				assert.NotContains(t, cr.Steps[0].Detail, "report mode")
 			}
-			assert.Zero(t, env.dns.Queries("unlisted.example."), "no DNS question for a target the rules refuse")
+			assert.Empty(t, env.dns.Queries().For("unlisted.example.", dns.TypeA), "no DNS question for a target the rules refuse")
 			assert.Empty(t, env.dials.Addrs(), "no connection for a target the rules refuse")
 			assert.Zero(t, env.hang.accepted.Load())
 

@@ -2,19 +2,15 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/agent/config"
@@ -248,99 +244,4 @@ func refusedPort(t *testing.T) int {
 	port := ln.Addr().(*net.TCPAddr).Port
 	require.NoError(t, ln.Close())
 	return port
-}
-
-// --- DNS -----------------------------------------------------------------
-
-// dnsAnswer is what the fake DNS server does with one A question.
-type dnsAnswer struct {
-	rcode  int          // dns.RcodeSuccess unless set
-	addrs  []netip.Addr // A records
-	silent bool         // never answer
-}
-
-// fakeDNS is a miekg/dns server on 127.0.0.1 answering from a function of
-// the question name and how many A questions for it came before.
-type fakeDNS struct {
-	addr   string
-	answer func(name string, n int) dnsAnswer
-
-	mu      sync.Mutex
-	queries map[string]int // A questions per name (lower-case FQDN)
-}
-
-func newFakeDNS(t *testing.T, answer func(name string, n int) dnsAnswer) *fakeDNS {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	d := &fakeDNS{addr: pc.LocalAddr().String(), answer: answer, queries: make(map[string]int)}
-	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(d.serve), NotifyStartedFunc: func() { close(started) }}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.ActivateAndServe()
-	}()
-	<-started
-	t.Cleanup(func() {
-		_ = srv.Shutdown()
-		<-done
-		_ = pc.Close()
-	})
-	return d
-}
-
-// zone answers from a fixed table; names not in it do not exist.
-func zone(records map[string]dnsAnswer) func(string, int) dnsAnswer {
-	return func(name string, _ int) dnsAnswer {
-		if a, ok := records[name]; ok {
-			return a
-		}
-		return dnsAnswer{rcode: dns.RcodeNameError}
-	}
-}
-
-func (d *fakeDNS) serve(w dns.ResponseWriter, req *dns.Msg) {
-	if len(req.Question) != 1 {
-		return
-	}
-	q := req.Question[0]
-	name := strings.ToLower(q.Name)
-	n := 0
-	if q.Qtype == dns.TypeA {
-		d.mu.Lock()
-		n = d.queries[name]
-		d.queries[name]++
-		d.mu.Unlock()
-	}
-	a := d.answer(name, n)
-	if a.silent {
-		return
-	}
-	m := new(dns.Msg)
-	m.SetRcode(req, a.rcode)
-	if q.Qtype == dns.TypeA && a.rcode == dns.RcodeSuccess {
-		for _, ip := range a.addrs {
-			rr, err := dns.NewRR(fmt.Sprintf("%s 0 IN A %s", q.Name, ip))
-			if err == nil {
-				m.Answer = append(m.Answer, rr)
-			}
-		}
-	}
-	_ = w.WriteMsg(m)
-}
-
-// Queries returns how many A questions name (an FQDN) received.
-func (d *fakeDNS) Queries(name string) int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.queries[name]
-}
-
-func addrs(s ...string) []netip.Addr {
-	out := make([]netip.Addr, len(s))
-	for i, a := range s {
-		out[i] = netip.MustParseAddr(a)
-	}
-	return out
 }

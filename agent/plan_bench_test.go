@@ -4,15 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
 
-	"github.com/miekg/dns"
-
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/resolve"
+	"github.com/postern/postern/agent/resolve/dnstest"
 	"github.com/postern/postern/protocol"
 )
 
@@ -20,24 +18,7 @@ import (
 // resolution from a warm DNS cache, and the check of every resolved
 // address — for a 10-rule and a 10,000-rule list. The budget is 5 µs.
 func BenchmarkPlanWarmCache(b *testing.B) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(q)
-		if q.Question[0].Qtype == dns.TypeA {
-			rr, _ := dns.NewRR(q.Question[0].Name + " 300 IN A 10.20.30.40")
-			m.Answer = append(m.Answer, rr)
-		}
-		_ = w.WriteMsg(m)
-	})}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	defer func() { _ = srv.Shutdown() }()
+	srv := dnstest.New(b, dnstest.NewZone(b, "gitlab.corp.example. 300 IN A 10.20.30.40").Reply)
 
 	for _, n := range []int{10, 10000} {
 		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
@@ -57,7 +38,7 @@ func BenchmarkPlanWarmCache(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			res, err := resolve.New(resolve.Config{Servers: []string{pc.LocalAddr().String()}, HostsFile: b.TempDir() + "/none", ResolvConf: b.TempDir() + "/none"})
+			res, err := resolve.New(resolve.Config{Servers: []string{srv.Addr()}, HostsFile: b.TempDir() + "/none", ResolvConf: b.TempDir() + "/none"})
 			if err != nil {
 				b.Fatal(err)
 			}

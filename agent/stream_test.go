@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/agent/audit"
+	"github.com/postern/postern/agent/resolve/dnstest"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel/tunneltest"
 )
@@ -27,7 +28,7 @@ import (
 type decisionEnv struct {
 	session *tunneltest.RelaySession
 	dials   *dialLog
-	dns     *fakeDNS
+	dns     *dnstest.Server
 	ok      *target // 127.0.0.1:P, allowed
 	loop    *target // 127.0.0.9:P, loopback no rule names
 	unlist  *target // 127.0.0.1:Q, no rule allows port Q
@@ -42,16 +43,20 @@ func newDecisionEnv(t *testing.T) *decisionEnv {
 	env.loop = newTarget(t, net.JoinHostPort("127.0.0.9", strconv.Itoa(p)), replyAfterEOF)
 	env.unlist = newTarget(t, "127.0.0.1:0", replyAfterEOF)
 	env.refused = refusedPort(t)
-	env.dns = newFakeDNS(t, zone(map[string]dnsAnswer{
-		"ok.test.":          {addrs: addrs("127.0.0.1")},
-		"multi.test.":       {addrs: addrs("127.0.0.2", "127.0.0.1")},
-		"mixed.test.":       {addrs: addrs("10.99.0.1", "127.0.0.9", "127.0.0.1")},
-		"loop.test.":        {addrs: addrs("127.0.0.9")},
-		"denied.test.":      {addrs: addrs("10.99.0.1")},
-		"unlisted.example.": {addrs: addrs("127.0.0.1")},
-		"fail.test.":        {rcode: dns.RcodeServerFailure},
-		"slow.test.":        {silent: true},
-	}))
+	env.dns = dnstest.New(t, dnstest.ByName(map[string]dnstest.Handler{
+		"fail.test.": dnstest.Rcode(dns.RcodeServerFailure),
+		"slow.test.": dnstest.Drop,
+	}, dnstest.NewZone(t,
+		"ok.test. 0 IN A 127.0.0.1",
+		"multi.test. 0 IN A 127.0.0.2",
+		"multi.test. 0 IN A 127.0.0.1",
+		"mixed.test. 0 IN A 10.99.0.1",
+		"mixed.test. 0 IN A 127.0.0.9",
+		"mixed.test. 0 IN A 127.0.0.1",
+		"loop.test. 0 IN A 127.0.0.9",
+		"denied.test. 0 IN A 10.99.0.1",
+		"unlisted.example. 0 IN A 127.0.0.1",
+	).Reply))
 
 	relay := newFakeRelay(t, time.Second)
 	cfg := parseConfig(t, fmt.Sprintf(`relay_url: %s
@@ -68,7 +73,7 @@ allow:
 deny:
   - cidr: 10.99.0.0/16
 `, relay.URL(), p, env.refused))
-	runAgent(t, Options{Config: cfg, Dial: env.dials.Dial, Resolver: newResolver(t, env.dns.addr, -1)})
+	runAgent(t, Options{Config: cfg, Dial: env.dials.Dial, Resolver: newResolver(t, env.dns.Addr(), -1)})
 	env.session = relay.Session(t)
 	return env
 }
@@ -113,7 +118,7 @@ func TestStreamDecisions(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			before := len(env.dials.Addrs())
 			okBefore := env.ok.accepted.Load()
-			lookupsBefore := env.dns.Queries(tc.noLookup)
+			lookupsBefore := len(env.dns.Queries().For(tc.noLookup, dns.TypeA))
 			res, st := env.session.Dial(t, dialRequest(tc.host, tc.port))
 
 			var dialled []string // nil when nothing was dialled
@@ -124,7 +129,7 @@ func TestStreamDecisions(t *testing.T) {
 			assert.Zero(t, env.loop.accepted.Load(), "a blocked address is never reached")
 			assert.Zero(t, env.unlist.accepted.Load(), "a target off the allowlist is never reached")
 			if tc.noLookup != "" {
-				assert.Equal(t, lookupsBefore, env.dns.Queries(tc.noLookup), "no DNS question for %s", tc.noLookup)
+				assert.Len(t, env.dns.Queries().For(tc.noLookup, dns.TypeA), lookupsBefore, "no DNS question for %s", tc.noLookup)
 			}
 			if tc.want != "" {
 				assert.False(t, res.OK)
@@ -192,14 +197,12 @@ func TestDNSRebindingNeverReachesBlockedAddress(t *testing.T) {
 	good := newTarget(t, "127.0.0.1:0", replyAfterEOF)
 	p := good.port()
 	bad := newTarget(t, net.JoinHostPort("127.0.0.2", strconv.Itoa(p)), replyAfterEOF)
-	d := newFakeDNS(t, func(name string, n int) dnsAnswer {
-		if name != "rebind.test." {
-			return dnsAnswer{rcode: dns.RcodeNameError}
-		}
-		if n%2 == 0 {
-			return dnsAnswer{addrs: addrs("127.0.0.1")}
-		}
-		return dnsAnswer{addrs: addrs("127.0.0.2")}
+	flip := [2]*dnstest.Zone{
+		dnstest.NewZone(t, "rebind.test. 0 IN A 127.0.0.1"),
+		dnstest.NewZone(t, "rebind.test. 0 IN A 127.0.0.2"),
+	}
+	d := dnstest.New(t, func(q dnstest.Query, req *dns.Msg) *dns.Msg {
+		return flip[q.Seen%2].Reply(q, req) // allowed first, then blocked, and so on
 	})
 	relay := newFakeRelay(t, time.Second)
 	cfg := parseConfig(t, fmt.Sprintf(`relay_url: %s
@@ -211,14 +214,14 @@ allow:
     ports: [%[2]d]
 `, relay.URL(), p))
 	dials := &dialLog{}
-	runAgent(t, Options{Config: cfg, Dial: dials.Dial, Resolver: newResolver(t, d.addr, 0)})
+	runAgent(t, Options{Config: cfg, Dial: dials.Dial, Resolver: newResolver(t, d.Addr(), 0)})
 	s := relay.Session(t)
 
 	const streams = 6
 	var wantDials []string
 	for i := range streams {
 		res, st := s.Dial(t, dialRequest("rebind.test", p))
-		assert.Equal(t, i+1, d.Queries("rebind.test."), "exactly one resolution per stream")
+		assert.Len(t, d.Queries().For("rebind.test.", dns.TypeA), i+1, "exactly one resolution per stream")
 		if i%2 == 0 {
 			require.True(t, res.OK, "stream %d: %+v", i, res)
 			assert.Equal(t, good.addr(), res.Addr)
@@ -237,7 +240,7 @@ allow:
 
 func TestReportModeDialsWouldBeDenials(t *testing.T) {
 	tg := newTarget(t, "127.0.0.1:0", replyAfterEOF)
-	d := newFakeDNS(t, zone(map[string]dnsAnswer{"new.test.": {addrs: addrs("127.0.0.1")}}))
+	d := dnstest.New(t, dnstest.NewZone(t, "new.test. 0 IN A 127.0.0.1").Reply)
 	relay := newFakeRelay(t, time.Second)
 	cfg := parseConfig(t, fmt.Sprintf(`relay_url: %s
 tunnels: 1
@@ -255,7 +258,7 @@ allow:
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = auditLog.Close() }) // after the agent stopped
 	runAgent(t, Options{Config: cfg, Logger: logs.Logger(), Dial: dials.Dial, Audit: auditLog,
-		Resolver: newResolver(t, d.addr, -1)})
+		Resolver: newResolver(t, d.Addr(), -1)})
 	s := relay.Session(t)
 
 	req := dialRequest("new.test", tg.port())

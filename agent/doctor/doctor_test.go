@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/postern/postern/agent/resolve/dnstest"
 	"github.com/postern/postern/protocol"
 )
 
@@ -369,12 +371,13 @@ func TestTargets(t *testing.T) {
 	pki := newPKI(t, "Corp Internal CA")
 	tlsPort := newTLSTarget(t, pki)
 	refused := closedPort(t)
-	dnsAddr := newDNSServer(t, map[string]string{
-		"loop.corp.test":     "127.0.0.1",
-		"broken.corp.test":   "servfail",
-		"internal.corp.test": "10.20.0.9",
-	})
-	silent := newSilentDNS(t)
+	dnsAddr := dnstest.New(t, dnstest.ByName(map[string]dnstest.Handler{
+		"broken.corp.test.": dnstest.Rcode(dns.RcodeServerFailure),
+	}, dnstest.NewZone(t,
+		"loop.corp.test. 60 IN A 127.0.0.1",
+		"internal.corp.test. 60 IN A 10.20.0.9",
+	).Reply)).Addr()
+	silent := dnstest.Silent(t).Addr()
 	tp := strconv.Itoa(tlsPort)
 
 	tests := map[string]struct {

@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/protocol"
@@ -222,58 +221,6 @@ func (p *fakeProxy) serve(c net.Conn) {
 	_, _ = io.Copy(c, up)
 	_ = c.Close()
 	<-done
-}
-
-// --- DNS -------------------------------------------------------------------
-
-// newDNSServer answers from names: an A record for a name with an address,
-// SERVFAIL for "servfail", and NXDOMAIN for the rest.
-func newDNSServer(t *testing.T, names map[string]string) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	h := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(q)
-		name := strings.TrimSuffix(q.Question[0].Name, ".")
-		addr, ok := names[name]
-		switch {
-		case addr == "servfail":
-			m.Rcode = dns.RcodeServerFailure
-		case ok && q.Question[0].Qtype == dns.TypeA:
-			m.Answer = append(m.Answer, &dns.A{
-				Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
-				A:   net.ParseIP(addr),
-			})
-		case ok:
-		default:
-			m.Rcode = dns.RcodeNameError
-		}
-		_ = w.WriteMsg(m)
-	})
-	srv := &dns.Server{PacketConn: pc, Handler: h}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.ActivateAndServe()
-	}()
-	<-started
-	t.Cleanup(func() {
-		_ = srv.Shutdown()
-		<-done
-	})
-	return pc.LocalAddr().String()
-}
-
-// newSilentDNS is a UDP socket that never answers: a DNS timeout.
-func newSilentDNS(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = pc.Close() })
-	return pc.LocalAddr().String()
 }
 
 // --- TLS target ------------------------------------------------------------

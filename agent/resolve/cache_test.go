@@ -8,6 +8,8 @@ import (
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/agent/resolve/dnstest"
 )
 
 func TestCache(t *testing.T) {
@@ -23,7 +25,7 @@ func TestCache(t *testing.T) {
 		soaMin      uint32
 		maxTTL      time.Duration
 		negativeTTL time.Duration
-		reply       replyFunc
+		reply       dnstest.Handler
 		steps       []step
 	}{
 		"ttl honoured": {
@@ -84,7 +86,7 @@ func TestCache(t *testing.T) {
 			},
 		},
 		"servfail is not cached": {
-			reply: rcodeReply(dns.RcodeServerFailure),
+			reply: dnstest.Rcode(dns.RcodeServerFailure),
 			steps: []step{
 				{wantErr: ErrServFail, wantSource: SourceDNS, wantAsked: 1},
 				{wantErr: ErrServFail, wantSource: SourceDNS, wantAsked: 2},
@@ -93,15 +95,15 @@ func TestCache(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			z := newZone(t, tc.records...)
-			z.soaMin = tc.soaMin
+			z := dnstest.NewZone(t, tc.records...)
+			z.SOAMinimum = tc.soaMin
 			reply := tc.reply
 			if reply == nil {
-				reply = z.reply
+				reply = z.Reply
 			}
-			srv := startDNS(t, reply)
+			srv := dnstest.New(t, reply)
 			clock := newFakeClock()
-			cfg := testConfig(t, srv.addr)
+			cfg := testConfig(t, srv.Addr())
 			cfg.Now, cfg.MaxTTL, cfg.NegativeTTL = clock.Now, tc.maxTTL, tc.negativeTTL
 			cfg.Attempts = 1
 			r := newResolver(t, cfg)
@@ -117,8 +119,8 @@ func TestCache(t *testing.T) {
 				}
 				assert.Equal(t, s.wantSource, ans.Source, "step %d", i)
 				assert.Equal(t, s.wantTTL, ans.TTL, "step %d", i)
-				assert.Equal(t, srv.addr, ans.Server, "step %d", i)
-				assert.Len(t, srv.queries("jira.corp.example. A "), s.wantAsked, "step %d", i)
+				assert.Equal(t, srv.Addr(), ans.Server, "step %d", i)
+				assert.Len(t, srv.Queries().For("jira.corp.example.", dns.TypeA), s.wantAsked, "step %d", i)
 			}
 		})
 	}

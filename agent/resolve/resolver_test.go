@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/agent/resolve/dnstest"
 	"github.com/postern/postern/protocol"
 )
 
@@ -28,7 +28,7 @@ func addrs(ss ...string) []netip.Addr {
 }
 
 func TestLookupAAndAAAA(t *testing.T) {
-	z := newZone(t,
+	z := dnstest.NewZone(t,
 		"jira.corp.example. 60 IN AAAA fd00::1",
 		"jira.corp.example. 60 IN A 10.0.0.1",
 		"jira.corp.example. 30 IN A 10.0.0.2",
@@ -44,13 +44,13 @@ func TestLookupAAndAAAA(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			srv := startDNS(t, z.reply)
-			r := newResolver(t, testConfig(t, srv.addr))
+			srv := dnstest.New(t, z.Reply)
+			r := newResolver(t, testConfig(t, srv.Addr()))
 			got, ans, err := r.Lookup(t.Context(), tc.host)
 			require.NoError(t, err)
 			assert.Equal(t, addrs("10.0.0.1", "10.0.0.2", "fd00::1"), got, "IPv4 first, then IPv6, in answer order")
 			assert.Equal(t, tc.wantName, ans.Name)
-			assert.Equal(t, srv.addr, ans.Server)
+			assert.Equal(t, srv.Addr(), ans.Server)
 			assert.Equal(t, "NOERROR", ans.Rcode)
 			assert.Equal(t, SourceDNS, ans.Source)
 			assert.Equal(t, 30*time.Second, ans.TTL, "smallest TTL of the records used")
@@ -59,9 +59,9 @@ func TestLookupAAndAAAA(t *testing.T) {
 }
 
 func TestLookupHostsFileWins(t *testing.T) {
-	z := newZone(t, "jira.corp.example. 60 IN A 10.0.0.1")
-	srv := startDNS(t, z.reply)
-	cfg := testConfig(t, srv.addr)
+	z := dnstest.NewZone(t, "jira.corp.example. 60 IN A 10.0.0.1")
+	srv := dnstest.New(t, z.Reply)
+	cfg := testConfig(t, srv.Addr())
 	writeFile(t, cfg.HostsFile, "# local overrides\n"+
 		"fd00::9  jira.corp.example\n"+
 		"10.9.9.9 jira.corp.example jira # trailing comment\n")
@@ -78,7 +78,7 @@ func TestLookupHostsFileWins(t *testing.T) {
 	got, _, err = r.Lookup(t.Context(), "JIRA")
 	require.NoError(t, err)
 	assert.Equal(t, addrs("10.9.9.9"), got, "aliases match, case-insensitively")
-	assert.Empty(t, srv.queries(""), "the hosts file answered; no DNS query")
+	assert.Empty(t, srv.Queries(), "the hosts file answered; no DNS query")
 
 	// A changed file is picked up once the check interval has passed.
 	writeFile(t, cfg.HostsFile, "10.7.7.7 jira.corp.example\n")
@@ -101,8 +101,8 @@ func TestLookupHostsFileWins(t *testing.T) {
 }
 
 func TestLookupIPLiteralSendsNoQuery(t *testing.T) {
-	srv := startDNS(t, newZone(t).reply)
-	r := newResolver(t, testConfig(t, srv.addr))
+	srv := dnstest.New(t, dnstest.NewZone(t).Reply)
+	r := newResolver(t, testConfig(t, srv.Addr()))
 	tests := map[string]struct {
 		host string
 		want netip.Addr
@@ -120,12 +120,12 @@ func TestLookupIPLiteralSendsNoQuery(t *testing.T) {
 			assert.Equal(t, SourceLiteral, ans.Source)
 		})
 	}
-	assert.Empty(t, srv.queries(""))
+	assert.Empty(t, srv.Queries())
 	assert.Zero(t, r.Stats().Queries)
 }
 
 func TestLookupInvalidName(t *testing.T) {
-	r := newResolver(t, testConfig(t, silentServer(t)))
+	r := newResolver(t, testConfig(t, dnstest.Silent(t).Addr()))
 	for name, host := range map[string]string{
 		"empty":       "",
 		"root":        ".",
@@ -143,9 +143,9 @@ func TestLookupInvalidName(t *testing.T) {
 }
 
 func TestLookupFailures(t *testing.T) {
-	silent := silentServer(t)
+	silent := dnstest.Silent(t).Addr()
 	tests := map[string]struct {
-		reply     replyFunc // nil: a server that never answers
+		reply     dnstest.Handler // nil: a server that never answers
 		want      error
 		reason    protocol.Reason
 		rcode     string
@@ -153,22 +153,22 @@ func TestLookupFailures(t *testing.T) {
 		statCount func(Stats) uint64
 	}{
 		"nxdomain": {
-			reply: newZone(t).reply, want: ErrNXDomain, reason: protocol.DNSNXDomain, rcode: "NXDOMAIN",
+			reply: dnstest.NewZone(t).Reply, want: ErrNXDomain, reason: protocol.DNSNXDomain, rcode: "NXDOMAIN",
 			msg:       "lookup gone.corp.example: no such host (NXDOMAIN): tried gone.corp.example.",
 			statCount: func(s Stats) uint64 { return s.NXDomain },
 		},
 		"nodata": {
-			reply: newZone(t, "gone.corp.example. 60 IN TXT hello").reply, want: ErrNoAddress, reason: protocol.DNSNXDomain,
+			reply: dnstest.NewZone(t, "gone.corp.example. 60 IN TXT hello").Reply, want: ErrNoAddress, reason: protocol.DNSNXDomain,
 			rcode: "NOERROR", msg: "lookup gone.corp.example: name has no A or AAAA records: gone.corp.example.",
 			statCount: func(s Stats) uint64 { return s.NoAddress },
 		},
 		"servfail": {
-			reply: rcodeReply(dns.RcodeServerFailure), want: ErrServFail, reason: protocol.DNSServFail, rcode: "SERVFAIL",
+			reply: dnstest.Rcode(dns.RcodeServerFailure), want: ErrServFail, reason: protocol.DNSServFail, rcode: "SERVFAIL",
 			msg:       "DNS server failure (SERVFAIL): ",
 			statCount: func(s Stats) uint64 { return s.ServFail },
 		},
 		"refused is a server failure with detail": {
-			reply: rcodeReply(dns.RcodeRefused), want: ErrServFail, reason: protocol.DNSServFail, rcode: "REFUSED",
+			reply: dnstest.Rcode(dns.RcodeRefused), want: ErrServFail, reason: protocol.DNSServFail, rcode: "REFUSED",
 			msg:       "answered REFUSED for gone.corp.example.",
 			statCount: func(s Stats) uint64 { return s.ServFail },
 		},
@@ -182,7 +182,7 @@ func TestLookupFailures(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			server := silent
 			if tc.reply != nil {
-				server = startDNS(t, tc.reply).addr
+				server = dnstest.New(t, tc.reply).Addr()
 			}
 			cfg := testConfig(t, server)
 			cfg.Timeout = 150 * time.Millisecond
@@ -227,30 +227,21 @@ func TestLookupClosedPortIsATimeoutWithDetail(t *testing.T) {
 }
 
 func TestTruncatedReplyRetriedOverTCP(t *testing.T) {
-	z := newZone(t)
+	var records []string
 	for i := 1; i <= 40; i++ {
-		rr, err := dns.NewRR("big.corp.example. 60 IN A 10.0.1." + strconv.Itoa(i))
-		require.NoError(t, err)
-		z.rrs = append(z.rrs, rr)
+		records = append(records, "big.corp.example. 60 IN A 10.0.1."+strconv.Itoa(i))
 	}
-	srv := startDNS(t, func(req *dns.Msg, proto string) *dns.Msg {
-		if proto == "udp" && req.Question[0].Qtype == dns.TypeA {
-			resp := new(dns.Msg)
-			resp.SetReply(req)
-			resp.Truncated = true
-			return resp
-		}
-		return z.reply(req, proto)
-	})
-	r := newResolver(t, testConfig(t, srv.addr))
+	z := dnstest.NewZone(t, records...)
+	srv := dnstest.New(t, dnstest.TruncateUDP(dns.TypeA, z.Reply))
+	r := newResolver(t, testConfig(t, srv.Addr()))
 
 	got, ans, err := r.Lookup(t.Context(), "big.corp.example")
 	require.NoError(t, err)
 	assert.Len(t, got, 40)
 	assert.Equal(t, netip.MustParseAddr("10.0.1.1"), got[0])
-	assert.Equal(t, srv.addr, ans.Server)
-	assert.Equal(t, []string{"big.corp.example. A tcp"}, srv.queries("big.corp.example. A tcp"))
-	assert.Empty(t, srv.queries("big.corp.example. AAAA tcp"), "AAAA was not truncated")
+	assert.Equal(t, srv.Addr(), ans.Server)
+	assert.Equal(t, []string{"big.corp.example. A tcp"}, srv.Queries().For("big.corp.example.", dns.TypeA).Over("tcp").Strings())
+	assert.Empty(t, srv.Queries().For("big.corp.example.", dns.TypeAAAA).Over("tcp"), "AAAA was not truncated")
 }
 
 // TestMismatchedRepliesIgnored sends one or more bogus datagrams before the right reply, on
@@ -268,39 +259,39 @@ func TestMismatchedRepliesIgnored(t *testing.T) {
 		"wrong id": func(req *dns.Msg) []byte {
 			m := bogusAnswer(req, req.Question[0].Name, req.Question[0].Qtype)
 			m.Id = req.Id + 1
-			return mustPack(t, m)
+			return dnstest.Pack(t, m)
 		},
 		"wrong name": func(req *dns.Msg) []byte {
-			return mustPack(t, bogusAnswer(req, "evil.example.", req.Question[0].Qtype))
+			return dnstest.Pack(t, bogusAnswer(req, "evil.example.", req.Question[0].Qtype))
 		},
 		"wrong type": func(req *dns.Msg) []byte {
-			return mustPack(t, bogusAnswer(req, req.Question[0].Name, dns.TypeMX))
+			return dnstest.Pack(t, bogusAnswer(req, req.Question[0].Name, dns.TypeMX))
 		},
 		"wrong class": func(req *dns.Msg) []byte {
 			m := bogusAnswer(req, req.Question[0].Name, req.Question[0].Qtype)
 			m.Question[0].Qclass = dns.ClassCHAOS
-			return mustPack(t, m)
+			return dnstest.Pack(t, m)
 		},
 		"not a response": func(req *dns.Msg) []byte {
 			m := bogusAnswer(req, req.Question[0].Name, req.Question[0].Qtype)
 			m.Response = false
-			return mustPack(t, m)
+			return dnstest.Pack(t, m)
 		},
 		"garbage": func(*dns.Msg) []byte { return []byte{0xde, 0xad, 0xbe, 0xef} },
 		"servfail with wrong id": func(req *dns.Msg) []byte {
 			m := new(dns.Msg)
 			m.SetRcode(req, dns.RcodeServerFailure)
 			m.Id = req.Id ^ 0xffff
-			return mustPack(t, m)
+			return dnstest.Pack(t, m)
 		},
 	}
-	z := newZone(t, "jira.corp.example. 60 IN A 10.0.0.1", "jira.corp.example. 60 IN AAAA fd00::1")
+	z := dnstest.NewZone(t, "jira.corp.example. 60 IN A 10.0.0.1", "jira.corp.example. 60 IN AAAA fd00::1")
 	for name, bogus := range tests {
 		t.Run(name, func(t *testing.T) {
-			addr := rawUDPServer(t, func(req *dns.Msg) [][]byte {
-				return [][]byte{bogus(req), mustPack(t, z.reply(req, "udp"))}
+			srv := dnstest.NewRaw(t, func(q dnstest.Query, req *dns.Msg) [][]byte {
+				return [][]byte{bogus(req), dnstest.Pack(t, z.Reply(q, req))}
 			})
-			r := newResolver(t, testConfig(t, addr))
+			r := newResolver(t, testConfig(t, srv.Addr()))
 			got, _, err := r.Lookup(t.Context(), "jira.corp.example")
 			require.NoError(t, err)
 			assert.Equal(t, addrs("10.0.0.1", "fd00::1"), got)
@@ -309,44 +300,8 @@ func TestMismatchedRepliesIgnored(t *testing.T) {
 	}
 }
 
-func mustPack(t *testing.T, m *dns.Msg) []byte {
-	t.Helper()
-	b, err := m.Pack()
-	require.NoError(t, err)
-	return b
-}
-
-// rawUDPServer answers each query with the datagrams fn returns, in order.
-func rawUDPServer(t *testing.T, fn func(req *dns.Msg) [][]byte) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var req dns.Msg
-			if req.Unpack(buf[:n]) != nil || len(req.Question) != 1 {
-				continue
-			}
-			for _, b := range fn(&req) {
-				_, _ = pc.WriteTo(b, from)
-			}
-		}
-	})
-	t.Cleanup(func() {
-		_ = pc.Close()
-		wg.Wait()
-	})
-	return pc.LocalAddr().String()
-}
-
 func TestSearchListAndNdots(t *testing.T) {
-	z := newZone(t,
+	z := dnstest.NewZone(t,
 		"jira.corp.example. 60 IN A 10.0.0.1",
 		"a.b.corp.example. 60 IN A 10.0.0.2",
 		"a.b. 60 IN A 10.0.0.3",
@@ -386,8 +341,8 @@ func TestSearchListAndNdots(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			srv := startDNS(t, z.reply)
-			cfg := testConfig(t, srv.addr)
+			srv := dnstest.New(t, z.Reply)
+			cfg := testConfig(t, srv.Addr())
 			cfg.Search = []string{"other.example", ".corp.example."}
 			cfg.Ndots = tc.ndots
 			r := newResolver(t, cfg)
@@ -400,60 +355,51 @@ func TestSearchListAndNdots(t *testing.T) {
 			}
 			assert.Equal(t, tc.wantAddr, got)
 			assert.Equal(t, tc.wantName, ans.Name)
-			var asked []string
-			for _, q := range srv.queries("") {
-				if len(q) > 6 && q[len(q)-6:] == " A udp" {
-					asked = append(asked, q)
-				}
-			}
-			assert.Equal(t, tc.asked, asked)
+			assert.Equal(t, tc.asked, srv.Queries().For("", dns.TypeA).Over("udp").Strings())
 		})
 	}
 }
 
 func TestSearchReportsTheMostInformativeError(t *testing.T) {
 	tests := map[string]struct {
-		reply replyFunc
+		reply dnstest.Handler
 		want  error
 		msg   string
 	}{
 		"servfail on one candidate beats nxdomain on the others": {
-			reply: func(req *dns.Msg, proto string) *dns.Msg {
-				if req.Question[0].Name == "jira.corp.example." {
-					return rcodeReply(dns.RcodeServerFailure)(req, proto)
-				}
-				return newZone(t).reply(req, proto)
-			},
+			reply: dnstest.ByName(map[string]dnstest.Handler{
+				"jira.corp.example.": dnstest.Rcode(dns.RcodeServerFailure),
+			}, dnstest.NewZone(t).Reply),
 			want: ErrServFail,
 			msg:  "answered SERVFAIL for jira.corp.example.",
 		},
 		"nodata on one candidate beats nxdomain": {
-			reply: newZone(t, "jira.corp.example. 60 IN MX 10 mail.corp.example.").reply,
+			reply: dnstest.NewZone(t, "jira.corp.example. 60 IN MX 10 mail.corp.example.").Reply,
 			want:  ErrNoAddress,
 			msg:   "name has no A or AAAA records: jira.corp.example.",
 		},
 		"all nxdomain": {
-			reply: newZone(t).reply,
+			reply: dnstest.NewZone(t).Reply,
 			want:  ErrNXDomain,
 			msg:   "tried jira.other.example., jira.corp.example., jira.",
 		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			srv := startDNS(t, tc.reply)
-			cfg := testConfig(t, srv.addr)
+			srv := dnstest.New(t, tc.reply)
+			cfg := testConfig(t, srv.Addr())
 			cfg.Search = []string{"other.example", "corp.example"}
 			r := newResolver(t, cfg)
 			_, _, err := r.Lookup(t.Context(), "jira")
 			require.ErrorIs(t, err, tc.want)
 			assert.Contains(t, err.Error(), tc.msg)
-			assert.Len(t, srv.queries(""), 6, "every candidate was asked A and AAAA")
+			assert.Len(t, srv.Queries(), 6, "every candidate was asked A and AAAA")
 		})
 	}
 }
 
 func TestTimeoutStopsTheSearch(t *testing.T) {
-	cfg := testConfig(t, silentServer(t))
+	cfg := testConfig(t, dnstest.Silent(t).Addr())
 	cfg.Search = []string{"a.example", "b.example"}
 	cfg.Timeout, cfg.Attempts = 100*time.Millisecond, 1
 	r := newResolver(t, cfg)
@@ -466,29 +412,29 @@ func TestTimeoutStopsTheSearch(t *testing.T) {
 }
 
 func TestSecondServerUsedWhenFirstFails(t *testing.T) {
-	z := newZone(t, "jira.corp.example. 60 IN A 10.0.0.1")
+	z := dnstest.NewZone(t, "jira.corp.example. 60 IN A 10.0.0.1")
 	tests := map[string]string{
-		"first times out": silentServer(t),
-		"first refuses":   startDNS(t, rcodeReply(dns.RcodeRefused)).addr,
+		"first times out": dnstest.Silent(t).Addr(),
+		"first refuses":   dnstest.New(t, dnstest.Rcode(dns.RcodeRefused)).Addr(),
 	}
 	for name, first := range tests {
 		t.Run(name, func(t *testing.T) {
-			good := startDNS(t, z.reply)
-			cfg := testConfig(t, first, good.addr)
+			good := dnstest.New(t, z.Reply)
+			cfg := testConfig(t, first, good.Addr())
 			cfg.Timeout = 150 * time.Millisecond
 			r := newResolver(t, cfg)
 			start := time.Now()
 			got, ans, err := r.Lookup(t.Context(), "jira.corp.example")
 			require.NoError(t, err)
 			assert.Equal(t, addrs("10.0.0.1"), got)
-			assert.Equal(t, good.addr, ans.Server)
+			assert.Equal(t, good.Addr(), ans.Server)
 			assert.Less(t, time.Since(start), 2*cfg.Timeout, "failover after one try, not after every attempt")
 		})
 	}
 }
 
 func TestContextCancellation(t *testing.T) {
-	cfg := testConfig(t, silentServer(t))
+	cfg := testConfig(t, dnstest.Silent(t).Addr())
 	cfg.Timeout = 10 * time.Second
 	r := newResolver(t, cfg)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -507,10 +453,10 @@ func TestContextCancellation(t *testing.T) {
 }
 
 func TestNewReadsResolvConf(t *testing.T) {
-	z := newZone(t, "jira.corp.example. 60 IN A 10.0.0.1")
-	srv := startDNS(t, z.reply)
+	z := dnstest.NewZone(t, "jira.corp.example. 60 IN A 10.0.0.1")
+	srv := dnstest.New(t, z.Reply)
 	cfg := testConfig(t)
-	ap := netip.MustParseAddrPort(srv.addr)
+	ap := netip.MustParseAddrPort(srv.Addr())
 	// resolv.conf has no port syntax, so point it at a server on port 53 that does not
 	// exist and override the port through Config.Servers in the second case.
 	writeFile(t, cfg.ResolvConf, "nameserver "+ap.Addr().String()+"\nsearch corp.example\noptions ndots:2 timeout:3 attempts:4\n")
@@ -523,7 +469,7 @@ func TestNewReadsResolvConf(t *testing.T) {
 	assert.Equal(t, 2, r.attempts)
 
 	cfg.Timeout, cfg.Attempts = 0, 0
-	cfg.Servers = []string{srv.addr}
+	cfg.Servers = []string{srv.Addr()}
 	r = newResolver(t, cfg)
 	assert.Equal(t, 3*time.Second, r.timeout)
 	assert.Equal(t, 4, r.attempts)

@@ -4,13 +4,14 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/agent/resolve/dnstest"
 )
 
 // Names the test DNS server knows, each with the fault it produces.
@@ -21,65 +22,17 @@ const (
 	dnsNameMetadata = "meta.postern.test"     // A 169.254.169.254 (a rebinding attempt)
 )
 
-// startFaultDNS serves DNS on a fresh UDP port of 127.0.0.1 with
-// github.com/miekg/dns and returns its "ip:port". Each name of the
-// dnsName* constants produces its fault; any other name is NXDOMAIN. The
-// timeout name is read and dropped, so the asker sees a server that never
-// answers. The server stops when the test ends.
+// startFaultDNS serves DNS on 127.0.0.1 (dnstest, UDP and TCP) and returns
+// its "ip:port". Each name of the dnsName* constants produces its fault; any
+// other name is NXDOMAIN. The timeout name is read and dropped, so the asker
+// sees a server that never answers. The server stops when the test ends.
 func startFaultDNS(t *testing.T) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	started := make(chan struct{})
-	srv := &dns.Server{
-		PacketConn:        pc,
-		Handler:           dns.HandlerFunc(faultDNSHandler),
-		NotifyStartedFunc: func() { close(started) },
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.ActivateAndServe() }()
-	select {
-	case <-started:
-	case err := <-served:
-		require.NoError(t, err, "test DNS server")
-	case <-time.After(5 * time.Second):
-		t.Fatal("test DNS server did not start within 5s")
-	}
-	t.Cleanup(func() {
-		require.NoError(t, srv.Shutdown())
-		<-served
-	})
-	return pc.LocalAddr().String()
-}
-
-func faultDNSHandler(w dns.ResponseWriter, req *dns.Msg) {
-	if len(req.Question) != 1 {
-		m := new(dns.Msg)
-		m.SetRcode(req, dns.RcodeFormatError)
-		_ = w.WriteMsg(m)
-		return
-	}
-	q := req.Question[0]
-	m := new(dns.Msg)
-	m.SetReply(req)
-	switch strings.TrimSuffix(strings.ToLower(q.Name), ".") {
-	case dnsNameTimeout:
-		return // never answered
-	case dnsNameServFail:
-		m.Rcode = dns.RcodeServerFailure
-	case dnsNameMetadata:
-		m.Authoritative = true
-		if q.Qtype == dns.TypeA {
-			m.Answer = append(m.Answer, &dns.A{
-				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
-				A:   net.IPv4(169, 254, 169, 254).To4(),
-			})
-		}
-	default:
-		m.Authoritative = true
-		m.Rcode = dns.RcodeNameError
-	}
-	_ = w.WriteMsg(m)
+	zone := dnstest.NewZone(t, dns.Fqdn(dnsNameMetadata)+" 60 IN A 169.254.169.254")
+	return dnstest.New(t, dnstest.ByName(map[string]dnstest.Handler{
+		dnsNameTimeout:  dnstest.Drop,
+		dnsNameServFail: dnstest.Rcode(dns.RcodeServerFailure),
+	}, zone.Reply)).Addr()
 }
 
 // blackHole returns a loopback host:port whose TCP connects time out: a
