@@ -123,3 +123,19 @@ func Reasons() []ReasonInfo {
 	sort.Slice(out, func(i, j int) bool { return out[i].Reason < out[j].Reason })
 	return out
 }
+
+// VerdictReason is the reason code of an allowlist verdict, named as the
+// status API's allowlist_status reports it: "missing" is ALLOWLIST_MISSING,
+// "blocked" TARGET_BLOCKED, "bad_target" BAD_TARGET; "allowed" and
+// anything else have no reason.
+func VerdictReason(verdict string) Reason {
+	switch verdict {
+	case "missing":
+		return AllowlistMissing
+	case "blocked":
+		return TargetBlocked
+	case "bad_target":
+		return BadTarget
+	}
+	return ReasonUnknown
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/relay/admin"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/secret"
 	"github.com/postern/postern/relay/store"
@@ -31,8 +32,8 @@ import (
 // withoutAuthLimits turns both auth failure limits off, for tests that
 // send many refused credentials on purpose.
 func withoutAuthLimits(c *Config) {
-	c.AuthFailuresPerSource = -1
-	c.AuthFailuresPerCredential = -1
+	c.AuthFailuresPerSource = 0
+	c.AuthFailuresPerCredential = 0
 }
 
 // countingStore counts the store calls that read and that write.
@@ -105,7 +106,7 @@ func (c *countingStore) CountAPIKeys(ctx context.Context) (int, error) {
 func (c *countingStore) snapshot() (reads, writes int64) { return c.reads.Load(), c.writes.Load() }
 
 // requireRateLimited checks a 429 RATE_LIMITED answer with its Retry-After.
-func requireRateLimited(t *testing.T, r reply, maxRetry int) {
+func requireRateLimited(t *testing.T, r answer, maxRetry int) {
 	t.Helper()
 	e := requireRefusal(t, r, http.StatusTooManyRequests, protocol.RateLimited)
 	assert.Equal(t, protocol.ProviderRateLimited, e.ProviderErrorCode)
@@ -147,7 +148,7 @@ func (h *harness) from(t *testing.T, localIP string) *harness {
 
 // connectFrom sends one CONNECT gitlab.corp.example:443 from localIP and
 // returns the refusal.
-func connectFrom(t *testing.T, h *harness, localIP, proxyAuth string) reply {
+func connectFrom(t *testing.T, h *harness, localIP, proxyAuth string) answer {
 	t.Helper()
 	c, err := dialerFrom(t, localIP).Dial("tcp", h.ep.proxyAddr)
 	require.NoError(t, err)
@@ -162,21 +163,21 @@ func connectFrom(t *testing.T, h *harness, localIP, proxyAuth string) reply {
 	require.NoError(t, err)
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	return reply{status: resp.StatusCode, header: resp.Header, body: body}
+	return answer{status: resp.StatusCode, header: resp.Header, body: body}
 }
 
 func TestAuthFailuresAreRateLimitedPerSource(t *testing.T) {
 	t.Parallel()
 	// An attempt comes from 127.0.0.1, or from another loopback address
 	// standing for another source.
-	type attempt func(t *testing.T, h *harness, c api.Connection, from, cred string) reply
-	tunnel := func(t *testing.T, h *harness, _ api.Connection, from, cred string) reply {
+	type attempt func(t *testing.T, h *harness, c api.Connection, from, cred string) answer
+	tunnel := func(t *testing.T, h *harness, _ api.Connection, from, cred string) answer {
 		return h.from(t, from).tunnelRequest(t, "Bearer "+cred)
 	}
-	apiCall := func(t *testing.T, h *harness, _ api.Connection, from, cred string) reply {
+	apiCall := func(t *testing.T, h *harness, _ api.Connection, from, cred string) answer {
 		return h.from(t, from).call(t, http.MethodGet, "/v1/connections", cred, nil)
 	}
-	proxy := func(t *testing.T, h *harness, c api.Connection, from, cred string) reply {
+	proxy := func(t *testing.T, h *harness, c api.Connection, from, cred string) answer {
 		return connectFrom(t, h, from, basicAuth(c.ID, cred))
 	}
 	tests := map[string]struct {
@@ -254,7 +255,7 @@ func TestRecentlyVerifiedCredentialPassesALimitedSource(t *testing.T) {
 // createKeyDirect mints a workspace key without using the API.
 func (h *harness) createKeyDirect(t *testing.T, workspace string) string {
 	t.Helper()
-	k, err := h.srv.createAPIKey(t.Context(), "direct", workspace, false)
+	k, err := admin.CreateAPIKey(t.Context(), h.srv.store, "direct", workspace, false)
 	require.NoError(t, err)
 	return h.remember(k.Key)
 }
@@ -270,7 +271,7 @@ func TestAuthFailuresAreRateLimitedPerCredential(t *testing.T) {
 	requireRateLimited(t, r, 3) // one attempt per 60s/20
 	assert.Contains(t, withoutRequestID(t, r).Message, "for this credential")
 
-	unknown, err := secret.New(agentTokenPrefix)
+	unknown, err := secret.New(secret.AgentTokenPrefix)
 	require.NoError(t, err)
 	requireRefusal(t, h.tunnelRequest(t, "Bearer "+unknown.Display), http.StatusUnauthorized, protocol.AgentTokenInvalid)
 
@@ -297,7 +298,7 @@ func TestWrongTokenFlood(t *testing.T) {
 			creds[i] = wrongSecret(t, c.AgentToken)
 			continue
 		}
-		s, err := secret.New(agentTokenPrefix)
+		s, err := secret.New(secret.AgentTokenPrefix)
 		require.NoError(t, err)
 		creds[i] = s.Display // unknown id
 	}
@@ -390,21 +391,21 @@ func TestUnknownAndWrongCredentialsTakeOnePath(t *testing.T) {
 	t.Parallel()
 	cv := &countingVerify{}
 	cs := &countingStore{}
-	h := newHarness(t, withoutAuthLimits, cs.wrap, func(c *Config) { c.verifySecret = cv.verify })
+	h := newHarnessVerifying(t, cv.verify, withoutAuthLimits, cs.wrap)
 	c := h.createConnection(t, "gitlab", "")
 	h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken)) // first refusal starts status tracking
 	cv.take()
 
 	type path struct {
-		send func(t *testing.T, cred string) reply
+		send func(t *testing.T, cred string) answer
 		good string
 	}
 	paths := map[string]path{
-		"agent token": {func(t *testing.T, cred string) reply { return h.tunnelRequest(t, "Bearer "+cred) }, c.AgentToken},
-		"api key": {func(t *testing.T, cred string) reply {
+		"agent token": {func(t *testing.T, cred string) answer { return h.tunnelRequest(t, "Bearer "+cred) }, c.AgentToken},
+		"api key": {func(t *testing.T, cred string) answer {
 			return h.call(t, http.MethodGet, "/v1/connections", cred, nil)
 		}, h.adminKey},
-		"proxy key": {func(t *testing.T, cred string) reply {
+		"proxy key": {func(t *testing.T, cred string) answer {
 			return h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, cred), nil).reply()
 		}, h.adminKey},
 	}
@@ -474,7 +475,7 @@ func TestProxyRatePerKey(t *testing.T) {
 	require.NoError(t, err)
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	requireRateLimited(t, reply{status: resp.StatusCode, header: resp.Header, body: body}, 4)
+	requireRateLimited(t, answer{status: resp.StatusCode, header: resp.Header, body: body}, 4)
 
 	// Other keys have their own budget, and rate limiting is no auth failure.
 	requireRefusal(t, h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil).reply(),
@@ -569,7 +570,7 @@ func TestRandomBytesIntoTunnelEndpoint(t *testing.T) {
 			assert.Less(t, time.Since(start), 3*time.Second)
 		})
 	}
-	assert.Empty(t, h.srv.reg.sessions(c.ID), "noise brought no tunnel up")
+	assert.Empty(t, h.srv.broker.Sessions(c.ID), "noise brought no tunnel up")
 	assert.Equal(t, "never_connected", h.status(t, c.ID, "").TunnelStatus)
 	h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
 	h.waitTunnels(t, c.ID, 1)
@@ -645,7 +646,7 @@ func TestCanarySecretsStayHidden(t *testing.T) {
 	key := h.createKey(t, "default")
 	canaries := []string{secretPart(c.AgentToken), secretPart(key), secretPart(h.adminKey)}
 	var seen bytes.Buffer
-	record := func(r reply) {
+	record := func(r answer) {
 		_ = r.header.Write(&seen)
 		seen.Write(r.body)
 	}
@@ -685,9 +686,7 @@ func TestCanarySecretsStayHidden(t *testing.T) {
 	record(h.call(t, http.MethodGet, "/v1/connections/"+c.ID+"/status", h.adminKey, nil))
 	record(h.connect(t, "ok.corp.example:443", basicAuth(c.ID, key), nil).reply())
 
-	h.srv.events.mu.Lock()
-	events, err := json.Marshal(h.srv.events.ring)
-	h.srv.events.mu.Unlock()
+	events, err := json.Marshal(h.srv.events.Kept())
 	require.NoError(t, err)
 	seen.Write(events)
 	logs := h.logs.String()

@@ -287,7 +287,7 @@ func TestOtherWorkspaceLooksMissing(t *testing.T) {
 
 	// The message may echo the id the caller sent; beyond that, nothing
 	// may tell an existing connection of another workspace from none.
-	normalized := func(t *testing.T, r reply, id string) api.Error {
+	normalized := func(t *testing.T, r answer, id string) api.Error {
 		e := withoutRequestID(t, r)
 		e.Message = strings.ReplaceAll(e.Message, id, "{id}")
 		return e

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/postern/postern/relay/admin"
 )
 
 // AdminKeyFile is the name of the bootstrap admin key inside the data
@@ -33,7 +35,7 @@ func (s *Server) Bootstrap(ctx context.Context, dataDir string) (string, error) 
 	if err := f.Chmod(0o600); err != nil {
 		return "", fmt.Errorf("bootstrap admin key: %w", err)
 	}
-	key, err := s.createAPIKey(ctx, "bootstrap-admin", "", true)
+	key, err := admin.CreateAPIKey(ctx, s.store, "bootstrap-admin", "", true)
 	if err != nil {
 		return "", fmt.Errorf("bootstrap admin key: %w", err)
 	}

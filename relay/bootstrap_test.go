@@ -11,11 +11,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/secret"
 )
 
 func TestBootstrapWritesAdminKeyOnce(t *testing.T) {
 	t.Parallel()
-	h := newBareHarness(t)
+	h := newBareHarness(t, secret.Verify)
 	dir := t.TempDir()
 
 	path, err := h.srv.Bootstrap(t.Context(), dir)
@@ -28,7 +29,7 @@ func TestBootstrapWritesAdminKeyOnce(t *testing.T) {
 	raw, err := os.ReadFile(path)
 	require.NoError(t, err)
 	key := strings.TrimSpace(string(raw))
-	require.True(t, strings.HasPrefix(key, apiKeyPrefix+"_"), "admin.key holds an API key")
+	require.True(t, strings.HasPrefix(key, secret.APIKeyPrefix+"_"), "admin.key holds an API key")
 	h.remember(key)
 
 	// The key is an admin key: it may create connections and keys.
@@ -62,7 +63,7 @@ func TestBootstrapKeepsExistingStoreLocked(t *testing.T) {
 
 func TestBootstrapReportsUnwritableDir(t *testing.T) {
 	t.Parallel()
-	h := newBareHarness(t)
+	h := newBareHarness(t, secret.Verify)
 	_, err := h.srv.Bootstrap(t.Context(), filepath.Join(t.TempDir(), "missing", "dir"))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "bootstrap admin key")
@@ -73,7 +74,7 @@ func TestBootstrapReportsUnwritableDir(t *testing.T) {
 
 func TestBootstrapTightensExistingFile(t *testing.T) {
 	t.Parallel()
-	h := newBareHarness(t)
+	h := newBareHarness(t, secret.Verify)
 	dir := t.TempDir()
 	path := filepath.Join(dir, AdminKeyFile)
 	require.NoError(t, os.WriteFile(path, []byte("stale contents from an earlier install, much longer than any key\n"), 0o644))

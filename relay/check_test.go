@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/relay/admin"
 	"github.com/postern/postern/relay/api"
 )
 
@@ -74,7 +75,7 @@ func TestCheckPassesAgentOutcomeThrough(t *testing.T) {
 		assert.Equal(t, 443, req.Port, "the port defaults by scheme")
 		assert.Equal(t, "https://gitlab.corp.example/api/v4", req.BaseURL)
 		assert.Equal(t, r.header.Get("Postern-Request-Id"), req.ID)
-		assert.WithinRange(t, req.Deadline(), before.Add(checkTimeout-time.Second), time.Now().Add(checkTimeout+time.Second))
+		assert.WithinRange(t, req.Deadline(), before.Add(admin.CheckTimeout-time.Second), time.Now().Add(admin.CheckTimeout+time.Second))
 	})
 	t.Run("ready", func(t *testing.T) {
 		got := decode[api.Check](t, h.call(t, http.MethodPost, checkPath(c.ID), key,
@@ -88,8 +89,8 @@ func TestCheckPassesAgentOutcomeThrough(t *testing.T) {
 	t.Run("body is bounded", func(t *testing.T) {
 		got := decode[api.Check](t, h.call(t, http.MethodPost, checkPath(c.ID), key,
 			api.CheckRequest{BaseURL: "https://flood.corp.example"}), http.StatusOK)
-		assert.Len(t, got.Steps, maxCheckSteps)
-		assert.Len(t, got.Steps[0].Detail, maxCheckDetail)
+		assert.Len(t, got.Steps, admin.MaxCheckSteps)
+		assert.Len(t, got.Steps[0].Detail, admin.MaxCheckDetail)
 		assert.Equal(t, protocol.ProviderBaseURLUnreachable, got.ProviderErrorCode)
 		a.NextRequest(t)
 	})

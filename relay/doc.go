@@ -1,10 +1,15 @@
-// Package relay is the cloud side of Postern. It accepts agent tunnels on
-// /v1/tunnel (WebSocket carrying yamux), keeps a registry of the live
-// sessions of each connection, answers the product's HTTP CONNECT proxy
-// requests by opening a stream to the right agent, and serves the admin
-// API (connections, tokens, API keys, status).
+// Package relay is one node of the cloud side of Postern. It wires the
+// parts that do the work and serves them on two listeners:
 //
-// It never judges targets itself: the agent decides with its allowlist and
-// the relay passes the agent's reason code through unchanged. Persistence
-// is behind relay/store; wiring and flags live in cmd/postern-relay.
+//   - the API listener: agent tunnels at /v1/tunnel (authenticated by
+//     relay/auth, upgraded by protocol/tunnel, run by relay/broker), the
+//     HTTP API of relay/admin, /healthz, /readyz and /metrics;
+//   - the proxy listener: the product's CONNECT proxy (relay/proxy), which
+//     reaches agents through relay/router and relay/broker.
+//
+// Status and its events are relay/status, relay/events and relay/webhook;
+// persistence is behind relay/store. The relay judges targets only to
+// report a verdict from the rules an agent reported (status with
+// base_url); every stream is decided by the agent. Flags and config files
+// live in cmd/postern-relay.
 package relay

@@ -45,14 +45,14 @@ func (h *harness) subscribe(t *testing.T, key, lastID, query string) *eventStrea
 }
 
 // openEvents is subscribe that returns the refusal instead of failing.
-func (h *harness) openEvents(t *testing.T, key, lastID, query string) (*eventStream, reply) {
+func (h *harness) openEvents(t *testing.T, key, lastID, query string) (*eventStream, answer) {
 	t.Helper()
 	return h.openEventsGated(t, key, lastID, query, nil)
 }
 
 // openEventsGated is openEvents whose reader starts only when gate is
 // closed: until then the client reads nothing at all.
-func (h *harness) openEventsGated(t *testing.T, key, lastID, query string, gate chan struct{}) (*eventStream, reply) {
+func (h *harness) openEventsGated(t *testing.T, key, lastID, query string, gate chan struct{}) (*eventStream, answer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.ep.apiURL+"/v1/events"+query, nil)
@@ -73,7 +73,7 @@ func (h *harness) openEventsGated(t *testing.T, key, lastID, query string, gate 
 	s := &eventStream{resp: resp, frames: make(chan sseFrame, 64), cancel: cancel, done: make(chan struct{}), gate: gate, stop: make(chan struct{})}
 	go s.read()
 	t.Cleanup(s.Close)
-	return s, reply{}
+	return s, answer{}
 }
 
 func (s *eventStream) read() {
@@ -277,7 +277,7 @@ func TestEventsResume(t *testing.T) {
 	// allowlist gone.
 	a.Close()
 	require.Eventually(t, func() bool { return h.pollStatus(c.ID).AllowlistStatus == "unknown" }, waitFor, tick)
-	h.srv.statusChanged(c.ID) // settle: the last transition is published by now
+	h.srv.status.Changed(c.ID) // settle: the last transition is published by now
 
 	resumed := h.subscribe(t, h.adminKey, seen.ID, "")
 	var got []string
@@ -327,45 +327,6 @@ func TestEventsResetWhenResumeIsImpossible(t *testing.T) {
 	}
 }
 
-func TestEventsRingEvictsOldest(t *testing.T) {
-	t.Parallel()
-	b := newEventBus(4, 100)
-	all := func(api.Event) bool { return true }
-	for i := range 6 {
-		b.publish(api.Event{Type: api.EventTunnel, ConnectionID: "c" + strconv.Itoa(i)})
-	}
-	// Kept: ids 102..105.
-	tests := map[string]struct {
-		lastID string
-		want   []string
-		gap    bool
-	}{
-		"just before the oldest kept": {lastID: "101", want: []string{"102", "103", "104", "105"}},
-		"in the middle":               {lastID: "103", want: []string{"104", "105"}},
-		"the newest":                  {lastID: "105"},
-		"evicted":                     {lastID: "100", gap: true},
-		"never issued":                {lastID: "106", gap: true},
-	}
-	for name, tt := range tests {
-		t.Run(name, func(t *testing.T) {
-			sub, replay, newest, err := b.subscribe(all, tt.lastID)
-			defer b.unsubscribe(sub)
-			assert.Equal(t, "105", newest)
-			if tt.gap {
-				assert.ErrorIs(t, err, errResumeGap)
-				assert.Empty(t, replay)
-				return
-			}
-			require.NoError(t, err)
-			var ids []string
-			for _, e := range replay {
-				ids = append(ids, e.ID)
-			}
-			assert.Equal(t, tt.want, ids)
-		})
-	}
-}
-
 func TestEventsScopedByKey(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -408,55 +369,6 @@ func TestEventsScopedByKey(t *testing.T) {
 	requireRefusal(t, r, http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
 }
 
-func TestEventsSlowSubscriberDoesNotBlockOthers(t *testing.T) {
-	t.Parallel()
-	b := newEventBus(eventRingSize, 1)
-	all := func(api.Event) bool { return true }
-	slow, _, _, err := b.subscribe(all, "")
-	require.NoError(t, err)
-	fast, _, _, err := b.subscribe(all, "")
-	require.NoError(t, err)
-
-	// Publish in batches the reading subscriber keeps up with; the other
-	// one reads nothing at all.
-	const batch, batches = subscriberBuffer / 2, 8
-	var got []string
-	for range batches {
-		published := make(chan struct{})
-		go func() {
-			defer close(published)
-			for range batch {
-				b.publish(api.Event{Type: api.EventTunnel})
-			}
-		}()
-		select {
-		case <-published:
-		case <-time.After(waitFor):
-			require.FailNow(t, "publishing blocked on a subscriber that never reads")
-		}
-		for range batch {
-			select {
-			case e := <-fast.ch:
-				got = append(got, e.ID)
-			case <-time.After(waitFor):
-				require.FailNow(t, "the reading subscriber got too few events")
-			}
-		}
-	}
-	assert.Len(t, got, batch*batches, "the reading subscriber got every event")
-	select {
-	case <-fast.dropped:
-		assert.Fail(t, "the reading subscriber was dropped")
-	default:
-	}
-	select {
-	case <-slow.dropped:
-	default:
-		assert.Fail(t, "the subscriber that never reads was not dropped")
-	}
-	assert.Len(t, slow.ch, subscriberBuffer, "it kept what fitted")
-}
-
 func TestEventsOverflowNoticeOnTheWire(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -467,7 +379,7 @@ func TestEventsOverflowNoticeOnTheWire(t *testing.T) {
 	// buffer are full many times over.
 	const n = 120_000
 	for range n {
-		h.srv.events.publish(api.Event{Type: api.EventTunnel, ConnectionID: "conn_flood", Workspace: "default",
+		h.srv.events.Publish(api.Event{Type: api.EventTunnel, ConnectionID: "conn_flood", Workspace: "default",
 			From: "connected", To: "disconnected", Reason: protocol.AgentOffline})
 	}
 	close(gate)

@@ -25,7 +25,9 @@ import (
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel"
 	"github.com/postern/postern/protocol/tunnel/tunneltest"
+	"github.com/postern/postern/relay/admin"
 	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/auth"
 	"github.com/postern/postern/relay/secret"
 	"github.com/postern/postern/relay/store/sqlite"
 )
@@ -81,30 +83,35 @@ type harness struct {
 
 func newHarness(t *testing.T, opts ...func(*Config)) *harness {
 	t.Helper()
-	h := newBareHarness(t, opts...)
-	key, err := h.srv.createAPIKey(t.Context(), "test-admin", "", true)
+	return newHarnessVerifying(t, secret.Verify, opts...)
+}
+
+// newHarnessVerifying is newHarness whose node compares secrets with verify.
+func newHarnessVerifying(t *testing.T, verify auth.Verifier, opts ...func(*Config)) *harness {
+	t.Helper()
+	h := newBareHarness(t, verify, opts...)
+	key, err := admin.CreateAPIKey(t.Context(), h.srv.store, "test-admin", "", true)
 	require.NoError(t, err)
 	h.adminKey = h.remember(key.Key)
 	return h
 }
 
 // newBareHarness is newHarness on a store without any API key.
-func newBareHarness(t *testing.T, opts ...func(*Config)) *harness {
+func newBareHarness(t *testing.T, verify auth.Verifier, opts ...func(*Config)) *harness {
 	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "relay.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, st.Close()) })
 
 	logs := &syncBuffer{}
-	cfg := Config{
-		Store:  st,
-		NodeID: "node-test",
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}
+	cfg := DefaultConfig()
+	cfg.Store = st
+	cfg.NodeID = "node-test"
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	for _, o := range opts {
 		o(&cfg)
 	}
-	srv, err := New(cfg)
+	srv, err := newServer(cfg, verify)
 	require.NoError(t, err)
 	h := &harness{srv: srv, logs: logs}
 	h.api = httptest.NewServer(srv.Handler())
@@ -127,7 +134,7 @@ func newBareHarness(t *testing.T, opts ...func(*Config)) *harness {
 // secretPart is the part of a credential (<prefix>_<id>_<secret>) after
 // its public id.
 func secretPart(cred string) string {
-	cut := len(agentTokenPrefix) + 1 + secret.IDLen + 1
+	cut := len(secret.AgentTokenPrefix) + 1 + secret.IDLen + 1
 	if len(cred) <= cut {
 		return cred
 	}
@@ -142,8 +149,8 @@ func (h *harness) remember(cred string) string {
 	return cred
 }
 
-// reply is an HTTP answer, read in full.
-type reply struct {
+// answer is an HTTP answer, read in full.
+type answer struct {
 	status int
 	header http.Header
 	body   []byte
@@ -151,7 +158,7 @@ type reply struct {
 
 // call sends one API request. body is nil (no body), a string (sent as
 // is) or a value encoded as JSON.
-func (h *harness) call(t *testing.T, method, path, key string, body any) reply {
+func (h *harness) call(t *testing.T, method, path, key string, body any) answer {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -171,18 +178,18 @@ func (h *harness) call(t *testing.T, method, path, key string, body any) reply {
 	return do(t, h.ep.client, req)
 }
 
-func do(t *testing.T, c *http.Client, req *http.Request) reply {
+func do(t *testing.T, c *http.Client, req *http.Request) answer {
 	t.Helper()
 	resp, err := c.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	return reply{status: resp.StatusCode, header: resp.Header, body: b}
+	return answer{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
 // decode checks the status and decodes the JSON body.
-func decode[T any](t *testing.T, r reply, status int) T {
+func decode[T any](t *testing.T, r answer, status int) T {
 	t.Helper()
 	require.Equal(t, status, r.status, "body: %s", r.body)
 	assert.Equal(t, "application/json", r.header.Get("Content-Type"))
@@ -193,7 +200,7 @@ func decode[T any](t *testing.T, r reply, status int) T {
 
 // requireRefusal checks everything a client sees of a refusal: status,
 // Postern-Reason, the JSON body and the request id in header and body.
-func requireRefusal(t *testing.T, r reply, status int, reason protocol.Reason) api.Error {
+func requireRefusal(t *testing.T, r answer, status int, reason protocol.Reason) api.Error {
 	t.Helper()
 	e := decode[api.Error](t, r, status)
 	assert.Equal(t, string(reason), r.header.Get("Postern-Reason"))
@@ -207,7 +214,7 @@ func requireRefusal(t *testing.T, r reply, status int, reason protocol.Reason) a
 
 // withoutRequestID returns an error body with its request id blanked, for
 // comparing two answers that must not differ otherwise.
-func withoutRequestID(t *testing.T, r reply) api.Error {
+func withoutRequestID(t *testing.T, r answer) api.Error {
 	t.Helper()
 	var e api.Error
 	require.NoError(t, json.Unmarshal(r.body, &e), "body: %s", r.body)
@@ -263,8 +270,8 @@ func (h *harness) pollStatus(connID string) api.Status {
 // activeStreams counts the streams open now on a connection's tunnels.
 func (h *harness) activeStreams(connID string) int64 {
 	var n int64
-	for _, s := range h.srv.reg.sessions(connID) {
-		n += s.active.Load()
+	for _, s := range h.srv.broker.Sessions(connID) {
+		n += s.Active()
 	}
 	return n
 }
@@ -283,7 +290,7 @@ func (h *harness) waitReleased(t *testing.T, connID string) {
 // An agent gets Welcome just before the relay registers its session.
 func (h *harness) waitTunnels(t *testing.T, connID string, n int) {
 	t.Helper()
-	require.Eventually(t, func() bool { return len(h.srv.reg.sessions(connID)) == n },
+	require.Eventually(t, func() bool { return len(h.srv.broker.Sessions(connID)) == n },
 		waitFor, tick, "want %d tunnels", n)
 }
 
@@ -293,7 +300,7 @@ func (h *harness) relayURL() string {
 }
 
 // tunnelRequest sends a bare GET /v1/tunnel, as a refused agent would.
-func (h *harness) tunnelRequest(t *testing.T, authorization string) reply {
+func (h *harness) tunnelRequest(t *testing.T, authorization string) answer {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, h.ep.apiURL+protocol.TunnelPath, nil)
 	require.NoError(t, err)
@@ -311,9 +318,9 @@ func (h *harness) tunnelRequest(t *testing.T, authorization string) reply {
 // wrongSecret returns token with its id kept and its secret replaced.
 func wrongSecret(t *testing.T, token string) string {
 	t.Helper()
-	other, err := secret.New(agentTokenPrefix)
+	other, err := secret.New(secret.AgentTokenPrefix)
 	require.NoError(t, err)
-	cut := len(agentTokenPrefix) + 1 + secret.IDLen + 1
+	cut := len(secret.AgentTokenPrefix) + 1 + secret.IDLen + 1
 	return token[:cut] + other.Display[cut:]
 }
 
@@ -358,8 +365,8 @@ func (h *harness) connect(t *testing.T, target, proxyAuth string, early []byte) 
 
 func (p *proxyConn) Read(b []byte) (int, error) { return p.br.Read(b) }
 
-func (p *proxyConn) reply() reply {
-	return reply{status: p.resp.StatusCode, header: p.resp.Header, body: p.body}
+func (p *proxyConn) reply() answer {
+	return answer{status: p.resp.StatusCode, header: p.resp.Header, body: p.body}
 }
 
 // answerFunc plays the agent's side of one relay-opened stream after its

@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/postern/postern/relay/broker"
 )
 
 // metrics are the node's Prometheus series. Labels are aggregate only
@@ -19,7 +21,7 @@ type metrics struct {
 	goaways prometheus.Counter
 }
 
-func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
+func newMetrics(reg *prometheus.Registry, b *broker.Broker) *metrics {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
@@ -46,15 +48,22 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "postern_relay_tunnels",
 			Help: "Agent tunnels open on this node.",
-		}, func() float64 { return float64(len(s.reg.all())) }),
+		}, func() float64 { return float64(len(b.All())) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "postern_relay_streams_active",
 			Help: "Proxied streams open on this node.",
-		}, func() float64 { return float64(s.reg.activeStreams()) }),
+		}, func() float64 { return float64(b.ActiveStreams()) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+// carried counts one finished proxied stream and its bytes.
+func (m *metrics) carried(toTarget, fromTarget int64) {
+	m.streams.Inc()
+	m.bytes.WithLabelValues("to_target").Add(float64(toTarget))
+	m.bytes.WithLabelValues("from_target").Add(float64(fromTarget))
 }
 
 func (m *metrics) handler() http.Handler {

@@ -219,7 +219,7 @@ func TestProxyRejectsOtherRequests(t *testing.T) {
 			defer resp.Body.Close()
 			body, err := io.ReadAll(resp.Body)
 			require.NoError(t, err)
-			requireRefusal(t, reply{status: resp.StatusCode, header: resp.Header, body: body}, http.StatusBadRequest, protocol.InvalidRequest)
+			requireRefusal(t, answer{status: resp.StatusCode, header: resp.Header, body: body}, http.StatusBadRequest, protocol.InvalidRequest)
 		})
 	}
 }
@@ -239,7 +239,7 @@ func TestPlainHTTPIsForwarded(t *testing.T) {
 	t.Cleanup(tr.CloseIdleConnections)
 	client := &http.Client{Transport: tr}
 
-	get := func(t *testing.T, target string) reply {
+	get := func(t *testing.T, target string) answer {
 		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, target, nil)
 		require.NoError(t, err)
 		return do(t, client, req)
@@ -309,8 +309,8 @@ func TestStreamFallsBackToNextTunnel(t *testing.T) {
 	h.waitTunnels(t, c.ID, 1)
 	b := h.connectAgent(t, c.AgentToken, testHello("agent-b", 1), echo)
 	h.waitTunnels(t, c.ID, 2)
-	cands := h.srv.reg.candidates(c.ID)
-	require.Equal(t, "agent-b", cands[0].hello.AgentID, "among equally busy tunnels the newest is tried first")
+	cands := h.srv.broker.Candidates(c.ID)
+	require.Equal(t, "agent-b", cands[0].Hello.AgentID, "among equally busy tunnels the newest is tried first")
 	first, second := b, a
 
 	// The first candidate refuses new streams (yamux go-away); the ping

@@ -55,7 +55,7 @@ func TestRevokeDuringHandshakeClosesTunnel(t *testing.T) {
 	st.arm(c.ID, func() {
 		_, err := st.Store.RevokeConnection(context.Background(), c.ID, time.Now().UTC())
 		if err == nil {
-			h.srv.reg.closeConnection(c.ID, "connection revoked by an administrator")
+			h.srv.broker.CloseConnection(c.ID, "connection revoked by an administrator")
 		}
 	})
 	// Authentication saw the connection before the revocation, so the

@@ -2,237 +2,131 @@ package relay
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
+	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel"
+	"github.com/postern/postern/relay/admin"
+	"github.com/postern/postern/relay/auth"
+	"github.com/postern/postern/relay/broker"
+	"github.com/postern/postern/relay/events"
+	"github.com/postern/postern/relay/proxy"
+	"github.com/postern/postern/relay/reply"
+	"github.com/postern/postern/relay/router"
 	"github.com/postern/postern/relay/secret"
+	"github.com/postern/postern/relay/status"
 	"github.com/postern/postern/relay/store"
+	"github.com/postern/postern/relay/webhook"
 )
 
-// Config configures a relay node. Zero fields take the defaults of
-// DefaultConfig.
-type Config struct {
-	// NodeID names this node in Welcome and in status; random if empty.
-	NodeID string
-	// Store persists connections, tokens and API keys. Required.
-	Store store.Store
-	// Logger receives operational logs; secrets are never logged.
-	Logger *slog.Logger
-	// HeartbeatInterval is the Health period agents are asked for.
-	HeartbeatInterval time.Duration
-	// HandshakeTimeout bounds the WebSocket upgrade plus Hello/Welcome.
-	HandshakeTimeout time.Duration
-	// OpenTimeout bounds opening a stream and reading the agent's result
-	// (resolve and connect happen inside it).
-	OpenTimeout time.Duration
-	// IdleTimeout ends a proxied stream with no traffic either way.
-	IdleTimeout time.Duration
-	// TokenOverlap is how long the previous agent tokens stay valid after
-	// a rotation.
-	TokenOverlap time.Duration
-	// AuthFailureWindow is how long a refused agent token keeps a
-	// connection's auth_status at failing.
-	AuthFailureWindow time.Duration
-	// DrainTimeout is how long a stopping relay lets open streams finish
-	// after telling agents to move (GoAway).
-	DrainTimeout time.Duration
-	// MaxStreamsPerTunnel caps concurrent streams on one tunnel.
-	MaxStreamsPerTunnel int
-	// Metrics receives the node's Prometheus series, served at /metrics;
-	// a fresh registry when nil.
-	Metrics *prometheus.Registry
-	// Version is reported by /healthz.
-	Version string
-	// Webhooks receive every status event of their scope.
-	Webhooks []Webhook
-	// EventKeepAlive is the comment period on idle GET /v1/events streams.
-	EventKeepAlive time.Duration
-
-	// AuthFailuresPerSource is how many refused credentials (agent tokens
-	// and API keys alike) one source address may present per
-	// AuthLimitWindow; after that every attempt from it is answered 429
-	// RATE_LIMITED with Retry-After, before any store lookup. IPv6 sources
-	// count per /64. Negative turns the limit off. See ratelimit.go.
-	AuthFailuresPerSource int
-	// AuthFailuresPerCredential is the same limit per credential id (agent
-	// token id or API key id). It holds back only sources that were
-	// refused themselves, so knowing an id is not enough to lock its
-	// legitimate holder out. Negative turns the limit off.
-	AuthFailuresPerCredential int
-	// AuthLimitWindow is the period of both auth failure limits.
-	AuthLimitWindow time.Duration
-	// ProxyRatePerKey caps proxy requests (CONNECT and forwarded http://)
-	// per API key, in requests per second; 0 means no cap. Excess requests
-	// are answered 429 RATE_LIMITED with Retry-After.
-	ProxyRatePerKey float64
-	// ProxyBurstPerKey is how many requests a key may make at once within
-	// ProxyRatePerKey; it defaults to the rate rounded up, at least 1.
-	ProxyBurstPerKey int
-	// HeaderTimeout bounds reading a request's line and headers on both
-	// listeners; a client that sends them slower is cut off.
-	HeaderTimeout time.Duration
-
-	// verifySecret compares a presented secret with a stored hash; a seam
-	// for tests that count comparisons. Defaults to secret.Verify.
-	verifySecret func(hash, sec []byte) bool
-}
-
-// maxHeaderBytes caps a request's line plus headers on both listeners;
-// larger requests are answered 431.
-const maxHeaderBytes = 64 << 10
-
-// DefaultConfig returns the production defaults.
-func DefaultConfig() Config {
-	return Config{
-		HeartbeatInterval:   15 * time.Second,
-		HandshakeTimeout:    10 * time.Second,
-		OpenTimeout:         15 * time.Second,
-		IdleTimeout:         15 * time.Minute,
-		TokenOverlap:        24 * time.Hour,
-		AuthFailureWindow:   5 * time.Minute,
-		EventKeepAlive:      15 * time.Second,
-		MaxStreamsPerTunnel: 512,
-		DrainTimeout:        30 * time.Second,
-
-		AuthFailuresPerSource:     10,
-		AuthFailuresPerCredential: 20,
-		AuthLimitWindow:           time.Minute,
-		HeaderTimeout:             10 * time.Second,
-	}
-}
-
-func (c *Config) fill() error {
-	if c.Store == nil {
-		return errors.New("relay config: store is required")
-	}
-	d := DefaultConfig()
-	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = d.HeartbeatInterval
-	}
-	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = d.HandshakeTimeout
-	}
-	if c.OpenTimeout <= 0 {
-		c.OpenTimeout = d.OpenTimeout
-	}
-	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = d.IdleTimeout
-	}
-	if c.TokenOverlap <= 0 {
-		c.TokenOverlap = d.TokenOverlap
-	}
-	if c.AuthFailureWindow <= 0 {
-		c.AuthFailureWindow = d.AuthFailureWindow
-	}
-	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = d.DrainTimeout
-	}
-	if c.MaxStreamsPerTunnel <= 0 {
-		c.MaxStreamsPerTunnel = d.MaxStreamsPerTunnel
-	}
-	if c.EventKeepAlive <= 0 {
-		c.EventKeepAlive = d.EventKeepAlive
-	}
-	if c.AuthFailuresPerSource == 0 {
-		c.AuthFailuresPerSource = d.AuthFailuresPerSource
-	}
-	if c.AuthFailuresPerCredential == 0 {
-		c.AuthFailuresPerCredential = d.AuthFailuresPerCredential
-	}
-	if c.AuthLimitWindow <= 0 {
-		c.AuthLimitWindow = d.AuthLimitWindow
-	}
-	if c.ProxyRatePerKey < 0 || math.IsNaN(c.ProxyRatePerKey) || math.IsInf(c.ProxyRatePerKey, 0) {
-		return fmt.Errorf("relay config: proxy rate per key must be a finite number >= 0, not %v", c.ProxyRatePerKey)
-	}
-	if c.ProxyBurstPerKey <= 0 {
-		c.ProxyBurstPerKey = max(1, int(math.Ceil(c.ProxyRatePerKey)))
-	}
-	if c.HeaderTimeout <= 0 {
-		c.HeaderTimeout = d.HeaderTimeout
-	}
-	if c.verifySecret == nil {
-		c.verifySecret = secret.Verify
-	}
-	for _, w := range c.Webhooks {
-		if err := w.validate(); err != nil {
-			return fmt.Errorf("relay config: %w", err)
-		}
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.NodeID == "" {
-		c.NodeID = "relay-" + randomHex(4)
-	}
-	return nil
-}
-
-// Server is one relay node.
+// Server is one relay node: the parts of the data plane and the admin side,
+// wired together.
 type Server struct {
 	cfg   Config
 	log   *slog.Logger
 	store store.Store
-	reg   *Registry
 
-	verdicts verdictCache
-	metrics  *metrics
+	broker  *broker.Broker
+	router  *router.Router
+	auth    *auth.Authenticator
+	status  *status.Keeper
+	events  *events.Bus
+	api     *admin.API
+	proxy   *proxy.Proxy
+	metrics *metrics
 
-	// auth counts refused credentials (ratelimit.go); proxyRate caps
-	// proxy requests per API key, nil when off.
-	auth      *authGuard
-	proxyRate *limiter
-
-	// tunnels tracks the handler goroutines that own live sessions, so
-	// Close can wait for them (hijacked connections are invisible to
-	// http.Server.Shutdown).
-	tunnels sync.WaitGroup
-	// ctx ends every session when the server closes.
-	ctx    context.Context
-	cancel context.CancelFunc
-
-	closeOnce sync.Once
-
-	// Status events (events.go, webhook.go).
-	events        *eventBus
-	watch         statusWatch
-	webhooks      []*webhook
 	webhookClient *http.Client
-	// background holds the status clock and webhook deliveries.
+	// background holds the status clock and webhook deliveries; ctx ends
+	// them.
 	background sync.WaitGroup
+	ctx        context.Context
+	cancel     context.CancelFunc
+	closeOnce  sync.Once
 }
 
-// New returns a relay node. Call Close to end its sessions.
-func New(cfg Config) (*Server, error) {
-	if err := cfg.fill(); err != nil {
+// New returns a relay node for cfg. Call Close to end its sessions.
+func New(cfg Config) (*Server, error) { return newServer(cfg, secret.Verify) }
+
+// newServer is New with the secret comparison given, a seam for tests that
+// count comparisons.
+func newServer(cfg Config, verify auth.Verifier) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{
-		cfg:           cfg,
-		log:           cfg.Logger.With("node", cfg.NodeID),
-		store:         cfg.Store,
-		reg:           newRegistry(),
-		ctx:           ctx,
-		cancel:        cancel,
-		webhookClient: newWebhookClient(),
-		proxyRate:     newProxyRate(cfg),
+	log := cfg.Logger.With("node", cfg.NodeID)
+	s := &Server{cfg: cfg, log: log, store: cfg.Store, webhookClient: webhook.NewClient()}
+	s.events = events.NewBus(events.RingSize, uint64(time.Now().UnixMicro()))
+	var b *broker.Broker
+	s.status = status.New(status.Config{
+		NodeID: cfg.NodeID, HeartbeatInterval: cfg.HeartbeatInterval, AuthFailureWindow: cfg.AuthFailureWindow,
+	}, cfg.Store, func(connID string) []*broker.Session { return b.Sessions(connID) }, s.events, log)
+	b, err := broker.New(s.brokerConfig(), s.status, log)
+	if err != nil {
+		return nil, err
 	}
-	s.auth = newAuthGuard(cfg, s.log, time.Now)
-	s.metrics = newMetrics(cfg.Metrics, s)
-	s.startEvents()
+	s.broker = b
+	s.router = router.New(b, s.status)
+	s.metrics = newMetrics(cfg.Metrics, b)
+	if err := s.wire(verify); err != nil {
+		b.Close()
+		return nil, err
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.startBackground()
 	return s, nil
+}
+
+func (s *Server) brokerConfig() broker.Config {
+	tc := tunnel.DefaultConfig()
+	tc.AcceptBacklog = s.cfg.MaxStreamsPerTunnel
+	tc.Logger = s.log
+	return broker.Config{
+		NodeID:              s.cfg.NodeID,
+		HeartbeatInterval:   s.cfg.HeartbeatInterval,
+		HandshakeTimeout:    s.cfg.HandshakeTimeout,
+		MaxStreamsPerTunnel: s.cfg.MaxStreamsPerTunnel,
+		Tunnel:              tc,
+	}
+}
+
+// wire builds the authenticator, the proxy and the API.
+func (s *Server) wire(verify auth.Verifier) error {
+	var err error
+	s.auth, err = auth.New(s.store, auth.Config{
+		FailuresPerSource:     s.cfg.AuthFailuresPerSource,
+		FailuresPerCredential: s.cfg.AuthFailuresPerCredential,
+		Window:                s.cfg.AuthLimitWindow,
+	}, verify, s.status.TokenFailure, s.log)
+	if err != nil {
+		return err
+	}
+	s.proxy, err = proxy.New(proxy.Config{
+		OpenTimeout: s.cfg.OpenTimeout, IdleTimeout: s.cfg.IdleTimeout,
+		RatePerKey: s.cfg.ProxyRatePerKey, BurstPerKey: s.cfg.ProxyBurstPerKey,
+	}, s.auth, s.router, s.metrics.carried, s.log)
+	if err != nil {
+		return err
+	}
+	s.api, err = admin.New(admin.Config{TokenOverlap: s.cfg.TokenOverlap, EventKeepAlive: s.cfg.EventKeepAlive}, admin.Parts{
+		Store: s.store, Auth: s.auth, Broker: s.broker, Router: s.router, Status: s.status, Bus: s.events, Log: s.log,
+	})
+	return err
+}
+
+// startBackground starts the status clock and one delivery per webhook;
+// they stop when s.ctx ends and Close waits for them.
+func (s *Server) startBackground() {
+	for _, cfg := range s.cfg.Webhooks {
+		h := webhook.NewReceiver(cfg, s.webhookClient, s.log, s.cfg.Version)
+		s.events.AddSink(h.Offer)
+		s.background.Go(func() { h.Run(s.ctx) })
+	}
+	s.background.Go(func() { s.status.Run(s.ctx) })
 }
 
 // NodeID returns the node's id.
@@ -244,78 +138,80 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	// Refusals at the tunnel endpoint carry a request id like every other
 	// error answer, so an operator can match an agent's log to the relay's.
-	mux.Handle("GET /v1/tunnel", withRequestID(http.HandlerFunc(s.handleTunnel)))
-	s.routeAPI(mux)
+	mux.Handle("GET "+protocol.TunnelPath, reply.WithRequestID(http.HandlerFunc(s.serveTunnel)))
+	s.api.Route(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node_id": s.cfg.NodeID, "version": s.cfg.Version})
+		reply.JSON(w, http.StatusOK, map[string]string{"status": "ok", "node_id": s.cfg.NodeID, "version": s.cfg.Version})
 	})
-	mux.Handle("GET /readyz", withRequestID(http.HandlerFunc(s.handleReady)))
+	mux.Handle("GET /readyz", reply.WithRequestID(http.HandlerFunc(s.serveReady)))
 	mux.Handle("GET /metrics", s.metrics.handler())
 	return s.metrics.countRefusals(mux)
 }
 
-func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+// ProxyHandler serves the CONNECT proxy: `CONNECT host:port` (and plain
+// http:// absolute-form requests) with Proxy-Authorization naming the
+// connection and an API key.
+func (s *Server) ProxyHandler() http.Handler {
+	return s.metrics.countRefusals(reply.WithRequestID(s.proxy))
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		writeError(w, r, apiError{reason: "RELAY_UNAVAILABLE", msg: "store unreachable: " + err.Error()})
+		reply.Error(w, r, protocol.Errorf(protocol.RelayUnavailable, "store unreachable: %v", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "node_id": s.cfg.NodeID})
+	reply.JSON(w, http.StatusOK, map[string]string{"status": "ready", "node_id": s.cfg.NodeID})
+}
+
+// serveTunnel is the thin HTTP side of a tunnel: authenticate the agent
+// token, upgrade, and hand the byte stream to the broker, which knows
+// nothing of HTTP.
+func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
+	defer cancel()
+	who, e := s.auth.Agent(r.WithContext(ctx))
+	if e != nil {
+		if e.Reason == protocol.AgentTokenInvalid || e.Reason == protocol.AgentTokenRevoked {
+			s.log.Info("agent tunnel refused", "remote", r.RemoteAddr, "reason", e.Reason)
+		}
+		reply.Error(w, r, e)
+		return
+	}
+	s.status.Watch(who.Connection) // the "from" of this tunnel's status events
+	if !tunnel.OffersSubprotocol(r) {
+		reply.Error(w, r, protocol.Errorf(protocol.InvalidRequest, "WebSocket subprotocol %s required", protocol.Subprotocol))
+		return
+	}
+	// The tunnel lives until the agent leaves or the node closes, not as
+	// long as this request's context.
+	conn, err := tunnel.Upgrade(s.broker.Context(), w, r)
+	if err != nil {
+		s.log.Info("agent tunnel upgrade", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	_ = s.broker.Accept(conn, broker.Identity{ConnectionID: who.Connection.ID, TokenID: who.TokenID, Remote: r.RemoteAddr})
 }
 
 // Serve runs the API/tunnel server on apiLn and the CONNECT proxy on
 // proxyLn until ctx ends, then shuts both down and closes every tunnel.
 func (s *Server) Serve(ctx context.Context, apiLn, proxyLn net.Listener) error {
-	api := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: s.cfg.HeaderTimeout,
-		IdleTimeout:       90 * time.Second, // an idle keep-alive connection is closed
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	proxy := &http.Server{
-		Handler:           s.ProxyHandler(),
-		ReadHeaderTimeout: s.cfg.HeaderTimeout,
-		IdleTimeout:       90 * time.Second, // an idle keep-alive connection is closed
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	servers := []*http.Server{s.httpServer(s.Handler()), s.httpServer(s.ProxyHandler())}
 	// Event streams never go idle; end them so Shutdown need not wait.
-	api.RegisterOnShutdown(s.events.shutdown)
-	errc := make(chan error, 2)
-	go func() { errc <- api.Serve(apiLn) }()
-	go func() { errc <- proxy.Serve(proxyLn) }()
-
+	servers[0].RegisterOnShutdown(s.events.Shutdown)
+	errc := make(chan error, len(servers))
+	for i, ln := range []net.Listener{apiLn, proxyLn} {
+		go func() { errc <- servers[i].Serve(ln) }()
+	}
 	var errs []error
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
 		errs = append(errs, err)
 	}
-	// Graceful stop. The listeners close before any GoAway goes out, so an
-	// agent told to move never finds this node still accepting: a Shutdown
-	// with a done context closes them synchronously and returns at once.
-	// Then GoAway, open streams finish up to DrainTimeout, and what is
-	// left is closed. Close (a second signal) cuts the drain short.
-	now, stopNow := context.WithCancel(context.Background())
-	stopNow()
-	_ = api.Shutdown(now)
-	_ = proxy.Shutdown(now)
-	shutCtx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout+5*time.Second)
-	defer cancel()
-	var shut sync.WaitGroup
-	for _, srv := range []*http.Server{api, proxy} {
-		shut.Add(1)
-		go func() {
-			defer shut.Done()
-			_ = srv.Shutdown(shutCtx)
-		}()
-	}
-	s.drain(s.cfg.DrainTimeout)
-	s.Close()
-	shut.Wait()
-	for len(errs) < 2 { // collect both Serve goroutines
+	s.stop(servers)
+	for len(errs) < len(servers) { // collect every Serve goroutine
 		errs = append(errs, <-errc)
 	}
 	for _, err := range errs {
@@ -326,30 +222,48 @@ func (s *Server) Serve(ctx context.Context, apiLn, proxyLn net.Listener) error {
 	return nil
 }
 
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.cfg.HeaderTimeout,
+		IdleTimeout:       90 * time.Second, // an idle keep-alive connection is closed
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// stop is the graceful stop. The listeners close before any GoAway goes
+// out, so an agent told to move never finds this node still accepting: a
+// Shutdown with a done context closes them synchronously and returns at
+// once. Then GoAway, open streams finish up to DrainTimeout, and what is
+// left is closed. Close (a second signal) cuts the drain short.
+func (s *Server) stop(servers []*http.Server) {
+	now, stopNow := context.WithCancel(context.Background())
+	stopNow()
+	for _, srv := range servers {
+		_ = srv.Shutdown(now)
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout+5*time.Second)
+	defer cancel()
+	var shut sync.WaitGroup
+	for _, srv := range servers {
+		shut.Go(func() { _ = srv.Shutdown(shutCtx) })
+	}
+	if told := s.broker.Drain(s.cfg.DrainTimeout); told > 0 {
+		s.metrics.goaways.Add(float64(told))
+	}
+	s.Close()
+	shut.Wait()
+}
+
 // Close ends every tunnel and event stream and waits for their handlers,
 // the status clock and webhook deliveries. It is idempotent.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		s.broker.Close()
 		s.cancel()
-		s.reg.closeAll()
+		s.events.Shutdown()
 	})
-	s.tunnels.Wait()
-	s.stopEvents()
-}
-
-// tunnelConfig is the transport's default with the backlog the stream cap
-// needs.
-func (s *Server) tunnelConfig() tunnel.Config {
-	c := tunnel.DefaultConfig()
-	c.AcceptBacklog = s.cfg.MaxStreamsPerTunnel
-	c.Logger = s.log
-	return c
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	return hex.EncodeToString(b)
+	s.background.Wait()
+	s.webhookClient.CloseIdleConnections()
 }

@@ -20,7 +20,7 @@ func TestTunnelRefusesBadTokensAlike(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	c := h.createConnection(t, "gitlab", "")
-	unknown, err := secret.New(agentTokenPrefix)
+	unknown, err := secret.New(secret.AgentTokenPrefix)
 	require.NoError(t, err)
 
 	tests := map[string]string{
@@ -32,7 +32,7 @@ func TestTunnelRefusesBadTokensAlike(t *testing.T) {
 		"wrong secret":        "Bearer " + wrongSecret(t, c.AgentToken),
 		"token with trailing": "Bearer " + c.AgentToken + "x",
 	}
-	bodies := map[string]reply{}
+	bodies := map[string]answer{}
 	for name, auth := range tests {
 		t.Run(name, func(t *testing.T) {
 			r := h.tunnelRequest(t, auth)

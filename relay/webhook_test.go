@@ -24,6 +24,7 @@ import (
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/store/sqlite"
+	"github.com/postern/postern/relay/webhook"
 )
 
 const testWebhookSecret = "whsec0123456789abcdefghijklmnop"
@@ -100,8 +101,8 @@ func requireSigned(t *testing.T, d delivery, secret string) api.Event {
 	m := hmac.New(sha256.New, []byte(secret))
 	m.Write([]byte(ts + "." + string(d.body)))
 	assert.Equal(t, hex.EncodeToString(m.Sum(nil)), v1)
-	assert.NoError(t, VerifyWebhookSignature([]byte(secret), d.body, sig, time.Now(), time.Minute))
-	assert.ErrorIs(t, VerifyWebhookSignature([]byte("another secret, as long"), d.body, sig, time.Now(), time.Minute), ErrWebhookSignature)
+	assert.NoError(t, webhook.Verify([]byte(secret), d.body, sig, time.Now(), time.Minute))
+	assert.ErrorIs(t, webhook.Verify([]byte("another secret, as long"), d.body, sig, time.Now(), time.Minute), webhook.ErrSignature)
 
 	var e api.Event
 	require.NoError(t, json.Unmarshal(d.body, &e))
@@ -150,14 +151,14 @@ func TestWebhookDeliversSignedEvents(t *testing.T) {
 	assert.NotContains(t, h.logs.String(), "in-the-url", "a webhook URL's query is not logged")
 }
 
-// runWebhook starts one webhook on its own, as startEvents would.
-func runWebhook(t *testing.T, cfg Webhook) *webhook {
+// runWebhook starts one webhook on its own, as the node would.
+func runWebhook(t *testing.T, cfg Webhook) *webhook.Receiver {
 	t.Helper()
-	hc := newWebhookClient()
-	w := newWebhook(cfg, hc, slog.New(slog.DiscardHandler), "test")
+	hc := webhook.NewClient()
+	w := webhook.NewReceiver(cfg, hc, slog.New(slog.DiscardHandler), "test")
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { w.run(ctx) })
+	wg.Go(func() { w.Run(ctx) })
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
@@ -176,7 +177,7 @@ func TestWebhookRetries(t *testing.T) {
 		"first try":                  {attempts: 1, delivered: true},
 		"500 twice, then 200":        {answers: []int{500, 500}, attempts: 3, delivered: true},
 		"429, then 200":              {answers: []int{429}, attempts: 2, delivered: true},
-		"503 on every attempt":       {answers: []int{503, 503, 503, 503, 503, 503}, attempts: WebhookMaxAttempts},
+		"503 on every attempt":       {answers: []int{503, 503, 503, 503, 503, 503}, attempts: webhook.MaxAttempts},
 		"400 is final":               {answers: []int{400}, attempts: 1},
 		"a redirect is not followed": {answers: []int{307}, attempts: 1},
 	}
@@ -185,16 +186,16 @@ func TestWebhookRetries(t *testing.T) {
 			t.Parallel()
 			r := newReceiver(t, tt.answers...)
 			w := runWebhook(t, Webhook{URL: r.srv.URL, Secret: []byte(testWebhookSecret), RetryBackoff: 10 * time.Millisecond})
-			w.offer(api.Event{ID: "42", Type: api.EventTunnel, ConnectionID: "conn_1", From: "connected", To: "disconnected"})
-			require.Eventually(t, func() bool { return w.delivered.Load()+w.failed.Load() == 1 }, waitFor, tick)
+			w.Offer(api.Event{ID: "42", Type: api.EventTunnel, ConnectionID: "conn_1", From: "connected", To: "disconnected"})
+			require.Eventually(t, func() bool { return delivered(w)+failed(w) == 1 }, waitFor, tick)
 			assert.Equal(t, tt.attempts, r.attempts())
-			assert.Equal(t, tt.delivered, w.delivered.Load() == 1)
+			assert.Equal(t, tt.delivered, delivered(w) == 1)
 
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			for i, d := range r.got {
 				assert.Equal(t, "42", d.header.Get("Postern-Event-Id"), "attempt %d", i+1)
-				assert.NoError(t, VerifyWebhookSignature([]byte(testWebhookSecret), d.body, d.header.Get("Postern-Signature"), time.Now(), time.Minute))
+				assert.NoError(t, webhook.Verify([]byte(testWebhookSecret), d.body, d.header.Get("Postern-Signature"), time.Now(), time.Minute))
 				if i > 0 {
 					// Backoff doubles from 10 ms with jitter of ±50 %.
 					assert.GreaterOrEqual(t, d.at.Sub(r.got[i-1].at), 5*time.Millisecond<<(i-1), "attempt %d", i+1)
@@ -225,33 +226,33 @@ func TestWebhookRetriesNetworkErrors(t *testing.T) {
 	defer func() { _ = ln.Close(); conns.Wait() }()
 
 	w := runWebhook(t, Webhook{URL: "http://" + ln.Addr().String() + "/", Secret: []byte(testWebhookSecret), RetryBackoff: time.Millisecond})
-	w.offer(api.Event{ID: "7", Type: api.EventAuth})
-	require.Eventually(t, func() bool { return w.failed.Load() == 1 }, waitFor, tick)
-	assert.Len(t, accepted, WebhookMaxAttempts, "every attempt reached the receiver")
-	assert.Zero(t, w.delivered.Load())
+	w.Offer(api.Event{ID: "7", Type: api.EventAuth})
+	require.Eventually(t, func() bool { return failed(w) == 1 }, waitFor, tick)
+	assert.Len(t, accepted, webhook.MaxAttempts, "every attempt reached the receiver")
+	assert.Zero(t, delivered(w))
 }
 
 func TestWebhookQueueOverflowDropsAndCounts(t *testing.T) {
 	t.Parallel()
 	logs := &syncBuffer{}
 	// Not running: nothing drains the queue.
-	w := newWebhook(Webhook{URL: "http://127.0.0.1:1/", Secret: []byte(testWebhookSecret), Workspace: "team-a"},
+	w := webhook.NewReceiver(Webhook{URL: "http://127.0.0.1:1/", Secret: []byte(testWebhookSecret), Workspace: "team-a"},
 		http.DefaultClient, slog.New(slog.NewTextHandler(logs, nil)), "test")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for i := range WebhookQueueSize + 5 {
-			w.offer(api.Event{ID: fmt.Sprint(i), Workspace: "team-a"})
+		for i := range webhook.QueueSize + 5 {
+			w.Offer(api.Event{ID: fmt.Sprint(i), Workspace: "team-a"})
 		}
-		w.offer(api.Event{ID: "other", Workspace: "team-b"})
+		w.Offer(api.Event{ID: "other", Workspace: "team-b"})
 	}()
 	select {
 	case <-done:
 	case <-time.After(waitFor):
 		require.FailNow(t, "offer blocked on a full queue")
 	}
-	assert.EqualValues(t, 5, w.dropped.Load(), "only what did not fit is dropped; other workspaces are not counted")
-	assert.Len(t, w.queue, WebhookQueueSize)
+	assert.EqualValues(t, 5, dropped(w), "only what did not fit is dropped; other workspaces are not counted")
+	assert.Equal(t, webhook.QueueSize, w.Queued())
 	assert.Contains(t, logs.String(), "webhook queue full")
 	assert.NotContains(t, logs.String(), testWebhookSecret)
 }
@@ -276,7 +277,9 @@ func TestWebhookConfigIsValidated(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			_, err := New(Config{Store: st, Webhooks: []Webhook{tt.hook}})
+			cfg := DefaultConfig()
+			cfg.Store, cfg.Webhooks = st, []Webhook{tt.hook}
+			_, err := New(cfg)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tt.want)
 			assert.NotContains(t, err.Error(), "k=v")
@@ -308,8 +311,8 @@ func TestVerifyWebhookSignature(t *testing.T) {
 	secret := []byte(testWebhookSecret)
 	body := []byte(`{"id":"1","type":"tunnel"}`)
 	at := time.Unix(1_800_000_000, 0)
-	good := SignWebhook(secret, body, at)
-	other := SignWebhook([]byte("the previous secret of this hook"), body, at)
+	good := webhook.Sign(secret, body, at)
+	other := webhook.Sign([]byte("the previous secret of this hook"), body, at)
 	_, v1, _ := strings.Cut(good, ",v1=")
 	tests := map[string]struct {
 		header string
@@ -343,12 +346,12 @@ func TestVerifyWebhookSignature(t *testing.T) {
 			if now.IsZero() {
 				now = at
 			}
-			err := VerifyWebhookSignature(secret, b, tt.header, now, 5*time.Minute)
+			err := webhook.Verify(secret, b, tt.header, now, 5*time.Minute)
 			if tt.ok {
 				assert.NoError(t, err)
 				return
 			}
-			assert.ErrorIs(t, err, ErrWebhookSignature)
+			assert.ErrorIs(t, err, webhook.ErrSignature)
 		})
 	}
 }
@@ -356,18 +359,22 @@ func TestVerifyWebhookSignature(t *testing.T) {
 func FuzzVerifyWebhookSignature(f *testing.F) {
 	secret := []byte(testWebhookSecret)
 	body := []byte(`{"id":"1"}`)
-	f.Add(SignWebhook(secret, body, time.Unix(1_800_000_000, 0)), body)
+	f.Add(webhook.Sign(secret, body, time.Unix(1_800_000_000, 0)), body)
 	f.Add("t=1,v1=00", []byte{})
 	f.Add("t=-1,v1=", []byte("x"))
 	f.Add(",=,==,t=,v1=,", []byte(nil))
 	f.Add("t=99999999999999999999,v1="+strings.Repeat("ab", 32), body)
 	f.Fuzz(func(t *testing.T, header string, b []byte) {
 		now := time.Unix(1_800_000_000, 0)
-		err := VerifyWebhookSignature(secret, b, header, now, 0)
+		err := webhook.Verify(secret, b, header, now, 0)
 		if err != nil {
-			require.ErrorIs(t, err, ErrWebhookSignature)
+			require.ErrorIs(t, err, webhook.ErrSignature)
 		}
 		// What we sign for any body always verifies.
-		require.NoError(t, VerifyWebhookSignature(secret, b, SignWebhook(secret, b, now), now, time.Minute))
+		require.NoError(t, webhook.Verify(secret, b, webhook.Sign(secret, b, now), now, time.Minute))
 	})
 }
+
+func delivered(w *webhook.Receiver) uint64 { d, _, _ := w.Stats(); return d }
+func failed(w *webhook.Receiver) uint64    { _, f, _ := w.Stats(); return f }
+func dropped(w *webhook.Receiver) uint64   { _, _, d := w.Stats(); return d }

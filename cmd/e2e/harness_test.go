@@ -54,7 +54,8 @@ func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string, tune ...func(*
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(dataDir, "relay.db"))
 	require.NoError(t, err)
-	cfg := relay.Config{Store: st, Logger: logger(t), HeartbeatInterval: 500 * time.Millisecond, NodeID: "test-node"}
+	cfg := relay.DefaultConfig()
+	cfg.Store, cfg.Logger, cfg.HeartbeatInterval, cfg.NodeID = st, logger(t), 500*time.Millisecond, "test-node"
 	for _, f := range tune {
 		f(&cfg)
 	}

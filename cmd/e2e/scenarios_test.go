@@ -143,7 +143,7 @@ func lifecycleScenarios(t *testing.T, agentBin string) {
 	// loopback source; the relay's limit on refused credentials would soon
 	// answer the doctor 429 instead of naming the token. That interplay has
 	// its own scenario (authLimitScenario); here the limit is off.
-	s := newSite(t, func(c *relay.Config) { c.AuthFailuresPerSource, c.AuthFailuresPerCredential = -1, -1 })
+	s := newSite(t, func(c *relay.Config) { c.AuthFailuresPerSource, c.AuthFailuresPerCredential = 0, 0 })
 	_, webPort := startProvider(t, false)
 	rules := fmt.Sprintf("allow:\n  - ip: 127.0.0.1\n    ports: [%s]\n", webPort)
 	baseURL := "http://127.0.0.1:" + webPort

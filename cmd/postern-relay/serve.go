@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -165,6 +166,46 @@ func loadServeConfig(path string, cfg *serveConfig) error {
 	return nil
 }
 
+// relayConfig maps the file's settings onto the relay's defaults: zero (or
+// absent) keeps the default, a negative auth failure limit turns that
+// limit off, and a proxy rate without a burst may take the rate rounded up
+// at once.
+func (c serveConfig) relayConfig() relay.Config {
+	rc := relay.DefaultConfig()
+	if c.NodeID != "" {
+		rc.NodeID = c.NodeID
+	}
+	setPositive(&rc.HeartbeatInterval, c.HeartbeatInterval)
+	setPositive(&rc.DrainTimeout, c.DrainTimeout)
+	setPositive(&rc.IdleTimeout, c.IdleTimeout)
+	setPositive(&rc.MaxStreamsPerTunnel, c.MaxStreamsPerTunnel)
+	rc.AuthFailuresPerSource = limitOrOff(rc.AuthFailuresPerSource, c.AuthFailuresPerSource)
+	rc.AuthFailuresPerCredential = limitOrOff(rc.AuthFailuresPerCredential, c.AuthFailuresPerCredential)
+	rc.ProxyRatePerKey = c.ProxyRatePerKey
+	rc.ProxyBurstPerKey = c.ProxyBurstPerKey
+	if c.ProxyRatePerKey > 0 && c.ProxyBurstPerKey == 0 {
+		rc.ProxyBurstPerKey = max(1, int(math.Ceil(c.ProxyRatePerKey)))
+	}
+	return rc
+}
+
+func setPositive[T int | time.Duration](dst *T, v T) {
+	if v > 0 {
+		*dst = v
+	}
+}
+
+// limitOrOff reads an auth failure limit: 0 keeps def, negative is off.
+func limitOrOff(def, v int) int {
+	switch {
+	case v < 0:
+		return 0
+	case v == 0:
+		return def
+	}
+	return v
+}
+
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -217,22 +258,9 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	if err != nil {
 		return err
 	}
-	srv, err := relay.New(relay.Config{
-		NodeID:            cfg.NodeID,
-		Store:             st,
-		Logger:            log,
-		Version:           version,
-		HeartbeatInterval: cfg.HeartbeatInterval,
-		Webhooks:          webhooks,
-
-		DrainTimeout:              cfg.DrainTimeout,
-		IdleTimeout:               cfg.IdleTimeout,
-		MaxStreamsPerTunnel:       cfg.MaxStreamsPerTunnel,
-		AuthFailuresPerSource:     cfg.AuthFailuresPerSource,
-		AuthFailuresPerCredential: cfg.AuthFailuresPerCredential,
-		ProxyRatePerKey:           cfg.ProxyRatePerKey,
-		ProxyBurstPerKey:          cfg.ProxyBurstPerKey,
-	})
+	rc := cfg.relayConfig()
+	rc.Store, rc.Logger, rc.Version, rc.Webhooks = st, log, version, webhooks
+	srv, err := relay.New(rc)
 	if err != nil {
 		return err
 	}

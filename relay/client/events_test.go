@@ -173,7 +173,9 @@ func TestEventsAgainstRelay(t *testing.T) {
 	st, err := sqlite.Open(t.Context(), filepath.Join(dir, "relay.db"))
 	require.NoError(t, err)
 	defer st.Close()
-	node, err := relay.New(relay.Config{Store: st})
+	cfg := relay.DefaultConfig()
+	cfg.Store = st
+	node, err := relay.New(cfg)
 	require.NoError(t, err)
 	srv := httptest.NewServer(node.Handler())
 	defer srv.Close()

@@ -11,6 +11,7 @@ package store
 import (
 	"context"
 	"errors"
+	"regexp"
 	"time"
 )
 
@@ -108,3 +109,12 @@ type Store interface {
 	// Close releases the database. It is safe to call more than once.
 	Close() error
 }
+
+// workspacePattern is what a workspace name may look like: it appears in
+// URLs, logs and API keys' scopes.
+var workspacePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// ValidWorkspace reports whether ws is a usable workspace name: lower-case
+// letters, digits, '-' and '_', 1 to 63 characters, starting with a letter
+// or digit.
+func ValidWorkspace(ws string) bool { return workspacePattern.MatchString(ws) }

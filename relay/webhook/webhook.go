@@ -1,4 +1,11 @@
-package relay
+// Package webhook posts a relay's status events to receivers: one ordered
+// queue per receiver, HMAC-SHA256 signatures (Sign, and Verify for
+// receivers written in Go), retries of network errors, 5xx and 429 with
+// jittered backoff, and no redirects. A receiver's secret never reaches a
+// log line, an error or fmt output.
+//
+// It does not decide which events exist; package status publishes them.
+package webhook
 
 import (
 	"bytes"
@@ -21,17 +28,18 @@ import (
 
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/store"
 )
 
 // Webhook delivery limits.
 const (
-	// WebhookMaxAttempts is how often one event is tried before it is given up.
-	WebhookMaxAttempts = 5
-	// WebhookQueueSize is how many events wait per webhook; when a receiver
-	// falls further behind, new events for it are dropped and counted.
-	WebhookQueueSize = 1000
-	// WebhookMinSecret is the shortest signing secret accepted.
-	WebhookMinSecret = 16
+	// MaxAttempts is how often one event is tried before it is given up.
+	MaxAttempts = 5
+	// QueueSize is how many events wait per webhook; when a receiver falls
+	// further behind, new events for it are dropped and counted.
+	QueueSize = 1000
+	// MinSecret is the shortest signing secret accepted.
+	MinSecret = 16
 
 	webhookTimeout       = 10 * time.Second
 	webhookMaxRetryAfter = time.Minute
@@ -44,17 +52,17 @@ const (
 	HeaderSignature = "Postern-Signature"
 )
 
-// ErrWebhookSignature means a Postern-Signature header is malformed,
-// stale or does not match the body.
-var ErrWebhookSignature = errors.New("webhook signature invalid")
+// ErrSignature means a Postern-Signature header is malformed, stale or
+// does not match the body.
+var ErrSignature = errors.New("webhook signature invalid")
 
-// Webhook is a receiver of status events: every event of its scope is
+// Config names a receiver of status events: every event of its scope is
 // POSTed to URL as the JSON of api.Event, signed with Secret.
-type Webhook struct {
+type Config struct {
 	// URL receives the events; http:// or https://. Required.
 	URL string
 	// Secret keys the HMAC-SHA256 in Postern-Signature; at least
-	// WebhookMinSecret bytes. Required. Never logged.
+	// MinSecret bytes. Required. Never logged.
 	Secret []byte
 	// Workspace limits the webhook to one workspace's connections; empty
 	// means all.
@@ -65,24 +73,26 @@ type Webhook struct {
 }
 
 // String names the receiver without its secret, query or user info.
-func (w Webhook) String() string { return "webhook " + redactURL(w.URL) }
+func (w Config) String() string { return "webhook " + redactURL(w.URL) }
 
 // Format makes every fmt verb print String, so the secret cannot reach a
 // log line through %v or %+v.
-func (w Webhook) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, w.String()) }
+func (w Config) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, w.String()) }
 
 // LogValue hides the secret from slog.
-func (w Webhook) LogValue() slog.Value { return slog.StringValue(w.String()) }
+func (w Config) LogValue() slog.Value { return slog.StringValue(w.String()) }
 
-func (w Webhook) validate() error {
+// Validate reports why the receiver cannot be used; the error never
+// carries the secret or the URL's user info and query.
+func (w Config) Validate() error {
 	u, err := url.Parse(w.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("webhook %q: url must be an absolute http:// or https:// URL", redactURL(w.URL))
 	}
-	if len(w.Secret) < WebhookMinSecret {
-		return fmt.Errorf("webhook %s: secret must be at least %d bytes", redactURL(w.URL), WebhookMinSecret)
+	if len(w.Secret) < MinSecret {
+		return fmt.Errorf("webhook %s: secret must be at least %d bytes", redactURL(w.URL), MinSecret)
 	}
-	if w.Workspace != "" && !workspacePattern.MatchString(w.Workspace) {
+	if w.Workspace != "" && !store.ValidWorkspace(w.Workspace) {
 		return fmt.Errorf("webhook %s: workspace %q is not a valid workspace name", redactURL(w.URL), w.Workspace)
 	}
 	return nil
@@ -98,9 +108,9 @@ func redactURL(raw string) string {
 	return u.Scheme + "://" + u.Host + u.EscapedPath()
 }
 
-// SignWebhook returns the Postern-Signature value for body sent at t:
+// Sign returns the Postern-Signature value for body sent at t:
 // "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>".
-func SignWebhook(secret, body []byte, t time.Time) string {
+func Sign(secret, body []byte, t time.Time) string {
 	ts := strconv.FormatInt(t.Unix(), 10)
 	return "t=" + ts + ",v1=" + hex.EncodeToString(webhookMAC(secret, ts, body))
 }
@@ -113,12 +123,12 @@ func webhookMAC(secret []byte, ts string, body []byte) []byte {
 	return m.Sum(nil)
 }
 
-// VerifyWebhookSignature checks a Postern-Signature header against the
+// Verify checks a Postern-Signature header against the
 // body a receiver got. A positive tolerance also refuses signatures whose
 // time is further than that from now, which bounds replays. Several v1
 // values may be present (a secret being rotated); one match suffices.
-// Every failure wraps ErrWebhookSignature.
-func VerifyWebhookSignature(secret, body []byte, header string, now time.Time, tolerance time.Duration) error {
+// Every failure wraps ErrSignature.
+func Verify(secret, body []byte, header string, now time.Time, tolerance time.Duration) error {
 	ts, sigs, err := parseSignature(header)
 	if err != nil {
 		return err
@@ -126,7 +136,7 @@ func VerifyWebhookSignature(secret, body []byte, header string, now time.Time, t
 	if tolerance > 0 {
 		sec, _ := strconv.ParseInt(ts, 10, 64)
 		if d := now.Sub(time.Unix(sec, 0)).Abs(); d > tolerance {
-			return fmt.Errorf("%w: signed %s away from now, more than %s", ErrWebhookSignature, d.Round(time.Second), tolerance)
+			return fmt.Errorf("%w: signed %s away from now, more than %s", ErrSignature, d.Round(time.Second), tolerance)
 		}
 	}
 	want := webhookMAC(secret, ts, body)
@@ -135,7 +145,7 @@ func VerifyWebhookSignature(secret, body []byte, header string, now time.Time, t
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: no v1 value matches the body", ErrWebhookSignature)
+	return fmt.Errorf("%w: no v1 value matches the body", ErrSignature)
 }
 
 // parseSignature splits "t=...,v1=...[,v1=...]" into the time and the
@@ -149,37 +159,37 @@ func parseSignature(header string) (string, [][]byte, error) {
 	for part := range strings.SplitSeq(header, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
 		if !ok {
-			return "", nil, fmt.Errorf("%w: %q is not key=value", ErrWebhookSignature, part)
+			return "", nil, fmt.Errorf("%w: %q is not key=value", ErrSignature, part)
 		}
 		switch k {
 		case "t":
 			if ts != "" {
-				return "", nil, fmt.Errorf("%w: more than one t", ErrWebhookSignature)
+				return "", nil, fmt.Errorf("%w: more than one t", ErrSignature)
 			}
 			if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 0 {
-				return "", nil, fmt.Errorf("%w: t is not unix seconds", ErrWebhookSignature)
+				return "", nil, fmt.Errorf("%w: t is not unix seconds", ErrSignature)
 			}
 			ts = v
 		case "v1":
 			sig, err := hex.DecodeString(v)
 			if err != nil || len(sig) != sha256.Size {
-				return "", nil, fmt.Errorf("%w: v1 is not a hex HMAC-SHA256", ErrWebhookSignature)
+				return "", nil, fmt.Errorf("%w: v1 is not a hex HMAC-SHA256", ErrSignature)
 			}
 			if len(sigs) == maxSigs {
-				return "", nil, fmt.Errorf("%w: more than %d v1 values", ErrWebhookSignature, maxSigs)
+				return "", nil, fmt.Errorf("%w: more than %d v1 values", ErrSignature, maxSigs)
 			}
 			sigs = append(sigs, sig)
 		}
 	}
 	if ts == "" || len(sigs) == 0 {
-		return "", nil, fmt.Errorf("%w: t and v1 are required", ErrWebhookSignature)
+		return "", nil, fmt.Errorf("%w: t and v1 are required", ErrSignature)
 	}
 	return ts, sigs, nil
 }
 
-// webhook delivers events to one receiver, in order, from its own queue.
-type webhook struct {
-	cfg       Webhook
+// Receiver delivers events to one receiver, in order, from its own queue.
+type Receiver struct {
+	cfg       Config
 	hc        *http.Client
 	log       *slog.Logger
 	userAgent string
@@ -190,26 +200,27 @@ type webhook struct {
 	dropped   atomic.Uint64 // never tried: the queue was full
 }
 
-func newWebhook(cfg Webhook, hc *http.Client, log *slog.Logger, version string) *webhook {
+// NewReceiver returns the delivery of cfg; Run delivers, Offer queues.
+func NewReceiver(cfg Config, hc *http.Client, log *slog.Logger, version string) *Receiver {
 	if cfg.RetryBackoff <= 0 {
 		cfg.RetryBackoff = webhookDefaultDelay
 	}
 	if version == "" {
 		version = "dev"
 	}
-	return &webhook{
+	return &Receiver{
 		cfg:       cfg,
 		hc:        hc,
 		log:       log.With("webhook", redactURL(cfg.URL)),
 		userAgent: "postern-relay/" + version,
-		queue:     make(chan api.Event, WebhookQueueSize),
+		queue:     make(chan api.Event, QueueSize),
 	}
 }
 
-// newWebhookClient is the HTTP client of every webhook: the system proxy
+// NewClient is the HTTP client of every webhook: the system proxy
 // settings apply, redirects are not followed (a redirect would resend the
 // signed body elsewhere).
-func newWebhookClient() *http.Client {
+func NewClient() *http.Client {
 	return &http.Client{
 		Transport: http.DefaultTransport.(*http.Transport).Clone(),
 		CheckRedirect: func(*http.Request, []*http.Request) error {
@@ -218,8 +229,17 @@ func newWebhookClient() *http.Client {
 	}
 }
 
-// offer queues an event of the webhook's scope without waiting.
-func (h *webhook) offer(e api.Event) {
+// Stats counts the events delivered, given up (after the last attempt, or
+// refused) and dropped because the queue was full.
+func (h *Receiver) Stats() (delivered, failed, dropped uint64) {
+	return h.delivered.Load(), h.failed.Load(), h.dropped.Load()
+}
+
+// Queued is the number of events waiting.
+func (h *Receiver) Queued() int { return len(h.queue) }
+
+// Offer queues an event of the webhook's scope without waiting.
+func (h *Receiver) Offer(e api.Event) {
 	if h.cfg.Workspace != "" && e.Workspace != h.cfg.Workspace {
 		return
 	}
@@ -231,8 +251,8 @@ func (h *webhook) offer(e api.Event) {
 	}
 }
 
-// run delivers queued events until ctx ends.
-func (h *webhook) run(ctx context.Context) {
+// Run delivers queued events until ctx ends.
+func (h *Receiver) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -245,7 +265,7 @@ func (h *webhook) run(ctx context.Context) {
 
 // deliver posts one event, retrying network errors, 5xx and 429 with
 // exponential backoff. Any other answer is final.
-func (h *webhook) deliver(ctx context.Context, e api.Event) {
+func (h *Receiver) deliver(ctx context.Context, e api.Event) {
 	body, err := json.Marshal(e)
 	if err != nil {
 		h.failed.Add(1)
@@ -262,7 +282,7 @@ func (h *webhook) deliver(ctx context.Context, e api.Event) {
 		if ctx.Err() != nil {
 			return
 		}
-		if !retry || attempt == WebhookMaxAttempts {
+		if !retry || attempt == MaxAttempts {
 			h.failed.Add(1)
 			h.log.Warn("webhook delivery given up", "event_id", e.ID, "attempts", attempt, "err", err)
 			return
@@ -284,7 +304,7 @@ func (h *webhook) deliver(ctx context.Context, e api.Event) {
 
 // post makes one attempt. It says whether a failure is worth retrying and
 // how long the receiver asked to wait (Retry-After), if it did.
-func (h *webhook) post(ctx context.Context, id string, body []byte) (bool, time.Duration, error) {
+func (h *Receiver) post(ctx context.Context, id string, body []byte) (bool, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, webhookTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.cfg.URL, bytes.NewReader(body))
@@ -294,7 +314,7 @@ func (h *webhook) post(ctx context.Context, id string, body []byte) (bool, time.
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", h.userAgent)
 	req.Header.Set(HeaderEventID, id)
-	req.Header.Set(HeaderSignature, SignWebhook(h.cfg.Secret, body, time.Now()))
+	req.Header.Set(HeaderSignature, Sign(h.cfg.Secret, body, time.Now()))
 	resp, err := h.hc.Do(req)
 	if err != nil {
 		// *url.Error repeats the URL, which may hold a credential.

@@ -1,10 +1,8 @@
-package relay
+package auth
 
 import (
 	"encoding/base64"
-	"fmt"
 	"log/slog"
-	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -15,11 +13,7 @@ import (
 
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/secret"
-	"github.com/postern/postern/relay/store"
 )
-
-// nopStore satisfies Config's required store for tests that never use it.
-type nopStore struct{ store.Store }
 
 // fakeClock is a clock tests move by hand.
 type fakeClock struct {
@@ -43,88 +37,6 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func TestLimiterFailuresPerWindow(t *testing.T) {
-	clk := newFakeClock()
-	l := perWindow(10, time.Minute, 100, clk.now)
-
-	assert.Zero(t, l.wait("a"), "an unknown key is a full bucket")
-	assert.False(t, l.charged("a"))
-	for i := range 9 {
-		assert.False(t, l.charge("a"), "charge %d", i+1)
-	}
-	assert.Zero(t, l.wait("a"), "nine failures leave one attempt")
-	assert.True(t, l.charge("a"), "the tenth failure empties the bucket")
-	assert.Equal(t, 6*time.Second, l.wait("a"), "one attempt refills every minute/10")
-	assert.False(t, l.charge("a"), "charging an empty bucket keeps it empty and is no news")
-	assert.Equal(t, 6*time.Second, l.wait("a"), "and does not push the wait further out")
-	assert.Zero(t, l.wait("b"), "other keys are untouched")
-
-	clk.advance(4 * time.Second)
-	assert.Equal(t, 2*time.Second, l.wait("a"))
-	clk.advance(2 * time.Second)
-	assert.Zero(t, l.wait("a"))
-	assert.True(t, l.charged("a"), "the bucket is not full again yet")
-	clk.advance(time.Minute)
-	assert.False(t, l.charged("a"), "a full minute refills everything")
-}
-
-func TestLimiterTake(t *testing.T) {
-	clk := newFakeClock()
-	l := newLimiter(2, 3, 100, clk.now) // 2/s, burst 3
-
-	for i := range 3 {
-		_, ok := l.take("k")
-		require.True(t, ok, "request %d of the burst", i+1)
-	}
-	wait, ok := l.take("k")
-	assert.False(t, ok)
-	assert.Equal(t, 500*time.Millisecond, wait)
-	clk.advance(250 * time.Millisecond)
-	wait, ok = l.take("k")
-	assert.False(t, ok, "a refused take takes nothing")
-	assert.Equal(t, 250*time.Millisecond, wait)
-	clk.advance(250 * time.Millisecond)
-	_, ok = l.take("k")
-	assert.True(t, ok)
-	_, ok = l.take("other")
-	assert.True(t, ok, "keys have their own buckets")
-}
-
-func TestLimiterIsBounded(t *testing.T) {
-	clk := newFakeClock()
-	l := perWindow(10, time.Minute, 100, clk.now)
-	for i := range 10_000 {
-		l.charge(fmt.Sprintf("k%d", i))
-	}
-	assert.Equal(t, 100, l.size(), "a flood of keys keeps the table at its cap")
-
-	for range 10 {
-		l.charge("hot")
-	}
-	for i := range 99 {
-		l.charge(fmt.Sprintf("n%d", i))
-	}
-	assert.NotZero(t, l.wait("hot"), "the most recently charged keys stay")
-	l.charge("last")
-	assert.Zero(t, l.wait("hot"), "the least recently charged key is the one evicted")
-}
-
-func TestLimiterSweepsRefilledKeys(t *testing.T) {
-	clk := newFakeClock()
-	l := perWindow(10, time.Minute, 1000, clk.now)
-	for i := range 500 {
-		l.charge(fmt.Sprintf("old%d", i))
-	}
-	require.Equal(t, 500, l.size())
-	clk.advance(time.Minute + time.Second)
-	for i := range 300 {
-		l.charge(fmt.Sprintf("new%d", i))
-	}
-	// Each charge sweeps up to two refilled keys: 300 charges remove all
-	// 500 old ones and nothing else.
-	assert.Equal(t, 300, l.size())
-}
-
 func TestSourceKey(t *testing.T) {
 	tests := map[string]struct{ remote, want string }{
 		"ipv4":                {"192.0.2.7:51000", "192.0.2.7"},
@@ -144,9 +56,9 @@ func TestSourceKey(t *testing.T) {
 }
 
 func TestParseCredentials(t *testing.T) {
-	key, err := secret.New(apiKeyPrefix)
+	key, err := secret.New(secret.APIKeyPrefix)
 	require.NoError(t, err)
-	tok, err := secret.New(agentTokenPrefix)
+	tok, err := secret.New(secret.AgentTokenPrefix)
 	require.NoError(t, err)
 	b64 := func(s string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte(s)) }
 
@@ -154,12 +66,12 @@ func TestParseCredentials(t *testing.T) {
 		tests := map[string]struct {
 			prefix, raw, want string
 		}{
-			"agent token":        {agentTokenPrefix, tok.Display, "pat:" + tok.ID},
-			"surrounding spaces": {agentTokenPrefix, " " + tok.Display + " ", "pat:" + tok.ID},
-			"api key":            {apiKeyPrefix, key.Display, "pak:" + key.ID},
-			"wrong kind":         {agentTokenPrefix, key.Display, ""},
-			"truncated":          {apiKeyPrefix, key.Display[:20], ""},
-			"empty":              {apiKeyPrefix, "", ""},
+			"agent token":        {secret.AgentTokenPrefix, tok.Display, "pat:" + tok.ID},
+			"surrounding spaces": {secret.AgentTokenPrefix, " " + tok.Display + " ", "pat:" + tok.ID},
+			"api key":            {secret.APIKeyPrefix, key.Display, "pak:" + key.ID},
+			"wrong kind":         {secret.AgentTokenPrefix, key.Display, ""},
+			"truncated":          {secret.APIKeyPrefix, key.Display[:20], ""},
+			"empty":              {secret.APIKeyPrefix, "", ""},
 		}
 		for name, tc := range tests {
 			t.Run(name, func(t *testing.T) {
@@ -191,7 +103,7 @@ func TestParseCredentials(t *testing.T) {
 }
 
 func FuzzProxyCredential(f *testing.F) {
-	key, err := secret.New(apiKeyPrefix)
+	key, err := secret.New(secret.APIKeyPrefix)
 	require.NoError(f, err)
 	for _, s := range []string{
 		"", "Basic ", "Basic !!!", "Bearer x",
@@ -209,7 +121,7 @@ func FuzzProxyCredential(f *testing.F) {
 			}
 			return
 		}
-		id, ok := strings.CutPrefix(c.key, apiKeyPrefix+":")
+		id, ok := strings.CutPrefix(c.key, secret.APIKeyPrefix+":")
 		if !ok || !secret.ValidID(id) || len(c.sec) != secret.SecretSize {
 			t.Fatalf("proxyCredential(%q) = %q with %d secret bytes", header, c.key, len(c.sec))
 		}
@@ -231,17 +143,12 @@ func FuzzSourceKey(f *testing.F) {
 	})
 }
 
-// guardFixture is an authGuard on a fake clock with small limits.
-func guardFixture(t *testing.T, perSource, perCred int) (*authGuard, *fakeClock) {
+// guardFixture is a guard on a fake clock with small limits.
+func guardFixture(t *testing.T, perSource, perCred int) (*guard, *fakeClock) {
 	t.Helper()
 	clk := newFakeClock()
-	cfg := Config{
-		AuthFailuresPerSource:     perSource,
-		AuthFailuresPerCredential: perCred,
-		AuthLimitWindow:           time.Minute,
-		verifySecret:              secret.Verify,
-	}
-	return newAuthGuard(cfg, slog.New(slog.DiscardHandler), clk.now), clk
+	cfg := Config{FailuresPerSource: perSource, FailuresPerCredential: perCred, Window: time.Minute}
+	return newGuard(cfg, secret.Verify, slog.New(slog.DiscardHandler), clk.now), clk
 }
 
 func mustCredential(t *testing.T, prefix string) (credential, string) {
@@ -253,7 +160,7 @@ func mustCredential(t *testing.T, prefix string) (credential, string) {
 
 func TestAuthGuardSourceLimit(t *testing.T) {
 	g, clk := guardFixture(t, 3, 100)
-	cred, _ := mustCredential(t, agentTokenPrefix)
+	cred, _ := mustCredential(t, secret.AgentTokenPrefix)
 	const attacker, neighbour = "198.51.100.1:1000", "198.51.100.2:1000"
 
 	for range 3 {
@@ -262,13 +169,13 @@ func TestAuthGuardSourceLimit(t *testing.T) {
 	}
 	e := g.admit(attacker+"1", credential{})
 	require.NotNil(t, e, "the fourth attempt from the same address, any port, any credential")
-	assert.Equal(t, protocol.RateLimited, e.reason)
-	assert.Equal(t, 20, e.retryAfter, "one attempt per 60s/3")
-	assert.Contains(t, e.msg, "from this address")
+	assert.Equal(t, protocol.RateLimited, e.Reason)
+	assert.Equal(t, 20, e.RetryAfter, "one attempt per 60s/3")
+	assert.Contains(t, e.Message, "from this address")
 	assert.Nil(t, g.admit(neighbour, cred), "another address is not held back")
 
 	// Successes from the address never refund its failures.
-	good, _ := mustCredential(t, apiKeyPrefix)
+	good, _ := mustCredential(t, secret.APIKeyPrefix)
 	g.succeeded(good)
 	clk.advance(20 * time.Second)
 	require.Nil(t, g.admit(attacker, good))
@@ -280,7 +187,7 @@ func TestAuthGuardSourceLimit(t *testing.T) {
 
 func TestAuthGuardCredentialLimit(t *testing.T) {
 	g, _ := guardFixture(t, 1000, 3)
-	target, _ := mustCredential(t, agentTokenPrefix)
+	target, _ := mustCredential(t, secret.AgentTokenPrefix)
 	wrong := credential{key: target.key, sec: make([]byte, secret.SecretSize)}
 	attackers := []string{"203.0.113.1:1", "203.0.113.2:1", "203.0.113.3:1"}
 	for _, a := range attackers {
@@ -290,17 +197,17 @@ func TestAuthGuardCredentialLimit(t *testing.T) {
 	for _, a := range attackers {
 		e := g.admit(a, wrong)
 		require.NotNil(t, e, "a failing source is held back once the id is over its limit: %s", a)
-		assert.Contains(t, e.msg, "for this credential")
+		assert.Contains(t, e.Message, "for this credential")
 	}
-	other, _ := mustCredential(t, agentTokenPrefix)
+	other, _ := mustCredential(t, secret.AgentTokenPrefix)
 	assert.Nil(t, g.admit(attackers[0], other), "other ids are not held back")
 	assert.Nil(t, g.admit("192.0.2.10:5", target), "a source that never failed still reaches the store")
 }
 
 func TestAuthGuardRecentlyGoodCredential(t *testing.T) {
 	g, clk := guardFixture(t, 2, 2)
-	good, _ := mustCredential(t, apiKeyPrefix)
-	stale, _ := mustCredential(t, apiKeyPrefix)
+	good, _ := mustCredential(t, secret.APIKeyPrefix)
+	stale, _ := mustCredential(t, secret.APIKeyPrefix)
 	const shared = "192.0.2.44:1"
 
 	require.Nil(t, g.admit(shared, good))
@@ -327,25 +234,10 @@ func TestAuthGuardRecentlyGoodCredential(t *testing.T) {
 }
 
 func TestAuthGuardOff(t *testing.T) {
-	g, _ := guardFixture(t, -1, -1)
-	cred, _ := mustCredential(t, agentTokenPrefix)
+	g, _ := guardFixture(t, 0, 0)
+	cred, _ := mustCredential(t, secret.AgentTokenPrefix)
 	for range 1000 {
 		require.Nil(t, g.admit("192.0.2.1:1", cred))
 		g.failed("192.0.2.1:1", cred)
 	}
-}
-
-func TestConfigRejectsBadProxyRate(t *testing.T) {
-	for name, rate := range map[string]float64{"negative": -1, "infinite": math.Inf(1), "nan": math.NaN()} {
-		t.Run(name, func(t *testing.T) {
-			cfg := Config{Store: nopStore{}, ProxyRatePerKey: rate}
-			assert.ErrorContains(t, cfg.fill(), "proxy rate")
-		})
-	}
-	cfg := Config{Store: nopStore{}, ProxyRatePerKey: 2.5}
-	require.NoError(t, cfg.fill())
-	assert.Equal(t, 3, cfg.ProxyBurstPerKey, "the burst defaults to the rate rounded up")
-	assert.Equal(t, 10, cfg.AuthFailuresPerSource)
-	assert.Equal(t, 20, cfg.AuthFailuresPerCredential)
-	assert.Equal(t, 10*time.Second, cfg.HeaderTimeout)
 }

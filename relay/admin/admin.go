@@ -1,0 +1,203 @@
+// Package admin serves the relay's HTTP API to operators and to the cloud
+// product: connections and their agent tokens, API keys, a connection's
+// status, live checks run by its agent, and the stream of status events.
+// Every call needs an API key; a workspace key sees its workspace's
+// connections only, and another workspace's connection answers exactly
+// like a missing one.
+//
+// It owns the API's rules (who may call what, what a valid name is); the
+// data plane (tunnels, streams) is the broker's and the status logic is
+// package status's.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/auth"
+	"github.com/postern/postern/relay/broker"
+	"github.com/postern/postern/relay/events"
+	"github.com/postern/postern/relay/reply"
+	"github.com/postern/postern/relay/router"
+	"github.com/postern/postern/relay/secret"
+	"github.com/postern/postern/relay/status"
+	"github.com/postern/postern/relay/store"
+)
+
+// Config configures the API.
+type Config struct {
+	// TokenOverlap is how long the previous agent tokens stay valid after
+	// a rotation.
+	TokenOverlap time.Duration
+	// EventKeepAlive is the comment period on idle event streams.
+	EventKeepAlive time.Duration
+}
+
+// Validate reports every setting out of range.
+func (c Config) Validate() error {
+	if c.TokenOverlap <= 0 || c.EventKeepAlive <= 0 {
+		return errors.New("token overlap and event keepalive must be positive")
+	}
+	return nil
+}
+
+// API is the relay's HTTP API.
+type API struct {
+	cfg    Config
+	store  store.Store
+	auth   *auth.Authenticator
+	broker *broker.Broker
+	router *router.Router
+	status *status.Keeper
+	bus    *events.Bus
+	log    *slog.Logger
+}
+
+// Parts are what the API works with.
+type Parts struct {
+	Store  store.Store
+	Auth   *auth.Authenticator
+	Broker *broker.Broker
+	Router *router.Router
+	Status *status.Keeper
+	Bus    *events.Bus
+	Log    *slog.Logger
+}
+
+// New returns the API.
+func New(cfg Config, p Parts) (*API, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("api config: %w", err)
+	}
+	return &API{cfg: cfg, store: p.Store, auth: p.Auth, broker: p.Broker, router: p.Router,
+		status: p.Status, bus: p.Bus, log: p.Log}, nil
+}
+
+// Route registers every API call on mux; each needs an API key.
+func (a *API) Route(mux *http.ServeMux) {
+	h := func(pattern string, fn func(http.ResponseWriter, *http.Request, store.APIKey)) {
+		mux.Handle(pattern, reply.WithRequestID(a.auth.RequireKey(fn)))
+	}
+	h("POST /v1/connections", a.createConnection)
+	h("GET /v1/connections", a.listConnections)
+	h("GET /v1/connections/{id}", a.getConnection)
+	h("POST /v1/connections/{id}/revoke", a.revokeConnection)
+	h("POST /v1/connections/{id}/tokens", a.rotateToken)
+	h("GET /v1/connections/{id}/status", a.connectionStatus)
+	h("POST /v1/connections/{id}/check", a.check)
+	h("GET /v1/events", a.streamEvents)
+	h("POST /v1/api-keys", a.createAPIKey)
+}
+
+var errAdminOnly = protocol.Errorf(protocol.Forbidden, "this call needs an admin API key")
+
+const maxBodyBytes = 64 << 10
+
+func decodeBody(r *http.Request, v any) *protocol.Error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return protocol.Errorf(protocol.InvalidRequest, "request body: %v", err)
+	}
+	return nil
+}
+
+func validName(field, name string) *protocol.Error {
+	if name == "" || len(name) > 128 || strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return protocol.Errorf(protocol.InvalidRequest, "%s: 1 to 128 printable characters required", field)
+	}
+	return nil
+}
+
+func validWorkspace(ws string) *protocol.Error {
+	if !store.ValidWorkspace(ws) {
+		return protocol.Errorf(protocol.InvalidRequest, "workspace: lowercase letters, digits, '-' and '_', 1 to 63 characters, required")
+	}
+	return nil
+}
+
+// visible loads the connection named by the path that the key may see;
+// another workspace's connection answers exactly like a missing one.
+func (a *API) visible(w http.ResponseWriter, r *http.Request, k store.APIKey, id string) (store.Connection, bool) {
+	c, err := a.store.GetConnection(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !auth.Sees(k, c)) {
+		reply.Error(w, r, protocol.Errorf(protocol.ConnectionNotFound, "no connection %q", id))
+		return store.Connection{}, false
+	}
+	if err != nil {
+		a.storeError(w, r, err)
+		return store.Connection{}, false
+	}
+	return c, true
+}
+
+func (a *API) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, store.ErrNotFound) {
+		reply.Error(w, r, protocol.Errorf(protocol.ConnectionNotFound, "not found"))
+		return
+	}
+	a.log.Error("store", "err", err, "request_id", reply.RequestID(r))
+	e := protocol.Errorf(protocol.RelayUnavailable, "relay store unavailable")
+	e.RetryAfter = 5
+	reply.Error(w, r, e)
+}
+
+// CreateAPIKey mints an API key and stores its hash; the answer carries
+// the key itself, shown only this once.
+func CreateAPIKey(ctx context.Context, st store.Store, name, workspace string, admin bool) (api.APIKey, error) {
+	sec, err := secret.New(secret.APIKeyPrefix)
+	if err != nil {
+		return api.APIKey{}, err
+	}
+	now := time.Now().UTC()
+	k := store.APIKey{ID: sec.ID, Name: name, Workspace: workspace, Admin: admin, Hash: sec.Hash, CreatedAt: now}
+	if err := st.CreateAPIKey(ctx, k); err != nil {
+		return api.APIKey{}, err
+	}
+	return api.APIKey{ID: k.ID, Name: k.Name, Workspace: k.Workspace, Admin: k.Admin, Key: sec.Display, CreatedAt: now}, nil
+}
+
+func (a *API) createAPIKey(w http.ResponseWriter, r *http.Request, k store.APIKey) {
+	if !k.Admin {
+		reply.Error(w, r, errAdminOnly)
+		return
+	}
+	var req api.CreateAPIKeyRequest
+	if e := decodeBody(r, &req); e != nil {
+		reply.Error(w, r, e)
+		return
+	}
+	if e := validAPIKeyRequest(req); e != nil {
+		reply.Error(w, r, e)
+		return
+	}
+	key, err := CreateAPIKey(r.Context(), a.store, req.Name, req.Workspace, req.Admin)
+	if err != nil {
+		a.storeError(w, r, err)
+		return
+	}
+	a.log.Info("api key created", "key", key.ID, "admin", key.Admin, "workspace", key.Workspace, "by_key", k.ID)
+	reply.JSON(w, http.StatusCreated, key)
+}
+
+func validAPIKeyRequest(req api.CreateAPIKeyRequest) *protocol.Error {
+	if e := validName("name", req.Name); e != nil {
+		return e
+	}
+	switch {
+	case req.Admin && req.Workspace != "":
+		return protocol.Errorf(protocol.InvalidRequest, "give either workspace or admin, not both")
+	case !req.Admin:
+		return validWorkspace(req.Workspace)
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/tunnel"
+)
+
+// ErrNoTunnel means no agent tunnel of the connection is up on this node;
+// the caller explains why (never connected, offline, bad token).
+var ErrNoTunnel = errors.New("no agent tunnel is up")
+
+// Stream is a stream to the agent after an ok result, ready for the data
+// phase. Close releases its slot in the session's stream count; CloseWrite
+// half-closes.
+type Stream struct {
+	*tunnel.Stream
+	release func()
+}
+
+// Close ends the stream and frees its slot.
+func (s *Stream) Close() error {
+	err := s.Stream.Close()
+	s.release()
+	return err
+}
+
+// Ask opens a stream on one of the connection's tunnels, sends req with
+// its deadline set from timeout, and reads the agent's result. Opening
+// falls back to the next tunnel while nothing has reached an agent. On an
+// ok result the stream is returned open, holding its slot until closed;
+// anything else is the refusal to answer with, a *protocol.Error, or
+// ErrNoTunnel. A caller that goes away ends the wait at once.
+func (b *Broker) Ask(ctx context.Context, connID string, req protocol.Request, timeout time.Duration) (*Stream, protocol.Result, error) {
+	cands := b.Candidates(connID)
+	if len(cands) == 0 {
+		return nil, protocol.Result{}, ErrNoTunnel
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	req.DeadlineUnixMS = deadline.UnixMilli()
+
+	busy := 0
+	var lastErr error
+	for _, sess := range cands {
+		if sess.Active() >= int64(b.cfg.MaxStreamsPerTunnel) {
+			busy++
+			continue
+		}
+		st, release, err := sess.open(ctx)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		s, res, err := exchange(ctx, st, req, timeout)
+		if err != nil {
+			_ = st.Close()
+			release()
+			if errors.Is(err, errNotSent) {
+				lastErr = err
+				continue // nothing reached the agent yet
+			}
+			return nil, res, err
+		}
+		return &Stream{Stream: s, release: release}, res, nil
+	}
+	return nil, protocol.Result{}, b.noStream(ctx, busy, lastErr)
+}
+
+// errNotSent marks a request that never reached the agent.
+var errNotSent = errors.New("request not sent")
+
+// exchange writes the request on st and reads the result.
+func exchange(ctx context.Context, st *tunnel.Stream, req protocol.Request, timeout time.Duration) (*tunnel.Stream, protocol.Result, error) {
+	deadline, _ := ctx.Deadline()
+	_ = st.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = st.SetDeadline(time.Now()) })
+	defer stop()
+	if err := protocol.WriteFrame(st, protocol.FrameRequest, req); err != nil {
+		return nil, protocol.Result{}, fmt.Errorf("%w: %v", errNotSent, err)
+	}
+	res, err := protocol.ReadResult(st)
+	if err != nil {
+		// The stream deadline and the context share one instant; either
+		// may be noticed first.
+		var ne net.Error
+		if ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
+			return nil, res, protocol.Errorf(protocol.ConnectTimeout, "agent did not answer within %s", timeout)
+		}
+		return nil, res, protocol.Errorf(protocol.ProtocolError, "read agent result: %v", err)
+	}
+	if !res.OK {
+		reason := res.Reason
+		if reason == protocol.ReasonUnknown {
+			reason = protocol.ProtocolError
+		}
+		e := protocol.Errorf(reason, "%s", res.Message)
+		e.RetryAfter = res.RetryAfterSeconds
+		return nil, res, e
+	}
+	_ = st.SetDeadline(time.Time{})
+	return st, res, nil
+}
+
+// noStream explains why no tunnel took the stream.
+func (b *Broker) noStream(ctx context.Context, busy int, lastErr error) *protocol.Error {
+	if busy > 0 && lastErr == nil {
+		e := protocol.Errorf(protocol.AgentBusy, "every tunnel has %d streams open", b.cfg.MaxStreamsPerTunnel)
+		e.RetryAfter = 1
+		return e
+	}
+	if ctx.Err() != nil {
+		return protocol.Errorf(protocol.ConnectTimeout, "opening a stream to the agent timed out")
+	}
+	return protocol.Errorf(protocol.AgentOffline, "no agent tunnel accepted the stream: %v", lastErr)
+}

@@ -1,0 +1,293 @@
+// Package broker owns the agent tunnels of one relay node: it runs each
+// session from the handshake to its end, keeps the live sessions of every
+// connection, picks one for a request, opens a stream and asks the agent
+// (dial or check), tells agents to move before the node stops, and cuts
+// the tunnels of a revoked connection.
+//
+// It knows nothing of HTTP, credentials or the store: the caller hands it
+// an authenticated connection's byte stream (Accept), and an Observer
+// learns of each session's life. Why no tunnel is up, and what the status
+// of a connection is, are decided elsewhere from what the broker reports.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/tunnel"
+	"github.com/postern/postern/relay/reply"
+)
+
+// Hello field bounds.
+const (
+	maxAgentIDLen  = 128
+	maxHostnameLen = 255
+	maxVersionLen  = 64
+)
+
+// EndedAfter is how many heartbeat periods without any control frame end
+// a session: an agent whose control loop hangs is not trusted with
+// streams (spec.md section 10).
+const EndedAfter = 10
+
+// DegradedAfter is how long after its last Health a tunnel shows as
+// degraded: two and a half heartbeat periods (spec.md section 10).
+func DegradedAfter(heartbeat time.Duration) time.Duration { return heartbeat * 5 / 2 }
+
+// seenEvery is how often a live session's presence is recorded.
+const seenEvery = time.Minute
+
+// Config configures a broker.
+type Config struct {
+	// NodeID names this node in Welcome.
+	NodeID string
+	// HeartbeatInterval is the Health period agents are asked for.
+	HeartbeatInterval time.Duration
+	// HandshakeTimeout bounds reading Hello and answering Welcome.
+	HandshakeTimeout time.Duration
+	// MaxStreamsPerTunnel caps concurrent streams on one tunnel.
+	MaxStreamsPerTunnel int
+	// Tunnel configures each session's yamux; its AcceptBacklog must be
+	// at least MaxStreamsPerTunnel.
+	Tunnel tunnel.Config
+}
+
+// Validate reports every setting out of range.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("node id is required"))
+	}
+	if c.HeartbeatInterval <= 0 || c.HandshakeTimeout <= 0 {
+		errs = append(errs, errors.New("heartbeat interval and handshake timeout must be positive"))
+	}
+	if c.MaxStreamsPerTunnel < 1 {
+		errs = append(errs, errors.New("max streams per tunnel must be at least 1"))
+	}
+	if err := c.Tunnel.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Observer learns of the sessions' lives: the node's status keeping and
+// its records in the store. Its methods are called from the session's own
+// goroutine and must not block for long.
+type Observer interface {
+	// SessionUp is called once a session is registered. An error ends the
+	// session at once: the connection was revoked during the handshake.
+	SessionUp(ctx context.Context, s *Session) error
+	// SessionHealth is called after each Health report is recorded; prev
+	// is the allowlist summary the session had before.
+	SessionHealth(s *Session, prev protocol.Allowlist)
+	// SessionSeen records that the session was alive at at: every minute
+	// while it lives, and once when it ends.
+	SessionSeen(ctx context.Context, s *Session, at time.Time)
+	// SessionDown is called once the session has been removed.
+	SessionDown(s *Session)
+}
+
+// Broker runs the tunnels of one node.
+type Broker struct {
+	cfg Config
+	obs Observer
+	log *slog.Logger
+	reg registry
+
+	ctx    context.Context // ends every session when the broker closes
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // one per running Accept
+}
+
+// New returns a broker; Close ends its sessions.
+func New(cfg Config, obs Observer, log *slog.Logger) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("broker config: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Broker{cfg: cfg, obs: obs, log: log, ctx: ctx, cancel: cancel}, nil
+}
+
+// Context ends when the broker closes; byte streams handed to Accept
+// should live as long as it.
+func (b *Broker) Context() context.Context { return b.ctx }
+
+// Accept runs a tunnel on conn for an authenticated agent until it ends or
+// the broker closes: yamux, Hello and Welcome within the handshake timeout,
+// registration, then the control stream. A Hello that marks a probe (the
+// doctor) is answered and the tunnel closed without registering it.
+func (b *Broker) Accept(conn net.Conn, who Identity) error {
+	b.wg.Add(1)
+	defer b.wg.Done()
+	if b.ctx.Err() != nil {
+		_ = conn.Close()
+		return b.ctx.Err()
+	}
+	mux, err := tunnel.Server(conn, b.cfg.Tunnel)
+	if err != nil {
+		_ = conn.Close()
+		return err
+	}
+	defer mux.Close()
+	sess, err := b.handshake(mux, who)
+	if err != nil {
+		b.log.Info("agent handshake", "connection", who.ConnectionID, "remote", who.Remote, "err", err)
+		return err
+	}
+	if sess.Hello.Probe {
+		// A diagnostic handshake: Welcome proved the path and the token;
+		// it is no tunnel and changes no status.
+		b.log.Info("agent probe answered", "connection", who.ConnectionID, "agent", sess.Hello.AgentID, "remote", who.Remote)
+		return nil
+	}
+	b.run(sess)
+	return nil
+}
+
+// handshake reads Hello and answers Welcome.
+func (b *Broker) handshake(mux *tunnel.Session, who Identity) (*Session, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.HandshakeTimeout)
+	defer cancel()
+	sess := &Session{Identity: who, ID: reply.NewID(8), ConnectedAt: time.Now(), mux: mux}
+	hello, err := mux.AcceptHello(ctx, func(h protocol.Hello) (protocol.Welcome, error) {
+		if err := validateHello(h); err != nil {
+			return protocol.Welcome{}, err
+		}
+		return protocol.Welcome{NodeID: b.cfg.NodeID, HeartbeatMS: b.cfg.HeartbeatInterval.Milliseconds(), SessionID: sess.ID}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sess.Hello = hello
+	return sess, nil
+}
+
+func validateHello(h protocol.Hello) error {
+	switch {
+	case h.AgentID == "" || len(h.AgentID) > maxAgentIDLen:
+		return fmt.Errorf("%w: hello agent_id empty or longer than %d", protocol.ErrBadRequest, maxAgentIDLen)
+	case len(h.Hostname) > maxHostnameLen:
+		return fmt.Errorf("%w: hello hostname longer than %d", protocol.ErrBadRequest, maxHostnameLen)
+	case len(h.Version) > maxVersionLen:
+		return fmt.Errorf("%w: hello version longer than %d", protocol.ErrBadRequest, maxVersionLen)
+	}
+	return nil
+}
+
+// run registers the session and serves its control stream until the
+// tunnel ends. yamux keepalives notice a dead peer; a Health that is late
+// only marks the tunnel degraded (health frames queue behind bulk data on
+// a slow link), and one overdue by EndedAfter heartbeats ends the session.
+func (b *Broker) run(sess *Session) {
+	for _, old := range b.reg.add(sess) {
+		b.log.Info("closing an older tunnel of the same agent: the newest sessions win",
+			"connection", old.ConnectionID, "agent", old.Hello.AgentID, "session", old.ID, "replaced_by", sess.ID)
+		_ = old.Close()
+	}
+	defer func() {
+		b.reg.remove(sess)
+		b.obs.SessionDown(sess)
+	}()
+	log := b.log.With("connection", sess.ConnectionID, "agent", sess.Hello.AgentID, "session", sess.ID)
+	if err := b.obs.SessionUp(b.ctx, sess); err != nil {
+		_ = sess.Notify(protocol.FrameRevoked, protocol.Revoked{Message: "connection revoked"})
+		log.Info("agent tunnel closed during handshake", "err", err)
+		return
+	}
+	log.Info("agent tunnel up", "remote", sess.Remote, "version", sess.Hello.Version)
+
+	refused := make(chan struct{})
+	go func() {
+		defer close(refused)
+		refuseExtraStreams(sess.mux)
+	}()
+	err := b.readControl(sess)
+	_ = sess.Close()
+	<-refused
+	b.obs.SessionSeen(context.Background(), sess, time.Now())
+	log.Info("agent tunnel down", "err", err)
+}
+
+// refuseExtraStreams closes every stream the agent opens after the control
+// stream: they are not part of the protocol and must not pile up.
+func refuseExtraStreams(mux *tunnel.Session) {
+	for {
+		st, err := mux.Accept()
+		if err != nil {
+			return
+		}
+		_ = st.Close()
+	}
+}
+
+// readControl records Health reports until the control stream ends.
+func (b *Broker) readControl(sess *Session) error {
+	lastSeen := sess.ConnectedAt
+	for {
+		f, err := sess.mux.Recv(EndedAfter * b.cfg.HeartbeatInterval)
+		if err != nil {
+			return err
+		}
+		if f.Type != protocol.FrameHealth {
+			continue // unknown control frames are ignored
+		}
+		var h protocol.Health
+		if err := f.Decode(protocol.FrameHealth, &h); err != nil {
+			return err
+		}
+		at := time.Now()
+		prev := sess.Allowlist()
+		sess.recordHealth(h, at)
+		b.obs.SessionHealth(sess, prev)
+		if at.Sub(lastSeen) >= seenEvery {
+			b.obs.SessionSeen(b.ctx, sess, at)
+			lastSeen = at
+		}
+	}
+}
+
+// Sessions returns the connection's sessions that take new streams.
+func (b *Broker) Sessions(connID string) []*Session { return b.reg.live(connID) }
+
+// All returns every session of the node, draining ones too.
+func (b *Broker) All() []*Session { return b.reg.all() }
+
+// Candidates is the order Ask tries a connection's sessions in: fewest
+// active streams first.
+func (b *Broker) Candidates(connID string) []*Session { return byLoad(b.reg.live(connID)) }
+
+// ActiveStreams counts the streams open on this node.
+func (b *Broker) ActiveStreams() int64 {
+	var n int64
+	for _, s := range b.reg.all() {
+		n += s.Active()
+	}
+	return n
+}
+
+// CloseConnection tells every tunnel of a connection that it was revoked
+// and closes it; open streams end with it. It returns how many it closed.
+func (b *Broker) CloseConnection(connID, msg string) int {
+	ss := b.reg.of(connID) // draining ones too
+	for _, s := range ss {
+		_ = s.Notify(protocol.FrameRevoked, protocol.Revoked{Message: msg})
+		_ = s.Close()
+	}
+	return len(ss)
+}
+
+// Close ends every session and waits for their Accept calls to return. It
+// is idempotent.
+func (b *Broker) Close() {
+	b.cancel()
+	for _, s := range b.reg.all() {
+		_ = s.Close()
+	}
+	b.wg.Wait()
+}

@@ -1,0 +1,167 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/postern/postern/relay/reply"
+	"github.com/postern/postern/relay/store"
+	"github.com/postern/postern/relay/webhook"
+)
+
+// Webhook is a receiver of status events (see package webhook).
+type Webhook = webhook.Config
+
+// Config configures a relay node. Every field is used as given: start from
+// DefaultConfig, whose values are the documented defaults, and set what
+// differs; New refuses a Config that does not Validate.
+type Config struct {
+	// NodeID names this node in Welcome and in status. DefaultConfig
+	// gives a random one.
+	NodeID string
+	// Store persists connections, tokens and API keys. Required.
+	Store store.Store
+	// Logger receives operational logs; secrets are never logged.
+	Logger *slog.Logger
+	// HeartbeatInterval is the Health period agents are asked for.
+	HeartbeatInterval time.Duration
+	// HandshakeTimeout bounds the tunnel request from its headers through
+	// Welcome.
+	HandshakeTimeout time.Duration
+	// OpenTimeout bounds opening a stream and reading the agent's result
+	// (resolve and connect happen inside it).
+	OpenTimeout time.Duration
+	// IdleTimeout ends a proxied stream with no traffic either way.
+	IdleTimeout time.Duration
+	// TokenOverlap is how long the previous agent tokens stay valid after
+	// a rotation.
+	TokenOverlap time.Duration
+	// AuthFailureWindow is how long a refused agent token keeps a
+	// connection's auth_status at failing.
+	AuthFailureWindow time.Duration
+	// DrainTimeout is how long a stopping relay lets open streams finish
+	// after telling agents to move (GoAway).
+	DrainTimeout time.Duration
+	// MaxStreamsPerTunnel caps concurrent streams on one tunnel.
+	MaxStreamsPerTunnel int
+	// Metrics receives the node's Prometheus series, served at /metrics;
+	// nil gives the node a registry of its own.
+	Metrics *prometheus.Registry
+	// Version is reported by /healthz.
+	Version string
+	// Webhooks receive every status event of their scope.
+	Webhooks []Webhook
+	// EventKeepAlive is the comment period on idle GET /v1/events streams.
+	EventKeepAlive time.Duration
+
+	// AuthFailuresPerSource is how many refused credentials (agent tokens
+	// and API keys alike) one source address may present per
+	// AuthLimitWindow; after that every attempt from it is answered 429
+	// RATE_LIMITED with Retry-After, before any store lookup. IPv6
+	// sources count per /64. Zero turns the limit off. See relay/auth.
+	AuthFailuresPerSource int
+	// AuthFailuresPerCredential is the same limit per credential id. It
+	// holds back only sources that were refused themselves, so knowing an
+	// id is not enough to lock its legitimate holder out. Zero turns the
+	// limit off.
+	AuthFailuresPerCredential int
+	// AuthLimitWindow is the period of both auth failure limits.
+	AuthLimitWindow time.Duration
+	// ProxyRatePerKey caps proxy requests (CONNECT and forwarded http://)
+	// per API key, in requests per second; zero means no cap. Excess
+	// requests are answered 429 RATE_LIMITED with Retry-After.
+	ProxyRatePerKey float64
+	// ProxyBurstPerKey is how many requests a key may make at once within
+	// ProxyRatePerKey; at least 1 when a rate is set.
+	ProxyBurstPerKey int
+	// HeaderTimeout bounds reading a request's line and headers on both
+	// listeners; a client that sends them slower is cut off.
+	HeaderTimeout time.Duration
+}
+
+// Defaults of DefaultConfig.
+const (
+	DefaultHeartbeatInterval         = 15 * time.Second
+	DefaultHandshakeTimeout          = 10 * time.Second
+	DefaultOpenTimeout               = 15 * time.Second
+	DefaultIdleTimeout               = 15 * time.Minute
+	DefaultTokenOverlap              = 24 * time.Hour
+	DefaultAuthFailureWindow         = 5 * time.Minute
+	DefaultDrainTimeout              = 30 * time.Second
+	DefaultMaxStreamsPerTunnel       = 512
+	DefaultEventKeepAlive            = 15 * time.Second
+	DefaultAuthFailuresPerSource     = 10
+	DefaultAuthFailuresPerCredential = 20
+	DefaultAuthLimitWindow           = time.Minute
+	DefaultHeaderTimeout             = 10 * time.Second
+)
+
+// maxHeaderBytes caps a request's line plus headers on both listeners;
+// larger requests are answered 431.
+const maxHeaderBytes = 64 << 10
+
+// DefaultConfig returns the production defaults, a random node id and a
+// logger that discards. Store must still be set.
+func DefaultConfig() Config {
+	return Config{
+		NodeID:                    "relay-" + reply.NewID(4),
+		Logger:                    slog.New(slog.DiscardHandler),
+		HeartbeatInterval:         DefaultHeartbeatInterval,
+		HandshakeTimeout:          DefaultHandshakeTimeout,
+		OpenTimeout:               DefaultOpenTimeout,
+		IdleTimeout:               DefaultIdleTimeout,
+		TokenOverlap:              DefaultTokenOverlap,
+		AuthFailureWindow:         DefaultAuthFailureWindow,
+		EventKeepAlive:            DefaultEventKeepAlive,
+		MaxStreamsPerTunnel:       DefaultMaxStreamsPerTunnel,
+		DrainTimeout:              DefaultDrainTimeout,
+		AuthFailuresPerSource:     DefaultAuthFailuresPerSource,
+		AuthFailuresPerCredential: DefaultAuthFailuresPerCredential,
+		AuthLimitWindow:           DefaultAuthLimitWindow,
+		HeaderTimeout:             DefaultHeaderTimeout,
+	}
+}
+
+// Validate reports every setting that is missing or out of range, with its
+// name, rather than patching it.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("store is required"))
+	}
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("node id is required"))
+	}
+	if c.Logger == nil {
+		errs = append(errs, errors.New("logger is required"))
+	}
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"heartbeat interval", c.HeartbeatInterval}, {"handshake timeout", c.HandshakeTimeout},
+		{"open timeout", c.OpenTimeout}, {"idle timeout", c.IdleTimeout}, {"token overlap", c.TokenOverlap},
+		{"auth failure window", c.AuthFailureWindow}, {"drain timeout", c.DrainTimeout},
+		{"event keepalive", c.EventKeepAlive}, {"auth limit window", c.AuthLimitWindow}, {"header timeout", c.HeaderTimeout},
+	} {
+		if d.d <= 0 {
+			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.d))
+		}
+	}
+	if c.MaxStreamsPerTunnel < 1 {
+		errs = append(errs, fmt.Errorf("max streams per tunnel %d: must be at least 1", c.MaxStreamsPerTunnel))
+	}
+	for _, w := range c.Webhooks {
+		if err := w.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("relay config: %w", err)
+	}
+	return nil
+}

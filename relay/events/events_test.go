@@ -1,0 +1,103 @@
+package events
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/relay/api"
+)
+
+// waitFor bounds every wait: publishing and delivery take microseconds.
+const waitFor = 5 * time.Second
+
+func TestRingEvictsOldest(t *testing.T) {
+	t.Parallel()
+	b := NewBus(4, 100)
+	all := func(api.Event) bool { return true }
+	for i := range 6 {
+		b.Publish(api.Event{Type: api.EventTunnel, ConnectionID: "c" + strconv.Itoa(i)})
+	}
+	// Kept: ids 102..105.
+	tests := map[string]struct {
+		lastID string
+		want   []string
+		gap    bool
+	}{
+		"just before the oldest kept": {lastID: "101", want: []string{"102", "103", "104", "105"}},
+		"in the middle":               {lastID: "103", want: []string{"104", "105"}},
+		"the newest":                  {lastID: "105"},
+		"evicted":                     {lastID: "100", gap: true},
+		"never issued":                {lastID: "106", gap: true},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			sub, replay, newest, err := b.Subscribe(all, tt.lastID)
+			defer b.Unsubscribe(sub)
+			assert.Equal(t, "105", newest)
+			if tt.gap {
+				assert.ErrorIs(t, err, ErrResumeGap)
+				assert.Empty(t, replay)
+				return
+			}
+			require.NoError(t, err)
+			var ids []string
+			for _, e := range replay {
+				ids = append(ids, e.ID)
+			}
+			assert.Equal(t, tt.want, ids)
+		})
+	}
+}
+
+func TestSlowSubscriberDoesNotBlockOthers(t *testing.T) {
+	t.Parallel()
+	b := NewBus(RingSize, 1)
+	all := func(api.Event) bool { return true }
+	slow, _, _, err := b.Subscribe(all, "")
+	require.NoError(t, err)
+	fast, _, _, err := b.Subscribe(all, "")
+	require.NoError(t, err)
+
+	// Publish in batches the reading subscriber keeps up with; the other
+	// one reads nothing at all.
+	const batch, batches = SubscriberBuffer / 2, 8
+	var got []string
+	for range batches {
+		published := make(chan struct{})
+		go func() {
+			defer close(published)
+			for range batch {
+				b.Publish(api.Event{Type: api.EventTunnel})
+			}
+		}()
+		select {
+		case <-published:
+		case <-time.After(waitFor):
+			require.FailNow(t, "publishing blocked on a subscriber that never reads")
+		}
+		for range batch {
+			select {
+			case e := <-fast.C():
+				got = append(got, e.ID)
+			case <-time.After(waitFor):
+				require.FailNow(t, "the reading subscriber got too few events")
+			}
+		}
+	}
+	assert.Len(t, got, batch*batches, "the reading subscriber got every event")
+	select {
+	case <-fast.Dropped():
+		assert.Fail(t, "the reading subscriber was dropped")
+	default:
+	}
+	select {
+	case <-slow.Dropped():
+	default:
+		assert.Fail(t, "the subscriber that never reads was not dropped")
+	}
+	assert.Len(t, slow.C(), SubscriberBuffer, "it kept what fitted")
+}

@@ -1,0 +1,238 @@
+// Package proxy serves the cloud product's way in: an HTTP proxy listener
+// that takes `CONNECT host:port` and plain http:// absolute-form requests
+// with Proxy-Authorization naming a connection and an API key, carries
+// each through a stream to one of the connection's agents, and answers
+// every refusal with the reason table's status, Postern-Reason and JSON
+// body.
+//
+// The agent judges the target; this package only checks that host and
+// port are well formed.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"time"
+
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/tunnel"
+	"github.com/postern/postern/relay/auth"
+	"github.com/postern/postern/relay/broker"
+	"github.com/postern/postern/relay/ratelimit"
+	"github.com/postern/postern/relay/reply"
+	"github.com/postern/postern/relay/router"
+	"github.com/postern/postern/relay/store"
+)
+
+// Config configures the proxy.
+type Config struct {
+	// OpenTimeout bounds opening a stream and reading the agent's result
+	// (resolve and connect happen inside it).
+	OpenTimeout time.Duration
+	// IdleTimeout ends a proxied stream with no traffic either way.
+	IdleTimeout time.Duration
+	// RatePerKey caps proxy requests per API key, in requests per second;
+	// 0 means no cap. Excess requests are answered 429 RATE_LIMITED.
+	RatePerKey float64
+	// BurstPerKey is how many requests a key may make at once within
+	// RatePerKey; at least 1 when RatePerKey is set.
+	BurstPerKey int
+}
+
+// Validate reports every setting out of range.
+func (c Config) Validate() error {
+	var errs []error
+	if c.OpenTimeout <= 0 || c.IdleTimeout <= 0 {
+		errs = append(errs, errors.New("open and idle timeouts must be positive"))
+	}
+	if c.RatePerKey < 0 || math.IsNaN(c.RatePerKey) || math.IsInf(c.RatePerKey, 0) {
+		errs = append(errs, fmt.Errorf("proxy rate per key must be a finite number >= 0, not %v", c.RatePerKey))
+	} else if c.RatePerKey > 0 && c.BurstPerKey < 1 {
+		errs = append(errs, fmt.Errorf("proxy burst per key must be at least 1 with a proxy rate of %v", c.RatePerKey))
+	}
+	return errors.Join(errs...)
+}
+
+// Carried is told what each finished stream carried, in bytes.
+type Carried func(toTarget, fromTarget int64)
+
+// Proxy is the product's CONNECT proxy.
+type Proxy struct {
+	cfg     Config
+	auth    *auth.Authenticator
+	router  *router.Router
+	rate    *ratelimit.Limiter // nil when off
+	carried Carried
+	log     *slog.Logger
+}
+
+// New returns the proxy; carried may be nil.
+func New(cfg Config, a *auth.Authenticator, r *router.Router, carried Carried, log *slog.Logger) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("proxy config: %w", err)
+	}
+	p := &Proxy{cfg: cfg, auth: a, router: r, carried: carried, log: log}
+	if cfg.RatePerKey > 0 {
+		p.rate = ratelimit.New(cfg.RatePerKey, cfg.BurstPerKey, ratelimit.MaxKeys, nil)
+	}
+	if p.carried == nil {
+		p.carried = func(int64, int64) {}
+	}
+	return p, nil
+}
+
+// ServeHTTP authenticates the request, takes it from the key's rate, and
+// carries it.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	conn, key, e := p.auth.Proxy(r)
+	if e == nil {
+		e = p.admit(key.ID)
+	}
+	if e != nil {
+		reply.Error(w, r, e)
+		return
+	}
+	switch {
+	case r.Method == http.MethodConnect:
+		p.connect(w, r, conn)
+	case r.URL.IsAbs() && r.URL.Scheme == "http":
+		p.forward(w, r, conn)
+	default:
+		reply.Error(w, r, protocol.Errorf(protocol.InvalidRequest, "use CONNECT host:port or an absolute http:// URL"))
+	}
+}
+
+// admit takes one request from the key's proxy rate.
+func (p *Proxy) admit(keyID string) *protocol.Error {
+	if p.rate == nil {
+		return nil
+	}
+	wait, ok := p.rate.Take(keyID)
+	if ok {
+		return nil
+	}
+	e := protocol.Errorf(protocol.RateLimited, "API key %s is over its proxy rate of %g requests per second", keyID, p.cfg.RatePerKey)
+	e.RetryAfter = max(1, int(math.Ceil(wait.Seconds())))
+	return e
+}
+
+// SplitTarget splits host:port; the port must be 1-65535 without sign or
+// leading zeros and the host at most 255 bytes, else BAD_TARGET. The agent
+// judges the host itself.
+func SplitTarget(hostport string) (string, int, *protocol.Error) {
+	host, p, err := net.SplitHostPort(hostport)
+	if err != nil || host == "" {
+		return "", 0, protocol.Errorf(protocol.BadTarget, "target %q is not host:port", hostport)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 1 || port > 65535 || strconv.Itoa(port) != p {
+		return "", 0, protocol.Errorf(protocol.BadTarget, "target port %q is not 1-65535", p)
+	}
+	if len(host) > protocol.MaxHostLen {
+		return "", 0, protocol.Errorf(protocol.BadTarget, "target host is too long")
+	}
+	return host, port, nil
+}
+
+// dial asks one of the connection's agents to dial host:port and returns
+// the stream, ready for the data phase.
+func (p *Proxy) dial(ctx context.Context, conn store.Connection, host string, port int, reqID string) (*broker.Stream, *protocol.Error) {
+	st, _, e := p.router.Ask(ctx, conn, protocol.Request{Op: protocol.OpDial, ID: reqID, Host: host, Port: port}, p.cfg.OpenTimeout)
+	return st, e
+}
+
+// connect answers a CONNECT: the agent dials, then 200 and the data phase.
+func (p *Proxy) connect(w http.ResponseWriter, r *http.Request, conn store.Connection) {
+	host, port, e := SplitTarget(r.Host)
+	if e != nil {
+		reply.Error(w, r, e)
+		return
+	}
+	id := reply.RequestID(r)
+	stream, e := p.dial(r.Context(), conn, host, port, id)
+	if e != nil {
+		reply.Error(w, r, e)
+		return
+	}
+	client, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		_ = stream.Close()
+		reply.Error(w, r, protocol.Errorf(protocol.InternalError, "connection cannot be hijacked"))
+		return
+	}
+	_ = client.SetDeadline(time.Time{})
+	if _, err := client.Write([]byte("HTTP/1.1 200 Connection established\r\nPostern-Request-Id: " + id + "\r\n\r\n")); err != nil {
+		_ = client.Close()
+		_ = stream.Close()
+		return
+	}
+	// Bytes the client sent right behind its CONNECT are already buffered.
+	early := brw.Reader.Buffered()
+	if early > 0 {
+		pending, _ := brw.Reader.Peek(early)
+		if _, err := stream.Write(pending); err != nil {
+			_ = client.Close()
+			_ = stream.Close()
+			return
+		}
+	}
+	st, err := tunnel.Splice(client, stream, tunnel.SpliceOptions{
+		WriteTimeout: tunnel.SpliceWriteTimeout,
+		IdleTimeout:  p.cfg.IdleTimeout,
+	})
+	st.AToB += int64(early)
+	p.carried(st.AToB, st.BToA)
+	if errors.Is(err, tunnel.ErrWriteTimeout) {
+		// The tunnel no longer drains: end it so the agent reconnects,
+		// rather than leave other streams' readers hung on it.
+		p.log.Warn("tunnel write timed out; closing the tunnel", "connection", conn.ID, "err", err)
+		_ = stream.Session().Close()
+	}
+	p.log.Debug("proxy stream done", "connection", conn.ID, "request_id", id,
+		"target", net.JoinHostPort(host, strconv.Itoa(port)), "up", st.AToB, "down", st.BToA, "err", err)
+}
+
+// forward carries a plain http:// proxy request through the tunnel.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, conn store.Connection) {
+	id := reply.RequestID(r)
+	transport := &http.Transport{
+		Proxy:             nil,
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			host, port, e := SplitTarget(addr)
+			if e != nil {
+				return nil, e
+			}
+			st, e := p.dial(ctx, conn, host, port, id)
+			if e != nil {
+				return nil, e
+			}
+			return st, nil
+		},
+		ResponseHeaderTimeout: p.cfg.IdleTimeout,
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.Header.Del("Proxy-Authorization")
+			pr.Out.Header.Del("Proxy-Connection")
+		},
+		Transport: transport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			var pe *protocol.Error
+			if errors.As(err, &pe) {
+				reply.Error(w, r, pe)
+				return
+			}
+			reply.Error(w, r, protocol.Errorf(protocol.ConnectRefused, "forward request: %v", err))
+		},
+	}
+	rp.ServeHTTP(w, r)
+	transport.CloseIdleConnections()
+}

@@ -1,0 +1,78 @@
+// Package reply writes the relay's HTTP answers alike on every listener:
+// the request id each answer carries, JSON bodies, and errors named by a
+// reason code with the status, headers and body of spec.md section 9.
+//
+// It decides nothing: which reason answers a request is the caller's
+// business; the reason table in package protocol decides the status.
+package reply
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/postern/postern/protocol"
+)
+
+type ctxKey struct{}
+
+// NewID returns n random bytes in hex, for request, session and node ids.
+func NewID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b)
+}
+
+// WithRequestID gives every request an id, echoed in Postern-Request-Id and
+// sent to the agent in the request frame, so one id follows a request
+// through every hop's logs.
+func WithRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := NewID(8)
+		w.Header().Set("Postern-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, id)))
+	})
+}
+
+// RequestID is the id WithRequestID gave r, or "".
+func RequestID(r *http.Request) string {
+	id, _ := r.Context().Value(ctxKey{}).(string)
+	return id
+}
+
+// Error answers with e: the status of the reason table, Postern-Reason,
+// Postern-Request-Id, Retry-After where the reason carries one, the proxy
+// challenge with 407, and the JSON error body.
+func Error(w http.ResponseWriter, r *http.Request, e *protocol.Error) {
+	body := e.Normalized()
+	body.RequestID = RequestID(r)
+	h := w.Header()
+	h.Set("Postern-Reason", string(body.Reason))
+	if body.RequestID != "" {
+		h.Set("Postern-Request-Id", body.RequestID)
+	}
+	if body.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(body.RetryAfter))
+	}
+	status := e.Status()
+	if status == http.StatusProxyAuthRequired {
+		h.Set("Proxy-Authenticate", `Basic realm="postern"`)
+	}
+	JSON(w, status, body)
+}
+
+// JSON answers with v as one JSON document and a newline, never cached.
+func JSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, `{"reason":"INTERNAL_ERROR","message":"encode response"}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}

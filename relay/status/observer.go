@@ -1,0 +1,51 @@
+package status
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/relay/broker"
+)
+
+// errRevokedDuringHandshake ends a session whose connection was revoked
+// after its token was checked but before the session was registered.
+var errRevokedDuringHandshake = errors.New("connection revoked during the handshake")
+
+// The Keeper is the broker's Observer: it records presence in the store
+// and recomputes the status a session's life changes.
+var _ broker.Observer = (*Keeper)(nil)
+
+// SessionUp records the connection as connected. A revocation stored after
+// authentication but handled before registration did not see this
+// session; it is looked for again now that the session is registered.
+func (k *Keeper) SessionUp(ctx context.Context, s *broker.Session) error {
+	if c, err := k.store.GetConnection(ctx, s.ConnectionID); err == nil {
+		k.Watch(c) // the "from" of this tunnel's status events
+		if c.Revoked() {
+			return errRevokedDuringHandshake
+		}
+	}
+	if err := k.store.MarkConnected(ctx, s.ConnectionID, time.Now()); err != nil {
+		k.log.Warn("record agent connected", "connection", s.ConnectionID, "err", err)
+	}
+	k.Changed(s.ConnectionID)
+	return nil
+}
+
+// SessionHealth publishes what a Health changed.
+func (k *Keeper) SessionHealth(s *broker.Session, prev protocol.Allowlist) {
+	next := s.Allowlist()
+	k.healthReported(s.ConnectionID, prev.Status+" "+prev.SHA256, next.Status+" "+next.SHA256)
+}
+
+// SessionSeen advances the connection's last_seen_at.
+func (k *Keeper) SessionSeen(ctx context.Context, s *broker.Session, at time.Time) {
+	if err := k.store.MarkSeen(ctx, s.ConnectionID, at); err != nil {
+		k.log.Warn("record agent last seen", "connection", s.ConnectionID, "err", err)
+	}
+}
+
+// SessionDown publishes the tunnel's end.
+func (k *Keeper) SessionDown(s *broker.Session) { k.Changed(s.ConnectionID) }

@@ -1,0 +1,321 @@
+// Package status says what state each connection of a relay node is in:
+// it computes the status API's answer from the connection's store row, the
+// broker's live sessions and recent refused agent tokens, remembers what
+// it last published, and publishes every transition (tunnel, auth,
+// allowlist) as an event. It also keeps the store's record of when agents
+// connected and were last seen, as the broker's Observer.
+//
+// It judges a base URL only by the rules the agents reported; live
+// reachability is the agent's check.
+package status
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/postern/postern/allowlist"
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/broker"
+	"github.com/postern/postern/relay/events"
+	"github.com/postern/postern/relay/store"
+)
+
+// Tunnel and auth states of the status API.
+const (
+	TunnelConnected      = "connected"
+	TunnelDegraded       = "degraded"
+	TunnelDisconnected   = "disconnected"
+	TunnelNeverConnected = "never_connected"
+	TunnelRevoked        = "revoked"
+
+	AuthActive  = "active"
+	AuthFailing = "failing"
+	AuthRevoked = "revoked"
+)
+
+// Config configures a Keeper.
+type Config struct {
+	// NodeID is reported as each agent's relay node.
+	NodeID string
+	// HeartbeatInterval is the Health period agents were asked for.
+	HeartbeatInterval time.Duration
+	// AuthFailureWindow is how long a refused agent token keeps a
+	// connection's auth_status at failing.
+	AuthFailureWindow time.Duration
+}
+
+// Sessions returns a connection's live sessions on this node.
+type Sessions func(connID string) []*broker.Session
+
+// Keeper computes statuses and publishes their transitions.
+type Keeper struct {
+	cfg      Config
+	store    store.Store
+	sessions Sessions
+	bus      *events.Bus
+	log      *slog.Logger
+
+	verdicts verdictCache
+	failures failureLog
+	watch    watch
+}
+
+// New returns a Keeper publishing to bus.
+func New(cfg Config, st store.Store, sessions Sessions, bus *events.Bus, log *slog.Logger) *Keeper {
+	return &Keeper{cfg: cfg, store: st, sessions: sessions, bus: bus, log: log}
+}
+
+// Target is the host and port a base URL names.
+type Target struct {
+	Host string
+	Port int
+}
+
+// ParseBaseURL takes http(s)://host[:port][/path] and returns its target;
+// anything else is BAD_TARGET.
+func ParseBaseURL(raw string) (Target, *protocol.Error) {
+	bad := protocol.Errorf(protocol.BadTarget, "base_url must be an absolute http:// or https:// URL with a host")
+	if len(raw) > protocol.MaxBaseURLLen {
+		return Target{}, bad
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Hostname() == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return Target{}, bad
+	}
+	port := 443
+	if u.Scheme == "http" {
+		port = 80
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return Target{}, protocol.Errorf(protocol.BadTarget, "base_url port must be 1-65535")
+		}
+		port = n
+	}
+	return Target{Host: u.Hostname(), Port: port}, nil
+}
+
+// Status computes the connection's state from its store row and the live
+// sessions of this node; with a target, allowlist_status is the verdict of
+// the reported rules on it.
+func (k *Keeper) Status(c store.Connection, target *Target, now time.Time) api.Status {
+	st := api.Status{ConnectionID: c.ID, Agents: []api.Agent{}, LastSeenAt: c.LastSeenAt}
+	sessions := k.sessions(c.ID)
+	agents, newest, degraded := k.agents(sessions, now)
+	st.Agents = agents
+	switch {
+	case c.Revoked():
+		st.TunnelStatus, st.AuthStatus = TunnelRevoked, AuthRevoked
+		st.Reason = protocol.ConnectionRevoked
+		st.LastError = "connection revoked at " + c.RevokedAt.UTC().Format(time.RFC3339)
+	case len(sessions) > 0:
+		st.TunnelStatus, st.AuthStatus = TunnelConnected, AuthActive
+		if degraded {
+			st.TunnelStatus = TunnelDegraded
+		}
+		seen := newest.LastBeat()
+		st.LastSeenAt = &seen
+	default:
+		k.offlineStatus(&st, c, now)
+	}
+	k.allowlistStatus(&st, newest, target)
+	st.ProviderErrorCode = st.Reason.Info().ProviderErrorCode
+	live := st.TunnelStatus == TunnelConnected || st.TunnelStatus == TunnelDegraded
+	st.Ready = live && st.AuthStatus == AuthActive && st.Reason == protocol.ReasonUnknown &&
+		(st.AllowlistStatus == "allowed" || (target == nil && st.AllowlistStatus == "configured"))
+	return st
+}
+
+// agents folds the sessions into one entry per agent id, its tunnels
+// counted, in the order the sessions came; it also returns the session
+// that reported last and whether any tunnel is degraded (a Health overdue,
+// or fewer tunnels than its agent wants).
+func (k *Keeper) agents(sessions []*broker.Session, now time.Time) ([]api.Agent, *broker.Session, bool) {
+	byAgent := map[string]*api.Agent{}
+	var newest *broker.Session
+	degraded := false
+	for _, sess := range sessions {
+		beat := sess.LastBeat()
+		if now.Sub(beat) > broker.DegradedAfter(k.cfg.HeartbeatInterval) {
+			degraded = true
+		}
+		a := byAgent[sess.Hello.AgentID]
+		if a == nil {
+			a = &api.Agent{AgentID: sess.Hello.AgentID, Hostname: sess.Hello.Hostname, Version: sess.Hello.Version,
+				RelayNode: k.cfg.NodeID, ConnectedAt: sess.ConnectedAt}
+			byAgent[sess.Hello.AgentID] = a
+		}
+		a.Tunnels++
+		a.ActiveStreams += int(sess.Active())
+		if sess.ConnectedAt.Before(a.ConnectedAt) {
+			a.ConnectedAt = sess.ConnectedAt
+		}
+		if beat.After(a.LastHeartbeatAt) {
+			a.LastHeartbeatAt = beat
+			a.Allowlist = sess.Allowlist()
+			if h, at := sess.Health(); !at.IsZero() {
+				a.UptimeSeconds, a.Resolver, a.Errors = h.UptimeSeconds, h.Resolver, h.Errors
+			}
+		}
+		if newest == nil || beat.After(newest.LastBeat()) {
+			newest = sess
+		}
+	}
+	for _, sess := range sessions {
+		if a := byAgent[sess.Hello.AgentID]; a.Tunnels < sess.Hello.Tunnels {
+			degraded = true
+		}
+	}
+	out := []api.Agent{}
+	for _, sess := range sessions {
+		if a := byAgent[sess.Hello.AgentID]; a != nil {
+			out = append(out, *a)
+			delete(byAgent, sess.Hello.AgentID)
+		}
+	}
+	return out, newest, degraded
+}
+
+// offlineStatus fills the status of a connection with no live tunnel.
+func (k *Keeper) offlineStatus(st *api.Status, c store.Connection, now time.Time) {
+	st.AuthStatus = AuthActive
+	if at, msg := k.failures.last(c.ID); !at.IsZero() && now.Sub(at) < k.cfg.AuthFailureWindow {
+		st.AuthStatus = AuthFailing
+		st.LastError = msg
+	}
+	e := k.Offline(c)
+	st.Reason = e.Reason
+	st.TunnelStatus = TunnelDisconnected
+	if c.FirstConnectedAt == nil {
+		st.TunnelStatus = TunnelNeverConnected
+	}
+	if st.LastError == "" {
+		st.LastError = e.Message
+	}
+}
+
+// allowlistStatus fills allowlist_status from the newest reported summary,
+// and with a target the reported rules' verdict on it.
+func (k *Keeper) allowlistStatus(st *api.Status, newest *broker.Session, target *Target) {
+	st.AllowlistStatus = "unknown"
+	if newest == nil {
+		return
+	}
+	summary := newest.Allowlist()
+	st.AllowlistStatus = summary.Status
+	if summary.Status == "invalid" && st.LastError == "" {
+		st.LastError = "the agent refused its new allowlist and keeps the previous rules: " + summary.LastError
+	}
+	if target == nil {
+		return
+	}
+	d := k.verdicts.decide(summary, target.Host, target.Port)
+	st.AllowlistStatus = d.Verdict.String()
+	if st.Reason == protocol.ReasonUnknown {
+		st.Reason = protocol.VerdictReason(d.Verdict.String())
+		if d.Verdict != allowlist.Allowed {
+			st.LastError = d.Reason
+		}
+	}
+}
+
+// Offline explains why no tunnel of c is up: an agent failing with a bad
+// token, no agent ever, or none now with the last time one was seen.
+func (k *Keeper) Offline(c store.Connection) *protocol.Error {
+	if at, msg := k.failures.last(c.ID); !at.IsZero() && time.Since(at) < k.cfg.AuthFailureWindow {
+		return protocol.Errorf(protocol.AgentAuthFailed, "%s at %s", msg, at.UTC().Format(time.RFC3339))
+	}
+	if c.FirstConnectedAt == nil {
+		return protocol.Errorf(protocol.AgentNeverConnected, "no agent has ever connected for connection %s", c.ID)
+	}
+	msg := "no agent tunnel is up for connection " + c.ID
+	if c.LastSeenAt != nil {
+		msg += "; last seen " + c.LastSeenAt.UTC().Format(time.RFC3339)
+	}
+	return protocol.Errorf(protocol.AgentOffline, "%s", msg)
+}
+
+// failureLog remembers the last refused agent token of each connection.
+type failureLog struct {
+	mu    sync.Mutex
+	conns map[string]failure
+}
+
+type failure struct {
+	at    time.Time
+	count int
+	msg   string
+}
+
+func (f *failureLog) record(connID, msg string, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.conns == nil {
+		f.conns = make(map[string]failure)
+	}
+	prev := f.conns[connID]
+	f.conns[connID] = failure{at: at, count: prev.count + 1, msg: msg}
+}
+
+func (f *failureLog) last(connID string) (time.Time, string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	x := f.conns[connID]
+	return x.at, x.msg
+}
+
+// verdictCache compiles reported allowlists once per distinct rule set.
+type verdictCache struct {
+	mu    sync.Mutex
+	lists map[string]*allowlist.List
+}
+
+func (vc *verdictCache) decide(a protocol.Allowlist, host string, port int) allowlist.Decision {
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	if vc.lists == nil {
+		vc.lists = make(map[string]*allowlist.List)
+	}
+	key := rulesKey(a)
+	list, ok := vc.lists[key]
+	if !ok {
+		compiled, err := allowlist.Compile(toSpecs(a.Allow), toSpecs(a.Deny))
+		if err != nil {
+			return allowlist.Decision{Verdict: allowlist.Missing, Reason: "the agent's reported rules do not compile here: " + err.Error()}
+		}
+		if len(vc.lists) > 1024 {
+			clear(vc.lists)
+		}
+		vc.lists[key] = compiled
+		list = compiled
+	}
+	return list.Decide(host, port)
+}
+
+// rulesKey names a reported rule set by its content. The digest an agent
+// reports cannot serve as the key: agents of different connections may
+// report the same digest, or none, for different rules, and one would then
+// be judged by the other's rules.
+func rulesKey(a protocol.Allowlist) string {
+	b, err := json.Marshal([2][]protocol.RuleSpec{a.Allow, a.Deny})
+	if err != nil {
+		return "" // not reachable: RuleSpec holds only strings
+	}
+	sum := sha256.Sum256(b)
+	return string(sum[:])
+}
+
+func toSpecs(in []protocol.RuleSpec) []allowlist.RuleSpec {
+	out := make([]allowlist.RuleSpec, len(in))
+	for i, r := range in {
+		out[i] = allowlist.RuleSpec{Host: r.Host, IP: r.IP, CIDR: r.CIDR, Ports: r.Ports}
+	}
+	return out
+}
