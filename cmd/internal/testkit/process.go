@@ -89,9 +89,11 @@ func (p *Process) Output() string { return p.out.String() }
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
-// Err is the process's exit result from Wait; valid once Done is closed.
+// Err is how the process exited (Wait's result); nil while it runs.
 func (p *Process) Err() error {
-	<-p.done
+	if !p.Exited() {
+		return nil
+	}
 	return p.err
 }
 

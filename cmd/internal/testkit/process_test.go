@@ -32,6 +32,8 @@ func startChild(t *testing.T, mode string) *Process {
 
 func TestStopEndsAProcessCleanly(t *testing.T) {
 	p := startChild(t, "exit-on-term")
+	assert.False(t, p.Exited())
+	assert.NoError(t, p.Err(), "a running process has no exit result")
 	require.NoError(t, p.Stop(5*time.Second))
 	assert.True(t, p.Exited())
 	assert.NoError(t, p.Err())
