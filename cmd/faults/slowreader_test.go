@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/cmd/internal/testkit"
 )
 
 // rssBound is the most memory either binary may hold under the faults of
@@ -21,11 +23,11 @@ const rssBound = 200 << 10 // KiB
 // fault is on.
 type usageSampler struct {
 	mu               sync.Mutex
-	relayMax, agtMax usage
+	relayMax, agtMax testkit.Usage
 	stop             func()
 }
 
-func sampleUsage(t *testing.T, relay, agent *proc) *usageSampler {
+func sampleUsage(t *testing.T, relay, agent *testkit.Process) *usageSampler {
 	t.Helper()
 	u := &usageSampler{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -35,8 +37,8 @@ func sampleUsage(t *testing.T, relay, agent *proc) *usageSampler {
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			r, rerr := readUsage(relay.pid())
-			a, aerr := readUsage(agent.pid())
+			r, rerr := relay.Usage()
+			a, aerr := agent.Usage()
 			u.mu.Lock()
 			if rerr == nil && r.RSSKiB > u.relayMax.RSSKiB {
 				u.relayMax = r
@@ -60,7 +62,7 @@ func sampleUsage(t *testing.T, relay, agent *proc) *usageSampler {
 	return u
 }
 
-func (u *usageSampler) peaks() (relay, agent usage) {
+func (u *usageSampler) peaks() (relay, agent testkit.Usage) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.relayMax, u.agtMax
@@ -75,7 +77,7 @@ func TestFaultSlowReader(t *testing.T) {
 	// The target's close ends the stuck stream before the processes stop.
 	defer s.sink.closeAll()
 	a := s.startAgent(t, agentOptions{tunnels: 1})
-	samples := sampleUsage(t, s.relay.proc, a.proc)
+	samples := sampleUsage(t, s.relay.Process, a.Process)
 
 	stuck, err := s.connect(s.sink.addr, 10*time.Second)
 	require.NoError(t, err)
@@ -85,7 +87,7 @@ func TestFaultSlowReader(t *testing.T) {
 	pushDone := make(chan error, 1)
 	go func() {
 		buf := make([]byte, 256<<10)
-		_, _ = newPattern(1).Read(buf)
+		_, _ = testkit.NewPattern(1).Read(buf)
 		for pushed.Load() < push {
 			// A write that makes no progress for 3 s means the path is
 			// full: the push has stalled, as it should.
@@ -156,7 +158,7 @@ func TestFaultTargetResetDuringUpload(t *testing.T) {
 		}
 	}
 	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded, "the client's upload ends with an error, it does not block")
-	waitFor(t, 10*time.Second, "relay releases the aborted stream", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "relay releases the aborted stream", func() bool {
 		st, err := s.relay.tryStatus(s.connID)
 		return err == nil && len(st.Agents) == 1 && st.Agents[0].ActiveStreams == 0
 	})
@@ -179,7 +181,7 @@ func TestFaultRelayKillWithStuckStream(t *testing.T) {
 			break // the agent's write to the target is now blocked
 		}
 	}
-	s.relay.kill(t)
+	s.relay.Kill()
 	s.relay = startRelay(t, s.relay.dataDir, s.relay.apiAddr, s.relay.proxyAddr)
 	back := s.waitConnected(t, 20*time.Second)
 	assert.LessOrEqual(t, back, 2*time.Second, "reconnect after the relay listens again")
@@ -201,11 +203,11 @@ func TestFaultAgentForcedStopCutsStuckStream(t *testing.T) {
 			break // the agent's write to the target is now blocked
 		}
 	}
-	a.signal(t, syscall.SIGTERM)
+	a.Signal(t, syscall.SIGTERM)
 	time.Sleep(time.Second)
-	a.signal(t, syscall.SIGTERM)
+	a.Signal(t, syscall.SIGTERM)
 	select {
-	case <-a.done:
+	case <-a.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("agent still running 5 s after the second SIGTERM")
 	}
