@@ -47,12 +47,7 @@ func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string) *relayProc {
 var quickClient = &http.Client{Timeout: 2 * time.Second}
 
 func (r *relayProc) healthy() bool {
-	resp, err := quickClient.Get("http://" + r.apiAddr + "/healthz")
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return testkit.GetOK(quickClient, "http://"+r.apiAddr+"/healthz")
 }
 
 // status reads the connection's status; it fails only on a test bug.

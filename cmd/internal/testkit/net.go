@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,18 @@ func FreeAddr(tb testing.TB) string {
 	require.NoError(tb, err, "reserve a port")
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// GetOK says whether a GET of url through c answers 200 OK. It is meant
+// for polling a server that is still starting, so any error just means
+// "not yet".
+func GetOK(c *http.Client, url string) bool {
+	resp, err := c.Get(url)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // EchoSeed seeds the Pattern an EchoServer answers with; a client checks
