@@ -9,25 +9,20 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestParseVmHWM(t *testing.T) {
-	tests := map[string]struct {
-		status  string
-		want    int64
-		wantErr bool
-	}{
-		"typical":       {status: "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t    1234 kB\nVmRSS:\t 1000 kB\n", want: 1234 << 10},
-		"last line":     {status: "VmHWM: 1 kB", want: 1 << 10},
-		"missing":       {status: "Name:\tx\nVmRSS:\t1000 kB\n", wantErr: true},
-		"wrong unit":    {status: "VmHWM:\t1234 MB\n", wantErr: true},
-		"not a number":  {status: "VmHWM:\tlots kB\n", wantErr: true},
-		"no value":      {status: "VmHWM:\n", wantErr: true},
-		"empty":         {status: "", wantErr: true},
-		"prefix only":   {status: "XVmHWM:\t5 kB\n", wantErr: true},
-		"value too big": {status: "VmHWM:\t99999999999999999999 kB\n", wantErr: true},
-	}
+// parseCase is one input of a parser's table: the value it must yield,
+// or that it must be refused.
+type parseCase[T any] struct {
+	in      string
+	want    T
+	wantErr bool
+}
+
+// checkParses runs parse on every case of a table.
+func checkParses[T any](t *testing.T, parse func(string) (T, error), tests map[string]parseCase[T]) {
+	t.Helper()
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, err := parseVmHWM(tc.status)
+			got, err := parse(tc.in)
 			if tc.wantErr {
 				assert.Error(t, err)
 				return
@@ -36,6 +31,20 @@ func TestParseVmHWM(t *testing.T) {
 			assert.Equal(t, tc.want, got)
 		})
 	}
+}
+
+func TestParseVmHWM(t *testing.T) {
+	checkParses(t, parseVmHWM, map[string]parseCase[int64]{
+		"typical":       {in: "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t    1234 kB\nVmRSS:\t 1000 kB\n", want: 1234 << 10},
+		"last line":     {in: "VmHWM: 1 kB", want: 1 << 10},
+		"missing":       {in: "Name:\tx\nVmRSS:\t1000 kB\n", wantErr: true},
+		"wrong unit":    {in: "VmHWM:\t1234 MB\n", wantErr: true},
+		"not a number":  {in: "VmHWM:\tlots kB\n", wantErr: true},
+		"no value":      {in: "VmHWM:\n", wantErr: true},
+		"empty":         {in: "", wantErr: true},
+		"prefix only":   {in: "XVmHWM:\t5 kB\n", wantErr: true},
+		"value too big": {in: "VmHWM:\t99999999999999999999 kB\n", wantErr: true},
+	})
 }
 
 func FuzzParseVmHWM(f *testing.F) {
@@ -50,32 +59,17 @@ func FuzzParseVmHWM(f *testing.F) {
 }
 
 func TestParseUsage(t *testing.T) {
-	tests := map[string]struct {
-		status  string
-		want    Usage
-		wantErr bool
-	}{
+	checkParses(t, parseUsage, map[string]parseCase[Usage]{
 		"typical": {
-			status: "Name:\tpostern-relay\nVmHWM:\t   61440 kB\nVmRSS:\t   40960 kB\nThreads:\t12\n",
-			want:   Usage{RSSKiB: 40960, HWMKiB: 61440, Threads: 12},
+			in:   "Name:\tpostern-relay\nVmHWM:\t   61440 kB\nVmRSS:\t   40960 kB\nThreads:\t12\n",
+			want: Usage{RSSKiB: 40960, HWMKiB: 61440, Threads: 12},
 		},
-		"zombie, no memory lines": {status: "Name:\tx\nState:\tZ (zombie)\nThreads:\t1\n", wantErr: true},
-		"no threads":              {status: "VmHWM:\t1 kB\nVmRSS:\t1 kB\n", wantErr: true},
-		"threads not a number":    {status: "VmHWM:\t1 kB\nVmRSS:\t1 kB\nThreads:\tmany\n", wantErr: true},
-		"rss in pages":            {status: "VmHWM:\t1 kB\nVmRSS:\t1 pages\nThreads:\t1\n", wantErr: true},
-		"empty":                   {status: "", wantErr: true},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			got, err := parseUsage(tc.status)
-			if tc.wantErr {
-				assert.Error(t, err)
-				return
-			}
-			require.NoError(t, err)
-			assert.Equal(t, tc.want, got)
-		})
-	}
+		"zombie, no memory lines": {in: "Name:\tx\nState:\tZ (zombie)\nThreads:\t1\n", wantErr: true},
+		"no threads":              {in: "VmHWM:\t1 kB\nVmRSS:\t1 kB\n", wantErr: true},
+		"threads not a number":    {in: "VmHWM:\t1 kB\nVmRSS:\t1 kB\nThreads:\tmany\n", wantErr: true},
+		"rss in pages":            {in: "VmHWM:\t1 kB\nVmRSS:\t1 pages\nThreads:\t1\n", wantErr: true},
+		"empty":                   {in: "", wantErr: true},
+	})
 }
 
 func FuzzParseUsage(f *testing.F) {
@@ -91,36 +85,21 @@ func FuzzParseUsage(f *testing.F) {
 
 func TestParseCPUTime(t *testing.T) {
 	tail := " 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
-	tests := map[string]struct {
-		stat    string
-		want    time.Duration
-		wantErr bool
-	}{
+	checkParses(t, parseCPUTime, map[string]parseCase[time.Duration]{
 		"typical": {
-			stat: "4242 (postern-relay) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 25 0 0 20 0 9 0" + tail,
+			in:   "4242 (postern-relay) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 25 0 0 20 0 9 0" + tail,
 			want: 175 * clockTick,
 		},
 		"name with spaces and parens": {
-			stat: "7 (a) b (c) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0" + tail,
+			in:   "7 (a) b (c) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0" + tail,
 			want: 7 * clockTick,
 		},
-		"no name":     {stat: "7 R 1 7 7 0 -1 0 0 0 0 0 3 4", wantErr: true},
-		"short":       {stat: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 3", wantErr: true},
-		"not numeric": {stat: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 three 4 0", wantErr: true},
-		"negative":    {stat: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 -3 4 0", wantErr: true},
-		"empty":       {stat: "", wantErr: true},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			got, err := parseCPUTime(tc.stat)
-			if tc.wantErr {
-				assert.Error(t, err)
-				return
-			}
-			require.NoError(t, err)
-			assert.Equal(t, tc.want, got)
-		})
-	}
+		"no name":     {in: "7 R 1 7 7 0 -1 0 0 0 0 0 3 4", wantErr: true},
+		"short":       {in: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 3", wantErr: true},
+		"not numeric": {in: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 three 4 0", wantErr: true},
+		"negative":    {in: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 -3 4 0", wantErr: true},
+		"empty":       {in: "", wantErr: true},
+	})
 }
 
 func FuzzParseCPUTime(f *testing.F) {
