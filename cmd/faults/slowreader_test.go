@@ -138,18 +138,12 @@ func TestFaultTargetResetDuringUpload(t *testing.T) {
 	// window (1 MiB) buffered for it meanwhile.
 	s := newSystem(t)
 	s.startAgent(t, agentOptions{tunnels: 1})
-	up, err := s.connect(s.sink.addr, 10*time.Second)
-	require.NoError(t, err)
+	up := s.stuckStream(t)
 	defer up.Close()
-	buf := make([]byte, 256<<10)
-	for {
-		_ = up.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		if _, err := up.Write(buf); err != nil {
-			break // the path is full
-		}
-	}
 	s.sink.closeAll() // unread data: the target's kernel answers with RST
 
+	buf := make([]byte, 256<<10)
+	var err error
 	start := time.Now()
 	_ = up.SetWriteDeadline(time.Now().Add(15 * time.Second))
 	for {
@@ -171,16 +165,8 @@ func TestFaultTargetResetDuringUpload(t *testing.T) {
 func TestFaultRelayKillWithStuckStream(t *testing.T) {
 	s := newSystem(t)
 	s.startAgent(t, agentOptions{tunnels: 1})
-	stuck, err := s.connect(s.sink.addr, 10*time.Second)
-	require.NoError(t, err)
+	stuck := s.stuckStream(t)
 	defer stuck.Close()
-	buf := make([]byte, 256<<10)
-	for {
-		_ = stuck.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		if _, err := stuck.Write(buf); err != nil {
-			break // the agent's write to the target is now blocked
-		}
-	}
 	s.relay.Kill()
 	s.relay = startRelay(t, s.relay.dataDir, s.relay.apiAddr, s.relay.proxyAddr)
 	back := s.waitConnected(t, 20*time.Second)
@@ -193,16 +179,8 @@ func TestFaultRelayKillWithStuckStream(t *testing.T) {
 func TestFaultAgentForcedStopCutsStuckStream(t *testing.T) {
 	s := newSystem(t)
 	a := s.startAgent(t, agentOptions{tunnels: 1})
-	stuck, err := s.connect(s.sink.addr, 10*time.Second)
-	require.NoError(t, err)
+	stuck := s.stuckStream(t)
 	defer stuck.Close()
-	buf := make([]byte, 256<<10)
-	for {
-		_ = stuck.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		if _, err := stuck.Write(buf); err != nil {
-			break // the agent's write to the target is now blocked
-		}
-	}
 	a.Signal(t, syscall.SIGTERM)
 	time.Sleep(time.Second)
 	a.Signal(t, syscall.SIGTERM)
@@ -210,5 +188,22 @@ func TestFaultAgentForcedStopCutsStuckStream(t *testing.T) {
 	case <-a.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("agent still running 5 s after the second SIGTERM")
+	}
+}
+
+// stuckStream opens a tunnel to the sink target and writes to it until a
+// write makes no progress for 2 s: the target reads nothing, so the
+// stream's window and the buffers on the way are full, and the agent's
+// write to the target is blocked.
+func (s *system) stuckStream(t *testing.T) *tunnelConn {
+	t.Helper()
+	stuck, err := s.connect(s.sink.addr, 10*time.Second)
+	require.NoError(t, err)
+	buf := make([]byte, 256<<10)
+	for {
+		_ = stuck.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		if _, err := stuck.Write(buf); err != nil {
+			return stuck // the path is full
+		}
 	}
 }
