@@ -47,6 +47,9 @@ func Start(tb testing.TB, name, bin string, args ...string) *Process {
 // SIGKILL if the test binary dies without running its cleanups (a -timeout
 // panic). When the test ends, a cleanup stops it (Stop with DefaultGrace)
 // unless the test did, and logs the tail of its output if the test failed.
+// That cleanup does not judge how the process exited; a package that
+// checks it registers its own cleanup after StartCmd, which runs first,
+// and reports what Stop returns.
 func StartCmd(tb testing.TB, name string, cmd *exec.Cmd) *Process {
 	tb.Helper()
 	out := newTailBuffer(OutputLimit)
