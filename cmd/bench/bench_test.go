@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/postern/postern/cmd/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(testkit.Main(m))
 }
 
 // Sizes of the bulk scenarios.
@@ -40,7 +42,7 @@ type env struct {
 
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
-	relayBin, agentBin := buildBinaries(tb)
+	relayBin, agentBin := testkit.Binaries(tb)
 	sink := startSink(tb)
 	web := startHTTPTarget(tb)
 	st := startStack(tb, relayBin, agentBin, []int{port(tb, sink.addr()), port(tb, web.addr())})

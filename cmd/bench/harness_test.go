@@ -88,57 +88,6 @@ func TestHarnessRoundTrip(t *testing.T) {
 	})
 }
 
-func TestParseVmHWM(t *testing.T) {
-	tests := map[string]struct {
-		status  string
-		want    int64
-		wantErr bool
-	}{
-		"typical":       {status: "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t    1234 kB\nVmRSS:\t 1000 kB\n", want: 1234 << 10},
-		"last line":     {status: "VmHWM: 1 kB", want: 1 << 10},
-		"missing":       {status: "Name:\tx\nVmRSS:\t1000 kB\n", wantErr: true},
-		"wrong unit":    {status: "VmHWM:\t1234 MB\n", wantErr: true},
-		"not a number":  {status: "VmHWM:\tlots kB\n", wantErr: true},
-		"no value":      {status: "VmHWM:\n", wantErr: true},
-		"empty":         {status: "", wantErr: true},
-		"prefix only":   {status: "XVmHWM:\t5 kB\n", wantErr: true},
-		"value too big": {status: "VmHWM:\t99999999999999999999 kB\n", wantErr: true},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			got, err := parseVmHWM(tc.status)
-			if tc.wantErr {
-				assert.Error(t, err)
-				return
-			}
-			require.NoError(t, err)
-			assert.Equal(t, tc.want, got)
-		})
-	}
-}
-
-func FuzzParseVmHWM(f *testing.F) {
-	for _, s := range []string{"VmHWM:\t1234 kB\n", "VmHWM: kB", "VmHWM:\t-1 kB\n", "", "VmHWM:\t1 kB\nVmHWM:\t2 kB\n"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		if _, err := parseVmHWM(s); err == nil && !bytes.Contains([]byte(s), []byte("VmHWM:")) {
-			t.Fatalf("parsed a status with no VmHWM line: %q", s)
-		}
-	})
-}
-
-func TestTailBufferKeepsTheEnd(t *testing.T) {
-	tb := newTailBuffer(8)
-	for _, s := range []string{"hello ", "wide ", "world"} {
-		n, err := tb.Write([]byte(s))
-		require.NoError(t, err)
-		assert.Equal(t, len(s), n)
-	}
-	assert.Equal(t, "e world", tb.String()[1:])
-	assert.Len(t, tb.String(), 8)
-}
-
 func TestTableMediansAndRatio(t *testing.T) {
 	var tab table
 	r := tab.reset("x", "MB/s", true)
@@ -151,49 +100,4 @@ func TestTableMediansAndRatio(t *testing.T) {
 	var out bytes.Buffer
 	require.NoError(t, tab.write(&out))
 	assert.Contains(t, out.String(), "x (MB/s)")
-}
-
-func TestParseCPUTime(t *testing.T) {
-	tail := " 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
-	tests := map[string]struct {
-		stat    string
-		want    time.Duration
-		wantErr bool
-	}{
-		"typical": {
-			stat: "4242 (postern-relay) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 25 0 0 20 0 9 0" + tail,
-			want: 175 * clockTick,
-		},
-		"name with spaces and parens": {
-			stat: "7 (a) b (c) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0" + tail,
-			want: 7 * clockTick,
-		},
-		"no name":     {stat: "7 R 1 7 7 0 -1 0 0 0 0 0 3 4", wantErr: true},
-		"short":       {stat: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 3", wantErr: true},
-		"not numeric": {stat: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 three 4 0", wantErr: true},
-		"negative":    {stat: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 -3 4 0", wantErr: true},
-		"empty":       {stat: "", wantErr: true},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			got, err := parseCPUTime(tc.stat)
-			if tc.wantErr {
-				assert.Error(t, err)
-				return
-			}
-			require.NoError(t, err)
-			assert.Equal(t, tc.want, got)
-		})
-	}
-}
-
-func FuzzParseCPUTime(f *testing.F) {
-	f.Add("1 (x) S 1 1 1 0 -1 0 0 0 0 0 150 25 0 0")
-	f.Add("1 (a) b) S")
-	f.Add(")")
-	f.Fuzz(func(t *testing.T, s string) {
-		if d, err := parseCPUTime(s); err == nil && d < 0 {
-			t.Fatalf("negative cpu time %v from %q", d, s)
-		}
-	})
 }

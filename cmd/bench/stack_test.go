@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/client"
 )
@@ -26,7 +27,7 @@ const setupTimeout = 30 * time.Second
 // stack is a running relay and agent with one connection whose allowlist
 // admits the given loopback target ports.
 type stack struct {
-	relay, agent *process
+	relay, agent *testkit.Process
 	proxyAddr    string
 	connID       string
 	proxyAuth    string // the Proxy-Authorization header value
@@ -40,16 +41,6 @@ func dialDirect(ctx context.Context, addr string) (net.Conn, error) {
 	return d.DialContext(ctx, "tcp", addr)
 }
 
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("reserve a port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startStack starts the relay, provisions a connection and an API key
 // through the relay's API, starts an agent allowed to reach 127.0.0.1 on
 // ports, and waits until its tunnels are up.
@@ -58,14 +49,14 @@ func startStack(tb testing.TB, relayBin, agentBin string, ports []int) *stack {
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	dir := tb.TempDir()
-	apiAddr, proxyAddr := freeAddr(tb), freeAddr(tb)
+	apiAddr, proxyAddr := testkit.FreeAddr(tb), testkit.FreeAddr(tb)
 	base := "http://" + apiAddr
 	dataDir := filepath.Join(dir, "relay")
 
 	relay := startProcess(tb, "relay", relayBin, "serve", "--data", dataDir,
 		"--listen", apiAddr, "--proxy-listen", proxyAddr)
 	if err := waitHealthy(ctx, base); err != nil {
-		tb.Fatalf("relay: %v\noutput:\n%s", err, relay.out)
+		tb.Fatalf("relay: %v\noutput:\n%s", err, relay.Output())
 	}
 	adminKey, err := os.ReadFile(filepath.Join(dataDir, "admin.key"))
 	if err != nil {
@@ -90,7 +81,7 @@ func startStack(tb testing.TB, relayBin, agentBin string, ports []int) *stack {
 		portList[i] = strconv.Itoa(p)
 	}
 	cfg := fmt.Sprintf("relay_url: ws://%s\ntoken_file: %s\nstatus_listen: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
-		apiAddr, tokenFile, freeAddr(tb), strings.Join(portList, ", "))
+		apiAddr, tokenFile, testkit.FreeAddr(tb), strings.Join(portList, ", "))
 	cfgFile := filepath.Join(dir, "agent.yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		tb.Fatalf("write agent config: %v", err)
@@ -99,7 +90,7 @@ func startStack(tb testing.TB, relayBin, agentBin string, ports []int) *stack {
 
 	product := client.New(base, key.Key, nil)
 	if err := waitConnected(ctx, product, conn.ID); err != nil {
-		tb.Fatalf("agent: %v\nagent output:\n%s\nrelay output:\n%s", err, agent.out, relay.out)
+		tb.Fatalf("agent: %v\nagent output:\n%s\nrelay output:\n%s", err, agent.Output(), relay.Output())
 	}
 	return &stack{
 		relay:     relay,
@@ -205,14 +196,14 @@ func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
 // cpuTime reports the CPU time the relay and the agent have used so far.
 func (s *stack) cpuTime() (relay, agent time.Duration, err error) {
-	relay, rerr := s.relay.cpuTime()
-	agent, aerr := s.agent.cpuTime()
+	relay, rerr := s.relay.CPUTime()
+	agent, aerr := s.agent.CPUTime()
 	return relay, agent, errors.Join(rerr, aerr)
 }
 
 // peakRSS reports the relay's and agent's resident-set high-water marks.
 func (s *stack) peakRSS() (relay, agent int64, err error) {
-	relay, rerr := s.relay.peakRSS()
-	agent, aerr := s.agent.peakRSS()
+	relay, rerr := s.relay.PeakRSS()
+	agent, aerr := s.agent.PeakRSS()
 	return relay, agent, errors.Join(rerr, aerr)
 }

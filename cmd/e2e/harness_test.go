@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -224,53 +223,6 @@ func dialConnect(t *testing.T, proxyAddr, connID, key, target string) connectRes
 	require.NotEmpty(t, resp.Header.Get("Postern-Request-Id"))
 	require.Equal(t, res.body.RequestID, resp.Header.Get("Postern-Request-Id"))
 	return res
-}
-
-// echoServer accepts connections and answers each with the sha256 of all
-// it read followed by the same number of bytes it read, generated
-// deterministically, then closes. It proves both directions and half-close.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				h := sha256.New()
-				n, err := io.Copy(h, c)
-				if err != nil {
-					return
-				}
-				if _, err := c.Write(h.Sum(nil)); err != nil {
-					return
-				}
-				_, _ = io.Copy(c, io.LimitReader(newPattern(7), n))
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// pattern is a deterministic byte stream (xorshift), cheap to generate on
-// both sides and not compressible by accident.
-type pattern struct{ x uint64 }
-
-func newPattern(seed uint64) *pattern { return &pattern{x: seed*0x9E3779B97F4A7C15 + 1} }
-
-func (p *pattern) Read(b []byte) (int, error) {
-	for i := range b {
-		p.x ^= p.x << 13
-		p.x ^= p.x >> 7
-		p.x ^= p.x << 17
-		b[i] = byte(p.x)
-	}
-	return len(b), nil
 }
 
 func basicAuth(user, pass string) string {

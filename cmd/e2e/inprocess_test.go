@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/client"
@@ -40,7 +41,7 @@ func newFixture(t *testing.T) *fixture {
 	require.NotEmpty(t, conn.AgentToken)
 	key, err := r.admin.CreateAPIKey(ctx, api.CreateAPIKeyRequest{Name: "product", Workspace: "acme"})
 	require.NoError(t, err)
-	target := echoServer(t)
+	target := testkit.EchoServer(t)
 	_, port, _ := net.SplitHostPort(target)
 	return &fixture{relay: r, conn: conn, key: key.Key, target: target, port: port}
 }
@@ -81,7 +82,7 @@ func roundTrip(t *testing.T, res connectResult, n int64) {
 	sent := sha256.New()
 	writeErr := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(io.MultiWriter(res.conn, sent), io.LimitReader(newPattern(3), n))
+		_, err := io.Copy(io.MultiWriter(res.conn, sent), io.LimitReader(testkit.NewPattern(3), n))
 		if err == nil {
 			err = res.conn.(interface{ CloseWrite() error }).CloseWrite()
 		}
@@ -96,7 +97,7 @@ func roundTrip(t *testing.T, res connectResult, n int64) {
 	got, want := sha256.New(), sha256.New()
 	m, err := io.Copy(got, res.br)
 	require.NoError(t, err)
-	_, _ = io.Copy(want, io.LimitReader(newPattern(7), n))
+	_, _ = io.Copy(want, io.LimitReader(testkit.NewPattern(testkit.EchoSeed), n))
 	assert.Equal(t, n, m, "bytes back from the target")
 	assert.Equal(t, want.Sum(nil), got.Sum(nil), "bytes back match")
 }

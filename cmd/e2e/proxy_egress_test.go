@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/client"
 )
@@ -140,11 +141,11 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the real binaries")
 	}
-	relayBin, agentBin := buildBinaries(t)
+	relayBin, agentBin := testkit.Binaries(t)
 	dir := t.TempDir()
 	certFile, keyFile := writeSelfSignedCert(t, dir)
-	apiAddr, proxyAddr := freePort(t), freePort(t)
-	relayProc := start(t, nil, relayBin, "serve", "--data", filepath.Join(dir, "relay"),
+	apiAddr, proxyAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
+	relayProc := start(t, relayBin, "serve", "--data", filepath.Join(dir, "relay"),
 		"--listen", apiAddr, "--proxy-listen", proxyAddr, "--tls-cert", certFile, "--tls-key", keyFile)
 
 	pool := x509.NewCertPool()
@@ -153,14 +154,8 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 	require.True(t, pool.AppendCertsFromPEM(pemBytes))
 	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
 	server := "https://" + apiAddr
-	require.Eventually(t, func() bool {
-		resp, err := httpc.Get(server + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 20*time.Second, 50*time.Millisecond, "relay never became healthy over TLS:\n%s", relayProc.output())
+	require.Eventually(t, func() bool { return testkit.GetOK(httpc, server+"/healthz") },
+		20*time.Second, 50*time.Millisecond, "relay never became healthy over TLS:\n%s", relayProc.Output())
 
 	keyBytes, err := os.ReadFile(filepath.Join(dir, "relay", "admin.key"))
 	require.NoError(t, err)
@@ -171,7 +166,7 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 	require.NoError(t, err)
 
 	corp := startConnectProxy(t, "alice", "s3cret-proxy-pass")
-	target := echoServer(t)
+	target := testkit.EchoServer(t)
 	_, port, _ := net.SplitHostPort(target)
 	tokenFile := filepath.Join(dir, "agent.token")
 	require.NoError(t, os.WriteFile(tokenFile, []byte(conn.AgentToken), 0o600))
@@ -179,20 +174,20 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 		path := filepath.Join(dir, name)
 		require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(
 			"relay_url: wss://%s\ntoken_file: %s\nca_file: %s\negress_proxy: http://alice:%s@%s\nstatus_listen: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
-			apiAddr, tokenFile, certFile, proxyPass, corp.ln.Addr(), freePort(t), port)), 0o644))
+			apiAddr, tokenFile, certFile, proxyPass, corp.ln.Addr(), testkit.FreeAddr(t), port)), 0o644))
 		return path
 	}
 
 	// Wrong proxy password: the agent says 407 and keeps retrying.
-	bad := start(t, nil, agentBin, "run", "--config", writeConfig("bad.yaml", "wrong"))
+	bad := start(t, agentBin, "run", "--config", writeConfig("bad.yaml", "wrong"))
 	require.Eventually(t, func() bool { _, refused := corp.seen(); return refused >= 1 }, 10*time.Second, 20*time.Millisecond)
-	require.Eventually(t, func() bool { return strings.Contains(bad.output(), "407") }, 10*time.Second, 20*time.Millisecond,
-		"the agent's log names the proxy's 407:\n%s", bad.output())
-	bad.stop(t)
-	assert.NotContains(t, bad.output(), "s3cret-proxy-pass")
-	assert.NotContains(t, bad.output(), conn.AgentToken)
+	require.Eventually(t, func() bool { return strings.Contains(bad.Output(), "407") }, 10*time.Second, 20*time.Millisecond,
+		"the agent's log names the proxy's 407:\n%s", bad.Output())
+	stop(t, bad)
+	assert.NotContains(t, bad.Output(), "s3cret-proxy-pass")
+	assert.NotContains(t, bad.Output(), conn.AgentToken)
 
-	good := start(t, nil, agentBin, "run", "--config", writeConfig("good.yaml", "s3cret-proxy-pass"))
+	good := start(t, agentBin, "run", "--config", writeConfig("good.yaml", "s3cret-proxy-pass"))
 	waitStatus(t, client.New(server, key.Key, httpc), conn.ID, func(s api.Status) bool { return s.TunnelStatus == "connected" })
 	roundTrip(t, dialTLSConnect(t, proxyAddr, pool, conn.ID, key.Key, target), 1<<20)
 
@@ -201,8 +196,8 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 	for _, c := range connects {
 		assert.Equal(t, apiAddr, c, "only the relay is reached through the egress proxy, never a target")
 	}
-	good.stop(t)
-	assert.NotContains(t, good.output(), "s3cret-proxy-pass", "the proxy password never appears in logs")
+	stop(t, good)
+	assert.NotContains(t, good.Output(), "s3cret-proxy-pass", "the proxy password never appears in logs")
 }
 
 // dialTLSConnect is dialConnect to a relay proxy listener that speaks TLS.

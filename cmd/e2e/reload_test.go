@@ -21,6 +21,7 @@ import (
 	"github.com/postern/postern/agent"
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/resolve"
+	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
 )
@@ -30,7 +31,7 @@ import (
 // at once, and an invalid file keeps the rules in force and is reported.
 func TestReloadUnderLoad(t *testing.T) {
 	f := newFixture(t)
-	second := echoServer(t)
+	second := testkit.EchoServer(t)
 	_, secondPort, _ := net.SplitHostPort(second)
 
 	dir := t.TempDir()

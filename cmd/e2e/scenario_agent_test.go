@@ -24,6 +24,7 @@ import (
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/doctor"
 	"github.com/postern/postern/agent/resolve"
+	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/client"
@@ -51,7 +52,7 @@ func writeAgentFiles(t *testing.T, relayURL, token, body string) agentFiles {
 	dir := t.TempDir()
 	f := agentFiles{
 		cfgPath:    filepath.Join(dir, "agent.yaml"),
-		statusAddr: freePort(t),
+		statusAddr: testkit.FreeAddr(t),
 		auditPath:  filepath.Join(dir, "audit.jsonl"),
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "agent.token"), []byte(token+"\n"), 0o600))

@@ -21,6 +21,7 @@ import (
 
 	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/agent/doctor"
+	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay"
 	"github.com/postern/postern/relay/api"
@@ -44,7 +45,7 @@ func TestScenarios(t *testing.T) {
 	}
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
-	_, agentBin := buildBinaries(t)
+	_, agentBin := testkit.Binaries(t)
 
 	t.Run("lifecycle", func(t *testing.T) {
 		t.Parallel()

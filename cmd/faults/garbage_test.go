@@ -122,7 +122,7 @@ func TestFaultGarbageIntoTunnel(t *testing.T) {
 func TestFaultHugeHeaders(t *testing.T) {
 	s := newSystem(t)
 	a := s.startAgent(t, agentOptions{})
-	samples := sampleUsage(t, s.relay.proc, a.proc)
+	samples := sampleUsage(t, s.relay.Process, a.Process)
 	const size = 8 << 20
 	one := "X-Big: " + strings.Repeat("a", size) + "\r\n"
 	var many strings.Builder

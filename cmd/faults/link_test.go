@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/cmd/internal/testkit"
 )
 
 // deadPeerBudget is the design's bound for noticing a silent peer
@@ -75,7 +77,7 @@ func TestFaultLinkResetPeer(t *testing.T) {
 	// The next byte on a connection resets it: the open stream's at once,
 	// keepalive pings on the other tunnel within 5 s.
 	_, _ = open.Write([]byte(", and the second"))
-	down := waitFor(t, 10*time.Second, "agent reports its tunnels down", func() bool { return a.tunnelsUp() == 0 })
+	down := testkit.WaitFor(t, 10*time.Second, "agent reports its tunnels down", func() bool { return a.tunnelsUp() == 0 })
 	ended := <-streamEnded
 	require.NotEqual(t, time.Duration(-1), ended, "a stream on a reset tunnel ends, it does not hang")
 	assert.Less(t, ended, time.Second, "the open stream ends as soon as its tunnel is reset")

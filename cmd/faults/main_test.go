@@ -7,14 +7,15 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
+
+	"github.com/postern/postern/cmd/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
 	// toxiproxy's toxics log through zerolog's global logger; what they
 	// say is not about Postern.
 	zerolog.SetGlobalLevel(zerolog.Disabled)
-	code := m.Run()
-	binaries.remove()
+	code := testkit.Main(m).Run()
 	if code == 0 {
 		// Every process, proxy and server a test started is stopped by
 		// its cleanup; what is left running here leaked.

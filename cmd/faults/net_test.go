@@ -16,49 +16,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-)
 
-// echoServer accepts connections and answers each with the sha256 of all
-// it read followed by as many bytes as it read, from a fixed pattern, then
-// closes. One exchange proves both directions and the half-close.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		_ = ln.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				// Nothing the tests send takes this long; a peer that went
-				// away must not pin the goroutine.
-				_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
-				h := sha256.New()
-				n, err := io.Copy(h, c)
-				if err != nil {
-					return
-				}
-				if _, err := c.Write(h.Sum(nil)); err != nil {
-					return
-				}
-				_, _ = io.Copy(c, io.LimitReader(newPattern(7), n))
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
+	"github.com/postern/postern/cmd/internal/testkit"
+)
 
 // sinkServer accepts connections and never reads from them: a target
 // whose receive window fills and stays full.
@@ -107,22 +67,6 @@ func (s *sinkServer) closeAll() {
 		_ = c.Close()
 	}
 	s.conns = nil
-}
-
-// pattern is a deterministic byte stream (xorshift), cheap on both sides
-// and not compressible by accident.
-type pattern struct{ x uint64 }
-
-func newPattern(seed uint64) *pattern { return &pattern{x: seed*0x9E3779B97F4A7C15 + 1} }
-
-func (p *pattern) Read(b []byte) (int, error) {
-	for i := range b {
-		p.x ^= p.x << 13
-		p.x ^= p.x >> 7
-		p.x ^= p.x << 17
-		b[i] = byte(p.x)
-	}
-	return len(b), nil
 }
 
 // refusedError is a CONNECT the relay answered with something else than
@@ -181,7 +125,7 @@ func exchange(tc *tunnelConn, n int64, timeout time.Duration) error {
 	sent := sha256.New()
 	writeErr := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(io.MultiWriter(tc.Conn, sent), io.LimitReader(newPattern(3), n))
+		_, err := io.Copy(io.MultiWriter(tc.Conn, sent), io.LimitReader(testkit.NewPattern(3), n))
 		if err == nil {
 			err = tc.Conn.(*net.TCPConn).CloseWrite()
 		}
@@ -204,7 +148,7 @@ func exchange(tc *tunnelConn, n int64, timeout time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("read answer after %d bytes: %w", m, err)
 	}
-	_, _ = io.Copy(want, io.LimitReader(newPattern(7), n))
+	_, _ = io.Copy(want, io.LimitReader(testkit.NewPattern(testkit.EchoSeed), n))
 	if m != n {
 		return fmt.Errorf("got %d bytes back, want %d", m, n)
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/cmd/internal/testkit"
 )
 
 // forwarder is a TCP relay on loopback whose current connections can be
@@ -93,11 +95,11 @@ func TestFaultNewestSessionWins(t *testing.T) {
 	f := newForwarder(t, s.relay.apiAddr)
 	old := s.startAgent(t, agentOptions{relays: []string{f.addr}})
 	f.freeze()
-	old.kill(t) // the old machine is gone; its tunnels' FIN never reaches the relay
+	old.Kill() // the old machine is gone; its tunnels' FIN never reaches the relay
 
 	frozeAt := time.Now()
 	fresh := s.launchAgent(t, agentOptions{})
-	waitFor(t, 10*time.Second, "the new agent is up", func() bool { return fresh.tunnelsUp() == 2 })
+	testkit.WaitFor(t, 10*time.Second, "the new agent is up", func() bool { return fresh.tunnelsUp() == 2 })
 	st := s.relay.status(t, s.connID)
 	assert.Equal(t, 2, agentTunnels(st), "only the new agent's tunnels remain (%s after the old path froze)", time.Since(frozeAt).Round(time.Millisecond))
 	require.Len(t, st.Agents, 1)
@@ -106,7 +108,7 @@ func TestFaultNewestSessionWins(t *testing.T) {
 	for i := range 8 {
 		assert.NoError(t, s.roundTrip(4<<10, 5*time.Second), "stream %d", i)
 	}
-	lingered := waitFor(t, 20*time.Second, "old tunnels gone from the relay", func() bool {
+	lingered := testkit.WaitFor(t, 20*time.Second, "old tunnels gone from the relay", func() bool {
 		st, err := s.relay.tryStatus(s.connID)
 		return err == nil && agentTunnels(st) == 2
 	})

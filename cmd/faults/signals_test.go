@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/cmd/internal/testkit"
 )
 
 // maxTunnelsFor samples the relay's view of the connection for d and
@@ -36,16 +38,16 @@ func TestFaultAgentSIGSTOP(t *testing.T) {
 	before := s.relay.status(t, s.connID)
 
 	// A pause shorter than the keepalive's patience costs nothing.
-	a.signal(t, syscall.SIGSTOP)
+	a.Signal(t, syscall.SIGSTOP)
 	time.Sleep(3 * time.Second)
-	a.signal(t, syscall.SIGCONT)
+	a.Signal(t, syscall.SIGCONT)
 	require.NoError(t, s.roundTrip(64<<10, 10*time.Second))
 	brief := s.relay.status(t, s.connID)
 	require.Len(t, brief.Agents, 1)
 	assert.Equal(t, before.Agents[0].ConnectedAt, brief.Agents[0].ConnectedAt, "a 3 s pause keeps the tunnels")
 
-	a.signal(t, syscall.SIGSTOP)
-	noticed := waitFor(t, 25*time.Second, "relay drops the stopped agent's tunnels", func() bool {
+	a.Signal(t, syscall.SIGSTOP)
+	noticed := testkit.WaitFor(t, 25*time.Second, "relay drops the stopped agent's tunnels", func() bool {
 		st, err := s.relay.tryStatus(s.connID)
 		return err == nil && st.TunnelStatus == "disconnected"
 	})
@@ -56,7 +58,7 @@ func TestFaultAgentSIGSTOP(t *testing.T) {
 	assert.Equal(t, http.StatusBadGateway, refused.status)
 	assert.Equal(t, "AGENT_OFFLINE", refused.reason)
 
-	a.signal(t, syscall.SIGCONT)
+	a.Signal(t, syscall.SIGCONT)
 	back := s.waitConnected(t, 20*time.Second)
 	require.NoError(t, s.roundTrip(1<<20, 20*time.Second))
 	tunnels, agents := s.maxTunnelsFor(t, 3*time.Second)
@@ -75,12 +77,12 @@ func TestFaultRelaySIGSTOP(t *testing.T) {
 	a := s.startAgent(t, agentOptions{})
 	require.NoError(t, s.roundTrip(64<<10, 10*time.Second))
 
-	s.relay.signal(t, syscall.SIGSTOP)
-	noticed := waitFor(t, 25*time.Second, "agent reports its tunnels down", func() bool { return a.tunnelsUp() == 0 })
+	s.relay.Signal(t, syscall.SIGSTOP)
+	noticed := testkit.WaitFor(t, 25*time.Second, "agent reports its tunnels down", func() bool { return a.tunnelsUp() == 0 })
 	assert.LessOrEqual(t, noticed, deadPeerBudget, "agent notices a stopped relay")
 
-	s.relay.signal(t, syscall.SIGCONT)
-	back := waitFor(t, 40*time.Second, "agent has both tunnels up", func() bool { return a.tunnelsUp() == 2 })
+	s.relay.Signal(t, syscall.SIGCONT)
+	back := testkit.WaitFor(t, 40*time.Second, "agent has both tunnels up", func() bool { return a.tunnelsUp() == 2 })
 	s.waitConnected(t, 10*time.Second)
 	require.NoError(t, s.roundTrip(1<<20, 20*time.Second))
 	tunnels, agents := s.maxTunnelsFor(t, 3*time.Second)
@@ -110,7 +112,7 @@ func TestFaultRelayKill9UnderLoad(t *testing.T) {
 		cancel()
 		wg.Wait()
 	}()
-	waitFor(t, 10*time.Second, "every loader succeeds once", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "every loader succeeds once", func() bool {
 		for _, l := range loads {
 			if ok, _, _ := l.counts(); ok == 0 {
 				return false
@@ -122,14 +124,14 @@ func TestFaultRelayKill9UnderLoad(t *testing.T) {
 	const restarts = 5
 	var sinceListen, sinceKill []time.Duration
 	for range restarts {
-		s.relay.kill(t)
+		s.relay.Kill()
 		killed := time.Now()
 		s.relay = startRelay(t, s.relay.dataDir, s.relay.apiAddr, s.relay.proxyAddr)
 		d := s.waitConnected(t, 20*time.Second)
 		sinceListen = append(sinceListen, d)
 		sinceKill = append(sinceKill, time.Since(killed))
 		connected := time.Now()
-		waitFor(t, 10*time.Second, "load flows again after the restart", func() bool {
+		testkit.WaitFor(t, 10*time.Second, "load flows again after the restart", func() bool {
 			for _, l := range loads {
 				if _, _, last := l.counts(); !last.After(connected) {
 					return false

@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/cmd/internal/testkit"
 )
 
 // rssBound is the most memory either binary may hold under the faults of
@@ -21,11 +23,11 @@ const rssBound = 200 << 10 // KiB
 // fault is on.
 type usageSampler struct {
 	mu               sync.Mutex
-	relayMax, agtMax usage
+	relayMax, agtMax testkit.Usage
 	stop             func()
 }
 
-func sampleUsage(t *testing.T, relay, agent *proc) *usageSampler {
+func sampleUsage(t *testing.T, relay, agent *testkit.Process) *usageSampler {
 	t.Helper()
 	u := &usageSampler{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -35,8 +37,8 @@ func sampleUsage(t *testing.T, relay, agent *proc) *usageSampler {
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			r, rerr := readUsage(relay.pid())
-			a, aerr := readUsage(agent.pid())
+			r, rerr := relay.Usage()
+			a, aerr := agent.Usage()
 			u.mu.Lock()
 			if rerr == nil && r.RSSKiB > u.relayMax.RSSKiB {
 				u.relayMax = r
@@ -60,7 +62,7 @@ func sampleUsage(t *testing.T, relay, agent *proc) *usageSampler {
 	return u
 }
 
-func (u *usageSampler) peaks() (relay, agent usage) {
+func (u *usageSampler) peaks() (relay, agent testkit.Usage) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.relayMax, u.agtMax
@@ -75,7 +77,7 @@ func TestFaultSlowReader(t *testing.T) {
 	// The target's close ends the stuck stream before the processes stop.
 	defer s.sink.closeAll()
 	a := s.startAgent(t, agentOptions{tunnels: 1})
-	samples := sampleUsage(t, s.relay.proc, a.proc)
+	samples := sampleUsage(t, s.relay.Process, a.Process)
 
 	stuck, err := s.connect(s.sink.addr, 10*time.Second)
 	require.NoError(t, err)
@@ -85,7 +87,7 @@ func TestFaultSlowReader(t *testing.T) {
 	pushDone := make(chan error, 1)
 	go func() {
 		buf := make([]byte, 256<<10)
-		_, _ = newPattern(1).Read(buf)
+		_, _ = testkit.NewPattern(1).Read(buf)
 		for pushed.Load() < push {
 			// A write that makes no progress for 3 s means the path is
 			// full: the push has stalled, as it should.
@@ -136,18 +138,12 @@ func TestFaultTargetResetDuringUpload(t *testing.T) {
 	// window (1 MiB) buffered for it meanwhile.
 	s := newSystem(t)
 	s.startAgent(t, agentOptions{tunnels: 1})
-	up, err := s.connect(s.sink.addr, 10*time.Second)
-	require.NoError(t, err)
+	up := s.stuckStream(t)
 	defer up.Close()
-	buf := make([]byte, 256<<10)
-	for {
-		_ = up.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		if _, err := up.Write(buf); err != nil {
-			break // the path is full
-		}
-	}
 	s.sink.closeAll() // unread data: the target's kernel answers with RST
 
+	buf := make([]byte, 256<<10)
+	var err error
 	start := time.Now()
 	_ = up.SetWriteDeadline(time.Now().Add(15 * time.Second))
 	for {
@@ -156,7 +152,7 @@ func TestFaultTargetResetDuringUpload(t *testing.T) {
 		}
 	}
 	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded, "the client's upload ends with an error, it does not block")
-	waitFor(t, 10*time.Second, "relay releases the aborted stream", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "relay releases the aborted stream", func() bool {
 		st, err := s.relay.tryStatus(s.connID)
 		return err == nil && len(st.Agents) == 1 && st.Agents[0].ActiveStreams == 0
 	})
@@ -169,17 +165,9 @@ func TestFaultTargetResetDuringUpload(t *testing.T) {
 func TestFaultRelayKillWithStuckStream(t *testing.T) {
 	s := newSystem(t)
 	s.startAgent(t, agentOptions{tunnels: 1})
-	stuck, err := s.connect(s.sink.addr, 10*time.Second)
-	require.NoError(t, err)
+	stuck := s.stuckStream(t)
 	defer stuck.Close()
-	buf := make([]byte, 256<<10)
-	for {
-		_ = stuck.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		if _, err := stuck.Write(buf); err != nil {
-			break // the agent's write to the target is now blocked
-		}
-	}
-	s.relay.kill(t)
+	s.relay.Kill()
 	s.relay = startRelay(t, s.relay.dataDir, s.relay.apiAddr, s.relay.proxyAddr)
 	back := s.waitConnected(t, 20*time.Second)
 	assert.LessOrEqual(t, back, 2*time.Second, "reconnect after the relay listens again")
@@ -191,22 +179,31 @@ func TestFaultRelayKillWithStuckStream(t *testing.T) {
 func TestFaultAgentForcedStopCutsStuckStream(t *testing.T) {
 	s := newSystem(t)
 	a := s.startAgent(t, agentOptions{tunnels: 1})
+	stuck := s.stuckStream(t)
+	defer stuck.Close()
+	a.Signal(t, syscall.SIGTERM)
+	time.Sleep(time.Second)
+	a.Signal(t, syscall.SIGTERM)
+	select {
+	case <-a.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("agent still running 5 s after the second SIGTERM")
+	}
+}
+
+// stuckStream opens a tunnel to the sink target and writes to it until a
+// write makes no progress for 2 s: the target reads nothing, so the
+// stream's window and the buffers on the way are full, and the agent's
+// write to the target is blocked.
+func (s *system) stuckStream(t *testing.T) *tunnelConn {
+	t.Helper()
 	stuck, err := s.connect(s.sink.addr, 10*time.Second)
 	require.NoError(t, err)
-	defer stuck.Close()
 	buf := make([]byte, 256<<10)
 	for {
 		_ = stuck.SetWriteDeadline(time.Now().Add(2 * time.Second))
 		if _, err := stuck.Write(buf); err != nil {
-			break // the agent's write to the target is now blocked
+			return stuck // the path is full
 		}
-	}
-	a.signal(t, syscall.SIGTERM)
-	time.Sleep(time.Second)
-	a.signal(t, syscall.SIGTERM)
-	select {
-	case <-a.done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("agent still running 5 s after the second SIGTERM")
 	}
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/cmd/internal/testkit"
 )
 
 // envInt reads a positive count from the environment, for shorter local
@@ -33,7 +35,7 @@ func envInt(t *testing.T, name string, def int) int {
 }
 
 // growth asserts that fds and RSS of a binary stayed flat across a soak.
-func assertFlat(t *testing.T, name string, before, after usage, maxRSSGrowthKiB int64) {
+func assertFlat(t *testing.T, name string, before, after testkit.Usage, maxRSSGrowthKiB int64) {
 	t.Helper()
 	assert.LessOrEqual(t, after.FDs-before.FDs, 16, "%s file descriptors grew: %d -> %d", name, before.FDs, after.FDs)
 	assert.LessOrEqual(t, after.RSSKiB-before.RSSKiB, maxRSSGrowthKiB, "%s RSS grew: %s -> %s", name, before, after)
@@ -116,7 +118,7 @@ func TestSoakTenThousandStreams(t *testing.T) {
 	assert.Zero(t, failed.Load(), "every stream answered by the target or AGENT_BUSY; first other answer: %v", firstErr.Load())
 	assert.Equal(t, int64(streams), ok.Load()+busy.Load()+failed.Load())
 	assert.Positive(t, ok.Load())
-	waitFor(t, 30*time.Second, "relay releases every stream", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "relay releases every stream", func() bool {
 		st, err := s.relay.tryStatus(s.connID)
 		return err == nil && len(st.Agents) == 1 && st.Agents[0].ActiveStreams == 0
 	})
@@ -152,13 +154,13 @@ func TestSoakStreamCycles(t *testing.T) {
 	}
 	_, _ = run(5_000) // warm-up: pools, buffers, GC target
 	time.Sleep(2 * time.Second)
-	relayBefore, agentBefore := s.relay.usage(t), a.usage(t)
+	relayBefore, agentBefore := usage(t, s.relay.Process), usage(t, a.Process)
 
 	start := time.Now()
 	failed, firstErr := run(cycles)
 	took := time.Since(start)
 	time.Sleep(5 * time.Second) // let closes and GC settle
-	relayAfter, agentAfter := s.relay.usage(t), a.usage(t)
+	relayAfter, agentAfter := usage(t, s.relay.Process), usage(t, a.Process)
 
 	assert.Zero(t, failed, "failed cycles; first: %v", firstErr)
 	st := s.relay.status(t, s.connID)
@@ -183,7 +185,7 @@ func TestSoakReconnects(t *testing.T) {
 	reconnect := func() time.Duration {
 		l.cut()
 		l.heal(t)
-		return waitFor(t, 30*time.Second, "agent reconnected with both tunnels", func() bool {
+		return testkit.WaitFor(t, 30*time.Second, "agent reconnected with both tunnels", func() bool {
 			st, err := s.relay.tryStatus(s.connID)
 			if err != nil || st.TunnelStatus != "connected" || len(st.Agents) != 1 || agentTunnels(st) != 2 {
 				return false
@@ -199,7 +201,7 @@ func TestSoakReconnects(t *testing.T) {
 		reconnect()
 	}
 	time.Sleep(2 * time.Second)
-	relayBefore, agentBefore := s.relay.usage(t), a.usage(t)
+	relayBefore, agentBefore := usage(t, s.relay.Process), usage(t, a.Process)
 	var took []time.Duration
 	for i := range n {
 		took = append(took, reconnect())
@@ -208,7 +210,7 @@ func TestSoakReconnects(t *testing.T) {
 		}
 	}
 	time.Sleep(5 * time.Second)
-	relayAfter, agentAfter := s.relay.usage(t), a.usage(t)
+	relayAfter, agentAfter := usage(t, s.relay.Process), usage(t, a.Process)
 	st := s.relay.status(t, s.connID)
 	assert.Equal(t, 2, agentTunnels(st), "the relay holds only the live tunnels")
 	assert.Equal(t, 2, a.tunnelsUp())

@@ -15,13 +15,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/agent"
+	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/client"
 )
 
 // relayProc is a running postern-relay.
 type relayProc struct {
-	*proc
+	*testkit.Process
 	apiAddr, proxyAddr, dataDir string
 	admin                       *client.Client
 }
@@ -30,13 +31,13 @@ type relayProc struct {
 // and waits until /healthz answers.
 func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string) *relayProc {
 	t.Helper()
-	relayBin, _ := binaries.get(t)
+	relayBin, _ := testkit.Binaries(t)
 	p := startProc(t, "relay", relayBin, "serve", "--data", dataDir, "--listen", apiAddr,
 		"--proxy-listen", proxyAddr, "--node-id", "fault-node", "--log-level", "debug")
-	r := &relayProc{proc: p, apiAddr: apiAddr, proxyAddr: proxyAddr, dataDir: dataDir}
-	require.Eventually(t, func() bool { return p.exited() || r.healthy() }, 30*time.Second, 10*time.Millisecond,
+	r := &relayProc{Process: p, apiAddr: apiAddr, proxyAddr: proxyAddr, dataDir: dataDir}
+	require.Eventually(t, func() bool { return p.Exited() || r.healthy() }, 30*time.Second, 10*time.Millisecond,
 		"relay never became healthy")
-	require.False(t, p.exited(), "relay exited: %v", p.err)
+	require.False(t, p.Exited(), "relay exited: %v", p.Err())
 	key, err := os.ReadFile(filepath.Join(dataDir, "admin.key"))
 	require.NoError(t, err)
 	r.admin = client.New("http://"+apiAddr, strings.TrimSpace(string(key)), nil)
@@ -46,12 +47,7 @@ func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string) *relayProc {
 var quickClient = &http.Client{Timeout: 2 * time.Second}
 
 func (r *relayProc) healthy() bool {
-	resp, err := quickClient.Get("http://" + r.apiAddr + "/healthz")
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return testkit.GetOK(quickClient, "http://"+r.apiAddr+"/healthz")
 }
 
 // status reads the connection's status; it fails only on a test bug.
@@ -74,7 +70,7 @@ func (r *relayProc) tryStatus(connID string) (api.Status, error) {
 
 // agentProc is a running postern-agent.
 type agentProc struct {
-	*proc
+	*testkit.Process
 	statusAddr string
 }
 
@@ -114,14 +110,14 @@ type system struct {
 
 func newSystem(t *testing.T) *system {
 	t.Helper()
-	r := startRelay(t, t.TempDir(), freeAddr(t), freeAddr(t))
+	r := startRelay(t, t.TempDir(), testkit.FreeAddr(t), testkit.FreeAddr(t))
 	ctx := context.Background()
 	conn, err := r.admin.CreateConnection(ctx, "faults", "acme")
 	require.NoError(t, err)
 	key, err := r.admin.CreateAPIKey(ctx, api.CreateAPIKeyRequest{Name: "product", Workspace: "acme"})
 	require.NoError(t, err)
 	return &system{relay: r, connID: conn.ID, token: conn.AgentToken, key: key.Key,
-		echo: echoServer(t), sink: newSinkServer(t)}
+		echo: testkit.EchoServer(t), sink: newSinkServer(t)}
 }
 
 // agentOptions shape one agent's config.
@@ -144,7 +140,7 @@ func (s *system) startAgent(t *testing.T, o agentOptions) *agentProc {
 // launchAgent runs postern-agent without waiting for its tunnels.
 func (s *system) launchAgent(t *testing.T, o agentOptions) *agentProc {
 	t.Helper()
-	_, agentBin := binaries.get(t)
+	_, agentBin := testkit.Binaries(t)
 	if len(o.relays) == 0 {
 		o.relays = []string{s.relay.apiAddr}
 	}
@@ -160,7 +156,7 @@ func (s *system) launchAgent(t *testing.T, o agentOptions) *agentProc {
 	}
 	_, echoPort, _ := net.SplitHostPort(s.echo)
 	_, sinkPort, _ := net.SplitHostPort(s.sink.addr)
-	statusAddr := freeAddr(t)
+	statusAddr := testkit.FreeAddr(t)
 	cfg := fmt.Sprintf(`relay_url: [%s]
 token_file: %s
 status_listen: %s
@@ -174,32 +170,17 @@ allow:
 	cfgFile := filepath.Join(dir, "agent.yaml")
 	require.NoError(t, os.WriteFile(cfgFile, []byte(cfg), 0o644))
 	p := startProc(t, "agent", agentBin, "run", "--config", cfgFile)
-	return &agentProc{proc: p, statusAddr: statusAddr}
+	return &agentProc{Process: p, statusAddr: statusAddr}
 }
 
 // waitConnected waits until the relay's status is connected, that is
 // every tunnel the agent wants is up.
 func (s *system) waitConnected(t *testing.T, within time.Duration) time.Duration {
 	t.Helper()
-	return waitFor(t, within, "relay status connected", func() bool {
+	return testkit.WaitFor(t, within, "relay status connected", func() bool {
 		st, err := s.relay.tryStatus(s.connID)
 		return err == nil && st.TunnelStatus == "connected"
 	})
-}
-
-// waitFor polls cond every 10 ms and returns how long it took to hold.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		if cond() {
-			return time.Since(start)
-		}
-		if time.Since(start) > within {
-			require.FailNowf(t, "timed out", "%s: not within %s", what, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // agentTunnels sums the tunnels the relay holds for the connection.

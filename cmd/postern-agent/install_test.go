@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/installer"
 )
 
@@ -174,23 +174,12 @@ func realLifecycle(t *testing.T) {
 	userExisted := lookupErr == nil
 
 	tmp := t.TempDir()
-	agentBin := goBuild(t, tmp, "postern-agent")
-	relayBin := goBuild(t, tmp, "postern-relay")
+	relayBin, agentBin := testkit.Binaries(t)
 
-	apiAddr, proxyAddr, statusAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	apiAddr, proxyAddr, statusAddr := testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
 	dataDir := filepath.Join(tmp, "relay")
-	ctx, cancel := context.WithCancel(context.Background())
-	relay := exec.CommandContext(ctx, relayBin, "serve", "--data", dataDir, "--listen", apiAddr, "--proxy-listen", proxyAddr)
-	var relayLog bytes.Buffer
-	relay.Stdout, relay.Stderr = &relayLog, &relayLog
-	require.NoError(t, relay.Start())
-	t.Cleanup(func() {
-		cancel()
-		_ = relay.Wait()
-		if t.Failed() {
-			t.Logf("relay log:\n%s", relayLog.String())
-		}
-	})
+	// Stopped, and its log's tail shown on failure, by the kit's cleanup.
+	testkit.Start(t, "relay", relayBin, "serve", "--data", dataDir, "--listen", apiAddr, "--proxy-listen", proxyAddr)
 
 	var adminKey string
 	require.Eventually(t, func() bool {
@@ -270,25 +259,6 @@ func realLifecycle(t *testing.T) {
 		_, err := os.Stat(p)
 		assert.True(t, errors.Is(err, fs.ErrNotExist), "%s is gone", p)
 	}
-}
-
-func goBuild(t *testing.T, dir, prog string) string {
-	t.Helper()
-	bin := filepath.Join(dir, prog)
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/"+prog)
-	cmd.Dir = "../.."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	return bin
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // recordingManager is a service manager that only records what it is asked.

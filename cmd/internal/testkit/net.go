@@ -1,0 +1,101 @@
+package testkit
+
+import (
+	"crypto/sha256"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// FreeAddr returns a 127.0.0.1 address whose port was free a moment ago,
+// for a child process that must be told where to listen.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err, "reserve a port")
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// GetOK says whether a GET of url through c answers 200 OK. It is meant
+// for polling a server that is still starting, so any error just means
+// "not yet".
+func GetOK(c *http.Client, url string) bool {
+	resp, err := c.Get(url)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// EchoSeed seeds the Pattern an EchoServer answers with; a client checks
+// the answer against NewPattern(EchoSeed).
+const EchoSeed = 7
+
+// echoDeadline bounds one echo exchange. Nothing the tests send takes this
+// long; a peer that went away must not pin the server's goroutine.
+const echoDeadline = 5 * time.Minute
+
+// EchoServer listens on loopback and answers each connection with the
+// sha256 of all it read, up to the client's half-close, followed by as
+// many bytes as it read from NewPattern(EchoSeed), then closes. One
+// exchange proves both directions and the half-close. The server and
+// every connection's goroutine stop before the test's cleanup returns.
+func EchoServer(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	var wg sync.WaitGroup
+	tb.Cleanup(func() {
+		_ = ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { echo(c) })
+		}
+	})
+	return ln.Addr().String()
+}
+
+func echo(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(echoDeadline))
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil {
+		return
+	}
+	if _, err := c.Write(h.Sum(nil)); err != nil {
+		return
+	}
+	_, _ = io.Copy(c, io.LimitReader(NewPattern(EchoSeed), n))
+}
+
+// Pattern is a deterministic, endless byte stream (xorshift): cheap to
+// generate on both ends of a transfer and not compressible by accident.
+type Pattern struct{ x uint64 }
+
+// NewPattern starts the stream for seed; equal seeds give equal streams.
+func NewPattern(seed uint64) *Pattern { return &Pattern{x: seed*0x9E3779B97F4A7C15 + 1} }
+
+// Read fills b; it never fails.
+func (p *Pattern) Read(b []byte) (int, error) {
+	for i := range b {
+		p.x ^= p.x << 13
+		p.x ^= p.x >> 7
+		p.x ^= p.x << 17
+		b[i] = byte(p.x)
+	}
+	return len(b), nil
+}
