@@ -130,7 +130,7 @@ func TestRequestValidate(t *testing.T) {
 }
 
 func TestReasonTableMatchesDesign(t *testing.T) {
-	// The CONNECT answers of the reason table in DESIGN.md.
+	// The CONNECT answers of the reason table (spec.md, section 8).
 	want := map[Reason]struct {
 		provider string
 		status   int

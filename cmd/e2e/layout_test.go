@@ -54,7 +54,7 @@ const (
 	websocketModule = "github.com/coder/websocket"
 )
 
-// TestDependencyDirection keeps DESIGN.md's layout true:
+// TestDependencyDirection keeps the layout of docs/architecture.md true:
 // cmd -> agent|relay|installer -> allowlist, protocol.
 func TestDependencyDirection(t *testing.T) {
 	for _, p := range listPackages(t) {

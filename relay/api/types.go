@@ -89,18 +89,9 @@ type Agent struct {
 	Errors        map[protocol.Reason]int  `json:"errors,omitempty"`
 }
 
-// Error is the body of every API error and every refused CONNECT.
-type Error struct {
-	Reason            protocol.Reason `json:"reason"`
-	ProviderErrorCode string          `json:"provider_error_code,omitempty"`
-	Message           string          `json:"message"`
-	RetryAfter        int             `json:"retry_after,omitempty"`
-	RequestID         string          `json:"request_id"`
-}
-
-func (e *Error) Error() string {
-	return string(e.Reason) + ": " + e.Message
-}
+// Error is the body of every API error and every refused CONNECT: the
+// one reason error of every hop.
+type Error = protocol.Error
 
 // Event types of GET /v1/events and of webhooks. Tunnel, auth and
 // allowlist events are status transitions; reset and overflow are stream
