@@ -214,15 +214,16 @@ func newLogger(level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
-func openStore(ctx context.Context, cfg serveConfig) (store.Store, error) {
+// openStore opens the store cfg names; schema migrations are logged to log.
+func openStore(ctx context.Context, cfg serveConfig, log *slog.Logger) (store.Store, error) {
 	db := cfg.Database
 	switch {
 	case db == "":
-		return sqlite.Open(ctx, filepath.Join(cfg.Data, "relay.db"))
+		return sqlite.Open(ctx, filepath.Join(cfg.Data, "relay.db"), sqlite.WithLogger(log))
 	case strings.HasPrefix(db, "sqlite:"):
-		return sqlite.Open(ctx, strings.TrimPrefix(db, "sqlite:"))
+		return sqlite.Open(ctx, strings.TrimPrefix(db, "sqlite:"), sqlite.WithLogger(log))
 	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
-		s, err := postgres.Open(ctx, db)
+		s, err := postgres.Open(ctx, db, postgres.WithLogger(log))
 		if err != nil {
 			return nil, err // not a typed nil inside the interface
 		}
@@ -249,7 +250,7 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	st, err := openStore(ctx, cfg)
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,17 +46,24 @@ func TestOpenStorePostgres(t *testing.T) {
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
+	migrated := false
 	for name, scheme := range map[string]string{"postgres": "postgres", "postgresql": "postgresql"} {
 		t.Run(name, func(t *testing.T) {
 			v := *u
 			v.Scheme = scheme
-			st, err := openStore(t.Context(), serveConfig{Data: t.TempDir(), Database: v.String()})
+			var logs strings.Builder
+			st, err := openStore(t.Context(), serveConfig{Data: t.TempDir(), Database: v.String()}, slog.New(slog.NewTextHandler(&logs, nil)))
 			require.NoError(t, err)
 			defer func() { require.NoError(t, st.Close()) }()
 			assert.IsType(t, &postgres.Store{}, st)
 			n, err := st.CountAPIKeys(t.Context())
 			require.NoError(t, err)
 			assert.Zero(t, n)
+			if !migrated {
+				assert.Contains(t, logs.String(), "store migration applied", "a fresh schema logs its migrations")
+				migrated = true
+			}
+			assert.NotContains(t, logs.String(), "hunter2")
 		})
 	}
 }
@@ -63,7 +72,7 @@ func TestOpenStorePostgresUnreachable(t *testing.T) {
 	st, err := openStore(t.Context(), serveConfig{
 		Data:     t.TempDir(),
 		Database: "postgres://postern:hunter2@127.0.0.1:1/relay?sslmode=disable&connect_timeout=5",
-	})
+	}, slog.New(slog.DiscardHandler))
 	require.Error(t, err)
 	assert.Nil(t, st, "no typed nil store")
 	assert.NotContains(t, err.Error(), "hunter2")
