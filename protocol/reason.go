@@ -114,6 +114,24 @@ func (r Reason) Known() bool {
 	return ok
 }
 
+// VerdictReason is the reason code of an allowlist verdict, named by its
+// stable word: the words allowlist.Verdict.String() returns, which the
+// status API reports as allowlist_status. "missing" is ALLOWLIST_MISSING,
+// "blocked" TARGET_BLOCKED (a deny rule or an unsafe address) and
+// "bad_target" BAD_TARGET; any other word, "allowed" among them, carries
+// no reason. This is the one place that mapping is written.
+func VerdictReason(verdict string) Reason {
+	switch verdict {
+	case "missing":
+		return AllowlistMissing
+	case "blocked":
+		return TargetBlocked
+	case "bad_target":
+		return BadTarget
+	}
+	return ReasonUnknown
+}
+
 // Reasons returns every row of the table, for documentation and tests.
 func Reasons() []ReasonInfo {
 	out := make([]ReasonInfo, 0, len(reasons))
