@@ -172,14 +172,7 @@ func (s *Server) status(c store.Connection, target *baseTarget, now time.Time) a
 			d := s.verdicts.decide(summary, target.host, target.port)
 			st.AllowlistStatus = d.Verdict.String()
 			if st.Reason == protocol.ReasonUnknown {
-				switch d.Verdict {
-				case allowlist.Missing:
-					st.Reason = protocol.AllowlistMissing
-				case allowlist.Blocked:
-					st.Reason = protocol.TargetBlocked
-				case allowlist.BadTarget:
-					st.Reason = protocol.BadTarget
-				}
+				st.Reason = protocol.VerdictReason(d.Verdict.String())
 				if d.Verdict != allowlist.Allowed {
 					st.LastError = d.Reason
 				}
