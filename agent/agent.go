@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -19,19 +18,11 @@ import (
 	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/agent/backoff"
 	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/agent/policy"
 	"github.com/postern/postern/agent/resolve"
-	"github.com/postern/postern/allowlist"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel"
 )
-
-// Resolver looks up a host's addresses with the customer's DNS.
-type Resolver interface {
-	Lookup(ctx context.Context, host string) ([]netip.Addr, resolve.Answer, error)
-}
-
-// DialFunc dials a target address the allowlist already checked.
-type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // Options configure an Agent.
 type Options struct {
@@ -45,11 +36,11 @@ type Options struct {
 	// Logger receives operational logs.
 	Logger *slog.Logger
 	// Resolver resolves target names; required.
-	Resolver Resolver
+	Resolver policy.Resolver
 	// Audit receives one entry per stream; nil disables auditing.
 	Audit interface{ Write(audit.Entry) error }
 	// Dial dials targets; defaults to a net.Dialer.
-	Dial DialFunc
+	Dial policy.DialFunc
 	// OpenTimeout bounds resolve+connect of one stream when the relay's
 	// request carries no earlier deadline.
 	OpenTimeout time.Duration
@@ -65,40 +56,6 @@ type Options struct {
 	BackoffBase, BackoffMax time.Duration
 }
 
-// Policy is an allowlist with its mode and the summary reported to the
-// relay. It is swapped as a whole on reload.
-type Policy struct {
-	List    *allowlist.List
-	Mode    config.Mode
-	Summary protocol.Allowlist
-}
-
-// NewPolicy builds a Policy from a validated configuration.
-func NewPolicy(cfg *config.Config, loadedAt time.Time) *Policy {
-	allow, deny := cfg.Rules.Specs()
-	sum := protocol.Allowlist{
-		Status:   "configured",
-		Mode:     cfg.Mode.String(),
-		Count:    cfg.Rules.Len(),
-		SHA256:   cfg.Rules.SHA256(),
-		LoadedAt: loadedAt.UTC(),
-		Allow:    wireSpecs(allow),
-		Deny:     wireSpecs(deny),
-	}
-	if len(allow) == 0 {
-		sum.Status = "empty"
-	}
-	return &Policy{List: cfg.Rules, Mode: cfg.Mode, Summary: sum}
-}
-
-func wireSpecs(in []allowlist.RuleSpec) []protocol.RuleSpec {
-	out := make([]protocol.RuleSpec, len(in))
-	for i, r := range in {
-		out[i] = protocol.RuleSpec{Host: r.Host, IP: r.IP, CIDR: r.CIDR, Ports: r.Ports}
-	}
-	return out
-}
-
 // Agent keeps the tunnels and serves the streams. Create with New; Run
 // blocks until its context ends.
 type Agent struct {
@@ -107,10 +64,8 @@ type Agent struct {
 	agentID  string
 	hostname string
 	started  time.Time
-	policy   atomic.Pointer[Policy]
-	// policyChanged is closed and replaced on every SetPolicy.
-	policyMu      sync.Mutex
-	policyChanged chan struct{}
+	// gate decides every target under the policy in force.
+	gate *policy.Gate
 	// relayClient dials the relay (egress proxy, CA bundle, no redirects).
 	relayClient *http.Client
 	stats       stats
@@ -188,13 +143,11 @@ func New(opts Options) (*Agent, error) {
 		hostname: host,
 		started:  time.Now(),
 		tunnels:  make(map[int]tunnelInfo),
-
-		policyChanged: make(chan struct{}),
+		gate:     policy.NewGate(policy.New(opts.Config, time.Now()), opts.Resolver),
 
 		relayClient: rc,
 	}
 	a.forceCtx, a.force = context.WithCancel(context.Background())
-	a.policy.Store(NewPolicy(opts.Config, time.Now()))
 	return a, nil
 }
 
@@ -211,23 +164,10 @@ func defaultAgentID(host string) string {
 // SetPolicy swaps the allowlist atomically; streams in flight keep the
 // policy they started with. Every tunnel reports the new summary to the
 // relay at once rather than at its next heartbeat.
-func (a *Agent) SetPolicy(p *Policy) {
-	a.policy.Store(p)
-	a.policyMu.Lock()
-	close(a.policyChanged)
-	a.policyChanged = make(chan struct{})
-	a.policyMu.Unlock()
-}
-
-// policyWatch returns a channel closed at the next SetPolicy.
-func (a *Agent) policyWatch() <-chan struct{} {
-	a.policyMu.Lock()
-	defer a.policyMu.Unlock()
-	return a.policyChanged
-}
+func (a *Agent) SetPolicy(p *policy.Policy) { a.gate.Set(p) }
 
 // Policy returns the policy in force.
-func (a *Agent) Policy() *Policy { return a.policy.Load() }
+func (a *Agent) Policy() *policy.Policy { return a.gate.Policy() }
 
 // Run keeps Config.Tunnels tunnels up until ctx ends. It never gives up on
 // the relay: every failure is logged and retried with backoff. When ctx

@@ -23,6 +23,7 @@ import (
 
 	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/agent/policy"
 	"github.com/postern/postern/agent/resolve"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel"
@@ -221,40 +222,37 @@ const checkConnectTimeout = 4 * time.Second
 // checkPath runs the allowlist, dns and tcp steps and, when they pass, the
 // tls and http steps over the connection; it reports whether all passed.
 func (a *Agent) checkPath(ctx context.Context, t checkTarget, o *checkOutcome, log *slog.Logger) bool {
-	pol := a.Policy()
-	report := pol.Mode == config.ModeReport
-	req := protocol.Request{Op: protocol.OpCheck, Host: t.host, Port: t.port}
 	began := time.Now()
-	p, refusal := a.planWith(ctx, pol, false, req, log)
+	d := a.gate.DecideEnforce(ctx, t.host, t.port)
 	planMS := time.Since(began).Milliseconds()
-	o.rule = p.rule
+	o.rule = d.Rule
 
-	dnsMS := p.answer.Duration.Milliseconds()
-	if !p.lookedUp {
+	dnsMS := d.Answer.Duration.Milliseconds()
+	if !d.Resolved {
 		// Refused by the rules (or an IP literal): nothing was resolved.
-		if refusal != nil {
-			o.denied = refusal.Reason != protocol.BadTarget
-			return o.stepMS(StepAllowlist, planMS, refusal.Reason, refusalDetail(refusal, report))
+		if d.Result == policy.Deny {
+			o.denied = d.Reason != protocol.BadTarget
+			return o.stepMS(StepAllowlist, planMS, d.Reason, refusalDetail(d))
 		}
-		o.stepMS(StepAllowlist, planMS, "", allowedDetail(p.rule))
+		o.stepMS(StepAllowlist, planMS, "", allowedDetail(d.Rule))
 	} else {
-		o.stepMS(StepAllowlist, planMS-dnsMS, "", allowedDetail(p.rule))
-		if refusal != nil {
-			o.denied = refusal.Reason == protocol.TargetBlocked
-			detail := refusal.Message + " " + dnsSource(p.answer, t.host)
-			if refusal.Reason == protocol.TargetBlocked {
-				detail = refusalDetail(refusal, report) + "; answers: " + dnsAnswers(p) + " " + dnsSource(p.answer, t.host)
+		o.stepMS(StepAllowlist, planMS-dnsMS, "", allowedDetail(d.Rule))
+		if d.Result == policy.Deny {
+			o.denied = d.Reason == protocol.TargetBlocked
+			detail := d.Message + " " + dnsSource(d.Answer, t.host)
+			if d.Reason == protocol.TargetBlocked {
+				detail = refusalDetail(d) + "; answers: " + dnsAnswers(d) + " " + dnsSource(d.Answer, t.host)
 			}
-			return o.stepMS(StepDNS, dnsMS, refusal.Reason, detail)
+			return o.stepMS(StepDNS, dnsMS, d.Reason, detail)
 		}
-		o.stepMS(StepDNS, dnsMS, "", dnsAnswers(p)+" "+dnsSource(p.answer, t.host))
+		o.stepMS(StepDNS, dnsMS, "", dnsAnswers(d)+" "+dnsSource(d.Answer, t.host))
 	}
 
 	// The connect step gets its own bound, so a black-holed target shows as
 	// CONNECT_TIMEOUT well inside the check's 10 s.
 	began = time.Now()
 	dctx, cancel := context.WithTimeout(ctx, checkConnectTimeout)
-	conn, res := a.dialPlan(dctx, p)
+	conn, res := d.Dial(dctx, a.opts.Dial)
 	cancel()
 	if conn == nil {
 		return o.step(StepTCP, began, res.Reason, res.Message)
@@ -295,27 +293,27 @@ func allowedDetail(rule string) string {
 
 // refusalDetail explains a refusal by the rules, and in report mode that
 // streams are let through now.
-func refusalDetail(r *protocol.Result, report bool) string {
-	d := r.Message
-	if r.Rule != "" {
-		d += " (rule: " + r.Rule + ")"
+func refusalDetail(d policy.Decision) string {
+	detail := d.Message
+	if d.Rule != "" {
+		detail += " (rule: " + d.Rule + ")"
 	}
-	if report && r.Reason != protocol.BadTarget {
-		d += "; report mode: streams to this target are let through and audited now, enforce mode would refuse them"
+	if d.Mode == config.ModeReport && d.Reason != protocol.BadTarget {
+		detail += "; report mode: streams to this target are let through and audited now, enforce mode would refuse them"
 	}
-	return d
+	return detail
 }
 
 // dnsAnswers lists every resolved address, marking those the address
 // checks refused.
-func dnsAnswers(p plan) string {
-	if len(p.found) == 0 {
+func dnsAnswers(d policy.Decision) string {
+	if len(d.Found) == 0 {
 		return "no address"
 	}
-	parts := make([]string, len(p.found))
-	for i, addr := range p.found {
+	parts := make([]string, len(d.Found))
+	for i, addr := range d.Found {
 		parts[i] = addr.String()
-		if !slices.ContainsFunc(p.addrs, func(ap netip.AddrPort) bool { return ap.Addr() == addr }) {
+		if slices.ContainsFunc(d.Blocked, func(b policy.Refusal) bool { return b.Addr == addr }) {
 			parts[i] += " [blocked]"
 		}
 	}

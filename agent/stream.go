@@ -6,16 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
-	"os"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/postern/postern/agent/audit"
-	"github.com/postern/postern/agent/config"
-	"github.com/postern/postern/agent/resolve"
-	"github.com/postern/postern/allowlist"
+	"github.com/postern/postern/agent/policy"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel"
 )
@@ -55,7 +50,7 @@ func (a *Agent) serveStream(ctx context.Context, st *tunnel.Stream, log *slog.Lo
 	}
 	_ = st.SetDeadline(deadline)
 	dctx, cancel := context.WithDeadline(ctx, deadline)
-	target, res, overridden := a.dial(dctx, req, log)
+	target, res, d := a.dial(dctx, req, log)
 	cancel()
 	entry.Rule = res.Rule
 	if target == nil {
@@ -63,8 +58,8 @@ func (a *Agent) serveStream(ctx context.Context, st *tunnel.Stream, log *slog.Lo
 		return
 	}
 	entry.Addr, entry.Decision = res.Addr, audit.Allowed
-	if overridden != "" {
-		entry.Decision, entry.Reason = audit.ReportAllowed, string(overridden)
+	if d.Result == policy.Report {
+		entry.Decision, entry.Reason = audit.ReportAllowed, string(d.Reason)
 	}
 	if err := protocol.WriteFrame(st, protocol.FrameResult, res); err != nil {
 		_ = target.Close()
@@ -122,139 +117,24 @@ func (a *Agent) audit(e audit.Entry, start time.Time, log *slog.Logger) {
 	}
 }
 
-// plan is the decision on a dial request: the addresses that passed every
-// check, in the order to dial them.
-type plan struct {
-	addrs []netip.AddrPort
-	rule  string
-	// overridden names the reason a would-be denial was let through in
-	// report mode; empty in enforce mode.
-	overridden protocol.Reason
-	// lookedUp says the name was looked up: the allowlist let the request
-	// through and any refusal came from DNS or the address checks.
-	lookedUp bool
-	// answer says how the name was resolved and found is every address
-	// the lookup returned, allowed or not; both are for checks' details.
-	answer resolve.Answer
-	found  []netip.Addr
+// dial asks the gate about the request and dials the checked addresses
+// in order, the next one when a dial fails. It returns the target
+// connection and an ok result, or nil and the refusal; the decision says
+// whether report mode let a would-be denial through.
+func (a *Agent) dial(ctx context.Context, req protocol.Request, log *slog.Logger) (net.Conn, protocol.Result, policy.Decision) {
+	d := a.gate.Decide(ctx, req.Host, req.Port)
+	logWaived(d, log)
+	conn, res := d.Dial(ctx, a.opts.Dial)
+	return conn, res, d
 }
 
-// plan decides on the request, resolves a name once, and checks every
-// resolved address. It returns the refusal when nothing may be dialled.
-func (a *Agent) plan(ctx context.Context, req protocol.Request, log *slog.Logger) (plan, *protocol.Result) {
-	pol := a.Policy()
-	return a.planWith(ctx, pol, pol.Mode == config.ModeReport, req, log)
-}
-
-// planWith is plan under the given policy; report lets would-be denials
-// through. Checks plan with report false: they show what enforce would do.
-func (a *Agent) planWith(ctx context.Context, pol *Policy, report bool, req protocol.Request, log *slog.Logger) (plan, *protocol.Result) {
-	d := pol.List.Decide(req.Host, req.Port)
-	p := plan{rule: d.Rule}
-	if !d.Allowed() {
-		reason := verdictReason(d.Verdict)
-		if !report || d.Verdict == allowlist.BadTarget {
-			return p, &protocol.Result{Reason: reason, Message: d.Reason, Rule: d.Rule}
-		}
-		p.overridden = reason
-		log.Warn("report mode: would deny", "reason", reason, "rule", d.Rule, "why", d.Reason)
-	}
-	t, err := allowlist.NormalizeHost(req.Host)
-	if err != nil {
-		return p, &protocol.Result{Reason: protocol.BadTarget, Message: err.Error()}
-	}
-	port := uint16(req.Port)
-	if t.Addr.IsValid() {
-		// Decide already judged the literal with every rule.
-		p.addrs = []netip.AddrPort{netip.AddrPortFrom(t.Addr, port)}
-		return p, nil
-	}
-	p.lookedUp = true
-	found, answer, err := a.opts.Resolver.Lookup(ctx, t.Name)
-	p.answer, p.found = answer, found
-	if err != nil {
-		reason := resolve.Reason(err)
-		if reason == protocol.ReasonUnknown {
-			reason = protocol.DNSTimeout
-		}
-		return p, &protocol.Result{Reason: reason, Message: err.Error(), Rule: d.Rule}
-	}
-	var blockedMsg string
-	for _, addr := range found {
-		if cd := pol.List.CheckAddr(addr, req.Port); !cd.Allowed() {
-			if !report {
-				blockedMsg = fmt.Sprintf("%s resolved to %s: %s", t.Name, addr, cd.Reason)
-				continue
-			}
-			p.overridden = protocol.TargetBlocked
-			log.Warn("report mode: would block address", "addr", addr, "rule", cd.Rule, "why", cd.Reason)
-		}
-		p.addrs = append(p.addrs, netip.AddrPortFrom(addr, port))
-	}
-	if len(p.addrs) == 0 {
-		if blockedMsg == "" {
-			blockedMsg = t.Name + " resolved to no address"
-		}
-		return p, &protocol.Result{Reason: protocol.TargetBlocked, Message: blockedMsg, Rule: d.Rule}
-	}
-	return p, nil
-}
-
-// dial plans the request and dials the checked addresses in order, the
-// next one when a dial fails. It returns the target connection and an ok
-// result, or nil and the refusal. In report mode, overridden names the
-// reason a would-be denial was let through.
-func (a *Agent) dial(ctx context.Context, req protocol.Request, log *slog.Logger) (_ net.Conn, _ protocol.Result, overridden protocol.Reason) {
-	p, refusal := a.plan(ctx, req, log)
-	if refusal != nil {
-		return nil, *refusal, ""
-	}
-	conn, res := a.dialPlan(ctx, p)
-	if conn == nil {
-		return nil, res, ""
-	}
-	return conn, res, p.overridden
-}
-
-// dialPlan dials the plan's checked addresses in order, the next one when
-// a dial fails, and returns the first connection with an ok result, or nil
-// and the last failure.
-func (a *Agent) dialPlan(ctx context.Context, p plan) (net.Conn, protocol.Result) {
-	var last protocol.Result
-	for _, ap := range p.addrs {
-		conn, err := a.opts.Dial(ctx, "tcp", ap.String())
-		if err != nil {
-			last = protocol.Result{Reason: DialReason(err), Message: fmt.Sprintf("dial %s: %v", ap, err), Rule: p.rule}
+// logWaived warns of every refusal report mode let through.
+func logWaived(d policy.Decision, log *slog.Logger) {
+	for _, w := range d.Waived {
+		if w.Addr.IsValid() {
+			log.Warn("report mode: would block address", "addr", w.Addr, "rule", w.Rule, "why", w.Why)
 			continue
 		}
-		return conn, protocol.Result{OK: true, Addr: ap.String(), Rule: p.rule}
+		log.Warn("report mode: would deny", "reason", w.Reason, "rule", w.Rule, "why", w.Why)
 	}
-	return nil, last
-}
-
-func verdictReason(v allowlist.Verdict) protocol.Reason {
-	switch v {
-	case allowlist.Missing:
-		return protocol.AllowlistMissing
-	case allowlist.Blocked:
-		return protocol.TargetBlocked
-	case allowlist.BadTarget:
-		return protocol.BadTarget
-	}
-	return protocol.AllowlistMissing
-}
-
-// DialReason classifies a failed TCP connect as a reason code.
-func DialReason(err error) protocol.Reason {
-	var ne net.Error
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return protocol.ConnectRefused
-	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return protocol.HostUnreachable
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
-		errors.As(err, &ne) && ne.Timeout():
-		return protocol.ConnectTimeout
-	}
-	return protocol.HostUnreachable
 }

@@ -161,7 +161,7 @@ func (a *Agent) sendHealth(ctx context.Context, sess *tunnel.Session, every time
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		changed := a.policyWatch()
+		changed := a.gate.Changed()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

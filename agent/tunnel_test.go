@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/agent/policy"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel/tunneltest"
 )
@@ -356,7 +357,7 @@ func TestSetPolicySwapsRulesWithoutDroppingTunnels(t *testing.T) {
 	require.True(t, res.OK, "%+v", res)
 	require.Equal(t, "before", roundTrip(t, inflight, "before"))
 
-	a.SetPolicy(NewPolicy(cfg2, time.Now()))
+	a.SetPolicy(policy.New(cfg2, time.Now()))
 	assert.Equal(t, cfg2.Rules.SHA256(), a.Policy().Summary.SHA256)
 
 	for _, s := range []*tunneltest.RelaySession{s1, s2} {
