@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -52,45 +50,14 @@ type tunnelInfo struct {
 	ConnectedAt time.Time
 }
 
-// New checks opts, fills in defaults and returns an Agent.
+// New validates opts and returns an Agent.
 func New(opts Options) (*Agent, error) {
-	if opts.Config == nil || opts.Config.Rules == nil {
-		return nil, errors.New("agent: a validated config is required")
-	}
-	if opts.Token == "" {
-		return nil, errors.New("agent: token is required")
-	}
-	if opts.Resolver == nil {
-		return nil, errors.New("agent: resolver is required")
-	}
-	if len(opts.Config.RelayURLs) == 0 {
-		return nil, errors.New("agent: relay_url is required")
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
 	log := opts.Logger
-	if opts.Dial == nil {
-		d := &net.Dialer{KeepAlive: 30 * time.Second}
-		opts.Dial = d.DialContext
-	}
-	if opts.OpenTimeout <= 0 {
-		opts.OpenTimeout = 15 * time.Second
-	}
-	if opts.IdleTimeout <= 0 {
-		opts.IdleTimeout = 15 * time.Minute
-	}
-	if opts.DrainTimeout <= 0 {
-		opts.DrainTimeout = 30 * time.Second
-	}
-	if opts.RefusedTokenPause <= 0 {
-		opts.RefusedTokenPause = 15 * time.Second
-	}
-	if opts.BackoffBase <= 0 {
-		opts.BackoffBase = 500 * time.Millisecond
-	}
-	if opts.BackoffMax <= 0 {
-		opts.BackoffMax = 30 * time.Second
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	rc, err := relayHTTPClient(opts.Config)
 	if err != nil {

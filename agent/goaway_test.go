@@ -55,7 +55,10 @@ func TestStopDrainsOpenStreams(t *testing.T) {
 			tg := testkit.NewTarget(t, "127.0.0.1:0", testkit.Echo)
 			cfg := testkit.ParseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
 				relay.URL(), tg.Port()))
-			a, err := New(Options{Config: cfg, Token: testkit.Token, Resolver: testkit.NewResolver(t, "127.0.0.1:1", 0), DrainTimeout: 30 * time.Second})
+			opts := DefaultOptions()
+			opts.Config, opts.Token, opts.Resolver = cfg, testkit.Token, testkit.NewResolver(t, "127.0.0.1:1", 0)
+			opts.DrainTimeout = 30 * time.Second
+			a, err := New(opts)
 			require.NoError(t, err)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)

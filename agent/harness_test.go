@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"testing"
 	"time"
@@ -10,32 +11,12 @@ import (
 	"github.com/postern/postern/agent/internal/testkit"
 )
 
-// runAgent starts Run and, when the test ends, cancels it and waits for it
-// to return.
+// runAgent starts Run with opts over the test defaults and, when the test
+// ends, cancels it and waits for it to return. Zero fields of opts keep
+// the test defaults: DefaultOptions with short backoff and drain.
 func runAgent(t *testing.T, opts Options) *Agent {
 	t.Helper()
-	if opts.Token == "" {
-		opts.Token = testkit.Token
-	}
-	if opts.Version == "" {
-		opts.Version = "1.2.3-test"
-	}
-	if opts.BackoffBase == 0 {
-		opts.BackoffBase = 20 * time.Millisecond
-	}
-	if opts.BackoffMax == 0 {
-		opts.BackoffMax = 100 * time.Millisecond
-	}
-	if opts.Resolver == nil {
-		opts.Resolver = testkit.NewResolver(t, "127.0.0.1:1", 0)
-	}
-	if opts.RefusedTokenPause == 0 {
-		opts.RefusedTokenPause = time.Millisecond
-	}
-	if opts.DrainTimeout == 0 {
-		opts.DrainTimeout = time.Second // a stream a test leaves open must not hold cleanup
-	}
-	a, err := New(opts)
+	a, err := New(testOptions(t, opts))
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -52,4 +33,26 @@ func runAgent(t *testing.T, opts Options) *Agent {
 		}
 	})
 	return a
+}
+
+// testOptions is DefaultOptions tuned for tests, with every non-zero
+// field of opts on top.
+func testOptions(t *testing.T, opts Options) Options {
+	t.Helper()
+	o := DefaultOptions()
+	o.Config, o.Logger, o.Audit = opts.Config, opts.Logger, opts.Audit
+	o.Token = cmp.Or(opts.Token, testkit.Token)
+	o.Version = cmp.Or(opts.Version, "1.2.3-test")
+	o.BackoffBase = cmp.Or(opts.BackoffBase, 20*time.Millisecond)
+	o.BackoffMax = cmp.Or(opts.BackoffMax, 100*time.Millisecond)
+	o.RefusedTokenPause = cmp.Or(opts.RefusedTokenPause, time.Millisecond)
+	o.DrainTimeout = cmp.Or(opts.DrainTimeout, time.Second) // a stream a test leaves open must not hold cleanup
+	o.Resolver = opts.Resolver
+	if o.Resolver == nil {
+		o.Resolver = testkit.NewResolver(t, "127.0.0.1:1", 0)
+	}
+	if opts.Dial != nil {
+		o.Dial = opts.Dial
+	}
+	return o
 }
