@@ -53,7 +53,7 @@ func (a *Agent) pauseAfter(ctx context.Context, err error, log *slog.Logger) boo
 			pause = max(pause, a.opts.RefusedTokenPause)
 		}
 		if pause > 0 {
-			return sleep(ctx, pause)
+			return backoff.Sleep(ctx, pause)
 		}
 	case errors.Is(err, session.ErrGoAway):
 		log.Info("tunnel down; reconnecting", "err", err)
@@ -92,18 +92,6 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 	}
 	s.Drain() // at once when the tunnel failed; bounded after a stop
 	return true, err
-}
-
-// sleep waits d or until ctx ends, and reports whether it waited d.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 func refusalReason(e *tunnel.UpgradeError) protocol.Reason {
