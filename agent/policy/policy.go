@@ -68,6 +68,9 @@ func (p *Policy) judge(host string, port int, mode config.Mode) Decision {
 	if reason == protocol.ReasonUnknown {
 		reason = protocol.AllowlistMissing // a verdict newer than this agent refuses
 	}
+	// Report mode waives every refusal by the rules but a malformed target,
+	// deny rules and unsafe addresses included (issue 11 narrows that; the
+	// change belongs here and in resolve: callers act on Result alone).
 	if mode != config.ModeReport || ad.Verdict == allowlist.BadTarget {
 		return d.deny(reason, ad.Reason)
 	}
