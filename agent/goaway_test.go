@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/agent/internal/testkit"
 	"github.com/postern/postern/protocol"
 )
 
@@ -16,31 +17,31 @@ import (
 // old tunnel keeps serving the stream that was open, so a relay restart
 // loses nothing in flight.
 func TestGoAwayDrainsOpenStreamsWhileReplacing(t *testing.T) {
-	relay := newFakeRelay(t, time.Second)
-	tg := newTarget(t, "127.0.0.1:0", echo)
-	cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
-		relay.URL(), tg.port()))
+	relay := testkit.NewRelay(t, time.Second)
+	tg := testkit.NewTarget(t, "127.0.0.1:0", testkit.Echo)
+	cfg := testkit.ParseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
+		relay.URL(), tg.Port()))
 	a := runAgent(t, Options{Config: cfg, BackoffBase: 20 * time.Millisecond, BackoffMax: 40 * time.Millisecond})
 	s1 := relay.Session(t)
-	res, st := s1.Dial(t, dialRequest("127.0.0.1", tg.port()))
+	res, st := s1.Dial(t, testkit.DialRequest("127.0.0.1", tg.Port()))
 	require.True(t, res.OK, "%+v", res)
-	require.Equal(t, "before", roundTrip(t, st, "before"))
+	require.Equal(t, "before", testkit.RoundTrip(t, st, "before"))
 
 	s1.Notify(t, protocol.FrameGoAway, protocol.GoAway{Reason: "shutdown"})
 	s2 := relay.Session(t) // the replacement arrives while s1 still serves
 	assert.Equal(t, s1.Hello.AgentID, s2.Hello.AgentID)
 	assert.False(t, s1.Closed(), "the old tunnel stays up while a stream is open")
-	assert.Equal(t, "during", roundTrip(t, st, "during"), "the open stream keeps flowing after GoAway")
-	require.Eventually(t, func() bool { return a.TunnelsUp() == 1 }, waitTimeout, 10*time.Millisecond,
+	assert.Equal(t, "during", testkit.RoundTrip(t, st, "during"), "the open stream keeps flowing after GoAway")
+	require.Eventually(t, func() bool { return a.TunnelsUp() == 1 }, testkit.WaitTimeout, 10*time.Millisecond,
 		"the replacement counts as the slot's tunnel")
 
 	// New streams go to the replacement.
-	res2, st2 := s2.Dial(t, dialRequest("127.0.0.1", tg.port()))
+	res2, st2 := s2.Dial(t, testkit.DialRequest("127.0.0.1", tg.Port()))
 	require.True(t, res2.OK)
-	assert.Equal(t, "new", exchange(t, st2, "new"))
+	assert.Equal(t, "new", testkit.Exchange(t, st2, "new"))
 
 	// When the last old stream ends, the old tunnel closes.
-	assert.Equal(t, "last", exchange(t, st, "last"))
+	assert.Equal(t, "last", testkit.Exchange(t, st, "last"))
 	s1.WaitClosed(t)
 	assert.False(t, s2.Closed())
 }
@@ -50,11 +51,14 @@ func TestGoAwayDrainsOpenStreamsWhileReplacing(t *testing.T) {
 func TestStopDrainsOpenStreams(t *testing.T) {
 	for _, force := range []bool{false, true} {
 		t.Run(fmt.Sprintf("force=%v", force), func(t *testing.T) {
-			relay := newFakeRelay(t, time.Second)
-			tg := newTarget(t, "127.0.0.1:0", echo)
-			cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
-				relay.URL(), tg.port()))
-			a, err := New(Options{Config: cfg, Token: testToken, Resolver: newResolver(t, "127.0.0.1:1", 0), DrainTimeout: 30 * time.Second})
+			relay := testkit.NewRelay(t, time.Second)
+			tg := testkit.NewTarget(t, "127.0.0.1:0", testkit.Echo)
+			cfg := testkit.ParseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
+				relay.URL(), tg.Port()))
+			opts := DefaultOptions()
+			opts.Config, opts.Token, opts.Resolver = cfg, testkit.Token, testkit.NewResolver(t, "127.0.0.1:1", 0)
+			opts.DrainTimeout = 30 * time.Second
+			a, err := New(opts)
 			require.NoError(t, err)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
@@ -62,12 +66,12 @@ func TestStopDrainsOpenStreams(t *testing.T) {
 			defer func() { a.Force(); cancel(); <-done }()
 
 			s1 := relay.Session(t)
-			res, st := s1.Dial(t, dialRequest("127.0.0.1", tg.port()))
+			res, st := s1.Dial(t, testkit.DialRequest("127.0.0.1", tg.Port()))
 			require.True(t, res.OK)
-			require.Equal(t, "a", roundTrip(t, st, "a"))
+			require.Equal(t, "a", testkit.RoundTrip(t, st, "a"))
 
 			cancel()
-			require.Eventually(t, func() bool { return a.TunnelsUp() == 0 }, waitTimeout, 5*time.Millisecond)
+			require.Eventually(t, func() bool { return a.TunnelsUp() == 0 }, testkit.WaitTimeout, 5*time.Millisecond)
 			// The agent's yamux go-away reaches the relay's reader shortly.
 			require.Eventually(t, func() bool {
 				st, err := s1.Open(t.Context())
@@ -75,31 +79,31 @@ func TestStopDrainsOpenStreams(t *testing.T) {
 					_ = st.Close()
 				}
 				return err != nil
-			}, waitTimeout, 5*time.Millisecond, "a stopping agent takes no new stream")
+			}, testkit.WaitTimeout, 5*time.Millisecond, "a stopping agent takes no new stream")
 			if force {
 				a.Force()
 				select {
 				case err := <-done:
 					done <- err
 					require.NoError(t, err)
-				case <-time.After(waitTimeout):
+				case <-time.After(testkit.WaitTimeout):
 					t.Fatal("Force did not end the drain")
 				}
 				return
 			}
-			assert.Equal(t, "b", roundTrip(t, st, "b"), "the open stream keeps flowing while the agent stops")
+			assert.Equal(t, "b", testkit.RoundTrip(t, st, "b"), "the open stream keeps flowing while the agent stops")
 			select {
 			case err := <-done:
 				done <- err // let the deferred cleanup see it too
 				t.Fatalf("Run returned (%v) while a stream was open", err)
 			default:
 			}
-			assert.Equal(t, "c", exchange(t, st, "c"))
+			assert.Equal(t, "c", testkit.Exchange(t, st, "c"))
 			select {
 			case err := <-done:
 				done <- err
 				require.NoError(t, err)
-			case <-time.After(waitTimeout):
+			case <-time.After(testkit.WaitTimeout):
 				t.Fatal("Run did not return after the last stream ended")
 			}
 		})

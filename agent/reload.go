@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/agent/policy"
 )
 
 // Reload loads the config file, and on success swaps the allowlist and
@@ -20,17 +21,14 @@ func (a *Agent) Reload(load func() (*config.Config, error)) error {
 	next, err := load()
 	cur := a.Policy()
 	if err != nil {
-		p := *cur
-		p.Summary.Status = "invalid"
-		p.Summary.LastError = err.Error()
-		a.SetPolicy(&p)
+		a.SetPolicy(cur.Refused(err))
 		a.log.Error("config reload refused; keeping the allowlist in force", "err", err)
 		return err
 	}
 	if restartSettings(next) != restartSettings(a.opts.Config) {
 		a.log.Warn("config reload: only allow, deny and mode apply without a restart; other changes wait for one")
 	}
-	p := NewPolicy(next, time.Now())
+	p := policy.New(next, time.Now())
 	a.SetPolicy(p)
 	a.log.Info("allowlist reloaded", "rules", p.Summary.Count, "sha256", p.Summary.SHA256, "mode", p.Summary.Mode)
 	return nil

@@ -43,18 +43,19 @@ func (a *Agent) Status() LocalStatus {
 	}
 	a.mu.Unlock()
 	sort.Slice(tunnels, func(i, j int) bool { return tunnels[i].Slot < tunnels[j].Slot })
+	st := a.streams.Stats()
 	return LocalStatus{
 		AgentID:       a.agentID,
 		Hostname:      a.hostname,
 		Version:       a.opts.Version,
 		Ready:         len(tunnels) > 0,
 		UptimeSeconds: int64(time.Since(a.started).Seconds()),
-		TunnelsWanted: max(a.opts.Config.Tunnels, 1),
+		TunnelsWanted: a.tunnelsWanted(),
 		TunnelsUp:     len(tunnels),
 		Tunnels:       tunnels,
-		ActiveStreams: int(a.stats.active.Load()),
-		BytesIn:       a.stats.bytesIn.Load(),
-		BytesOut:      a.stats.bytesOut.Load(),
+		ActiveStreams: st.Active,
+		BytesIn:       st.BytesIn,
+		BytesOut:      st.BytesOut,
 		Allowlist:     a.Policy().Summary,
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/agent/internal/testkit"
+	"github.com/postern/postern/agent/policy"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel/tunneltest"
 )
@@ -74,15 +76,15 @@ allow:
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			relay := newFakeRelay(t, time.Second)
-			cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\nagent_id: agent-7\ntunnels: %d\n%s",
+			relay := testkit.NewRelay(t, time.Second)
+			cfg := testkit.ParseConfig(t, fmt.Sprintf("relay_url: %s\nagent_id: agent-7\ntunnels: %d\n%s",
 				relay.URL(), tc.tunnels, tc.rules))
 			runAgent(t, Options{Config: cfg, Version: "9.8.7"})
 
 			for range tc.tunnels {
 				s := relay.Session(t)
 				h := s.Hello
-				assert.Equal(t, "Bearer "+testToken, s.Auth)
+				assert.Equal(t, "Bearer "+testkit.Token, s.Auth)
 				assert.Equal(t, protocol.Version, h.ProtocolVersion)
 				assert.Equal(t, "agent-7", h.AgentID)
 				assert.Equal(t, host, h.Hostname)
@@ -112,21 +114,21 @@ func stripLines(in []protocol.RuleSpec) []protocol.RuleSpec {
 }
 
 func TestHealthIsReportedEveryInterval(t *testing.T) {
-	relay := newFakeRelay(t, 200*time.Millisecond)
-	cfg := parseConfig(t, "relay_url: "+relay.URL()+"\ntunnels: 2\nallow:\n  - host: a.example\n    ports: [443]\n")
+	relay := testkit.NewRelay(t, 200*time.Millisecond)
+	cfg := testkit.ParseConfig(t, "relay_url: "+relay.URL()+"\ntunnels: 2\nallow:\n  - host: a.example\n    ports: [443]\n")
 	a := runAgent(t, Options{Config: cfg, Version: "1.0.0"})
 	s1, s2 := relay.Session(t), relay.Session(t)
 
 	for _, s := range []*tunneltest.RelaySession{s1, s2} {
-		require.Eventually(t, func() bool { return len(s.Healths()) >= 3 }, waitTimeout, 10*time.Millisecond,
+		require.Eventually(t, func() bool { return len(s.Healths()) >= 3 }, testkit.WaitTimeout, 10*time.Millisecond,
 			"tunnel %d: Health must arrive every heartbeat without any traffic", s.ID)
 	}
-	require.Eventually(t, func() bool { return a.TunnelsUp() == 2 }, waitTimeout, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return a.TunnelsUp() == 2 }, testkit.WaitTimeout, 10*time.Millisecond)
 	var hs []protocol.Health
 	require.Eventually(t, func() bool {
 		hs = s1.Healths()
 		return hs[len(hs)-1].TunnelsUp == 2
-	}, waitTimeout, 10*time.Millisecond, "health counts both tunnels")
+	}, testkit.WaitTimeout, 10*time.Millisecond, "health counts both tunnels")
 	last := hs[len(hs)-1]
 	assert.Equal(t, "1.0.0", last.Version)
 	assert.Equal(t, 0, last.ActiveStreams)
@@ -139,30 +141,30 @@ func TestHealthIsReportedEveryInterval(t *testing.T) {
 }
 
 func TestHealthCountsStreamsBytesAndErrors(t *testing.T) {
-	relay := newFakeRelay(t, 200*time.Millisecond)
-	tg := newTarget(t, "127.0.0.1:0", replyAfterEOF)
-	cfg := parseConfig(t, fmt.Sprintf(`relay_url: %s
+	relay := testkit.NewRelay(t, 200*time.Millisecond)
+	tg := testkit.NewTarget(t, "127.0.0.1:0", testkit.ReplyAfterEOF)
+	cfg := testkit.ParseConfig(t, fmt.Sprintf(`relay_url: %s
 tunnels: 1
 allow:
   - ip: 127.0.0.1
     ports: [%d]
-`, relay.URL(), tg.port()))
+`, relay.URL(), tg.Port()))
 	runAgent(t, Options{Config: cfg})
 	s := relay.Session(t)
 
-	res, st := s.Dial(t, dialRequest("127.0.0.1", tg.port()))
+	res, st := s.Dial(t, testkit.DialRequest("127.0.0.1", tg.Port()))
 	require.True(t, res.OK, "%+v", res)
 	_, err := io.WriteString(st, "ping")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		hs := s.Healths()
 		return len(hs) > 0 && hs[len(hs)-1].ActiveStreams == 1
-	}, waitTimeout, 10*time.Millisecond, "an open stream shows in active_streams")
+	}, testkit.WaitTimeout, 10*time.Millisecond, "an open stream shows in active_streams")
 
 	for _, req := range []protocol.Request{
-		dialRequest("10.1.2.3", 443),
-		dialRequest("unlisted.example", 443),
-		dialRequest("0x7f.0.0.1", 443),
+		testkit.DialRequest("10.1.2.3", 443),
+		testkit.DialRequest("unlisted.example", 443),
+		testkit.DialRequest("0x7f.0.0.1", 443),
 	} {
 		res, _ := s.Dial(t, req)
 		require.False(t, res.OK)
@@ -175,7 +177,7 @@ allow:
 	// Wait for reports built after everything above, then the counters
 	// must add up exactly: errors are reported once and then reset.
 	seen := len(s.Healths())
-	require.Eventually(t, func() bool { return len(s.Healths()) >= seen+3 }, waitTimeout, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return len(s.Healths()) >= seen+3 }, testkit.WaitTimeout, 10*time.Millisecond)
 	hs := s.Healths()
 	total := map[protocol.Reason]int{}
 	for _, h := range hs {
@@ -192,24 +194,24 @@ allow:
 }
 
 func TestReconnectsWhenRelayDropsATunnel(t *testing.T) {
-	relay := newFakeRelay(t, time.Second)
-	tg := newTarget(t, "127.0.0.1:0", echo)
-	cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 2\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
-		relay.URL(), tg.port()))
+	relay := testkit.NewRelay(t, time.Second)
+	tg := testkit.NewTarget(t, "127.0.0.1:0", testkit.Echo)
+	cfg := testkit.ParseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 2\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
+		relay.URL(), tg.Port()))
 	a := runAgent(t, Options{Config: cfg})
 	s1, s2 := relay.Session(t), relay.Session(t)
-	require.Eventually(t, func() bool { return a.TunnelsUp() == 2 }, waitTimeout, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return a.TunnelsUp() == 2 }, testkit.WaitTimeout, 10*time.Millisecond)
 
 	require.NoError(t, s1.Close())
 	s3 := relay.Session(t)
 	assert.Equal(t, s1.Hello.AgentID, s3.Hello.AgentID, "the replacement is the same agent")
-	require.Eventually(t, func() bool { return a.TunnelsUp() == 2 }, waitTimeout, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return a.TunnelsUp() == 2 }, testkit.WaitTimeout, 10*time.Millisecond)
 	assert.False(t, s2.Closed(), "the other tunnel is untouched")
 
 	for _, s := range []*tunneltest.RelaySession{s2, s3} {
-		res, st := s.Dial(t, dialRequest("127.0.0.1", tg.port()))
+		res, st := s.Dial(t, testkit.DialRequest("127.0.0.1", tg.Port()))
 		require.True(t, res.OK, "%+v", res)
-		assert.Equal(t, "hi", roundTrip(t, st, "hi"))
+		assert.Equal(t, "hi", testkit.RoundTrip(t, st, "hi"))
 	}
 }
 
@@ -219,17 +221,17 @@ func TestFirstConnectRetriesUntilRelayListens(t *testing.T) {
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close()) // nothing listens yet
 
-	logs := &logSink{}
-	cfg := parseConfig(t, "relay_url: ws://"+addr+"\ntunnels: 1\nallow: []\n")
+	logs := &testkit.LogSink{}
+	cfg := testkit.ParseConfig(t, "relay_url: ws://"+addr+"\ntunnels: 1\nallow: []\n")
 	runAgent(t, Options{Config: cfg, Logger: logs.Logger(), BackoffBase: 10 * time.Millisecond, BackoffMax: 40 * time.Millisecond})
 	require.Eventually(t, func() bool { return len(logs.Find("tunnel down; reconnecting")) >= 3 },
-		waitTimeout, 10*time.Millisecond, "the agent keeps retrying a relay that is not there")
+		testkit.WaitTimeout, 10*time.Millisecond, "the agent keeps retrying a relay that is not there")
 
 	ln, err = net.Listen("tcp", addr)
 	require.NoError(t, err)
-	relay := tunneltest.NewRelay(t, tunneltest.RelayOptions{Token: testToken, Heartbeat: time.Second, Listener: ln})
+	relay := tunneltest.NewRelay(t, tunneltest.RelayOptions{Token: testkit.Token, Heartbeat: time.Second, Listener: ln})
 	s := relay.Session(t)
-	assert.Equal(t, "Bearer "+testToken, s.Auth)
+	assert.Equal(t, "Bearer "+testkit.Token, s.Auth)
 }
 
 func TestTokenRefusalIsRetried(t *testing.T) {
@@ -237,7 +239,7 @@ func TestTokenRefusalIsRetried(t *testing.T) {
 	var refuse atomic.Int32
 	refuse.Store(3)
 	relay := tunneltest.NewRelay(t, tunneltest.RelayOptions{Heartbeat: time.Second, Authorize: func(r *http.Request) *protocol.Error {
-		if tunneltest.BearerToken(r) != testToken {
+		if tunneltest.BearerToken(r) != testkit.Token {
 			return protocol.Errorf(protocol.AgentTokenInvalid, "unknown agent token")
 		}
 		if n := refuse.Load(); n > 0 && refuse.CompareAndSwap(n, n-1) {
@@ -245,8 +247,8 @@ func TestTokenRefusalIsRetried(t *testing.T) {
 		}
 		return nil
 	}})
-	logs := &logSink{}
-	cfg := parseConfig(t, "relay_url: "+relay.URL()+"\ntunnels: 1\nallow: []\n")
+	logs := &testkit.LogSink{}
+	cfg := testkit.ParseConfig(t, "relay_url: "+relay.URL()+"\ntunnels: 1\nallow: []\n")
 	runAgent(t, Options{Config: cfg, Logger: logs.Logger()})
 
 	relay.Session(t)
@@ -274,11 +276,11 @@ func TestRelayRedirectIsNotFollowed(t *testing.T) {
 	}))
 	t.Cleanup(redirector.Close)
 
-	logs := &logSink{}
-	cfg := parseConfig(t, "relay_url: ws://"+redirector.Listener.Addr().String()+"\ntunnels: 1\nallow: []\n")
+	logs := &testkit.LogSink{}
+	cfg := testkit.ParseConfig(t, "relay_url: ws://"+redirector.Listener.Addr().String()+"\ntunnels: 1\nallow: []\n")
 	runAgent(t, Options{Config: cfg, Logger: logs.Logger()})
 
-	require.Eventually(t, func() bool { return asked.Load() >= 3 }, waitTimeout, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return asked.Load() >= 3 }, testkit.WaitTimeout, 10*time.Millisecond,
 		"the agent keeps retrying its configured relay")
 	assert.Zero(t, elsewhere.Load(), "the redirect target must never get a request (nor the token)")
 	var found bool
@@ -303,22 +305,22 @@ func TestRelayNoticesEndTheTunnel(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			relay := newFakeRelay(t, time.Second)
-			tg := newTarget(t, "127.0.0.1:0", echo)
-			logs := &logSink{}
-			cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
-				relay.URL(), tg.port()))
+			relay := testkit.NewRelay(t, time.Second)
+			tg := testkit.NewTarget(t, "127.0.0.1:0", testkit.Echo)
+			logs := &testkit.LogSink{}
+			cfg := testkit.ParseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
+				relay.URL(), tg.Port()))
 			const base = 80 * time.Millisecond
 			runAgent(t, Options{Config: cfg, Logger: logs.Logger(), BackoffBase: base, BackoffMax: base})
 			s1 := relay.Session(t)
-			res, st := s1.Dial(t, dialRequest("127.0.0.1", tg.port()))
+			res, st := s1.Dial(t, testkit.DialRequest("127.0.0.1", tg.Port()))
 			require.True(t, res.OK, "%+v", res)
-			require.Equal(t, "x", roundTrip(t, st, "x"))
+			require.Equal(t, "x", testkit.RoundTrip(t, st, "x"))
 
 			if !tc.streamsEnd {
 				// Nothing in flight, so even a draining agent ends the
 				// tunnel at once.
-				assert.Equal(t, "y", exchange(t, st, "y"))
+				assert.Equal(t, "y", testkit.Exchange(t, st, "y"))
 			}
 			sent := time.Now()
 			s1.Notify(t, tc.typ, tc.notice)
@@ -326,7 +328,7 @@ func TestRelayNoticesEndTheTunnel(t *testing.T) {
 			if tc.streamsEnd {
 				_, err := st.Read(make([]byte, 1))
 				assert.Error(t, err, "streams on the ended tunnel end too")
-				require.Eventually(t, func() bool { return tg.ended.Load() == 1 }, waitTimeout, 10*time.Millisecond,
+				require.Eventually(t, func() bool { return tg.Ended.Load() == 1 }, testkit.WaitTimeout, 10*time.Millisecond,
 					"the target connection is closed")
 			}
 
@@ -343,36 +345,36 @@ func TestRelayNoticesEndTheTunnel(t *testing.T) {
 }
 
 func TestSetPolicySwapsRulesWithoutDroppingTunnels(t *testing.T) {
-	relay := newFakeRelay(t, time.Second)
-	oldT := newTarget(t, "127.0.0.1:0", echo)
-	newT := newTarget(t, "127.0.0.1:0", echo)
+	relay := testkit.NewRelay(t, time.Second)
+	oldT := testkit.NewTarget(t, "127.0.0.1:0", testkit.Echo)
+	newT := testkit.NewTarget(t, "127.0.0.1:0", testkit.Echo)
 	rules := "relay_url: %s\ntunnels: 2\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n"
-	cfg1 := parseConfig(t, fmt.Sprintf(rules, relay.URL(), oldT.port()))
-	cfg2 := parseConfig(t, fmt.Sprintf(rules, relay.URL(), newT.port()))
+	cfg1 := testkit.ParseConfig(t, fmt.Sprintf(rules, relay.URL(), oldT.Port()))
+	cfg2 := testkit.ParseConfig(t, fmt.Sprintf(rules, relay.URL(), newT.Port()))
 	a := runAgent(t, Options{Config: cfg1})
 	s1, s2 := relay.Session(t), relay.Session(t)
 
-	res, inflight := s1.Dial(t, dialRequest("127.0.0.1", oldT.port()))
+	res, inflight := s1.Dial(t, testkit.DialRequest("127.0.0.1", oldT.Port()))
 	require.True(t, res.OK, "%+v", res)
-	require.Equal(t, "before", roundTrip(t, inflight, "before"))
+	require.Equal(t, "before", testkit.RoundTrip(t, inflight, "before"))
 
-	a.SetPolicy(NewPolicy(cfg2, time.Now()))
+	a.SetPolicy(policy.New(cfg2, time.Now()))
 	assert.Equal(t, cfg2.Rules.SHA256(), a.Policy().Summary.SHA256)
 
 	for _, s := range []*tunneltest.RelaySession{s1, s2} {
-		res, _ := s.Dial(t, dialRequest("127.0.0.1", oldT.port()))
+		res, _ := s.Dial(t, testkit.DialRequest("127.0.0.1", oldT.Port()))
 		assert.False(t, res.OK, "new streams use the new rules")
 		assert.Equal(t, protocol.TargetBlocked, res.Reason, "%+v", res)
-		res, st := s.Dial(t, dialRequest("127.0.0.1", newT.port()))
+		res, st := s.Dial(t, testkit.DialRequest("127.0.0.1", newT.Port()))
 		require.True(t, res.OK, "%+v", res)
-		assert.Equal(t, "new", roundTrip(t, st, "new"))
+		assert.Equal(t, "new", testkit.RoundTrip(t, st, "new"))
 	}
-	assert.Equal(t, "after", roundTrip(t, inflight, "after"), "the stream in flight keeps flowing")
-	assert.Equal(t, int32(1), oldT.accepted.Load())
+	assert.Equal(t, "after", testkit.RoundTrip(t, inflight, "after"), "the stream in flight keeps flowing")
+	assert.Equal(t, int32(1), oldT.Accepted.Load())
 	require.Eventually(t, func() bool {
 		hs := s1.Healths()
 		return len(hs) > 0 && hs[len(hs)-1].Allowlist.SHA256 == cfg2.Rules.SHA256()
-	}, waitTimeout, 10*time.Millisecond, "health reports the new rules")
+	}, testkit.WaitTimeout, 10*time.Millisecond, "health reports the new rules")
 	assert.False(t, s1.Closed())
 	assert.False(t, s2.Closed())
 	relay.NoNewSession(t)
@@ -396,7 +398,7 @@ func TestRateLimitedTunnelWaitsRetryAfter(t *testing.T) {
 		_, _ = io.WriteString(w, `{"reason":"RATE_LIMITED","message":"too many failed attempts"}`)
 	}))
 	t.Cleanup(limiter.Close)
-	cfg := parseConfig(t, "relay_url: ws://"+limiter.Listener.Addr().String()+"\ntunnels: 1\nallow: []\n")
+	cfg := testkit.ParseConfig(t, "relay_url: ws://"+limiter.Listener.Addr().String()+"\ntunnels: 1\nallow: []\n")
 	runAgent(t, Options{Config: cfg, BackoffBase: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond})
 	require.Eventually(t, func() bool { return asked.Load() >= 2 }, 5*time.Second, 10*time.Millisecond)
 	mu.Lock()

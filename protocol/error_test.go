@@ -91,3 +91,20 @@ func TestErrorNormalized(t *testing.T) {
 	assert.Zero(t, blocked.RetryAfter)
 	assert.Equal(t, http.StatusBadGateway, (&Error{Reason: "FROM_A_NEWER_AGENT"}).Status())
 }
+
+func TestVerdictReason(t *testing.T) {
+	tests := map[string]Reason{
+		"missing":    AllowlistMissing,
+		"blocked":    TargetBlocked,
+		"bad_target": BadTarget,
+		"allowed":    ReasonUnknown,
+		"unknown":    ReasonUnknown,
+		"":           ReasonUnknown,
+		"Missing":    ReasonUnknown, // the words are exact
+	}
+	for verdict, want := range tests {
+		t.Run(verdict, func(t *testing.T) {
+			assert.Equal(t, want, VerdictReason(verdict))
+		})
+	}
+}

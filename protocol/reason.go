@@ -114,20 +114,12 @@ func (r Reason) Known() bool {
 	return ok
 }
 
-// Reasons returns every row of the table, for documentation and tests.
-func Reasons() []ReasonInfo {
-	out := make([]ReasonInfo, 0, len(reasons))
-	for _, info := range reasons {
-		out = append(out, info)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Reason < out[j].Reason })
-	return out
-}
-
-// VerdictReason is the reason code of an allowlist verdict, named as the
-// status API's allowlist_status reports it: "missing" is ALLOWLIST_MISSING,
-// "blocked" TARGET_BLOCKED, "bad_target" BAD_TARGET; "allowed" and
-// anything else have no reason.
+// VerdictReason is the reason code of an allowlist verdict, named by its
+// stable word: the words allowlist.Verdict.String() returns, which the
+// status API reports as allowlist_status. "missing" is ALLOWLIST_MISSING,
+// "blocked" TARGET_BLOCKED (a deny rule or an unsafe address) and
+// "bad_target" BAD_TARGET; any other word, "allowed" among them, carries
+// no reason. This is the one place that mapping is written.
 func VerdictReason(verdict string) Reason {
 	switch verdict {
 	case "missing":
@@ -138,4 +130,14 @@ func VerdictReason(verdict string) Reason {
 		return BadTarget
 	}
 	return ReasonUnknown
+}
+
+// Reasons returns every row of the table, for documentation and tests.
+func Reasons() []ReasonInfo {
+	out := make([]ReasonInfo, 0, len(reasons))
+	for _, info := range reasons {
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Reason < out[j].Reason })
+	return out
 }

@@ -38,3 +38,12 @@ func TestWaitStopsWithContext(t *testing.T) {
 	assert.False(t, b.Wait(ctx))
 	assert.Less(t, time.Since(start), time.Second)
 }
+
+func TestSleep(t *testing.T) {
+	assert.True(t, Sleep(context.Background(), time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	assert.False(t, Sleep(ctx, time.Hour))
+	assert.Less(t, time.Since(start), time.Second)
+}

@@ -8,12 +8,12 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/postern/postern/agent"
+	"github.com/postern/postern/agent/policy"
 	"github.com/postern/postern/protocol"
 )
 
 // dialReason classifies a failed TCP connect the way the agent does.
-func dialReason(err error) protocol.Reason { return agent.DialReason(err) }
+func dialReason(err error) protocol.Reason { return policy.DialReason(err) }
 
 // dialErrText is the short cause of a failed connect: "connection refused",
 // "no answer (connect timeout)", "no route to host".

@@ -17,13 +17,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/agent/internal/testkit"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel"
 	"github.com/postern/postern/protocol/tunnel/tunneltest"
@@ -149,48 +150,16 @@ func (fr *fakeRelay) Port() string {
 // the request carries user:pass, and routes every CONNECT target to dest
 // (it "resolves" names the test machine cannot).
 type fakeProxy struct {
-	ln   net.Listener
+	*testkit.Target
 	dest string
 	auth string // the expected Proxy-Authorization
-
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
 }
 
 func newFakeProxy(t *testing.T, dest string) *fakeProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &fakeProxy{ln: ln, dest: dest, auth: "Basic dXNlcjpwYXNz"} // user:pass
-	p.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.track(c)
-			p.wg.Go(func() { p.serve(c) })
-		}
-	})
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			_ = c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
+	p := &fakeProxy{dest: dest, auth: "Basic dXNlcjpwYXNz"} // user:pass
+	p.Target = testkit.NewTarget(t, "127.0.0.1:0", p.serve)
 	return p
-}
-
-func (p *fakeProxy) Addr() string { return p.ln.Addr().String() }
-
-func (p *fakeProxy) track(c net.Conn) {
-	p.mu.Lock()
-	p.conns = append(p.conns, c)
-	p.mu.Unlock()
 }
 
 func (p *fakeProxy) serve(c net.Conn) {
@@ -209,7 +178,6 @@ func (p *fakeProxy) serve(c net.Conn) {
 		_, _ = io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
 		return
 	}
-	p.track(up)
 	defer up.Close()
 	_, _ = io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
 	done := make(chan struct{})
@@ -228,39 +196,17 @@ func (p *fakeProxy) serve(c net.Conn) {
 // newTLSTarget serves TLS with the PKI's certificate and returns its port.
 func newTLSTarget(t *testing.T, pki *testPKI) int {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pki.cert}})
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				_ = c.(*tls.Conn).Handshake()
-				_, _ = io.Copy(io.Discard, c)
-			})
-		}
-	})
-	t.Cleanup(func() {
-		_ = ln.Close()
-		wg.Wait()
-	})
-	return ln.Addr().(*net.TCPAddr).Port
+	cfg := &tls.Config{Certificates: []tls.Certificate{pki.cert}}
+	return testkit.NewTarget(t, "127.0.0.1:0", func(c net.Conn) {
+		tc := tls.Server(c, cfg)
+		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+		_ = tc.Handshake()
+		_, _ = io.Copy(io.Discard, tc)
+	}).Port()
 }
 
 // closedPort returns a loopback port nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	require.NoError(t, ln.Close())
-	return p
-}
+func closedPort(t *testing.T) string { return strconv.Itoa(testkit.RefusedPort(t)) }
 
 // --- running the doctor ----------------------------------------------------
 

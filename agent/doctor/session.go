@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/postern/postern/agent"
+	"github.com/postern/postern/agent/policy"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel"
 )
@@ -246,7 +246,7 @@ func (rr *relayRun) helloFrame() protocol.Hello {
 		Version:         rr.opts.Version,
 		Tunnels:         1,
 		StartedAt:       time.Now().UTC(),
-		Allowlist:       agent.NewPolicy(rr.cfg, time.Now()).Summary,
+		Allowlist:       policy.New(rr.cfg, time.Now()).Summary,
 		Probe:           true,
 	}
 }

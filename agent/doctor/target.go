@@ -8,8 +8,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/agent/policy"
 	"github.com/postern/postern/agent/resolve"
 	"github.com/postern/postern/allowlist"
 	"github.com/postern/postern/protocol"
@@ -28,7 +30,8 @@ type targetRun struct {
 	*runner
 	cfg    *config.Config
 	trust  *trust
-	res    *resolve.Resolver
+	pol    *policy.Policy
+	gate   *policy.Gate // nil when the resolver could not be built
 	resErr error
 }
 
@@ -44,7 +47,10 @@ func (r *runner) checkTargets(cfg *config.Config, tr *trust) {
 		NegativeTTL: -1,
 		Logger:      r.log,
 	})
-	tg := &targetRun{runner: r, cfg: cfg, trust: tr, res: res, resErr: err}
+	tg := &targetRun{runner: r, cfg: cfg, trust: tr, pol: policy.New(cfg, time.Now()), resErr: err}
+	if err == nil {
+		tg.gate = policy.NewGate(tg.pol, res)
+	}
 	for _, spec := range allow {
 		ports, more := probePorts(spec.Ports)
 		switch {
@@ -91,15 +97,14 @@ func (tg *targetRun) checkHost(spec allowlist.RuleSpec, ports []int) {
 	}
 	var usable []netip.Addr
 	c := tg.step(LayerTargetDNS, name, func(ctx context.Context) Check {
-		found, ans, err := tg.res.Lookup(ctx, name)
-		if err != nil {
-			reason := resolve.Reason(err)
-			if reason == protocol.ReasonUnknown {
-				reason = protocol.DNSTimeout
-			}
-			return fail(reason, err.Error(), tg.dnsAdvice(reason, name, spec.Line))
+		d := tg.gate.Resolve(ctx, name, ports[0])
+		if d.Result == policy.Deny && d.Reason != protocol.TargetBlocked {
+			return fail(d.Reason, d.Message, tg.dnsAdvice(d.Reason, name, spec.Line))
 		}
-		return tg.judgeAddrs(name, found, ports[0], answerNote(ans), &usable)
+		for _, ap := range d.Addrs {
+			usable = append(usable, ap.Addr())
+		}
+		return judgeAddrs(name, d, answerNote(d.Answer))
 	})
 	for _, p := range ports {
 		target := net.JoinHostPort(name, strconv.Itoa(p))
@@ -111,35 +116,27 @@ func (tg *targetRun) checkHost(spec allowlist.RuleSpec, ports []int) {
 	}
 }
 
-// judgeAddrs checks each resolved address against the allowlist, as the
-// agent does before dialling, and keeps those the agent would dial.
-func (tg *targetRun) judgeAddrs(name string, found []netip.Addr, port int, via string, usable *[]netip.Addr) Check {
-	report := tg.cfg.Mode == config.ModeReport
-	var blocked []string
-	for _, a := range found {
-		d := tg.cfg.Rules.CheckAddr(a, port)
-		if !d.Allowed() {
-			blocked = append(blocked, d.Reason)
-			if !report {
-				continue
-			}
-		}
-		*usable = append(*usable, a)
-	}
-	detail := joinAddrs(found) + via
+// judgeAddrs reports the gate's checks of every resolved address: the
+// agent dials only those it allows.
+func judgeAddrs(name string, d policy.Decision, via string) Check {
+	detail := joinAddrs(d.Found) + via
 	switch {
-	case len(blocked) == 0:
+	case len(d.Blocked) == 0:
 		return pass(detail)
-	case len(*usable) == 0:
-		return fail(protocol.TargetBlocked, detail+"; the agent refuses them all: "+blocked[0],
+	case d.Result == policy.Deny:
+		return fail(protocol.TargetBlocked, detail+"; the agent refuses them all: "+d.Blocked[0].Why,
 			"if "+name+" is meant to resolve there, add an ip rule naming that exact address; otherwise fix its DNS record")
-	case report:
+	case d.Result == policy.Report:
 		return Check{Status: Warn, Reason: protocol.TargetBlocked,
-			Detail:      detail + "; report mode lets it through, enforce would refuse: " + blocked[0],
+			Detail:      detail + "; report mode lets it through, enforce would refuse: " + d.Blocked[0].Why,
 			Remediation: "fix the rules or the DNS record before switching to mode enforce"}
 	}
+	why := make([]string, len(d.Blocked))
+	for i, b := range d.Blocked {
+		why[i] = b.Why
+	}
 	return Check{Status: Warn, Reason: protocol.TargetBlocked,
-		Detail:      detail + "; some addresses will be skipped: " + strings.Join(blocked, "; "),
+		Detail:      detail + "; some addresses will be skipped: " + strings.Join(why, "; "),
 		Remediation: "nothing to do if the remaining addresses serve " + name}
 }
 
@@ -147,13 +144,13 @@ func (tg *targetRun) judgeAddrs(name string, found []netip.Addr, port int, via s
 // usable address that answers, and runs TLS on 443 and 8443.
 func (tg *targetRun) checkPort(name string, addrs []netip.Addr, port int) {
 	target := net.JoinHostPort(name, strconv.Itoa(port))
-	if d := tg.cfg.Rules.Decide(name, port); !d.Allowed() {
+	if d := tg.pol.Judge(name, port); d.Result != policy.Allow {
 		st := Fail
-		if tg.cfg.Mode == config.ModeReport {
+		if d.Result == policy.Report {
 			st = Warn
 		}
-		tg.add(Check{Layer: LayerTargetTCP, Target: target, Status: st, Reason: verdictReason(d.Verdict),
-			Detail:      "the allowlist refuses it: " + d.Reason,
+		tg.add(Check{Layer: LayerTargetTCP, Target: target, Status: st, Reason: d.Reason,
+			Detail:      "the allowlist refuses it: " + d.Message,
 			Remediation: "another rule overrides this allow rule; remove the conflict"})
 		if st == Fail {
 			if tg.isTLSPort(port) {
@@ -237,16 +234,6 @@ func tcpAdvice(reason protocol.Reason, name string, port int) string {
 		return "no answer: a firewall between the agent and " + name + " drops TCP " + p + ", or the host is down"
 	}
 	return "no route from the agent to " + name + ": check routing and firewalls"
-}
-
-func verdictReason(v allowlist.Verdict) protocol.Reason {
-	switch v {
-	case allowlist.Blocked:
-		return protocol.TargetBlocked
-	case allowlist.BadTarget:
-		return protocol.BadTarget
-	}
-	return protocol.AllowlistMissing
 }
 
 func answerNote(a resolve.Answer) string {

@@ -161,10 +161,10 @@ func startAgent(t *testing.T, r *testRelay, token, rules string, hosts map[strin
 	res, err := resolve.New(resolve.Config{HostsFile: hostsFile, ResolvConf: resolvConf, Logger: logger(t)})
 	require.NoError(t, err)
 
-	a, err := agent.New(agent.Options{
-		Config: cfg, Token: token, Version: "test", Logger: logger(t), Resolver: res,
-		BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, DrainTimeout: time.Second, RefusedTokenPause: 50 * time.Millisecond,
-	})
+	opts := agent.DefaultOptions()
+	opts.Config, opts.Token, opts.Version, opts.Logger, opts.Resolver = cfg, token, "test", logger(t), res
+	opts.BackoffBase, opts.BackoffMax, opts.DrainTimeout, opts.RefusedTokenPause = 50*time.Millisecond, 500*time.Millisecond, time.Second, 50*time.Millisecond
+	a, err := agent.New(opts)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	ta := &testAgent{a: a, cancel: cancel, done: make(chan error, 1)}

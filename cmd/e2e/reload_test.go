@@ -50,8 +50,10 @@ func TestReloadUnderLoad(t *testing.T) {
 	require.NoError(t, err)
 	res, err := resolve.New(resolve.Config{HostsFile: filepath.Join(dir, "none"), ResolvConf: filepath.Join(dir, "none")})
 	require.NoError(t, err)
-	a, err := agent.New(agent.Options{Config: cfg, Token: f.conn.AgentToken, Version: "test", Resolver: res, Logger: logger(t),
-		BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond})
+	opts := agent.DefaultOptions()
+	opts.Config, opts.Token, opts.Version, opts.Resolver, opts.Logger = cfg, f.conn.AgentToken, "test", res, logger(t)
+	opts.BackoffBase, opts.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
+	a, err := agent.New(opts)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

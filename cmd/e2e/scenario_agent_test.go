@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -83,11 +84,11 @@ func startFileAgent(t *testing.T, files agentFiles, openTimeout time.Duration) *
 	require.NoError(t, err)
 	al, err := audit.Open(cfg.AuditLog, audit.DefaultMaxBytes, audit.DefaultKeep)
 	require.NoError(t, err)
-	a, err := agent.New(agent.Options{
-		Config: cfg, Token: token, Version: "scenario", Logger: logger(t), Resolver: res, Audit: al,
-		OpenTimeout: openTimeout, DrainTimeout: 2 * time.Second,
-		BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
-	})
+	opts := agent.DefaultOptions()
+	opts.Config, opts.Token, opts.Version, opts.Logger, opts.Resolver, opts.Audit = cfg, token, "scenario", logger(t), res, al
+	opts.OpenTimeout = cmp.Or(openTimeout, opts.OpenTimeout) // 0: the default
+	opts.DrainTimeout, opts.BackoffBase, opts.BackoffMax = 2*time.Second, 50*time.Millisecond, 500*time.Millisecond
+	a, err := agent.New(opts)
 	require.NoError(t, err)
 
 	ln, err := net.Listen("tcp", cfg.StatusListen)

@@ -49,13 +49,12 @@ func run(ctx context.Context, cfgPath string) error {
 	if err != nil {
 		return fmt.Errorf("dns: %w", err)
 	}
-	opts := agent.Options{
-		Config:   cfg,
-		Token:    token,
-		Version:  version,
-		Logger:   log,
-		Resolver: res,
-	}
+	opts := agent.DefaultOptions()
+	opts.Config = cfg
+	opts.Token = token
+	opts.Version = version
+	opts.Logger = log
+	opts.Resolver = res
 	if cfg.AuditLog != "" {
 		al, err := audit.Open(cfg.AuditLog, audit.DefaultMaxBytes, audit.DefaultKeep)
 		if err != nil {

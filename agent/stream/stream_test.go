@@ -1,4 +1,4 @@
-package agent
+package stream
 
 import (
 	"encoding/binary"
@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/agent/audit"
+	"github.com/postern/postern/agent/internal/testkit"
 	"github.com/postern/postern/agent/resolve/dnstest"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel/tunneltest"
@@ -27,22 +28,22 @@ import (
 // stream can get, the targets behind it and the DNS it asks.
 type decisionEnv struct {
 	session *tunneltest.RelaySession
-	dials   *dialLog
+	dials   *testkit.DialLog
 	dns     *dnstest.Server
-	ok      *target // 127.0.0.1:P, allowed
-	loop    *target // 127.0.0.9:P, loopback no rule names
-	unlist  *target // 127.0.0.1:Q, no rule allows port Q
-	refused int     // 127.0.0.1:R, allowed, nothing listens
+	ok      *testkit.Target // 127.0.0.1:P, allowed
+	loop    *testkit.Target // 127.0.0.9:P, loopback no rule names
+	unlist  *testkit.Target // 127.0.0.1:Q, no rule allows port Q
+	refused int             // 127.0.0.1:R, allowed, nothing listens
 }
 
 func newDecisionEnv(t *testing.T) *decisionEnv {
 	t.Helper()
-	env := &decisionEnv{dials: &dialLog{}}
-	env.ok = newTarget(t, "127.0.0.1:0", replyAfterEOF)
-	p := env.ok.port()
-	env.loop = newTarget(t, net.JoinHostPort("127.0.0.9", strconv.Itoa(p)), replyAfterEOF)
-	env.unlist = newTarget(t, "127.0.0.1:0", replyAfterEOF)
-	env.refused = refusedPort(t)
+	env := &decisionEnv{dials: &testkit.DialLog{}}
+	env.ok = testkit.NewTarget(t, "127.0.0.1:0", testkit.ReplyAfterEOF)
+	p := env.ok.Port()
+	env.loop = testkit.NewTarget(t, net.JoinHostPort("127.0.0.9", strconv.Itoa(p)), testkit.ReplyAfterEOF)
+	env.unlist = testkit.NewTarget(t, "127.0.0.1:0", testkit.ReplyAfterEOF)
+	env.refused = testkit.RefusedPort(t)
 	env.dns = dnstest.New(t, dnstest.ByName(map[string]dnstest.Handler{
 		"fail.test.": dnstest.Rcode(dns.RcodeServerFailure),
 		"slow.test.": dnstest.Drop,
@@ -58,8 +59,8 @@ func newDecisionEnv(t *testing.T) *decisionEnv {
 		"unlisted.example. 0 IN A 127.0.0.1",
 	).Reply))
 
-	relay := newFakeRelay(t, time.Second)
-	cfg := parseConfig(t, fmt.Sprintf(`relay_url: %s
+	relay := testkit.NewRelay(t, time.Second)
+	cfg := testkit.ParseConfig(t, fmt.Sprintf(`relay_url: %s
 tunnels: 1
 allow:
   - host: "*.test"
@@ -73,14 +74,14 @@ allow:
 deny:
   - cidr: 10.99.0.0/16
 `, relay.URL(), p, env.refused))
-	runAgent(t, Options{Config: cfg, Dial: env.dials.Dial, Resolver: newResolver(t, env.dns.Addr(), -1)})
+	serve(t, testServer{Config: cfg, Dial: env.dials.Dial, Resolver: testkit.NewResolver(t, env.dns.Addr(), -1)})
 	env.session = relay.Session(t)
 	return env
 }
 
 func TestStreamDecisions(t *testing.T) {
 	env := newDecisionEnv(t)
-	p := env.ok.port()
+	p := env.ok.Port()
 	okAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 	at := func(ip string) string { return net.JoinHostPort(ip, strconv.Itoa(p)) }
 
@@ -97,8 +98,8 @@ func TestStreamDecisions(t *testing.T) {
 		"name from hosts file":        {host: "hostsfile.test", port: p, wantDials: []string{okAddr}, noLookup: "hostsfile.test."},
 		"first address refuses":       {host: "multi.test", port: p, wantDials: []string{at("127.0.0.2"), okAddr}},
 		"blocked addresses skipped":   {host: "mixed.test", port: p, wantDials: []string{okAddr}},
-		"name not allowlisted":        {host: "unlisted.example", port: env.unlist.port(), want: protocol.AllowlistMissing, noLookup: "unlisted.example."},
-		"port not allowlisted":        {host: "ok.test", port: env.unlist.port(), want: protocol.AllowlistMissing, noLookup: "ok.test."},
+		"name not allowlisted":        {host: "unlisted.example", port: env.unlist.Port(), want: protocol.AllowlistMissing, noLookup: "unlisted.example."},
+		"port not allowlisted":        {host: "ok.test", port: env.unlist.Port(), want: protocol.AllowlistMissing, noLookup: "ok.test."},
 		"ip not allowlisted":          {host: "10.1.2.3", port: 443, want: protocol.AllowlistMissing},
 		"metadata address":            {host: "169.254.169.254", port: 80, want: protocol.TargetBlocked},
 		"unnamed loopback":            {host: "127.0.0.9", port: p, want: protocol.TargetBlocked},
@@ -117,17 +118,17 @@ func TestStreamDecisions(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			before := len(env.dials.Addrs())
-			okBefore := env.ok.accepted.Load()
+			okBefore := env.ok.Accepted.Load()
 			lookupsBefore := len(env.dns.Queries().For(tc.noLookup, dns.TypeA))
-			res, st := env.session.Dial(t, dialRequest(tc.host, tc.port))
+			res, st := env.session.Dial(t, testkit.DialRequest(tc.host, tc.port))
 
 			var dialled []string // nil when nothing was dialled
 			if all := env.dials.Addrs(); len(all) > before {
 				dialled = all[before:]
 			}
 			assert.Equal(t, tc.wantDials, dialled, "addresses dialled")
-			assert.Zero(t, env.loop.accepted.Load(), "a blocked address is never reached")
-			assert.Zero(t, env.unlist.accepted.Load(), "a target off the allowlist is never reached")
+			assert.Zero(t, env.loop.Accepted.Load(), "a blocked address is never reached")
+			assert.Zero(t, env.unlist.Accepted.Load(), "a target off the allowlist is never reached")
 			if tc.noLookup != "" {
 				assert.Len(t, env.dns.Queries().For(tc.noLookup, dns.TypeA), lookupsBefore, "no DNS question for %s", tc.noLookup)
 			}
@@ -135,7 +136,7 @@ func TestStreamDecisions(t *testing.T) {
 				assert.False(t, res.OK)
 				assert.Equal(t, tc.want, res.Reason, "%+v", res)
 				assert.NotEmpty(t, res.Message)
-				assert.Equal(t, okBefore, env.ok.accepted.Load())
+				assert.Equal(t, okBefore, env.ok.Accepted.Load())
 				return
 			}
 			require.True(t, res.OK, "%+v", res)
@@ -144,7 +145,7 @@ func TestStreamDecisions(t *testing.T) {
 			assert.NotEmpty(t, res.Rule, "an ok names the rule that allowed it")
 			// Half-close both ways: the target answers only after it saw
 			// EOF, and the stream ends after the answer.
-			assert.Equal(t, "pong:hello "+name, exchange(t, st, "hello "+name))
+			assert.Equal(t, "pong:hello "+name, testkit.Exchange(t, st, "hello "+name))
 		})
 	}
 }
@@ -160,10 +161,10 @@ func TestStreamProtocolFaults(t *testing.T) {
 		require.NoError(t, err)
 		return b
 	}
-	unknownOp := dialRequest("127.0.0.1", env.ok.port())
+	unknownOp := testkit.DialRequest("127.0.0.1", env.ok.Port())
 	unknownOp.Op = "teleport"
-	noPort := dialRequest("127.0.0.1", 0)
-	longHost := dialRequest(strings.Repeat("a", protocol.MaxHostLen+1), 443)
+	noPort := testkit.DialRequest("127.0.0.1", 0)
+	longHost := testkit.DialRequest(strings.Repeat("a", protocol.MaxHostLen+1), 443)
 
 	tests := map[string]struct {
 		frame []byte
@@ -186,7 +187,7 @@ func TestStreamProtocolFaults(t *testing.T) {
 		})
 	}
 	assert.Empty(t, env.dials.Addrs(), "a bad request never dials")
-	assert.Zero(t, env.ok.accepted.Load())
+	assert.Zero(t, env.ok.Accepted.Load())
 	assert.False(t, env.session.Closed(), "a bad stream does not end the tunnel")
 }
 
@@ -194,9 +195,9 @@ func TestStreamProtocolFaults(t *testing.T) {
 // TTL 0 gets exactly one question per stream, and only the address that
 // was checked is dialled.
 func TestDNSRebindingNeverReachesBlockedAddress(t *testing.T) {
-	good := newTarget(t, "127.0.0.1:0", replyAfterEOF)
-	p := good.port()
-	bad := newTarget(t, net.JoinHostPort("127.0.0.2", strconv.Itoa(p)), replyAfterEOF)
+	good := testkit.NewTarget(t, "127.0.0.1:0", testkit.ReplyAfterEOF)
+	p := good.Port()
+	bad := testkit.NewTarget(t, net.JoinHostPort("127.0.0.2", strconv.Itoa(p)), testkit.ReplyAfterEOF)
 	flip := [2]*dnstest.Zone{
 		dnstest.NewZone(t, "rebind.test. 0 IN A 127.0.0.1"),
 		dnstest.NewZone(t, "rebind.test. 0 IN A 127.0.0.2"),
@@ -204,8 +205,8 @@ func TestDNSRebindingNeverReachesBlockedAddress(t *testing.T) {
 	d := dnstest.New(t, func(q dnstest.Query, req *dns.Msg) *dns.Msg {
 		return flip[q.Seen%2].Reply(q, req) // allowed first, then blocked, and so on
 	})
-	relay := newFakeRelay(t, time.Second)
-	cfg := parseConfig(t, fmt.Sprintf(`relay_url: %s
+	relay := testkit.NewRelay(t, time.Second)
+	cfg := testkit.ParseConfig(t, fmt.Sprintf(`relay_url: %s
 tunnels: 1
 allow:
   - host: rebind.test
@@ -213,20 +214,20 @@ allow:
   - ip: 127.0.0.1
     ports: [%[2]d]
 `, relay.URL(), p))
-	dials := &dialLog{}
-	runAgent(t, Options{Config: cfg, Dial: dials.Dial, Resolver: newResolver(t, d.Addr(), 0)})
+	dials := &testkit.DialLog{}
+	serve(t, testServer{Config: cfg, Dial: dials.Dial, Resolver: testkit.NewResolver(t, d.Addr(), 0)})
 	s := relay.Session(t)
 
 	const streams = 6
 	var wantDials []string
 	for i := range streams {
-		res, st := s.Dial(t, dialRequest("rebind.test", p))
+		res, st := s.Dial(t, testkit.DialRequest("rebind.test", p))
 		assert.Len(t, d.Queries().For("rebind.test.", dns.TypeA), i+1, "exactly one resolution per stream")
 		if i%2 == 0 {
 			require.True(t, res.OK, "stream %d: %+v", i, res)
-			assert.Equal(t, good.addr(), res.Addr)
-			assert.Equal(t, "pong:x", exchange(t, st, "x"))
-			wantDials = append(wantDials, good.addr())
+			assert.Equal(t, good.Addr(), res.Addr)
+			assert.Equal(t, "pong:x", testkit.Exchange(t, st, "x"))
+			wantDials = append(wantDials, good.Addr())
 			continue
 		}
 		assert.False(t, res.OK)
@@ -234,15 +235,15 @@ allow:
 		assert.Contains(t, res.Message, "127.0.0.2")
 	}
 	assert.Equal(t, wantDials, dials.Addrs(), "only checked addresses are dialled")
-	assert.Equal(t, int32(streams/2), good.accepted.Load())
-	assert.Zero(t, bad.accepted.Load(), "the blocked address never gets a connection")
+	assert.Equal(t, int32(streams/2), good.Accepted.Load())
+	assert.Zero(t, bad.Accepted.Load(), "the blocked address never gets a connection")
 }
 
 func TestReportModeDialsWouldBeDenials(t *testing.T) {
-	tg := newTarget(t, "127.0.0.1:0", replyAfterEOF)
+	tg := testkit.NewTarget(t, "127.0.0.1:0", testkit.ReplyAfterEOF)
 	d := dnstest.New(t, dnstest.NewZone(t, "new.test. 0 IN A 127.0.0.1").Reply)
-	relay := newFakeRelay(t, time.Second)
-	cfg := parseConfig(t, fmt.Sprintf(`relay_url: %s
+	relay := testkit.NewRelay(t, time.Second)
+	cfg := testkit.ParseConfig(t, fmt.Sprintf(`relay_url: %s
 tunnels: 1
 mode: report
 allow:
@@ -250,31 +251,31 @@ allow:
     ports: [443]
   - ip: 127.0.0.1
     ports: [%d]
-`, relay.URL(), tg.port()))
-	logs := &logSink{}
-	dials := &dialLog{}
+`, relay.URL(), tg.Port()))
+	logs := &testkit.LogSink{}
+	dials := &testkit.DialLog{}
 	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
 	auditLog, err := audit.Open(auditPath, 0, 0)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = auditLog.Close() }) // after the agent stopped
-	runAgent(t, Options{Config: cfg, Logger: logs.Logger(), Dial: dials.Dial, Audit: auditLog,
-		Resolver: newResolver(t, d.Addr(), -1)})
+	serve(t, testServer{Config: cfg, Logger: logs.Logger(), Dial: dials.Dial, Audit: auditLog,
+		Resolver: testkit.NewResolver(t, d.Addr(), -1)})
 	s := relay.Session(t)
 
-	req := dialRequest("new.test", tg.port())
+	req := testkit.DialRequest("new.test", tg.Port())
 	res, st := s.Dial(t, req)
 	require.True(t, res.OK, "report mode lets a would-be denial through: %+v", res)
-	assert.Equal(t, "pong:report", exchange(t, st, "report"))
-	assert.Equal(t, int32(1), tg.accepted.Load())
+	assert.Equal(t, "pong:report", testkit.Exchange(t, st, "report"))
+	assert.Equal(t, int32(1), tg.Accepted.Load())
 	warned := logs.Find("report mode: would deny")
 	require.Len(t, warned, 1, "the would-be denial is logged")
 	assert.Equal(t, string(protocol.AllowlistMissing), warned[0].Attrs["reason"])
-	assert.Equal(t, "new.test:"+strconv.Itoa(tg.port()), warned[0].Attrs["target"])
+	assert.Equal(t, "new.test:"+strconv.Itoa(tg.Port()), warned[0].Attrs["target"])
 
-	bad := dialRequest("0x7f.0.0.1", tg.port())
+	bad := testkit.DialRequest("0x7f.0.0.1", tg.Port())
 	res, _ = s.Dial(t, bad)
 	assert.Equal(t, protocol.BadTarget, res.Reason, "a malformed target is refused even in report mode")
-	assert.Equal(t, []string{tg.addr()}, dials.Addrs())
+	assert.Equal(t, []string{tg.Addr()}, dials.Addrs())
 
 	// The customer's audit log shows both: what report mode let through
 	// and why enforce would not have.
@@ -282,13 +283,13 @@ allow:
 	require.Eventually(t, func() bool {
 		entries = readAudit(t, auditPath)
 		return len(entries) == 2
-	}, waitTimeout, 10*time.Millisecond)
+	}, testkit.WaitTimeout, 10*time.Millisecond)
 	byID := map[string]audit.Entry{entries[0].RequestID: entries[0], entries[1].RequestID: entries[1]}
 	let := byID[req.ID]
 	assert.Equal(t, audit.ReportAllowed, let.Decision)
 	assert.Equal(t, string(protocol.AllowlistMissing), let.Reason)
-	assert.Equal(t, "new.test:"+strconv.Itoa(tg.port()), let.Target)
-	assert.Equal(t, tg.addr(), let.Addr)
+	assert.Equal(t, "new.test:"+strconv.Itoa(tg.Port()), let.Target)
+	assert.Equal(t, tg.Addr(), let.Addr)
 	assert.Equal(t, int64(len("report")), let.BytesUp)
 	assert.Equal(t, int64(len("pong:report")), let.BytesDown)
 	refused := byID[bad.ID]
@@ -314,7 +315,7 @@ func readAudit(t *testing.T, path string) []audit.Entry {
 // the target's banner and can still send, and the target receives it.
 func TestStreamHalfCloseFromTarget(t *testing.T) {
 	got := make(chan string, 1)
-	tg := newTarget(t, "127.0.0.1:0", func(c net.Conn) {
+	tg := testkit.NewTarget(t, "127.0.0.1:0", func(c net.Conn) {
 		if _, err := io.WriteString(c, "banner"); err != nil {
 			return
 		}
@@ -324,13 +325,13 @@ func TestStreamHalfCloseFromTarget(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		got <- string(b)
 	})
-	relay := newFakeRelay(t, time.Second)
-	cfg := parseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
-		relay.URL(), tg.port()))
-	runAgent(t, Options{Config: cfg})
+	relay := testkit.NewRelay(t, time.Second)
+	cfg := testkit.ParseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
+		relay.URL(), tg.Port()))
+	serve(t, testServer{Config: cfg})
 	s := relay.Session(t)
 
-	res, st := s.Dial(t, dialRequest("127.0.0.1", tg.port()))
+	res, st := s.Dial(t, testkit.DialRequest("127.0.0.1", tg.Port()))
 	require.True(t, res.OK, "%+v", res)
 	banner, err := io.ReadAll(st)
 	require.NoError(t, err)
@@ -341,7 +342,7 @@ func TestStreamHalfCloseFromTarget(t *testing.T) {
 	select {
 	case msg := <-got:
 		assert.Equal(t, "still open", msg)
-	case <-time.After(waitTimeout):
+	case <-time.After(testkit.WaitTimeout):
 		t.Fatal("the target never saw the relay's bytes and EOF")
 	}
 }

@@ -1,4 +1,4 @@
-package agent
+package stream
 
 import (
 	"encoding/pem"
@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/agent/audit"
+	"github.com/postern/postern/agent/internal/testkit"
 	"github.com/postern/postern/agent/resolve/dnstest"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel/tunneltest"
@@ -31,12 +32,12 @@ import (
 // a port that accepts and never answers, and a DNS server.
 type checkEnv struct {
 	session *tunneltest.RelaySession
-	dials   *dialLog
+	dials   *testkit.DialLog
 	dns     *dnstest.Server
 	web     *httptest.Server // 127.0.0.1:P, plain HTTP
 	tls     *httptest.Server // 127.0.0.1:T, self-signed for example.com and 127.0.0.1
 	refused int              // 127.0.0.1:R, nothing listens
-	hang    *target          // 127.0.0.1:H, reads and never answers
+	hang    *testkit.Target  // 127.0.0.1:H, reads and never answers
 	audit   string           // audit log path
 }
 
@@ -76,15 +77,15 @@ func quietServer(h http.HandlerFunc) *httptest.Server {
 // config (ca_file, mode).
 func newCheckEnv(t *testing.T, extra func(env *checkEnv) string) *checkEnv {
 	t.Helper()
-	env := &checkEnv{dials: &dialLog{}, audit: filepath.Join(t.TempDir(), "audit.jsonl")}
+	env := &checkEnv{dials: &testkit.DialLog{}, audit: filepath.Join(t.TempDir(), "audit.jsonl")}
 	env.web = quietServer(provider)
 	env.web.Start()
 	t.Cleanup(env.web.Close)
 	env.tls = quietServer(provider)
 	env.tls.StartTLS()
 	t.Cleanup(env.tls.Close)
-	env.refused = refusedPort(t)
-	env.hang = newTarget(t, "127.0.0.1:0", func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	env.refused = testkit.RefusedPort(t)
+	env.hang = testkit.NewTarget(t, "127.0.0.1:0", func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	env.dns = dnstest.New(t, dnstest.ByName(map[string]dnstest.Handler{
 		"fail.test.": dnstest.Rcode(dns.RcodeServerFailure),
 	}, dnstest.NewZone(t,
@@ -94,7 +95,7 @@ func newCheckEnv(t *testing.T, extra func(env *checkEnv) string) *checkEnv {
 		"unlisted.example. 0 IN A 127.0.0.1",
 	).Reply))
 
-	relay := newFakeRelay(t, time.Second)
+	relay := testkit.NewRelay(t, time.Second)
 	cfg := fmt.Sprintf(`relay_url: %s
 tunnels: 1
 audit_log: %s
@@ -107,15 +108,15 @@ allow:
     ports: [%[4]d]
 deny:
   - cidr: 10.99.0.0/16
-`, relay.URL(), env.audit, port(t, env.web.URL), port(t, env.tls.URL), env.refused, env.hang.port())
+`, relay.URL(), env.audit, port(t, env.web.URL), port(t, env.tls.URL), env.refused, env.hang.Port())
 	if extra != nil {
 		cfg += extra(env)
 	}
 	auditLog, err := audit.Open(env.audit, 0, 0)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = auditLog.Close() }) // after the agent stopped
-	runAgent(t, Options{Config: parseConfig(t, cfg), Dial: env.dials.Dial, Audit: auditLog,
-		Resolver: newResolver(t, env.dns.Addr(), -1)})
+	serve(t, testServer{Config: testkit.ParseConfig(t, cfg), Dial: env.dials.Dial, Audit: auditLog,
+		Resolver: testkit.NewResolver(t, env.dns.Addr(), -1)})
 	env.session = relay.Session(t)
 	return env
 }
@@ -143,7 +144,7 @@ func checkRequest(t *testing.T, baseURL string, within time.Duration) protocol.R
 		require.NoError(t, err)
 	}
 	return protocol.Request{
-		Op: protocol.OpCheck, ID: "chk-" + strconv.FormatInt(requestSeq.Add(1), 10),
+		Op: protocol.OpCheck, ID: testkit.NextID("chk"),
 		Host: u.Hostname(), Port: p, BaseURL: baseURL,
 		DeadlineUnixMS: time.Now().Add(within).UnixMilli(),
 	}
@@ -232,7 +233,7 @@ func TestCheckVerdicts(t *testing.T) {
 			details: map[string]string{StepTCP: "dial 127.0.0.1:" + strconv.Itoa(env.refused)},
 		},
 		"accepted but never answers": {
-			baseURL: at("127.0.0.1", env.hang.port(), "/"), within: 400 * time.Millisecond,
+			baseURL: at("127.0.0.1", env.hang.Port(), "/"), within: 400 * time.Millisecond,
 			reason: protocol.ConnectTimeout, steps: literal,
 			details: map[string]string{StepHTTP: "did not answer HTTP in time"},
 		},
@@ -259,7 +260,7 @@ func TestCheckVerdicts(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			within := tc.within
 			if within == 0 {
-				within = waitTimeout
+				within = testkit.WaitTimeout
 			}
 			began := time.Now()
 			res, cr := env.check(t, tc.baseURL, within)
@@ -292,7 +293,7 @@ func TestCheckNotAllowedTouchesNoNetwork(t *testing.T) {
 	for name, mode := range map[string]string{"enforce": "", "report": "mode: report\n"} {
 		t.Run(name, func(t *testing.T) {
 			env := newCheckEnv(t, func(*checkEnv) string { return mode })
-			_, cr := env.check(t, "https://unlisted.example:"+strconv.Itoa(port(t, env.web.URL))+"/", waitTimeout)
+			_, cr := env.check(t, "https://unlisted.example:"+strconv.Itoa(port(t, env.web.URL))+"/", testkit.WaitTimeout)
 
 			assert.False(t, cr.Ready, "a check shows what enforce mode would do")
 			assert.Equal(t, protocol.AllowlistMissing, cr.Reason)
@@ -306,14 +307,14 @@ func TestCheckNotAllowedTouchesNoNetwork(t *testing.T) {
 			}
 			assert.Empty(t, env.dns.Queries().For("unlisted.example.", dns.TypeA), "no DNS question for a target the rules refuse")
 			assert.Empty(t, env.dials.Addrs(), "no connection for a target the rules refuse")
-			assert.Zero(t, env.hang.accepted.Load())
+			assert.Zero(t, env.hang.Accepted.Load())
 
 			// The customer's audit log records the check and its verdict.
 			var entries []audit.Entry
 			require.Eventually(t, func() bool {
 				entries = readAudit(t, env.audit)
 				return len(entries) == 1
-			}, waitTimeout, 10*time.Millisecond)
+			}, testkit.WaitTimeout, 10*time.Millisecond)
 			assert.Equal(t, "check", entries[0].Op)
 			assert.Equal(t, audit.Denied, entries[0].Decision)
 			assert.Equal(t, string(protocol.AllowlistMissing), entries[0].Reason)
@@ -349,7 +350,7 @@ func TestCheckTrustsCAFile(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			_, cr := env.check(t, tc.baseURL, waitTimeout)
+			_, cr := env.check(t, tc.baseURL, testkit.WaitTimeout)
 			assert.Equal(t, tc.ready, cr.Ready, "%+v", cr)
 			assert.Empty(t, cr.Reason)
 			assert.Equal(t, tc.steps, stepNames(cr))
@@ -363,7 +364,7 @@ func TestCheckTrustsCAFile(t *testing.T) {
 	}
 
 	// The name the certificate does not cover still fails verification.
-	_, cr := env.check(t, "https://jira.test:"+tlsPort+"/", waitTimeout)
+	_, cr := env.check(t, "https://jira.test:"+tlsPort+"/", testkit.WaitTimeout)
 	if assert.Equal(t, protocol.TLSFailed, cr.Reason) {
 		assert.Contains(t, cr.Steps[len(cr.Steps)-1].Detail, "verify error: x509: certificate is valid for")
 	}
@@ -371,7 +372,7 @@ func TestCheckTrustsCAFile(t *testing.T) {
 
 func TestCheckSelfSignedNamesVerifyError(t *testing.T) {
 	env := newCheckEnv(t, nil)
-	_, cr := env.check(t, "https://example.com:"+strconv.Itoa(port(t, env.tls.URL))+"/", waitTimeout)
+	_, cr := env.check(t, "https://example.com:"+strconv.Itoa(port(t, env.tls.URL))+"/", testkit.WaitTimeout)
 	require.Equal(t, protocol.TLSFailed, cr.Reason)
 	assert.Equal(t, protocol.ProviderBaseURLUnreachable, cr.ProviderErrorCode)
 	last := cr.Steps[len(cr.Steps)-1]

@@ -1,10 +1,11 @@
-package agent
+package stream
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/agent/internal/testkit"
+	"github.com/postern/postern/agent/policy"
 	"github.com/postern/postern/agent/resolve"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel"
@@ -52,17 +55,17 @@ func FuzzServeStream(f *testing.F) {
 
 	var badDial atomic.Value // the first disallowed address dialled, if any
 	allowed := netip.MustParseAddrPort("10.0.0.7:8080")
-	cfg := parseConfig(f, `relay_url: ws://127.0.0.1:1
+	cfg := testkit.ParseConfig(f, `relay_url: ws://127.0.0.1:1
 allow:
   - ip: 10.0.0.7
     ports: [8080]
   - host: "*.corp.example"
     ports: [443]
 `)
-	a, err := New(Options{
-		Config:   cfg,
-		Token:    testToken,
-		Resolver: nxResolver{},
+	srv, err := New(Config{
+		Gate:        policy.NewGate(policy.New(cfg, time.Now()), nxResolver{}),
+		OpenTimeout: 15 * time.Second,
+		IdleTimeout: 15 * time.Minute,
 		Dial: func(_ context.Context, _, addr string) (net.Conn, error) {
 			if ap, err := netip.ParseAddrPort(addr); err != nil || netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) != allowed {
 				badDial.CompareAndSwap(nil, addr)
@@ -87,7 +90,7 @@ allow:
 			if err != nil {
 				return
 			}
-			wg.Go(func() { a.serveStream(ctx, st, a.log) })
+			wg.Go(func() { srv.ServeStream(ctx, st, slog.New(slog.DiscardHandler)) })
 		}
 	})
 	f.Cleanup(func() {
@@ -104,7 +107,7 @@ allow:
 		st, err := relayMux.Open(t.Context())
 		require.NoError(t, err)
 		defer st.Close()
-		require.NoError(t, st.SetDeadline(time.Now().Add(waitTimeout)))
+		require.NoError(t, st.SetDeadline(time.Now().Add(testkit.WaitTimeout)))
 		_, err = st.Write(data)
 		require.NoError(t, err)
 		require.NoError(t, st.CloseWrite()) // the agent sees EOF after data

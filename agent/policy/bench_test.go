@@ -1,17 +1,16 @@
-package agent
+package policy
 
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/resolve"
 	"github.com/postern/postern/agent/resolve/dnstest"
-	"github.com/postern/postern/protocol"
 )
 
 // BenchmarkPlanWarmCache measures deciding a stream — allowlist decision,
@@ -42,22 +41,17 @@ func BenchmarkPlanWarmCache(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			a, err := New(Options{Config: cfg, Token: "t", Resolver: res})
-			if err != nil {
-				b.Fatal(err)
-			}
-			req := protocol.Request{Op: protocol.OpDial, ID: "r", Host: "gitlab.corp.example", Port: 443}
-			log := slog.New(slog.DiscardHandler)
+			g := NewGate(New(cfg, time.Now()), res)
 			ctx := context.Background()
-			p, refusal := a.plan(ctx, req, log) // warms the cache
-			if refusal != nil || len(p.addrs) != 1 || p.addrs[0].Addr() != netip.MustParseAddr("10.20.30.40") {
-				b.Fatalf("plan = %+v, %+v", p, refusal)
+			d := g.Decide(ctx, "gitlab.corp.example", 443) // warms the cache
+			if d.Result != Allow || len(d.Addrs) != 1 || d.Addrs[0].Addr() != netip.MustParseAddr("10.20.30.40") {
+				b.Fatalf("decision = %+v", d)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				if _, refusal := a.plan(ctx, req, log); refusal != nil {
-					b.Fatal(refusal)
+				if d := g.Decide(ctx, "gitlab.corp.example", 443); d.Result != Allow {
+					b.Fatal(d)
 				}
 			}
 		})

@@ -1,28 +1,20 @@
-package agent
+package stream
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/netip"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/agent/policy"
 	"github.com/postern/postern/agent/resolve"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel"
@@ -31,7 +23,7 @@ import (
 // A live check (spec section 7.5) tests the path to a base URL from inside
 // the customer network, layer by layer, and stops at the first layer that
 // fails: allowlist -> dns -> tcp -> tls (https only) -> http. It follows the
-// dial path exactly (planWith, dialPlan): decide, resolve once, check every
+// dial path exactly (the gate, then Decision.Dial): decide, resolve once, check every
 // address, connect only to a checked address, never through the egress
 // proxy. The choices where the contract is silent:
 //
@@ -132,13 +124,13 @@ func parseCheckTarget(req protocol.Request) (checkTarget, error) {
 
 // serveCheck answers a check request: ok with the check's outcome whatever
 // the verdict, or BAD_TARGET when the base_url cannot be probed.
-func (a *Agent) serveCheck(ctx context.Context, st *tunnel.Stream, req protocol.Request, log *slog.Logger) {
+func (s *Server) serveCheck(ctx context.Context, st *tunnel.Stream, req protocol.Request, log *slog.Logger) {
 	start := time.Now()
 	entry := audit.Entry{Time: start.UTC(), RequestID: req.ID, Op: string(req.Op),
 		Target: net.JoinHostPort(req.Host, strconv.Itoa(req.Port))}
 	t, err := parseCheckTarget(req)
 	if err != nil {
-		a.refuse(st, protocol.Result{Reason: protocol.BadTarget, Message: err.Error()}, entry, log)
+		s.refuse(st, protocol.Result{Reason: protocol.BadTarget, Message: err.Error()}, entry, log)
 		return
 	}
 	entry.Target = net.JoinHostPort(t.host, strconv.Itoa(t.port))
@@ -148,7 +140,7 @@ func (a *Agent) serveCheck(ctx context.Context, st *tunnel.Stream, req protocol.
 		deadline = d
 	}
 	cctx, cancel := context.WithDeadline(ctx, deadline)
-	out := a.runCheck(cctx, t, log)
+	out := s.runCheck(cctx, t)
 	cancel()
 
 	res := protocol.Result{OK: true, Addr: out.addr, Rule: out.rule, RetryAfterSeconds: out.cr.RetryAfterSeconds, Check: &out.cr}
@@ -164,7 +156,7 @@ func (a *Agent) serveCheck(ctx context.Context, st *tunnel.Stream, req protocol.
 	if entry.Message == "" {
 		entry.Message = checkSummary(out.cr)
 	}
-	a.audit(entry, start, log)
+	s.audit(entry, start, log)
 	log.Info("check done", "ready", out.cr.Ready, "reason", out.cr.Reason, "addr", out.addr,
 		"duration", time.Since(start))
 }
@@ -206,9 +198,9 @@ func (o *checkOutcome) stepMS(name string, ms int64, reason protocol.Reason, det
 }
 
 // runCheck runs the steps under ctx, which carries the check's deadline.
-func (a *Agent) runCheck(ctx context.Context, t checkTarget, log *slog.Logger) checkOutcome {
+func (s *Server) runCheck(ctx context.Context, t checkTarget) checkOutcome {
 	var o checkOutcome
-	if !a.checkPath(ctx, t, &o, log) {
+	if !s.checkPath(ctx, t, &o) {
 		return o
 	}
 	o.cr.Ready = true
@@ -220,41 +212,38 @@ const checkConnectTimeout = 4 * time.Second
 
 // checkPath runs the allowlist, dns and tcp steps and, when they pass, the
 // tls and http steps over the connection; it reports whether all passed.
-func (a *Agent) checkPath(ctx context.Context, t checkTarget, o *checkOutcome, log *slog.Logger) bool {
-	pol := a.Policy()
-	report := pol.Mode == config.ModeReport
-	req := protocol.Request{Op: protocol.OpCheck, Host: t.host, Port: t.port}
+func (s *Server) checkPath(ctx context.Context, t checkTarget, o *checkOutcome) bool {
 	began := time.Now()
-	p, refusal := a.planWith(ctx, pol, false, req, log)
+	d := s.cfg.Gate.DecideEnforce(ctx, t.host, t.port)
 	planMS := time.Since(began).Milliseconds()
-	o.rule = p.rule
+	o.rule = d.Rule
 
-	dnsMS := p.answer.Duration.Milliseconds()
-	if !p.lookedUp {
+	dnsMS := d.Answer.Duration.Milliseconds()
+	if !d.Resolved {
 		// Refused by the rules (or an IP literal): nothing was resolved.
-		if refusal != nil {
-			o.denied = refusal.Reason != protocol.BadTarget
-			return o.stepMS(StepAllowlist, planMS, refusal.Reason, refusalDetail(refusal, report))
+		if d.Result == policy.Deny {
+			o.denied = d.Reason != protocol.BadTarget
+			return o.stepMS(StepAllowlist, planMS, d.Reason, refusalDetail(d))
 		}
-		o.stepMS(StepAllowlist, planMS, "", allowedDetail(p.rule))
+		o.stepMS(StepAllowlist, planMS, "", allowedDetail(d.Rule))
 	} else {
-		o.stepMS(StepAllowlist, planMS-dnsMS, "", allowedDetail(p.rule))
-		if refusal != nil {
-			o.denied = refusal.Reason == protocol.TargetBlocked
-			detail := refusal.Message + " " + dnsSource(p.answer, t.host)
-			if refusal.Reason == protocol.TargetBlocked {
-				detail = refusalDetail(refusal, report) + "; answers: " + dnsAnswers(p) + " " + dnsSource(p.answer, t.host)
+		o.stepMS(StepAllowlist, planMS-dnsMS, "", allowedDetail(d.Rule))
+		if d.Result == policy.Deny {
+			o.denied = d.Reason == protocol.TargetBlocked
+			detail := d.Message + " " + dnsSource(d.Answer, t.host)
+			if d.Reason == protocol.TargetBlocked {
+				detail = refusalDetail(d) + "; answers: " + dnsAnswers(d) + " " + dnsSource(d.Answer, t.host)
 			}
-			return o.stepMS(StepDNS, dnsMS, refusal.Reason, detail)
+			return o.stepMS(StepDNS, dnsMS, d.Reason, detail)
 		}
-		o.stepMS(StepDNS, dnsMS, "", dnsAnswers(p)+" "+dnsSource(p.answer, t.host))
+		o.stepMS(StepDNS, dnsMS, "", dnsAnswers(d)+" "+dnsSource(d.Answer, t.host))
 	}
 
 	// The connect step gets its own bound, so a black-holed target shows as
 	// CONNECT_TIMEOUT well inside the check's 10 s.
 	began = time.Now()
 	dctx, cancel := context.WithTimeout(ctx, checkConnectTimeout)
-	conn, res := a.dialPlan(dctx, p)
+	conn, res := d.Dial(dctx, s.cfg.Dial)
 	cancel()
 	if conn == nil {
 		return o.step(StepTCP, began, res.Reason, res.Message)
@@ -271,7 +260,7 @@ func (a *Agent) checkPath(ctx context.Context, t checkTarget, o *checkOutcome, l
 
 	if t.https {
 		began = time.Now()
-		tc, detail, err := a.checkTLS(ctx, conn, t.host)
+		tc, detail, err := s.checkTLS(ctx, conn, t.host)
 		if err != nil {
 			return o.step(StepTLS, began, protocol.TLSFailed, detail)
 		}
@@ -295,27 +284,27 @@ func allowedDetail(rule string) string {
 
 // refusalDetail explains a refusal by the rules, and in report mode that
 // streams are let through now.
-func refusalDetail(r *protocol.Result, report bool) string {
-	d := r.Message
-	if r.Rule != "" {
-		d += " (rule: " + r.Rule + ")"
+func refusalDetail(d policy.Decision) string {
+	detail := d.Message
+	if d.Rule != "" {
+		detail += " (rule: " + d.Rule + ")"
 	}
-	if report && r.Reason != protocol.BadTarget {
-		d += "; report mode: streams to this target are let through and audited now, enforce mode would refuse them"
+	if d.Mode == config.ModeReport && d.Reason != protocol.BadTarget {
+		detail += "; report mode: streams to this target are let through and audited now, enforce mode would refuse them"
 	}
-	return d
+	return detail
 }
 
 // dnsAnswers lists every resolved address, marking those the address
 // checks refused.
-func dnsAnswers(p plan) string {
-	if len(p.found) == 0 {
+func dnsAnswers(d policy.Decision) string {
+	if len(d.Found) == 0 {
 		return "no address"
 	}
-	parts := make([]string, len(p.found))
-	for i, addr := range p.found {
+	parts := make([]string, len(d.Found))
+	for i, addr := range d.Found {
 		parts[i] = addr.String()
-		if !slices.ContainsFunc(p.addrs, func(ap netip.AddrPort) bool { return ap.Addr() == addr }) {
+		if slices.ContainsFunc(d.Blocked, func(b policy.Refusal) bool { return b.Addr == addr }) {
 			parts[i] += " [blocked]"
 		}
 	}
@@ -345,139 +334,3 @@ func dnsSource(a resolve.Answer, host string) string {
 	}
 	return "(" + strings.Join(parts, ", ") + ")"
 }
-
-// checkTLS handshakes with SNI host and verifies the chain against the
-// system roots and ca_file. The detail names the certificate even when it does not
-// verify, which is the point of the step.
-func (a *Agent) checkTLS(ctx context.Context, conn net.Conn, host string) (*tls.Conn, string, error) {
-	roots, err := config.CertPool(a.opts.Config.CAFile)
-	if err != nil {
-		return nil, err.Error(), err
-	}
-	tc := tls.Client(conn, &tls.Config{
-		ServerName: host,
-		// The chain is verified below, by hand, with the same roots and
-		// name: the standard check would end the handshake before the
-		// certificate could be shown. Nothing but the probe's GET, which
-		// carries no credential, is sent before that verification.
-		InsecureSkipVerify: true,
-		MinVersion:         tls.VersionTLS12,
-		NextProtos:         []string{"http/1.1"},
-	})
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, "handshake with " + host + ": " + err.Error(), err
-	}
-	cs := tc.ConnectionState()
-	if len(cs.PeerCertificates) == 0 {
-		err := errors.New("the target sent no certificate")
-		return nil, err.Error(), err
-	}
-	leaf := cs.PeerCertificates[0]
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	sni := "SNI " + host
-	if _, err := netip.ParseAddr(host); err == nil {
-		sni = "no SNI (IP address)" // TLS sends no server name for an address
-	}
-	detail := fmt.Sprintf("%s, %s, subject %s, issuer %s, not_after %s", tls.VersionName(cs.Version), sni,
-		nameOf(leaf.Subject), nameOf(leaf.Issuer), leaf.NotAfter.UTC().Format(time.RFC3339))
-	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: roots, Intermediates: inter}); err != nil {
-		return nil, detail + ", verify error: " + err.Error(), err
-	}
-	return tc, detail + ", verified", nil
-}
-
-// nameOf shows a certificate name by its CN, else in full.
-func nameOf(n pkix.Name) string {
-	if n.CommonName != "" {
-		return "CN=" + n.CommonName
-	}
-	if s := n.String(); s != "" {
-		return s
-	}
-	return "(empty)"
-}
-
-// checkHTTP sends one GET of the base URL over conn and classifies the
-// answer; see the comment at the top of this file.
-func checkHTTP(ctx context.Context, conn net.Conn, t checkTarget) (protocol.Reason, int, string) {
-	deadline := time.Now().Add(checkHTTPTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = conn.SetDeadline(deadline)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url.String(), nil)
-	if err != nil {
-		return protocol.BadTarget, 0, "build request: " + err.Error()
-	}
-	req.Header.Set("User-Agent", checkUserAgent)
-	req.Header.Set("Accept", "*/*")
-	req.Close = true
-	if err := req.Write(conn); err != nil {
-		return httpFailure("send GET", err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
-	if err != nil {
-		return httpFailure("read answer", err)
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, checkBodyCap))
-	_ = resp.Body.Close()
-
-	status := "HTTP " + truncate(resp.Status, 80)
-	switch code := resp.StatusCode; {
-	case code == http.StatusTooManyRequests:
-		ra := resp.Header.Get("Retry-After")
-		wait, ok := protocol.ParseRetryAfter(ra, time.Now())
-		if !ok {
-			return protocol.UpstreamRateLimited, 0, status + ": rate limited, no usable Retry-After"
-		}
-		secs := int((wait + time.Second - 1) / time.Second)
-		return protocol.UpstreamRateLimited, secs, fmt.Sprintf("%s: rate limited, Retry-After %s (%ds)", status, truncate(ra, 64), secs)
-	case code == http.StatusUnauthorized || code == http.StatusForbidden:
-		return "", 0, status + ": reachable, authentication required"
-	case code >= 300 && code < 400:
-		if loc := resp.Header.Get("Location"); loc != "" {
-			return "", 0, status + ": reachable, redirect not followed, Location: " + truncate(loc, 256)
-		}
-		return "", 0, status + ": reachable"
-	case code >= 500:
-		return "", 0, status + ": reachable, the provider answered with a server error"
-	}
-	return "", 0, status + ": reachable"
-}
-
-// httpFailure classifies a probe that got no HTTP answer.
-func httpFailure(what string, err error) (protocol.Reason, int, string) {
-	var ne net.Error
-	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return protocol.ConnectTimeout, 0, what + ": the target accepted the connection but did not answer HTTP in time: " + err.Error()
-	}
-	return protocol.ConnectRefused, 0, what + ": the target accepted the connection but did not answer HTTP: " + err.Error()
-}
-
-// cleanDetail keeps a detail printable and bounded: parts of it come from
-// the target (certificate names, status lines, Location).
-func cleanDetail(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, strings.TrimSpace(s))
-	return truncate(s, maxDetail)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !isRuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
-
-func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
