@@ -1,9 +1,6 @@
 package agent
 
 import (
-	"os"
-	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -11,8 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/agent/internal/testkit"
-	"github.com/postern/postern/agent/session"
-	"github.com/postern/postern/agent/stream"
 )
 
 func TestOptionsValidate(t *testing.T) {
@@ -67,36 +62,3 @@ func TestDefaultOptions(t *testing.T) {
 }
 
 // The agent's timers are the ones protocol/spec.md section 10 names.
-func TestSpecTimers(t *testing.T) {
-	spec, err := os.ReadFile("../protocol/spec.md")
-	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(spec), "## 10. Timers")
-	require.True(t, ok, "spec.md has a timers section")
-	section, _, _ = strings.Cut(section, "\n## ")
-	rows := map[string][2]string{} // timer -> default, where
-	for line := range strings.Lines(section) {
-		cells := strings.Split(strings.Trim(strings.TrimSpace(line), "|"), "|")
-		if len(cells) == 3 {
-			rows[strings.TrimSpace(cells[0])] = [2]string{strings.TrimSpace(cells[1]), strings.TrimSpace(cells[2])}
-		}
-	}
-	dur := func(s string) time.Duration {
-		t.Helper()
-		d, err := time.ParseDuration(strings.NewReplacer(" min", "m", " s", "s").Replace(s))
-		require.NoError(t, err, "duration %q", s)
-		return d
-	}
-	assert.Equal(t, dur(rows["Request frame wait after stream open"][0]), stream.RequestTimeout)
-	assert.Equal(t, dur(rows["Open timeout (stream, request, result)"][0]), DefaultOpenTimeout)
-	assert.Equal(t, dur(rows["Idle data stream"][0]), DefaultIdleTimeout)
-
-	backoff := regexp.MustCompile(`^(\S+ s) doubling to (\S+ s)$`).FindStringSubmatch(rows["Reconnect backoff"][0])
-	require.Len(t, backoff, 3, "reconnect backoff row: %q", rows["Reconnect backoff"][0])
-	assert.Equal(t, dur(backoff[1]), DefaultBackoffBase)
-	assert.Equal(t, dur(backoff[2]), DefaultBackoffMax)
-
-	handshake := regexp.MustCompile(`agent: (\S+ s) dial \+ (\S+ s) Hello/Welcome`).FindStringSubmatch(rows["Handshake (upgrade through Welcome)"][1])
-	require.Len(t, handshake, 3, "handshake row: %q", rows["Handshake (upgrade through Welcome)"][1])
-	assert.Equal(t, dur(handshake[1]), session.DialTimeout)
-	assert.Equal(t, dur(handshake[2]), session.HelloTimeout)
-}
