@@ -55,13 +55,7 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection, t stor
 func (s *Store) GetConnection(ctx context.Context, id string) (store.Connection, error) {
 	row := s.r.QueryRowContext(ctx, `SELECT `+connectionColumns+` FROM connections WHERE id = ?`, id)
 	c, err := scanConnection(row)
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Connection{}, notFound("connection", id)
-	}
-	if err != nil {
-		return store.Connection{}, fmt.Errorf("get connection %q: %w", id, err)
-	}
-	return c, nil
+	return one(c, err, "connection", "get connection", id)
 }
 
 // ListConnections returns the connections of workspace, or all of them
@@ -104,13 +98,7 @@ func (s *Store) RevokeConnection(ctx context.Context, id string, at time.Time) (
 		WHERE id = ?
 		RETURNING `+connectionColumns, ts, id)
 	c, err := scanConnection(row)
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Connection{}, notFound("connection", id)
-	}
-	if err != nil {
-		return store.Connection{}, fmt.Errorf("revoke connection %q: %w", id, err)
-	}
-	return c, nil
+	return one(c, err, "connection", "revoke connection", id)
 }
 
 // MarkConnected sets first_connected_at if unset and advances last_seen_at.
@@ -180,27 +168,10 @@ func (s *Store) RotateToken(ctx context.Context, t store.Token, previousValidUnt
 
 // GetToken returns the agent token with the given id.
 func (s *Store) GetToken(ctx context.Context, id string) (store.Token, error) {
-	var (
-		t       store.Token
-		created string
-		expires sql.NullString
-	)
-	err := s.r.QueryRowContext(ctx, `SELECT id, connection_id, hash, created_at, expires_at
-		FROM agent_tokens WHERE id = ?`, id).
-		Scan(&t.ID, &t.ConnectionID, &t.Hash, &created, &expires)
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Token{}, notFound("token", id)
-	}
-	if err == nil {
-		t.CreatedAt, err = parseTime(created)
-	}
-	if err == nil {
-		t.ExpiresAt, err = parseOptTime(expires)
-	}
-	if err != nil {
-		return store.Token{}, fmt.Errorf("get token %q: %w", id, err)
-	}
-	return t, nil
+	row := s.r.QueryRowContext(ctx, `SELECT id, connection_id, hash, created_at, expires_at
+		FROM agent_tokens WHERE id = ?`, id)
+	t, err := scanToken(row)
+	return one(t, err, "token", "get token", id)
 }
 
 func insertToken(ctx context.Context, tx *sql.Tx, t store.Token) error {
@@ -231,6 +202,19 @@ func nonNil(b []byte) []byte {
 
 type scanner interface{ Scan(dest ...any) error }
 
+// one finishes reading the single record of kind named id: no row is the
+// store's not-found error, any other error is wrapped with op.
+func one[T any](v T, err error, kind, op, id string) (T, error) {
+	var zero T
+	if errors.Is(err, sql.ErrNoRows) {
+		return zero, notFound(kind, id)
+	}
+	if err != nil {
+		return zero, fmt.Errorf("%s %q: %w", op, id, err)
+	}
+	return v, nil
+}
+
 func scanConnection(row scanner) (store.Connection, error) {
 	var (
 		c                    store.Connection
@@ -254,4 +238,20 @@ func scanConnection(row scanner) (store.Connection, error) {
 		return store.Connection{}, err
 	}
 	return c, nil
+}
+
+func scanToken(row scanner) (store.Token, error) {
+	var (
+		t       store.Token
+		created string
+		expires sql.NullString
+	)
+	err := row.Scan(&t.ID, &t.ConnectionID, &t.Hash, &created, &expires)
+	if err == nil {
+		t.CreatedAt, err = parseTime(created)
+	}
+	if err == nil {
+		t.ExpiresAt, err = parseOptTime(expires)
+	}
+	return t, err
 }
