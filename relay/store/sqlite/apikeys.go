@@ -10,15 +10,12 @@ import (
 
 // CreateAPIKey stores k.
 func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
-	created, err := formatTime(k.CreatedAt)
-	if err != nil {
-		return fmt.Errorf("create api key %q: %w", k.ID, err)
+	var ts timeArgs
+	created, revoked := ts.at(k.CreatedAt), ts.opt(k.RevokedAt)
+	if ts.err != nil {
+		return fmt.Errorf("create api key %q: %w", k.ID, ts.err)
 	}
-	revoked, err := formatOptTime(k.RevokedAt)
-	if err != nil {
-		return fmt.Errorf("create api key %q: %w", k.ID, err)
-	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO api_keys (id, name, workspace, admin, hash, created_at, revoked_at)
+	_, err := s.w.ExecContext(ctx, `INSERT INTO api_keys (id, name, workspace, admin, hash, created_at, revoked_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		k.ID, k.Name, k.Workspace, k.Admin, nonNil(k.Hash), created, revoked)
 	if err != nil {

@@ -20,23 +20,13 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection, t stor
 	if t.ConnectionID != c.ID {
 		return fmt.Errorf("create connection %q: token belongs to connection %q", c.ID, t.ConnectionID)
 	}
-	created, err := formatTime(c.CreatedAt)
-	if err != nil {
-		return fmt.Errorf("create connection %q: %w", c.ID, err)
+	var ts timeArgs
+	created, revoked := ts.at(c.CreatedAt), ts.opt(c.RevokedAt)
+	first, seen := ts.opt(c.FirstConnectedAt), ts.opt(c.LastSeenAt)
+	if ts.err != nil {
+		return fmt.Errorf("create connection %q: %w", c.ID, ts.err)
 	}
-	revoked, err := formatOptTime(c.RevokedAt)
-	if err != nil {
-		return fmt.Errorf("create connection %q: %w", c.ID, err)
-	}
-	first, err := formatOptTime(c.FirstConnectedAt)
-	if err != nil {
-		return fmt.Errorf("create connection %q: %w", c.ID, err)
-	}
-	seen, err := formatOptTime(c.LastSeenAt)
-	if err != nil {
-		return fmt.Errorf("create connection %q: %w", c.ID, err)
-	}
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO connections (`+connectionColumns+`)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			c.ID, c.Workspace, c.Name, created, revoked, first, seen)
@@ -175,15 +165,12 @@ func (s *Store) GetToken(ctx context.Context, id string) (store.Token, error) {
 }
 
 func insertToken(ctx context.Context, tx *sql.Tx, t store.Token) error {
-	created, err := formatTime(t.CreatedAt)
-	if err != nil {
-		return fmt.Errorf("token %q: %w", t.ID, err)
+	var ts timeArgs
+	created, expires := ts.at(t.CreatedAt), ts.opt(t.ExpiresAt)
+	if ts.err != nil {
+		return fmt.Errorf("token %q: %w", t.ID, ts.err)
 	}
-	expires, err := formatOptTime(t.ExpiresAt)
-	if err != nil {
-		return fmt.Errorf("token %q: %w", t.ID, err)
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO agent_tokens (id, connection_id, hash, created_at, expires_at)
+	_, err := tx.ExecContext(ctx, `INSERT INTO agent_tokens (id, connection_id, hash, created_at, expires_at)
 		VALUES (?, ?, ?, ?, ?)`, t.ID, t.ConnectionID, nonNil(t.Hash), created, expires)
 	if err != nil {
 		return fmt.Errorf("token %q: %w", t.ID, mapErr(err))
