@@ -27,8 +27,7 @@ func checkPath(connID string) string { return "/v1/connections/" + connID + "/ch
 
 func TestCheckPassesAgentOutcomeThrough(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "acme")
+	h, c := newConnHarness(t, "acme")
 	key := h.createKey(t, "acme")
 
 	limited := protocol.CheckResult{
@@ -115,8 +114,7 @@ func TestCheckPassesAgentOutcomeThrough(t *testing.T) {
 
 func TestCheckRefusals(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "acme")
+	h, c := newConnHarness(t, "acme")
 	own := h.createKey(t, "acme")
 	other := h.createKey(t, "globex")
 	good := api.CheckRequest{BaseURL: "https://gitlab.corp.example"}
@@ -147,22 +145,16 @@ func TestCheckRefusals(t *testing.T) {
 	}
 
 	t.Run("revoked", func(t *testing.T) {
-		a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), answerCheck(protocol.CheckResult{Ready: true}))
-		h.waitTunnels(t, c.ID, 1)
-		decode[api.Connection](t, h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/revoke", h.adminKey, nil), http.StatusOK)
+		a := h.firstTunnel(t, c, testHello("agent-1", 1), answerCheck(protocol.CheckResult{Ready: true}))
+		h.revoke(t, c.ID)
 		requireRefusal(t, h.call(t, http.MethodPost, checkPath(c.ID), own, good), http.StatusForbidden, protocol.ConnectionRevoked)
-		select {
-		case req := <-a.Requests():
-			t.Fatalf("a revoked connection's agent got a request: %+v", req)
-		default:
-		}
+		requireNoRequest(t, a, "a revoked connection's agent got a request")
 	})
 }
 
 func TestCheckAgentThatNeverAnswers(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	gone := make(chan struct{})
 	h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), func(_ protocol.Request, st net.Conn) {
 		defer close(gone)
@@ -179,10 +171,6 @@ func TestCheckAgentThatNeverAnswers(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer "+h.adminKey)
 	_, err = h.ep.client.Do(req)
 	require.Error(t, err)
-	select {
-	case <-gone:
-	case <-time.After(waitFor):
-		t.Fatal("the relay kept the check stream open after its caller left")
-	}
+	requireDone(t, gone, "the relay kept the check stream open after its caller left")
 	h.waitReleased(t, c.ID)
 }

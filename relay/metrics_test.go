@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -21,11 +20,7 @@ func TestMetrics(t *testing.T) {
 	defer a.Close()
 	h.waitTunnels(t, c.ID, 1)
 
-	ok := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), []byte("ping"))
-	require.Equal(t, http.StatusOK, ok.resp.StatusCode)
-	got := make([]byte, 4)
-	_, err := io.ReadFull(ok, got)
-	require.NoError(t, err)
+	ok, _ := h.connectEcho(t, c.ID, []byte("ping"))
 	require.NoError(t, ok.Close())
 	requireRefusal(t, h.connect(t, "jira.other.example:443", basicAuth(c.ID, h.adminKey), nil).reply(), http.StatusForbidden, protocol.AllowlistMissing)
 	requireRefusal(t, h.connect(t, "jira.other.example:443", basicAuth(c.ID, "pak_wrong"), nil).reply(), http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)

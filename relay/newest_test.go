@@ -2,7 +2,6 @@ package relay
 
 import (
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 )
@@ -19,11 +18,7 @@ func TestNewestSessionsOfAnAgentWin(t *testing.T) {
 
 	newer := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
 	defer newer.Close()
-	select {
-	case <-old.Session.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("the older session of the agent was not closed")
-	}
+	requireDone(t, old.Session.Done(), "the older session of the agent was not closed")
 	h.waitTunnels(t, c.ID, 1)
 	assert.False(t, newer.Session.IsClosed(), "the newest session stays")
 
@@ -44,11 +39,7 @@ func TestProbeHandshakeChangesNoStatus(t *testing.T) {
 	probe := h.connectAgent(t, c.AgentToken, hello, echo)
 	defer probe.Close()
 	assert.Equal(t, h.srv.NodeID(), probe.Welcome.NodeID)
-	select {
-	case <-probe.Session.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("the relay kept the probe's tunnel open")
-	}
+	requireDone(t, probe.Session.Done(), "the relay kept the probe's tunnel open")
 	st := h.status(t, c.ID, "")
 	assert.Equal(t, "never_connected", st.TunnelStatus)
 	assert.Nil(t, st.LastSeenAt)

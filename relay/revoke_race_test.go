@@ -48,8 +48,7 @@ func (s *lateRevokeStore) GetConnection(ctx context.Context, id string) (store.C
 func TestRevokeDuringHandshakeClosesTunnel(t *testing.T) {
 	t.Parallel()
 	st := &lateRevokeStore{}
-	h := newHarness(t, func(c *Config) { st.Store = c.Store; c.Store = st })
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "", func(c *Config) { st.Store = c.Store; c.Store = st })
 
 	// Exactly what the revoke handler does, at the worst moment.
 	st.arm(c.ID, func() {

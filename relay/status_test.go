@@ -15,8 +15,7 @@ import (
 
 func TestStatusLifecycle(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 
 	st := h.status(t, c.ID, "")
 	assert.Equal(t, "never_connected", st.TunnelStatus)
@@ -30,8 +29,7 @@ func TestStatusLifecycle(t *testing.T) {
 	assert.False(t, st.Ready)
 	assert.NotEmpty(t, st.LastError)
 
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 	st = h.status(t, c.ID, "")
 	assert.Equal(t, "connected", st.TunnelStatus)
 	assert.True(t, st.Ready)
@@ -53,10 +51,8 @@ func TestStatusLifecycle(t *testing.T) {
 
 func TestStatusDegradedWithFewerTunnelsThanPromised(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
-	first := h.connectAgent(t, c.AgentToken, testHello("agent-1", 2), echo)
-	h.waitTunnels(t, c.ID, 1)
+	h, c := newConnHarness(t, "")
+	first := h.firstTunnel(t, c, testHello("agent-1", 2), echo)
 	st := h.status(t, c.ID, "")
 	assert.Equal(t, "degraded", st.TunnelStatus)
 	require.Len(t, st.Agents, 1)
@@ -78,10 +74,8 @@ func TestStatusDegradedWithFewerTunnelsThanPromised(t *testing.T) {
 func TestStatusLateHealth(t *testing.T) {
 	t.Parallel()
 	const beat = 200 * time.Millisecond
-	h := newHarness(t, func(c *Config) { c.HeartbeatInterval = beat })
-	c := h.createConnection(t, "gitlab", "")
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	h, c := newConnHarness(t, "", func(c *Config) { c.HeartbeatInterval = beat })
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 
 	// No Health for more than two and a half periods: degraded.
 	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "degraded" }, waitFor, tick)
@@ -89,20 +83,14 @@ func TestStatusLateHealth(t *testing.T) {
 	a.SendHealth(t, protocol.Health{Time: time.Now(), TunnelsUp: 1, Allowlist: testAllowlist()})
 	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "connected" }, waitFor, tick)
 	// Silent for ten periods: the relay ends the tunnel.
-	select {
-	case <-a.Session.Done():
-	case <-time.After(waitFor):
-		require.FailNow(t, "relay kept a silent tunnel")
-	}
+	requireDone(t, a.Session.Done(), "relay kept a silent tunnel")
 	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "disconnected" }, waitFor, tick)
 }
 
 func TestStatusBaseURL(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	h, c := newConnHarness(t, "")
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 
 	tests := map[string]struct {
 		baseURL  string
@@ -136,17 +124,12 @@ func TestStatusBaseURL(t *testing.T) {
 			}
 		})
 	}
-	select {
-	case r := <-a.Requests():
-		t.Fatalf("status asked the agent: %+v", r)
-	default:
-	}
+	requireNoRequest(t, a, "status asked the agent")
 }
 
 func TestStatusBaseURLWithoutTunnel(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	st := h.status(t, c.ID, "?base_url="+url.QueryEscape("https://gitlab.corp.example"))
 	assert.Equal(t, "never_connected", st.TunnelStatus)
 	assert.Equal(t, "unknown", st.AllowlistStatus)
@@ -156,8 +139,7 @@ func TestStatusBaseURLWithoutTunnel(t *testing.T) {
 
 func TestStatusBadBaseURL(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	tests := map[string]string{
 		"other scheme":  "ftp://gitlab.corp.example",
 		"no scheme":     "gitlab.corp.example",
@@ -181,8 +163,7 @@ func TestStatusBadBaseURL(t *testing.T) {
 
 func TestStatusWorkspaceKey(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "acme")
+	h, c := newConnHarness(t, "acme")
 	key := h.createKey(t, "acme")
 	st := decode[struct {
 		ConnectionID string `json:"connection_id"`

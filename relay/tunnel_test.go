@@ -18,8 +18,7 @@ import (
 
 func TestTunnelRefusesBadTokensAlike(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	unknown, err := secret.New(secret.AgentTokenPrefix)
 	require.NoError(t, err)
 
@@ -51,9 +50,8 @@ func TestTunnelRefusesBadTokensAlike(t *testing.T) {
 
 func TestTunnelRefusesRevokedConnection(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
-	decode[map[string]any](t, h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/revoke", h.adminKey, nil), http.StatusOK)
+	h, c := newConnHarness(t, "")
+	h.revoke(t, c.ID)
 
 	r := h.tunnelRequest(t, "Bearer "+c.AgentToken)
 	requireRefusal(t, r, http.StatusUnauthorized, protocol.AgentTokenRevoked)
@@ -68,8 +66,7 @@ func TestTunnelRefusesRevokedConnection(t *testing.T) {
 
 func TestTunnelRequiresSubprotocol(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	// A WebSocket upgrade that offers no subprotocol.
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, h.ep.apiURL+protocol.TunnelPath, nil)
 	require.NoError(t, err)
@@ -87,8 +84,7 @@ func TestTunnelRequiresSubprotocol(t *testing.T) {
 
 func TestWrongSecretMarksAuthFailing(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	other := h.createConnection(t, "jira", "")
 
 	r := h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken))
@@ -114,8 +110,7 @@ func TestWrongSecretMarksAuthFailing(t *testing.T) {
 	assert.Equal(t, protocol.AgentNeverConnected, ost.Reason)
 
 	// A good agent takes over: auth is active again while it is up.
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 	st = h.status(t, c.ID, "")
 	assert.Equal(t, "connected", st.TunnelStatus)
 	assert.Equal(t, "active", st.AuthStatus)
@@ -124,8 +119,7 @@ func TestWrongSecretMarksAuthFailing(t *testing.T) {
 
 func TestAuthFailureWindowEnds(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.AuthFailureWindow = 50 * time.Millisecond })
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "", func(c *Config) { c.AuthFailureWindow = 50 * time.Millisecond })
 	h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken))
 	require.Eventually(t, func() bool {
 		st := h.pollStatus(c.ID)
@@ -135,8 +129,7 @@ func TestAuthFailureWindowEnds(t *testing.T) {
 
 func TestTunnelUp(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.HeartbeatInterval = 7 * time.Second })
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "", func(c *Config) { c.HeartbeatInterval = 7 * time.Second })
 	before := time.Now()
 	hello := testHello("agent-1", 1)
 	a := h.connectAgent(t, c.AgentToken, hello, echo)
@@ -192,8 +185,7 @@ func TestTunnelUp(t *testing.T) {
 
 func TestTunnelRejectsBadHello(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	tests := map[string]protocol.Hello{
 		"empty agent id":    testHello("", 1),
 		"agent id too long": testHello(string(make([]byte, 129)), 1),
@@ -211,8 +203,7 @@ func TestTunnelRejectsBadHello(t *testing.T) {
 
 func TestTunnelWithoutHelloIsDropped(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.HandshakeTimeout = 200 * time.Millisecond })
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "", func(c *Config) { c.HandshakeTimeout = 200 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
 	defer cancel()
 	base, err := url.Parse(h.relayURL())
@@ -232,10 +223,8 @@ func TestTunnelWithoutHelloIsDropped(t *testing.T) {
 
 func TestTunnelIgnoresAgentExtras(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	h, c := newConnHarness(t, "")
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 
 	// A stream opened by the agent is not part of the protocol: the relay
 	// closes it.
@@ -248,11 +237,7 @@ func TestTunnelIgnoresAgentExtras(t *testing.T) {
 	// Unknown control frames are skipped; the tunnel stays up and serves.
 	require.NoError(t, a.Session.Send(protocol.FrameType(99), map[string]string{"future": "yes"}, waitFor))
 	require.NoError(t, a.Session.Send(protocol.FrameGoAway, protocol.GoAway{Reason: "confused agent"}, waitFor))
-	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), []byte("ok"))
-	require.Equal(t, http.StatusOK, pc.resp.StatusCode)
-	got := make([]byte, 2)
-	_, err = io.ReadFull(pc, got)
-	require.NoError(t, err)
+	_, got := h.connectEcho(t, c.ID, []byte("ok"))
 	assert.Equal(t, "ok", string(got))
 	assert.Equal(t, "connected", h.status(t, c.ID, "").TunnelStatus)
 }

@@ -246,11 +246,7 @@ func TestWebhookQueueOverflowDropsAndCounts(t *testing.T) {
 		}
 		w.Offer(api.Event{ID: "other", Workspace: "team-b"})
 	}()
-	select {
-	case <-done:
-	case <-time.After(waitFor):
-		require.FailNow(t, "offer blocked on a full queue")
-	}
+	requireDone(t, done, "offer blocked on a full queue")
 	assert.EqualValues(t, 5, dropped(w), "only what did not fit is dropped; other workspaces are not counted")
 	assert.Equal(t, webhook.QueueSize, w.Queued())
 	assert.Contains(t, logs.String(), "webhook queue full")
