@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel"
 	"github.com/postern/postern/relay/secret"
+	"github.com/postern/postern/relay/store"
 )
 
 func TestTunnelRefusesBadTokensAlike(t *testing.T) {
@@ -240,4 +242,105 @@ func TestTunnelIgnoresAgentExtras(t *testing.T) {
 	_, got := h.connectEcho(t, c.ID, []byte("ok"))
 	assert.Equal(t, "ok", string(got))
 	assert.Equal(t, "connected", h.status(t, c.ID, "").TunnelStatus)
+}
+
+// lateRevokeStore runs a hook right after the first lookup of one
+// connection once armed: the lookup's answer is then already stale.
+type lateRevokeStore struct {
+	store.Store
+
+	mu   sync.Mutex
+	id   string
+	hook func()
+}
+
+func (s *lateRevokeStore) arm(id string, hook func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.id, s.hook = id, hook
+}
+
+func (s *lateRevokeStore) GetConnection(ctx context.Context, id string) (store.Connection, error) {
+	c, err := s.Store.GetConnection(ctx, id)
+	s.mu.Lock()
+	var hook func()
+	if id == s.id {
+		hook, s.hook, s.id = s.hook, nil, ""
+	}
+	s.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	return c, err
+}
+
+// A revocation that lands between an agent's authentication and the
+// registration of its tunnel must still close that tunnel.
+func TestRevokeDuringHandshakeClosesTunnel(t *testing.T) {
+	t.Parallel()
+	st := &lateRevokeStore{}
+	h, c := newConnHarness(t, "", func(c *Config) { st.Store = c.Store; c.Store = st })
+
+	// Exactly what the revoke handler does, at the worst moment.
+	st.arm(c.ID, func() {
+		_, err := st.Store.RevokeConnection(context.Background(), c.ID, time.Now().UTC())
+		if err == nil {
+			h.srv.broker.CloseConnection(c.ID, "connection revoked by an administrator")
+		}
+	})
+	// Authentication saw the connection before the revocation, so the
+	// handshake completes.
+	a, _, err := h.dialAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
+	require.NoError(t, err)
+	select {
+	case <-a.Session.Done():
+	case <-time.After(time.Second):
+		require.FailNow(t, "a tunnel of a revoked connection stayed up")
+	}
+	var saw bool
+	for f := range a.Control() {
+		saw = saw || f.Type == protocol.FrameRevoked
+	}
+	assert.True(t, saw, "the agent is told why")
+	h.waitTunnels(t, c.ID, 0)
+	assert.Equal(t, "revoked", h.status(t, c.ID, "").TunnelStatus)
+}
+
+// An agent that reconnects while the relay still holds its old tunnels
+// (it hung, or its link dropped without a FIN) wins with its newest
+// sessions: the oldest beyond the tunnels it wants are closed.
+func TestNewestSessionsOfAnAgentWin(t *testing.T) {
+	h := newHarness(t)
+	c := h.createConnection(t, "acme", "acme")
+	old := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
+	defer old.Close()
+	h.waitTunnels(t, c.ID, 1)
+
+	newer := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
+	defer newer.Close()
+	requireDone(t, old.Session.Done(), "the older session of the agent was not closed")
+	h.waitTunnels(t, c.ID, 1)
+	assert.False(t, newer.Session.IsClosed(), "the newest session stays")
+
+	// Another replica of the same connection is not affected.
+	other := h.connectAgent(t, c.AgentToken, testHello("agent-2", 1), echo)
+	defer other.Close()
+	h.waitTunnels(t, c.ID, 2)
+	assert.False(t, newer.Session.IsClosed())
+}
+
+// A diagnostic handshake (doctor) gets Welcome but is no tunnel: the
+// connection's status does not change.
+func TestProbeHandshakeChangesNoStatus(t *testing.T) {
+	h := newHarness(t)
+	c := h.createConnection(t, "acme", "acme")
+	hello := testHello("agent-1-doctor", 1)
+	hello.Probe = true
+	probe := h.connectAgent(t, c.AgentToken, hello, echo)
+	defer probe.Close()
+	assert.Equal(t, h.srv.NodeID(), probe.Welcome.NodeID)
+	requireDone(t, probe.Session.Done(), "the relay kept the probe's tunnel open")
+	st := h.status(t, c.ID, "")
+	assert.Equal(t, "never_connected", st.TunnelStatus)
+	assert.Nil(t, st.LastSeenAt)
 }
