@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
-	"github.com/postern/postern/relay/store/sqlite"
 	"github.com/postern/postern/relay/webhook"
 )
 
@@ -255,9 +253,6 @@ func TestWebhookQueueOverflowDropsAndCounts(t *testing.T) {
 
 func TestWebhookConfigIsValidated(t *testing.T) {
 	t.Parallel()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "relay.db"))
-	require.NoError(t, err)
-	defer st.Close()
 	secret := []byte(testWebhookSecret)
 	tests := map[string]struct {
 		hook Webhook
@@ -274,7 +269,7 @@ func TestWebhookConfigIsValidated(t *testing.T) {
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			cfg := DefaultConfig()
-			cfg.Store, cfg.Webhooks = st, []Webhook{tt.hook}
+			cfg.Store, cfg.Webhooks = nopStore{}, []Webhook{tt.hook}
 			_, err := New(cfg)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tt.want)
