@@ -179,59 +179,17 @@ func (in *Installer) Install(ctx context.Context, req InstallRequest) (*Report, 
 	if err := in.o.Host.Check("install"); err != nil {
 		return nil, err
 	}
-	p := in.o.Paths
-	src := req.Config
-	if src == "" {
-		src = in.at(p.ConfigFile)
-	}
-	src, err := filepath.Abs(src)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	// The service will not see this shell's POSTERN_* variables, so they
-	// must not make an invalid file look valid.
-	cfg, err := config.Load(src, nil)
-	if errors.Is(err, fs.ErrNotExist) && req.Config == "" {
-		return nil, fmt.Errorf("no config at %s: pass --config FILE", src)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s is invalid; nothing was installed:\n%w", src, err)
-	}
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	content, err := installedConfig(data, in.real(filepath.Dir(src)), filepath.Dir(p.ConfigFile), p.TokenFile)
+	plan, err := in.plan(req)
 	if err != nil {
 		return nil, err
 	}
-	installed, err := config.Parse(p.ConfigFile, content, nil)
-	if err != nil {
-		return nil, fmt.Errorf("%s as installed is invalid; nothing was installed:\n%w", src, err)
-	}
-	token, err := in.token(req, cfg)
-	if err != nil {
-		return nil, err
-	}
-	spec := in.spec(installed.AuditLog)
-	definition, err := in.serviceDefinition(spec)
-	if err != nil {
-		return nil, err
-	}
-	in.warnUnreadable(installed)
+	in.warnUnreadable(plan.installed)
 
 	acct, err := in.o.EnsureUser(ctx, in.o.User)
 	if err != nil {
 		return nil, err
 	}
-	rootOwned := owner{0, 0}
-	group := owner{0, acct.GID}
-	self := owner{acct.UID, acct.GID}
-	if acct.UID < 0 {
-		rootOwned, group = owner{-1, -1}, owner{-1, -1}
-	}
-
-	m, err := in.manager(spec)
+	m, err := in.manager(plan.spec)
 	if err != nil {
 		return nil, err
 	}
@@ -241,56 +199,10 @@ func (in *Installer) Install(ctx context.Context, req InstallRequest) (*Report, 
 	}
 
 	r := &Report{}
-	steps := []func() error{
-		func() error {
-			ok, err := ensureDir(in.at(p.ConfigDir), 0o750, group)
-			r.changed(ok, "directory %s", p.ConfigDir)
-			return err
-		},
-		func() error {
-			ok, err := ensureDir(in.at(p.StateDir), 0o750, self)
-			r.changed(ok, "state directory %s", p.StateDir)
-			return err
-		},
-		func() error { return in.auditDir(installed.AuditLog, self, r) },
-		func() error {
-			exe := in.o.Executable
-			if exe == "" {
-				if exe, err = os.Executable(); err != nil {
-					return err
-				}
-			}
-			ok, err := copyFile(exe, in.at(p.Binary), 0o755, rootOwned)
-			r.changed(ok, "binary %s", p.Binary)
-			return err
-		},
-		func() error {
-			ok, err := writeFile(in.at(p.ConfigFile), content, 0o640, group)
-			r.changed(ok, "config %s", p.ConfigFile)
-			return err
-		},
-		func() error {
-			ok, err := writeFile(in.at(p.TokenFile), []byte(token+"\n"), 0o600, self)
-			r.changed(ok, "token %s (mode 0600, owner %s)", p.TokenFile, acct.Name)
-			return err
-		},
-		func() error { return in.envFile(group, r) },
-		func() error {
-			if p.ServiceFile == "" {
-				return nil
-			}
-			ok, err := writeFile(in.at(p.ServiceFile), []byte(definition), 0o644, rootOwned)
-			r.changed(ok, "service definition %s", p.ServiceFile)
-			return err
-		},
+	if err := in.place(plan, acct, r); err != nil {
+		return r, fmt.Errorf("install: %w", err)
 	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return r, fmt.Errorf("install: %w", err)
-		}
-	}
-
-	if err := m.Register(ctx, spec); err != nil {
+	if err := m.Register(ctx, plan.spec); err != nil {
 		return r, err
 	}
 	if before == StateNotInstalled {
@@ -303,6 +215,122 @@ func (in *Installer) Install(ctx context.Context, req InstallRequest) (*Report, 
 		r.Restarted = true
 	}
 	return r, nil
+}
+
+// installPlan is what Install writes, all worked out before anything is.
+type installPlan struct {
+	installed  *config.Config // the config as the service will read it
+	content    []byte         // the config file as installed
+	token      string
+	spec       Spec
+	definition string // unit or plist; "" where the manager keeps it
+}
+
+// plan loads and checks the config, and works out every file Install
+// writes.
+func (in *Installer) plan(req InstallRequest) (installPlan, error) {
+	p := in.o.Paths
+	src := req.Config
+	if src == "" {
+		src = in.at(p.ConfigFile)
+	}
+	src, err := filepath.Abs(src)
+	if err != nil {
+		return installPlan{}, fmt.Errorf("config: %w", err)
+	}
+	// The service will not see this shell's POSTERN_* variables, so they
+	// must not make an invalid file look valid.
+	cfg, err := config.Load(src, nil)
+	if errors.Is(err, fs.ErrNotExist) && req.Config == "" {
+		return installPlan{}, fmt.Errorf("no config at %s: pass --config FILE", src)
+	}
+	if err != nil {
+		return installPlan{}, fmt.Errorf("%s is invalid; nothing was installed:\n%w", src, err)
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return installPlan{}, fmt.Errorf("config: %w", err)
+	}
+	content, err := installedConfig(data, in.real(filepath.Dir(src)), filepath.Dir(p.ConfigFile), p.TokenFile)
+	if err != nil {
+		return installPlan{}, err
+	}
+	installed, err := config.Parse(p.ConfigFile, content, nil)
+	if err != nil {
+		return installPlan{}, fmt.Errorf("%s as installed is invalid; nothing was installed:\n%w", src, err)
+	}
+	token, err := in.token(req, cfg)
+	if err != nil {
+		return installPlan{}, err
+	}
+	spec := in.spec(installed.AuditLog)
+	definition, err := in.serviceDefinition(spec)
+	if err != nil {
+		return installPlan{}, err
+	}
+	return installPlan{installed: installed, content: content, token: token, spec: spec, definition: definition}, nil
+}
+
+// place writes the plan's directories and files, owned by root, by root
+// with acct's group, or by acct, and records in r what changed.
+func (in *Installer) place(plan installPlan, acct Account, r *Report) error {
+	p := in.o.Paths
+	rootOwned := owner{0, 0}
+	group := owner{0, acct.GID}
+	self := owner{acct.UID, acct.GID}
+	if acct.UID < 0 {
+		rootOwned, group = owner{-1, -1}, owner{-1, -1}
+	}
+	steps := []func() error{
+		func() error {
+			ok, err := ensureDir(in.at(p.ConfigDir), 0o750, group)
+			r.changed(ok, "directory %s", p.ConfigDir)
+			return err
+		},
+		func() error {
+			ok, err := ensureDir(in.at(p.StateDir), 0o750, self)
+			r.changed(ok, "state directory %s", p.StateDir)
+			return err
+		},
+		func() error { return in.auditDir(plan.installed.AuditLog, self, r) },
+		func() error {
+			exe := in.o.Executable
+			if exe == "" {
+				var err error
+				if exe, err = os.Executable(); err != nil {
+					return err
+				}
+			}
+			ok, err := copyFile(exe, in.at(p.Binary), 0o755, rootOwned)
+			r.changed(ok, "binary %s", p.Binary)
+			return err
+		},
+		func() error {
+			ok, err := writeFile(in.at(p.ConfigFile), plan.content, 0o640, group)
+			r.changed(ok, "config %s", p.ConfigFile)
+			return err
+		},
+		func() error {
+			ok, err := writeFile(in.at(p.TokenFile), []byte(plan.token+"\n"), 0o600, self)
+			r.changed(ok, "token %s (mode 0600, owner %s)", p.TokenFile, acct.Name)
+			return err
+		},
+		func() error { return in.envFile(group, r) },
+		func() error {
+			if p.ServiceFile == "" {
+				return nil
+			}
+			ok, err := writeFile(in.at(p.ServiceFile), []byte(plan.definition), 0o644, rootOwned)
+			r.changed(ok, "service definition %s", p.ServiceFile)
+			return err
+		},
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // token finds the agent token to install; see InstallRequest.TokenFile.

@@ -6,25 +6,19 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
-
-	"github.com/kardianos/service"
 )
 
 // systemdManager registers the unit the installer wrote with systemctl and
 // controls the service through the service library.
 type systemdManager struct {
-	svc service.Service
+	libraryManager
 }
 
-func newManager(spec Spec, unit, plist string) (Manager, error) {
-	s, err := libraryService(spec, unit, plist)
-	if err != nil {
-		return nil, err
-	}
-	if p := s.Platform(); p != "linux-systemd" {
+func systemManager(lib libraryManager) (Manager, error) {
+	if p := lib.svc.Platform(); p != "linux-systemd" {
 		return nil, fmt.Errorf("%w: the service manager here is %s; only systemd is supported", ErrNoServiceManager, p)
 	}
-	return &systemdManager{svc: s}, nil
+	return &systemdManager{lib}, nil
 }
 
 const unitName = ServiceName + ".service"
@@ -37,14 +31,9 @@ func (m *systemdManager) Register(ctx context.Context, _ Spec) error {
 }
 
 func (m *systemdManager) Unregister(ctx context.Context, remove func() error) error {
-	st, err := m.State(ctx)
+	st, err := stopIfIn(ctx, m, StateRunning)
 	if err != nil {
 		return err
-	}
-	if st == StateRunning {
-		if err := m.Control(ctx, ActionStop); err != nil {
-			return err
-		}
 	}
 	if st != StateNotInstalled {
 		if err := systemctl(ctx, "disable", unitName); err != nil {
@@ -58,14 +47,6 @@ func (m *systemdManager) Unregister(ctx context.Context, remove func() error) er
 	// machine looks as it did before the install. Absent records are fine.
 	_ = systemctl(ctx, "reset-failed", unitName)
 	return systemctl(ctx, "daemon-reload")
-}
-
-func (m *systemdManager) Control(_ context.Context, a Action) error {
-	return libraryControl(m.svc, a)
-}
-
-func (m *systemdManager) State(context.Context) (State, error) {
-	return libraryState(m.svc)
 }
 
 func systemctl(ctx context.Context, args ...string) error {

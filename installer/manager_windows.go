@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kardianos/service"
 	"golang.org/x/sys/windows"
 	"golang.org/x/sys/windows/svc/mgr"
 )
@@ -17,15 +16,11 @@ import (
 // the service library creates it, and we update an existing registration in
 // place and install recovery actions that also cover a non-zero exit.
 type scmManager struct {
-	svc service.Service
+	libraryManager
 }
 
-func newManager(spec Spec, unit, plist string) (Manager, error) {
-	s, err := libraryService(spec, unit, plist)
-	if err != nil {
-		return nil, err
-	}
-	return &scmManager{svc: s}, nil
+func systemManager(lib libraryManager) (Manager, error) {
+	return &scmManager{lib}, nil
 }
 
 func (m *scmManager) Register(_ context.Context, spec Spec) error {
@@ -79,14 +74,9 @@ func commandLine(bin string, args []string) string {
 }
 
 func (m *scmManager) Unregister(ctx context.Context, remove func() error) error {
-	st, err := m.State(ctx)
+	st, err := stopIfIn(ctx, m, StateRunning)
 	if err != nil {
 		return err
-	}
-	if st == StateRunning {
-		if err := m.Control(ctx, ActionStop); err != nil {
-			return err
-		}
 	}
 	if st != StateNotInstalled {
 		if err := m.svc.Uninstall(); err != nil {
@@ -96,12 +86,10 @@ func (m *scmManager) Unregister(ctx context.Context, remove func() error) error 
 	return remove()
 }
 
-func (m *scmManager) Control(_ context.Context, a Action) error {
-	return libraryControl(m.svc, a)
-}
-
-func (m *scmManager) State(context.Context) (State, error) {
-	st, err := libraryState(m.svc)
+// State knows one more way of saying "not installed" than the library:
+// the SCM's own error for a service it has no record of.
+func (m *scmManager) State(ctx context.Context) (State, error) {
+	st, err := m.libraryManager.State(ctx)
 	if errors.Is(err, windows.ERROR_SERVICE_DOES_NOT_EXIST) {
 		return StateNotInstalled, nil
 	}

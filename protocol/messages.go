@@ -198,12 +198,8 @@ type CheckStep struct {
 
 // ReadRequest reads and validates the request frame that opens a stream.
 func ReadRequest(r io.Reader) (Request, error) {
-	f, err := ReadFrame(r, MaxStreamFrame)
+	req, err := readStreamFrame[Request](r, FrameRequest)
 	if err != nil {
-		return Request{}, err
-	}
-	var req Request
-	if err := f.Decode(FrameRequest, &req); err != nil {
 		return Request{}, err
 	}
 	return req, req.Validate()
@@ -211,13 +207,19 @@ func ReadRequest(r io.Reader) (Request, error) {
 
 // ReadResult reads the result frame that answers a request.
 func ReadResult(r io.Reader) (Result, error) {
+	return readStreamFrame[Result](r, FrameResult)
+}
+
+// readStreamFrame reads one frame of a data stream and decodes it as a
+// frame of type t.
+func readStreamFrame[T any](r io.Reader, t FrameType) (T, error) {
+	var v, zero T
 	f, err := ReadFrame(r, MaxStreamFrame)
+	if err == nil {
+		err = f.Decode(t, &v)
+	}
 	if err != nil {
-		return Result{}, err
+		return zero, err
 	}
-	var res Result
-	if err := f.Decode(FrameResult, &res); err != nil {
-		return Result{}, err
-	}
-	return res, nil
+	return v, nil
 }

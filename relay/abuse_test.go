@@ -159,11 +159,7 @@ func connectFrom(t *testing.T, h *harness, localIP, proxyAuth string) answer {
 	req.Host = "gitlab.corp.example:443"
 	req.Header.Set("Proxy-Authorization", proxyAuth)
 	require.NoError(t, req.Write(c))
-	resp, err := http.ReadResponse(bufio.NewReader(c), req)
-	require.NoError(t, err)
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return answer{status: resp.StatusCode, header: resp.Header, body: body}
+	return readAnswer(t, bufio.NewReader(c), req)
 }
 
 func TestAuthFailuresAreRateLimitedPerSource(t *testing.T) {
@@ -194,8 +190,7 @@ func TestAuthFailuresAreRateLimitedPerSource(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			cs := &countingStore{}
-			h := newHarness(t, cs.wrap)
-			c := h.createConnection(t, "gitlab", "")
+			h, c := newConnHarness(t, "", cs.wrap)
 			good := tc.good(h, c)
 
 			// Failures of mixed kinds all count against the address.
@@ -245,8 +240,7 @@ func TestRecentlyVerifiedCredentialPassesALimitedSource(t *testing.T) {
 	// A key and a token that this node verified within the window still
 	// work from the limited address; their ids alone do not.
 	decode[api.ConnectionList](t, h.call(t, http.MethodGet, "/v1/connections", h.adminKey, nil), http.StatusOK)
-	h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), refuse(protocol.AllowlistMissing, 0))
-	h.waitTunnels(t, c.ID, 1)
+	h.firstTunnel(t, c, testHello("agent-1", 1), refuse(protocol.AllowlistMissing, 0))
 	requireRefusal(t, h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil).reply(),
 		http.StatusForbidden, protocol.AllowlistMissing)
 	requireRateLimited(t, h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken)), 6)
@@ -262,8 +256,7 @@ func (h *harness) createKeyDirect(t *testing.T, workspace string) string {
 
 func TestAuthFailuresAreRateLimitedPerCredential(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.AuthFailuresPerSource = 1000 })
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "", func(c *Config) { c.AuthFailuresPerSource = 1000 })
 	for range 20 {
 		requireRefusal(t, h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken)), http.StatusUnauthorized, protocol.AgentTokenInvalid)
 	}
@@ -277,15 +270,13 @@ func TestAuthFailuresAreRateLimitedPerCredential(t *testing.T) {
 
 	// The agent itself, from an address with no failures, is not locked
 	// out by what others did with its token id.
-	h.from(t, "127.0.0.3").connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	h.from(t, "127.0.0.3").firstTunnel(t, c, testHello("agent-1", 1), echo)
 }
 
 func TestWrongTokenFlood(t *testing.T) {
 	t.Parallel()
 	cs := &countingStore{}
-	h := newHarness(t, cs.wrap)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "", cs.wrap)
 	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
 	a.Close()
 	h.waitTunnels(t, c.ID, 0)
@@ -354,8 +345,7 @@ func TestWrongTokenFlood(t *testing.T) {
 	assert.Equal(t, "disconnected", h.status(t, c.ID, "").TunnelStatus, "no wrong token brought a tunnel up")
 
 	// The real agent still connects from the flooded address.
-	h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 }
 
 // countingVerify counts secret comparisons and the hashes compared with.
@@ -451,8 +441,7 @@ func TestProxyRatePerKey(t *testing.T) {
 		c.ProxyBurstPerKey = 3
 	})
 	c := h.createConnection(t, "gitlab", "")
-	h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), refuse(protocol.AllowlistMissing, 0))
-	h.waitTunnels(t, c.ID, 1)
+	h.firstTunnel(t, c, testHello("agent-1", 1), refuse(protocol.AllowlistMissing, 0))
 	key := h.createKey(t, "default")
 
 	for range 3 {
@@ -471,11 +460,7 @@ func TestProxyRatePerKey(t *testing.T) {
 	require.NoError(t, err)
 	defer raw.Close()
 	require.NoError(t, req.WriteProxy(raw))
-	resp, err := http.ReadResponse(bufio.NewReader(raw), req)
-	require.NoError(t, err)
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	requireRateLimited(t, answer{status: resp.StatusCode, header: resp.Header, body: body}, 4)
+	requireRateLimited(t, readAnswer(t, bufio.NewReader(raw), req), 4)
 
 	// Other keys have their own budget, and rate limiting is no auth failure.
 	requireRefusal(t, h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil).reply(),
@@ -572,8 +557,7 @@ func TestRandomBytesIntoTunnelEndpoint(t *testing.T) {
 	}
 	assert.Empty(t, h.srv.broker.Sessions(c.ID), "noise brought no tunnel up")
 	assert.Equal(t, "never_connected", h.status(t, c.ID, "").TunnelStatus)
-	h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 }
 
 func TestSlowlorisIsCutAtHeaderTimeout(t *testing.T) {
@@ -641,8 +625,7 @@ func TestSlowlorisIsCutAtHeaderTimeout(t *testing.T) {
 // whatever happens to it.
 func TestCanarySecretsStayHidden(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.AuthFailuresPerSource = 12 })
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "", func(c *Config) { c.AuthFailuresPerSource = 12 })
 	key := h.createKey(t, "default")
 	canaries := []string{secretPart(c.AgentToken), secretPart(key), secretPart(h.adminKey)}
 	var seen bytes.Buffer
@@ -651,8 +634,7 @@ func TestCanarySecretsStayHidden(t *testing.T) {
 		seen.Write(r.body)
 	}
 
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), byHost(map[string]answerFunc{"ok.corp.example": echo}))
-	h.waitTunnels(t, c.ID, 1)
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), byHost(map[string]answerFunc{"ok.corp.example": echo}))
 	ok := h.connect(t, "ok.corp.example:443", basicAuth(c.ID, key), []byte("ping"))
 	require.Equal(t, http.StatusOK, ok.resp.StatusCode)
 	_ = ok.resp.Header.Write(&seen)

@@ -117,8 +117,7 @@ func TestListConnections(t *testing.T) {
 
 func TestShowConnection(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "acme")
+	h, c := newConnHarness(t, "acme")
 	acmeKey := h.createKey(t, "acme")
 	for name, key := range map[string]string{"admin": h.adminKey, "own workspace key": acmeKey} {
 		t.Run(name, func(t *testing.T) {
@@ -134,12 +133,11 @@ func TestShowConnection(t *testing.T) {
 
 func TestRevokeIsIdempotent(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 
-	first := decode[api.Connection](t, h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/revoke", h.adminKey, nil), http.StatusOK)
+	first := h.revoke(t, c.ID)
 	require.NotNil(t, first.RevokedAt)
-	second := decode[api.Connection](t, h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/revoke", h.adminKey, nil), http.StatusOK)
+	second := h.revoke(t, c.ID)
 	require.NotNil(t, second.RevokedAt)
 	assert.True(t, first.RevokedAt.Equal(*second.RevokedAt), "a second revoke must not move revoked_at")
 
@@ -162,12 +160,9 @@ func TestRotateToken(t *testing.T) {
 
 	t.Run("old and new tokens both work during the overlap", func(t *testing.T) {
 		t.Parallel()
-		h := newHarness(t)
-		c := h.createConnection(t, "gitlab", "")
+		h, c := newConnHarness(t, "")
 		before := time.Now()
-		r := h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/tokens", h.adminKey, nil)
-		tok := decode[api.TokenResponse](t, r, http.StatusCreated)
-		h.remember(tok.AgentToken)
+		tok := h.rotate(t, c.ID)
 		require.NotEqual(t, c.AgentToken, tok.AgentToken)
 		assert.WithinDuration(t, before.Add(DefaultConfig().TokenOverlap), tok.PreviousValidUntil, time.Minute)
 
@@ -180,10 +175,8 @@ func TestRotateToken(t *testing.T) {
 
 	t.Run("old token is refused once the overlap ends", func(t *testing.T) {
 		t.Parallel()
-		h := newHarness(t, func(c *Config) { c.TokenOverlap = time.Millisecond })
-		c := h.createConnection(t, "gitlab", "")
-		tok := decode[api.TokenResponse](t, h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/tokens", h.adminKey, nil), http.StatusCreated)
-		h.remember(tok.AgentToken)
+		h, c := newConnHarness(t, "", func(c *Config) { c.TokenOverlap = time.Millisecond })
+		tok := h.rotate(t, c.ID)
 
 		require.Eventually(t, func() bool { return time.Now().After(tok.PreviousValidUntil) }, waitFor, time.Millisecond)
 		r := h.tunnelRequest(t, "Bearer "+c.AgentToken)
@@ -204,8 +197,7 @@ func TestRotateToken(t *testing.T) {
 
 func TestCreateAPIKey(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "acme")
+	h, c := newConnHarness(t, "acme")
 
 	t.Run("workspace key works for its workspace only", func(t *testing.T) {
 		r := h.call(t, http.MethodPost, "/v1/api-keys", h.adminKey, `{"name":"ci","workspace":"acme"}`)
@@ -320,8 +312,7 @@ func TestAPIKeyRequired(t *testing.T) {
 	t.Parallel()
 	// Far more refusals than one source may earn; abuse_test.go covers
 	// the limit itself.
-	h := newHarness(t, withoutAuthLimits)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "", withoutAuthLimits)
 	// A well-formed key whose id was never stored.
 	unknownKey := "pak_" + strings.Repeat("a", 16) + h.adminKey[len("pak_")+16:]
 
@@ -409,4 +400,34 @@ func TestHealthAndReady(t *testing.T) {
 	assert.NotEmpty(t, r.header.Get("Retry-After"))
 	r = h.call(t, http.MethodGet, "/v1/connections", h.adminKey, nil)
 	requireRefusal(t, r, http.StatusServiceUnavailable, protocol.RelayUnavailable)
+}
+
+// /metrics counts refusals by reason and carried streams and bytes, shows
+// the live tunnels, and never carries a connection id or a secret.
+func TestMetrics(t *testing.T) {
+	h := newHarness(t)
+	c := h.createConnection(t, "acme", "acme")
+	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), byHost(map[string]answerFunc{"gitlab.corp.example": echo}))
+	defer a.Close()
+	h.waitTunnels(t, c.ID, 1)
+
+	ok, _ := h.connectEcho(t, c.ID, []byte("ping"))
+	require.NoError(t, ok.Close())
+	requireRefusal(t, h.connect(t, "jira.other.example:443", basicAuth(c.ID, h.adminKey), nil).reply(), http.StatusForbidden, protocol.AllowlistMissing)
+	requireRefusal(t, h.connect(t, "jira.other.example:443", basicAuth(c.ID, "pak_wrong"), nil).reply(), http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
+
+	var text string
+	require.Eventually(t, func() bool {
+		r := h.call(t, http.MethodGet, "/metrics", "", nil)
+		text = string(r.body)
+		return r.status == http.StatusOK && strings.Contains(text, "postern_relay_proxy_streams_total 1")
+	}, waitFor, tick, "the finished stream is counted")
+	assert.Contains(t, text, `postern_relay_refusals_total{reason="ALLOWLIST_MISSING"} 1`)
+	assert.Contains(t, text, `postern_relay_refusals_total{reason="PROXY_AUTH_REQUIRED"} 1`)
+	assert.Contains(t, text, "postern_relay_tunnels 1")
+	assert.Contains(t, text, `postern_relay_proxy_bytes_total{direction="to_target"} 4`)
+	assert.NotContains(t, text, c.ID, "no connection id in labels")
+	secret := strings.SplitN(c.AgentToken, "_", 3)[2] // the secret itself may contain "_"
+	assert.NotContains(t, text, secret)
+	assert.NotContains(t, text, h.adminKey)
 }

@@ -14,6 +14,18 @@ import (
 	"github.com/postern/postern/relay/secret"
 )
 
+// readKeyFile checks that the admin key file is its owner's alone, and
+// returns what it holds and the key in it.
+func readKeyFile(t *testing.T, path string) (raw []byte, key string) {
+	t.Helper()
+	info, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+	raw, err = os.ReadFile(path)
+	require.NoError(t, err)
+	return raw, strings.TrimSpace(string(raw))
+}
+
 func TestBootstrapWritesAdminKeyOnce(t *testing.T) {
 	t.Parallel()
 	h := newBareHarness(t, secret.Verify)
@@ -23,12 +35,7 @@ func TestBootstrapWritesAdminKeyOnce(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, filepath.Join(dir, AdminKeyFile), path)
 
-	info, err := os.Stat(path)
-	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o600), info.Mode().Perm())
-	raw, err := os.ReadFile(path)
-	require.NoError(t, err)
-	key := strings.TrimSpace(string(raw))
+	raw, key := readKeyFile(t, path)
 	require.True(t, strings.HasPrefix(key, secret.APIKeyPrefix+"_"), "admin.key holds an API key")
 	h.remember(key)
 
@@ -82,12 +89,7 @@ func TestBootstrapTightensExistingFile(t *testing.T) {
 	got, err := h.srv.Bootstrap(t.Context(), dir)
 	require.NoError(t, err)
 	require.Equal(t, path, got)
-	info, err := os.Stat(path)
-	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o600), info.Mode().Perm())
-	raw, err := os.ReadFile(path)
-	require.NoError(t, err)
-	key := strings.TrimSpace(string(raw))
+	raw, key := readKeyFile(t, path)
 	h.remember(key)
 	assert.NotContains(t, string(raw), "stale")
 	decode[api.ConnectionList](t, h.call(t, http.MethodGet, "/v1/connections", key, nil), http.StatusOK)

@@ -44,6 +44,14 @@ func (h *harness) subscribe(t *testing.T, key, lastID, query string) *eventStrea
 	return s
 }
 
+// newWatchedHarness is newConnHarness with the admin following every
+// event from the start.
+func newWatchedHarness(t *testing.T, ws string, opts ...func(*Config)) (*harness, api.Connection, *eventStream) {
+	t.Helper()
+	h, c := newConnHarness(t, ws, opts...)
+	return h, c, h.subscribe(t, h.adminKey, "", "")
+}
+
 // openEvents is subscribe that returns the refusal instead of failing.
 func (h *harness) openEvents(t *testing.T, key, lastID, query string) (*eventStream, answer) {
 	t.Helper()
@@ -140,14 +148,21 @@ func (s *eventStream) next(t *testing.T) sseFrame {
 	}
 }
 
+// nextDecoded returns the next event frame and the event in its data.
+func (s *eventStream) nextDecoded(t *testing.T) (sseFrame, api.Event) {
+	t.Helper()
+	f := s.next(t)
+	var e api.Event
+	require.NoError(t, json.Unmarshal([]byte(f.data), &e), f.data)
+	return f, e
+}
+
 // nextEvent returns the next status event of connID and type typ,
 // checking that its id is on the wire and in the body.
 func (s *eventStream) nextEvent(t *testing.T, connID, typ string) api.Event {
 	t.Helper()
 	for {
-		f := s.next(t)
-		var e api.Event
-		require.NoError(t, json.Unmarshal([]byte(f.data), &e), f.data)
+		f, e := s.nextDecoded(t)
 		if e.ConnectionID != connID || e.Type != typ {
 			continue
 		}
@@ -171,9 +186,7 @@ func requireTransition(t *testing.T, e api.Event, from, to string, reason protoc
 
 func TestEventsTunnelLifecycle(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "team-a")
-	sub := h.subscribe(t, h.adminKey, "", "")
+	h, c, sub := newWatchedHarness(t, "team-a")
 
 	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
 	up := sub.nextEvent(t, c.ID, api.EventTunnel)
@@ -201,9 +214,7 @@ func mustID(t *testing.T, e api.Event) uint64 {
 
 func TestEventsAuthFailingAndExpiring(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.AuthFailureWindow = 300 * time.Millisecond })
-	c := h.createConnection(t, "gitlab", "")
-	sub := h.subscribe(t, h.adminKey, "", "")
+	h, c, sub := newWatchedHarness(t, "", func(c *Config) { c.AuthFailureWindow = 300 * time.Millisecond })
 
 	r := h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken))
 	requireRefusal(t, r, http.StatusUnauthorized, protocol.AgentTokenInvalid)
@@ -221,34 +232,29 @@ func TestEventsAuthFailingAndExpiring(t *testing.T) {
 
 func TestEventsRevoke(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
-	sub := h.subscribe(t, h.adminKey, "", "")
+	h, c, sub := newWatchedHarness(t, "")
 	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
 	requireTransition(t, sub.nextEvent(t, c.ID, api.EventAllowlist), "unknown", "configured", "")
 
-	decode[api.Connection](t, h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/revoke", h.adminKey, nil), http.StatusOK)
+	h.revoke(t, c.ID)
 	requireTransition(t, sub.nextEvent(t, c.ID, api.EventTunnel), "connected", "revoked", protocol.ConnectionRevoked)
 	requireTransition(t, sub.nextEvent(t, c.ID, api.EventAuth), "active", "revoked", protocol.ConnectionRevoked)
 	requireTransition(t, sub.nextEvent(t, c.ID, api.EventAllowlist), "configured", "unknown", protocol.ConnectionRevoked)
 	a.Close()
 
 	// Revoking again and the closed tunnel change nothing more.
-	decode[api.Connection](t, h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/revoke", h.adminKey, nil), http.StatusOK)
+	h.revoke(t, c.ID)
 	other := h.createConnection(t, "marker", "")
 	b := h.connectAgent(t, other.AgentToken, testHello("agent-2", 1), echo)
 	defer b.Close()
-	f := sub.next(t)
-	var e api.Event
-	require.NoError(t, json.Unmarshal([]byte(f.data), &e))
+	_, e := sub.nextDecoded(t)
 	assert.Equal(t, other.ID, e.ConnectionID, "the next event is the marker's: %+v", e)
 }
 
 func TestEventsAllowlistAndDegraded(t *testing.T) {
 	t.Parallel()
 	const beat = 100 * time.Millisecond
-	h := newHarness(t, func(c *Config) { c.HeartbeatInterval = beat })
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "", func(c *Config) { c.HeartbeatInterval = beat })
 	sub := h.subscribe(t, h.adminKey, "", "?connection_id="+c.ID)
 	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
 	defer a.Close()
@@ -266,9 +272,7 @@ func TestEventsAllowlistAndDegraded(t *testing.T) {
 
 func TestEventsResume(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
-	sub := h.subscribe(t, h.adminKey, "", "")
+	h, c, sub := newWatchedHarness(t, "")
 	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
 	seen := sub.nextEvent(t, c.ID, api.EventTunnel)
 	sub.Close()
@@ -282,9 +286,7 @@ func TestEventsResume(t *testing.T) {
 	resumed := h.subscribe(t, h.adminKey, seen.ID, "")
 	var got []string
 	for range 3 {
-		f := resumed.next(t)
-		var e api.Event
-		require.NoError(t, json.Unmarshal([]byte(f.data), &e))
+		_, e := resumed.nextDecoded(t)
 		got = append(got, e.Type+" "+e.From+"->"+e.To)
 		assert.Greater(t, mustID(t, e), mustID(t, seen))
 	}
@@ -302,8 +304,7 @@ func TestEventsResume(t *testing.T) {
 
 func TestEventsResetWhenResumeIsImpossible(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
 	defer a.Close()
 	h.waitTunnels(t, c.ID, 1)
@@ -354,9 +355,7 @@ func TestEventsScopedByKey(t *testing.T) {
 		"team-a": {subA, ca.ID},
 		"team-b": {subB, cb.ID},
 	} {
-		f := tt.sub.next(t)
-		var e api.Event
-		require.NoError(t, json.Unmarshal([]byte(f.data), &e))
+		_, e := tt.sub.nextDecoded(t)
 		assert.Equal(t, tt.want, e.ConnectionID, name)
 	}
 
@@ -414,16 +413,8 @@ func TestEventsKeepAliveAndClose(t *testing.T) {
 	// Close ends open streams rather than waiting for their clients.
 	closed := make(chan struct{})
 	go func() { h.srv.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(waitFor):
-		require.FailNow(t, "Close waited on an event stream")
-	}
-	select {
-	case <-sub.done:
-	case <-time.After(waitFor):
-		require.FailNow(t, "the stream did not end")
-	}
+	requireDone(t, closed, "Close waited on an event stream")
+	requireDone(t, sub.done, "the stream did not end")
 }
 
 // keyRevokingStore reports one API key as revoked once armed, as another
@@ -453,11 +444,7 @@ func TestEventsStreamEndsWhenKeyIsRevoked(t *testing.T) {
 	sub := h.subscribe(t, h.createKey(t, "team-a"), "", "")
 	admin := h.subscribe(t, h.adminKey, "", "")
 	ks.revoked.Store(true)
-	select {
-	case <-sub.done:
-	case <-time.After(waitFor):
-		require.FailNow(t, "the stream of a revoked key goes on")
-	}
+	requireDone(t, sub.done, "the stream of a revoked key goes on")
 	select {
 	case <-admin.done:
 		assert.Fail(t, "a valid key's stream ended too")

@@ -86,6 +86,14 @@ func newHarness(t *testing.T, opts ...func(*Config)) *harness {
 	return newHarnessVerifying(t, secret.Verify, opts...)
 }
 
+// newConnHarness is newHarness with the connection most tests start from:
+// "gitlab", in workspace ws ("" is the relay's default).
+func newConnHarness(t *testing.T, ws string, opts ...func(*Config)) (*harness, api.Connection) {
+	t.Helper()
+	h := newHarness(t, opts...)
+	return h, h.createConnection(t, "gitlab", ws)
+}
+
 // newHarnessVerifying is newHarness whose node compares secrets with verify.
 func newHarnessVerifying(t *testing.T, verify auth.Verifier, opts ...func(*Config)) *harness {
 	t.Helper()
@@ -188,6 +196,17 @@ func do(t *testing.T, c *http.Client, req *http.Request) answer {
 	return answer{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
+// readAnswer reads the answer to req from br, with its body in full.
+func readAnswer(t *testing.T, br *bufio.Reader, req *http.Request) answer {
+	t.Helper()
+	resp, err := http.ReadResponse(br, req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return answer{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
 // decode checks the status and decodes the JSON body.
 func decode[T any](t *testing.T, r answer, status int) T {
 	t.Helper()
@@ -238,6 +257,20 @@ func (h *harness) createKey(t *testing.T, workspace string) string {
 	k := decode[api.APIKey](t, h.call(t, http.MethodPost, "/v1/api-keys", h.adminKey,
 		api.CreateAPIKeyRequest{Name: "key for " + workspace, Workspace: workspace}), http.StatusCreated)
 	return h.remember(k.Key)
+}
+
+// revoke revokes a connection with the admin key.
+func (h *harness) revoke(t *testing.T, connID string) api.Connection {
+	t.Helper()
+	return decode[api.Connection](t, h.call(t, http.MethodPost, "/v1/connections/"+connID+"/revoke", h.adminKey, nil), http.StatusOK)
+}
+
+// rotate issues a new agent token of a connection with the admin key.
+func (h *harness) rotate(t *testing.T, connID string) api.TokenResponse {
+	t.Helper()
+	tok := decode[api.TokenResponse](t, h.call(t, http.MethodPost, "/v1/connections/"+connID+"/tokens", h.adminKey, nil), http.StatusCreated)
+	h.remember(tok.AgentToken)
+	return tok
 }
 
 func (h *harness) status(t *testing.T, connID, query string) api.Status {
@@ -292,6 +325,28 @@ func (h *harness) waitTunnels(t *testing.T, connID string, n int) {
 	t.Helper()
 	require.Eventually(t, func() bool { return len(h.srv.broker.Sessions(connID)) == n },
 		waitFor, tick, "want %d tunnels", n)
+}
+
+// requireDone waits for done to be closed, and fails the test with msg
+// when it is not within waitFor.
+func requireDone(t *testing.T, done <-chan struct{}, msg string) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(waitFor):
+		require.FailNow(t, msg)
+	}
+}
+
+// requireNoRequest fails the test if the agent has received a request;
+// what says what such a request would mean.
+func requireNoRequest(t *testing.T, a *fakeAgent, what string) {
+	t.Helper()
+	select {
+	case r := <-a.Requests():
+		t.Fatalf("%s: %+v", what, r)
+	default:
+	}
 }
 
 // relayURL is the relay base URL an agent is configured with.
@@ -361,6 +416,19 @@ func (h *harness) connect(t *testing.T, target, proxyAuth string, early []byte) 
 		require.NoError(t, err)
 	}
 	return pc
+}
+
+// connectEcho opens a CONNECT to gitlab.corp.example:443 through
+// connection connID with the admin key, sends early behind it, requires the
+// proxy to accept, and reads as many bytes back.
+func (h *harness) connectEcho(t *testing.T, connID string, early []byte) (*proxyConn, []byte) {
+	t.Helper()
+	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(connID, h.adminKey), early)
+	require.Equal(t, http.StatusOK, pc.resp.StatusCode)
+	back := make([]byte, len(early))
+	_, err := io.ReadFull(pc, back)
+	require.NoError(t, err)
+	return pc, back
 }
 
 func (p *proxyConn) Read(b []byte) (int, error) { return p.br.Read(b) }
@@ -462,6 +530,15 @@ func (h *harness) connectAgent(t *testing.T, token string, hello protocol.Hello,
 		require.NoError(t, err, "relay answered HTTP %d", resp.StatusCode)
 	}
 	require.NoError(t, err)
+	return a
+}
+
+// firstTunnel is connectAgent for a connection with no other tunnel up:
+// it also waits until the relay has registered this one.
+func (h *harness) firstTunnel(t *testing.T, c api.Connection, hello protocol.Hello, answer answerFunc) *fakeAgent {
+	t.Helper()
+	a := h.connectAgent(t, c.AgentToken, hello, answer)
+	h.waitTunnels(t, c.ID, 1)
 	return a
 }
 

@@ -27,36 +27,37 @@ func newMetrics(reg *prometheus.Registry, b *broker.Broker) *metrics {
 	}
 	m := &metrics{
 		reg: reg,
-		answers: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "postern_relay_refusals_total",
-			Help: "Requests refused, by reason code (proxy, API and tunnel endpoint; refused credentials show as PROXY_AUTH_REQUIRED, AGENT_TOKEN_INVALID and RATE_LIMITED).",
-		}, []string{"reason"}),
-		streams: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "postern_relay_proxy_streams_total",
-			Help: "Proxied streams the agent accepted.",
-		}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "postern_relay_proxy_bytes_total",
-			Help: "Bytes carried by proxied streams; direction is to_target or from_target.",
-		}, []string{"direction"}),
-		goaways: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "postern_relay_goaways_sent_total",
-			Help: "GoAway notices sent to agents (drains).",
-		}),
+		answers: counterVec("postern_relay_refusals_total",
+			"Requests refused, by reason code (proxy, API and tunnel endpoint; refused credentials show as PROXY_AUTH_REQUIRED, AGENT_TOKEN_INVALID and RATE_LIMITED).",
+			"reason"),
+		streams: counter("postern_relay_proxy_streams_total", "Proxied streams the agent accepted."),
+		bytes: counterVec("postern_relay_proxy_bytes_total",
+			"Bytes carried by proxied streams; direction is to_target or from_target.", "direction"),
+		goaways: counter("postern_relay_goaways_sent_total", "GoAway notices sent to agents (drains)."),
 	}
 	reg.MustRegister(m.answers, m.streams, m.bytes, m.goaways,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "postern_relay_tunnels",
-			Help: "Agent tunnels open on this node.",
-		}, func() float64 { return float64(len(b.All())) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "postern_relay_streams_active",
-			Help: "Proxied streams open on this node.",
-		}, func() float64 { return float64(b.ActiveStreams()) }),
+		gauge("postern_relay_tunnels", "Agent tunnels open on this node.",
+			func() float64 { return float64(len(b.All())) }),
+		gauge("postern_relay_streams_active", "Proxied streams open on this node.",
+			func() float64 { return float64(b.ActiveStreams()) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+// counter, counterVec and gauge keep each series above to its name and
+// help: none needs more options, nor more than one label.
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+}
+
+func counterVec(name, help, label string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+}
+
+func gauge(name, help string, value func() float64) prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, value)
 }
 
 // carried counts one finished proxied stream and its bytes.

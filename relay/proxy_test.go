@@ -24,8 +24,7 @@ import (
 
 func TestConnectPassesAgentReasonThrough(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 
 	tests := map[string]struct {
 		reason     protocol.Reason // what the agent answers
@@ -55,8 +54,7 @@ func TestConnectPassesAgentReasonThrough(t *testing.T) {
 	for name, tc := range tests {
 		answers[hostOf(name)] = refuse(tc.reason, tc.retryAfter)
 	}
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), byHost(answers))
-	h.waitTunnels(t, c.ID, 1)
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), byHost(answers))
 
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -93,11 +91,9 @@ func TestConnectPassesAgentReasonThrough(t *testing.T) {
 
 func TestConnectCarriesBytesBothWays(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "acme")
+	h, c := newConnHarness(t, "acme")
 	key := h.createKey(t, "acme")
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 
 	// A TLS ClientHello typically leaves right behind the CONNECT line.
 	early := []byte("\x16\x03\x01early bytes")
@@ -139,14 +135,12 @@ func TestConnectCarriesBytesBothWays(t *testing.T) {
 
 func TestConnectRefusals(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "acme")
+	h, c := newConnHarness(t, "acme")
 	revoked := h.createConnection(t, "old", "acme")
-	decode[api.Connection](t, h.call(t, http.MethodPost, "/v1/connections/"+revoked.ID+"/revoke", h.adminKey, nil), http.StatusOK)
+	h.revoke(t, revoked.ID)
 	theirs := h.createConnection(t, "theirs", "beta")
 	key := h.createKey(t, "acme")
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 
 	tests := map[string]struct {
 		target string
@@ -192,17 +186,12 @@ func TestConnectRefusals(t *testing.T) {
 			}
 		}
 	})
-	select {
-	case r := <-a.Requests():
-		t.Fatalf("a refused CONNECT reached the agent: %+v", r)
-	default:
-	}
+	requireNoRequest(t, a, "a refused CONNECT reached the agent")
 }
 
 func TestProxyRejectsOtherRequests(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	tests := map[string]string{
 		"origin-form":    "GET /v1/connections HTTP/1.1\r\nHost: relay\r\n",
 		"https absolute": "GET https://gitlab.corp.example/ HTTP/1.1\r\nHost: gitlab.corp.example\r\n",
@@ -214,20 +203,14 @@ func TestProxyRejectsOtherRequests(t *testing.T) {
 			defer conn.Close()
 			_, err = io.WriteString(conn, head+"Proxy-Authorization: "+basicAuth(c.ID, h.adminKey)+"\r\nConnection: close\r\n\r\n")
 			require.NoError(t, err)
-			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-			require.NoError(t, err)
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			require.NoError(t, err)
-			requireRefusal(t, answer{status: resp.StatusCode, header: resp.Header, body: body}, http.StatusBadRequest, protocol.InvalidRequest)
+			requireRefusal(t, readAnswer(t, bufio.NewReader(conn), nil), http.StatusBadRequest, protocol.InvalidRequest)
 		})
 	}
 }
 
 func TestPlainHTTPIsForwarded(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), byHost(map[string]answerFunc{
 		"gitlab.corp.example": serveHTTP,
 		"dns.corp.example":    refuse(protocol.DNSNXDomain, 0),
@@ -278,14 +261,20 @@ func TestPlainHTTPIsForwarded(t *testing.T) {
 	})
 }
 
+// twoAgents connects agent-a, then agent-b, one tunnel each, to c, which
+// has no tunnel yet, and waits until the relay has registered both.
+func (h *harness) twoAgents(t *testing.T, c api.Connection) (a, b *fakeAgent) {
+	t.Helper()
+	a = h.firstTunnel(t, c, testHello("agent-a", 1), echo)
+	b = h.connectAgent(t, c.AgentToken, testHello("agent-b", 1), echo)
+	h.waitTunnels(t, c.ID, 2)
+	return a, b
+}
+
 func TestStreamsSpreadAcrossTunnels(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-a", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
-	b := h.connectAgent(t, c.AgentToken, testHello("agent-b", 1), echo)
-	h.waitTunnels(t, c.ID, 2)
+	h, c := newConnHarness(t, "")
+	a, b := h.twoAgents(t, c)
 
 	first := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil)
 	require.Equal(t, http.StatusOK, first.resp.StatusCode)
@@ -303,12 +292,8 @@ func TestStreamsSpreadAcrossTunnels(t *testing.T) {
 
 func TestStreamFallsBackToNextTunnel(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-a", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
-	b := h.connectAgent(t, c.AgentToken, testHello("agent-b", 1), echo)
-	h.waitTunnels(t, c.ID, 2)
+	h, c := newConnHarness(t, "")
+	a, b := h.twoAgents(t, c)
 	cands := h.srv.broker.Candidates(c.ID)
 	require.Equal(t, "agent-b", cands[0].Hello.AgentID, "among equally busy tunnels the newest is tried first")
 	first, second := b, a
@@ -319,11 +304,7 @@ func TestStreamFallsBackToNextTunnel(t *testing.T) {
 	_, err := first.Session.Ping()
 	require.NoError(t, err)
 
-	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), []byte("ping"))
-	require.Equal(t, http.StatusOK, pc.resp.StatusCode)
-	got := make([]byte, 4)
-	_, err = io.ReadFull(pc, got)
-	require.NoError(t, err)
+	_, got := h.connectEcho(t, c.ID, []byte("ping"))
 	assert.Equal(t, "ping", string(got))
 	assert.Len(t, second.Requests(), 1)
 	assert.Empty(t, first.Requests())
@@ -339,10 +320,8 @@ func TestStreamFallsBackToNextTunnel(t *testing.T) {
 
 func TestRelayStreamCap(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.MaxStreamsPerTunnel = 1 })
-	c := h.createConnection(t, "gitlab", "")
-	h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	h, c := newConnHarness(t, "", func(c *Config) { c.MaxStreamsPerTunnel = 1 })
+	h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 
 	first := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil)
 	require.Equal(t, http.StatusOK, first.resp.StatusCode)
@@ -362,11 +341,9 @@ func TestRelayStreamCap(t *testing.T) {
 func TestAgentThatNeverAnswers(t *testing.T) {
 	t.Parallel()
 	const openTimeout = 300 * time.Millisecond
-	h := newHarness(t, func(c *Config) { c.OpenTimeout = openTimeout })
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "", func(c *Config) { c.OpenTimeout = openTimeout })
 	silent := func(_ protocol.Request, st net.Conn) { _, _ = io.Copy(io.Discard, st) }
-	h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), silent)
-	h.waitTunnels(t, c.ID, 1)
+	h.firstTunnel(t, c, testHello("agent-1", 1), silent)
 
 	start := time.Now()
 	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil)
@@ -378,13 +355,11 @@ func TestAgentThatNeverAnswers(t *testing.T) {
 
 func TestAgentAnswersGarbage(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	garbage := func(_ protocol.Request, st net.Conn) {
 		_ = protocol.WriteFrame(st, protocol.FrameHello, protocol.Hello{AgentID: "confused"})
 	}
-	h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), garbage)
-	h.waitTunnels(t, c.ID, 1)
+	h.firstTunnel(t, c, testHello("agent-1", 1), garbage)
 
 	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil)
 	requireRefusal(t, pc.reply(), http.StatusBadGateway, protocol.ProtocolError)
@@ -393,24 +368,19 @@ func TestAgentAnswersGarbage(t *testing.T) {
 
 func TestRevokeClosesTunnelsAndStreams(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 2), echo)
 	b := h.connectAgent(t, c.AgentToken, testHello("agent-1", 2), echo)
 	h.waitTunnels(t, c.ID, 2)
 
-	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), []byte("x"))
-	require.Equal(t, http.StatusOK, pc.resp.StatusCode)
-	one := make([]byte, 1)
-	_, err := io.ReadFull(pc, one)
-	require.NoError(t, err)
+	pc, one := h.connectEcho(t, c.ID, []byte("x"))
 
 	start := time.Now()
-	decode[api.Connection](t, h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/revoke", h.adminKey, nil), http.StatusOK)
+	h.revoke(t, c.ID)
 
 	// The proxied stream ends within a second.
 	require.NoError(t, pc.SetReadDeadline(start.Add(time.Second)))
-	_, err = pc.Read(one)
+	_, err := pc.Read(one)
 	require.Error(t, err)
 	var ne net.Error
 	assert.False(t, errors.As(err, &ne) && ne.Timeout(), "stream still open a second after revocation")
@@ -486,13 +456,8 @@ func TestServeDrainsOnCancel(t *testing.T) {
 	health := decode[map[string]string](t, h.call(t, http.MethodGet, "/healthz", "", nil), http.StatusOK)
 	assert.Equal(t, "node-test", health["node_id"])
 	c := h.createConnection(t, "gitlab", "")
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
-	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), []byte("hi"))
-	require.Equal(t, http.StatusOK, pc.resp.StatusCode)
-	got := make([]byte, 2)
-	_, err := io.ReadFull(pc, got)
-	require.NoError(t, err)
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
+	pc, _ := h.connectEcho(t, c.ID, []byte("hi"))
 
 	cancel()
 	// The agent is asked to move elsewhere...
@@ -505,7 +470,7 @@ func TestServeDrainsOnCancel(t *testing.T) {
 	}
 	assert.Equal(t, "shutdown", goAway.Reason)
 	// ...new work is refused at once...
-	_, err = net.Dial("tcp", h.ep.proxyAddr)
+	_, err := net.Dial("tcp", h.ep.proxyAddr)
 	assert.Error(t, err, "the proxy listener is closed")
 	// ...while the open stream still carries bytes.
 	_, err = pc.Write([]byte("still here"))
@@ -519,11 +484,7 @@ func TestServeDrainsOnCancel(t *testing.T) {
 	// The last stream ends: Serve closes the tunnel and returns.
 	require.NoError(t, pc.Close())
 	waitServe(t, done)
-	select {
-	case <-a.Session.Done():
-	case <-time.After(waitFor):
-		t.Fatal("tunnel survived Serve")
-	}
+	requireDone(t, a.Session.Done(), "tunnel survived Serve")
 }
 
 func TestServeDrainTimeoutCutsStreams(t *testing.T) {
@@ -531,8 +492,7 @@ func TestServeDrainTimeoutCutsStreams(t *testing.T) {
 	const drain = 200 * time.Millisecond
 	h, cancel, done := serveHarness(t, func(c *Config) { c.DrainTimeout = drain })
 	c := h.createConnection(t, "gitlab", "")
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil)
 	require.Equal(t, http.StatusOK, pc.resp.StatusCode)
 
@@ -542,19 +502,14 @@ func TestServeDrainTimeoutCutsStreams(t *testing.T) {
 	assert.GreaterOrEqual(t, time.Since(start), drain, "open streams get the drain timeout")
 	_, err := io.ReadAll(pc)
 	assert.NoError(t, err, "the cut stream ends with EOF")
-	select {
-	case <-a.Session.Done():
-	case <-time.After(waitFor):
-		t.Fatal("tunnel survived Serve")
-	}
+	requireDone(t, a.Session.Done(), "tunnel survived Serve")
 }
 
 func TestServeWithoutStreamsStopsAtOnce(t *testing.T) {
 	t.Parallel()
 	h, cancel, done := serveHarness(t) // default drain timeout: 30 s
 	c := h.createConnection(t, "gitlab", "")
-	h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 	cancel()
 	waitServe(t, done)
 }
@@ -562,8 +517,7 @@ func TestServeWithoutStreamsStopsAtOnce(t *testing.T) {
 // The JSON body of a refusal has exactly the documented fields.
 func TestRefusalBodyFields(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil)
 	var raw map[string]any
 	require.NoError(t, json.Unmarshal(pc.body, &raw))

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,12 +15,12 @@ import (
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel"
 	"github.com/postern/postern/relay/secret"
+	"github.com/postern/postern/relay/store"
 )
 
 func TestTunnelRefusesBadTokensAlike(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	unknown, err := secret.New(secret.AgentTokenPrefix)
 	require.NoError(t, err)
 
@@ -51,9 +52,8 @@ func TestTunnelRefusesBadTokensAlike(t *testing.T) {
 
 func TestTunnelRefusesRevokedConnection(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
-	decode[map[string]any](t, h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/revoke", h.adminKey, nil), http.StatusOK)
+	h, c := newConnHarness(t, "")
+	h.revoke(t, c.ID)
 
 	r := h.tunnelRequest(t, "Bearer "+c.AgentToken)
 	requireRefusal(t, r, http.StatusUnauthorized, protocol.AgentTokenRevoked)
@@ -68,8 +68,7 @@ func TestTunnelRefusesRevokedConnection(t *testing.T) {
 
 func TestTunnelRequiresSubprotocol(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	// A WebSocket upgrade that offers no subprotocol.
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, h.ep.apiURL+protocol.TunnelPath, nil)
 	require.NoError(t, err)
@@ -87,8 +86,7 @@ func TestTunnelRequiresSubprotocol(t *testing.T) {
 
 func TestWrongSecretMarksAuthFailing(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	other := h.createConnection(t, "jira", "")
 
 	r := h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken))
@@ -114,8 +112,7 @@ func TestWrongSecretMarksAuthFailing(t *testing.T) {
 	assert.Equal(t, protocol.AgentNeverConnected, ost.Reason)
 
 	// A good agent takes over: auth is active again while it is up.
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 	st = h.status(t, c.ID, "")
 	assert.Equal(t, "connected", st.TunnelStatus)
 	assert.Equal(t, "active", st.AuthStatus)
@@ -124,8 +121,7 @@ func TestWrongSecretMarksAuthFailing(t *testing.T) {
 
 func TestAuthFailureWindowEnds(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.AuthFailureWindow = 50 * time.Millisecond })
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "", func(c *Config) { c.AuthFailureWindow = 50 * time.Millisecond })
 	h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken))
 	require.Eventually(t, func() bool {
 		st := h.pollStatus(c.ID)
@@ -135,8 +131,7 @@ func TestAuthFailureWindowEnds(t *testing.T) {
 
 func TestTunnelUp(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.HeartbeatInterval = 7 * time.Second })
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "", func(c *Config) { c.HeartbeatInterval = 7 * time.Second })
 	before := time.Now()
 	hello := testHello("agent-1", 1)
 	a := h.connectAgent(t, c.AgentToken, hello, echo)
@@ -192,8 +187,7 @@ func TestTunnelUp(t *testing.T) {
 
 func TestTunnelRejectsBadHello(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "")
 	tests := map[string]protocol.Hello{
 		"empty agent id":    testHello("", 1),
 		"agent id too long": testHello(string(make([]byte, 129)), 1),
@@ -211,8 +205,7 @@ func TestTunnelRejectsBadHello(t *testing.T) {
 
 func TestTunnelWithoutHelloIsDropped(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.HandshakeTimeout = 200 * time.Millisecond })
-	c := h.createConnection(t, "gitlab", "")
+	h, c := newConnHarness(t, "", func(c *Config) { c.HandshakeTimeout = 200 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
 	defer cancel()
 	base, err := url.Parse(h.relayURL())
@@ -232,10 +225,8 @@ func TestTunnelWithoutHelloIsDropped(t *testing.T) {
 
 func TestTunnelIgnoresAgentExtras(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	c := h.createConnection(t, "gitlab", "")
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-	h.waitTunnels(t, c.ID, 1)
+	h, c := newConnHarness(t, "")
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 
 	// A stream opened by the agent is not part of the protocol: the relay
 	// closes it.
@@ -248,11 +239,108 @@ func TestTunnelIgnoresAgentExtras(t *testing.T) {
 	// Unknown control frames are skipped; the tunnel stays up and serves.
 	require.NoError(t, a.Session.Send(protocol.FrameType(99), map[string]string{"future": "yes"}, waitFor))
 	require.NoError(t, a.Session.Send(protocol.FrameGoAway, protocol.GoAway{Reason: "confused agent"}, waitFor))
-	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), []byte("ok"))
-	require.Equal(t, http.StatusOK, pc.resp.StatusCode)
-	got := make([]byte, 2)
-	_, err = io.ReadFull(pc, got)
-	require.NoError(t, err)
+	_, got := h.connectEcho(t, c.ID, []byte("ok"))
 	assert.Equal(t, "ok", string(got))
 	assert.Equal(t, "connected", h.status(t, c.ID, "").TunnelStatus)
+}
+
+// lateRevokeStore runs a hook right after the first lookup of one
+// connection once armed: the lookup's answer is then already stale.
+type lateRevokeStore struct {
+	store.Store
+
+	mu   sync.Mutex
+	id   string
+	hook func()
+}
+
+func (s *lateRevokeStore) arm(id string, hook func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.id, s.hook = id, hook
+}
+
+func (s *lateRevokeStore) GetConnection(ctx context.Context, id string) (store.Connection, error) {
+	c, err := s.Store.GetConnection(ctx, id)
+	s.mu.Lock()
+	var hook func()
+	if id == s.id {
+		hook, s.hook, s.id = s.hook, nil, ""
+	}
+	s.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	return c, err
+}
+
+// A revocation that lands between an agent's authentication and the
+// registration of its tunnel must still close that tunnel.
+func TestRevokeDuringHandshakeClosesTunnel(t *testing.T) {
+	t.Parallel()
+	st := &lateRevokeStore{}
+	h, c := newConnHarness(t, "", func(c *Config) { st.Store = c.Store; c.Store = st })
+
+	// Exactly what the revoke handler does, at the worst moment.
+	st.arm(c.ID, func() {
+		_, err := st.Store.RevokeConnection(context.Background(), c.ID, time.Now().UTC())
+		if err == nil {
+			h.srv.broker.CloseConnection(c.ID, "connection revoked by an administrator")
+		}
+	})
+	// Authentication saw the connection before the revocation, so the
+	// handshake completes.
+	a, _, err := h.dialAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
+	require.NoError(t, err)
+	select {
+	case <-a.Session.Done():
+	case <-time.After(time.Second):
+		require.FailNow(t, "a tunnel of a revoked connection stayed up")
+	}
+	var saw bool
+	for f := range a.Control() {
+		saw = saw || f.Type == protocol.FrameRevoked
+	}
+	assert.True(t, saw, "the agent is told why")
+	h.waitTunnels(t, c.ID, 0)
+	assert.Equal(t, "revoked", h.status(t, c.ID, "").TunnelStatus)
+}
+
+// An agent that reconnects while the relay still holds its old tunnels
+// (it hung, or its link dropped without a FIN) wins with its newest
+// sessions: the oldest beyond the tunnels it wants are closed.
+func TestNewestSessionsOfAnAgentWin(t *testing.T) {
+	h := newHarness(t)
+	c := h.createConnection(t, "acme", "acme")
+	old := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
+	defer old.Close()
+	h.waitTunnels(t, c.ID, 1)
+
+	newer := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
+	defer newer.Close()
+	requireDone(t, old.Session.Done(), "the older session of the agent was not closed")
+	h.waitTunnels(t, c.ID, 1)
+	assert.False(t, newer.Session.IsClosed(), "the newest session stays")
+
+	// Another replica of the same connection is not affected.
+	other := h.connectAgent(t, c.AgentToken, testHello("agent-2", 1), echo)
+	defer other.Close()
+	h.waitTunnels(t, c.ID, 2)
+	assert.False(t, newer.Session.IsClosed())
+}
+
+// A diagnostic handshake (doctor) gets Welcome but is no tunnel: the
+// connection's status does not change.
+func TestProbeHandshakeChangesNoStatus(t *testing.T) {
+	h := newHarness(t)
+	c := h.createConnection(t, "acme", "acme")
+	hello := testHello("agent-1-doctor", 1)
+	hello.Probe = true
+	probe := h.connectAgent(t, c.AgentToken, hello, echo)
+	defer probe.Close()
+	assert.Equal(t, h.srv.NodeID(), probe.Welcome.NodeID)
+	requireDone(t, probe.Session.Done(), "the relay kept the probe's tunnel open")
+	st := h.status(t, c.ID, "")
+	assert.Equal(t, "never_connected", st.TunnelStatus)
+	assert.Nil(t, st.LastSeenAt)
 }

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
-	"github.com/postern/postern/relay/store/sqlite"
 	"github.com/postern/postern/relay/webhook"
 )
 
@@ -246,11 +244,7 @@ func TestWebhookQueueOverflowDropsAndCounts(t *testing.T) {
 		}
 		w.Offer(api.Event{ID: "other", Workspace: "team-b"})
 	}()
-	select {
-	case <-done:
-	case <-time.After(waitFor):
-		require.FailNow(t, "offer blocked on a full queue")
-	}
+	requireDone(t, done, "offer blocked on a full queue")
 	assert.EqualValues(t, 5, dropped(w), "only what did not fit is dropped; other workspaces are not counted")
 	assert.Equal(t, webhook.QueueSize, w.Queued())
 	assert.Contains(t, logs.String(), "webhook queue full")
@@ -259,9 +253,6 @@ func TestWebhookQueueOverflowDropsAndCounts(t *testing.T) {
 
 func TestWebhookConfigIsValidated(t *testing.T) {
 	t.Parallel()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "relay.db"))
-	require.NoError(t, err)
-	defer st.Close()
 	secret := []byte(testWebhookSecret)
 	tests := map[string]struct {
 		hook Webhook
@@ -278,7 +269,7 @@ func TestWebhookConfigIsValidated(t *testing.T) {
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			cfg := DefaultConfig()
-			cfg.Store, cfg.Webhooks = st, []Webhook{tt.hook}
+			cfg.Store, cfg.Webhooks = nopStore{}, []Webhook{tt.hook}
 			_, err := New(cfg)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tt.want)

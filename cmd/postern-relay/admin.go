@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,18 +51,14 @@ func newConnectionsCmd() *cobra.Command { return adminEnv{getenv: os.Getenv}.con
 func newAPIKeysCmd() *cobra.Command { return adminEnv{getenv: os.Getenv}.apiKeysCmd() }
 
 func (e adminEnv) connectionsCmd() *cobra.Command {
-	f := &adminFlags{}
-	cmd := &cobra.Command{
-		Use:   "connections",
-		Short: "Create, list, show, revoke connections, rotate their agent tokens and show their status",
-		Args:  cobra.NoArgs,
-	}
-	f.register(cmd)
+	cmd, f := adminGroup("connections",
+		"Create, list, show, revoke connections, rotate their agent tokens and show their status")
 	cmd.AddCommand(
 		e.connCreateCmd(f),
 		e.connListCmd(f),
-		e.connShowCmd(f),
-		e.connRevokeCmd(f),
+		e.connIDCmd(f, "show ID", "Show one connection", (*client.Client).GetConnection),
+		e.connIDCmd(f, "revoke ID", "Revoke a connection: its agents are cut off and cannot reconnect",
+			(*client.Client).RevokeConnection),
 		e.connRotateCmd(f),
 		e.connStatusCmd(f),
 		e.connCheckCmd(f),
@@ -70,15 +67,18 @@ func (e adminEnv) connectionsCmd() *cobra.Command {
 }
 
 func (e adminEnv) apiKeysCmd() *cobra.Command {
-	f := &adminFlags{}
-	cmd := &cobra.Command{
-		Use:   "api-keys",
-		Short: "Create API keys for the relay's API and proxy",
-		Args:  cobra.NoArgs,
-	}
-	f.register(cmd)
+	cmd, f := adminGroup("api-keys", "Create API keys for the relay's API and proxy")
 	cmd.AddCommand(e.keyCreateCmd(f))
 	return cmd
+}
+
+// adminGroup is a command that only holds subcommands; they share the
+// admin flags it returns, which may stand before or after their name.
+func adminGroup(use, short string) (*cobra.Command, *adminFlags) {
+	f := &adminFlags{}
+	cmd := &cobra.Command{Use: use, Short: short, Args: cobra.NoArgs}
+	f.register(cmd)
+	return cmd, f
 }
 
 func (f *adminFlags) register(cmd *cobra.Command) {
@@ -152,211 +152,165 @@ func addJSONFlag(cmd *cobra.Command, asJSON *bool) {
 	cmd.Flags().BoolVar(asJSON, "json", false, "print the API's JSON answer instead of text")
 }
 
+// apiCall is a subcommand that makes one call to the relay's API and prints
+// the answer: the API's JSON with --json, else text for people. Every admin
+// subcommand but events is one, so they all build the client, fail and
+// print alike.
+type apiCall[T any] struct {
+	call func(ctx context.Context, c *client.Client, args []string) (T, error)
+	text func(w io.Writer, answer T) error
+	// verdict, when set, turns an answer already printed into the
+	// command's exit status.
+	verdict func(answer T) error
+}
+
+// command makes cmd run the call with a client built from f, and gives it
+// --json.
+func (a apiCall[T]) command(e adminEnv, f *adminFlags, cmd *cobra.Command) *cobra.Command {
+	var asJSON bool
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := e.client(f)
+		if err != nil {
+			return err
+		}
+		answer, err := a.call(cmd.Context(), c, args)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			err = printJSON(cmd.OutOrStdout(), answer)
+		} else {
+			err = a.text(cmd.OutOrStdout(), answer)
+		}
+		if err != nil || a.verdict == nil {
+			return err
+		}
+		return a.verdict(answer)
+	}
+	addJSONFlag(cmd, &asJSON)
+	return cmd
+}
+
 func (e adminEnv) connCreateCmd(f *adminFlags) *cobra.Command {
-	var (
-		workspace string
-		asJSON    bool
-	)
-	cmd := &cobra.Command{
+	var workspace string
+	cmd := apiCall[api.Connection]{
+		call: func(ctx context.Context, c *client.Client, args []string) (api.Connection, error) {
+			return c.CreateConnection(ctx, args[0], workspace)
+		},
+		text: func(w io.Writer, conn api.Connection) error {
+			fields := append(connectionFields(conn, false), field{"agent token", conn.AgentToken})
+			return printWithNotice(w, fields,
+				"\nThe agent token is shown only once: store it now and put it in the agent's config.\n")
+		},
+	}.command(e, f, &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a connection and print its agent token (shown only once)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client(f)
-			if err != nil {
-				return err
-			}
-			conn, err := c.CreateConnection(cmd.Context(), args[0], workspace)
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				return printJSON(w, conn)
-			}
-			fields := append(connectionFields(conn, false), field{"agent token", conn.AgentToken})
-			if err := printFields(w, fields...); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(w, "\nThe agent token is shown only once: store it now and put it in the agent's config.")
-			return err
-		},
-	}
+	})
 	cmd.Flags().StringVar(&workspace, "workspace", "", "workspace of the connection (default: the relay's default workspace)")
-	addJSONFlag(cmd, &asJSON)
 	return cmd
 }
 
 func (e adminEnv) connListCmd(f *adminFlags) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
+	return apiCall[api.ConnectionList]{
+		call: func(ctx context.Context, c *client.Client, _ []string) (api.ConnectionList, error) {
+			return c.ListConnections(ctx)
+		},
+		text: printConnectionList,
+	}.command(e, f, &cobra.Command{
 		Use:   "list",
 		Short: "List connections",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.client(f)
-			if err != nil {
-				return err
-			}
-			list, err := c.ListConnections(cmd.Context())
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				return printJSON(w, list)
-			}
-			if len(list.Connections) == 0 {
-				_, err := fmt.Fprintln(w, "No connections.")
-				return err
-			}
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tWORKSPACE\tCREATED\tSTATE")
-			for _, conn := range list.Connections {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(conn.ID), clean(conn.Name),
-					clean(conn.Workspace), formatTime(conn.CreatedAt), state(conn))
-			}
-			return tw.Flush()
-		},
-	}
-	addJSONFlag(cmd, &asJSON)
-	return cmd
+	})
 }
 
-func (e adminEnv) connShowCmd(f *adminFlags) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "show ID",
-		Short: "Show one connection",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client(f)
-			if err != nil {
-				return err
-			}
-			conn, err := c.GetConnection(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), conn)
-			}
-			return printFields(cmd.OutOrStdout(), connectionFields(conn, true)...)
-		},
+func printConnectionList(w io.Writer, list api.ConnectionList) error {
+	if len(list.Connections) == 0 {
+		_, err := fmt.Fprintln(w, "No connections.")
+		return err
 	}
-	addJSONFlag(cmd, &asJSON)
-	return cmd
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tWORKSPACE\tCREATED\tSTATE")
+	for _, conn := range list.Connections {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(conn.ID), clean(conn.Name),
+			clean(conn.Workspace), formatTime(conn.CreatedAt), state(conn))
+	}
+	return tw.Flush()
 }
 
-func (e adminEnv) connRevokeCmd(f *adminFlags) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke a connection: its agents are cut off and cannot reconnect",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client(f)
-			if err != nil {
-				return err
-			}
-			conn, err := c.RevokeConnection(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), conn)
-			}
-			return printFields(cmd.OutOrStdout(), connectionFields(conn, true)...)
+// connIDCmd is a subcommand that sends its one argument, a connection id,
+// and prints the connection the relay answers with.
+func (e adminEnv) connIDCmd(f *adminFlags, use, short string,
+	send func(c *client.Client, ctx context.Context, id string) (api.Connection, error)) *cobra.Command {
+	return apiCall[api.Connection]{
+		call: func(ctx context.Context, c *client.Client, args []string) (api.Connection, error) {
+			return send(c, ctx, args[0])
 		},
-	}
-	addJSONFlag(cmd, &asJSON)
-	return cmd
+		text: func(w io.Writer, conn api.Connection) error {
+			return printFields(w, connectionFields(conn, true)...)
+		},
+	}.command(e, f, &cobra.Command{Use: use, Short: short, Args: cobra.ExactArgs(1)})
 }
 
 func (e adminEnv) connRotateCmd(f *adminFlags) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
+	return apiCall[api.TokenResponse]{
+		call: func(ctx context.Context, c *client.Client, args []string) (api.TokenResponse, error) {
+			return c.RotateToken(ctx, args[0])
+		},
+		text: func(w io.Writer, tok api.TokenResponse) error {
+			until := formatTime(tok.PreviousValidUntil)
+			return printWithNotice(w, []field{{"agent token", tok.AgentToken}, {"previous valid until", until}},
+				"\nThe agent token is shown only once: store it now and update the agents' config.\n"+
+					"Tokens issued before it stop working at "+until+".\n")
+		},
+	}.command(e, f, &cobra.Command{
 		Use:   "rotate-token ID",
 		Short: "Issue a new agent token; older tokens keep working for an overlap",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client(f)
-			if err != nil {
-				return err
-			}
-			tok, err := c.RotateToken(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				return printJSON(w, tok)
-			}
-			if err := printFields(w,
-				field{"agent token", tok.AgentToken},
-				field{"previous valid until", formatTime(tok.PreviousValidUntil)},
-			); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(w, "\nThe agent token is shown only once: store it now and update the agents' config.\n"+
-				"Tokens issued before it stop working at %s.\n", formatTime(tok.PreviousValidUntil))
-			return err
-		},
-	}
-	addJSONFlag(cmd, &asJSON)
-	return cmd
+	})
 }
 
 func (e adminEnv) keyCreateCmd(f *adminFlags) *cobra.Command {
 	var (
 		workspace string
 		admin     bool
-		asJSON    bool
 	)
-	cmd := &cobra.Command{
+	cmd := apiCall[api.APIKey]{
+		call: func(ctx context.Context, c *client.Client, args []string) (api.APIKey, error) {
+			return c.CreateAPIKey(ctx, api.CreateAPIKeyRequest{Name: args[0], Workspace: workspace, Admin: admin})
+		},
+		text: printAPIKey,
+	}.command(e, f, &cobra.Command{
 		Use:   "create NAME (--workspace W | --admin)",
 		Short: "Create an API key scoped to one workspace, or an admin key (shown only once)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			scoped := cmd.Flags().Changed("workspace")
-			if scoped == admin {
-				return errors.New("exactly one of --workspace W or --admin is required")
-			}
-			if scoped && strings.TrimSpace(workspace) == "" {
-				return errors.New("--workspace must not be empty")
-			}
-			c, err := e.client(f)
-			if err != nil {
-				return err
-			}
-			key, err := c.CreateAPIKey(cmd.Context(), api.CreateAPIKeyRequest{
-				Name: args[0], Workspace: workspace, Admin: admin,
-			})
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				return printJSON(w, key)
-			}
-			fields := []field{{"id", key.ID}, {"name", key.Name}}
-			if key.Admin {
-				fields = append(fields, field{"scope", "admin (all workspaces)"})
-			} else {
-				fields = append(fields, field{"workspace", key.Workspace})
-			}
-			fields = append(fields, field{"created", formatTime(key.CreatedAt)}, field{"key", key.Key})
-			if err := printFields(w, fields...); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(w, "\nThe key is shown only once: store it now.")
-			return err
-		},
+	})
+	// Before RunE, so a bad scope is refused before the key or the server
+	// is looked at.
+	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
+		scoped := cmd.Flags().Changed("workspace")
+		if scoped == admin {
+			return errors.New("exactly one of --workspace W or --admin is required")
+		}
+		if scoped && strings.TrimSpace(workspace) == "" {
+			return errors.New("--workspace must not be empty")
+		}
+		return nil
 	}
 	cmd.Flags().StringVar(&workspace, "workspace", "", "limit the key to this workspace")
 	cmd.Flags().BoolVar(&admin, "admin", false, "make an admin key (every workspace, and may create keys)")
-	addJSONFlag(cmd, &asJSON)
 	return cmd
+}
+
+func printAPIKey(w io.Writer, key api.APIKey) error {
+	fields := []field{{"id", key.ID}, {"name", key.Name}}
+	if key.Admin {
+		fields = append(fields, field{"scope", "admin (all workspaces)"})
+	} else {
+		fields = append(fields, field{"workspace", key.Workspace})
+	}
+	fields = append(fields, field{"created", formatTime(key.CreatedAt)}, field{"key", key.Key})
+	return printWithNotice(w, fields, "\nThe key is shown only once: store it now.\n")
 }
 
 // field is one "key: value" line of human output.
@@ -390,6 +344,16 @@ func printFields(w io.Writer, fields ...field) error {
 		}
 	}
 	return nil
+}
+
+// printWithNotice prints fields, then a notice about them (a secret shown
+// only this once).
+func printWithNotice(w io.Writer, fields []field, notice string) error {
+	if err := printFields(w, fields...); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, notice)
+	return err
 }
 
 // printJSON prints v as one JSON document: the API's answer, re-encoded

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/client"
 )
 
 // errNotReady is what a check that ran but found the path broken returns,
@@ -19,45 +21,32 @@ var errNotReady = errors.New("not ready")
 // connCheckCmd runs POST /v1/connections/{id}/check: a live check from
 // the agent inside the customer network, one line per layer.
 func (e adminEnv) connCheckCmd(f *adminFlags) *cobra.Command {
-	var (
-		asJSON  bool
-		baseURL string
-	)
-	cmd := &cobra.Command{
+	var baseURL string
+	cmd := apiCall[api.Check]{
+		call: func(ctx context.Context, c *client.Client, args []string) (api.Check, error) {
+			return c.Check(ctx, args[0], baseURL)
+		},
+		text:    printCheck,
+		verdict: checkVerdict,
+	}.command(e, f, &cobra.Command{
 		Use:   "check ID --base-url URL",
 		Short: "Check the path to a provider live, from the agent: allowlist, DNS, TCP, TLS, HTTP (exit 1 when not ready)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client(f)
-			if err != nil {
-				return err
-			}
-			ck, err := c.Check(cmd.Context(), args[0], baseURL)
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				err = printJSON(w, ck)
-			} else {
-				err = printCheck(w, ck)
-			}
-			if err != nil {
-				return err
-			}
-			if !ck.Ready {
-				if ck.Reason != "" {
-					return fmt.Errorf("%w: %s", errNotReady, clean(string(ck.Reason)))
-				}
-				return errNotReady
-			}
-			return nil
-		},
-	}
+	})
 	cmd.Flags().StringVar(&baseURL, "base-url", "", "the provider's `URL` to probe, http(s)://host[:port][/path]")
 	_ = cmd.MarkFlagRequired("base-url")
-	addJSONFlag(cmd, &asJSON)
 	return cmd
+}
+
+// checkVerdict fails a check that found the path broken.
+func checkVerdict(ck api.Check) error {
+	if ck.Ready {
+		return nil
+	}
+	if ck.Reason != "" {
+		return fmt.Errorf("%w: %s", errNotReady, clean(string(ck.Reason)))
+	}
+	return errNotReady
 }
 
 // printCheck prints one line per step, then the verdict:

@@ -1,42 +1,32 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strconv"
 
 	"github.com/spf13/cobra"
 
 	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/client"
 )
 
 // connStatusCmd prints GET /v1/connections/{id}/status: the one place an
 // admin sees why a connection does not work.
 func (e adminEnv) connStatusCmd(f *adminFlags) *cobra.Command {
-	var (
-		asJSON  bool
-		baseURL string
-	)
-	cmd := &cobra.Command{
+	var baseURL string
+	cmd := apiCall[api.Status]{
+		call: func(ctx context.Context, c *client.Client, args []string) (api.Status, error) {
+			return c.Status(ctx, args[0], baseURL)
+		},
+		text: func(w io.Writer, st api.Status) error { return printFields(w, statusFields(st)...) },
+	}.command(e, f, &cobra.Command{
 		Use:   "status ID [--base-url URL]",
 		Short: "Show tunnel, auth and allowlist state of a connection, and the reason it is not ready",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client(f)
-			if err != nil {
-				return err
-			}
-			st, err := c.Status(cmd.Context(), args[0], baseURL)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), st)
-			}
-			return printFields(cmd.OutOrStdout(), statusFields(st)...)
-		},
-	}
+	})
 	cmd.Flags().StringVar(&baseURL, "base-url", "", "judge this target (https://host[:port]) against the agent's reported allowlist")
-	addJSONFlag(cmd, &asJSON)
 	return cmd
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -31,25 +32,24 @@ type Session struct {
 
 // Client runs the agent's side of a session on conn.
 func Client(conn net.Conn, cfg Config) (*Session, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	mux, err := yamux.Client(conn, cfg.yamux())
-	if err != nil {
-		return nil, fmt.Errorf("yamux client: %w", err)
-	}
-	return &Session{mux: mux}, nil
+	return newSession(conn, cfg, yamux.Client, "yamux client")
 }
 
 // Server runs the relay's side of a session on conn. It knows nothing of
 // HTTP: conn comes from Upgrade, or from any other byte stream.
 func Server(conn net.Conn, cfg Config) (*Session, error) {
+	return newSession(conn, cfg, yamux.Server, "yamux server")
+}
+
+// newSession runs one side of a session: start is yamux.Client or
+// yamux.Server, named by side in errors.
+func newSession(conn net.Conn, cfg Config, start func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session, error), side string) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	mux, err := yamux.Server(conn, cfg.yamux())
+	mux, err := start(conn, cfg.yamux())
 	if err != nil {
-		return nil, fmt.Errorf("yamux server: %w", err)
+		return nil, fmt.Errorf("%s: %w", side, err)
 	}
 	return &Session{mux: mux}, nil
 }

@@ -140,6 +140,33 @@ func (a *API) visible(w http.ResponseWriter, r *http.Request, k store.APIKey, id
 	return c, true
 }
 
+// manageable is visible for the calls that change a connection, which
+// also need an admin key. The key's workspace is checked first, so a
+// workspace key learns no more here than from a read.
+func (a *API) manageable(w http.ResponseWriter, r *http.Request, k store.APIKey) (store.Connection, bool) {
+	c, ok := a.visible(w, r, k, r.PathValue("id"))
+	if ok && !k.Admin {
+		reply.Error(w, r, errAdminOnly)
+		return store.Connection{}, false
+	}
+	return c, ok
+}
+
+// adminRequest starts the calls that create: it refuses a key that is not
+// an admin key, then decodes the JSON body into v. False means it has
+// answered.
+func adminRequest(w http.ResponseWriter, r *http.Request, k store.APIKey, v any) bool {
+	if !k.Admin {
+		reply.Error(w, r, errAdminOnly)
+		return false
+	}
+	if e := decodeBody(r, v); e != nil {
+		reply.Error(w, r, e)
+		return false
+	}
+	return true
+}
+
 func (a *API) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, store.ErrNotFound) {
 		reply.Error(w, r, protocol.Errorf(protocol.ConnectionNotFound, "not found"))
@@ -167,13 +194,8 @@ func CreateAPIKey(ctx context.Context, st store.Store, name, workspace string, a
 }
 
 func (a *API) createAPIKey(w http.ResponseWriter, r *http.Request, k store.APIKey) {
-	if !k.Admin {
-		reply.Error(w, r, errAdminOnly)
-		return
-	}
 	var req api.CreateAPIKeyRequest
-	if e := decodeBody(r, &req); e != nil {
-		reply.Error(w, r, e)
+	if !adminRequest(w, r, k, &req) {
 		return
 	}
 	if e := validAPIKeyRequest(req); e != nil {

@@ -16,13 +16,8 @@ func toAPIConnection(c store.Connection) api.Connection {
 }
 
 func (a *API) createConnection(w http.ResponseWriter, r *http.Request, k store.APIKey) {
-	if !k.Admin {
-		reply.Error(w, r, errAdminOnly)
-		return
-	}
 	var req api.CreateConnectionRequest
-	if e := decodeBody(r, &req); e != nil {
-		reply.Error(w, r, e)
+	if !adminRequest(w, r, k, &req) {
 		return
 	}
 	if req.Workspace == "" {
@@ -36,20 +31,20 @@ func (a *API) createConnection(w http.ResponseWriter, r *http.Request, k store.A
 		reply.Error(w, r, e)
 		return
 	}
-	tok, err := secret.New(secret.AgentTokenPrefix)
+	now := time.Now().UTC()
+	c := store.Connection{ID: "conn_" + reply.NewID(8), Name: req.Name, Workspace: req.Workspace, CreatedAt: now}
+	tok, display, err := newAgentToken(c.ID, now)
 	if err != nil {
 		reply.Error(w, r, protocol.Errorf(protocol.InternalError, "generate token"))
 		return
 	}
-	now := time.Now().UTC()
-	c := store.Connection{ID: "conn_" + reply.NewID(8), Name: req.Name, Workspace: req.Workspace, CreatedAt: now}
-	if err := a.store.CreateConnection(r.Context(), c, store.Token{ID: tok.ID, ConnectionID: c.ID, Hash: tok.Hash, CreatedAt: now}); err != nil {
+	if err := a.store.CreateConnection(r.Context(), c, tok); err != nil {
 		a.storeError(w, r, err)
 		return
 	}
 	a.log.Info("connection created", "connection", c.ID, "workspace", c.Workspace, "by_key", k.ID)
 	out := toAPIConnection(c)
-	out.AgentToken = tok.Display
+	out.AgentToken = display
 	reply.JSON(w, http.StatusCreated, out)
 }
 
@@ -79,12 +74,8 @@ func (a *API) getConnection(w http.ResponseWriter, r *http.Request, k store.APIK
 }
 
 func (a *API) revokeConnection(w http.ResponseWriter, r *http.Request, k store.APIKey) {
-	c, ok := a.visible(w, r, k, r.PathValue("id"))
+	c, ok := a.manageable(w, r, k)
 	if !ok {
-		return
-	}
-	if !k.Admin {
-		reply.Error(w, r, errAdminOnly)
 		return
 	}
 	a.status.Watch(c)
@@ -100,29 +91,35 @@ func (a *API) revokeConnection(w http.ResponseWriter, r *http.Request, k store.A
 }
 
 func (a *API) rotateToken(w http.ResponseWriter, r *http.Request, k store.APIKey) {
-	c, ok := a.visible(w, r, k, r.PathValue("id"))
+	c, ok := a.manageable(w, r, k)
 	if !ok {
-		return
-	}
-	if !k.Admin {
-		reply.Error(w, r, errAdminOnly)
 		return
 	}
 	if c.Revoked() {
 		reply.Error(w, r, protocol.Errorf(protocol.ConnectionRevoked, "connection %s was revoked", c.ID))
 		return
 	}
-	tok, err := secret.New(secret.AgentTokenPrefix)
+	now := time.Now().UTC()
+	tok, display, err := newAgentToken(c.ID, now)
 	if err != nil {
 		reply.Error(w, r, protocol.Errorf(protocol.InternalError, "generate token"))
 		return
 	}
-	now := time.Now().UTC()
 	until := now.Add(a.cfg.TokenOverlap)
-	if err := a.store.RotateToken(r.Context(), store.Token{ID: tok.ID, ConnectionID: c.ID, Hash: tok.Hash, CreatedAt: now}, until); err != nil {
+	if err := a.store.RotateToken(r.Context(), tok, until); err != nil {
 		a.storeError(w, r, err)
 		return
 	}
 	a.log.Info("agent token rotated", "connection", c.ID, "previous_valid_until", until, "by_key", k.ID)
-	reply.JSON(w, http.StatusCreated, api.TokenResponse{AgentToken: tok.Display, PreviousValidUntil: until})
+	reply.JSON(w, http.StatusCreated, api.TokenResponse{AgentToken: display, PreviousValidUntil: until})
+}
+
+// newAgentToken mints an agent token of connection connID: the store keeps
+// the token's hash, the caller shows display once.
+func newAgentToken(connID string, now time.Time) (tok store.Token, display string, err error) {
+	sec, err := secret.New(secret.AgentTokenPrefix)
+	if err != nil {
+		return store.Token{}, "", err
+	}
+	return store.Token{ID: sec.ID, ConnectionID: connID, Hash: sec.Hash, CreatedAt: now}, sec.Display, nil
 }

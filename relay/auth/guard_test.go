@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,30 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/relay/internal/fakeclock"
 	"github.com/postern/postern/relay/secret"
 )
-
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 func TestSourceKey(t *testing.T) {
 	tests := map[string]struct{ remote, want string }{
@@ -144,11 +122,11 @@ func FuzzSourceKey(f *testing.F) {
 }
 
 // guardFixture is a guard on a fake clock with small limits.
-func guardFixture(t *testing.T, perSource, perCred int) (*guard, *fakeClock) {
+func guardFixture(t *testing.T, perSource, perCred int) (*guard, *fakeclock.Clock) {
 	t.Helper()
-	clk := newFakeClock()
+	clk := fakeclock.New()
 	cfg := Config{FailuresPerSource: perSource, FailuresPerCredential: perCred, Window: time.Minute}
-	return newGuard(cfg, secret.Verify, slog.New(slog.DiscardHandler), clk.now), clk
+	return newGuard(cfg, secret.Verify, slog.New(slog.DiscardHandler), clk.Now), clk
 }
 
 func mustCredential(t *testing.T, prefix string) (credential, string) {
@@ -177,7 +155,7 @@ func TestAuthGuardSourceLimit(t *testing.T) {
 	// Successes from the address never refund its failures.
 	good, _ := mustCredential(t, secret.APIKeyPrefix)
 	g.succeeded(good)
-	clk.advance(20 * time.Second)
+	clk.Advance(20 * time.Second)
 	require.Nil(t, g.admit(attacker, good))
 	g.succeeded(good)
 	require.Nil(t, g.admit(attacker, cred))
@@ -226,7 +204,7 @@ func TestAuthGuardRecentlyGoodCredential(t *testing.T) {
 	assert.NotNil(t, g.admit(shared, good), "a refused real secret is no longer good")
 
 	g.succeeded(good)
-	clk.advance(time.Minute)
+	clk.Advance(time.Minute)
 	for range 2 {
 		g.failed(shared, stale)
 	}

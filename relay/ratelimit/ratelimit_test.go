@@ -2,39 +2,18 @@ package ratelimit
 
 import (
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/relay/internal/fakeclock"
 )
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func TestLimiterFailuresPerWindow(t *testing.T) {
-	clk := newFakeClock()
-	l := PerWindow(10, time.Minute, 100, clk.now)
+	clk := fakeclock.New()
+	l := PerWindow(10, time.Minute, 100, clk.Now)
 
 	assert.Zero(t, l.Wait("a"), "an unknown key is a full bucket")
 	assert.False(t, l.Charged("a"))
@@ -48,18 +27,18 @@ func TestLimiterFailuresPerWindow(t *testing.T) {
 	assert.Equal(t, 6*time.Second, l.Wait("a"), "and does not push the wait further out")
 	assert.Zero(t, l.Wait("b"), "other keys are untouched")
 
-	clk.advance(4 * time.Second)
+	clk.Advance(4 * time.Second)
 	assert.Equal(t, 2*time.Second, l.Wait("a"))
-	clk.advance(2 * time.Second)
+	clk.Advance(2 * time.Second)
 	assert.Zero(t, l.Wait("a"))
 	assert.True(t, l.Charged("a"), "the bucket is not full again yet")
-	clk.advance(time.Minute)
+	clk.Advance(time.Minute)
 	assert.False(t, l.Charged("a"), "a full minute refills everything")
 }
 
 func TestLimiterTake(t *testing.T) {
-	clk := newFakeClock()
-	l := New(2, 3, 100, clk.now) // 2/s, burst 3
+	clk := fakeclock.New()
+	l := New(2, 3, 100, clk.Now) // 2/s, burst 3
 
 	for i := range 3 {
 		_, ok := l.Take("k")
@@ -68,11 +47,11 @@ func TestLimiterTake(t *testing.T) {
 	wait, ok := l.Take("k")
 	assert.False(t, ok)
 	assert.Equal(t, 500*time.Millisecond, wait)
-	clk.advance(250 * time.Millisecond)
+	clk.Advance(250 * time.Millisecond)
 	wait, ok = l.Take("k")
 	assert.False(t, ok, "a refused take takes nothing")
 	assert.Equal(t, 250*time.Millisecond, wait)
-	clk.advance(250 * time.Millisecond)
+	clk.Advance(250 * time.Millisecond)
 	_, ok = l.Take("k")
 	assert.True(t, ok)
 	_, ok = l.Take("other")
@@ -80,8 +59,8 @@ func TestLimiterTake(t *testing.T) {
 }
 
 func TestLimiterIsBounded(t *testing.T) {
-	clk := newFakeClock()
-	l := PerWindow(10, time.Minute, 100, clk.now)
+	clk := fakeclock.New()
+	l := PerWindow(10, time.Minute, 100, clk.Now)
 	for i := range 10_000 {
 		l.Charge(fmt.Sprintf("k%d", i))
 	}
@@ -99,13 +78,13 @@ func TestLimiterIsBounded(t *testing.T) {
 }
 
 func TestLimiterSweepsRefilledKeys(t *testing.T) {
-	clk := newFakeClock()
-	l := PerWindow(10, time.Minute, 1000, clk.now)
+	clk := fakeclock.New()
+	l := PerWindow(10, time.Minute, 1000, clk.Now)
 	for i := range 500 {
 		l.Charge(fmt.Sprintf("old%d", i))
 	}
 	require.Equal(t, 500, l.Size())
-	clk.advance(time.Minute + time.Second)
+	clk.Advance(time.Minute + time.Second)
 	for i := range 300 {
 		l.Charge(fmt.Sprintf("new%d", i))
 	}

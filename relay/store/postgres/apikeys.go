@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -23,15 +22,16 @@ func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
 
 // GetAPIKey returns the API key with the given id.
 func (s *Store) GetAPIKey(ctx context.Context, id string) (store.APIKey, error) {
+	row := s.pool.QueryRow(ctx, `SELECT id, name, workspace, admin, hash, created_at, revoked_at
+		FROM api_keys WHERE id = $1`, id)
+	k, err := scanAPIKey(row)
+	return one(k, err, "api key", "get api key", id)
+}
+
+func scanAPIKey(row pgx.Row) (store.APIKey, error) {
 	var k store.APIKey
-	err := s.pool.QueryRow(ctx, `SELECT id, name, workspace, admin, hash, created_at, revoked_at
-		FROM api_keys WHERE id = $1`, id).
-		Scan(&k.ID, &k.Name, &k.Workspace, &k.Admin, &k.Hash, &k.CreatedAt, &k.RevokedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return store.APIKey{}, notFound("api key", id)
-	}
-	if err != nil {
-		return store.APIKey{}, fmt.Errorf("get api key %q: %w", id, err)
+	if err := row.Scan(&k.ID, &k.Name, &k.Workspace, &k.Admin, &k.Hash, &k.CreatedAt, &k.RevokedAt); err != nil {
+		return store.APIKey{}, err
 	}
 	k.CreatedAt = k.CreatedAt.UTC()
 	k.RevokedAt = utcOpt(k.RevokedAt)

@@ -40,13 +40,7 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection, t stor
 func (s *Store) GetConnection(ctx context.Context, id string) (store.Connection, error) {
 	row := s.pool.QueryRow(ctx, `SELECT `+connectionColumns+` FROM connections WHERE id = $1`, id)
 	c, err := scanConnection(row)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Connection{}, notFound("connection", id)
-	}
-	if err != nil {
-		return store.Connection{}, fmt.Errorf("get connection %q: %w", id, err)
-	}
-	return c, nil
+	return one(c, err, "connection", "get connection", id)
 }
 
 // ListConnections returns the connections of workspace, or all of them
@@ -85,13 +79,7 @@ func (s *Store) RevokeConnection(ctx context.Context, id string, at time.Time) (
 		WHERE id = $2
 		RETURNING `+connectionColumns, at, id)
 	c, err := scanConnection(row)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Connection{}, notFound("connection", id)
-	}
-	if err != nil {
-		return store.Connection{}, fmt.Errorf("revoke connection %q: %w", id, err)
-	}
-	return c, nil
+	return one(c, err, "connection", "revoke connection", id)
 }
 
 // MarkConnected sets first_connected_at if unset and advances last_seen_at.
@@ -154,19 +142,10 @@ func (s *Store) RotateToken(ctx context.Context, t store.Token, previousValidUnt
 
 // GetToken returns the agent token with the given id.
 func (s *Store) GetToken(ctx context.Context, id string) (store.Token, error) {
-	var t store.Token
-	err := s.pool.QueryRow(ctx, `SELECT id, connection_id, hash, created_at, expires_at
-		FROM agent_tokens WHERE id = $1`, id).
-		Scan(&t.ID, &t.ConnectionID, &t.Hash, &t.CreatedAt, &t.ExpiresAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Token{}, notFound("token", id)
-	}
-	if err != nil {
-		return store.Token{}, fmt.Errorf("get token %q: %w", id, err)
-	}
-	t.CreatedAt = t.CreatedAt.UTC()
-	t.ExpiresAt = utcOpt(t.ExpiresAt)
-	return t, nil
+	row := s.pool.QueryRow(ctx, `SELECT id, connection_id, hash, created_at, expires_at
+		FROM agent_tokens WHERE id = $1`, id)
+	t, err := scanToken(row)
+	return one(t, err, "token", "get token", id)
 }
 
 func insertToken(ctx context.Context, tx pgx.Tx, t store.Token) error {
@@ -197,6 +176,19 @@ func utcOpt(t *time.Time) *time.Time {
 	return &u
 }
 
+// one finishes reading the single record of kind named id: no row is the
+// store's not-found error, any other error is wrapped with op.
+func one[T any](v T, err error, kind, op, id string) (T, error) {
+	var zero T
+	if errors.Is(err, pgx.ErrNoRows) {
+		return zero, notFound(kind, id)
+	}
+	if err != nil {
+		return zero, fmt.Errorf("%s %q: %w", op, id, err)
+	}
+	return v, nil
+}
+
 func scanConnection(row pgx.Row) (store.Connection, error) {
 	var c store.Connection
 	if err := row.Scan(&c.ID, &c.Workspace, &c.Name, &c.CreatedAt,
@@ -208,4 +200,14 @@ func scanConnection(row pgx.Row) (store.Connection, error) {
 	c.FirstConnectedAt = utcOpt(c.FirstConnectedAt)
 	c.LastSeenAt = utcOpt(c.LastSeenAt)
 	return c, nil
+}
+
+func scanToken(row pgx.Row) (store.Token, error) {
+	var t store.Token
+	if err := row.Scan(&t.ID, &t.ConnectionID, &t.Hash, &t.CreatedAt, &t.ExpiresAt); err != nil {
+		return store.Token{}, err
+	}
+	t.CreatedAt = t.CreatedAt.UTC()
+	t.ExpiresAt = utcOpt(t.ExpiresAt)
+	return t, nil
 }

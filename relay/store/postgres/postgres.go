@@ -15,7 +15,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"sync"
 
@@ -27,6 +26,7 @@ import (
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/postern/postern/relay/store"
+	"github.com/postern/postern/relay/store/internal/migrate"
 )
 
 //go:embed migrations/*.sql
@@ -115,18 +115,14 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
-	if err := migrate(ctx, pool, o.log); err != nil {
+	if err := migrateSchema(ctx, pool, o.log); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
 	return s, nil
 }
 
-func migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
-	fsys, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
+func migrateSchema(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 	locker, err := lock.NewPostgresSessionLocker(
 		lock.WithLockID(migrationLockID),
 		lock.WithLockTimeout(lockRetrySeconds, lockRetries),
@@ -139,23 +135,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 	// pool and keeps none of its own once closed.
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
-	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
-		goose.WithDisableGlobalRegistry(true),
-		goose.WithSessionLocker(locker),
-		goose.WithSlog(log),
-	)
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	results, err := p.Up(ctx)
-	if err != nil {
-		return fmt.Errorf("migrate schema: %w", err)
-	}
-	for _, res := range results {
-		log.InfoContext(ctx, "store migration applied",
-			"version", res.Source.Version, "duration", res.Duration)
-	}
-	return nil
+	return migrate.Up(ctx, goose.DialectPostgres, db, migrations, log, goose.WithSessionLocker(locker))
 }
 
 // Ping reports whether the database answers a query.

@@ -69,28 +69,33 @@ func freshSchema(t *testing.T) (schemaURL, schema string) {
 	return u.String(), schema
 }
 
-// exec runs one statement on its own connection. It does not use
+// onConn runs fn on a connection of its own, within 10 s. It does not use
 // t.Context, which is already done when cleanups run.
-func exec(t *testing.T, raw, sql string, args ...any) {
+func onConn(t *testing.T, raw string, fn func(ctx context.Context, conn *pgx.Conn)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, raw)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, sql, args...)
-	require.NoError(t, err)
+	fn(ctx, conn)
+}
+
+// exec runs one statement on its own connection.
+func exec(t *testing.T, raw, sql string, args ...any) {
+	t.Helper()
+	onConn(t, raw, func(ctx context.Context, conn *pgx.Conn) {
+		_, err := conn.Exec(ctx, sql, args...)
+		require.NoError(t, err)
+	})
 }
 
 func queryInt(t *testing.T, raw, sql string, args ...any) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, raw)
-	require.NoError(t, err)
-	defer conn.Close(ctx)
 	var n int
-	require.NoError(t, conn.QueryRow(ctx, sql, args...).Scan(&n))
+	onConn(t, raw, func(ctx context.Context, conn *pgx.Conn) {
+		require.NoError(t, conn.QueryRow(ctx, sql, args...).Scan(&n))
+	})
 	return n
 }
 

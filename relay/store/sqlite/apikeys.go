@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/postern/postern/relay/store"
@@ -11,15 +10,12 @@ import (
 
 // CreateAPIKey stores k.
 func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
-	created, err := formatTime(k.CreatedAt)
-	if err != nil {
-		return fmt.Errorf("create api key %q: %w", k.ID, err)
+	var ts timeArgs
+	created, revoked := ts.at(k.CreatedAt), ts.opt(k.RevokedAt)
+	if ts.err != nil {
+		return fmt.Errorf("create api key %q: %w", k.ID, ts.err)
 	}
-	revoked, err := formatOptTime(k.RevokedAt)
-	if err != nil {
-		return fmt.Errorf("create api key %q: %w", k.ID, err)
-	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO api_keys (id, name, workspace, admin, hash, created_at, revoked_at)
+	_, err := s.w.ExecContext(ctx, `INSERT INTO api_keys (id, name, workspace, admin, hash, created_at, revoked_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		k.ID, k.Name, k.Workspace, k.Admin, nonNil(k.Hash), created, revoked)
 	if err != nil {
@@ -30,27 +26,26 @@ func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
 
 // GetAPIKey returns the API key with the given id.
 func (s *Store) GetAPIKey(ctx context.Context, id string) (store.APIKey, error) {
+	row := s.r.QueryRowContext(ctx, `SELECT id, name, workspace, admin, hash, created_at, revoked_at
+		FROM api_keys WHERE id = ?`, id)
+	k, err := scanAPIKey(row)
+	return one(k, err, "api key", "get api key", id)
+}
+
+func scanAPIKey(row scanner) (store.APIKey, error) {
 	var (
 		k       store.APIKey
 		created string
 		revoked sql.NullString
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT id, name, workspace, admin, hash, created_at, revoked_at
-		FROM api_keys WHERE id = ?`, id).
-		Scan(&k.ID, &k.Name, &k.Workspace, &k.Admin, &k.Hash, &created, &revoked)
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.APIKey{}, notFound("api key", id)
-	}
+	err := row.Scan(&k.ID, &k.Name, &k.Workspace, &k.Admin, &k.Hash, &created, &revoked)
 	if err == nil {
 		k.CreatedAt, err = parseTime(created)
 	}
 	if err == nil {
 		k.RevokedAt, err = parseOptTime(revoked)
 	}
-	if err != nil {
-		return store.APIKey{}, fmt.Errorf("get api key %q: %w", id, err)
-	}
-	return k, nil
+	return k, err
 }
 
 // CountAPIKeys counts every stored key, revoked ones included.

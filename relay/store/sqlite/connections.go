@@ -20,23 +20,13 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection, t stor
 	if t.ConnectionID != c.ID {
 		return fmt.Errorf("create connection %q: token belongs to connection %q", c.ID, t.ConnectionID)
 	}
-	created, err := formatTime(c.CreatedAt)
-	if err != nil {
-		return fmt.Errorf("create connection %q: %w", c.ID, err)
+	var ts timeArgs
+	created, revoked := ts.at(c.CreatedAt), ts.opt(c.RevokedAt)
+	first, seen := ts.opt(c.FirstConnectedAt), ts.opt(c.LastSeenAt)
+	if ts.err != nil {
+		return fmt.Errorf("create connection %q: %w", c.ID, ts.err)
 	}
-	revoked, err := formatOptTime(c.RevokedAt)
-	if err != nil {
-		return fmt.Errorf("create connection %q: %w", c.ID, err)
-	}
-	first, err := formatOptTime(c.FirstConnectedAt)
-	if err != nil {
-		return fmt.Errorf("create connection %q: %w", c.ID, err)
-	}
-	seen, err := formatOptTime(c.LastSeenAt)
-	if err != nil {
-		return fmt.Errorf("create connection %q: %w", c.ID, err)
-	}
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO connections (`+connectionColumns+`)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			c.ID, c.Workspace, c.Name, created, revoked, first, seen)
@@ -55,13 +45,7 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection, t stor
 func (s *Store) GetConnection(ctx context.Context, id string) (store.Connection, error) {
 	row := s.r.QueryRowContext(ctx, `SELECT `+connectionColumns+` FROM connections WHERE id = ?`, id)
 	c, err := scanConnection(row)
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Connection{}, notFound("connection", id)
-	}
-	if err != nil {
-		return store.Connection{}, fmt.Errorf("get connection %q: %w", id, err)
-	}
-	return c, nil
+	return one(c, err, "connection", "get connection", id)
 }
 
 // ListConnections returns the connections of workspace, or all of them
@@ -104,13 +88,7 @@ func (s *Store) RevokeConnection(ctx context.Context, id string, at time.Time) (
 		WHERE id = ?
 		RETURNING `+connectionColumns, ts, id)
 	c, err := scanConnection(row)
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Connection{}, notFound("connection", id)
-	}
-	if err != nil {
-		return store.Connection{}, fmt.Errorf("revoke connection %q: %w", id, err)
-	}
-	return c, nil
+	return one(c, err, "connection", "revoke connection", id)
 }
 
 // MarkConnected sets first_connected_at if unset and advances last_seen_at.
@@ -180,39 +158,19 @@ func (s *Store) RotateToken(ctx context.Context, t store.Token, previousValidUnt
 
 // GetToken returns the agent token with the given id.
 func (s *Store) GetToken(ctx context.Context, id string) (store.Token, error) {
-	var (
-		t       store.Token
-		created string
-		expires sql.NullString
-	)
-	err := s.r.QueryRowContext(ctx, `SELECT id, connection_id, hash, created_at, expires_at
-		FROM agent_tokens WHERE id = ?`, id).
-		Scan(&t.ID, &t.ConnectionID, &t.Hash, &created, &expires)
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Token{}, notFound("token", id)
-	}
-	if err == nil {
-		t.CreatedAt, err = parseTime(created)
-	}
-	if err == nil {
-		t.ExpiresAt, err = parseOptTime(expires)
-	}
-	if err != nil {
-		return store.Token{}, fmt.Errorf("get token %q: %w", id, err)
-	}
-	return t, nil
+	row := s.r.QueryRowContext(ctx, `SELECT id, connection_id, hash, created_at, expires_at
+		FROM agent_tokens WHERE id = ?`, id)
+	t, err := scanToken(row)
+	return one(t, err, "token", "get token", id)
 }
 
 func insertToken(ctx context.Context, tx *sql.Tx, t store.Token) error {
-	created, err := formatTime(t.CreatedAt)
-	if err != nil {
-		return fmt.Errorf("token %q: %w", t.ID, err)
+	var ts timeArgs
+	created, expires := ts.at(t.CreatedAt), ts.opt(t.ExpiresAt)
+	if ts.err != nil {
+		return fmt.Errorf("token %q: %w", t.ID, ts.err)
 	}
-	expires, err := formatOptTime(t.ExpiresAt)
-	if err != nil {
-		return fmt.Errorf("token %q: %w", t.ID, err)
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO agent_tokens (id, connection_id, hash, created_at, expires_at)
+	_, err := tx.ExecContext(ctx, `INSERT INTO agent_tokens (id, connection_id, hash, created_at, expires_at)
 		VALUES (?, ?, ?, ?, ?)`, t.ID, t.ConnectionID, nonNil(t.Hash), created, expires)
 	if err != nil {
 		return fmt.Errorf("token %q: %w", t.ID, mapErr(err))
@@ -230,6 +188,19 @@ func nonNil(b []byte) []byte {
 }
 
 type scanner interface{ Scan(dest ...any) error }
+
+// one finishes reading the single record of kind named id: no row is the
+// store's not-found error, any other error is wrapped with op.
+func one[T any](v T, err error, kind, op, id string) (T, error) {
+	var zero T
+	if errors.Is(err, sql.ErrNoRows) {
+		return zero, notFound(kind, id)
+	}
+	if err != nil {
+		return zero, fmt.Errorf("%s %q: %w", op, id, err)
+	}
+	return v, nil
+}
 
 func scanConnection(row scanner) (store.Connection, error) {
 	var (
@@ -254,4 +225,20 @@ func scanConnection(row scanner) (store.Connection, error) {
 		return store.Connection{}, err
 	}
 	return c, nil
+}
+
+func scanToken(row scanner) (store.Token, error) {
+	var (
+		t       store.Token
+		created string
+		expires sql.NullString
+	)
+	err := row.Scan(&t.ID, &t.ConnectionID, &t.Hash, &created, &expires)
+	if err == nil {
+		t.CreatedAt, err = parseTime(created)
+	}
+	if err == nil {
+		t.ExpiresAt, err = parseOptTime(expires)
+	}
+	return t, err
 }

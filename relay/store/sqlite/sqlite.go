@@ -14,7 +14,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"runtime"
@@ -26,6 +25,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/postern/postern/relay/store"
+	"github.com/postern/postern/relay/store/internal/migrate"
 )
 
 //go:embed migrations/*.sql
@@ -92,7 +92,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	w.SetConnMaxIdleTime(0)
 	w.SetConnMaxLifetime(0)
 
-	if err := migrate(ctx, w, o.log); err != nil {
+	if err := migrate.Up(ctx, goose.DialectSQLite3, w, migrations, o.log); err != nil {
 		_ = w.Close()
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
 	}
@@ -123,29 +123,6 @@ func createFile(path string) error {
 		return err
 	}
 	return f.Close()
-}
-
-func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
-	fsys, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	p, err := goose.NewProvider(goose.DialectSQLite3, db, fsys,
-		goose.WithDisableGlobalRegistry(true),
-		goose.WithSlog(log),
-	)
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	results, err := p.Up(ctx)
-	if err != nil {
-		return fmt.Errorf("migrate schema: %w", err)
-	}
-	for _, res := range results {
-		log.InfoContext(ctx, "store migration applied",
-			"version", res.Source.Version, "duration", res.Duration)
-	}
-	return nil
 }
 
 // Ping reports whether both handles reach the database.

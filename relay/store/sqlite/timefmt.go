@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"database/sql"
 	"fmt"
 	"time"
@@ -30,6 +31,22 @@ func formatOptTime(t *time.Time) (sql.NullString, error) {
 		return sql.NullString{}, err
 	}
 	return sql.NullString{String: s, Valid: true}, nil
+}
+
+// timeArgs renders the times of one statement for storage and keeps the
+// first error, so they can be rendered as a group and checked once.
+type timeArgs struct{ err error }
+
+func (a *timeArgs) at(t time.Time) string {
+	s, err := formatTime(t)
+	a.err = cmp.Or(a.err, err)
+	return s
+}
+
+func (a *timeArgs) opt(t *time.Time) sql.NullString {
+	s, err := formatOptTime(t)
+	a.err = cmp.Or(a.err, err)
+	return s
 }
 
 func parseTime(s string) (time.Time, error) {
