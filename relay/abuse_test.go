@@ -280,9 +280,13 @@ func TestWrongTokenFlood(t *testing.T) {
 	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
 	a.Close()
 	h.waitTunnels(t, c.ID, 0)
+	// The session's last write (its last-seen time) comes before the
+	// broker forgets it; only then is the store quiet.
+	require.Eventually(t, func() bool { return len(h.srv.broker.All()) == 0 }, waitFor, tick)
 	reads, writes := cs.snapshot()
 
 	const attempts, workers = 10_000, 16
+	start := time.Now()
 	creds := make([]string, attempts)
 	for i := range creds {
 		if i%2 == 0 {
@@ -337,11 +341,14 @@ func TestWrongTokenFlood(t *testing.T) {
 	assert.Equal(t, attempts, statuses[http.StatusUnauthorized]+statuses[http.StatusTooManyRequests], "only refusals")
 	admitted := statuses[http.StatusUnauthorized]
 	// Check-then-charge lets at most one in-flight attempt per worker
-	// past a limit that is being reached.
-	assert.LessOrEqual(t, admitted, 10+workers, "all but the first few were rate limited")
+	// past a limit that is being reached, and the source's bucket refills
+	// one attempt every 6 s (10 a minute) while the flood runs, which on
+	// a loaded machine takes a while.
+	refilled := int(time.Since(start)/(6*time.Second)) + 1
+	assert.LessOrEqual(t, admitted, 10+workers+refilled, "all but the first few were rate limited")
 	r2, w2 := cs.snapshot()
 	assert.Equal(t, writes, w2, "refused tokens write nothing to the store")
-	assert.LessOrEqual(t, r2-reads, int64(2*(10+workers)), "a bounded number of store reads: at most two per admitted attempt")
+	assert.LessOrEqual(t, r2-reads, int64(2*(10+workers+refilled)), "a bounded number of store reads: at most two per admitted attempt")
 	assert.Equal(t, "disconnected", h.status(t, c.ID, "").TunnelStatus, "no wrong token brought a tunnel up")
 
 	// The real agent still connects from the flooded address.
