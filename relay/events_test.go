@@ -281,7 +281,7 @@ func TestEventsResume(t *testing.T) {
 	// allowlist gone.
 	a.Close()
 	require.Eventually(t, func() bool { return h.pollStatus(c.ID).AllowlistStatus == "unknown" }, waitFor, tick)
-	h.srv.status.Changed(c.ID) // settle: the last transition is published by now
+	h.srv.status.Changed(t.Context(), c.ID) // settle: the last transition is published by now
 
 	resumed := h.subscribe(t, h.adminKey, seen.ID, "")
 	var got []string

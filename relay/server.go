@@ -62,9 +62,10 @@ func newServer(cfg Config, verify auth.Verifier) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, store: cfg.Store, webhookClient: webhook.NewClient()}
 	s.events = events.NewBus(events.RingSize, uint64(time.Now().UnixMicro()))
 	var b *broker.Broker
+	book := status.NewMemoryBook(func(connID string) []status.View { return s.localViews(b, connID) }, s.events)
 	s.status = status.New(status.Config{
 		NodeID: cfg.NodeID, HeartbeatInterval: cfg.HeartbeatInterval, AuthFailureWindow: cfg.AuthFailureWindow,
-	}, cfg.Store, func(connID string) []*broker.Session { return b.Sessions(connID) }, s.events, log)
+	}, cfg.Store, book, log)
 	b, err := broker.New(s.brokerConfig(), s.status, log)
 	if err != nil {
 		return nil, err
@@ -79,6 +80,16 @@ func newServer(cfg Config, verify auth.Verifier) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.startBackground()
 	return s, nil
+}
+
+// localViews are the status views of a connection's live sessions here.
+func (s *Server) localViews(b *broker.Broker, connID string) []status.View {
+	sessions := b.Sessions(connID)
+	out := make([]status.View, len(sessions))
+	for i, sess := range sessions {
+		out[i] = status.ViewOf(sess, s.cfg.NodeID)
+	}
+	return out
 }
 
 func (s *Server) brokerConfig() broker.Config {
@@ -179,7 +190,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 		reply.Error(w, r, e)
 		return
 	}
-	s.status.Watch(who.Connection) // the "from" of this tunnel's status events
+	s.status.Watch(ctx, who.Connection) // the "from" of this tunnel's status events
 	if !tunnel.OffersSubprotocol(r) {
 		reply.Error(w, r, protocol.Errorf(protocol.InvalidRequest, "WebSocket subprotocol %s required", protocol.Subprotocol))
 		return

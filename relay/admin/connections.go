@@ -78,13 +78,13 @@ func (a *API) revokeConnection(w http.ResponseWriter, r *http.Request, k store.A
 	if !ok {
 		return
 	}
-	a.status.Watch(c)
+	a.status.Watch(r.Context(), c)
 	c, err := a.store.RevokeConnection(r.Context(), c.ID, time.Now().UTC())
 	if err != nil {
 		a.storeError(w, r, err)
 		return
 	}
-	a.status.Revoked(c)
+	a.status.Revoked(r.Context(), c)
 	n := a.broker.CloseConnection(c.ID, "connection revoked by an administrator")
 	a.log.Info("connection revoked", "connection", c.ID, "tunnels_closed", n, "by_key", k.ID)
 	reply.JSON(w, http.StatusOK, toAPIConnection(c))

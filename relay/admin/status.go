@@ -38,7 +38,12 @@ func (a *API) connectionStatus(w http.ResponseWriter, r *http.Request, k store.A
 		}
 		target = &t
 	}
-	reply.JSON(w, http.StatusOK, a.status.Status(c, target, time.Now()))
+	st, err := a.status.Status(r.Context(), c, target, time.Now())
+	if err != nil {
+		a.storeError(w, r, err)
+		return
+	}
+	reply.JSON(w, http.StatusOK, st)
 }
 
 // check serves POST /v1/connections/{id}/check: a live check run by the

@@ -87,6 +87,21 @@ type Agent struct {
 	UptimeSeconds int64                    `json:"uptime_seconds"`
 	Resolver      *protocol.ResolverHealth `json:"resolver,omitempty"`
 	Errors        map[protocol.Reason]int  `json:"errors,omitempty"`
+	// Sessions are the agent's tunnels, each with the relay node it is
+	// connected to.
+	Sessions []Tunnel `json:"sessions"`
+}
+
+// Tunnel is one tunnel of an agent: on which relay node it lives and how
+// it does.
+type Tunnel struct {
+	SessionID       string    `json:"session_id"`
+	RelayNode       string    `json:"relay_node"`
+	ConnectedAt     time.Time `json:"connected_at"`
+	LastHeartbeatAt time.Time `json:"last_heartbeat_at"`
+	ActiveStreams   int       `json:"active_streams"`
+	// Draining is set once the node told the agent to move.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // Error is the body of every API error and every refused CONNECT: the

@@ -20,7 +20,7 @@ import (
 
 // Explainer says why a connection has no live tunnel.
 type Explainer interface {
-	Offline(c store.Connection) *protocol.Error
+	Offline(ctx context.Context, c store.Connection) *protocol.Error
 }
 
 // Router sends requests to agents.
@@ -49,7 +49,7 @@ func (r *Router) Ask(ctx context.Context, c store.Connection, req protocol.Reque
 	case errors.As(err, &pe):
 		return nil, res, pe
 	case errors.Is(err, broker.ErrNoTunnel):
-		return nil, res, r.explain.Offline(c)
+		return nil, res, r.explain.Offline(ctx, c)
 	}
 	return nil, res, protocol.Errorf(protocol.InternalError, "ask agent: %v", err)
 }

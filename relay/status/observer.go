@@ -22,7 +22,7 @@ var _ broker.Observer = (*Keeper)(nil)
 // session; it is looked for again now that the session is registered.
 func (k *Keeper) SessionUp(ctx context.Context, s *broker.Session) error {
 	if c, err := k.store.GetConnection(ctx, s.ConnectionID); err == nil {
-		k.Watch(c) // the "from" of this tunnel's status events
+		k.Watch(ctx, c) // the "from" of this tunnel's status events
 		if c.Revoked() {
 			return errRevokedDuringHandshake
 		}
@@ -30,14 +30,14 @@ func (k *Keeper) SessionUp(ctx context.Context, s *broker.Session) error {
 	if err := k.store.MarkConnected(ctx, s.ConnectionID, time.Now()); err != nil {
 		k.log.Warn("record agent connected", "connection", s.ConnectionID, "err", err)
 	}
-	k.Changed(s.ConnectionID)
+	k.Changed(ctx, s.ConnectionID)
 	return nil
 }
 
 // SessionHealth publishes what a Health changed.
 func (k *Keeper) SessionHealth(s *broker.Session, prev protocol.Allowlist) {
 	next := s.Allowlist()
-	k.healthReported(s.ConnectionID, prev.Status+" "+prev.SHA256, next.Status+" "+next.SHA256)
+	k.healthReported(context.Background(), s.ConnectionID, prev.Status+" "+prev.SHA256, next.Status+" "+next.SHA256)
 }
 
 // SessionSeen advances the connection's last_seen_at.
@@ -48,4 +48,4 @@ func (k *Keeper) SessionSeen(ctx context.Context, s *broker.Session, at time.Tim
 }
 
 // SessionDown publishes the tunnel's end.
-func (k *Keeper) SessionDown(s *broker.Session) { k.Changed(s.ConnectionID) }
+func (k *Keeper) SessionDown(s *broker.Session) { k.Changed(context.Background(), s.ConnectionID) }

@@ -10,6 +10,7 @@
 package status
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"log/slog"
@@ -22,7 +23,6 @@ import (
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/broker"
-	"github.com/postern/postern/relay/events"
 	"github.com/postern/postern/relay/store"
 )
 
@@ -50,25 +50,20 @@ type Config struct {
 	AuthFailureWindow time.Duration
 }
 
-// Sessions returns a connection's live sessions on this node.
-type Sessions func(connID string) []*broker.Session
-
-// Keeper computes statuses and publishes their transitions.
+// Keeper computes statuses and publishes their transitions through its
+// Book.
 type Keeper struct {
-	cfg      Config
-	store    store.Store
-	sessions Sessions
-	bus      *events.Bus
-	log      *slog.Logger
+	cfg   Config
+	store store.Store
+	book  Book
+	log   *slog.Logger
 
 	verdicts verdictCache
-	failures failureLog
-	watch    watch
 }
 
-// New returns a Keeper publishing to bus.
-func New(cfg Config, st store.Store, sessions Sessions, bus *events.Bus, log *slog.Logger) *Keeper {
-	return &Keeper{cfg: cfg, store: st, sessions: sessions, bus: bus, log: log}
+// New returns a Keeper keeping its book in book.
+func New(cfg Config, st store.Store, book Book, log *slog.Logger) *Keeper {
+	return &Keeper{cfg: cfg, store: st, book: book, log: log}
 }
 
 // Target is the host and port a base URL names.
@@ -102,20 +97,38 @@ func ParseBaseURL(raw string) (Target, *protocol.Error) {
 	return Target{Host: u.Hostname(), Port: port}, nil
 }
 
-// Status computes the connection's state from its store row and the live
-// sessions of this node; with a target, allowlist_status is the verdict of
-// the reported rules on it.
-func (k *Keeper) Status(c store.Connection, target *Target, now time.Time) api.Status {
+// Status computes the connection's state from its store row and the
+// sessions on every node; with a target, allowlist_status is the verdict
+// of the reported rules on it. An error means the book could not be read.
+func (k *Keeper) Status(ctx context.Context, c store.Connection, target *Target, now time.Time) (api.Status, error) {
+	views, err := k.book.Views(ctx, c.ID)
+	if err != nil {
+		return api.Status{}, err
+	}
+	f, err := k.book.Failure(ctx, c.ID)
+	if err != nil {
+		return api.Status{}, err
+	}
+	return k.compute(c, views, f, target, now), nil
+}
+
+// computeAt is the Compute of the book at now, without a target.
+func (k *Keeper) computeAt(now time.Time) Compute {
+	return func(c store.Connection, views []View, f store.Failure) api.Status {
+		return k.compute(c, views, f, nil, now)
+	}
+}
+
+func (k *Keeper) compute(c store.Connection, views []View, f store.Failure, target *Target, now time.Time) api.Status {
 	st := api.Status{ConnectionID: c.ID, Agents: []api.Agent{}, LastSeenAt: c.LastSeenAt}
-	sessions := k.sessions(c.ID)
-	agents, newest, degraded := k.agents(sessions, now)
+	agents, newest, degraded := k.agents(views, now)
 	st.Agents = agents
 	switch {
 	case c.Revoked():
 		st.TunnelStatus, st.AuthStatus = TunnelRevoked, AuthRevoked
 		st.Reason = protocol.ConnectionRevoked
 		st.LastError = "connection revoked at " + c.RevokedAt.UTC().Format(time.RFC3339)
-	case len(sessions) > 0:
+	case len(views) > 0:
 		st.TunnelStatus, st.AuthStatus = TunnelConnected, AuthActive
 		if degraded {
 			st.TunnelStatus = TunnelDegraded
@@ -123,7 +136,7 @@ func (k *Keeper) Status(c store.Connection, target *Target, now time.Time) api.S
 		seen := newest.LastBeat()
 		st.LastSeenAt = &seen
 	default:
-		k.offlineStatus(&st, c, now)
+		k.offlineStatus(&st, c, f, now)
 	}
 	k.allowlistStatus(&st, newest, target)
 	st.ProviderErrorCode = st.Reason.Info().ProviderErrorCode
@@ -137,60 +150,70 @@ func (k *Keeper) Status(c store.Connection, target *Target, now time.Time) api.S
 // counted, in the order the sessions came; it also returns the session
 // that reported last and whether any tunnel is degraded (a Health overdue,
 // or fewer tunnels than its agent wants).
-func (k *Keeper) agents(sessions []*broker.Session, now time.Time) ([]api.Agent, *broker.Session, bool) {
+func (k *Keeper) agents(views []View, now time.Time) ([]api.Agent, *View, bool) {
 	byAgent := map[string]*api.Agent{}
-	var newest *broker.Session
+	var newest *View
 	degraded := false
-	for _, sess := range sessions {
-		beat := sess.LastBeat()
+	for i := range views {
+		v := &views[i]
+		beat := v.LastBeat()
 		if now.Sub(beat) > broker.DegradedAfter(k.cfg.HeartbeatInterval) {
 			degraded = true
 		}
-		a := byAgent[sess.Hello.AgentID]
+		a := byAgent[v.Hello.AgentID]
 		if a == nil {
-			a = &api.Agent{AgentID: sess.Hello.AgentID, Hostname: sess.Hello.Hostname, Version: sess.Hello.Version,
-				RelayNode: k.cfg.NodeID, ConnectedAt: sess.ConnectedAt}
-			byAgent[sess.Hello.AgentID] = a
+			a = &api.Agent{AgentID: v.Hello.AgentID, Hostname: v.Hello.Hostname, Version: v.Hello.Version,
+				RelayNode: v.NodeID, ConnectedAt: v.ConnectedAt}
+			byAgent[v.Hello.AgentID] = a
 		}
-		a.Tunnels++
-		a.ActiveStreams += int(sess.Active())
-		if sess.ConnectedAt.Before(a.ConnectedAt) {
-			a.ConnectedAt = sess.ConnectedAt
-		}
-		if beat.After(a.LastHeartbeatAt) {
-			a.LastHeartbeatAt = beat
-			a.Allowlist = sess.Allowlist()
-			if h, at := sess.Health(); !at.IsZero() {
-				a.UptimeSeconds, a.Resolver, a.Errors = h.UptimeSeconds, h.Resolver, h.Errors
-			}
-		}
+		k.addTunnel(a, v)
 		if newest == nil || beat.After(newest.LastBeat()) {
-			newest = sess
+			newest = v
 		}
 	}
-	for _, sess := range sessions {
-		if a := byAgent[sess.Hello.AgentID]; a.Tunnels < sess.Hello.Tunnels {
+	for _, v := range views {
+		if a := byAgent[v.Hello.AgentID]; a.Tunnels < v.Hello.Tunnels {
 			degraded = true
 		}
 	}
 	out := []api.Agent{}
-	for _, sess := range sessions {
-		if a := byAgent[sess.Hello.AgentID]; a != nil {
+	for _, v := range views {
+		if a := byAgent[v.Hello.AgentID]; a != nil {
 			out = append(out, *a)
-			delete(byAgent, sess.Hello.AgentID)
+			delete(byAgent, v.Hello.AgentID)
 		}
 	}
 	return out, newest, degraded
 }
 
-// offlineStatus fills the status of a connection with no live tunnel.
-func (k *Keeper) offlineStatus(st *api.Status, c store.Connection, now time.Time) {
-	st.AuthStatus = AuthActive
-	if at, msg := k.failures.last(c.ID); !at.IsZero() && now.Sub(at) < k.cfg.AuthFailureWindow {
-		st.AuthStatus = AuthFailing
-		st.LastError = msg
+// addTunnel counts one session of agent a.
+func (k *Keeper) addTunnel(a *api.Agent, v *View) {
+	beat := v.LastBeat()
+	a.Tunnels++
+	a.ActiveStreams += int(v.Active)
+	a.Sessions = append(a.Sessions, api.Tunnel{SessionID: v.SessionID, RelayNode: v.NodeID,
+		ConnectedAt: v.ConnectedAt, LastHeartbeatAt: beat, ActiveStreams: int(v.Active), Draining: v.Draining})
+	if v.ConnectedAt.Before(a.ConnectedAt) {
+		a.ConnectedAt = v.ConnectedAt
 	}
-	e := k.Offline(c)
+	if beat.After(a.LastHeartbeatAt) {
+		a.LastHeartbeatAt = beat
+		a.RelayNode = v.NodeID
+		a.Allowlist = v.Allowlist()
+		if v.Health != nil {
+			a.UptimeSeconds, a.Resolver, a.Errors = v.Health.UptimeSeconds, v.Health.Resolver, v.Health.Errors
+		}
+	}
+}
+
+// offlineStatus fills the status of a connection with no live tunnel.
+func (k *Keeper) offlineStatus(st *api.Status, c store.Connection, f store.Failure, now time.Time) {
+	st.AuthStatus = AuthActive
+	if !f.At.IsZero() && now.Sub(f.At) < k.cfg.AuthFailureWindow {
+		st.AuthStatus = AuthFailing
+		st.LastError = f.Message
+	}
+	e := k.explain(c, f)
 	st.Reason = e.Reason
 	st.TunnelStatus = TunnelDisconnected
 	if c.FirstConnectedAt == nil {
@@ -203,7 +226,7 @@ func (k *Keeper) offlineStatus(st *api.Status, c store.Connection, now time.Time
 
 // allowlistStatus fills allowlist_status from the newest reported summary,
 // and with a target the reported rules' verdict on it.
-func (k *Keeper) allowlistStatus(st *api.Status, newest *broker.Session, target *Target) {
+func (k *Keeper) allowlistStatus(st *api.Status, newest *View, target *Target) {
 	st.AllowlistStatus = "unknown"
 	if newest == nil {
 		return
@@ -227,10 +250,22 @@ func (k *Keeper) allowlistStatus(st *api.Status, newest *broker.Session, target 
 }
 
 // Offline explains why no tunnel of c is up: an agent failing with a bad
-// token, no agent ever, or none now with the last time one was seen.
-func (k *Keeper) Offline(c store.Connection) *protocol.Error {
-	if at, msg := k.failures.last(c.ID); !at.IsZero() && time.Since(at) < k.cfg.AuthFailureWindow {
-		return protocol.Errorf(protocol.AgentAuthFailed, "%s at %s", msg, at.UTC().Format(time.RFC3339))
+// token, no agent ever, or none now with the last time one was seen. When
+// the book cannot be read, it cannot tell: RELAY_UNAVAILABLE.
+func (k *Keeper) Offline(ctx context.Context, c store.Connection) *protocol.Error {
+	f, err := k.book.Failure(ctx, c.ID)
+	if err != nil {
+		k.log.Warn("status: read auth failures", "connection", c.ID, "err", err)
+		e := protocol.Errorf(protocol.RelayUnavailable, "relay store unavailable")
+		e.RetryAfter = 5
+		return e
+	}
+	return k.explain(c, f)
+}
+
+func (k *Keeper) explain(c store.Connection, f store.Failure) *protocol.Error {
+	if !f.At.IsZero() && time.Since(f.At) < k.cfg.AuthFailureWindow {
+		return protocol.Errorf(protocol.AgentAuthFailed, "%s at %s", f.Message, f.At.UTC().Format(time.RFC3339))
 	}
 	if c.FirstConnectedAt == nil {
 		return protocol.Errorf(protocol.AgentNeverConnected, "no agent has ever connected for connection %s", c.ID)
@@ -240,35 +275,6 @@ func (k *Keeper) Offline(c store.Connection) *protocol.Error {
 		msg += "; last seen " + c.LastSeenAt.UTC().Format(time.RFC3339)
 	}
 	return protocol.Errorf(protocol.AgentOffline, "%s", msg)
-}
-
-// failureLog remembers the last refused agent token of each connection.
-type failureLog struct {
-	mu    sync.Mutex
-	conns map[string]failure
-}
-
-type failure struct {
-	at    time.Time
-	count int
-	msg   string
-}
-
-func (f *failureLog) record(connID, msg string, at time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.conns == nil {
-		f.conns = make(map[string]failure)
-	}
-	prev := f.conns[connID]
-	f.conns[connID] = failure{at: at, count: prev.count + 1, msg: msg}
-}
-
-func (f *failureLog) last(connID string) (time.Time, string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	x := f.conns[connID]
-	return x.at, x.msg
 }
 
 // verdictCache compiles reported allowlists once per distinct rule set.

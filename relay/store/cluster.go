@@ -1,0 +1,151 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// ErrStale means a presence write lost to a newer one (a higher sequence
+// number, or the session's tombstone) and changed nothing.
+var ErrStale = errors.New("stale presence write")
+
+// Node is one relay node of a cluster as its peers see it.
+type Node struct {
+	ID string
+	// PeerURL is where other nodes open their peer links to this one
+	// (ws:// or wss://, as given by --peer-advertise).
+	PeerURL string
+	// Draining is set from the start of a graceful stop: the node takes
+	// no new work and its agents are moving elsewhere.
+	Draining   bool
+	StartedAt  time.Time
+	LeaseUntil time.Time
+	// Sessions counts the node's open agent sessions (filled by Nodes).
+	Sessions int
+}
+
+// Presence is one live agent session on some node, as the cluster shares
+// it. Seq orders the writes about one session: a write with a lower
+// sequence number than the stored one changes nothing, and a closed
+// session's tombstone is never reopened, whatever order writes arrive in.
+type Presence struct {
+	SessionID    string
+	ConnectionID string
+	NodeID       string
+	TokenID      string
+	Seq          int64
+	Draining     bool
+	// View is what the status shows of the session (its Hello, newest
+	// Health, heartbeat, streams), encoded by the cluster code.
+	View       json.RawMessage
+	LeaseUntil time.Time
+}
+
+// Failure is the last refused agent token of a connection.
+type Failure struct {
+	At      time.Time
+	Count   int64
+	Message string
+}
+
+// PublishedState is the tunnel, auth and allowlist status last published
+// for a connection.
+type PublishedState struct {
+	Tunnel, Auth, Allowlist string
+}
+
+// Snapshot is what one connection's status is computed from, read in one
+// transaction.
+type Snapshot struct {
+	Connection Connection
+	// Prev is the state published last; Known is false before the first.
+	Prev  PublishedState
+	Known bool
+	// Presence lists the open, unexpired sessions on every node.
+	Presence []Presence
+	Failure  Failure
+}
+
+// EventRecord is one published status event: its cluster-ordered id and
+// its body (the JSON of api.Event without the id).
+type EventRecord struct {
+	ID           int64
+	ConnectionID string
+	Workspace    string
+	Body         json.RawMessage
+	// Receivers are the webhooks owed this event (Publish only).
+	Receivers []string
+}
+
+// Delivery is one event owed to one webhook receiver.
+type Delivery struct {
+	EventID  int64
+	Receiver string
+	Attempts int
+	Body     json.RawMessage
+}
+
+// Cluster is the shared state of a cluster of relay nodes: who is up,
+// which agent sessions live where, the status published for each
+// connection, the event log, webhook deliveries, and notifications between
+// nodes. Only a store that several processes share (PostgreSQL) offers
+// it; a single node keeps all of this in memory.
+type Cluster interface {
+	// UpsertNode registers or renews a node.
+	UpsertNode(ctx context.Context, n Node) error
+	// RemoveNode drops a node and every session it held.
+	RemoveNode(ctx context.Context, id string) error
+	// Nodes lists the nodes whose lease has not lapsed, by id.
+	Nodes(ctx context.Context, now time.Time) ([]Node, error)
+
+	// PutPresence stores p unless a newer write or its tombstone is
+	// already there (ErrStale).
+	PutPresence(ctx context.Context, p Presence) error
+	// PutPresences stores many in one round trip; stale ones are skipped.
+	PutPresences(ctx context.Context, ps []Presence) error
+	// ClosePresence leaves a tombstone for p's session at p.Seq, written
+	// even if the session's own row never arrived.
+	ClosePresence(ctx context.Context, p Presence) error
+	// RenewPresence extends the lease of every open session of a node.
+	RenewPresence(ctx context.Context, nodeID string, until time.Time) error
+	// PresenceOf lists the open, unexpired sessions of a connection.
+	PresenceOf(ctx context.Context, connectionID string, now time.Time) ([]Presence, error)
+	// ExpirePresence drops the sessions and nodes whose lease lapsed
+	// before now and tombstones older than keep; it reports how many
+	// sessions it dropped.
+	ExpirePresence(ctx context.Context, now time.Time, keep time.Duration) (int, error)
+
+	// NoteFailure records a refused agent token against a connection.
+	NoteFailure(ctx context.Context, connectionID, message string, at time.Time) error
+	// LastFailure returns a connection's last refused agent token; a zero
+	// At means none.
+	LastFailure(ctx context.Context, connectionID string) (Failure, error)
+
+	// Publish runs fn with a snapshot of a connection taken under a lock
+	// that serializes every publisher of that connection in the cluster,
+	// and stores the state fn returns together with the events it
+	// returns, with cluster-ordered ids, and the webhook deliveries owed
+	// for them. It returns the stored events.
+	Publish(ctx context.Context, connectionID string, now time.Time,
+		fn func(Snapshot) (PublishedState, []EventRecord, error)) ([]EventRecord, error)
+	// Watched lists the connections with a published state.
+	Watched(ctx context.Context) ([]string, error)
+	// EventsAfter returns up to limit events with an id above after, in
+	// order; the first id kept is returned too, to tell a gap.
+	EventsAfter(ctx context.Context, after int64, limit int) (events []EventRecord, firstKept int64, err error)
+
+	// ClaimDeliveries takes up to limit due deliveries for this node
+	// until until; no other node gets them meanwhile.
+	ClaimDeliveries(ctx context.Context, limit int, until time.Time) ([]Delivery, error)
+	// FinishDelivery marks a delivery done, or schedules its next attempt.
+	FinishDelivery(ctx context.Context, d Delivery, done bool, next time.Time) error
+
+	// Notify sends payload to every node listening on channel.
+	Notify(ctx context.Context, channel, payload string) error
+	// Listen delivers notifications on channels until ctx ends or the
+	// database connection fails; the caller listens again after an error.
+	// ready is called once the channels are listened to.
+	Listen(ctx context.Context, channels []string, ready func(), fn func(channel, payload string)) error
+}

@@ -1,0 +1,201 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/postern/postern/relay/store"
+)
+
+// Publish runs fn with the connection's published state under a
+// transaction-scoped advisory lock on the connection, so publishers of one
+// connection take turns across the cluster, and stores what fn returns.
+// Events are inserted under a second, global lock held to commit: their
+// ids become visible in order. Every listener on "events" is told the
+// newest id at commit.
+func (s *Store) Publish(ctx context.Context, connectionID string, now time.Time,
+	fn func(store.Snapshot) (store.PublishedState, []store.EventRecord, error)) ([]store.EventRecord, error) {
+	var out []store.EventRecord
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('postern-status:' || $1, 0))`, connectionID); err != nil {
+			return err
+		}
+		snap, err := snapshot(ctx, tx, connectionID, now)
+		if err != nil {
+			return err
+		}
+		next, events, err := fn(snap)
+		if err != nil {
+			return err
+		}
+		if snap.Known && next == snap.Prev && len(events) == 0 {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO connection_state (connection_id, tunnel, auth, allowlist) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (connection_id) DO UPDATE SET tunnel = EXCLUDED.tunnel, auth = EXCLUDED.auth, allowlist = EXCLUDED.allowlist`,
+			connectionID, next.Tunnel, next.Auth, next.Allowlist); err != nil {
+			return err
+		}
+		out, err = insertEvents(ctx, tx, events)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("publish status of %q: %w", connectionID, err)
+	}
+	return out, nil
+}
+
+// snapshot reads, in the publisher's transaction, everything a
+// connection's status is computed from.
+func snapshot(ctx context.Context, tx pgx.Tx, connectionID string, now time.Time) (store.Snapshot, error) {
+	var snap store.Snapshot
+	c, err := scanConnection(tx.QueryRow(ctx, `SELECT `+connectionColumns+` FROM connections WHERE id = $1`, connectionID))
+	if snap.Connection, err = one(c, err, "connection", "status snapshot", connectionID); err != nil {
+		return snap, err
+	}
+	err = tx.QueryRow(ctx, `SELECT tunnel, auth, allowlist FROM connection_state WHERE connection_id = $1`, connectionID).
+		Scan(&snap.Prev.Tunnel, &snap.Prev.Auth, &snap.Prev.Allowlist)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return snap, err
+	default:
+		snap.Known = true
+	}
+	if snap.Presence, err = queryPresence(ctx, tx, connectionID, now); err != nil {
+		return snap, err
+	}
+	snap.Failure, err = queryFailure(ctx, tx, connectionID)
+	return snap, err
+}
+
+// insertEvents stores events and their deliveries, and notifies the
+// listeners of "events" of the newest id (delivered at commit).
+func insertEvents(ctx context.Context, tx pgx.Tx, events []store.EventRecord) ([]store.EventRecord, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, eventsLockID); err != nil {
+		return nil, err
+	}
+	out := make([]store.EventRecord, len(events))
+	for i, e := range events {
+		if err := tx.QueryRow(ctx, `INSERT INTO status_events (connection_id, workspace, body) VALUES ($1, $2, $3) RETURNING id`,
+			e.ConnectionID, e.Workspace, e.Body).Scan(&e.ID); err != nil {
+			return nil, err
+		}
+		for _, r := range e.Receivers {
+			if _, err := tx.Exec(ctx, `INSERT INTO webhook_deliveries (event_id, receiver, next_at) VALUES ($1, $2, now())`, e.ID, r); err != nil {
+				return nil, err
+			}
+		}
+		out[i] = e
+	}
+	_, err := tx.Exec(ctx, `SELECT pg_notify('postern_events', $1::text)`, out[len(out)-1].ID)
+	return out, err
+}
+
+// EventsAfter returns up to limit events with an id above after, in
+// order, and the smallest id still kept (0 when none is).
+func (s *Store) EventsAfter(ctx context.Context, after int64, limit int) ([]store.EventRecord, int64, error) {
+	var first *int64
+	if err := s.pool.QueryRow(ctx, `SELECT min(id) FROM status_events`).Scan(&first); err != nil {
+		return nil, 0, fmt.Errorf("events after %d: %w", after, err)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, connection_id, workspace, body FROM status_events
+		WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("events after %d: %w", after, err)
+	}
+	events, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.EventRecord, error) {
+		var e store.EventRecord
+		return e, r.Scan(&e.ID, &e.ConnectionID, &e.Workspace, &e.Body)
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("events after %d: %w", after, err)
+	}
+	if first == nil {
+		return events, 0, nil
+	}
+	return events, *first, nil
+}
+
+// ClaimDeliveries takes up to limit due deliveries until until: rows
+// another node holds are skipped, not waited for.
+func (s *Store) ClaimDeliveries(ctx context.Context, limit int, until time.Time) ([]store.Delivery, error) {
+	var out []store.Delivery
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT d.event_id, d.receiver, d.attempts, e.body
+			FROM webhook_deliveries d JOIN status_events e ON e.id = d.event_id
+			WHERE NOT d.done AND d.next_at <= now()
+			ORDER BY d.event_id LIMIT $1 FOR UPDATE OF d SKIP LOCKED`, limit)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Delivery, error) {
+			var d store.Delivery
+			return d, r.Scan(&d.EventID, &d.Receiver, &d.Attempts, &d.Body)
+		})
+		if err != nil {
+			return err
+		}
+		for _, d := range out {
+			if _, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET next_at = $3 WHERE event_id = $1 AND receiver = $2`,
+				d.EventID, d.Receiver, until); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim webhook deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// FinishDelivery marks a delivery done, or schedules its next attempt.
+func (s *Store) FinishDelivery(ctx context.Context, d store.Delivery, done bool, next time.Time) error {
+	_, err := s.pool.Exec(ctx, `UPDATE webhook_deliveries SET done = $3, attempts = attempts + 1, next_at = $4
+		WHERE event_id = $1 AND receiver = $2`, d.EventID, d.Receiver, done, next)
+	if err != nil {
+		return fmt.Errorf("finish delivery of event %d: %w", d.EventID, err)
+	}
+	return nil
+}
+
+// Notify sends payload to every node listening on channel.
+func (s *Store) Notify(ctx context.Context, channel, payload string) error {
+	if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, payload); err != nil {
+		return fmt.Errorf("notify %s: %w", channel, err)
+	}
+	return nil
+}
+
+// Listen takes one connection out of the pool for itself, listens on the
+// channels and hands every notification to fn until ctx ends or the
+// connection fails.
+func (s *Store) Listen(ctx context.Context, channels []string, ready func(), fn func(channel, payload string)) error {
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	conn := pc.Hijack()
+	defer conn.Close(context.WithoutCancel(ctx))
+	for _, ch := range channels {
+		if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{ch}.Sanitize()); err != nil {
+			return fmt.Errorf("listen %s: %w", ch, err)
+		}
+	}
+	ready()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		fn(n.Channel, n.Payload)
+	}
+}
