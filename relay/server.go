@@ -66,7 +66,7 @@ func newServer(cfg Config, verify auth.Verifier) (*Server, error) {
 	s.status = status.New(status.Config{
 		NodeID: cfg.NodeID, HeartbeatInterval: cfg.HeartbeatInterval, AuthFailureWindow: cfg.AuthFailureWindow,
 	}, cfg.Store, book, log)
-	b, err := broker.New(s.brokerConfig(), s.status, log)
+	b, err := broker.New(s.brokerConfig(), log, s.status)
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,11 @@ func (s *Stream) Close() error {
 // anything else is the refusal to answer with, a *protocol.Error, or
 // ErrNoTunnel. A caller that goes away ends the wait at once.
 func (b *Broker) Ask(ctx context.Context, connID string, req protocol.Request, timeout time.Duration) (*Stream, protocol.Result, error) {
-	cands := b.Candidates(connID)
+	return b.AskOn(ctx, b.Candidates(connID), req, timeout)
+}
+
+// AskOn is Ask over the sessions given, in their order.
+func (b *Broker) AskOn(ctx context.Context, cands []*Session, req protocol.Request, timeout time.Duration) (*Stream, protocol.Result, error) {
 	if len(cands) == 0 {
 		return nil, protocol.Result{}, ErrNoTunnel
 	}

@@ -96,7 +96,7 @@ type Observer interface {
 // Broker runs the tunnels of one node.
 type Broker struct {
 	cfg Config
-	obs Observer
+	obs observers
 	log *slog.Logger
 	reg registry
 
@@ -105,13 +105,45 @@ type Broker struct {
 	wg     sync.WaitGroup // one per running Accept
 }
 
-// New returns a broker; Close ends its sessions.
-func New(cfg Config, obs Observer, log *slog.Logger) (*Broker, error) {
+// New returns a broker whose sessions are told to obs, in order; Close
+// ends its sessions.
+func New(cfg Config, log *slog.Logger, obs ...Observer) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("broker config: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Broker{cfg: cfg, obs: obs, log: log, ctx: ctx, cancel: cancel}, nil
+}
+
+// observers tells several observers, in order; SessionUp stops at the
+// first error, and the session's end is told in reverse order.
+type observers []Observer
+
+func (o observers) SessionUp(ctx context.Context, s *Session) error {
+	for _, x := range o {
+		if err := x.SessionUp(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o observers) SessionHealth(s *Session, prev protocol.Allowlist) {
+	for _, x := range o {
+		x.SessionHealth(s, prev)
+	}
+}
+
+func (o observers) SessionSeen(ctx context.Context, s *Session, at time.Time) {
+	for _, x := range o {
+		x.SessionSeen(ctx, s, at)
+	}
+}
+
+func (o observers) SessionDown(s *Session) {
+	for _, x := range o {
+		x.SessionDown(s)
+	}
 }
 
 // Context ends when the broker closes; byte streams handed to Accept
@@ -261,6 +293,18 @@ func (b *Broker) All() []*Session { return b.reg.all() }
 // Candidates is the order Ask tries a connection's sessions in: fewest
 // active streams first.
 func (b *Broker) Candidates(connID string) []*Session { return byLoad(b.reg.live(connID)) }
+
+// Draining lists the connection's sessions that were told to go away but
+// still serve: the last resort while their agents move (AskOn).
+func (b *Broker) Draining(connID string) []*Session {
+	var out []*Session
+	for _, s := range b.reg.of(connID) {
+		if s.Draining() && !s.Closed() {
+			out = append(out, s)
+		}
+	}
+	return byLoad(out)
+}
 
 // ActiveStreams counts the streams open on this node.
 func (b *Broker) ActiveStreams() int64 {

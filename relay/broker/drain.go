@@ -14,6 +14,18 @@ const drainPoll = 50 * time.Millisecond
 // closes. Sessions told to go away take no new streams. It returns how
 // many tunnels were told.
 func (b *Broker) Drain(timeout time.Duration) int {
+	told := b.GoAway()
+	if told == 0 {
+		return 0
+	}
+	b.log.Info("draining: sent goaway to agents", "tunnels", told, "timeout", timeout)
+	b.WaitStreams(timeout)
+	return told
+}
+
+// GoAway tells every live tunnel to move (its session then takes new
+// streams only as a last resort) and returns how many it told.
+func (b *Broker) GoAway() int {
 	g := protocol.GoAway{Reason: "shutdown", Message: "relay node " + b.cfg.NodeID + " is stopping"}
 	told := 0
 	for _, s := range b.reg.all() {
@@ -23,10 +35,12 @@ func (b *Broker) Drain(timeout time.Duration) int {
 		_ = s.Notify(protocol.FrameGoAway, g)
 		told++
 	}
-	if told == 0 {
-		return 0
-	}
-	b.log.Info("draining: sent goaway to agents", "tunnels", told, "timeout", timeout)
+	return told
+}
+
+// WaitStreams waits until no stream is open, timeout passes, or the broker
+// closes.
+func (b *Broker) WaitStreams(timeout time.Duration) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(drainPoll)
@@ -35,15 +49,15 @@ func (b *Broker) Drain(timeout time.Duration) int {
 		active := b.ActiveStreams()
 		if active == 0 {
 			b.log.Info("drained: no stream open")
-			return told
+			return
 		}
 		select {
 		case <-b.ctx.Done():
 			b.log.Warn("drain cut short", "streams_open", active)
-			return told
+			return
 		case <-deadline.C:
 			b.log.Warn("drain timeout; closing open streams", "streams_open", active)
-			return told
+			return
 		case <-tick.C:
 		}
 	}
