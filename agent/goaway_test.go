@@ -82,13 +82,7 @@ func TestStopDrainsOpenStreams(t *testing.T) {
 			}, testkit.WaitTimeout, 5*time.Millisecond, "a stopping agent takes no new stream")
 			if force {
 				a.Force()
-				select {
-				case err := <-done:
-					done <- err
-					require.NoError(t, err)
-				case <-time.After(testkit.WaitTimeout):
-					t.Fatal("Force did not end the drain")
-				}
+				requireRunEnds(t, done, "Force did not end the drain")
 				return
 			}
 			assert.Equal(t, "b", testkit.RoundTrip(t, st, "b"), "the open stream keeps flowing while the agent stops")
@@ -99,13 +93,21 @@ func TestStopDrainsOpenStreams(t *testing.T) {
 			default:
 			}
 			assert.Equal(t, "c", testkit.Exchange(t, st, "c"))
-			select {
-			case err := <-done:
-				done <- err
-				require.NoError(t, err)
-			case <-time.After(testkit.WaitTimeout):
-				t.Fatal("Run did not return after the last stream ended")
-			}
+			requireRunEnds(t, done, "Run did not return after the last stream ended")
 		})
+	}
+}
+
+// requireRunEnds waits for Run's result on done, which must come without
+// error; stuck says what did not happen if it never comes. The result goes
+// back on done for the deferred cleanup, which waits for it too.
+func requireRunEnds(t *testing.T, done chan error, stuck string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		done <- err
+		require.NoError(t, err)
+	case <-time.After(testkit.WaitTimeout):
+		t.Fatal(stuck)
 	}
 }
