@@ -40,6 +40,26 @@ func main() {
 	}
 }
 
+// defaultConfig is where install puts the agent's config, so the commands
+// that read it find it without --config on an installed machine.
+const defaultConfig = "/etc/postern/agent.yaml"
+
+// command is the shape of every postern-agent subcommand: flags only, no
+// arguments, and run does the work.
+func command(use, short string, run func(cmd *cobra.Command) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return run(cmd) },
+	}
+}
+
+// configFlag adds --config, the agent config file, to cmd.
+func configFlag(cmd *cobra.Command, path *string, usage string) {
+	cmd.Flags().StringVar(path, "config", defaultConfig, usage)
+}
+
 // exitCoder lets a command choose its exit status.
 type exitCoder interface{ ExitCode() int }
 
