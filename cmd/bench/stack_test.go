@@ -1,9 +1,7 @@
 package bench
 
 import (
-	"bufio"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -30,7 +28,7 @@ type stack struct {
 	relay, agent *testkit.Process
 	proxyAddr    string
 	connID       string
-	proxyAuth    string // the Proxy-Authorization header value
+	key          string // the product's API key
 }
 
 // dialFunc opens a byte stream to addr, directly or through the tunnel.
@@ -97,7 +95,7 @@ func startStack(tb testing.TB, relayBin, agentBin string, ports []int) *stack {
 		agent:     agent,
 		proxyAddr: proxyAddr,
 		connID:    conn.ID,
-		proxyAuth: "Basic " + base64.StdEncoding.EncodeToString([]byte(conn.ID+":"+key.Key)),
+		key:       key.Key,
 	}
 }
 
@@ -163,16 +161,10 @@ func (s *stack) dialTunnel(ctx context.Context, addr string) (net.Conn, error) {
 		deadline = time.Now().Add(15 * time.Second)
 	}
 	_ = c.SetDeadline(deadline)
-	req := "CONNECT " + addr + " HTTP/1.1\r\nHost: " + addr + "\r\nProxy-Authorization: " + s.proxyAuth + "\r\n\r\n"
-	if _, err := io.WriteString(c, req); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("send CONNECT %s: %w", addr, err)
-	}
-	br := bufio.NewReaderSize(c, 4<<10)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	resp, br, err := testkit.Connect(c, s.connID, s.key, addr)
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("read CONNECT %s answer: %w", addr, err)
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
@@ -183,16 +175,8 @@ func (s *stack) dialTunnel(ctx context.Context, addr string) (net.Conn, error) {
 	if br.Buffered() == 0 {
 		return c, nil
 	}
-	return &bufferedConn{Conn: c, r: br}, nil
+	return &testkit.BufferedConn{Conn: c, R: br}, nil
 }
-
-// bufferedConn serves the bytes read past the CONNECT answer first.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
 // cpuTime reports the CPU time the relay and the agent have used so far.
 func (s *stack) cpuTime() (relay, agent time.Duration, err error) {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -666,7 +665,7 @@ func tlsThrough(t *testing.T, res connectResult, again func() connectResult, cer
 	handshake := func(res connectResult, roots *x509.CertPool) error {
 		require.Equal(t, http.StatusOK, res.status, "%s %+v", res.reason, res.body)
 		_ = res.conn.SetDeadline(time.Now().Add(within))
-		tc := tls.Client(bufferedConn{res.conn, res.br}, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots, MinVersion: tls.VersionTLS12})
+		tc := tls.Client(&testkit.BufferedConn{Conn: res.conn, R: res.br}, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots, MinVersion: tls.VersionTLS12})
 		return tc.Handshake()
 	}
 	var unknown x509.UnknownAuthorityError
@@ -677,12 +676,3 @@ func tlsThrough(t *testing.T, res connectResult, again func() connectResult, cer
 	trusted.AddCert(cert)
 	require.NoError(t, handshake(again(), trusted), "trusting the provider's certificate, TLS through the tunnel works")
 }
-
-// bufferedConn reads through the bufio.Reader that read the CONNECT
-// answer, so no byte the target sent is lost.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
