@@ -45,7 +45,7 @@ func newEnv(tb testing.TB) *env {
 	relayBin, agentBin := testkit.Binaries(tb)
 	sink := startSink(tb)
 	web := startHTTPTarget(tb)
-	st := startStack(tb, relayBin, agentBin, []int{port(tb, sink.addr()), port(tb, web.addr())})
+	st := startStack(tb, relayBin, agentBin, sink.addr(), web.addr())
 	return &env{sink: sink, web: web, stack: st, pattern: sink.pattern}
 }
 

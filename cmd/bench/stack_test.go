@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,9 +39,9 @@ func dialDirect(ctx context.Context, addr string) (net.Conn, error) {
 }
 
 // startStack starts the relay, provisions a connection and an API key
-// through the relay's API, starts an agent allowed to reach 127.0.0.1 on
-// ports, and waits until its tunnels are up.
-func startStack(tb testing.TB, relayBin, agentBin string, ports []int) *stack {
+// through the relay's API, starts an agent allowed to reach the ports of
+// targets on 127.0.0.1, and waits until its tunnels are up.
+func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *stack {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
@@ -74,9 +73,13 @@ func startStack(tb testing.TB, relayBin, agentBin string, ports []int) *stack {
 	if err := os.WriteFile(tokenFile, []byte(conn.AgentToken+"\n"), 0o600); err != nil {
 		tb.Fatalf("write agent token: %v", err)
 	}
-	portList := make([]string, len(ports))
-	for i, p := range ports {
-		portList[i] = strconv.Itoa(p)
+	portList := make([]string, len(targets))
+	for i, addr := range targets {
+		_, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			tb.Fatalf("target %q: %v", addr, err)
+		}
+		portList[i] = p
 	}
 	cfg := fmt.Sprintf("relay_url: ws://%s\ntoken_file: %s\nstatus_listen: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
 		apiAddr, tokenFile, testkit.FreeAddr(tb), strings.Join(portList, ", "))
