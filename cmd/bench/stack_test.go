@@ -52,9 +52,9 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 
 	relay := startProcess(tb, "relay", relayBin, "serve", "--data", dataDir,
 		"--listen", apiAddr, "--proxy-listen", proxyAddr)
-	if err := waitHealthy(ctx, base); err != nil {
-		tb.Fatalf("relay: %v\noutput:\n%s", err, relay.Output())
-	}
+	testkit.WaitFor(tb, setupTimeout, "relay answers /healthz", func() bool {
+		return testkit.GetOK(http.DefaultClient, base+"/healthz")
+	})
 	adminKey, err := os.ReadFile(filepath.Join(dataDir, "admin.key"))
 	if err != nil {
 		tb.Fatalf("relay admin key: %v", err)
@@ -99,30 +99,6 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 		proxyAddr: proxyAddr,
 		connID:    conn.ID,
 		key:       key.Key,
-	}
-}
-
-func waitHealthy(ctx context.Context, base string) error {
-	var last error
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("healthz answered %s", resp.Status)
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not healthy: %w", last)
-		case <-time.After(50 * time.Millisecond):
-		}
 	}
 }
 
