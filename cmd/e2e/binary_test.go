@@ -184,36 +184,18 @@ func writeSelfSignedCert(t *testing.T, dir string) (certFile, keyFile string) {
 // connectProxy is a corporate egress proxy on loopback: CONNECT only,
 // Basic auth required, and it records what was tunnelled.
 type connectProxy struct {
-	ln       net.Listener
+	addr     string
 	user     string
 	pass     string
 	mu       sync.Mutex
 	connects []string
 	refused  int
-	wg       sync.WaitGroup
 }
 
 func startConnectProxy(t *testing.T, user, pass string) *connectProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &connectProxy{ln: ln, user: user, pass: pass}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				p.serve(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); p.wg.Wait() })
+	p := &connectProxy{user: user, pass: pass}
+	p.addr = testkit.Serve(t, p.serve)
 	return p
 }
 
@@ -297,7 +279,7 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 		path := filepath.Join(dir, name)
 		require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(
 			"relay_url: wss://%s\ntoken_file: %s\nca_file: %s\negress_proxy: http://alice:%s@%s\nstatus_listen: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
-			apiAddr, tokenFile, certFile, proxyPass, corp.ln.Addr(), testkit.FreeAddr(t), port)), 0o644))
+			apiAddr, tokenFile, certFile, proxyPass, corp.addr, testkit.FreeAddr(t), port)), 0o644))
 		return path
 	}
 

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/postern/postern/cmd/internal/testkit"
 )
 
@@ -29,31 +27,18 @@ type sinkServer struct {
 
 func newSinkServer(t *testing.T) *sinkServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := &sinkServer{addr: ln.Addr().String(), accepted: make(chan struct{}, 1024)}
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-done
-		s.closeAll()
-	})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns = append(s.conns, c)
-			s.mu.Unlock()
-			select {
-			case s.accepted <- struct{}{}:
-			default:
-			}
+	s := &sinkServer{accepted: make(chan struct{}, 1024)}
+	// Registered before Serve's, so it runs after Serve stopped accepting.
+	t.Cleanup(s.closeAll)
+	s.addr = testkit.Serve(t, func(c net.Conn) {
+		s.mu.Lock()
+		s.conns = append(s.conns, c)
+		s.mu.Unlock()
+		select {
+		case s.accepted <- struct{}{}:
+		default:
 		}
-	}()
+	})
 	return s
 }
 
