@@ -33,7 +33,7 @@ func envOf(m map[string]string) Getenv {
 func problemsOf(t *testing.T, err error) []string {
 	t.Helper()
 	var out []string
-	for _, e := range flatten(err) {
+	for _, e := range Problems(err) {
 		var ce *Error
 		require.ErrorAs(t, e, &ce, "every problem is an *Error")
 		out = append(out, ce.Error())
@@ -390,7 +390,7 @@ func TestAllProblemsAtOnce(t *testing.T) {
 	assert.Equal(t, `testdata/invalid-three.yaml:7: unknown key "alow"; did you mean "allow"?`, filepath.ToSlash(got[2]))
 
 	var lines []int
-	for _, e := range flatten(err) {
+	for _, e := range Problems(err) {
 		var ce *Error
 		require.ErrorAs(t, e, &ce)
 		lines = append(lines, ce.Line)

@@ -180,20 +180,11 @@ func decodeValue(n *yaml.Node, f reflect.Value, key string, p *problems) {
 	}
 	switch f.Kind() {
 	case reflect.Struct:
-		if isNull(n) {
-			return
+		if expect(n, yaml.MappingNode, "", key, "a mapping", p) {
+			decodeStruct(n, f, key, p)
 		}
-		if n.Kind != yaml.MappingNode {
-			p.add(lineOf(n), "%s: want a mapping, got %s", key, describe(n))
-			return
-		}
-		decodeStruct(n, f, key, p)
 	case reflect.Slice:
-		if isNull(n) {
-			return
-		}
-		if n.Kind != yaml.SequenceNode {
-			p.add(lineOf(n), "%s: want a list, got %s", key, describe(n))
+		if !expect(n, yaml.SequenceNode, "", key, "a list", p) {
 			return
 		}
 		f.Set(reflect.MakeSlice(f.Type(), len(n.Content), len(n.Content)))
@@ -266,6 +257,21 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(rb)]
+}
+
+// expect reports whether n holds a value to decode: a node of kind (and of
+// tag, unless tag is empty). An empty value holds nothing and is no problem,
+// since a setting may be left blank; any other node is reported as not the
+// want that key takes.
+func expect(n *yaml.Node, kind yaml.Kind, tag, key, want string, p *problems) bool {
+	if isNull(n) {
+		return false
+	}
+	if n.Kind != kind || (tag != "" && n.ShortTag() != tag) {
+		p.add(lineOf(n), "%s: want %s, got %s", key, want, describe(n))
+		return false
+	}
+	return true
 }
 
 func lineOf(n *yaml.Node) origin { return origin{line: n.Line} }

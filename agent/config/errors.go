@@ -61,6 +61,21 @@ func rank(err error) int {
 	return e.Line
 }
 
+// Problems unpacks an error of Load or Parse, which joins every problem
+// found, into those problems in reading order, so that a report can list
+// them one by one. Any error that joins nothing is its own one problem.
+func Problems(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, Problems(e)...)
+	}
+	return out
+}
+
 // maxProblems bounds how many problems one load reports, so a garbage file
 // yields a readable answer rather than thousands of lines.
 const maxProblems = 50

@@ -49,71 +49,61 @@ type fileRule struct {
 func (r *fileRule) setPosition(line int) { r.line = line }
 func (r *fileRule) setBad()              { r.bad = true }
 
-// scalar is a string setting and where it came from.
-type scalar struct {
-	value string
+// setting is a single value of the file and where it came from: scalar is
+// a string, integer an integer, duration a Go duration string such as "2s"
+// or "500ms" (a bare number is refused because its unit would be a guess).
+type setting[T settingValue] struct {
+	value T
 	set   bool
 	from  origin
 }
 
-func (s *scalar) decode(n *yaml.Node, key string, p *problems) {
+// settingValue is what a setting may hold.
+type settingValue interface{ string | int | time.Duration }
+
+type (
+	scalar   = setting[string]
+	integer  = setting[int]
+	duration = setting[time.Duration]
+)
+
+func (s *setting[T]) decode(n *yaml.Node, key string, p *problems) {
 	s.from = lineOf(n)
-	if isNull(n) {
+	tag, want := "!!str", "a string"
+	switch any(s.value).(type) {
+	case int:
+		tag, want = "!!int", "an integer"
+	case time.Duration:
+		want = `a duration such as "2s" or "500ms"`
+	}
+	if !expect(n, yaml.ScalarNode, tag, key, want, p) {
 		return
 	}
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
-		p.add(s.from, "%s: want a string, got %s", key, describe(n))
+	if err := convert(n, &s.value); err != nil {
+		p.add(s.from, "%s: %v", key, err)
 		return
 	}
-	s.value, s.set = n.Value, true
+	s.set = true
 }
 
-// integer is an integer setting and where it came from.
-type integer struct {
-	value int
-	set   bool
-	from  origin
-}
-
-func (i *integer) decode(n *yaml.Node, key string, p *problems) {
-	i.from = lineOf(n)
-	if isNull(n) {
-		return
+// convert stores the value of scalar node n, already checked to carry the
+// right tag, into dst.
+func convert(n *yaml.Node, dst any) error {
+	switch v := dst.(type) {
+	case *string:
+		*v = n.Value
+	case *int:
+		if err := n.Decode(v); err != nil {
+			return fmt.Errorf("%s is not a usable integer", n.Value)
+		}
+	case *time.Duration:
+		d, err := time.ParseDuration(n.Value)
+		if err != nil {
+			return fmt.Errorf("%s is not a duration; write it like \"2s\" or \"500ms\"", quote(n.Value))
+		}
+		*v = d
 	}
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
-		p.add(i.from, "%s: want an integer, got %s", key, describe(n))
-		return
-	}
-	if err := n.Decode(&i.value); err != nil {
-		p.add(i.from, "%s: %s is not a usable integer", key, n.Value)
-		return
-	}
-	i.set = true
-}
-
-// duration is a Go duration string such as "2s" or "500ms". A bare number is
-// refused because its unit would be a guess.
-type duration struct {
-	value time.Duration
-	set   bool
-	from  origin
-}
-
-func (d *duration) decode(n *yaml.Node, key string, p *problems) {
-	d.from = lineOf(n)
-	if isNull(n) {
-		return
-	}
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
-		p.add(d.from, "%s: want a duration such as \"2s\" or \"500ms\", got %s", key, describe(n))
-		return
-	}
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		p.add(d.from, "%s: %s is not a duration; write it like \"2s\" or \"500ms\"", key, quote(n.Value))
-		return
-	}
-	d.value, d.set = v, true
+	return nil
 }
 
 // stringList is a list of strings, each with its own origin.
@@ -126,22 +116,16 @@ type stringList struct {
 
 func (l *stringList) decode(n *yaml.Node, key string, p *problems) {
 	l.from = lineOf(n)
-	if isNull(n) {
-		return
-	}
-	if n.Kind != yaml.SequenceNode {
-		p.add(l.from, "%s: want a list of strings, got %s", key, describe(n))
-		l.bad = true
-		return
-	}
-	l.set = true
-	l.items = make([]scalar, 0, len(n.Content))
 	before := p.count()
-	for i, item := range n.Content {
-		var s scalar
-		s.decode(item, fmt.Sprintf("%s[%d]", key, i), p)
-		if s.set {
-			l.items = append(l.items, s)
+	if expect(n, yaml.SequenceNode, "", key, "a list of strings", p) {
+		l.set = true
+		l.items = make([]scalar, 0, len(n.Content))
+		for i, item := range n.Content {
+			var s scalar
+			s.decode(item, fmt.Sprintf("%s[%d]", key, i), p)
+			if s.set {
+				l.items = append(l.items, s)
+			}
 		}
 	}
 	l.bad = p.count() > before
@@ -175,11 +159,7 @@ type portList struct {
 
 func (l *portList) decode(n *yaml.Node, key string, p *problems) {
 	l.from = lineOf(n)
-	if isNull(n) {
-		return
-	}
-	if n.Kind != yaml.SequenceNode {
-		p.add(l.from, "%s: want a list of ports such as [443, \"8000-8100\"], got %s", key, describe(n))
+	if !expect(n, yaml.SequenceNode, "", key, `a list of ports such as [443, "8000-8100"]`, p) {
 		return
 	}
 	l.set = true

@@ -34,7 +34,7 @@ func FuzzParse(f *testing.F) {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("error does not match ErrInvalid: %v", err)
 			}
-			for _, e := range flatten(err) {
+			for _, e := range Problems(err) {
 				var ce *Error
 				if !errors.As(e, &ce) {
 					t.Fatalf("problem is not an *Error: %v", e)

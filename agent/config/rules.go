@@ -17,7 +17,7 @@ func compileRules(fc *fileConfig, p *problems) (allow, deny []allowlist.RuleSpec
 	if err == nil {
 		return allow, deny, list
 	}
-	for _, e := range flatten(err) {
+	for _, e := range Problems(err) {
 		r, where, rest := ruleOf(e.Error(), fc)
 		switch {
 		case r == nil:
@@ -70,17 +70,4 @@ func ruleOf(msg string, fc *fileConfig) (r *fileRule, where, rest string) {
 		return &fc.Deny[i], where, rest
 	}
 	return nil, "", ""
-}
-
-// flatten unpacks a tree of errors.Join into its leaves.
-func flatten(err error) []error {
-	j, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		return []error{err}
-	}
-	var out []error
-	for _, e := range j.Unwrap() {
-		out = append(out, flatten(e)...)
-	}
-	return out
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // validate judges every value of fc, fills in defaults and builds the Config.
@@ -28,13 +29,7 @@ func validate(fc *fileConfig, dir string, hostname func() (string, error), p *pr
 	c.CAFile = filePath(fc.CAFile, dir, "ca_file", p)
 	c.AuditLog = filePath(fc.AuditLog, dir, "audit_log", p)
 
-	if fc.Mode.set {
-		m, err := ParseMode(fc.Mode.value)
-		if err != nil {
-			p.add(fc.Mode.from, "mode: %v", err)
-		}
-		c.Mode = m
-	}
+	apply(fc.Mode, "mode", ParseMode, &c.Mode, p)
 	for i, s := range fc.DNS.Servers.items {
 		addr, err := parseDNSServer(s.value)
 		if err != nil {
@@ -43,41 +38,43 @@ func validate(fc *fileConfig, dir string, hostname func() (string, error), p *pr
 		}
 		c.DNSServers = append(c.DNSServers, addr)
 	}
-	if t := fc.DNS.Timeout; t.set {
-		if t.value <= 0 || t.value > MaxDNSTimeout {
-			p.add(t.from, "dns.timeout: %s is out of range; want more than 0 and at most %s", t.value, MaxDNSTimeout)
-		}
-		c.DNSTimeout = t.value
-	}
-	if s := fc.EgressProxy; s.set {
-		u, err := parseEgressProxy(s.value)
-		if err != nil {
-			p.add(s.from, "egress_proxy: %v", err)
-		}
-		c.EgressProxy = u
-	}
-	if t := fc.Tunnels; t.set {
-		if t.value < 1 || t.value > MaxTunnels {
-			p.add(t.from, "tunnels: %d is out of range; want 1 to %d", t.value, MaxTunnels)
-		}
-		c.Tunnels = t.value
-	}
-	if s := fc.StatusListen; s.set {
-		if err := checkListenAddr(s.value); err != nil {
-			p.add(s.from, "status_listen: %v", err)
-		}
-		c.StatusListen = s.value
-	}
-	if s := fc.LogLevel; s.set {
-		l, err := parseLogLevel(s.value)
-		if err != nil {
-			p.add(s.from, "log_level: %v", err)
-		}
-		c.LogLevel = l
-	}
+	apply(fc.DNS.Timeout, "dns.timeout", checkDNSTimeout, &c.DNSTimeout, p)
+	apply(fc.EgressProxy, "egress_proxy", parseEgressProxy, &c.EgressProxy, p)
+	apply(fc.Tunnels, "tunnels", checkTunnels, &c.Tunnels, p)
+	apply(fc.StatusListen, "status_listen", func(s string) (string, error) { return s, checkListenAddr(s) }, &c.StatusListen, p)
+	apply(fc.LogLevel, "log_level", parseLogLevel, &c.LogLevel, p)
 	c.AgentID = agentID(fc.AgentID, hostname, p)
 	c.Allow, c.Deny, c.Rules = compileRules(fc, p)
 	return c
+}
+
+// apply stores a setting given in the file or the environment into dst,
+// through parse; what parse refuses is reported at the setting's origin
+// under key. dst takes parse's result either way, since a Config with
+// problems is never used.
+func apply[T settingValue, V any](s setting[T], key string, parse func(T) (V, error), dst *V, p *problems) {
+	if !s.set {
+		return
+	}
+	v, err := parse(s.value)
+	if err != nil {
+		p.add(s.from, "%s: %v", key, err)
+	}
+	*dst = v
+}
+
+func checkDNSTimeout(d time.Duration) (time.Duration, error) {
+	if d <= 0 || d > MaxDNSTimeout {
+		return d, fmt.Errorf("%s is out of range; want more than 0 and at most %s", d, MaxDNSTimeout)
+	}
+	return d, nil
+}
+
+func checkTunnels(n int) (int, error) {
+	if n < 1 || n > MaxTunnels {
+		return n, fmt.Errorf("%d is out of range; want 1 to %d", n, MaxTunnels)
+	}
+	return n, nil
 }
 
 // validateRelayURLs checks each relay base URL; see parseRelayURL.

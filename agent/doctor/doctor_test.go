@@ -33,6 +33,22 @@ func relayYAML(relayURL, extra string) string {
 		"allow:\n  - cidr: 10.20.0.0/16\n    ports: [443]\n" + extra
 }
 
+// failed is find, for a check that must have failed.
+func failed(t *testing.T, rep Report, layer, target string) Check {
+	t.Helper()
+	c := find(t, rep, layer, target)
+	assert.Equal(t, Fail, c.Status)
+	return c
+}
+
+// failedFor is failed, with the reason the check must give.
+func failedFor(t *testing.T, rep Report, layer, target string, reason protocol.Reason) Check {
+	t.Helper()
+	c := failed(t, rep, layer, target)
+	assert.Equal(t, reason, c.Reason)
+	return c
+}
+
 var relayLayers = []string{LayerRelayTCP, LayerRelayTLS, LayerWebSocket, LayerRelayAuth, LayerRelaySession}
 
 func TestRelayTunnel(t *testing.T) {
@@ -67,9 +83,7 @@ func TestRelayTunnel(t *testing.T) {
 			mode: relayNormal, token: "pat_tok1_wrong",
 			assert: func(t *testing.T, rep Report, fr *fakeRelay) {
 				assert.False(t, rep.OK)
-				auth := find(t, rep, LayerRelayAuth, "")
-				assert.Equal(t, Fail, auth.Status)
-				assert.Equal(t, protocol.AgentTokenInvalid, auth.Reason)
+				auth := failedFor(t, rep, LayerRelayAuth, "", protocol.AgentTokenInvalid)
 				assert.Contains(t, auth.Remediation, "token refused: rotate it with `postern-relay connections rotate-token")
 				ws := find(t, rep, LayerWebSocket, "")
 				assert.Equal(t, Skip, ws.Status)
@@ -81,17 +95,14 @@ func TestRelayTunnel(t *testing.T) {
 		"revoked connection": {
 			mode: relayNormal, token: revokedToken,
 			assert: func(t *testing.T, rep Report, _ *fakeRelay) {
-				auth := find(t, rep, LayerRelayAuth, "")
-				assert.Equal(t, Fail, auth.Status)
-				assert.Equal(t, protocol.AgentTokenRevoked, auth.Reason)
+				auth := failedFor(t, rep, LayerRelayAuth, "", protocol.AgentTokenRevoked)
 				assert.Contains(t, auth.Detail, "connection revoked")
 			},
 		},
 		"relay_url redirects": {
 			mode: relayRedirect, token: goodToken,
 			assert: func(t *testing.T, rep Report, _ *fakeRelay) {
-				ws := find(t, rep, LayerWebSocket, "")
-				assert.Equal(t, Fail, ws.Status)
+				ws := failed(t, rep, LayerWebSocket, "")
 				assert.Contains(t, ws.Detail, "https://elsewhere.example/v1/tunnel")
 				assert.Equal(t, "relay_url redirects; point it at the relay itself", ws.Remediation)
 				assert.Equal(t, "skipped: relay websocket failed", find(t, rep, LayerRelayAuth, "").Detail)
@@ -101,9 +112,7 @@ func TestRelayTunnel(t *testing.T) {
 		"subprotocol not agreed": {
 			mode: relayNoSubprotocol, token: goodToken,
 			assert: func(t *testing.T, rep Report, _ *fakeRelay) {
-				ws := find(t, rep, LayerWebSocket, "")
-				assert.Equal(t, Fail, ws.Status)
-				assert.Equal(t, protocol.ProtocolError, ws.Reason)
+				ws := failedFor(t, rep, LayerWebSocket, "", protocol.ProtocolError)
 				assert.Contains(t, ws.Detail, protocol.Subprotocol)
 				assert.Equal(t, Skip, find(t, rep, LayerRelaySession, "").Status)
 			},
@@ -171,8 +180,7 @@ func TestEgressProxy(t *testing.T) {
 		"egress_proxy without credentials": {
 			extra: "egress_proxy: http://" + proxy.Addr() + "\n",
 			assert: func(t *testing.T, rep Report) {
-				c := find(t, rep, LayerEgressProxy, "relay.test")
-				assert.Equal(t, Fail, c.Status)
+				c := failed(t, rep, LayerEgressProxy, "relay.test")
 				assert.Contains(t, c.Detail, "proxy requires authentication (407)")
 				assert.Contains(t, c.Remediation, "egress_proxy")
 				assert.Equal(t, "skipped: egress proxy failed", find(t, rep, LayerRelayTCP, "").Detail)
@@ -182,8 +190,7 @@ func TestEgressProxy(t *testing.T) {
 		"egress_proxy with wrong credentials": {
 			extra: "egress_proxy: http://user:nope@" + proxy.Addr() + "\n",
 			assert: func(t *testing.T, rep Report) {
-				c := find(t, rep, LayerEgressProxy, "")
-				assert.Equal(t, Fail, c.Status)
+				c := failed(t, rep, LayerEgressProxy, "")
 				assert.Contains(t, c.Detail, "it refused the credentials")
 				assert.NotContains(t, text(t, rep), "nope", "the proxy password must never be printed")
 			},
@@ -202,8 +209,7 @@ func TestEgressProxy(t *testing.T) {
 		"HTTPS_PROXY from the environment": {
 			env: map[string]string{"HTTPS_PROXY": "http://" + proxy.Addr()},
 			assert: func(t *testing.T, rep Report) {
-				c := find(t, rep, LayerEgressProxy, "")
-				assert.Equal(t, Fail, c.Status)
+				c := failed(t, rep, LayerEgressProxy, "")
 				assert.Contains(t, c.Detail, "from HTTPS_PROXY")
 				assert.Contains(t, c.Detail, "proxy requires authentication (407)")
 			},
@@ -300,9 +306,7 @@ func TestRelayUnreachable(t *testing.T) {
 	port := closedPort(t)
 	rep := newSetup(t, relayYAML("ws://127.0.0.1:"+port, ""), goodToken).run(t)
 	assert.False(t, rep.OK)
-	c := find(t, rep, LayerRelayTCP, "127.0.0.1:"+port)
-	assert.Equal(t, Fail, c.Status)
-	assert.Equal(t, protocol.ConnectRefused, c.Reason)
+	c := failedFor(t, rep, LayerRelayTCP, "127.0.0.1:"+port, protocol.ConnectRefused)
 	assert.Equal(t, "connection refused", c.Detail)
 	assert.Equal(t, "check that the relay is up and that outbound TCP "+port+" to 127.0.0.1 is allowed by your firewall", c.Remediation)
 	for _, l := range []string{LayerRelayTLS, LayerWebSocket, LayerRelayAuth, LayerRelaySession} {
@@ -342,8 +346,7 @@ func TestConfig(t *testing.T) {
 			}
 			rep := s.run(t)
 			assert.False(t, rep.OK)
-			c := find(t, rep, LayerConfig, "agent.yaml")
-			assert.Equal(t, Fail, c.Status)
+			c := failed(t, rep, LayerConfig, "agent.yaml")
 			for _, d := range tc.detail {
 				assert.Contains(t, c.Detail, d)
 			}
@@ -361,8 +364,7 @@ func TestConfigBadCAFile(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "ca.pem")
 	require.NoError(t, os.WriteFile(bad, []byte("not a certificate"), 0o644))
 	rep := newSetup(t, relayYAML(fr.URL(), "ca_file: "+bad+"\n"), goodToken).run(t)
-	c := find(t, rep, LayerConfig, "")
-	assert.Equal(t, Fail, c.Status)
+	c := failed(t, rep, LayerConfig, "")
 	assert.Contains(t, c.Detail, "no PEM certificate found")
 	assert.Equal(t, Pass, find(t, rep, LayerRelaySession, "").Status, "the other layers are still checked")
 }
@@ -389,9 +391,7 @@ func TestTargets(t *testing.T) {
 		"NXDOMAIN": {
 			rules: "  - host: missing.corp.test\n    ports: [443]\n",
 			assert: func(t *testing.T, rep Report) {
-				c := find(t, rep, LayerTargetDNS, "missing.corp.test")
-				assert.Equal(t, Fail, c.Status)
-				assert.Equal(t, protocol.DNSNXDomain, c.Reason)
+				c := failedFor(t, rep, LayerTargetDNS, "missing.corp.test", protocol.DNSNXDomain)
 				assert.Contains(t, c.Remediation, "does not know missing.corp.test")
 				assert.Equal(t, "skipped: target dns failed", find(t, rep, LayerTargetTCP, "missing.corp.test:443").Detail)
 				assert.Equal(t, "skipped: target dns failed", find(t, rep, LayerTargetTLS, "missing.corp.test:443").Detail)
@@ -400,9 +400,7 @@ func TestTargets(t *testing.T) {
 		"SERVFAIL": {
 			rules: "  - host: broken.corp.test\n    ports: [8080]\n",
 			assert: func(t *testing.T, rep Report) {
-				c := find(t, rep, LayerTargetDNS, "broken.corp.test")
-				assert.Equal(t, Fail, c.Status)
-				assert.Equal(t, protocol.DNSServFail, c.Reason)
+				failedFor(t, rep, LayerTargetDNS, "broken.corp.test", protocol.DNSServFail)
 			},
 		},
 		"DNS timeout": {
@@ -410,17 +408,13 @@ func TestTargets(t *testing.T) {
 			dns:   silent,
 			extra: "  timeout: 200ms\n",
 			assert: func(t *testing.T, rep Report) {
-				c := find(t, rep, LayerTargetDNS, "slow.corp.test")
-				assert.Equal(t, Fail, c.Status)
-				assert.Equal(t, protocol.DNSTimeout, c.Reason)
+				failedFor(t, rep, LayerTargetDNS, "slow.corp.test", protocol.DNSTimeout)
 			},
 		},
 		"name resolving to loopback is refused by the agent": {
 			rules: "  - host: loop.corp.test\n    ports: [" + tp + "]\n",
 			assert: func(t *testing.T, rep Report) {
-				c := find(t, rep, LayerTargetDNS, "loop.corp.test")
-				assert.Equal(t, Fail, c.Status)
-				assert.Equal(t, protocol.TargetBlocked, c.Reason)
+				c := failedFor(t, rep, LayerTargetDNS, "loop.corp.test", protocol.TargetBlocked)
 				assert.Contains(t, c.Detail, "127.0.0.1")
 				assert.Contains(t, c.Detail, "loopback")
 			},
@@ -436,18 +430,14 @@ func TestTargets(t *testing.T) {
 		"refused port": {
 			rules: "  - ip: 127.0.0.1\n    ports: [" + refused + "]\n",
 			assert: func(t *testing.T, rep Report) {
-				c := find(t, rep, LayerTargetTCP, "127.0.0.1:"+refused)
-				assert.Equal(t, Fail, c.Status)
-				assert.Equal(t, protocol.ConnectRefused, c.Reason)
+				failedFor(t, rep, LayerTargetTCP, "127.0.0.1:"+refused, protocol.ConnectRefused)
 			},
 		},
 		"self-signed TLS without ca_file": {
 			rules: "  - ip: 127.0.0.1\n    ports: [" + tp + "]\n",
 			assert: func(t *testing.T, rep Report) {
 				assert.Equal(t, Pass, find(t, rep, LayerTargetTCP, "127.0.0.1:"+tp).Status)
-				c := find(t, rep, LayerTargetTLS, "127.0.0.1:"+tp)
-				assert.Equal(t, Fail, c.Status)
-				assert.Equal(t, protocol.TLSFailed, c.Reason)
+				c := failedFor(t, rep, LayerTargetTLS, "127.0.0.1:"+tp, protocol.TLSFailed)
 				assert.Contains(t, c.Detail, "issuer: Corp Internal CA")
 			},
 		},
@@ -470,9 +460,7 @@ func TestTargets(t *testing.T) {
 		"deny rule overrides the allow rule": {
 			rules: "  - ip: 10.20.5.7\n    ports: [443]\ndeny:\n  - cidr: 10.20.5.0/24\n",
 			assert: func(t *testing.T, rep Report) {
-				c := find(t, rep, LayerTargetTCP, "10.20.5.7:443")
-				assert.Equal(t, Fail, c.Status)
-				assert.Equal(t, protocol.TargetBlocked, c.Reason)
+				failedFor(t, rep, LayerTargetTCP, "10.20.5.7:443", protocol.TargetBlocked)
 				assert.Equal(t, "skipped: target tcp failed", find(t, rep, LayerTargetTLS, "10.20.5.7:443").Detail)
 			},
 		},

@@ -35,7 +35,7 @@ func (r *runner) checkConfig() (cfg *config.Config, tr *trust, ok bool) {
 			c.Detail = "cannot read the file: permission denied"
 			c.Remediation = "run doctor as the user the agent service runs as (or with sudo)"
 		case errors.Is(err, config.ErrInvalid):
-			problems := leaves(err)
+			problems := config.Problems(err)
 			noun := "problems"
 			if len(problems) == 1 {
 				noun = "problem"
@@ -147,19 +147,6 @@ func (r *runner) checkToken(cfg *config.Config) (token string, ok bool) {
 	c.Status = Pass
 	c.Detail = fmt.Sprintf("present, mode %04o, not readable by other users (token not shown)", fi.Mode().Perm())
 	return tok, true
-}
-
-// leaves unpacks a tree of errors.Join into its leaves.
-func leaves(err error) []error {
-	j, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		return []error{err}
-	}
-	var out []error
-	for _, e := range j.Unwrap() {
-		out = append(out, leaves(e)...)
-	}
-	return out
 }
 
 func plural(n int, noun string) string {

@@ -3,7 +3,7 @@ package resolve
 import (
 	"os"
 	"path/filepath"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,25 +15,20 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fakeClock is an injectable clock for the cache and hosts-file checks.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+// fakeClock is an injectable clock for the cache and hosts-file checks:
+// nanoseconds since the epoch, atomic because the resolver may read it
+// from its own goroutines.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
+	return c
 }
 
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)} }
+func (c *fakeClock) Now() time.Time { return time.Unix(0, c.ns.Load()).UTC() }
 
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // testConfig is a Config that ignores the machine's resolv.conf and hosts file.
 func testConfig(t *testing.T, servers ...string) Config {

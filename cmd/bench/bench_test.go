@@ -45,7 +45,7 @@ func newEnv(tb testing.TB) *env {
 	relayBin, agentBin := testkit.Binaries(tb)
 	sink := startSink(tb)
 	web := startHTTPTarget(tb)
-	st := startStack(tb, relayBin, agentBin, []int{port(tb, sink.addr()), port(tb, web.addr())})
+	st := startStack(tb, relayBin, agentBin, sink.addr(), web.addr())
 	return &env{sink: sink, web: web, stack: st, pattern: sink.pattern}
 }
 
@@ -95,6 +95,33 @@ func (e *env) metered(tunnel bool, cost *costRow, work func() (units float64, er
 	return nil
 }
 
+// measure runs b.N iterations of work, direct and through the tunnel (see
+// interleaved), each bounded by opTimeout and metered into cost. work
+// returns how many units of cost it did and one sample for each of rows.
+func (e *env) measure(b *testing.B, rows []*row, cost *costRow, work func(ctx context.Context, dial dialFunc) (units float64, samples []float64, err error)) {
+	for i := range b.N {
+		err := e.interleaved(i, func(tunnel bool, dial dialFunc) error {
+			ctx, cancel := context.WithTimeout(b.Context(), opTimeout)
+			defer cancel()
+			var samples []float64
+			err := e.metered(tunnel, cost, func() (units float64, err error) {
+				units, samples, err = work(ctx, dial)
+				return units, err
+			})
+			if err != nil {
+				return err
+			}
+			for j, r := range rows {
+				r.add(tunnel, samples[j])
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkTunnel(b *testing.B) {
 	e := newEnv(b)
 	var tab table
@@ -114,33 +141,11 @@ func BenchmarkTunnel(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			r := tab.reset(bc.name, "MB/s", true)
 			cost := tab.resetCost(bc.name, "CPU ms per GB")
-			for i := range b.N {
-				err := e.interleaved(i, func(tunnel bool, dial dialFunc) error {
-					ctx, cancel := context.WithTimeout(b.Context(), opTimeout)
-					defer cancel()
-					var mbps float64
-					err := e.metered(tunnel, cost, func() (float64, error) {
-						var err error
-						mbps, err = bulk(ctx, dial, e.sink.addr(), bc.op, bc.streams, bc.total, e.pattern)
-						return float64(bc.total) / 1e9, err
-					})
-					if err != nil {
-						return err
-					}
-					if tunnel {
-						r.tunnel = append(r.tunnel, mbps)
-					} else {
-						r.direct = append(r.direct, mbps)
-					}
-					return nil
-				})
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(median(r.direct), "direct_MB/s")
-			b.ReportMetric(median(r.tunnel), "tunnel_MB/s")
-			b.ReportMetric(r.ratio(), "ratio")
+			e.measure(b, []*row{r}, cost, func(ctx context.Context, dial dialFunc) (float64, []float64, error) {
+				mbps, err := bulk(ctx, dial, e.sink.addr(), bc.op, bc.streams, bc.total, e.pattern)
+				return float64(bc.total) / 1e9, []float64{mbps}, err
+			})
+			r.report(b, "MB/s")
 		})
 	}
 
@@ -160,38 +165,12 @@ func BenchmarkTunnel(b *testing.B) {
 			p50 := tab.reset(hc.name+" p50", "µs", false)
 			p99 := tab.reset(hc.name+" p99", "µs", false)
 			cost := tab.resetCost(hc.name, "CPU ms per 1000 requests")
-			for i := range b.N {
-				err := e.interleaved(i, func(tunnel bool, dial dialFunc) error {
-					ctx, cancel := context.WithTimeout(b.Context(), opTimeout)
-					defer cancel()
-					var res httpResult
-					err := e.metered(tunnel, cost, func() (float64, error) {
-						var err error
-						res, err = httpLoad(ctx, dial, url, hc.conc, hc.keepAlive)
-						return float64(res.requests) / 1000, err
-					})
-					if err != nil {
-						return err
-					}
-					us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-					if tunnel {
-						rps.tunnel = append(rps.tunnel, res.rps)
-						p50.tunnel = append(p50.tunnel, us(res.p50))
-						p99.tunnel = append(p99.tunnel, us(res.p99))
-					} else {
-						rps.direct = append(rps.direct, res.rps)
-						p50.direct = append(p50.direct, us(res.p50))
-						p99.direct = append(p99.direct, us(res.p99))
-					}
-					return nil
-				})
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(median(rps.direct), "direct_req/s")
-			b.ReportMetric(median(rps.tunnel), "tunnel_req/s")
-			b.ReportMetric(rps.ratio(), "ratio")
+			e.measure(b, []*row{rps, p50, p99}, cost, func(ctx context.Context, dial dialFunc) (float64, []float64, error) {
+				res, err := httpLoad(ctx, dial, url, hc.conc, hc.keepAlive)
+				us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+				return float64(res.requests) / 1000, []float64{res.rps, us(res.p50), us(res.p99)}, err
+			})
+			rps.report(b, "req/s")
 			b.ReportMetric(median(p50.tunnel), "tunnel_p50_us")
 			b.ReportMetric(median(p99.tunnel), "tunnel_p99_us")
 		})

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 )
 
 // row is one line of the result table: samples of the same measure taken
@@ -27,6 +28,22 @@ func (r *row) ratio() float64 {
 	return median(r.tunnel) / d
 }
 
+// add keeps one sample, taken through the tunnel or directly.
+func (r *row) add(tunnel bool, v float64) {
+	if tunnel {
+		r.tunnel = append(r.tunnel, v)
+	} else {
+		r.direct = append(r.direct, v)
+	}
+}
+
+// report gives the benchmark the row's medians in unit and their ratio.
+func (r *row) report(b *testing.B, unit string) {
+	b.ReportMetric(median(r.direct), "direct_"+unit)
+	b.ReportMetric(median(r.tunnel), "tunnel_"+unit)
+	b.ReportMetric(r.ratio(), "ratio")
+}
+
 // costRow is the CPU time the relay and the agent spent per unit of
 // tunnelled work in one scenario.
 type costRow struct {
@@ -45,14 +62,9 @@ type table struct {
 func (t *table) resetCost(name, unit string) *costRow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, c := range t.costs {
-		if c.name == name {
-			c.relay, c.agent = c.relay[:0], c.agent[:0]
-			return c
-		}
-	}
-	c := &costRow{name: name, unit: unit}
-	t.costs = append(t.costs, c)
+	c := findOrAdd(&t.costs, func(c *costRow) bool { return c.name == name },
+		func() *costRow { return &costRow{name: name, unit: unit} })
+	c.relay, c.agent = c.relay[:0], c.agent[:0]
 	return c
 }
 
@@ -63,26 +75,31 @@ func (t *table) resetCost(name, unit string) *costRow {
 func (t *table) reset(name, unit string, higherIsBetter bool) *row {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, r := range t.rows {
-		if r.name == name {
-			r.direct, r.tunnel = r.direct[:0], r.tunnel[:0]
-			return r
-		}
-	}
-	r := &row{name: name, unit: unit, higherIsBetter: higherIsBetter}
-	t.rows = append(t.rows, r)
+	r := findOrAdd(&t.rows, func(r *row) bool { return r.name == name },
+		func() *row { return &row{name: name, unit: unit, higherIsBetter: higherIsBetter} })
+	r.direct, r.tunnel = r.direct[:0], r.tunnel[:0]
 	return r
+}
+
+// findOrAdd returns the element of *list that match accepts, appending
+// the one create makes when there is none.
+func findOrAdd[T any](list *[]*T, match func(*T) bool, create func() *T) *T {
+	if i := slices.IndexFunc(*list, match); i >= 0 {
+		return (*list)[i]
+	}
+	x := create()
+	*list = append(*list, x)
+	return x
 }
 
 func (t *table) find(name string) (*row, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, r := range t.rows {
-		if r.name == name {
-			return r, true
-		}
+	i := slices.IndexFunc(t.rows, func(r *row) bool { return r.name == name })
+	if i < 0 {
+		return nil, false
 	}
-	return nil, false
+	return t.rows[i], true
 }
 
 // write prints the table: medians of the samples and their ratio.

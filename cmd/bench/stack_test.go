@@ -1,9 +1,7 @@
 package bench
 
 import (
-	"bufio"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +27,7 @@ type stack struct {
 	relay, agent *testkit.Process
 	proxyAddr    string
 	connID       string
-	proxyAuth    string // the Proxy-Authorization header value
+	key          string // the product's API key
 }
 
 // dialFunc opens a byte stream to addr, directly or through the tunnel.
@@ -42,9 +39,9 @@ func dialDirect(ctx context.Context, addr string) (net.Conn, error) {
 }
 
 // startStack starts the relay, provisions a connection and an API key
-// through the relay's API, starts an agent allowed to reach 127.0.0.1 on
-// ports, and waits until its tunnels are up.
-func startStack(tb testing.TB, relayBin, agentBin string, ports []int) *stack {
+// through the relay's API, starts an agent allowed to reach the ports of
+// targets on 127.0.0.1, and waits until its tunnels are up.
+func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *stack {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
@@ -55,9 +52,9 @@ func startStack(tb testing.TB, relayBin, agentBin string, ports []int) *stack {
 
 	relay := startProcess(tb, "relay", relayBin, "serve", "--data", dataDir,
 		"--listen", apiAddr, "--proxy-listen", proxyAddr)
-	if err := waitHealthy(ctx, base); err != nil {
-		tb.Fatalf("relay: %v\noutput:\n%s", err, relay.Output())
-	}
+	testkit.WaitFor(tb, setupTimeout, "relay answers /healthz", func() bool {
+		return testkit.GetOK(http.DefaultClient, base+"/healthz")
+	})
 	adminKey, err := os.ReadFile(filepath.Join(dataDir, "admin.key"))
 	if err != nil {
 		tb.Fatalf("relay admin key: %v", err)
@@ -76,9 +73,13 @@ func startStack(tb testing.TB, relayBin, agentBin string, ports []int) *stack {
 	if err := os.WriteFile(tokenFile, []byte(conn.AgentToken+"\n"), 0o600); err != nil {
 		tb.Fatalf("write agent token: %v", err)
 	}
-	portList := make([]string, len(ports))
-	for i, p := range ports {
-		portList[i] = strconv.Itoa(p)
+	portList := make([]string, len(targets))
+	for i, addr := range targets {
+		_, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			tb.Fatalf("target %q: %v", addr, err)
+		}
+		portList[i] = p
 	}
 	cfg := fmt.Sprintf("relay_url: ws://%s\ntoken_file: %s\nstatus_listen: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
 		apiAddr, tokenFile, testkit.FreeAddr(tb), strings.Join(portList, ", "))
@@ -97,31 +98,7 @@ func startStack(tb testing.TB, relayBin, agentBin string, ports []int) *stack {
 		agent:     agent,
 		proxyAddr: proxyAddr,
 		connID:    conn.ID,
-		proxyAuth: "Basic " + base64.StdEncoding.EncodeToString([]byte(conn.ID+":"+key.Key)),
-	}
-}
-
-func waitHealthy(ctx context.Context, base string) error {
-	var last error
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("healthz answered %s", resp.Status)
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not healthy: %w", last)
-		case <-time.After(50 * time.Millisecond):
-		}
+		key:       key.Key,
 	}
 }
 
@@ -163,16 +140,10 @@ func (s *stack) dialTunnel(ctx context.Context, addr string) (net.Conn, error) {
 		deadline = time.Now().Add(15 * time.Second)
 	}
 	_ = c.SetDeadline(deadline)
-	req := "CONNECT " + addr + " HTTP/1.1\r\nHost: " + addr + "\r\nProxy-Authorization: " + s.proxyAuth + "\r\n\r\n"
-	if _, err := io.WriteString(c, req); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("send CONNECT %s: %w", addr, err)
-	}
-	br := bufio.NewReaderSize(c, 4<<10)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	resp, br, err := testkit.Connect(c, s.connID, s.key, addr)
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("read CONNECT %s answer: %w", addr, err)
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
@@ -183,16 +154,8 @@ func (s *stack) dialTunnel(ctx context.Context, addr string) (net.Conn, error) {
 	if br.Buffered() == 0 {
 		return c, nil
 	}
-	return &bufferedConn{Conn: c, r: br}, nil
+	return &testkit.BufferedConn{Conn: c, R: br}, nil
 }
-
-// bufferedConn serves the bytes read past the CONNECT answer first.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
 // cpuTime reports the CPU time the relay and the agent have used so far.
 func (s *stack) cpuTime() (relay, agent time.Duration, err error) {

@@ -223,17 +223,3 @@ func startHTTPTarget(tb testing.TB) *httpTarget {
 }
 
 func (h *httpTarget) addr() string { return h.ln.Addr().String() }
-
-// port returns the port of a 127.0.0.1:port address.
-func port(tb testing.TB, addr string) int {
-	tb.Helper()
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		tb.Fatalf("split %q: %v", addr, err)
-	}
-	n, err := strconv.Atoi(p)
-	if err != nil {
-		tb.Fatalf("port of %q: %v", addr, err)
-	}
-	return n
-}

@@ -1,10 +1,21 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -12,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -140,3 +152,172 @@ func TestBinariesEndToEnd(t *testing.T) {
 		assert.NotContains(t, out, key.Key, "%s log leaks the API key", name)
 	}
 }
+
+// writeSelfSignedCert writes a certificate for 127.0.0.1 and its key, the
+// way a relay behind a private CA (or a TLS-inspecting proxy) looks to
+// the agent without ca_file.
+func writeSelfSignedCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "postern test relay"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
+	return certFile, keyFile
+}
+
+// connectProxy is a corporate egress proxy on loopback: CONNECT only,
+// Basic auth required, and it records what was tunnelled.
+type connectProxy struct {
+	addr     string
+	user     string
+	pass     string
+	mu       sync.Mutex
+	connects []string
+	refused  int
+}
+
+func startConnectProxy(t *testing.T, user, pass string) *connectProxy {
+	t.Helper()
+	p := &connectProxy{user: user, pass: pass}
+	p.addr = testkit.Serve(t, p.serve)
+	return p
+}
+
+func (p *connectProxy) serve(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return
+	}
+	want := "Basic " + base64.StdEncoding.EncodeToString([]byte(p.user+":"+p.pass))
+	if req.Method != http.MethodConnect || req.Header.Get("Proxy-Authorization") != want {
+		p.mu.Lock()
+		p.refused++
+		p.mu.Unlock()
+		_, _ = io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"corp\"\r\nContent-Length: 0\r\n\r\n")
+		return
+	}
+	p.mu.Lock()
+	p.connects = append(p.connects, req.Host)
+	p.mu.Unlock()
+	up, err := net.DialTimeout("tcp", req.Host, 5*time.Second)
+	if err != nil {
+		_, _ = io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+		return
+	}
+	defer up.Close()
+	_ = c.SetDeadline(time.Time{})
+	_, _ = io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(up, br); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+	<-done
+}
+
+func (p *connectProxy) seen() (connects []string, refused int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.connects...), p.refused
+}
+
+// The agent reaches a TLS relay only through the customer's egress proxy
+// (CONNECT with Basic auth) and trusts the relay through ca_file; targets
+// are dialled directly, never through that proxy. Wrong proxy credentials
+// are named as a 407.
+func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real binaries")
+	}
+	relayBin, agentBin := testkit.Binaries(t)
+	dir := t.TempDir()
+	certFile, keyFile := writeSelfSignedCert(t, dir)
+	apiAddr, proxyAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
+	relayProc := start(t, relayBin, "serve", "--data", filepath.Join(dir, "relay"),
+		"--listen", apiAddr, "--proxy-listen", proxyAddr, "--tls-cert", certFile, "--tls-key", keyFile)
+
+	pool := x509.NewCertPool()
+	pemBytes, err := os.ReadFile(certFile)
+	require.NoError(t, err)
+	require.True(t, pool.AppendCertsFromPEM(pemBytes))
+	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+	server := "https://" + apiAddr
+	require.Eventually(t, func() bool { return testkit.GetOK(httpc, server+"/healthz") },
+		20*time.Second, 50*time.Millisecond, "relay never became healthy over TLS:\n%s", relayProc.Output())
+
+	keyBytes, err := os.ReadFile(filepath.Join(dir, "relay", "admin.key"))
+	require.NoError(t, err)
+	admin := client.New(server, strings.TrimSpace(string(keyBytes)), httpc)
+	conn, err := admin.CreateConnection(t.Context(), "acme-jira", "acme")
+	require.NoError(t, err)
+	key, err := admin.CreateAPIKey(t.Context(), api.CreateAPIKeyRequest{Name: "product", Workspace: "acme"})
+	require.NoError(t, err)
+
+	corp := startConnectProxy(t, "alice", "s3cret-proxy-pass")
+	target := testkit.EchoServer(t)
+	_, port, _ := net.SplitHostPort(target)
+	tokenFile := filepath.Join(dir, "agent.token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte(conn.AgentToken), 0o600))
+	writeConfig := func(name, proxyPass string) string {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(
+			"relay_url: wss://%s\ntoken_file: %s\nca_file: %s\negress_proxy: http://alice:%s@%s\nstatus_listen: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
+			apiAddr, tokenFile, certFile, proxyPass, corp.addr, testkit.FreeAddr(t), port)), 0o644))
+		return path
+	}
+
+	// Wrong proxy password: the agent says 407 and keeps retrying.
+	bad := start(t, agentBin, "run", "--config", writeConfig("bad.yaml", "wrong"))
+	require.Eventually(t, func() bool { _, refused := corp.seen(); return refused >= 1 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(bad.Output(), "407") }, 10*time.Second, 20*time.Millisecond,
+		"the agent's log names the proxy's 407:\n%s", bad.Output())
+	stop(t, bad)
+	assert.NotContains(t, bad.Output(), "s3cret-proxy-pass")
+	assert.NotContains(t, bad.Output(), conn.AgentToken)
+
+	good := start(t, agentBin, "run", "--config", writeConfig("good.yaml", "s3cret-proxy-pass"))
+	waitStatus(t, client.New(server, key.Key, httpc), conn.ID, func(s api.Status) bool { return s.TunnelStatus == "connected" })
+	roundTrip(t, dialTLSConnect(t, proxyAddr, pool, conn.ID, key.Key, target), 1<<20)
+
+	connects, _ := corp.seen()
+	require.NotEmpty(t, connects)
+	for _, c := range connects {
+		assert.Equal(t, apiAddr, c, "only the relay is reached through the egress proxy, never a target")
+	}
+	stop(t, good)
+	assert.NotContains(t, good.Output(), "s3cret-proxy-pass", "the proxy password never appears in logs")
+}
+
+// dialTLSConnect is dialConnect to a relay proxy listener that speaks TLS.
+func dialTLSConnect(t *testing.T, proxyAddr string, pool *x509.CertPool, connID, key, target string) connectResult {
+	t.Helper()
+	c, err := tls.Dial("tcp", proxyAddr, &tls.Config{RootCAs: pool})
+	require.NoError(t, err)
+	resp, br, err := testkit.Connect(c, connID, key, target)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	t.Cleanup(func() { _ = c.Close() })
+	return connectResult{status: resp.StatusCode, conn: &tlsHalfCloser{c}, br: br}
+}
+
+// tlsHalfCloser lets roundTrip half-close a TLS connection.
+type tlsHalfCloser struct{ *tls.Conn }
+
+func (t *tlsHalfCloser) CloseWrite() error { return t.Conn.CloseWrite() }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +19,7 @@ import (
 	"github.com/postern/postern/agent"
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/resolve"
+	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/relay"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/client"
@@ -203,12 +203,8 @@ func dialConnect(t *testing.T, proxyAddr, connID, key, target string) connectRes
 	t.Helper()
 	c, err := net.DialTimeout("tcp", proxyAddr, 5*time.Second)
 	require.NoError(t, err)
-	auth := basicAuth(connID, key)
-	_, err = fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n", target, target, auth)
-	require.NoError(t, err)
-	br := bufio.NewReader(c)
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	resp, br, err := testkit.Connect(c, connID, key, target)
 	require.NoError(t, err)
 	_ = c.SetReadDeadline(time.Time{})
 	res := connectResult{status: resp.StatusCode, reason: resp.Header.Get("Postern-Reason"), br: br}
@@ -223,8 +219,4 @@ func dialConnect(t *testing.T, proxyAddr, connID, key, target string) connectRes
 	require.NotEmpty(t, resp.Header.Get("Postern-Request-Id"))
 	require.Equal(t, res.body.RequestID, resp.Header.Get("Postern-Request-Id"))
 	return res
-}
-
-func basicAuth(user, pass string) string {
-	return base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -47,26 +46,18 @@ func TestScenarios(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
 	_, agentBin := testkit.Binaries(t)
 
-	t.Run("lifecycle", func(t *testing.T) {
-		t.Parallel()
-		lifecycleScenarios(t, agentBin)
-	})
-	t.Run("policy", func(t *testing.T) {
-		t.Parallel()
-		policyScenarios(t, agentBin)
-	})
-	t.Run("dns", func(t *testing.T) {
-		t.Parallel()
-		dnsScenarios(t, agentBin)
-	})
-	t.Run("target", func(t *testing.T) {
-		t.Parallel()
-		targetScenarios(t, agentBin)
-	})
-	t.Run("wrong token past the relay's auth limit", func(t *testing.T) {
-		t.Parallel()
-		authLimitScenario(t, agentBin)
-	})
+	for name, group := range map[string]func(t *testing.T, agentBin string){
+		"lifecycle": lifecycleScenarios,
+		"policy":    policyScenarios,
+		"dns":       dnsScenarios,
+		"target":    targetScenarios,
+		"wrong token past the relay's auth limit": authLimitScenario,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			group(t, agentBin)
+		})
+	}
 }
 
 // site is one relay with a workspace and the product's view of it.
@@ -127,8 +118,11 @@ type lifecycleStep struct {
 	fault   func(t *testing.T) agentFiles
 	connID  string
 	connect int
-	reason  protocol.Reason
-	status  statusWant
+	// reason is the CONNECT answer's and the status API's; the status API
+	// shows tunnel and auth, and allowlist "unknown": in none of these
+	// states does a connected agent report its rules.
+	reason       protocol.Reason
+	tunnel, auth string
 	// lastError is a substring of the status's last_error.
 	lastError string
 	// agentSide checks what the admin sees on the agent's machine.
@@ -152,7 +146,6 @@ func lifecycleScenarios(t *testing.T, agentBin string) {
 
 	primary := s.connection(t, "acme-jira")
 	primaryFiles := writeAgentFiles(t, s.relayURL, primary.AgentToken, rules)
-	var running *fileAgent
 
 	wrong := s.connection(t, "acme-gitlab")
 	wrongFiles := writeAgentFiles(t, s.relayURL, wrongSecret(t, wrong.AgentToken), rules)
@@ -161,96 +154,84 @@ func lifecycleScenarios(t *testing.T, agentBin string) {
 	deadRelay := closedPort(t)
 	unreachableFiles := writeAgentFiles(t, "ws://"+deadRelay, unreachable.AgentToken, rules)
 
-	// startAndConnect starts the primary connection's agent and waits until it serves.
-	startAndConnect := func(t *testing.T) {
-		running = startFileAgent(t, primaryFiles, 0)
-		assertStatus(t, s.product, primary.ID, baseURL, statusWant{tunnel: "connected", auth: "active", allowlist: "allowed", ready: true})
-		res := s.connectEventually(t, primary.ID, target, http.StatusOK, "")
-		roundTripHTTP(t, res, "/", http.StatusOK)
-		require.NoError(t, res.conn.Close())
+	// connectedThen is a fault that starts the primary connection's agent,
+	// waits until it serves, and then breaks something.
+	connectedThen := func(breakIt func(t *testing.T, running *fileAgent)) func(*testing.T) agentFiles {
+		return func(t *testing.T) agentFiles {
+			running := startFileAgent(t, primaryFiles, 0)
+			assertStatus(t, s.product, primary.ID, baseURL, statusWant{tunnel: "connected", auth: "active", allowlist: "allowed", ready: true})
+			res := s.connectEventually(t, primary.ID, target, http.StatusOK, "")
+			roundTripHTTP(t, res, "/", http.StatusOK)
+			require.NoError(t, res.conn.Close())
+			breakIt(t, running)
+			return primaryFiles
+		}
 	}
-	// doctorPassesRelay: the relay path and the token are fine, so the
-	// agent process is what is missing.
-	doctorPassesRelay := func(t *testing.T, files agentFiles) {
+	// notRunning: the relay path and the token are fine, so the agent
+	// process is what is missing.
+	notRunning := func(t *testing.T, files agentFiles) {
+		assertAgentNotRunning(t, agentBin, files)
 		rep, _ := runDoctor(t, agentBin, files.cfgPath)
 		assert.True(t, rep.OK, "every check passes: %+v", rep.Failed())
 		assertDoctor(t, rep, doctorWant{layer: doctor.LayerRelayAuth, target: s.relay.apiAddr, status: doctor.Pass, detail: "token accepted"})
 		assertDoctor(t, rep, doctorWant{layer: doctor.LayerRelaySession, target: s.relay.apiAddr, status: doctor.Pass, detail: "Welcome from relay node"})
 	}
+	// tokenRefused: the agent runs and reaches the relay, which refuses
+	// its token with reason; doctor says what to do, and shows more.
+	tokenRefused := func(reason protocol.Reason, remediation string, more ...doctorWant) func(*testing.T, agentFiles) {
+		return func(t *testing.T, files agentFiles) {
+			assertAgentNotReady(t, agentBin, files)
+			rep, _ := runDoctor(t, agentBin, files.cfgPath)
+			assertDoctor(t, rep, doctorWant{layer: doctor.LayerRelayTCP, target: s.relay.apiAddr, status: doctor.Pass})
+			assertDoctor(t, rep, doctorWant{layer: doctor.LayerRelayAuth, target: s.relay.apiAddr, status: doctor.Fail,
+				reason: reason, remediation: remediation})
+			for _, w := range more {
+				assertDoctor(t, rep, w)
+			}
+		}
+	}
+	// runAgent starts an agent on files; in the steps that use it, it never
+	// gets a tunnel up.
+	runAgent := func(files agentFiles) func(*testing.T) agentFiles {
+		return func(t *testing.T) agentFiles {
+			startFileAgent(t, files, 0)
+			return files
+		}
+	}
 
 	steps := []lifecycleStep{{
-		name:    "agent never started",
-		fault:   func(*testing.T) agentFiles { return primaryFiles },
-		connID:  primary.ID,
-		connect: http.StatusBadGateway, reason: protocol.AgentNeverConnected,
-		status:    statusWant{tunnel: "never_connected", auth: "active", allowlist: "unknown", reason: protocol.AgentNeverConnected},
-		lastError: "no agent has ever connected",
-		agentSide: func(t *testing.T, files agentFiles) {
-			assertAgentNotRunning(t, agentBin, files)
-			doctorPassesRelay(t, files)
-		},
+		name:   "agent never started",
+		fault:  func(*testing.T) agentFiles { return primaryFiles },
+		connID: primary.ID, connect: http.StatusBadGateway, reason: protocol.AgentNeverConnected,
+		tunnel: "never_connected", auth: "active", lastError: "no agent has ever connected",
+		agentSide: notRunning,
 	}, {
-		name: "agent stopped",
-		fault: func(t *testing.T) agentFiles {
-			startAndConnect(t)
-			running.stop(t)
-			return primaryFiles
-		},
-		connID:  primary.ID,
-		connect: http.StatusBadGateway, reason: protocol.AgentOffline,
-		status:    statusWant{tunnel: "disconnected", auth: "active", allowlist: "unknown", reason: protocol.AgentOffline},
-		lastError: "last seen",
-		agentSide: func(t *testing.T, files agentFiles) {
-			assertAgentNotRunning(t, agentBin, files)
-			doctorPassesRelay(t, files)
-		},
+		name:   "agent stopped",
+		fault:  connectedThen(func(t *testing.T, running *fileAgent) { running.stop(t) }),
+		connID: primary.ID, connect: http.StatusBadGateway, reason: protocol.AgentOffline,
+		tunnel: "disconnected", auth: "active", lastError: "last seen",
+		agentSide: notRunning,
 	}, {
 		name: "connection revoked",
-		fault: func(t *testing.T) agentFiles {
-			startAndConnect(t)
+		fault: connectedThen(func(t *testing.T, _ *fileAgent) {
 			_, err := s.relay.admin.RevokeConnection(context.Background(), primary.ID)
 			require.NoError(t, err)
-			return primaryFiles
-		},
-		connID:  primary.ID,
-		connect: http.StatusForbidden, reason: protocol.ConnectionRevoked,
-		status:    statusWant{tunnel: "revoked", auth: "revoked", allowlist: "unknown", reason: protocol.ConnectionRevoked},
-		lastError: "connection revoked at",
-		agentSide: func(t *testing.T, files agentFiles) {
-			assertAgentNotReady(t, agentBin, files)
-			rep, _ := runDoctor(t, agentBin, files.cfgPath)
-			assertDoctor(t, rep, doctorWant{layer: doctor.LayerRelayTCP, target: s.relay.apiAddr, status: doctor.Pass})
-			assertDoctor(t, rep, doctorWant{layer: doctor.LayerRelayAuth, target: s.relay.apiAddr, status: doctor.Fail,
-				reason: protocol.AgentTokenRevoked, remediation: "create a new connection with `postern-relay connections create`"})
-		},
+		}),
+		connID: primary.ID, connect: http.StatusForbidden, reason: protocol.ConnectionRevoked,
+		tunnel: "revoked", auth: "revoked", lastError: "connection revoked at",
+		agentSide: tokenRefused(protocol.AgentTokenRevoked, "create a new connection with `postern-relay connections create`"),
 	}, {
-		name: "agent with a wrong token",
-		fault: func(t *testing.T) agentFiles {
-			startFileAgent(t, wrongFiles, 0)
-			return wrongFiles
-		},
-		connID:  wrong.ID,
-		connect: http.StatusBadGateway, reason: protocol.AgentAuthFailed,
-		status:    statusWant{tunnel: "never_connected", auth: "failing", allowlist: "unknown", reason: protocol.AgentAuthFailed},
-		lastError: "agent presented a wrong secret for token",
-		agentSide: func(t *testing.T, files agentFiles) {
-			assertAgentNotReady(t, agentBin, files)
-			rep, _ := runDoctor(t, agentBin, files.cfgPath)
-			assertDoctor(t, rep, doctorWant{layer: doctor.LayerRelayTCP, target: s.relay.apiAddr, status: doctor.Pass})
-			assertDoctor(t, rep, doctorWant{layer: doctor.LayerRelayAuth, target: s.relay.apiAddr, status: doctor.Fail,
-				reason: protocol.AgentTokenInvalid, remediation: "token refused: rotate it with `postern-relay connections rotate-token"})
-			assertDoctor(t, rep, doctorWant{layer: doctor.LayerRelaySession, target: s.relay.apiAddr, status: doctor.Skip})
-		},
+		name:   "agent with a wrong token",
+		fault:  runAgent(wrongFiles),
+		connID: wrong.ID, connect: http.StatusBadGateway, reason: protocol.AgentAuthFailed,
+		tunnel: "never_connected", auth: "failing", lastError: "agent presented a wrong secret for token",
+		agentSide: tokenRefused(protocol.AgentTokenInvalid, "token refused: rotate it with `postern-relay connections rotate-token",
+			doctorWant{layer: doctor.LayerRelaySession, target: s.relay.apiAddr, status: doctor.Skip}),
 	}, {
-		name: "relay unreachable from the agent",
-		fault: func(t *testing.T) agentFiles {
-			startFileAgent(t, unreachableFiles, 0)
-			return unreachableFiles
-		},
-		connID:  unreachable.ID,
-		connect: http.StatusBadGateway, reason: protocol.AgentNeverConnected,
-		status:    statusWant{tunnel: "never_connected", auth: "active", allowlist: "unknown", reason: protocol.AgentNeverConnected},
-		lastError: "no agent has ever connected",
+		name:   "relay unreachable from the agent",
+		fault:  runAgent(unreachableFiles),
+		connID: unreachable.ID, connect: http.StatusBadGateway, reason: protocol.AgentNeverConnected,
+		tunnel: "never_connected", auth: "active", lastError: "no agent has ever connected",
 		agentSide: func(t *testing.T, files agentFiles) {
 			assertAgentNotReady(t, agentBin, files)
 			rep, _ := runDoctor(t, agentBin, files.cfgPath)
@@ -266,7 +247,7 @@ func lifecycleScenarios(t *testing.T, agentBin string) {
 		ok := t.Run(step.name, func(t *testing.T) {
 			files := step.fault(t)
 			connID := step.connID
-			st := assertStatus(t, s.product, connID, "", step.status)
+			st := assertStatus(t, s.product, connID, "", statusWant{tunnel: step.tunnel, auth: step.auth, allowlist: "unknown", reason: step.reason})
 			assert.Contains(t, st.LastError, step.lastError)
 			if step.reason == protocol.AgentOffline {
 				assert.NotNil(t, st.LastSeenAt, "an agent that was connected has a last_seen_at")
@@ -684,7 +665,7 @@ func tlsThrough(t *testing.T, res connectResult, again func() connectResult, cer
 	handshake := func(res connectResult, roots *x509.CertPool) error {
 		require.Equal(t, http.StatusOK, res.status, "%s %+v", res.reason, res.body)
 		_ = res.conn.SetDeadline(time.Now().Add(within))
-		tc := tls.Client(bufferedConn{res.conn, res.br}, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots, MinVersion: tls.VersionTLS12})
+		tc := tls.Client(&testkit.BufferedConn{Conn: res.conn, R: res.br}, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots, MinVersion: tls.VersionTLS12})
 		return tc.Handshake()
 	}
 	var unknown x509.UnknownAuthorityError
@@ -695,12 +676,3 @@ func tlsThrough(t *testing.T, res connectResult, again func() connectResult, cer
 	trusted.AddCert(cert)
 	require.NoError(t, handshake(again(), trusted), "trusting the provider's certificate, TLS through the tunnel works")
 }
-
-// bufferedConn reads through the bufio.Reader that read the CONNECT
-// answer, so no byte the target sent is lost.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

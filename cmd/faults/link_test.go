@@ -1,19 +1,88 @@
 package faults
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/cmd/internal/testkit"
 )
+
+// link is a toxiproxy proxy on loopback between the agent and the relay,
+// run in this process. Toxics added to it act on every connection through
+// it, current and future.
+type link struct {
+	addr  string
+	proxy *toxiproxy.Proxy
+}
+
+// newLink starts a proxy from a fresh loopback port to upstream; cleanup
+// stops it and closes its connections.
+func newLink(t *testing.T, upstream string) *link {
+	t.Helper()
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
+	p := toxiproxy.NewProxy(srv, t.Name(), "127.0.0.1:0", upstream)
+	require.NoError(t, srv.Collection.Add(p, true))
+	t.Cleanup(func() { _ = srv.Collection.Clear() })
+	return &link{addr: p.Listen, proxy: p}
+}
+
+// toxic is one toxiproxy toxic: type, direction ("upstream" is agent to
+// relay, "downstream" relay to agent) and attributes.
+type toxic struct {
+	Name       string         `json:"name"`
+	Type       string         `json:"type"`
+	Stream     string         `json:"stream"`
+	Toxicity   float32        `json:"toxicity"`
+	Attributes map[string]any `json:"attributes"`
+}
+
+// both returns the toxic for each direction, named after it.
+func both(typ string, attrs map[string]any) []toxic {
+	return []toxic{
+		{Name: typ + "_up", Type: typ, Stream: "upstream", Toxicity: 1, Attributes: attrs},
+		{Name: typ + "_down", Type: typ, Stream: "downstream", Toxicity: 1, Attributes: attrs},
+	}
+}
+
+func (l *link) add(t *testing.T, toxics ...toxic) {
+	t.Helper()
+	for _, x := range toxics {
+		b, err := json.Marshal(x)
+		require.NoError(t, err)
+		_, err = l.proxy.Toxics.AddToxicJson(bytes.NewReader(b))
+		require.NoError(t, err, "add toxic %s", x.Name)
+	}
+}
+
+func (l *link) remove(t *testing.T, toxics ...toxic) {
+	t.Helper()
+	for _, x := range toxics {
+		require.NoError(t, l.proxy.Toxics.RemoveToxic(context.Background(), x.Name), "remove toxic %s", x.Name)
+	}
+}
+
+// cut closes every connection through the link and stops accepting; heal
+// listens again on the same address.
+func (l *link) cut() { l.proxy.Stop() }
+
+func (l *link) heal(t *testing.T) {
+	t.Helper()
+	require.NoError(t, l.proxy.Start())
+}
 
 // deadPeerBudget is the design's bound for noticing a silent peer
 // (yamux keepalive every 5 s, a ping unanswered for 10 s ends the
@@ -167,4 +236,104 @@ func TestFaultLinkSlicer(t *testing.T) {
 	}
 	assert.Equal(t, "connected", s.relay.status(t, s.connID).TunnelStatus)
 	t.Logf("slicer (8-88 byte pieces): %d concurrent streams, checksums match, %s", len(sizes), time.Since(start).Round(time.Millisecond))
+}
+
+// forwarder is a TCP relay on loopback whose current connections can be
+// frozen: from then on it forwards nothing either way and closes nothing,
+// like a path whose NAT state was lost. Connections made after a freeze
+// are forwarded normally.
+type forwarder struct {
+	addr string
+	mu   sync.Mutex
+	// pairs are the connections being forwarded or held frozen.
+	pairs [][2]net.Conn
+	wg    sync.WaitGroup
+}
+
+func newForwarder(t *testing.T, upstream string) *forwarder {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	f := &forwarder{addr: ln.Addr().String()}
+	t.Cleanup(func() {
+		_ = ln.Close()
+		f.mu.Lock()
+		for _, p := range f.pairs {
+			_ = p[0].Close()
+			_ = p[1].Close()
+		}
+		f.mu.Unlock()
+		f.wg.Wait()
+	})
+	f.wg.Go(func() {
+		for {
+			down, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.DialTimeout("tcp", upstream, 5*time.Second)
+			if err != nil {
+				_ = down.Close()
+				continue
+			}
+			f.mu.Lock()
+			f.pairs = append(f.pairs, [2]net.Conn{down, up})
+			f.mu.Unlock()
+			f.wg.Go(func() { pump(up, down) })
+			f.wg.Go(func() { pump(down, up) })
+		}
+	})
+	return f
+}
+
+// pump copies src to dst. A frozen pair's read deadline stops it without
+// closing anything; any other end closes both.
+func pump(dst, src net.Conn) {
+	_, err := io.Copy(dst, src)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return
+	}
+	_ = dst.Close()
+	_ = src.Close()
+}
+
+// freeze stops forwarding on every current connection and keeps them
+// open.
+func (f *forwarder) freeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	past := time.Unix(1, 0)
+	for _, p := range f.pairs {
+		_ = p[0].SetReadDeadline(past)
+		_ = p[1].SetReadDeadline(past)
+	}
+}
+
+// When an agent comes back while the relay still holds its tunnels from
+// before (the old path went silent without closing), the newest session
+// of that agent wins and the old ones are closed at once, not after the
+// keepalive gives up on them.
+func TestFaultNewestSessionWins(t *testing.T) {
+	s := newSystem(t)
+	f := newForwarder(t, s.relay.apiAddr)
+	old := s.startAgent(t, agentOptions{relays: []string{f.addr}})
+	f.freeze()
+	old.Kill() // the old machine is gone; its tunnels' FIN never reaches the relay
+
+	frozeAt := time.Now()
+	fresh := s.launchAgent(t, agentOptions{})
+	testkit.WaitFor(t, 10*time.Second, "the new agent is up", func() bool { return fresh.tunnelsUp() == 2 })
+	st := s.relay.status(t, s.connID)
+	assert.Equal(t, 2, agentTunnels(st), "only the new agent's tunnels remain (%s after the old path froze)", time.Since(frozeAt).Round(time.Millisecond))
+	require.Len(t, st.Agents, 1)
+	// Streams go to the live tunnels only; one sent to a silent old
+	// tunnel would wait for the relay's open timeout (15 s).
+	for i := range 8 {
+		assert.NoError(t, s.roundTrip(4<<10, 5*time.Second), "stream %d", i)
+	}
+	lingered := testkit.WaitFor(t, 20*time.Second, "old tunnels gone from the relay", func() bool {
+		st, err := s.relay.tryStatus(s.connID)
+		return err == nil && agentTunnels(st) == 2
+	})
+	t.Logf("newest session wins: old tunnels lingered %s after the new agent was up", lingered.Round(time.Millisecond))
 }

@@ -1,11 +1,9 @@
 package faults
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -14,8 +12,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/cmd/internal/testkit"
 )
@@ -31,31 +27,18 @@ type sinkServer struct {
 
 func newSinkServer(t *testing.T) *sinkServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := &sinkServer{addr: ln.Addr().String(), accepted: make(chan struct{}, 1024)}
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-done
-		s.closeAll()
-	})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns = append(s.conns, c)
-			s.mu.Unlock()
-			select {
-			case s.accepted <- struct{}{}:
-			default:
-			}
+	s := &sinkServer{accepted: make(chan struct{}, 1024)}
+	// Registered before Serve's, so it runs after Serve stopped accepting.
+	t.Cleanup(s.closeAll)
+	s.addr = testkit.Serve(t, func(c net.Conn) {
+		s.mu.Lock()
+		s.conns = append(s.conns, c)
+		s.mu.Unlock()
+		select {
+		case s.accepted <- struct{}{}:
+		default:
 		}
-	}()
+	})
 	return s
 }
 
@@ -80,46 +63,32 @@ func (e *refusedError) Error() string {
 	return fmt.Sprintf("CONNECT answered %d %s", e.status, e.reason)
 }
 
-// tunnelConn is an established CONNECT tunnel.
-type tunnelConn struct {
-	net.Conn
-	br *bufio.Reader
-}
-
-func (c *tunnelConn) Read(p []byte) (int, error) { return c.br.Read(p) }
-
 // connect sends CONNECT target through the relay's proxy listener and
 // returns the open tunnel, or a *refusedError with the relay's answer.
 // Every step is bounded by timeout.
-func (s *system) connect(target string, timeout time.Duration) (*tunnelConn, error) {
+func (s *system) connect(target string, timeout time.Duration) (*testkit.BufferedConn, error) {
 	c, err := net.DialTimeout("tcp", s.relay.proxyAddr, timeout)
 	if err != nil {
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Now().Add(timeout))
-	auth := base64.StdEncoding.EncodeToString([]byte(s.connID + ":" + s.key))
-	if _, err := fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n", target, target, auth); err != nil {
-		_ = c.Close()
-		return nil, err
-	}
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	resp, br, err := testkit.Connect(c, s.connID, s.key, target)
 	if err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("read CONNECT answer: %w", err)
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		_ = c.Close()
 		return nil, &refusedError{status: resp.StatusCode, reason: resp.Header.Get("Postern-Reason")}
 	}
 	_ = c.SetDeadline(time.Time{})
-	return &tunnelConn{Conn: c, br: br}, nil
+	return &testkit.BufferedConn{Conn: c, R: br}, nil
 }
 
 // exchange pushes n bytes to the echo target through tc, half-closes, and
 // checks the digest and the n bytes that come back. It closes tc and
 // gives up after timeout.
-func exchange(tc *tunnelConn, n int64, timeout time.Duration) error {
+func exchange(tc *testkit.BufferedConn, n int64, timeout time.Duration) error {
 	defer tc.Close()
 	_ = tc.SetDeadline(time.Now().Add(timeout))
 	sent := sha256.New()

@@ -195,7 +195,7 @@ func TestFaultAgentForcedStopCutsStuckStream(t *testing.T) {
 // write makes no progress for 2 s: the target reads nothing, so the
 // stream's window and the buffers on the way are full, and the agent's
 // write to the target is blocked.
-func (s *system) stuckStream(t *testing.T) *tunnelConn {
+func (s *system) stuckStream(t *testing.T) *testkit.BufferedConn {
 	t.Helper()
 	stuck, err := s.connect(s.sink.addr, 10*time.Second)
 	require.NoError(t, err)

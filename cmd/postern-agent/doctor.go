@@ -14,18 +14,9 @@ func newDoctorCmd() *cobra.Command {
 		cfgPath string
 		asJSON  bool
 	)
-	cmd := &cobra.Command{
-		Use:   "doctor [--config FILE] [--json]",
-		Short: "Check config, token, the path to the relay and the allowlisted targets, layer by layer",
-		Long: "doctor checks, in order: the config file, the token file, and for each relay_url its DNS,\n" +
-			"the egress proxy, TCP, TLS (showing the certificate's issuer), the WebSocket upgrade, the token\n" +
-			"and the Hello/Welcome handshake; then DNS, TCP and TLS for each allow rule's target.\n" +
-			"Each check prints PASS, WARN, FAIL or SKIP; a failure says what to do. Exit status 1 if any check failed.",
-		Args: cobra.NoArgs,
-		// A failed check is not a usage error; main prints the summary.
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	cmd := command("doctor [--config FILE] [--json]",
+		"Check config, token, the path to the relay and the allowlisted targets, layer by layer",
+		func(cmd *cobra.Command) error {
 			rep := doctor.Run(cmd.Context(), doctor.Options{
 				ConfigPath: cfgPath,
 				Getenv:     os.LookupEnv,
@@ -45,9 +36,14 @@ func newDoctorCmd() *cobra.Command {
 				return &exitError{code: 1, msg: fmt.Sprintf("doctor: %d of %d checks failed", len(rep.Failed()), len(rep.Checks))}
 			}
 			return nil
-		},
-	}
-	cmd.Flags().StringVar(&cfgPath, "config", "/etc/postern/agent.yaml", "agent config file")
+		})
+	cmd.Long = "doctor checks, in order: the config file, the token file, and for each relay_url its DNS,\n" +
+		"the egress proxy, TCP, TLS (showing the certificate's issuer), the WebSocket upgrade, the token\n" +
+		"and the Hello/Welcome handshake; then DNS, TCP and TLS for each allow rule's target.\n" +
+		"Each check prints PASS, WARN, FAIL or SKIP; a failure says what to do. Exit status 1 if any check failed."
+	// A failed check is not a usage error; main prints the summary.
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	configFlag(cmd, &cfgPath, "agent config file")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the checks as one JSON document")
 	return cmd
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/cmd/internal/rootcmd"
 	"github.com/postern/postern/protocol/tunnel/tunneltest"
 )
 
@@ -107,7 +108,7 @@ func TestDoctorCommand(t *testing.T) {
 				require.NoError(t, err, out)
 			} else {
 				require.Error(t, err)
-				assert.Equal(t, tc.wantCode, exitCode(err))
+				assert.Equal(t, tc.wantCode, rootcmd.ExitCode(err))
 			}
 			tc.assert(t, out)
 		})

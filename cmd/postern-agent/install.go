@@ -26,18 +26,9 @@ func serviceCmds(newInstaller func(*slog.Logger) *installer.Installer) []*cobra.
 	}
 
 	var cfgPath, tokenFile string
-	install := &cobra.Command{
-		Use:   "install [--config FILE] [--token-file FILE]",
-		Short: "Install or update the agent as a system service (needs root)",
-		Long: `Validate the config, then install it, the agent token, the binary and a hardened
-service definition, and register the service. Running it again updates an
-existing install and restarts the service if it is running.
-
-The token comes from --token-file, else the environment variable
-POSTERN_AGENT_TOKEN, else the config's token_file, else the installed token is
-kept. It is never printed and never accepted as a command-line value.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	install := command("install [--config FILE] [--token-file FILE]",
+		"Install or update the agent as a system service (needs root)",
+		func(cmd *cobra.Command) error {
 			r, err := newInstaller(warnings(cmd)).Install(cmd.Context(), installer.InstallRequest{Config: cfgPath, TokenFile: tokenFile})
 			out := cmd.OutOrStdout()
 			printReport(out, r)
@@ -53,42 +44,40 @@ kept. It is never printed and never accepted as a command-line value.`,
 				fmt.Fprintln(out, "installed; start it with: postern-agent start")
 			}
 			return nil
-		},
-	}
+		})
+	install.Long = `Validate the config, then install it, the agent token, the binary and a hardened
+service definition, and register the service. Running it again updates an
+existing install and restarts the service if it is running.
+
+The token comes from --token-file, else the environment variable
+POSTERN_AGENT_TOKEN, else the config's token_file, else the installed token is
+kept. It is never printed and never accepted as a command-line value.`
 	install.Flags().StringVar(&cfgPath, "config", "", "agent config to install (default: the installed /etc/postern/agent.yaml)")
 	install.Flags().StringVar(&tokenFile, "token-file", "", "file holding the agent token to install")
 
 	var purge bool
-	uninstall := &cobra.Command{
-		Use:   "uninstall [--purge]",
-		Short: "Stop the service and remove it; --purge also deletes config, token, state and binary",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	uninstall := command("uninstall [--purge]",
+		"Stop the service and remove it; --purge also deletes config, token, state and binary",
+		func(cmd *cobra.Command) error {
 			r, err := newInstaller(warnings(cmd)).Uninstall(cmd.Context(), purge)
 			printReport(cmd.OutOrStdout(), r)
 			return err
-		},
-	}
+		})
 	uninstall.Flags().BoolVar(&purge, "purge", false, "also delete config, token, environment file, state directory and binary")
 
 	control := func(a installer.Action, short string) *cobra.Command {
-		return &cobra.Command{
-			Use:   string(a),
-			Short: short,
-			Args:  cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				in := newInstaller(warnings(cmd))
-				if err := in.Control(cmd.Context(), a); err != nil {
-					return err
-				}
-				st, err := in.State(cmd.Context())
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", installer.ServiceName, st)
-				return nil
-			},
-		}
+		return command(string(a), short, func(cmd *cobra.Command) error {
+			in := newInstaller(warnings(cmd))
+			if err := in.Control(cmd.Context(), a); err != nil {
+				return err
+			}
+			st, err := in.State(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", installer.ServiceName, st)
+			return nil
+		})
 	}
 	return []*cobra.Command{
 		install,

@@ -5,10 +5,9 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/spf13/cobra"
+
+	"github.com/postern/postern/cmd/internal/rootcmd"
 )
 
 // Stamped by the build (see Makefile).
@@ -19,33 +18,28 @@ var (
 )
 
 func main() {
-	root := &cobra.Command{
-		Use:           "postern-agent",
-		Short:         "Postern agent: lets a cloud product reach allowlisted services in this network",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(newRunCmd(), newValidateCmd(), newStatusCmd(), &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "postern-agent %s (commit %s, built %s)\n", version, commit, date)
-		},
-	})
-	root.AddCommand(newServiceCmds()...)
-	root.AddCommand(newDoctorCmd())
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(exitCode(err))
+	rootcmd.Run(rootcmd.New("postern-agent",
+		"Postern agent: lets a cloud product reach allowlisted services in this network",
+		version, commit, date,
+		append(newServiceCmds(), newRunCmd(), newValidateCmd(), newStatusCmd(), newDoctorCmd())...))
+}
+
+// defaultConfig is where install puts the agent's config, so the commands
+// that read it find it without --config on an installed machine.
+const defaultConfig = "/etc/postern/agent.yaml"
+
+// command is the shape of every postern-agent subcommand: flags only, no
+// arguments, and run does the work.
+func command(use, short string, run func(cmd *cobra.Command) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return run(cmd) },
 	}
 }
 
-// exitCoder lets a command choose its exit status.
-type exitCoder interface{ ExitCode() int }
-
-func exitCode(err error) int {
-	if ec, ok := err.(exitCoder); ok {
-		return ec.ExitCode()
-	}
-	return 1
+// configFlag adds --config, the agent config file, to cmd.
+func configFlag(cmd *cobra.Command, path *string, usage string) {
+	cmd.Flags().StringVar(path, "config", defaultConfig, usage)
 }

@@ -23,15 +23,10 @@ import (
 
 func newRunCmd() *cobra.Command {
 	var cfgPath string
-	cmd := &cobra.Command{
-		Use:   "run --config FILE",
-		Short: "Run the agent in the foreground",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return run(cmd.Context(), cfgPath)
-		},
-	}
-	cmd.Flags().StringVar(&cfgPath, "config", "/etc/postern/agent.yaml", "agent config file")
+	cmd := command("run --config FILE", "Run the agent in the foreground", func(cmd *cobra.Command) error {
+		return run(cmd.Context(), cfgPath)
+	})
+	configFlag(cmd, &cfgPath, "agent config file")
 	return cmd
 }
 

@@ -22,11 +22,9 @@ func newStatusCmd() *cobra.Command {
 		cfgPath string
 		asJSON  bool
 	)
-	cmd := &cobra.Command{
-		Use:   "status [--json]",
-		Short: "Show the running agent's tunnels and allowlist (from its local status endpoint)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	cmd := command("status [--json]",
+		"Show the running agent's tunnels and allowlist (from its local status endpoint)",
+		func(cmd *cobra.Command) error {
 			addr := config.DefaultStatusListen
 			// The installed config is readable by root and the service
 			// group only; other admins still get the status.
@@ -73,9 +71,8 @@ func newStatusCmd() *cobra.Command {
 				return &exitError{code: 1, msg: "agent is not ready"}
 			}
 			return nil
-		},
-	}
-	cmd.Flags().StringVar(&cfgPath, "config", "/etc/postern/agent.yaml", "agent config file (for status_listen)")
+		})
+	configFlag(cmd, &cfgPath, "agent config file (for status_listen)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as one JSON document")
 	return cmd
 }

@@ -21,11 +21,9 @@ func (e *exitError) ExitCode() int { return e.code }
 
 func newValidateCmd() *cobra.Command {
 	var cfgPath, explain string
-	cmd := &cobra.Command{
-		Use:   "validate --config FILE [--explain HOST:PORT]",
-		Short: "Check a config file and list every problem with its line",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	cmd := command("validate --config FILE [--explain HOST:PORT]",
+		"Check a config file and list every problem with its line",
+		func(cmd *cobra.Command) error {
 			out := cmd.OutOrStdout()
 			cfg, err := config.Load(cfgPath, os.LookupEnv)
 			if err != nil {
@@ -59,9 +57,8 @@ func newValidateCmd() *cobra.Command {
 				return &exitError{code: 3, msg: explain + " would be refused"}
 			}
 			return nil
-		},
-	}
-	cmd.Flags().StringVar(&cfgPath, "config", "/etc/postern/agent.yaml", "agent config file")
+		})
+	configFlag(cmd, &cfgPath, "agent config file")
 	cmd.Flags().StringVar(&explain, "explain", "", "show the decision for HOST:PORT")
 	return cmd
 }

@@ -3,8 +3,9 @@
 // postern-relay and postern-agent binaries once per test binary, runs
 // them as child processes it stops again at the end of each test, reads
 // their resource use from /proc, and provides the small loopback pieces
-// those tests have in common — a free address, a polling wait, and an
-// echo target with its deterministic byte pattern.
+// those tests have in common — a free address, a polling wait, an echo
+// target with its deterministic byte pattern, and a CONNECT through the
+// relay's proxy listener.
 //
 // It owns no Postern behaviour and imports nothing of the project: what a
 // relay or agent must do is asserted by the tests that use it. It is

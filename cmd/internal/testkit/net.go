@@ -34,6 +34,30 @@ func GetOK(c *http.Client, url string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
+// Serve accepts connections on a fresh loopback port and hands each to
+// serve in a goroutine of its own; serve owns the connection. The test's
+// cleanup stops accepting and waits for every serve to return.
+func Serve(tb testing.TB, serve func(net.Conn)) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	var wg sync.WaitGroup
+	tb.Cleanup(func() {
+		_ = ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { serve(c) })
+		}
+	})
+	return ln.Addr().String()
+}
+
 // EchoSeed seeds the Pattern an EchoServer answers with; a client checks
 // the answer against NewPattern(EchoSeed).
 const EchoSeed = 7
@@ -49,23 +73,7 @@ const echoDeadline = 5 * time.Minute
 // every connection's goroutine stop before the test's cleanup returns.
 func EchoServer(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err)
-	var wg sync.WaitGroup
-	tb.Cleanup(func() {
-		_ = ln.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { echo(c) })
-		}
-	})
-	return ln.Addr().String()
+	return Serve(tb, echo)
 }
 
 func echo(c net.Conn) {
