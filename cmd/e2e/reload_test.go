@@ -35,11 +35,15 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "agent.yaml")
-	writeRules := func(extra string) {
-		body := fmt.Sprintf("relay_url: ws://%s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s%s]\n", f.relay.apiAddr, f.port, extra)
+	// The file is replaced whole, the way editors and config managers
+	// do: a reader never sees it half written.
+	writeConfig := func(body string) {
 		tmp := cfgPath + ".tmp"
 		require.NoError(t, os.WriteFile(tmp, []byte(body), 0o644))
-		require.NoError(t, os.Rename(tmp, cfgPath)) // the way editors and config managers replace files
+		require.NoError(t, os.Rename(tmp, cfgPath))
+	}
+	writeRules := func(extra string) {
+		writeConfig(fmt.Sprintf("relay_url: ws://%s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s%s]\n", f.relay.apiAddr, f.port, extra))
 	}
 	writeRules("")
 	load := func() (*config.Config, error) {
@@ -99,7 +103,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 
 	// An invalid file: old rules stay, the relay shows why.
-	require.NoError(t, os.WriteFile(cfgPath, []byte("relay_url: ws://"+f.relay.apiAddr+"\nallow:\n  - ip: 127.0.0.1\n    portz: [1]\n"), 0o644))
+	writeConfig("relay_url: ws://" + f.relay.apiAddr + "\nallow:\n  - ip: 127.0.0.1\n    portz: [1]\n")
 	trigger <- syscall.SIGHUP
 	st := waitStatus(t, f.relay.admin, f.conn.ID, func(s api.Status) bool { return s.AllowlistStatus == "invalid" })
 	assert.Contains(t, st.LastError, "agent.yaml:4")

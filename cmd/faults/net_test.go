@@ -1,12 +1,8 @@
 package faults
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -85,46 +81,12 @@ func (s *system) connect(target string, timeout time.Duration) (*testkit.Buffere
 	return &testkit.BufferedConn{Conn: c, R: br}, nil
 }
 
-// exchange pushes n bytes to the echo target through tc, half-closes, and
-// checks the digest and the n bytes that come back. It closes tc and
-// gives up after timeout.
+// exchange runs one echo exchange of n bytes over tc within timeout and
+// closes tc.
 func exchange(tc *testkit.BufferedConn, n int64, timeout time.Duration) error {
 	defer tc.Close()
 	_ = tc.SetDeadline(time.Now().Add(timeout))
-	sent := sha256.New()
-	writeErr := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(io.MultiWriter(tc.Conn, sent), io.LimitReader(testkit.NewPattern(3), n))
-		if err == nil {
-			err = tc.Conn.(*net.TCPConn).CloseWrite()
-		}
-		writeErr <- err
-	}()
-	digest := make([]byte, sha256.Size)
-	if _, err := io.ReadFull(tc, digest); err != nil {
-		_ = tc.Close()
-		<-writeErr
-		return fmt.Errorf("read digest: %w", err)
-	}
-	if err := <-writeErr; err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	if !bytes.Equal(digest, sent.Sum(nil)) {
-		return errors.New("the target saw other bytes than were sent")
-	}
-	got, want := sha256.New(), sha256.New()
-	m, err := io.Copy(got, tc)
-	if err != nil {
-		return fmt.Errorf("read answer after %d bytes: %w", m, err)
-	}
-	_, _ = io.Copy(want, io.LimitReader(testkit.NewPattern(testkit.EchoSeed), n))
-	if m != n {
-		return fmt.Errorf("got %d bytes back, want %d", m, n)
-	}
-	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
-		return errors.New("bytes back differ from what the target sent")
-	}
-	return nil
+	return testkit.Exchange(tc, n)
 }
 
 // roundTrip opens a tunnel to the echo target and exchanges n bytes.

@@ -1,7 +1,10 @@
 package testkit
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -106,4 +109,54 @@ func (p *Pattern) Read(b []byte) (int, error) {
 		b[i] = byte(p.x)
 	}
 	return len(b), nil
+}
+
+// Exchange is the client's half of an EchoServer exchange over c: it
+// sends n bytes of NewPattern(3), half-closes, and checks the digest and
+// the n bytes that come back. c must half-close (*net.TCPConn, or a
+// BufferedConn over one). c's deadlines bound it; it does not close c.
+func Exchange(c net.Conn, n int64) error {
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok {
+		if bc, isBuffered := c.(*BufferedConn); isBuffered {
+			cw, ok = bc.Conn.(interface{ CloseWrite() error })
+		}
+	}
+	if !ok {
+		return fmt.Errorf("exchange: %T cannot half-close", c)
+	}
+	sent := sha256.New()
+	writeErr := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.MultiWriter(c, sent), io.LimitReader(NewPattern(3), n))
+		if err == nil {
+			err = cw.CloseWrite()
+		}
+		writeErr <- err
+	}()
+	digest := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(c, digest); err != nil {
+		_ = c.SetDeadline(time.Now()) // the writer must not outlive the call
+		<-writeErr
+		return fmt.Errorf("read digest: %w", err)
+	}
+	if err := <-writeErr; err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if !bytes.Equal(digest, sent.Sum(nil)) {
+		return errors.New("the target saw other bytes than were sent")
+	}
+	got, want := sha256.New(), sha256.New()
+	m, err := io.Copy(got, c)
+	if err != nil {
+		return fmt.Errorf("read answer after %d bytes: %w", m, err)
+	}
+	_, _ = io.Copy(want, io.LimitReader(NewPattern(EchoSeed), n))
+	if m != n {
+		return fmt.Errorf("got %d bytes back, want %d", m, n)
+	}
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		return errors.New("bytes back differ from what the target sent")
+	}
+	return nil
 }
