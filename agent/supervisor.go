@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -22,20 +23,46 @@ const maxRetryAfterPause = 10 * time.Minute
 func (a *Agent) keepTunnel(ctx context.Context, slot int) {
 	bo := backoff.New(a.opts.BackoffBase, a.opts.BackoffMax)
 	urls := a.opts.Config.RelayURLs
+	landed := 0 // tunnels in a row that landed on a node another slot holds
 	for attempt := 0; ; attempt++ {
 		u := urls[(slot+attempt)%len(urls)]
 		log := a.log.With("tunnel", slot, "relay", tunnel.Redact(u))
-		up, err := a.runTunnel(ctx, slot, u, log)
+		up, err := a.runTunnel(ctx, slot, u, landed < MaxSameNodeTries, log)
 		if ctx.Err() != nil {
 			return
 		}
-		if up {
+		switch {
+		case errors.Is(err, errSameNode):
+			landed++
+		case up:
+			landed = 0
 			bo.Reset()
 		}
 		if !a.pauseAfter(ctx, err, log) || !bo.Wait(ctx) {
 			return
 		}
 	}
+}
+
+// MaxSameNodeTries is how many times in a row a tunnel that landed on a
+// relay node another tunnel of this agent already holds is dialled again;
+// after that it stays where it landed.
+const MaxSameNodeTries = 5
+
+// errSameNode ends a tunnel that landed on a node another slot holds,
+// while the relay's cluster offers others.
+var errSameNode = errors.New("the tunnel landed on a relay node another tunnel already holds")
+
+// sameNode reports whether another live slot is on node.
+func (a *Agent) sameNode(slot int, node string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for s, t := range a.tunnels {
+		if s != slot && t.NodeID == node {
+			return true
+		}
+	}
+	return false
 }
 
 // pauseAfter logs why a tunnel ended and waits whatever pause the relay's
@@ -55,7 +82,7 @@ func (a *Agent) pauseAfter(ctx context.Context, err error, log *slog.Logger) boo
 		if pause > 0 {
 			return backoff.Sleep(ctx, pause)
 		}
-	case errors.Is(err, session.ErrGoAway):
+	case errors.Is(err, session.ErrGoAway), errors.Is(err, errSameNode):
 		log.Info("tunnel down; reconnecting", "err", err)
 	case err != nil:
 		log.Warn("tunnel down; reconnecting", "err", err)
@@ -67,7 +94,9 @@ func (a *Agent) pauseAfter(ctx context.Context, err error, log *slog.Logger) boo
 // stream. up reports whether the handshake completed (so the caller can
 // reset its backoff). After a GoAway the session drains in the background
 // while the slot dials a replacement; Run waits for it.
-func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slog.Logger) (up bool, err error) {
+// With spread, a tunnel that lands on a node another slot holds, while the
+// cluster has more than one, is closed at once (errSameNode).
+func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, spread bool, log *slog.Logger) (up bool, err error) {
 	s, err := session.Open(ctx, session.Options{
 		URL:          base,
 		HTTPClient:   a.relayClient,
@@ -81,6 +110,10 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, log *slo
 	})
 	if err != nil {
 		return false, err
+	}
+	if w := s.Welcome(); spread && w.Nodes > 1 && a.sameNode(slot, w.NodeID) {
+		_ = s.Close()
+		return false, fmt.Errorf("%w (node %s of %d)", errSameNode, w.NodeID, w.Nodes)
 	}
 	a.setTunnel(slot, &tunnelInfo{URL: tunnel.Redact(base), NodeID: s.Welcome().NodeID, ConnectedAt: time.Now()})
 	err = s.Serve(ctx)

@@ -32,6 +32,9 @@ type Welcome struct {
 	// HeartbeatMS is how often the agent must send Health, in milliseconds.
 	HeartbeatMS int64  `json:"heartbeat_ms"`
 	SessionID   string `json:"session_id"`
+	// Nodes is how many nodes of the relay's cluster take new tunnels;
+	// 0 or 1 for a single node. Agents spread their tunnels by it.
+	Nodes int `json:"nodes,omitempty"`
 }
 
 // HeartbeatInterval returns the Health period the relay asked for.

@@ -191,13 +191,13 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.status.Watch(ctx, who.Connection) // the "from" of this tunnel's status events
-	if !tunnel.OffersSubprotocol(r) {
+	if !tunnel.OffersSubprotocol(r, protocol.Subprotocol) {
 		reply.Error(w, r, protocol.Errorf(protocol.InvalidRequest, "WebSocket subprotocol %s required", protocol.Subprotocol))
 		return
 	}
 	// The tunnel lives until the agent leaves or the node closes, not as
 	// long as this request's context.
-	conn, err := tunnel.Upgrade(s.broker.Context(), w, r)
+	conn, err := tunnel.Upgrade(s.broker.Context(), w, r, protocol.Subprotocol)
 	if err != nil {
 		s.log.Info("agent tunnel upgrade", "remote", r.RemoteAddr, "err", err)
 		return

@@ -7,16 +7,14 @@ import (
 	"strings"
 
 	"github.com/coder/websocket"
-
-	"github.com/postern/postern/protocol"
 )
 
-// OffersSubprotocol reports whether a tunnel request offers postern.v1. A
+// OffersSubprotocol reports whether a request offers the subprotocol. A
 // relay checks it before Upgrade so it can refuse with its own answer.
-func OffersSubprotocol(r *http.Request) bool {
+func OffersSubprotocol(r *http.Request, subprotocol string) bool {
 	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
 		for p := range strings.SplitSeq(h, ",") {
-			if strings.TrimSpace(p) == protocol.Subprotocol {
+			if strings.TrimSpace(p) == subprotocol {
 				return true
 			}
 		}
@@ -24,14 +22,15 @@ func OffersSubprotocol(r *http.Request) bool {
 	return false
 }
 
-// Upgrade answers a tunnel request with 101, selecting postern.v1 without
-// compression, and returns the byte stream for Server. On failure it has
-// already answered the request. The stream lives until ctx ends or it is
-// closed, not as long as the request's context: a hijacked connection
-// outlives its handler's request.
-func Upgrade(ctx context.Context, w http.ResponseWriter, r *http.Request) (net.Conn, error) {
+// Upgrade answers a request with 101, selecting the subprotocol
+// (protocol.Subprotocol on the tunnel endpoint, PeerSubprotocol between
+// relay nodes) without compression, and returns the byte stream for Server.
+// On failure it has already answered the request. The stream lives until
+// ctx ends or it is closed, not as long as the request's context: a
+// hijacked connection outlives its handler's request.
+func Upgrade(ctx context.Context, w http.ResponseWriter, r *http.Request, subprotocol string) (net.Conn, error) {
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols:    []string{protocol.Subprotocol},
+		Subprotocols:    []string{subprotocol},
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {

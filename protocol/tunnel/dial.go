@@ -33,10 +33,12 @@ var (
 type SubprotocolError struct {
 	// Chosen is the subprotocol the server selected, often "".
 	Chosen string
+	// Wanted is the one the dialler offered.
+	Wanted string
 }
 
 func (e *SubprotocolError) Error() string {
-	return fmt.Sprintf("upgraded, but the server chose subprotocol %q instead of %s", e.Chosen, protocol.Subprotocol)
+	return fmt.Sprintf("upgraded, but the server chose subprotocol %q instead of %s", e.Chosen, e.Wanted)
 }
 
 // maxRefusalBody bounds how much of a refusal's body is read.
@@ -96,6 +98,25 @@ type DialOptions struct {
 	UserAgent string
 	// Config configures the yamux session.
 	Config Config
+	// Peer dials the peer endpoint of another relay node (PeerPath, with
+	// PeerSubprotocol) instead of the agent tunnel endpoint.
+	Peer bool
+}
+
+// Between relay nodes of a cluster, the same transport runs on an
+// endpoint of its own with a subprotocol of its own, so that neither end
+// can be mistaken for the other.
+const (
+	PeerPath        = "/v1/peer"
+	PeerSubprotocol = "postern-peer.v1"
+)
+
+// target is the endpoint and subprotocol opts dial.
+func (o DialOptions) target(base *url.URL) (string, string) {
+	if o.Peer {
+		return endpoint(base, PeerPath), PeerSubprotocol
+	}
+	return URL(base), protocol.Subprotocol
 }
 
 // Dial opens a tunnel to the relay at base: the WebSocket upgrade of
@@ -123,18 +144,19 @@ func DialConn(ctx context.Context, base *url.URL, opts DialOptions) (net.Conn, e
 	if opts.UserAgent != "" {
 		hdr.Set("User-Agent", opts.UserAgent)
 	}
-	ws, resp, err := websocket.Dial(ctx, URL(base), &websocket.DialOptions{
+	to, subprotocol := opts.target(base)
+	ws, resp, err := websocket.Dial(ctx, to, &websocket.DialOptions{
 		HTTPClient:      sock.client(opts.HTTPClient),
 		HTTPHeader:      hdr,
-		Subprotocols:    []string{protocol.Subprotocol},
+		Subprotocols:    []string{subprotocol},
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {
 		return nil, dialError(base, resp, err)
 	}
-	if ws.Subprotocol() != protocol.Subprotocol {
-		_ = ws.Close(websocket.StatusProtocolError, "subprotocol "+protocol.Subprotocol+" required")
-		return nil, &SubprotocolError{Chosen: ws.Subprotocol()}
+	if ws.Subprotocol() != subprotocol {
+		_ = ws.Close(websocket.StatusProtocolError, "subprotocol "+subprotocol+" required")
+		return nil, &SubprotocolError{Chosen: ws.Subprotocol(), Wanted: subprotocol}
 	}
 	// The stream outlives the dial's context; Close ends it.
 	return wrap(context.Background(), ws, sock.get()), nil

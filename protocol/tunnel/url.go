@@ -11,9 +11,12 @@ import (
 // path with a trailing "/" dropped, protocol.TunnelPath appended, and no
 // query or fragment. wss://relay.example.com/postern/ gives
 // wss://relay.example.com/postern/v1/tunnel.
-func URL(base *url.URL) string {
+func URL(base *url.URL) string { return endpoint(base, protocol.TunnelPath) }
+
+// endpoint is path under base, built as URL builds the tunnel's.
+func endpoint(base *url.URL, path string) string {
 	u := *base
-	u.Path = strings.TrimSuffix(u.Path, "/") + protocol.TunnelPath
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	u.RawPath, u.RawQuery, u.Fragment, u.RawFragment = "", "", "", ""
 	return u.String()
 }

@@ -113,9 +113,9 @@ type Cluster interface {
 	// PresenceOf lists the open, unexpired sessions of a connection.
 	PresenceOf(ctx context.Context, connectionID string, now time.Time) ([]Presence, error)
 	// ExpirePresence drops the sessions and nodes whose lease lapsed
-	// before now and tombstones older than keep; it reports how many
-	// sessions it dropped.
-	ExpirePresence(ctx context.Context, now time.Time, keep time.Duration) (int, error)
+	// before now, and tombstones and delivered events older than keep; it
+	// returns the connections whose live sessions it dropped.
+	ExpirePresence(ctx context.Context, now time.Time, keep time.Duration) ([]string, error)
 
 	// NoteFailure records a refused agent token against a connection.
 	NoteFailure(ctx context.Context, connectionID, message string, at time.Time) error
@@ -135,6 +135,8 @@ type Cluster interface {
 	// EventsAfter returns up to limit events with an id above after, in
 	// order; the first id kept is returned too, to tell a gap.
 	EventsAfter(ctx context.Context, after int64, limit int) (events []EventRecord, firstKept int64, err error)
+	// NewestEvent is the id of the newest event kept, 0 when none is.
+	NewestEvent(ctx context.Context) (int64, error)
 
 	// ClaimDeliveries takes up to limit due deliveries for this node
 	// until until; no other node gets them meanwhile.

@@ -177,7 +177,7 @@ func (r *Relay) serve(w http.ResponseWriter, req *http.Request) {
 		upgradeWithoutSubprotocol(w, req)
 		return
 	}
-	conn, err := tunnel.Upgrade(r.ctx, w, req)
+	conn, err := tunnel.Upgrade(r.ctx, w, req, protocol.Subprotocol)
 	if err != nil {
 		return
 	}

@@ -170,15 +170,19 @@ func queryPresence(ctx context.Context, q querier, connectionID string, now time
 
 // ExpirePresence drops lapsed sessions and nodes, tombstones older than
 // keep, and events older than keep that no delivery waits for.
-func (s *Store) ExpirePresence(ctx context.Context, now time.Time, keep time.Duration) (int, error) {
-	var dropped int64
+func (s *Store) ExpirePresence(ctx context.Context, now time.Time, keep time.Duration) ([]string, error) {
+	var conns []string
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM agent_sessions
-			WHERE (NOT closed AND lease_until < $1) OR (closed AND lease_until < $2)`, now, now.Add(-keep))
+		if _, err := tx.Exec(ctx, `DELETE FROM agent_sessions WHERE closed AND lease_until < $1`, now.Add(-keep)); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `DELETE FROM agent_sessions WHERE NOT closed AND lease_until < $1 RETURNING connection_id`, now)
 		if err != nil {
 			return err
 		}
-		dropped = tag.RowsAffected()
+		if conns, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `DELETE FROM relay_nodes WHERE lease_until < $1`, now); err != nil {
 			return err
 		}
@@ -187,9 +191,9 @@ func (s *Store) ExpirePresence(ctx context.Context, now time.Time, keep time.Dur
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("expire presence: %w", err)
+		return nil, fmt.Errorf("expire presence: %w", err)
 	}
-	return int(dropped), nil
+	return conns, nil
 }
 
 // NoteFailure records a refused agent token against a connection.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -95,7 +96,7 @@ func insertEvents(ctx context.Context, tx pgx.Tx, events []store.EventRecord) ([
 		}
 		out[i] = e
 	}
-	_, err := tx.Exec(ctx, `SELECT pg_notify('postern_events', $1::text)`, out[len(out)-1].ID)
+	_, err := tx.Exec(ctx, `SELECT pg_notify('postern_events', $1)`, strconv.FormatInt(out[len(out)-1].ID, 10))
 	return out, err
 }
 
@@ -122,6 +123,15 @@ func (s *Store) EventsAfter(ctx context.Context, after int64, limit int) ([]stor
 		return events, 0, nil
 	}
 	return events, *first, nil
+}
+
+// NewestEvent is the id of the newest event kept, 0 when none is.
+func (s *Store) NewestEvent(ctx context.Context) (int64, error) {
+	var id int64
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM status_events`).Scan(&id); err != nil {
+		return 0, fmt.Errorf("newest event: %w", err)
+	}
+	return id, nil
 }
 
 // ClaimDeliveries takes up to limit due deliveries until until: rows
