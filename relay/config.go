@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -81,6 +82,26 @@ type Config struct {
 	// HeaderTimeout bounds reading a request's line and headers on both
 	// listeners; a client that sends them slower is cut off.
 	HeaderTimeout time.Duration
+
+	// Cluster, when not nil, makes this node one of a cluster whose nodes
+	// share Store, which must then be one several processes can share
+	// (PostgreSQL). See package cluster.
+	Cluster *ClusterConfig
+}
+
+// ClusterConfig is a node's part in a cluster.
+type ClusterConfig struct {
+	// PeerAdvertise is where the other nodes reach this node's peer
+	// listener: ws://host:port, or wss:// when the node serves TLS.
+	PeerAdvertise string
+	// Key is the secret every node of the cluster shares; peer links
+	// present it. At least cluster.MinKeyLen bytes.
+	Key []byte
+	// Lease is how long the node's and its sessions' presence lives
+	// without a renewal (every heartbeat); longer than the heartbeat.
+	Lease time.Duration
+	// PeerTLS verifies the other nodes' certificates on wss:// links.
+	PeerTLS *tls.Config
 }
 
 // Defaults of DefaultConfig.
@@ -154,6 +175,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxStreamsPerTunnel < 1 {
 		errs = append(errs, fmt.Errorf("max streams per tunnel %d: must be at least 1", c.MaxStreamsPerTunnel))
+	}
+	if c.Cluster != nil {
+		if _, ok := c.Store.(store.Cluster); !ok && c.Store != nil {
+			errs = append(errs, errors.New("a cluster needs a store its nodes share: use a postgres:// database"))
+		}
 	}
 	for _, w := range c.Webhooks {
 		if err := w.Validate(); err != nil {

@@ -21,7 +21,7 @@ type metrics struct {
 	goaways prometheus.Counter
 }
 
-func newMetrics(reg *prometheus.Registry, b *broker.Broker) *metrics {
+func newMetrics(reg *prometheus.Registry) *metrics {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
@@ -36,14 +36,20 @@ func newMetrics(reg *prometheus.Registry, b *broker.Broker) *metrics {
 		goaways: counter("postern_relay_goaways_sent_total", "GoAway notices sent to agents (drains)."),
 	}
 	reg.MustRegister(m.answers, m.streams, m.bytes, m.goaways,
-		gauge("postern_relay_tunnels", "Agent tunnels open on this node.",
-			func() float64 { return float64(len(b.All())) }),
-		gauge("postern_relay_streams_active", "Proxied streams open on this node.",
-			func() float64 { return float64(b.ActiveStreams()) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+// watch adds the series read from the broker.
+func (m *metrics) watch(b *broker.Broker) {
+	m.reg.MustRegister(
+		gauge("postern_relay_tunnels", "Agent tunnels open on this node.",
+			func() float64 { return float64(len(b.All())) }),
+		gauge("postern_relay_streams_active", "Proxied streams open on this node.",
+			func() float64 { return float64(b.ActiveStreams()) }),
+	)
 }
 
 // counter, counterVec and gauge keep each series above to its name and

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postern/postern/protocol"
@@ -14,6 +15,7 @@ import (
 	"github.com/postern/postern/relay/admin"
 	"github.com/postern/postern/relay/auth"
 	"github.com/postern/postern/relay/broker"
+	"github.com/postern/postern/relay/cluster"
 	"github.com/postern/postern/relay/events"
 	"github.com/postern/postern/relay/proxy"
 	"github.com/postern/postern/relay/reply"
@@ -41,6 +43,11 @@ type Server struct {
 	metrics *metrics
 
 	webhookClient *http.Client
+	// node is this node's part in a cluster; nil on a single node.
+	node   *cluster.Node
+	tokens tokenTimers
+	// stopping is set from the start of a graceful stop: /readyz fails.
+	stopping atomic.Bool
 	// background holds the status clock and webhook deliveries; ctx ends
 	// them.
 	background sync.WaitGroup
@@ -61,18 +68,35 @@ func newServer(cfg Config, verify auth.Verifier) (*Server, error) {
 	log := cfg.Logger.With("node", cfg.NodeID)
 	s := &Server{cfg: cfg, log: log, store: cfg.Store, webhookClient: webhook.NewClient()}
 	s.events = events.NewBus(events.RingSize, uint64(time.Now().UnixMicro()))
+	s.metrics = newMetrics(cfg.Metrics)
 	var b *broker.Broker
-	book := status.NewMemoryBook(func(connID string) []status.View { return s.localViews(b, connID) }, s.events)
-	s.status = status.New(status.Config{
-		NodeID: cfg.NodeID, HeartbeatInterval: cfg.HeartbeatInterval, AuthFailureWindow: cfg.AuthFailureWindow,
-	}, cfg.Store, book, log)
-	b, err := broker.New(s.brokerConfig(), log, s.status)
+	local := func(connID string) []status.View { return s.localViews(b, connID) }
+	book, err := s.book(local)
 	if err != nil {
 		return nil, err
 	}
+	s.status = status.New(status.Config{
+		NodeID: cfg.NodeID, HeartbeatInterval: cfg.HeartbeatInterval, AuthFailureWindow: cfg.AuthFailureWindow,
+	}, cfg.Store, book, log)
+	observers := []broker.Observer{s.status}
+	if s.node != nil {
+		observers = []broker.Observer{s.node.Observer(), s.status} // presence first: status reads it
+	}
+	bc := s.brokerConfig()
+	if s.node != nil {
+		bc.Nodes = s.node.LiveNodes
+	}
+	if b, err = broker.New(bc, log, observers...); err != nil {
+		return nil, err
+	}
 	s.broker = b
-	s.router = router.New(b, s.status)
-	s.metrics = newMetrics(cfg.Metrics, b)
+	s.metrics.watch(b)
+	s.router = router.New(b, s.status, nil)
+	if s.node != nil {
+		s.node.Bind(b, s.events, local)
+		s.router = router.New(b, s.status, s.node.Remote())
+		s.listenCluster()
+	}
 	if err := s.wire(verify); err != nil {
 		b.Close()
 		return nil, err
@@ -124,18 +148,22 @@ func (s *Server) wire(verify auth.Verifier) error {
 		return err
 	}
 	s.api, err = admin.New(admin.Config{TokenOverlap: s.cfg.TokenOverlap, EventKeepAlive: s.cfg.EventKeepAlive}, admin.Parts{
-		Store: s.store, Auth: s.auth, Broker: s.broker, Router: s.router, Status: s.status, Bus: s.events, Log: s.log,
+		Store: s.store, Auth: s.auth, Router: s.router, Status: s.status, Bus: s.events, Log: s.log,
+		Fanout: fanout{s}, Nodes: s.nodes,
 	})
 	return err
 }
 
-// startBackground starts the status clock and one delivery per webhook;
+// startBackground starts the status clock and, on a single node, one
+// delivery per webhook (a cluster's node delivers from the shared store);
 // they stop when s.ctx ends and Close waits for them.
 func (s *Server) startBackground() {
-	for _, cfg := range s.cfg.Webhooks {
-		h := webhook.NewReceiver(cfg, s.webhookClient, s.log, s.cfg.Version)
-		s.events.AddSink(h.Offer)
-		s.background.Go(func() { h.Run(s.ctx) })
+	if s.node == nil {
+		for _, cfg := range s.cfg.Webhooks {
+			h := webhook.NewReceiver(cfg, s.webhookClient, s.log, s.cfg.Version)
+			s.events.AddSink(h.Offer)
+			s.background.Go(func() { h.Run(s.ctx) })
+		}
 	}
 	s.background.Go(func() { s.status.Run(s.ctx) })
 }
@@ -167,6 +195,10 @@ func (s *Server) ProxyHandler() http.Handler {
 }
 
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	if s.stopping.Load() {
+		reply.Error(w, r, protocol.Errorf(protocol.RelayUnavailable, "node %s is stopping", s.cfg.NodeID))
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
@@ -205,14 +237,40 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 	_ = s.broker.Accept(conn, broker.Identity{ConnectionID: who.Connection.ID, TokenID: who.TokenID, Remote: r.RemoteAddr})
 }
 
+// Listeners are where a node serves: the API listener (agent tunnels,
+// the API, health and metrics), the product's proxy, and in a cluster the
+// peer listener other nodes forward to.
+type Listeners struct {
+	API, Proxy, Peer net.Listener
+}
+
 // Serve runs the API/tunnel server on apiLn and the CONNECT proxy on
 // proxyLn until ctx ends, then shuts both down and closes every tunnel.
 func (s *Server) Serve(ctx context.Context, apiLn, proxyLn net.Listener) error {
+	return s.ServeListeners(ctx, Listeners{API: apiLn, Proxy: proxyLn})
+}
+
+// ServeListeners is Serve with the peer listener of a cluster node: the
+// node joins the cluster first, and leaves it on the way out.
+func (s *Server) ServeListeners(ctx context.Context, ls Listeners) error {
+	if (s.node == nil) != (ls.Peer == nil) {
+		return errors.New("relay: a peer listener goes with a cluster configuration, and only with one")
+	}
 	servers := []*http.Server{s.httpServer(s.Handler()), s.httpServer(s.ProxyHandler())}
+	listeners := []net.Listener{ls.API, ls.Proxy}
+	var peer *http.Server
+	if s.node != nil {
+		if err := s.node.Start(ctx); err != nil {
+			return err
+		}
+		s.background.Go(func() { s.node.Run(s.ctx) })
+		peer = s.httpServer(s.node.PeerHandler())
+		go func() { _ = peer.Serve(ls.Peer) }()
+	}
 	// Event streams never go idle; end them so Shutdown need not wait.
 	servers[0].RegisterOnShutdown(s.events.Shutdown)
 	errc := make(chan error, len(servers))
-	for i, ln := range []net.Listener{apiLn, proxyLn} {
+	for i, ln := range listeners {
 		go func() { errc <- servers[i].Serve(ln) }()
 	}
 	var errs []error
@@ -221,7 +279,7 @@ func (s *Server) Serve(ctx context.Context, apiLn, proxyLn net.Listener) error {
 	case err := <-errc:
 		errs = append(errs, err)
 	}
-	s.stop(servers)
+	s.stop(servers, peer)
 	for len(errs) < len(servers) { // collect every Serve goroutine
 		errs = append(errs, <-errc)
 	}
@@ -243,12 +301,14 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 	}
 }
 
-// stop is the graceful stop. The listeners close before any GoAway goes
-// out, so an agent told to move never finds this node still accepting: a
-// Shutdown with a done context closes them synchronously and returns at
-// once. Then GoAway, open streams finish up to DrainTimeout, and what is
-// left is closed. Close (a second signal) cuts the drain short.
-func (s *Server) stop(servers []*http.Server) {
+// stop is the graceful stop. /readyz fails at once, and the listeners
+// close before any GoAway goes out, so an agent told to move never finds
+// this node still accepting: a Shutdown with a done context closes them
+// synchronously and returns at once. Then GoAway, open streams finish up to
+// DrainTimeout, and what is left is closed. Close (a second signal) cuts
+// the drain short.
+func (s *Server) stop(servers []*http.Server, peer *http.Server) {
+	s.stopping.Store(true)
 	now, stopNow := context.WithCancel(context.Background())
 	stopNow()
 	for _, srv := range servers {
@@ -260,18 +320,62 @@ func (s *Server) stop(servers []*http.Server) {
 	for _, srv := range servers {
 		shut.Go(func() { _ = srv.Shutdown(shutCtx) })
 	}
-	if told := s.broker.Drain(s.cfg.DrainTimeout); told > 0 {
+	told := s.broker.GoAway()
+	if told > 0 {
 		s.metrics.goaways.Add(float64(told))
+		s.log.Info("draining: sent goaway to agents", "tunnels", told, "timeout", s.cfg.DrainTimeout)
+	}
+	if s.node != nil {
+		s.leaveCluster(shutCtx, told)
+		_ = peer.Shutdown(now)
+	} else if told > 0 {
+		s.broker.WaitStreams(s.cfg.DrainTimeout)
 	}
 	s.Close()
 	shut.Wait()
+}
+
+// leaveCluster drains a cluster node: the cluster hears it is leaving,
+// its tunnels serve (forwarded requests too) until their agents have
+// replacements on other nodes, in-flight streams finish, and only then
+// does its presence go. All of it within DrainTimeout.
+func (s *Server) leaveCluster(ctx context.Context, told int) {
+	deadline := time.Now().Add(s.cfg.DrainTimeout)
+	s.node.BeginDrain(ctx)
+	for told > 0 && time.Now().Before(deadline) && !s.node.Moved(ctx) {
+		if !sleepCtx(s.ctx, 100*time.Millisecond) {
+			break
+		}
+	}
+	s.node.StopForwarded()
+	if told > 0 {
+		s.broker.WaitStreams(time.Until(deadline))
+	}
+	s.node.Leave(context.WithoutCancel(ctx))
+}
+
+// sleepCtx waits d or until ctx ends, and reports whether it waited d.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // Close ends every tunnel and event stream and waits for their handlers,
 // the status clock and webhook deliveries. It is idempotent.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		s.stopping.Store(true)
 		s.broker.Close()
+		if s.node != nil {
+			s.node.Close()
+		}
+		s.tokens.stop()
 		s.cancel()
 		s.events.Shutdown()
 	})

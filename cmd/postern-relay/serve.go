@@ -47,6 +47,12 @@ type serveConfig struct {
 	AuthFailuresPerCredential int           `yaml:"auth_failures_per_credential"`
 	ProxyRatePerKey           float64       `yaml:"proxy_rate_per_key"`
 	ProxyBurstPerKey          int           `yaml:"proxy_burst_per_key"`
+
+	// Cluster of nodes sharing a PostgreSQL database (cluster.go).
+	PeerListen     string        `yaml:"peer_listen"`
+	PeerAdvertise  string        `yaml:"peer_advertise"`
+	ClusterKeyFile string        `yaml:"cluster_key_file"`
+	ClusterLease   time.Duration `yaml:"cluster_lease"`
 }
 
 // webhookConfig is one webhooks entry. The signing secret is read from a
@@ -127,13 +133,16 @@ func newServeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks, drain_timeout, idle_timeout, max_streams_per_tunnel, auth_failures_per_source, auth_failures_per_credential, proxy_rate_per_key, proxy_burst_per_key; see README)")
 	f.StringVar(&flags.Data, "data", "", "data directory: SQLite store and admin.key (default ./postern-data)")
-	f.StringVar(&flags.Database, "database", "", "store URL: sqlite:PATH or postgres://URL (default: SQLite in --data)")
+	f.StringVar(&flags.Database, "database", "", "store URL: sqlite:PATH or postgres://URL (default: $POSTERN_DATABASE_URL, else SQLite in --data); a password belongs in the config file or POSTERN_DATABASE_URL, not here")
 	f.StringVar(&flags.Listen, "listen", "", "API and tunnel listen address (default :8080)")
 	f.StringVar(&flags.ProxyListen, "proxy-listen", "", "CONNECT proxy listen address (default :8081)")
 	f.StringVar(&flags.TLSCert, "tls-cert", "", "TLS certificate file for both listeners")
 	f.StringVar(&flags.TLSKey, "tls-key", "", "TLS key file for both listeners")
 	f.StringVar(&flags.NodeID, "node-id", "", "node id shown to agents and in status (default: random)")
 	f.StringVar(&flags.LogLevel, "log-level", "", "debug, info, warn or error")
+	f.StringVar(&flags.PeerListen, "peer-listen", "", "cluster: listen address for the other nodes' peer links (needs a postgres:// database)")
+	f.StringVar(&flags.PeerAdvertise, "peer-advertise", "", "cluster: URL the other nodes reach --peer-listen at (ws://host:port, wss:// with --tls-cert)")
+	f.StringVar(&flags.ClusterKeyFile, "cluster-key-file", "", "cluster: file holding the secret every node shares (mode 0600, at least 32 bytes)")
 	return cmd
 }
 
@@ -151,6 +160,9 @@ func overrideSet(cmd *cobra.Command, cfg *serveConfig, flags serveConfig) {
 	set("tls-key", &cfg.TLSKey, flags.TLSKey)
 	set("node-id", &cfg.NodeID, flags.NodeID)
 	set("log-level", &cfg.LogLevel, flags.LogLevel)
+	set("peer-listen", &cfg.PeerListen, flags.PeerListen)
+	set("peer-advertise", &cfg.PeerAdvertise, flags.PeerAdvertise)
+	set("cluster-key-file", &cfg.ClusterKeyFile, flags.ClusterKeyFile)
 }
 
 func loadServeConfig(path string, cfg *serveConfig) error {
@@ -217,6 +229,11 @@ func newLogger(level string) (*slog.Logger, error) {
 // openStore opens the store cfg names; schema migrations are logged to log.
 func openStore(ctx context.Context, cfg serveConfig, log *slog.Logger) (store.Store, error) {
 	db := cfg.Database
+	if db == "" {
+		// The URL may carry a password: the environment keeps it out of
+		// the process list.
+		db = os.Getenv(envDatabaseURL)
+	}
 	switch {
 	case db == "":
 		return sqlite.Open(ctx, filepath.Join(cfg.Data, "relay.db"), sqlite.WithLogger(log))
@@ -261,6 +278,9 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	}
 	rc := cfg.relayConfig()
 	rc.Store, rc.Logger, rc.Version, rc.Webhooks = st, log, version, webhooks
+	if rc.Cluster, err = cfg.clusterConfig(st); err != nil {
+		return err
+	}
 	srv, err := relay.New(rc)
 	if err != nil {
 		return err
@@ -268,20 +288,40 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	if _, err := srv.Bootstrap(ctx, cfg.Data); err != nil {
 		return err
 	}
-	apiLn, err := listen(cfg.Listen, cfg, log)
+	ls, err := cfg.listeners(log)
 	if err != nil {
 		return err
 	}
-	proxyLn, err := listen(cfg.ProxyListen, cfg, log)
-	if err != nil {
-		_ = apiLn.Close()
-		return err
-	}
-	log.Info("relay listening", "api", apiLn.Addr().String(), "proxy", proxyLn.Addr().String(),
-		"node", srv.NodeID(), "version", version, "tls", cfg.TLSCert != "")
+	log.Info("relay listening", "api", ls.API.Addr().String(), "proxy", ls.Proxy.Addr().String(),
+		"peer", cfg.PeerListen, "node", srv.NodeID(), "version", version, "tls", cfg.TLSCert != "")
 	ctx, stop := stopsignal.Notify(ctx, log, srv.Close)
 	defer stop()
-	return srv.Serve(ctx, apiLn, proxyLn)
+	return srv.ServeListeners(ctx, ls)
+}
+
+// listeners opens every listener cfg names, or none.
+func (cfg serveConfig) listeners(log *slog.Logger) (relay.Listeners, error) {
+	var ls relay.Listeners
+	addrs := []struct {
+		addr string
+		dst  *net.Listener
+	}{{cfg.Listen, &ls.API}, {cfg.ProxyListen, &ls.Proxy}, {cfg.PeerListen, &ls.Peer}}
+	for i, a := range addrs {
+		if a.addr == "" {
+			continue
+		}
+		ln, err := listen(a.addr, cfg, log)
+		if err != nil {
+			for _, opened := range addrs[:i] {
+				if *opened.dst != nil {
+					_ = (*opened.dst).Close()
+				}
+			}
+			return relay.Listeners{}, err
+		}
+		*a.dst = ln
+	}
+	return ls, nil
 }
 
 func listen(addr string, cfg serveConfig, log *slog.Logger) (net.Listener, error) {

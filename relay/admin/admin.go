@@ -24,7 +24,6 @@ import (
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/auth"
-	"github.com/postern/postern/relay/broker"
 	"github.com/postern/postern/relay/events"
 	"github.com/postern/postern/relay/reply"
 	"github.com/postern/postern/relay/router"
@@ -55,7 +54,8 @@ type API struct {
 	cfg    Config
 	store  store.Store
 	auth   *auth.Authenticator
-	broker *broker.Broker
+	fanout Fanout
+	nodes  func(ctx context.Context) ([]api.Node, error)
 	router *router.Router
 	status *status.Keeper
 	bus    *events.Bus
@@ -64,9 +64,12 @@ type API struct {
 
 // Parts are what the API works with.
 type Parts struct {
-	Store  store.Store
-	Auth   *auth.Authenticator
-	Broker *broker.Broker
+	Store store.Store
+	Auth  *auth.Authenticator
+	// Fanout carries a revocation or a rotation to every node.
+	Fanout Fanout
+	// Nodes lists the relay's nodes.
+	Nodes  func(ctx context.Context) ([]api.Node, error)
 	Router *router.Router
 	Status *status.Keeper
 	Bus    *events.Bus
@@ -78,7 +81,7 @@ func New(cfg Config, p Parts) (*API, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("api config: %w", err)
 	}
-	return &API{cfg: cfg, store: p.Store, auth: p.Auth, broker: p.Broker, router: p.Router,
+	return &API{cfg: cfg, store: p.Store, auth: p.Auth, fanout: p.Fanout, nodes: p.Nodes, router: p.Router,
 		status: p.Status, bus: p.Bus, log: p.Log}, nil
 }
 
@@ -96,6 +99,32 @@ func (a *API) Route(mux *http.ServeMux) {
 	h("POST /v1/connections/{id}/check", a.check)
 	h("GET /v1/events", a.streamEvents)
 	h("POST /v1/api-keys", a.createAPIKey)
+	h("GET /v1/nodes", a.listNodes)
+}
+
+// Fanout carries what the API changed to the tunnels of every node.
+type Fanout interface {
+	// Revoked cuts the connection's tunnels and returns how many were
+	// cut on this node.
+	Revoked(ctx context.Context, connID string) int
+	// Rotated cuts, once until passes, the tunnels opened with the tokens
+	// a rotation gave that end.
+	Rotated(ctx context.Context, connID string, until time.Time)
+}
+
+// listNodes serves GET /v1/nodes (admin keys): the nodes of the relay,
+// with their sessions, draining flag and lease.
+func (a *API) listNodes(w http.ResponseWriter, r *http.Request, k store.APIKey) {
+	if !k.Admin {
+		reply.Error(w, r, errAdminOnly)
+		return
+	}
+	nodes, err := a.nodes(r.Context())
+	if err != nil {
+		a.storeError(w, r, err)
+		return
+	}
+	reply.JSON(w, http.StatusOK, api.NodeList{Nodes: nodes})
 }
 
 var errAdminOnly = protocol.Errorf(protocol.Forbidden, "this call needs an admin API key")

@@ -85,7 +85,7 @@ func (a *API) revokeConnection(w http.ResponseWriter, r *http.Request, k store.A
 		return
 	}
 	a.status.Revoked(r.Context(), c)
-	n := a.broker.CloseConnection(c.ID, "connection revoked by an administrator")
+	n := a.fanout.Revoked(r.Context(), c.ID)
 	a.log.Info("connection revoked", "connection", c.ID, "tunnels_closed", n, "by_key", k.ID)
 	reply.JSON(w, http.StatusOK, toAPIConnection(c))
 }
@@ -99,6 +99,13 @@ func (a *API) rotateToken(w http.ResponseWriter, r *http.Request, k store.APIKey
 		reply.Error(w, r, protocol.Errorf(protocol.ConnectionRevoked, "connection %s was revoked", c.ID))
 		return
 	}
+	var req api.RotateTokenRequest
+	if r.ContentLength != 0 {
+		if e := decodeBody(r, &req); e != nil {
+			reply.Error(w, r, e)
+			return
+		}
+	}
 	now := time.Now().UTC()
 	tok, display, err := newAgentToken(c.ID, now)
 	if err != nil {
@@ -106,10 +113,14 @@ func (a *API) rotateToken(w http.ResponseWriter, r *http.Request, k store.APIKey
 		return
 	}
 	until := now.Add(a.cfg.TokenOverlap)
+	if req.ExpirePrevious {
+		until = now
+	}
 	if err := a.store.RotateToken(r.Context(), tok, until); err != nil {
 		a.storeError(w, r, err)
 		return
 	}
+	a.fanout.Rotated(r.Context(), c.ID, until)
 	a.log.Info("agent token rotated", "connection", c.ID, "previous_valid_until", until, "by_key", k.ID)
 	reply.JSON(w, http.StatusCreated, api.TokenResponse{AgentToken: display, PreviousValidUntil: until})
 }

@@ -129,7 +129,7 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, k store.APIKe
 	match := func(e api.Event) bool {
 		return (k.Admin || e.Workspace == k.Workspace) && (connID == "" || e.ConnectionID == connID)
 	}
-	sub, replay, newest, gap := a.bus.Subscribe(match, r.Header.Get("Last-Event-ID"))
+	sub, replay, newest, gap := a.bus.Subscribe(r.Context(), match, r.Header.Get("Last-Event-ID"))
 	defer a.bus.Unsubscribe(sub)
 
 	st := events.NewStream(w)

@@ -139,3 +139,29 @@ type Event struct {
 	Reason            protocol.Reason `json:"reason,omitempty"`
 	ProviderErrorCode string          `json:"provider_error_code,omitempty"`
 }
+
+// Node is one relay node, as GET /v1/nodes lists it.
+type Node struct {
+	ID string `json:"id"`
+	// PeerURL is where the other nodes reach it; empty on a single node.
+	PeerURL  string `json:"peer_url,omitempty"`
+	Draining bool   `json:"draining"`
+	// Sessions counts its agent tunnels.
+	Sessions   int       `json:"sessions"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	// Self marks the node that answered.
+	Self bool `json:"self,omitempty"`
+}
+
+// NodeList is the body of GET /v1/nodes.
+type NodeList struct {
+	Nodes []Node `json:"nodes"`
+}
+
+// RotateTokenRequest is the optional body of POST /v1/connections/{id}/tokens.
+type RotateTokenRequest struct {
+	// ExpirePrevious ends the previous tokens now, and the tunnels they
+	// opened, instead of after the overlap.
+	ExpirePrevious bool `json:"expire_previous,omitempty"`
+}

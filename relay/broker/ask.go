@@ -124,3 +124,8 @@ func (b *Broker) noStream(ctx context.Context, busy int, lastErr error) *protoco
 	}
 	return protocol.Errorf(protocol.AgentOffline, "no agent tunnel accepted the stream: %v", lastErr)
 }
+
+// Abort ends the tunnel the stream runs on: its writes stopped making
+// progress, so the tunnel no longer drains and every stream on it is
+// stuck; the agent reconnects.
+func (s *Stream) Abort() { _ = s.Session().Close() }

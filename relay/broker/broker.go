@@ -56,6 +56,9 @@ type Config struct {
 	// Tunnel configures each session's yamux; its AcceptBacklog must be
 	// at least MaxStreamsPerTunnel.
 	Tunnel tunnel.Config
+	// Nodes counts the cluster's nodes that take new tunnels, told to
+	// agents in Welcome; nil on a single node.
+	Nodes func() int
 }
 
 // Validate reports every setting out of range.
@@ -191,7 +194,11 @@ func (b *Broker) handshake(mux *tunnel.Session, who Identity) (*Session, error) 
 		if err := validateHello(h); err != nil {
 			return protocol.Welcome{}, err
 		}
-		return protocol.Welcome{NodeID: b.cfg.NodeID, HeartbeatMS: b.cfg.HeartbeatInterval.Milliseconds(), SessionID: sess.ID}, nil
+		w := protocol.Welcome{NodeID: b.cfg.NodeID, HeartbeatMS: b.cfg.HeartbeatInterval.Milliseconds(), SessionID: sess.ID}
+		if b.cfg.Nodes != nil {
+			w.Nodes = b.cfg.Nodes()
+		}
+		return w, nil
 	})
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ package events
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -27,19 +28,32 @@ const (
 	SubscriberBuffer = 256
 )
 
-// Bus numbers events, keeps the newest for replay and fans them out. No
-// publisher ever waits for a reader.
+// Bus keeps the newest events for replay and fans them out. On a single
+// node it numbers them itself (Publish); in a cluster the shared store
+// numbers them and every node's bus receives them in id order (Deliver),
+// with History to resume further back than the ring. No publisher ever
+// waits for a reader.
 type Bus struct {
-	mu    sync.Mutex
-	next  uint64      // id of the next event
-	ring  []api.Event // the newest events; ring[head] is the oldest once full
-	head  int
-	size  int
-	subs  map[*Subscriber]struct{}
-	sinks []func(api.Event) // webhook queues; each returns at once
-	done  chan struct{}     // closed on shutdown: streams end
-	shut  bool
+	mu      sync.Mutex
+	next    uint64      // id Publish gives the next event
+	newest  uint64      // id of the newest event kept
+	ring    []api.Event // the newest events; ring[head] is the oldest once full
+	ids     []uint64    // ids of ring, in the same places
+	head    int
+	size    int
+	subs    map[*Subscriber]struct{}
+	sinks   []func(api.Event) // webhook queues; each returns at once
+	history History           // nil on a single node
+	done    chan struct{}     // closed on shutdown: streams end
+	shut    bool
 }
+
+// History reads the events kept after an id, up to limit of them, and
+// the oldest id kept (0 when none is).
+type History func(ctx context.Context, after uint64, limit int) ([]api.Event, uint64, error)
+
+// historyLimit bounds one resume read from History.
+const historyLimit = RingSize
 
 // Subscriber is one event stream: C delivers its events, Dropped is closed
 // when it fell too far behind and was let go.
@@ -60,12 +74,24 @@ func (s *Subscriber) Dropped() <-chan struct{} { return s.dropped }
 // resuming with an id of a previous process gets a reset, not silence.
 func NewBus(size int, firstID uint64) *Bus {
 	return &Bus{
-		next: firstID,
-		size: size,
-		subs: make(map[*Subscriber]struct{}),
-		done: make(chan struct{}),
+		next:   firstID,
+		newest: firstID - 1,
+		size:   size,
+		subs:   make(map[*Subscriber]struct{}),
+		done:   make(chan struct{}),
 	}
 }
+
+// StartAt makes newest the id the bus starts after, for a bus whose ids
+// come from a shared log (Deliver); set before serving.
+func (b *Bus) StartAt(newest uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.next, b.newest = newest+1, newest
+}
+
+// SetHistory lets streams resume from the store; set before serving.
+func (b *Bus) SetHistory(h History) { b.history = h }
 
 // Publish numbers e, keeps it and offers it to every subscriber and sink.
 // A subscriber whose buffer is full is dropped, never waited for.
@@ -74,10 +100,31 @@ func (b *Bus) Publish(e api.Event) api.Event {
 	defer b.mu.Unlock()
 	e.ID = strconv.FormatUint(b.next, 10)
 	b.next++
+	b.keep(b.next-1, e)
+	return e
+}
+
+// Deliver keeps an event numbered elsewhere and offers it like Publish.
+// Events must arrive in id order; an id not above the newest is dropped.
+func (b *Bus) Deliver(e api.Event) {
+	id, err := strconv.ParseUint(e.ID, 10, 64)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err != nil || id <= b.newest {
+		return
+	}
+	b.next = id + 1
+	b.keep(id, e)
+}
+
+// keep stores e as id and fans it out. The caller holds b.mu.
+func (b *Bus) keep(id uint64, e api.Event) {
+	b.newest = id
 	if len(b.ring) < b.size {
 		b.ring = append(b.ring, e)
+		b.ids = append(b.ids, id)
 	} else {
-		b.ring[b.head] = e
+		b.ring[b.head], b.ids[b.head] = e, id
 		b.head = (b.head + 1) % b.size
 	}
 	for sub := range b.subs {
@@ -94,42 +141,83 @@ func (b *Bus) Publish(e api.Event) api.Event {
 	for _, sink := range b.sinks {
 		sink(e)
 	}
-	return e
 }
 
 // ErrResumeGap means a Last-Event-ID that the ring cannot continue from.
 var ErrResumeGap = errors.New("events after this id are no longer kept")
 
 // Subscribe registers a stream of the events match accepts. With a
-// non-empty lastID it also returns the kept events after it; the replay
-// and the registration happen under one lock, so nothing is missed or
-// sent twice. ErrResumeGap comes with a registered subscriber: the
-// stream goes on, but the client must re-read status first. The returned
-// id is the newest event's at the moment of subscribing.
-func (b *Bus) Subscribe(match func(api.Event) bool, lastID string) (*Subscriber, []api.Event, string, error) {
+// non-empty lastID it also returns the kept events after it: from the
+// ring, under the same lock as the registration, or from History when the
+// ring does not reach back; either way nothing is missed or sent twice.
+// ErrResumeGap comes with a registered subscriber: the stream goes on,
+// but the client must re-read status first. The returned id is the newest
+// event's at the moment of subscribing.
+func (b *Bus) Subscribe(ctx context.Context, match func(api.Event) bool, lastID string) (*Subscriber, []api.Event, string, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	sub := &Subscriber{match: match, ch: make(chan api.Event, SubscriberBuffer), dropped: make(chan struct{})}
 	if b.shut {
+		b.mu.Unlock()
 		return sub, nil, "", nil // b.done is closed: the stream ends at once
 	}
 	b.subs[sub] = struct{}{}
-	newest := strconv.FormatUint(b.next-1, 10)
+	newest := b.newest
 	if lastID == "" {
-		return sub, nil, newest, nil
+		b.mu.Unlock()
+		return sub, nil, strconv.FormatUint(newest, 10), nil
 	}
 	last, err := strconv.ParseUint(lastID, 10, 64)
-	first := b.next - uint64(len(b.ring))
-	if err != nil || last+1 < first || last >= b.next {
-		return sub, nil, newest, ErrResumeGap
+	replay, covered := b.fromRing(last, match)
+	b.mu.Unlock()
+	switch {
+	case err != nil || last > newest:
+		return sub, nil, strconv.FormatUint(newest, 10), ErrResumeGap
+	case covered:
+		return sub, replay, strconv.FormatUint(newest, 10), nil
 	}
-	var replay []api.Event
-	for i := int(last + 1 - first); i < len(b.ring); i++ {
-		if e := b.ring[(b.head+i)%len(b.ring)]; match(e) {
-			replay = append(replay, e)
+	replay, err = b.fromHistory(ctx, last, newest, match)
+	return sub, replay, strconv.FormatUint(newest, 10), err
+}
+
+// fromRing returns the kept events after last, and whether the ring
+// reaches back that far. The caller holds b.mu.
+func (b *Bus) fromRing(last uint64, match func(api.Event) bool) ([]api.Event, bool) {
+	if len(b.ring) == 0 {
+		return nil, last == b.newest
+	}
+	if last+1 < b.ids[b.head%len(b.ids)] {
+		return nil, false
+	}
+	var out []api.Event
+	for i := range b.ring {
+		j := (b.head + i) % len(b.ring)
+		if b.ids[j] > last && match(b.ring[j]) {
+			out = append(out, b.ring[j])
 		}
 	}
-	return sub, replay, newest, nil
+	return out, true
+}
+
+// fromHistory reads the events after last up to newest from History.
+func (b *Bus) fromHistory(ctx context.Context, last, newest uint64, match func(api.Event) bool) ([]api.Event, error) {
+	if b.history == nil {
+		return nil, ErrResumeGap
+	}
+	evs, first, err := b.history(ctx, last, historyLimit)
+	if err != nil || first == 0 || last+1 < first {
+		return nil, ErrResumeGap
+	}
+	var out []api.Event
+	for _, e := range evs {
+		id, _ := strconv.ParseUint(e.ID, 10, 64)
+		if id > newest {
+			break // the subscriber receives these live
+		}
+		if match(e) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
 
 // Unsubscribe ends a stream's registration.

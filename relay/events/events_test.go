@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func TestRingEvictsOldest(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			sub, replay, newest, err := b.Subscribe(all, tt.lastID)
+			sub, replay, newest, err := b.Subscribe(t.Context(), all, tt.lastID)
 			defer b.Unsubscribe(sub)
 			assert.Equal(t, "105", newest)
 			if tt.gap {
@@ -57,9 +58,9 @@ func TestSlowSubscriberDoesNotBlockOthers(t *testing.T) {
 	t.Parallel()
 	b := NewBus(RingSize, 1)
 	all := func(api.Event) bool { return true }
-	slow, _, _, err := b.Subscribe(all, "")
+	slow, _, _, err := b.Subscribe(t.Context(), all, "")
 	require.NoError(t, err)
-	fast, _, _, err := b.Subscribe(all, "")
+	fast, _, _, err := b.Subscribe(t.Context(), all, "")
 	require.NoError(t, err)
 
 	// Publish in batches the reading subscriber keeps up with; the other
@@ -100,4 +101,47 @@ func TestSlowSubscriberDoesNotBlockOthers(t *testing.T) {
 		assert.Fail(t, "the subscriber that never reads was not dropped")
 	}
 	assert.Len(t, slow.C(), SubscriberBuffer, "it kept what fitted")
+}
+
+// A bus that follows a shared log: ids come from the log, a live
+// subscriber gets what is delivered after it subscribed, and a resume from
+// before the bus started reads the log.
+func TestFollowerBusNumbersAsTheLog(t *testing.T) {
+	t.Parallel()
+	log := []api.Event{}
+	for i := 1; i <= 7; i++ {
+		log = append(log, api.Event{ID: strconv.Itoa(i), Type: api.EventTunnel, ConnectionID: "c"})
+	}
+	b := NewBus(RingSize, uint64(time.Now().UnixMicro()))
+	b.SetHistory(func(_ context.Context, after uint64, limit int) ([]api.Event, uint64, error) {
+		return log[min(int(after), len(log)):], 1, nil
+	})
+	b.StartAt(5) // events 1..5 were published before this node started
+	all := func(api.Event) bool { return true }
+
+	live, replay, newest, err := b.Subscribe(t.Context(), all, "")
+	require.NoError(t, err)
+	assert.Empty(t, replay)
+	assert.Equal(t, "5", newest, "a new stream starts after the log's newest event")
+
+	b.Deliver(log[5])
+	b.Deliver(log[4]) // already seen: dropped
+	b.Deliver(log[6])
+	for _, want := range []string{"6", "7"} {
+		select {
+		case e := <-live.C():
+			assert.Equal(t, want, e.ID)
+		case <-time.After(waitFor):
+			require.FailNow(t, "a delivered event did not reach the live stream", want)
+		}
+	}
+
+	resumed, replay, _, err := b.Subscribe(t.Context(), all, "2")
+	defer b.Unsubscribe(resumed)
+	require.NoError(t, err)
+	var ids []string
+	for _, e := range replay {
+		ids = append(ids, e.ID)
+	}
+	assert.Equal(t, []string{"3", "4", "5", "6", "7"}, ids, "a resume from before the start reads the log, then the ring")
 }

@@ -24,7 +24,6 @@ import (
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel"
 	"github.com/postern/postern/relay/auth"
-	"github.com/postern/postern/relay/broker"
 	"github.com/postern/postern/relay/ratelimit"
 	"github.com/postern/postern/relay/reply"
 	"github.com/postern/postern/relay/router"
@@ -143,7 +142,7 @@ func SplitTarget(hostport string) (string, int, *protocol.Error) {
 
 // dial asks one of the connection's agents to dial host:port and returns
 // the stream, ready for the data phase.
-func (p *Proxy) dial(ctx context.Context, conn store.Connection, host string, port int, reqID string) (*broker.Stream, *protocol.Error) {
+func (p *Proxy) dial(ctx context.Context, conn store.Connection, host string, port int, reqID string) (router.Stream, *protocol.Error) {
 	st, _, e := p.router.Ask(ctx, conn, protocol.Request{Op: protocol.OpDial, ID: reqID, Host: host, Port: port}, p.cfg.OpenTimeout)
 	return st, e
 }
@@ -193,7 +192,7 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request, conn store.Conne
 		// The tunnel no longer drains: end it so the agent reconnects,
 		// rather than leave other streams' readers hung on it.
 		p.log.Warn("tunnel write timed out; closing the tunnel", "connection", conn.ID, "err", err)
-		_ = stream.Session().Close()
+		stream.Abort()
 	}
 	p.log.Debug("proxy stream done", "connection", conn.ID, "request_id", id,
 		"target", net.JoinHostPort(host, strconv.Itoa(port)), "up", st.AToB, "down", st.BToA, "err", err)

@@ -38,7 +38,8 @@ type Book interface {
 	// Published is the state last published for a connection, as far as
 	// this node knows.
 	Published(connID string) (store.PublishedState, bool)
-	// Tracked lists the connections whose status the clock rechecks.
+	// Tracked lists the connections whose status the clock may change:
+	// a Health overdue, an auth failure ageing out, a session lapsing.
 	Tracked() []string
 }
 

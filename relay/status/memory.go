@@ -126,9 +126,11 @@ func (b *memoryBook) Published(connID string) (store.PublishedState, bool) {
 func (b *memoryBook) Tracked() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make([]string, 0, len(b.conns))
-	for id := range b.conns {
-		out = append(out, id)
+	var out []string
+	for id, w := range b.conns {
+		if w.state.Tunnel == TunnelConnected || w.state.Tunnel == TunnelDegraded || w.state.Auth == AuthFailing {
+			out = append(out, id)
+		}
 	}
 	return out
 }

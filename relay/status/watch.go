@@ -74,10 +74,7 @@ func (k *Keeper) healthReported(ctx context.Context, connID string, prev, next s
 // than AuthFailureWindow stops counting.
 func (k *Keeper) recheckAll(ctx context.Context, now time.Time) {
 	for _, id := range k.book.Tracked() {
-		st, _ := k.book.Published(id)
-		if st.Tunnel == TunnelConnected || st.Tunnel == TunnelDegraded || st.Auth == AuthFailing {
-			k.publish(ctx, id, nil, now)
-		}
+		k.publish(ctx, id, nil, now)
 	}
 }
 

@@ -229,6 +229,9 @@ func NewClient() *http.Client {
 	}
 }
 
+// Config is the receiver's configuration.
+func (h *Receiver) Config() Config { return h.cfg }
+
 // Stats counts the events delivered, given up (after the last attempt, or
 // refused) and dropped because the queue was full.
 func (h *Receiver) Stats() (delivered, failed, dropped uint64) {
@@ -272,26 +275,11 @@ func (h *Receiver) deliver(ctx context.Context, e api.Event) {
 		h.log.Error("webhook: encode event", "event_id", e.ID, "err", err)
 		return
 	}
-	delay := h.cfg.RetryBackoff
 	for attempt := 1; ; attempt++ {
-		retry, wait, err := h.post(ctx, e.ID, body)
-		if err == nil {
-			h.delivered.Add(1)
+		wait, done := h.Attempt(ctx, attempt, e.ID, body)
+		if done || ctx.Err() != nil {
 			return
 		}
-		if ctx.Err() != nil {
-			return
-		}
-		if !retry || attempt == MaxAttempts {
-			h.failed.Add(1)
-			h.log.Warn("webhook delivery given up", "event_id", e.ID, "attempts", attempt, "err", err)
-			return
-		}
-		if wait <= 0 {
-			wait = delay/2 + rand.N(delay)
-		}
-		delay *= 2
-		h.log.Info("webhook delivery failed; retrying", "event_id", e.ID, "attempt", attempt, "in", wait.Round(time.Millisecond), "err", err)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -300,6 +288,39 @@ func (h *Receiver) deliver(ctx context.Context, e api.Event) {
 		case <-t.C:
 		}
 	}
+}
+
+// Attempt makes the attempt-th try to deliver the event id with body. It
+// reports done when the event was delivered or given up (a final answer,
+// or MaxAttempts reached), and otherwise how long to wait before the next
+// try: the receiver's Retry-After, or a jittered backoff doubling from
+// RetryBackoff.
+func (h *Receiver) Attempt(ctx context.Context, attempt int, id string, body []byte) (time.Duration, bool) {
+	retry, wait, err := h.post(ctx, id, body)
+	switch {
+	case err == nil:
+		h.delivered.Add(1)
+		return 0, true
+	case ctx.Err() != nil:
+		return 0, false
+	case !retry || attempt >= MaxAttempts:
+		h.failed.Add(1)
+		h.log.Warn("webhook delivery given up", "event_id", id, "attempts", attempt, "err", err)
+		return 0, true
+	}
+	if wait <= 0 {
+		delay := h.cfg.RetryBackoff << (attempt - 1)
+		wait = delay/2 + rand.N(delay)
+	}
+	h.log.Info("webhook delivery failed; retrying", "event_id", id, "attempt", attempt, "in", wait.Round(time.Millisecond), "err", err)
+	return wait, false
+}
+
+// ID names the receiver the same on every node of a cluster that has it
+// configured: a digest of its URL and workspace, never of its secret.
+func (w Config) ID() string {
+	sum := sha256.Sum256([]byte(w.URL + "\x00" + w.Workspace))
+	return hex.EncodeToString(sum[:8])
 }
 
 // post makes one attempt. It says whether a failure is worth retrying and

@@ -1,0 +1,292 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/status"
+	"github.com/postern/postern/relay/store"
+)
+
+// failureWriteEvery throttles the writes of refused agent tokens: a flood
+// of wrong tokens for one connection costs one write per second per node,
+// not one per attempt.
+const failureWriteEvery = time.Second
+
+// Book is the status book of a cluster: sessions on every node, refused
+// tokens and published states in the shared store, each transition
+// published once with a cluster-ordered id, and delivered back to every
+// node's event bus.
+type Book struct {
+	node  *Node
+	hooks Receivers
+
+	mu        sync.Mutex
+	published map[string]store.PublishedState // as far as this node knows
+	failures  map[string]time.Time            // last write of a refused token, per connection
+	lapsed    map[string]bool                 // connections whose sessions lapsed
+	delivered int64                           // newest event id handed to the bus
+	wake      chan struct{}                   // an event was published somewhere
+}
+
+// NewBook returns the node's status book.
+func (n *Node) NewBook() *Book {
+	n.book = &Book{
+		node:      n,
+		published: map[string]store.PublishedState{}, failures: map[string]time.Time{},
+		lapsed: map[string]bool{}, wake: make(chan struct{}, 1),
+	}
+	return n.book
+}
+
+var _ status.Book = (*Book)(nil)
+
+// Views lists a connection's sessions on every node; this node's own come
+// from its live sessions, fresher than their rows.
+func (b *Book) Views(ctx context.Context, connID string) ([]status.View, error) {
+	ps, err := b.node.st.PresenceOf(ctx, connID, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return b.merge(connID, ps), nil
+}
+
+func (b *Book) merge(connID string, ps []store.Presence) []status.View {
+	views := b.node.local(connID)
+	for _, p := range ps {
+		if p.NodeID == b.node.cfg.NodeID {
+			continue
+		}
+		if v, err := decodeView(p.View); err == nil {
+			v.Draining = v.Draining || p.Draining
+			views = append(views, v)
+		}
+	}
+	return views
+}
+
+// Failure is the connection's last refused agent token, cluster-wide.
+func (b *Book) Failure(ctx context.Context, connID string) (store.Failure, error) {
+	return b.node.st.LastFailure(ctx, connID)
+}
+
+// NoteFailure records a refused agent token, at most once a second per
+// connection from this node.
+func (b *Book) NoteFailure(ctx context.Context, connID, msg string, at time.Time) error {
+	b.mu.Lock()
+	last := b.failures[connID]
+	write := at.Sub(last) >= failureWriteEvery
+	if write {
+		b.failures[connID] = at
+	}
+	b.mu.Unlock()
+	if !write {
+		return nil
+	}
+	return b.node.st.NoteFailure(ctx, connID, msg, at)
+}
+
+// Track records the connection's status now as published, without an
+// event, unless the cluster already published one.
+func (b *Book) Track(ctx context.Context, c store.Connection, now time.Time, compute status.Compute) error {
+	return b.publish(ctx, c.ID, true, now, compute)
+}
+
+// Publish recomputes the connection's status from the cluster's truth,
+// under the cluster-wide lock of the connection, and publishes what
+// changed since the last publication anywhere.
+func (b *Book) Publish(ctx context.Context, connID string, fresh *store.Connection, now time.Time, compute status.Compute) error {
+	return b.publish(ctx, connID, fresh != nil, now, compute)
+}
+
+func (b *Book) publish(ctx context.Context, connID string, track bool, now time.Time, compute status.Compute) error {
+	var next store.PublishedState
+	_, err := b.node.st.Publish(ctx, connID, now, func(snap store.Snapshot) (store.PublishedState, []store.EventRecord, error) {
+		if !snap.Known && !track {
+			return store.PublishedState{}, nil, nil
+		}
+		st := compute(snap.Connection, b.merge(connID, snap.Presence), snap.Failure)
+		next = store.PublishedState{Tunnel: st.TunnelStatus, Auth: st.AuthStatus, Allowlist: st.AllowlistStatus}
+		if !snap.Known {
+			return next, nil, nil
+		}
+		recs, err := b.records(snap.Connection, status.Transitions(snap.Connection, snap.Prev, st, now))
+		return next, recs, err
+	})
+	if err != nil {
+		return err
+	}
+	if next != (store.PublishedState{}) {
+		b.mu.Lock()
+		b.published[connID] = next
+		b.mu.Unlock()
+	}
+	return nil
+}
+
+// records encodes events for the store, with the webhooks owed each.
+func (b *Book) records(c store.Connection, evs []api.Event) ([]store.EventRecord, error) {
+	out := make([]store.EventRecord, 0, len(evs))
+	for _, e := range evs {
+		body, err := json.Marshal(e)
+		if err != nil {
+			return nil, fmt.Errorf("encode event: %w", err)
+		}
+		out = append(out, store.EventRecord{ConnectionID: c.ID, Workspace: c.Workspace, Body: body,
+			Receivers: b.hooks.For(c.Workspace)})
+	}
+	return out, nil
+}
+
+// Published is the state last published for a connection, as this node
+// knows it from its own publications and the events it received.
+func (b *Book) Published(connID string) (store.PublishedState, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st, ok := b.published[connID]
+	return st, ok
+}
+
+// Tracked lists the connections this node rechecks on the clock: those
+// with a tunnel here (a Health may be overdue), those it recorded a
+// refused token for lately (the failure ages out), and those whose
+// sessions lapsed (their node died).
+func (b *Book) Tracked() []string {
+	seen := map[string]bool{}
+	for _, s := range b.node.b.All() {
+		seen[s.ConnectionID] = true
+	}
+	b.mu.Lock()
+	for id, at := range b.failures {
+		if time.Since(at) < time.Hour {
+			seen[id] = true
+		} else {
+			delete(b.failures, id)
+		}
+	}
+	for id := range b.lapsed {
+		seen[id] = true
+		delete(b.lapsed, id)
+	}
+	b.mu.Unlock()
+	out := make([]string, 0, len(seen))
+	for id := range seen {
+		out = append(out, id)
+	}
+	return out
+}
+
+// expired marks a connection whose sessions' leases lapsed for the next
+// recheck.
+func (b *Book) expired(connID string) {
+	b.mu.Lock()
+	b.lapsed[connID] = true
+	b.mu.Unlock()
+}
+
+// woken tells the events loop that an event was published.
+func (b *Book) woken() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// eventsCatchUp is how often the bus looks for events without a wake-up,
+// in case a notification was lost with a database connection.
+const eventsCatchUp = 2 * time.Second
+
+// startEvents makes the bus number its events as the cluster does and
+// start after the newest one: live subscribers start from now, and a
+// resume reads older events from the store.
+func (b *Book) startEvents(ctx context.Context) error {
+	newest, err := b.node.st.NewestEvent(ctx)
+	if err != nil {
+		return err
+	}
+	b.delivered = newest
+	b.node.bus.StartAt(uint64(newest))
+	return nil
+}
+
+// eventsLoop hands every event published in the cluster to this node's
+// bus, in id order.
+func (b *Book) eventsLoop(ctx context.Context) {
+	t := time.NewTicker(eventsCatchUp)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.wake:
+		case <-t.C:
+		}
+		b.deliverNew(ctx)
+	}
+}
+
+func (b *Book) deliverNew(ctx context.Context) {
+	for {
+		evs, _, err := b.node.st.EventsAfter(ctx, b.delivered, 500)
+		if err != nil || len(evs) == 0 {
+			return
+		}
+		for _, rec := range evs {
+			e, err := decodeEvent(rec)
+			b.delivered = rec.ID
+			if err != nil {
+				continue
+			}
+			b.learn(e)
+			b.node.bus.Deliver(e)
+		}
+	}
+}
+
+// learn updates the published state this node knows from an event.
+func (b *Book) learn(e api.Event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := b.published[e.ConnectionID]
+	switch e.Type {
+	case api.EventTunnel:
+		st.Tunnel = e.To
+	case api.EventAuth:
+		st.Auth = e.To
+	case api.EventAllowlist:
+		st.Allowlist = e.To
+	}
+	b.published[e.ConnectionID] = st
+}
+
+func decodeEvent(rec store.EventRecord) (api.Event, error) {
+	var e api.Event
+	if err := json.Unmarshal(rec.Body, &e); err != nil {
+		return api.Event{}, err
+	}
+	e.ID = formatID(rec.ID)
+	return e, nil
+}
+
+func formatID(id int64) string { return strconv.FormatInt(id, 10) }
+
+// History reads kept events after id for a stream resuming further back
+// than the bus remembers; first is the oldest id kept.
+func (b *Book) History(ctx context.Context, after uint64, limit int) ([]api.Event, uint64, error) {
+	recs, first, err := b.node.st.EventsAfter(ctx, int64(after), limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]api.Event, 0, len(recs))
+	for _, rec := range recs {
+		if e, err := decodeEvent(rec); err == nil {
+			out = append(out, e)
+		}
+	}
+	return out, uint64(first), nil
+}

@@ -1,0 +1,82 @@
+package cluster
+
+import (
+	"context"
+	"time"
+)
+
+// Channels of the cluster's notifications (PostgreSQL LISTEN/NOTIFY).
+// Payloads are ids; whatever else a handler needs it reads from the store.
+const (
+	// ChannelEvents: a status event was published (payload: its id).
+	ChannelEvents = "postern_events"
+	// ChannelRevoke: a connection was revoked; every node cuts its
+	// tunnels (payload: connection id).
+	ChannelRevoke = "postern_revoke"
+	// ChannelTokens: a connection's agent tokens were rotated; every node
+	// cuts the tunnels of tokens that expired (payload: connection id).
+	ChannelTokens = "postern_tokens"
+	// ChannelKeys: an API key was revoked; every node cuts the streams it
+	// opened (payload: key id).
+	ChannelKeys  = "postern_keys"
+	channelNodes = "postern_nodes"
+)
+
+// Listen backoff after the notification connection failed.
+const (
+	listenRetryBase = 250 * time.Millisecond
+	listenRetryMax  = 10 * time.Second
+)
+
+// Handle runs fn for every notification on channel; set before Run.
+func (n *Node) Handle(channel string, fn func(payload string)) {
+	if n.handlers == nil {
+		n.handlers = map[string]func(string){}
+	}
+	n.handlers[channel] = fn
+}
+
+// Announce notifies every node, this one included, on channel.
+func (n *Node) Announce(ctx context.Context, channel, payload string) error {
+	return n.st.Notify(ctx, channel, payload)
+}
+
+// listenLoop keeps a connection listening to the cluster's channels,
+// reconnecting with backoff when it fails. After each (re)connection the
+// node catches up on what it may have missed.
+func (n *Node) listenLoop(ctx context.Context) {
+	channels := []string{ChannelEvents, ChannelRevoke, ChannelTokens, ChannelKeys, channelNodes}
+	wait := listenRetryBase
+	for ctx.Err() == nil {
+		ready := func() {
+			wait = listenRetryBase
+			n.book.woken()
+			n.refreshNodes(ctx)
+		}
+		err := n.st.Listen(ctx, channels, ready, n.dispatch)
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("cluster notifications interrupted; listening again", "in", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(wait*2, listenRetryMax)
+	}
+}
+
+func (n *Node) dispatch(channel, payload string) {
+	switch channel {
+	case ChannelEvents:
+		n.book.woken()
+	case channelNodes:
+		n.refreshNodes(n.ctx)
+	}
+	if fn := n.handlers[channel]; fn != nil {
+		fn(payload)
+	}
+}

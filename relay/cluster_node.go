@@ -1,0 +1,102 @@
+package relay
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/cluster"
+	"github.com/postern/postern/relay/status"
+	"github.com/postern/postern/relay/store"
+	"github.com/postern/postern/relay/webhook"
+)
+
+// book is the status book of the node: in memory on a single node, the
+// cluster's shared one otherwise (which makes s.node).
+func (s *Server) book(local func(connID string) []status.View) (status.Book, error) {
+	if s.cfg.Cluster == nil {
+		return status.NewMemoryBook(local, s.events), nil
+	}
+	cc := s.cfg.Cluster
+	node, err := cluster.New(cluster.Config{
+		NodeID: s.cfg.NodeID, PeerURL: cc.PeerAdvertise, Key: cc.Key, Heartbeat: s.cfg.HeartbeatInterval,
+		Lease: cc.Lease, IdleTimeout: s.cfg.IdleTimeout, MaxStreams: s.cfg.MaxStreamsPerTunnel, PeerTLS: cc.PeerTLS,
+	}, s.store.(store.Cluster), s.store, s.log, s.metrics.reg)
+	if err != nil {
+		return nil, err
+	}
+	s.node = node
+	book := node.NewBook()
+	hooks := cluster.Receivers{}
+	for _, w := range s.cfg.Webhooks {
+		hooks[w.ID()] = webhook.NewReceiver(w, s.webhookClient, s.log, s.cfg.Version)
+	}
+	book.SetReceivers(hooks)
+	s.events.SetHistory(book.History)
+	return book, nil
+}
+
+// listenCluster acts on what other nodes announce: a revoked connection's
+// tunnels are cut, and a rotation's expiring tokens are watched here too.
+func (s *Server) listenCluster() {
+	s.node.Handle(cluster.ChannelRevoke, func(connID string) {
+		if n := s.broker.CloseConnection(connID, revokedMessage); n > 0 {
+			s.log.Info("connection revoked on another node: tunnels closed", "connection", connID, "tunnels_closed", n)
+		}
+	})
+	s.node.Handle(cluster.ChannelTokens, func(payload string) {
+		connID, at, ok := strings.Cut(payload, " ")
+		until, err := time.Parse(time.RFC3339Nano, at)
+		if ok && err == nil {
+			s.tokens.schedule(connID, until, s.cutExpired)
+		}
+	})
+}
+
+// revokedMessage is what an agent is told when its connection is revoked.
+const revokedMessage = "connection revoked by an administrator"
+
+// fanout carries what the API changed to every node.
+type fanout struct{ s *Server }
+
+// Revoked cuts the connection's tunnels here and, in a cluster,
+// everywhere.
+func (f fanout) Revoked(ctx context.Context, connID string) int {
+	n := f.s.broker.CloseConnection(connID, revokedMessage)
+	if f.s.node != nil {
+		if err := f.s.node.Announce(ctx, cluster.ChannelRevoke, connID); err != nil {
+			f.s.log.Warn("announce revocation to the cluster", "connection", connID, "err", err)
+		}
+	}
+	return n
+}
+
+// Rotated cuts, when they expire, the tunnels opened with the tokens a
+// rotation gave an end, on every node.
+func (f fanout) Rotated(ctx context.Context, connID string, until time.Time) {
+	if f.s.node != nil {
+		payload := connID + " " + until.UTC().Format(time.RFC3339Nano)
+		if err := f.s.node.Announce(ctx, cluster.ChannelTokens, payload); err == nil {
+			return // this node hears it too
+		}
+	}
+	f.s.tokens.schedule(connID, until, f.s.cutExpired)
+}
+
+// nodes lists the nodes of the cluster, or this one alone.
+func (s *Server) nodes(ctx context.Context) ([]api.Node, error) {
+	if s.node == nil {
+		return []api.Node{{ID: s.cfg.NodeID, Sessions: len(s.broker.All()), Draining: s.stopping.Load(), Self: true}}, nil
+	}
+	ns, err := s.node.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Node, len(ns))
+	for i, n := range ns {
+		out[i] = api.Node{ID: n.ID, PeerURL: n.PeerURL, Draining: n.Draining, Sessions: n.Sessions,
+			StartedAt: n.StartedAt, LeaseUntil: n.LeaseUntil, Self: n.ID == s.cfg.NodeID}
+	}
+	return out, nil
+}
