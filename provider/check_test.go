@@ -305,7 +305,9 @@ func echoingProvider(t *testing.T) *httptest.Server {
 	return srv
 }
 
-func publicResolver(context.Context, string) ([]netip.Addr, error) { return []netip.Addr{pt.Public}, nil }
+func publicResolver(context.Context, string) ([]netip.Addr, error) {
+	return []netip.Addr{pt.Public}, nil
+}
 
 func dialTo(srv *httptest.Server) func(context.Context, netip.AddrPort) (net.Conn, error) {
 	return func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
