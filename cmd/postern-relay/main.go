@@ -25,6 +25,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newEventsCmd())
+	root.AddCommand(newProviderCmd())
 	root.AddCommand(newServeCmd(), newConnectionsCmd(), newAPIKeysCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",

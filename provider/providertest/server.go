@@ -100,10 +100,10 @@ type Server struct {
 	CA  *CA
 }
 
-// StartServer starts provider's fake with TLS for names (and 127.0.0.1).
-func StartServer(t testing.TB, provider string, now func() time.Time, names ...string) *Server {
+// StartServer starts provider's fake with TLS, its certificate issued by
+// ca (see NewCA: list the names the fake will be reached at).
+func StartServer(t testing.TB, provider string, now func() time.Time, ca *CA) *Server {
 	t.Helper()
-	ca := NewCA(t, append(names, "127.0.0.1")...)
 	srv := httptest.NewUnstartedServer(Handler(provider, now))
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Cert}}
 	srv.StartTLS()
