@@ -18,17 +18,8 @@ func jira() *spec {
 		apiRoot: func(base *url.URL, _ Mode) *url.URL {
 			return withPath(base, base.Path+"/rest/api/2/")
 		},
-		authorize: basicOrBearer,
-		identity: func(ctx context.Context, r *run) bool {
-			return r.identify(ctx, http.MethodGet, "myself", nil, func(a answer) bool {
-				var me struct {
-					DisplayName string `json:"displayName"`
-					Name        string `json:"name"`
-				}
-				a.jsonBody(&me)
-				return r.active(firstOf(me.DisplayName, me.Name))
-			})
-		},
+		authorize:    basicOrBearer,
+		identity:     whoAmI("myself", "displayName"),
 		permission:   jiraPermission,
 		limited:      jiraLimited,
 		unauthorized: jiraUnauthorized,
@@ -124,11 +115,7 @@ func bitbucketIdentity(ctx context.Context, r *run) bool {
 			if v := a.header.Get("X-OAuth-Scopes"); v != "" {
 				r.granted = splitScopes(v)
 			}
-			var u struct {
-				Name string `json:"display_name"`
-			}
-			a.jsonBody(&u)
-			return r.active(u.Name)
+			return r.active(jsonString(a.body, "display_name"))
 		})
 	}
 	return r.identify(ctx, http.MethodGet, "projects?limit=1", nil, func(a answer) bool {
@@ -159,12 +146,12 @@ func trello() *spec {
 			key, token, _ := strings.Cut(cred, ":")
 			req.Header.Set("Authorization", `OAuth oauth_consumer_key="`+key+`", oauth_token="`+token+`"`)
 		},
-		identity: trelloIdentity,
-		permission: func(ctx context.Context, r *run) bool {
-			return r.probe(ctx, "lists the boards the workflow reads", "members/me/boards?fields=name&limit=1", nil)
-		},
-		limited:      trelloLimited,
-		unauthorized: trelloUnauthorized,
+		identity:   trelloIdentity,
+		permission: probeAt("lists the boards the workflow reads", "members/me/boards?fields=name&limit=1", nil),
+		limited:    trelloLimited,
+		// Trello answers 401 in plain text: "invalid token", "invalid
+		// key", or, for a token past its expiry, "expired token".
+		unauthorized: expiredIfSaid,
 		implies:      map[string][]string{"write": {"read"}},
 	}
 }
@@ -177,10 +164,6 @@ func trelloIdentity(ctx context.Context, r *run) bool {
 		return r.failWith(StepIdentity, verdict{code: CodeAuthFailed, auth: AuthFailed, detail: "a Trello credential is \"API key:token\""})
 	}
 	return r.identify(ctx, http.MethodGet, "members/me?fields=username", nil, func(a answer) bool {
-		var me struct {
-			Username string `json:"username"`
-		}
-		a.jsonBody(&me)
 		rec, v := r.call(ctx, http.MethodGet, "tokens/"+url.PathEscape(token)+"?fields=dateExpires,permissions", nil)
 		var tok struct {
 			DateExpires *time.Time `json:"dateExpires"`
@@ -202,7 +185,7 @@ func trelloIdentity(ctx context.Context, r *run) bool {
 			r.granted = splitScopes(strings.Join(granted, ","))
 			r.st.TokenExpiresAt = tok.DateExpires
 		}
-		return r.active(me.Username)
+		return r.active(jsonString(a.body, "username"))
 	})
 }
 
@@ -220,22 +203,4 @@ func trelloLimited(a answer, now time.Time) (time.Duration, bool) {
 		return 10 * time.Second, true
 	}
 	return 900 * time.Second, true
-}
-
-// trelloUnauthorized: Trello answers 401 in plain text: "invalid token",
-// "invalid key", or, for a token past its expiry, "expired token".
-func trelloUnauthorized(a answer) verdict {
-	if strings.Contains(strings.ToLower(a.text()), "expired") {
-		return expiredAuth(a)
-	}
-	return failedAuth(a)
-}
-
-func firstOf(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

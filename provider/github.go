@@ -17,10 +17,8 @@ func github() *spec {
 		cloudHosts: []string{"github.com", "api.github.com"},
 		apiRoot:    githubRoot,
 		identity:   githubIdentity,
-		permission: func(ctx context.Context, r *run) bool {
-			return r.probe(ctx, "lists the repositories the workflow reads", "user/repos?per_page=1", nil)
-		},
-		limited: githubLimited,
+		permission: probeAt("lists the repositories the workflow reads", "user/repos?per_page=1", nil),
+		limited:    githubLimited,
 		implies: map[string][]string{
 			"repo":             {"repo:status", "repo_deployment", "public_repo", "repo:invite", "security_events"},
 			"admin:org":        {"write:org", "read:org", "manage_runners:org"},
@@ -69,11 +67,7 @@ func githubIdentity(ctx context.Context, r *run) bool {
 		if at, ok := githubExpiry(a.header.Get("GitHub-Authentication-Token-Expiration")); ok {
 			r.st.TokenExpiresAt = &at
 		}
-		var u struct {
-			Login string `json:"login"`
-		}
-		a.jsonBody(&u)
-		return r.active(u.Login)
+		return r.active(jsonString(a.body, "login"))
 	})
 }
 

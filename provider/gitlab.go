@@ -20,10 +20,8 @@ func gitlab() *spec {
 			}
 			return withPath(base, base.Path+"/api/v4/")
 		},
-		identity: gitlabIdentity,
-		permission: func(ctx context.Context, r *run) bool {
-			return r.probe(ctx, "lists the projects the workflow reads", "projects?membership=true&simple=true&per_page=1", nil)
-		},
+		identity:     gitlabIdentity,
+		permission:   probeAt("lists the projects the workflow reads", "projects?membership=true&simple=true&per_page=1", nil),
 		limited:      limit429("RateLimit-Reset"),
 		unauthorized: gitlabUnauthorized,
 		forbidden:    gitlabForbidden,
@@ -40,10 +38,6 @@ func gitlab() *spec {
 // Tokens that have no such record (OAuth) leave the scopes unknown.
 func gitlabIdentity(ctx context.Context, r *run) bool {
 	return r.identify(ctx, http.MethodGet, "user", nil, func(a answer) bool {
-		var u struct {
-			Username string `json:"username"`
-		}
-		a.jsonBody(&u)
 		self, v := r.call(ctx, http.MethodGet, "personal_access_tokens/self", nil)
 		if v == nil && self.status == http.StatusOK {
 			var tok struct {
@@ -63,7 +57,7 @@ func gitlabIdentity(ctx context.Context, r *run) bool {
 				}
 			}
 		}
-		return r.active(u.Username)
+		return r.active(jsonString(a.body, "username"))
 	})
 }
 

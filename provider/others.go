@@ -23,11 +23,9 @@ func azureDevOps() *spec {
 		authorize: func(req *http.Request, cred string) {
 			req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(":"+cred)))
 		},
-		identity: azureIdentity,
-		permission: func(ctx context.Context, r *run) bool {
-			return r.probe(ctx, "lists the projects the workflow reads", "projects?$top=1&api-version=6.0", nil)
-		},
-		limited: limit429("X-RateLimit-Reset"),
+		identity:   azureIdentity,
+		permission: probeAt("lists the projects the workflow reads", "projects?$top=1&api-version=6.0", nil),
+		limited:    limit429("X-RateLimit-Reset"),
 	}
 }
 
@@ -58,18 +56,8 @@ func youTrack() *spec {
 		apiRoot: func(base *url.URL, _ Mode) *url.URL {
 			return withPath(base, base.Path+"/api/")
 		},
-		identity: func(ctx context.Context, r *run) bool {
-			return r.identify(ctx, http.MethodGet, "users/me?fields=id,login,name", nil, func(a answer) bool {
-				var me struct {
-					Login string `json:"login"`
-				}
-				a.jsonBody(&me)
-				return r.active(me.Login)
-			})
-		},
-		permission: func(ctx context.Context, r *run) bool {
-			return r.probe(ctx, "lists the projects the workflow reads", "admin/projects?fields=id,shortName&$top=1", nil)
-		},
+		identity:   whoAmI("users/me?fields=id,login,name", "login"),
+		permission: probeAt("lists the projects the workflow reads", "admin/projects?fields=id,shortName&$top=1", nil),
 	}
 }
 
@@ -80,29 +68,12 @@ func asana() *spec {
 		key: "asana", name: "Asana",
 		cloudHosts: []string{"app.asana.com"},
 		apiRoot:    cloudRoot("https://app.asana.com/api/1.0/"),
-		identity: func(ctx context.Context, r *run) bool {
-			return r.identify(ctx, http.MethodGet, "users/me", nil, func(a answer) bool {
-				var me struct {
-					Data struct {
-						Name string `json:"name"`
-					} `json:"data"`
-				}
-				a.jsonBody(&me)
-				return r.active(me.Data.Name)
-			})
-		},
-		permission: func(ctx context.Context, r *run) bool {
-			return r.probe(ctx, "sees a workspace", "workspaces?limit=1", func(a answer) *verdict {
-				return emptyList(a, "data", "the credential sees no Asana workspace")
-			})
-		},
-		unauthorized: func(a answer) verdict {
-			// An OAuth access token past its hour says it expired.
-			if strings.Contains(strings.ToLower(a.text()), "expired") {
-				return expiredAuth(a)
-			}
-			return failedAuth(a)
-		},
+		identity:   whoAmI("users/me", "data", "name"),
+		permission: probeAt("sees a workspace", "workspaces?limit=1", func(a answer) *verdict {
+			return emptyList(a, "data", "the credential sees no Asana workspace")
+		}),
+		// An OAuth access token past its hour says it expired.
+		unauthorized: expiredIfSaid,
 	}
 }
 
@@ -113,22 +84,10 @@ func clickUp() *spec {
 		cloudHosts: []string{"api.clickup.com", "app.clickup.com"},
 		apiRoot:    cloudRoot("https://api.clickup.com/api/v2/"),
 		authorize:  rawToken,
-		identity: func(ctx context.Context, r *run) bool {
-			return r.identify(ctx, http.MethodGet, "user", nil, func(a answer) bool {
-				var me struct {
-					User struct {
-						Username string `json:"username"`
-					} `json:"user"`
-				}
-				a.jsonBody(&me)
-				return r.active(me.User.Username)
-			})
-		},
-		permission: func(ctx context.Context, r *run) bool {
-			return r.probe(ctx, "has an authorized Workspace", "team", func(a answer) *verdict {
-				return emptyList(a, "teams", "no ClickUp Workspace is authorized for this token")
-			})
-		},
+		identity:   whoAmI("user", "user", "username"),
+		permission: probeAt("has an authorized Workspace", "team", func(a answer) *verdict {
+			return emptyList(a, "teams", "no ClickUp Workspace is authorized for this token")
+		}),
 		limited:      limit429("X-RateLimit-Reset"),
 		unauthorized: clickUpUnauthorized,
 	}

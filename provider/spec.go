@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -165,6 +166,47 @@ func cloudRoot(root string) func(*url.URL, Mode) *url.URL {
 		u, _ := url.Parse(root)
 		return u
 	}
+}
+
+// whoAmI is an identity step: GET path, the user named by the string at
+// keys in the JSON answer.
+func whoAmI(path string, keys ...string) func(context.Context, *run) bool {
+	return func(ctx context.Context, r *run) bool {
+		return r.identify(ctx, http.MethodGet, path, nil, func(a answer) bool {
+			return r.active(jsonString(a.body, keys...))
+		})
+	}
+}
+
+// probeAt is a permission step that reads path (see run.probe).
+func probeAt(what, path string, check func(answer) *verdict) func(context.Context, *run) bool {
+	return func(ctx context.Context, r *run) bool { return r.probe(ctx, what, path, check) }
+}
+
+// jsonString is the string at keys in a JSON document, or "".
+func jsonString(body []byte, keys ...string) string {
+	var v any
+	if json.Unmarshal(body, &v) != nil {
+		return ""
+	}
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return ""
+		}
+		v = m[k]
+	}
+	s, _ := v.(string)
+	return s
+}
+
+// expiredIfSaid is a 401 that is "expired" when its text says so, and a
+// refused credential otherwise.
+func expiredIfSaid(a answer) verdict {
+	if strings.Contains(strings.ToLower(a.text()), "expired") {
+		return expiredAuth(a)
+	}
+	return failedAuth(a)
 }
 
 // Ways to put a credential on a request.
