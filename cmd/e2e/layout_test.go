@@ -55,7 +55,9 @@ const (
 )
 
 // TestDependencyDirection keeps the layout of docs/architecture.md true:
-// cmd -> agent|relay|installer -> allowlist, protocol.
+// cmd -> agent|relay|installer|provider -> allowlist, protocol; provider
+// may also use the product's SDK (relay/client, relay/api), and nothing
+// but cmd imports provider.
 func TestDependencyDirection(t *testing.T) {
 	for _, p := range listPackages(t) {
 		for _, imp := range p.imports {
@@ -63,7 +65,20 @@ func TestDependencyDirection(t *testing.T) {
 			if imp == yamuxModule || imp == websocketModule {
 				assert.True(t, under(p.path, "protocol/tunnel"), "%s imports %s: the transport is built only in protocol/tunnel", p.path, imp)
 			}
+			if under(imp, "provider") && !under(p.path, "provider") {
+				assert.True(t, under(p.path, "cmd"), "%s imports %s: only cmd imports provider", p.path, imp)
+			}
 			switch {
+			case under(p.path, "provider/providertest"):
+				// The test kit of provider: fakes of every provider.
+				assert.True(t, p.std[imp] || under(imp, "provider") || under(imp, "relay/api") ||
+					strings.HasPrefix(imp, "github.com/stretchr/testify/"), "%s imports %s", p.path, imp)
+			case under(p.path, "provider"):
+				// The product's side: the SDK, the wire contract, the
+				// allowlist's address rules, and the standard library.
+				assert.True(t, p.std[imp] || under(imp, "provider") || under(imp, "relay/client") || under(imp, "relay/api") ||
+					under(imp, "protocol") && !under(imp, "protocol/tunnel") || under(imp, "allowlist"),
+					"%s imports %s: provider uses only relay/client, relay/api, protocol, allowlist and the standard library", p.path, imp)
 			case under(p.path, "protocol/tunnel/tunneltest"):
 				// The test kit of the transport: both ends for tests.
 				assert.True(t, p.std[imp] || under(imp, "protocol") || strings.HasPrefix(imp, "github.com/stretchr/testify/"),
@@ -80,7 +95,7 @@ func TestDependencyDirection(t *testing.T) {
 			case under(p.path, "agent"):
 				assert.False(t, under(imp, "relay") || under(imp, "installer") || under(imp, "cmd"), "%s imports %s", p.path, imp)
 			case under(p.path, "relay"):
-				assert.False(t, under(imp, "agent") || under(imp, "installer") || under(imp, "cmd"), "%s imports %s", p.path, imp)
+				assert.False(t, under(imp, "agent") || under(imp, "installer") || under(imp, "cmd") || under(imp, "provider"), "%s imports %s", p.path, imp)
 			case under(p.path, "installer"):
 				assert.False(t, under(imp, "relay") || under(imp, "cmd"), "%s imports %s", p.path, imp)
 			}

@@ -1,10 +1,24 @@
-// Package client is a Go client for the relay's admin HTTP API, used by the
-// postern-relay CLI and usable by any program that manages connections.
+// Package client is the Go SDK of the relay for the cloud product and the
+// postern-relay CLI. It owns two ways in:
+//
+//   - the data path: Dialer opens `CONNECT host:port` through the relay's
+//     proxy listener for one connection and API key, and NewTransport puts
+//     an *http.Transport on top of it (TLS to the provider stays end to
+//     end, inside the tunnel);
+//   - the API: Client manages connections and API keys, and reads a
+//     connection's Status, runs a live Check from inside the customer
+//     network, and follows status Events.
+//
+// Every refusal carries the relay's reason code as a *protocol.Error
+// (api.Error is the same type), matched with errors.As: a refused CONNECT
+// is a *ProxyError wrapping it, an API error is the *api.Error itself. An
+// answer that is not the relay's (a load balancer or another proxy in the
+// way) is an *UnexpectedResponseError. No error, log value or fmt output
+// carries the API key.
 //
 // It speaks the JSON bodies of relay/api and nothing else: it holds no state
-// beyond the server address and the API key, and never retries on its own.
-// An error answer from the relay comes back as *api.Error, so callers can
-// branch on its Reason.
+// beyond addresses and the API key, and never retries on its own; the
+// caller decides what a Retry-After means for it.
 package client
 
 import (

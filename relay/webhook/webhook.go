@@ -46,10 +46,10 @@ const (
 	webhookDefaultDelay  = time.Second
 )
 
-// Webhook signature headers.
+// Webhook signature headers; the scheme is written once, in relay/api.
 const (
-	HeaderEventID   = "Postern-Event-Id"
-	HeaderSignature = "Postern-Signature"
+	HeaderEventID   = api.HeaderWebhookEventID
+	HeaderSignature = api.HeaderWebhookSignature
 )
 
 // ErrSignature means a Postern-Signature header is malformed, stale or
@@ -109,19 +109,9 @@ func redactURL(raw string) string {
 }
 
 // Sign returns the Postern-Signature value for body sent at t:
-// "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>".
-func Sign(secret, body []byte, t time.Time) string {
-	ts := strconv.FormatInt(t.Unix(), 10)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(webhookMAC(secret, ts, body))
-}
-
-func webhookMAC(secret []byte, ts string, body []byte) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(ts))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return m.Sum(nil)
-}
+// "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>"
+// (api.SignWebhook).
+func Sign(secret, body []byte, t time.Time) string { return api.SignWebhook(secret, body, t) }
 
 // Verify checks a Postern-Signature header against the
 // body a receiver got. A positive tolerance also refuses signatures whose
@@ -139,7 +129,7 @@ func Verify(secret, body []byte, header string, now time.Time, tolerance time.Du
 			return fmt.Errorf("%w: signed %s away from now, more than %s", ErrSignature, d.Round(time.Second), tolerance)
 		}
 	}
-	want := webhookMAC(secret, ts, body)
+	want := api.WebhookMAC(secret, ts, body)
 	for _, sig := range sigs {
 		if hmac.Equal(sig, want) {
 			return nil
