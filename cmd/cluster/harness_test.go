@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/cmd/internal/faultlink"
 	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/client"
@@ -72,6 +74,8 @@ type relayNode struct {
 	dir               string
 	proc              *testkit.Process
 	extraEnv, extraFl []string
+	extraYAML         string          // more relay.yaml
+	link              *faultlink.Link // between the node and PostgreSQL, when a test puts one there
 }
 
 // cluster is n relay nodes on one fresh database.
@@ -85,7 +89,11 @@ type cluster struct {
 	adminKey string
 }
 
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t *testing.T, n int) *cluster { return newClusterWith(t, n, nil) }
+
+// newClusterWith is newCluster with configure called on each node before
+// it starts, given the database URL.
+func newClusterWith(t *testing.T, n int, configure func(i int, nd *relayNode, db string)) *cluster {
 	t.Helper()
 	c := &cluster{t: t, db: freshDatabase(t)}
 	c.relayBin, c.agentBin = testkit.Binaries(t)
@@ -96,6 +104,9 @@ func newCluster(t *testing.T, n int) *cluster {
 		nd := &relayNode{id: fmt.Sprintf("node-%c", 'a'+i), dir: filepath.Join(dir, fmt.Sprint(i)),
 			api: testkit.FreeAddr(t), proxy: testkit.FreeAddr(t), peer: testkit.FreeAddr(t)}
 		require.NoError(t, os.MkdirAll(nd.dir, 0o700))
+		if configure != nil {
+			configure(i, nd, c.db)
+		}
 		c.nodes = append(c.nodes, nd)
 	}
 	for i := range c.nodes {
@@ -113,7 +124,7 @@ func (c *cluster) start(i int) {
 	nd := c.nodes[i]
 	cfg := filepath.Join(nd.dir, "relay.yaml")
 	require.NoError(c.t, os.WriteFile(cfg, []byte(fmt.Sprintf(
-		"heartbeat_interval: %s\ndrain_timeout: 10s\n", heartbeat)), 0o600))
+		"heartbeat_interval: %s\ndrain_timeout: 10s\n%s", heartbeat, nd.extraYAML)), 0o600))
 	args := append([]string{"serve", "--config", cfg, "--data", nd.dir, "--node-id", nd.id,
 		"--listen", nd.api, "--proxy-listen", nd.proxy, "--peer-listen", nd.peer,
 		"--peer-advertise", "ws://" + nd.peer, "--cluster-key-file", c.key, "--log-level", "debug"}, nd.extraFl...)
@@ -129,6 +140,12 @@ func (c *cluster) start(i int) {
 func (c *cluster) stop(i int) {
 	c.t.Helper()
 	require.NoError(c.t, c.nodes[i].proc.Stop(30*time.Second), c.nodes[i].id)
+}
+
+// kill ends node i at once (SIGKILL), as a crash would.
+func (c *cluster) kill(i int) {
+	c.t.Helper()
+	c.nodes[i].proc.Kill()
 }
 
 // client is an API client on node i.
@@ -219,4 +236,47 @@ func (c *cluster) open(i int, connID, target string) (net.Conn, error) {
 		return nil, fmt.Errorf("CONNECT through %s: %s %s", c.nodes[i].id, resp.Status, resp.Header.Get("Postern-Reason"))
 	}
 	return &testkit.BufferedConn{Conn: conn, R: br}, nil
+}
+
+// waitTunnels waits until node i's status of the connection shows one
+// tunnel on each node named, and no other.
+func (c *cluster) waitTunnels(i int, connID string, nodes ...string) api.Status {
+	c.t.Helper()
+	var st api.Status
+	testkit.WaitFor(c.t, 15*time.Second, fmt.Sprintf("tunnels on %v seen from %s", nodes, c.nodes[i].id), func() bool {
+		var err error
+		st, err = c.status(i, connID)
+		got := tunnelNodes(st)
+		slices.Sort(got)
+		return err == nil && slices.Equal(got, slices.Sorted(slices.Values(nodes)))
+	})
+	return st
+}
+
+// connectStatus sends a CONNECT through node i and returns the answer's
+// status and Postern-Reason.
+func (c *cluster) connectStatus(i int, connID, target string) (int, string) {
+	c.t.Helper()
+	conn, err := net.DialTimeout("tcp", c.nodes[i].proxy, 2*time.Second)
+	require.NoError(c.t, err)
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
+	resp, _, err := testkit.Connect(conn, connID, c.adminKey, target)
+	require.NoError(c.t, err)
+	return resp.StatusCode, resp.Header.Get("Postern-Reason")
+}
+
+// hostOf is the host:port of a database URL.
+func hostOf(t *testing.T, db string) string {
+	u, err := url.Parse(db)
+	require.NoError(t, err)
+	return u.Host
+}
+
+// withHost is the database URL with another host:port.
+func withHost(t *testing.T, db, host string) string {
+	u, err := url.Parse(db)
+	require.NoError(t, err)
+	u.Host = host
+	return u.String()
 }

@@ -1,0 +1,94 @@
+package cluster
+
+import (
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/cmd/internal/faultlink"
+	"github.com/postern/postern/cmd/internal/testkit"
+)
+
+// kill -9 of node A under load: requests through C go on via B, A's
+// presence lapses within its lease, and nothing fails 2 s after the kill.
+func TestKillNodeUnderLoad(t *testing.T) {
+	c := newCluster(t, 3)
+	target := testkit.EchoServer(t)
+	conn := c.createConnection("github")
+	c.startAgent(conn.AgentToken, []string{target}, 2, 0, 1)
+	c.waitTunnels(2, conn.ID, "node-a", "node-b")
+
+	load := c.startLoad(4, conn.ID, target, func(uint64) int { return 2 })
+	time.Sleep(time.Second)
+	killed := time.Now()
+	c.kill(0)
+	gone := testkit.WaitFor(t, 10*time.Second, "A's tunnel gone from C's status", func() bool {
+		st, err := c.status(2, conn.ID)
+		return err == nil && !slices.Contains(tunnelNodes(st), "node-a")
+	})
+	time.Sleep(3 * time.Second)
+	load.stop()
+
+	lease := 3 * heartbeat
+	t.Logf("A's presence was gone from C %s after the kill (lease %s)", gone.Round(time.Millisecond), lease)
+	assert.LessOrEqual(t, gone, lease+heartbeat, "a dead node's tunnels lapse with its lease")
+	early, earlyTotal := load.failures(killed)
+	late, lateTotal := load.failures(killed.Add(2 * time.Second))
+	t.Logf("requests through C from the kill on: %d, failed %d; from 2 s after: %d, failed %d",
+		earlyTotal, len(early), lateTotal, len(late))
+	report(t, late)
+	assert.Empty(t, late, "no request fails 2 s after a node died")
+	assert.Greater(t, lateTotal, 20, "the load ran")
+	// The agent is degraded until its second tunnel settles on B, the
+	// one node in its list that answers.
+	settled := testkit.WaitFor(t, 30*time.Second, "both tunnels on B, connected", func() bool {
+		st, err := c.status(2, conn.ID)
+		return err == nil && st.TunnelStatus == "connected" && slices.Equal(tunnelNodes(st), []string{"node-b", "node-b"})
+	})
+	t.Logf("both tunnels on B %s after A's were gone", settled.Round(time.Millisecond))
+}
+
+// A node cut off from PostgreSQL says RELAY_UNAVAILABLE where it cannot
+// decide, goes unready, and comes back by itself when the database does.
+func TestNodePartitionedFromDatabase(t *testing.T) {
+	c := newClusterWith(t, 3, func(i int, nd *relayNode, db string) {
+		if i == 2 {
+			nd.link = faultlink.New(t, hostOf(t, db))
+			nd.extraEnv = append(nd.extraEnv, "POSTERN_DATABASE_URL="+withHost(t, db, nd.link.Addr))
+		}
+	})
+	target := testkit.EchoServer(t)
+	conn := c.createConnection("gitlab")
+	c.startAgent(conn.AgentToken, []string{target}, 1, 0)
+	c.waitTunnels(2, conn.ID, "node-a")
+	require.NoError(t, c.roundTrip(2, conn.ID, target, roundTripSize))
+
+	c.nodes[2].link.Cut()
+	testkit.WaitFor(t, 10*time.Second, "C unready", func() bool {
+		return !testkit.GetOK(http.DefaultClient, "http://"+c.nodes[2].api+"/readyz")
+	})
+	_, reason := c.connectStatus(2, conn.ID, target)
+	assert.Equal(t, "RELAY_UNAVAILABLE", reason, "C cannot tell where the tunnel is")
+	_, err := c.status(2, conn.ID)
+	assert.ErrorContains(t, err, "RELAY_UNAVAILABLE", "C's API cannot answer for the cluster")
+	require.NoError(t, c.roundTrip(0, conn.ID, target, roundTripSize), "the other nodes are not affected")
+	require.NoError(t, c.roundTrip(1, conn.ID, target, roundTripSize), "the other nodes are not affected")
+
+	c.nodes[2].link.Heal(t)
+	back := testkit.WaitFor(t, 30*time.Second, "C ready again", func() bool {
+		return testkit.GetOK(http.DefaultClient, "http://"+c.nodes[2].api+"/readyz")
+	})
+	t.Logf("C was ready again %s after the database came back", back.Round(time.Millisecond))
+	require.NoError(t, c.roundTrip(2, conn.ID, target, roundTripSize), "C forwards again")
+	nodes, err := c.client(0).Nodes(t.Context())
+	require.NoError(t, err)
+	var ids []string
+	for _, n := range nodes.Nodes {
+		ids = append(ids, n.ID)
+	}
+	assert.Contains(t, ids, "node-c", "C registered itself again")
+}
