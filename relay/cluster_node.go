@@ -96,7 +96,7 @@ func (s *Server) nodes(ctx context.Context) ([]api.Node, error) {
 	out := make([]api.Node, len(ns))
 	for i, n := range ns {
 		out[i] = api.Node{ID: n.ID, PeerURL: n.PeerURL, Draining: n.Draining, Sessions: n.Sessions,
-			StartedAt: n.StartedAt, LeaseUntil: n.LeaseUntil, Self: n.ID == s.cfg.NodeID}
+			StartedAt: n.StartedAt, RenewedAt: n.RenewedAt, LeaseUntil: n.LeaseUntil, Self: n.ID == s.cfg.NodeID}
 	}
 	return out, nil
 }

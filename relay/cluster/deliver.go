@@ -14,7 +14,9 @@ import (
 // row, claimed by one node at a time (FOR UPDATE SKIP LOCKED) for
 // claimLease, tried once, then marked done or scheduled again. Every node
 // configured with the receiver delivers; none delivers an event twice
-// unless its attempt outlived the claim.
+// unless its attempt outlived the claim (an attempt is bounded well below
+// it). Two nodes may deliver consecutive events at once, so a receiver
+// orders them by Postern-Event-Id.
 const (
 	claimLease   = 30 * time.Second
 	claimBatch   = 16
@@ -35,6 +37,14 @@ func (rs Receivers) For(workspace string) []string {
 	return out
 }
 
+func (rs Receivers) ids() []string {
+	out := make([]string, 0, len(rs))
+	for id := range rs {
+		out = append(out, id)
+	}
+	return out
+}
+
 // SetReceivers gives the book the webhooks this node delivers to.
 func (b *Book) SetReceivers(rs Receivers) { b.hooks = rs }
 
@@ -51,7 +61,7 @@ func (b *Book) deliverLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		ds, err := b.node.st.ClaimDeliveries(ctx, claimBatch, time.Now().Add(claimLease))
+		ds, err := b.node.st.ClaimDeliveries(ctx, b.hooks.ids(), claimBatch, time.Now().Add(claimLease))
 		if err != nil {
 			continue
 		}
@@ -65,7 +75,7 @@ func (b *Book) deliverLoop(ctx context.Context) {
 func (b *Book) deliver(ctx context.Context, d store.Delivery) {
 	r := b.hooks[d.Receiver]
 	if r == nil {
-		return // not configured here: another node's claim expires to it
+		return // claimed for another receiver: cannot happen, the claim names ours
 	}
 	var e api.Event
 	if err := json.Unmarshal(d.Body, &e); err != nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -137,8 +138,9 @@ func (n *Node) broker() *broker.Broker { return n.b }
 func (n *Node) ID() string { return n.cfg.NodeID }
 
 func (n *Node) record(draining bool) store.Node {
+	now := time.Now()
 	return store.Node{ID: n.cfg.NodeID, PeerURL: n.cfg.PeerURL, Draining: draining,
-		StartedAt: n.started, LeaseUntil: time.Now().Add(n.cfg.Lease)}
+		StartedAt: n.started, RenewedAt: now, LeaseUntil: now.Add(n.cfg.Lease)}
 }
 
 // Start registers the node; a node that cannot reach the database does not
@@ -215,7 +217,7 @@ func (n *Node) sweepLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			conns, err := n.st.ExpirePresence(ctx, now, tombstoneKeep)
+			conns, err := n.st.ExpirePresence(ctx, now, tombstoneKeep, eventKeep)
 			if err != nil {
 				continue
 			}
@@ -227,9 +229,13 @@ func (n *Node) sweepLoop(ctx context.Context) {
 }
 
 // tombstoneKeep is how long a closed session's row outlives it, longer
-// than any write about it can be delayed; events older than that with no
-// pending delivery go too.
-const tombstoneKeep = time.Hour
+// than any write about it can be delayed. eventKeep is how long published
+// events stay for resuming streams and for history, unless a webhook
+// delivery still waits for them.
+const (
+	tombstoneKeep = time.Hour
+	eventKeep     = 30 * 24 * time.Hour
+)
 
 // refreshNodes reloads the live nodes and forgets the links of those gone.
 func (n *Node) refreshNodes(ctx context.Context) {
@@ -281,8 +287,10 @@ func (n *Node) LiveNodes() int {
 func (n *Node) Nodes(ctx context.Context) ([]store.Node, error) { return n.st.Nodes(ctx, time.Now()) }
 
 // Holders lists the other nodes with a tunnel of the connection: live ones
-// (fewest streams first) and, as a last resort, those whose tunnels were
-// told to go away. Nodes in backoff after a failure are skipped.
+// and, as a last resort, those whose tunnels were told to go away; each
+// list has the nodes in backoff after a failure last, then fewest streams
+// first. A node in backoff is listed so that the router can tell "held
+// by a node it cannot reach" from "held nowhere"; asking it fails at once.
 func (n *Node) Holders(ctx context.Context, connID string) (live, draining []string, err error) {
 	ps, err := n.st.PresenceOf(ctx, connID, time.Now())
 	if err != nil {
@@ -291,7 +299,7 @@ func (n *Node) Holders(ctx context.Context, connID string) (live, draining []str
 	load := map[string]int64{}
 	isLive := map[string]bool{}
 	for _, p := range ps {
-		if p.NodeID == n.cfg.NodeID || n.links.inBackoff(p.NodeID) {
+		if p.NodeID == n.cfg.NodeID {
 			continue
 		}
 		v, _ := decodeView(p.View)
@@ -307,11 +315,21 @@ func (n *Node) Holders(ctx context.Context, connID string) (live, draining []str
 			draining = append(draining, node)
 		}
 	}
-	byLoad := func(ns []string) {
-		sort.Slice(ns, func(i, j int) bool { return load[ns[i]] < load[ns[j]] || load[ns[i]] == load[ns[j]] && ns[i] < ns[j] })
+	down := map[string]bool{}
+	for node := range load {
+		down[node] = n.links.inBackoff(node)
 	}
-	byLoad(live)
-	byLoad(draining)
+	order := func(ns []string) {
+		sort.Slice(ns, func(i, j int) bool {
+			a, b := ns[i], ns[j]
+			if down[a] != down[b] {
+				return !down[a]
+			}
+			return load[a] < load[b] || load[a] == load[b] && a < b
+		})
+	}
+	order(live)
+	order(draining)
 	return live, draining, nil
 }
 
@@ -336,7 +354,7 @@ func (n *Node) Moved(ctx context.Context) bool {
 			continue
 		}
 		live, _, err := n.Holders(ctx, s.ConnectionID)
-		if err != nil || len(live) == 0 {
+		if err != nil || !slices.ContainsFunc(live, func(node string) bool { return !n.links.inBackoff(node) }) {
 			return false
 		}
 	}

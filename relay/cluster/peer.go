@@ -268,3 +268,5 @@ func (r remote) Forward(ctx context.Context, node, connID string, req protocol.R
 func (r remote) Skip(err error) bool {
 	return errors.Is(err, errNotHere) || errors.Is(err, errPeerDown)
 }
+
+func (r remote) Unreachable(err error) bool { return errors.Is(err, errPeerDown) }

@@ -19,8 +19,11 @@ type Node struct {
 	PeerURL string
 	// Draining is set from the start of a graceful stop: the node takes
 	// no new work and its agents are moving elsewhere.
-	Draining   bool
-	StartedAt  time.Time
+	Draining  bool
+	StartedAt time.Time
+	// RenewedAt is the last renewal of the lease, which lasts until
+	// LeaseUntil.
+	RenewedAt  time.Time
 	LeaseUntil time.Time
 	// Sessions counts the node's open agent sessions (filled by Nodes).
 	Sessions int
@@ -113,9 +116,10 @@ type Cluster interface {
 	// PresenceOf lists the open, unexpired sessions of a connection.
 	PresenceOf(ctx context.Context, connectionID string, now time.Time) ([]Presence, error)
 	// ExpirePresence drops the sessions and nodes whose lease lapsed
-	// before now, and tombstones and delivered events older than keep; it
-	// returns the connections whose live sessions it dropped.
-	ExpirePresence(ctx context.Context, now time.Time, keep time.Duration) ([]string, error)
+	// before now, tombstones older than keep, and delivered events older
+	// than keepEvents; it returns the connections whose live sessions it
+	// dropped.
+	ExpirePresence(ctx context.Context, now time.Time, keep, keepEvents time.Duration) ([]string, error)
 
 	// NoteFailure records a refused agent token against a connection.
 	NoteFailure(ctx context.Context, connectionID, message string, at time.Time) error
@@ -138,9 +142,10 @@ type Cluster interface {
 	// NewestEvent is the id of the newest event kept, 0 when none is.
 	NewestEvent(ctx context.Context) (int64, error)
 
-	// ClaimDeliveries takes up to limit due deliveries for this node
-	// until until; no other node gets them meanwhile.
-	ClaimDeliveries(ctx context.Context, limit int, until time.Time) ([]Delivery, error)
+	// ClaimDeliveries takes up to limit due deliveries to the receivers
+	// named, for this node until until; no other node gets them
+	// meanwhile.
+	ClaimDeliveries(ctx context.Context, receivers []string, limit int, until time.Time) ([]Delivery, error)
 	// FinishDelivery marks a delivery done, or schedules its next attempt.
 	FinishDelivery(ctx context.Context, d Delivery, done bool, next time.Time) error
 
