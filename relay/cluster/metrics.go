@@ -26,9 +26,9 @@ func newMetrics(reg metricsRegisterer, l *links) *metrics {
 		}
 	}
 	reg.MustRegister(m.forwarded,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "postern_relay_peer_links", Help: "Peer links to other nodes that are up.",
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "postern_relay_peer_links", Help: "Peer links to other nodes, by state (down: in backoff after a failure).",
 			ConstLabels: prometheus.Labels{"state": "up"}}, links(true)),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "postern_relay_peer_links", Help: "Peer links to other nodes that are up.",
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "postern_relay_peer_links", Help: "Peer links to other nodes, by state (down: in backoff after a failure).",
 			ConstLabels: prometheus.Labels{"state": "down"}}, links(false)),
 	)
 	return m
