@@ -3,6 +3,7 @@ package cluster
 import (
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,6 +67,9 @@ func TestNodePartitionedFromDatabase(t *testing.T) {
 	c.startAgent(conn.AgentToken, []string{target}, 1, 0)
 	c.waitTunnels(2, conn.ID, "node-a")
 	require.NoError(t, c.roundTrip(2, conn.ID, target, roundTripSize))
+	onC := c.createConnection("jira") // its tunnel is on C, and it is revoked while C cannot hear it
+	c.startAgent(onC.AgentToken, []string{target}, 1, 2)
+	c.waitTunnels(0, onC.ID, "node-c")
 
 	c.nodes[2].link.Cut()
 	testkit.WaitFor(t, 10*time.Second, "C unready", func() bool {
@@ -77,6 +81,8 @@ func TestNodePartitionedFromDatabase(t *testing.T) {
 	assert.ErrorContains(t, err, "RELAY_UNAVAILABLE", "C's API cannot answer for the cluster")
 	require.NoError(t, c.roundTrip(0, conn.ID, target, roundTripSize), "the other nodes are not affected")
 	require.NoError(t, c.roundTrip(1, conn.ID, target, roundTripSize), "the other nodes are not affected")
+	_, err = c.client(0).RevokeConnection(t.Context(), onC.ID)
+	require.NoError(t, err)
 
 	c.nodes[2].link.Heal(t)
 	back := testkit.WaitFor(t, 30*time.Second, "C ready again", func() bool {
@@ -91,4 +97,8 @@ func TestNodePartitionedFromDatabase(t *testing.T) {
 		ids = append(ids, n.ID)
 	}
 	assert.Contains(t, ids, "node-c", "C registered itself again")
+	cut := testkit.WaitFor(t, 15*time.Second, "C cuts the tunnel of the connection revoked while it could not hear", func() bool {
+		return strings.Contains(c.nodes[2].proc.Output(), "connection revoked while the cluster was out of reach")
+	})
+	t.Logf("C cut the revoked connection's tunnel %s after it was ready again", cut.Round(time.Millisecond))
 }

@@ -95,6 +95,7 @@ type Node struct {
 	nodes   map[string]store.Node
 
 	handlers map[string]func(payload string) // set before Run
+	onResync []func()                        // set before Run
 
 	ctx    context.Context
 	cancel context.CancelFunc
