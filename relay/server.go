@@ -309,6 +309,10 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 // the drain short.
 func (s *Server) stop(servers []*http.Server, peer *http.Server) {
 	s.stopping.Store(true)
+	if s.cfg.ShutdownDelay > 0 {
+		s.log.Info("stopping: unready, still serving until load balancers notice", "shutdown_delay", s.cfg.ShutdownDelay)
+		sleepCtx(s.ctx, s.cfg.ShutdownDelay)
+	}
 	now, stopNow := context.WithCancel(context.Background())
 	stopNow()
 	for _, srv := range servers {

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/cmd/internal/clusterkit"
 	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/webhook"
@@ -56,32 +57,32 @@ func (h *hookReceiver) received() []string {
 func TestWebhookDeliversEachEventOnce(t *testing.T) {
 	secret := []byte("cluster-hook-secret-0123456789")
 	hook, url := newHookReceiver(t, secret)
-	c := newClusterWith(t, 3, func(_ int, nd *relayNode, _ string) {
-		path := filepath.Join(nd.dir, "hook.secret")
+	c := clusterkit.NewWith(t, 3, func(_ int, nd *clusterkit.Node, _ string) {
+		path := filepath.Join(nd.Dir, "hook.secret")
 		require.NoError(t, os.WriteFile(path, secret, 0o600))
-		nd.extraYAML = "webhooks:\n  - url: " + url + "\n    secret_file: " + path + "\n"
+		nd.ExtraYAML = "webhooks:\n  - url: " + url + "\n    secret_file: " + path + "\n"
 	})
 	target := testkit.EchoServer(t)
 	var agents []*testkit.Process
 	var conns []api.Connection
 	for i, name := range []string{"gitlab", "jira", "github"} {
-		conn := c.createConnection(name)
+		conn := c.CreateConnection(name)
 		conns = append(conns, conn)
-		agents = append(agents, c.startAgent(conn.AgentToken, []string{target}, 1, i))
+		agents = append(agents, c.StartAgent(conn.AgentToken, []string{target}, 1, i))
 	}
 	for i, conn := range conns {
-		c.waitTunnels(0, conn.ID, c.nodes[i].id)
+		c.WaitTunnels(0, conn.ID, c.Nodes[i].ID)
 	}
 	for _, a := range agents {
 		require.NoError(t, a.Stop(10*time.Second))
 	}
-	_, err := c.client(1).RevokeConnection(t.Context(), conns[0].ID)
+	_, err := c.Client(1).RevokeConnection(t.Context(), conns[0].ID)
 	require.NoError(t, err)
 
 	// Every event the cluster published, read back from its history.
 	var want []string
 	testkit.WaitFor(t, 10*time.Second, "connected, configured, disconnected and revoked events of every connection", func() bool {
-		want = c.eventIDs(2)
+		want = eventIDs(c, 2)
 		return len(want) >= 3*3+2
 	})
 	testkit.WaitFor(t, 15*time.Second, "every event delivered", func() bool {
@@ -106,11 +107,11 @@ func byNumber(a, b string) int {
 }
 
 // eventIDs reads every event kept from node i's stream, from the start.
-func (c *cluster) eventIDs(i int) []string {
-	ctx, cancel := context.WithTimeout(c.t.Context(), time.Second)
+func eventIDs(c *clusterkit.Cluster, i int) []string {
+	ctx, cancel := context.WithTimeout(c.T.Context(), time.Second)
 	defer cancel()
 	var ids []string
-	_ = c.client(i).Events(ctx, "0", func(e api.Event) error {
+	_ = c.Client(i).Events(ctx, "0", func(e api.Event) error {
 		ids = append(ids, e.ID)
 		return nil
 	})
@@ -120,24 +121,24 @@ func (c *cluster) eventIDs(i int) []string {
 // A stream read on one node resumes on another with Last-Event-ID, with
 // nothing missed and nothing twice.
 func TestEventsResumeOnAnotherNode(t *testing.T) {
-	c := newCluster(t, 3)
+	c := clusterkit.New(t, 3)
 	target := testkit.EchoServer(t)
-	conn := c.createConnection("gitlab")
-	agent := c.startAgent(conn.AgentToken, []string{target}, 1, 0)
-	c.waitTunnels(1, conn.ID, "node-a")
-	first := c.eventIDs(1)
+	conn := c.CreateConnection("gitlab")
+	agent := c.StartAgent(conn.AgentToken, []string{target}, 1, 0)
+	c.WaitTunnels(1, conn.ID, "node-a")
+	first := eventIDs(c, 1)
 	require.NotEmpty(t, first)
 	last := first[len(first)-1]
 
 	require.NoError(t, agent.Stop(10*time.Second))
-	_, err := c.client(0).RevokeConnection(t.Context(), conn.ID)
+	_, err := c.Client(0).RevokeConnection(t.Context(), conn.ID)
 	require.NoError(t, err)
 	var rest []api.Event
 	testkit.WaitFor(t, 10*time.Second, "the events after "+last+" on node C", func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
 		rest = nil
-		_ = c.client(2).Events(ctx, last, func(e api.Event) error {
+		_ = c.Client(2).Events(ctx, last, func(e api.Event) error {
 			rest = append(rest, e)
 			return nil
 		})
@@ -150,7 +151,7 @@ func TestEventsResumeOnAnotherNode(t *testing.T) {
 	}
 	assert.Contains(t, kinds, "tunnel:disconnected")
 	assert.Contains(t, kinds, "tunnel:revoked")
-	all := c.eventIDs(0)
+	all := eventIDs(c, 0)
 	assert.Equal(t, all, append(first, idsOf(rest)...), "the two reads together are the whole history, in order")
 }
 
