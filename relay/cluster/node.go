@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,6 +92,7 @@ type Node struct {
 
 	nodesMu sync.Mutex
 	nodes   map[string]store.Node
+	holders holderCache
 
 	handlers map[string]func(payload string) // set before Run
 	onResync []func()                        // set before Run
@@ -286,53 +286,6 @@ func (n *Node) LiveNodes() int {
 
 // Nodes lists the live nodes of the cluster.
 func (n *Node) Nodes(ctx context.Context) ([]store.Node, error) { return n.st.Nodes(ctx, time.Now()) }
-
-// Holders lists the other nodes with a tunnel of the connection: live ones
-// and, as a last resort, those whose tunnels were told to go away; each
-// list has the nodes in backoff after a failure last, then fewest streams
-// first. A node in backoff is listed so that the router can tell "held
-// by a node it cannot reach" from "held nowhere"; asking it fails at once.
-func (n *Node) Holders(ctx context.Context, connID string) (live, draining []string, err error) {
-	ps, err := n.st.PresenceOf(ctx, connID, time.Now())
-	if err != nil {
-		return nil, nil, err
-	}
-	load := map[string]int64{}
-	isLive := map[string]bool{}
-	for _, p := range ps {
-		if p.NodeID == n.cfg.NodeID {
-			continue
-		}
-		v, _ := decodeView(p.View)
-		load[p.NodeID] += v.Active
-		if !p.Draining {
-			isLive[p.NodeID] = true
-		}
-	}
-	for node := range load {
-		if isLive[node] {
-			live = append(live, node)
-		} else {
-			draining = append(draining, node)
-		}
-	}
-	down := map[string]bool{}
-	for node := range load {
-		down[node] = n.links.inBackoff(node)
-	}
-	order := func(ns []string) {
-		sort.Slice(ns, func(i, j int) bool {
-			a, b := ns[i], ns[j]
-			if down[a] != down[b] {
-				return !down[a]
-			}
-			return load[a] < load[b] || load[a] == load[b] && a < b
-		})
-	}
-	order(live)
-	order(draining)
-	return live, draining, nil
-}
 
 // BeginDrain tells the cluster this node is leaving: its tunnels are last
 // resorts from now on, and its rows say so.
