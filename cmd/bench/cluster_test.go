@@ -3,7 +3,11 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +36,7 @@ func BenchmarkCluster(b *testing.B) {
 	local := &stack{proxyAddr: c.Nodes[0].Proxy, connID: conn.ID, key: c.AdminKey}
 	forwarded := &stack{proxyAddr: c.Nodes[1].Proxy, connID: conn.ID, key: c.AdminKey}
 	tab := table{base: "local", test: "forwarded"}
+	rows, renewals := presenceWrites(b, c, 2)
 
 	pairs := func(b *testing.B, rows []*row, work func(ctx context.Context, dial dialFunc) ([]float64, error)) {
 		for i := range b.N {
@@ -85,6 +90,46 @@ func BenchmarkCluster(b *testing.B) {
 		b.Error(err)
 	}
 	checkClusterBudgets(b, &tab)
+	verdict := "ok"
+	if rows > 1 {
+		verdict = "OVER BUDGET"
+		b.Errorf("%.2f presence rows per tunnel per heartbeat, over the budget of 1", rows)
+	}
+	fmt.Printf("budget: presence writes %.2f rows per tunnel per heartbeat (<= 1), and %.2f renewal statements per node per heartbeat: %s\n",
+		rows, renewals, verdict)
+}
+
+// presenceWrites watches node A, which holds tunnels tunnels, for ten
+// heartbeats and returns the session rows it wrote per tunnel per
+// heartbeat and its renewal statements per heartbeat.
+func presenceWrites(b *testing.B, c *clusterkit.Cluster, tunnels int) (rows, renewals float64) {
+	const beats = 10
+	read := func() (float64, float64) {
+		resp, err := http.Get("http://" + c.Nodes[0].API + "/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		text, _ := io.ReadAll(resp.Body)
+		return metricValue(string(text), `postern_relay_presence_writes_total{kind="session"}`),
+			metricValue(string(text), `postern_relay_presence_writes_total{kind="renewal"}`)
+	}
+	s0, r0 := read()
+	time.Sleep(beats * clusterkit.Heartbeat)
+	s1, r1 := read()
+	return (s1 - s0) / float64(tunnels) / beats, (r1 - r0) / beats
+}
+
+// metricValue is the value of the series named exactly so in a /metrics
+// text, or 0.
+func metricValue(text, series string) float64 {
+	for line := range strings.Lines(text) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
 }
 
 // checkClusterBudgets fails the run when forwarding costs more than the

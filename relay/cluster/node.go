@@ -201,6 +201,7 @@ func (n *Node) renew(ctx context.Context) error {
 		// The lease may have lapsed and the rows gone: write them all.
 		return n.presence.writeAll(ctx)
 	}
+	n.metrics.renewal()
 	if err := n.st.RenewPresence(ctx, n.cfg.NodeID, time.Now().Add(n.cfg.Lease)); err != nil {
 		return err
 	}
