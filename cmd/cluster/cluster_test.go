@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -128,4 +129,21 @@ func stepOK(c api.Check, name string) bool {
 		}
 	}
 	return false
+}
+
+// With certificates every listener of every node speaks TLS, peer links
+// too (wss://), and forwarding works the same.
+func TestPeerLinksOverTLS(t *testing.T) {
+	c := clusterkit.NewTLS(t, 2)
+	target := testkit.EchoServer(t)
+	conn := c.CreateConnection("gitlab")
+	c.StartAgent(conn.AgentToken, []string{target}, 1, 0)
+	c.WaitTunnels(1, conn.ID, "node-a")
+	require.NoError(t, c.RoundTrip(1, conn.ID, target, 256<<10), "CONNECT through B, forwarded over wss:// to A")
+	nodes, err := c.Client(1).Nodes(t.Context())
+	require.NoError(t, err)
+	require.Len(t, nodes.Nodes, 2)
+	for _, n := range nodes.Nodes {
+		assert.True(t, strings.HasPrefix(n.PeerURL, "wss://"), n.PeerURL)
+	}
 }

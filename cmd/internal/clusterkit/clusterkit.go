@@ -7,6 +7,8 @@ package clusterkit
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -90,15 +92,48 @@ type Cluster struct {
 	AgentBin string
 	Nodes    []*Node
 	AdminKey string
+	// TLS, when set, is the certificate every node serves on all three
+	// listeners (peer links are wss://), and the pool that trusts it.
+	TLS *TLS
+}
+
+// TLS is a cluster's certificate.
+type TLS struct {
+	CertFile, KeyFile string
+	Pool              *x509.CertPool
+}
+
+func (c *Cluster) scheme(plain string) string {
+	if c.TLS == nil {
+		return plain
+	}
+	return plain + "s"
+}
+
+func (c *Cluster) httpClient() *http.Client {
+	if c.TLS == nil {
+		return http.DefaultClient
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.TLS.Pool}}}
 }
 
 func New(t testing.TB, n int) *Cluster { return NewWith(t, n, nil) }
 
+// NewTLS is New with every listener of every node on TLS.
+func NewTLS(t testing.TB, n int) *Cluster {
+	certFile, keyFile, pool := testkit.SelfSignedCert(t, t.TempDir())
+	return newCluster(t, n, &TLS{CertFile: certFile, KeyFile: keyFile, Pool: pool}, nil)
+}
+
 // NewWith is New with configure called on each node before
 // it starts, given the database URL.
 func NewWith(t testing.TB, n int, configure func(i int, nd *Node, db string)) *Cluster {
+	return newCluster(t, n, nil, configure)
+}
+
+func newCluster(t testing.TB, n int, tlsCert *TLS, configure func(i int, nd *Node, db string)) *Cluster {
 	t.Helper()
-	c := &Cluster{T: t, DB: FreshDatabase(t)}
+	c := &Cluster{T: t, DB: FreshDatabase(t), TLS: tlsCert}
 	c.RelayBin, c.AgentBin = testkit.Binaries(t)
 	dir := t.TempDir()
 	c.Key = filepath.Join(dir, "cluster.key")
@@ -128,14 +163,18 @@ func (c *Cluster) Start(i int) {
 	cfg := filepath.Join(nd.Dir, "relay.yaml")
 	require.NoError(c.T, os.WriteFile(cfg, []byte(fmt.Sprintf(
 		"heartbeat_interval: %s\ndrain_timeout: 10s\n%s", Heartbeat, nd.ExtraYAML)), 0o600))
-	args := append([]string{"serve", "--config", cfg, "--data", nd.Dir, "--node-id", nd.ID,
+	args := []string{"serve", "--config", cfg, "--data", nd.Dir, "--node-id", nd.ID,
 		"--listen", nd.API, "--proxy-listen", nd.Proxy, "--peer-listen", nd.Peer,
-		"--peer-advertise", "ws://" + nd.Peer, "--cluster-key-file", c.Key, "--log-level", "debug"}, nd.ExtraFlags...)
+		"--peer-advertise", c.scheme("ws") + "://" + nd.Peer, "--cluster-key-file", c.Key, "--log-level", "debug"}
+	if c.TLS != nil {
+		args = append(args, "--tls-cert", c.TLS.CertFile, "--tls-key", c.TLS.KeyFile)
+	}
+	args = append(args, nd.ExtraFlags...)
 	cmd := exec.Command(c.RelayBin, args...)
 	cmd.Env = append(os.Environ(), append([]string{"POSTERN_DATABASE_URL=" + c.DB}, nd.ExtraEnv...)...)
 	nd.Proc = testkit.StartCmd(c.T, nd.ID, cmd)
 	testkit.WaitFor(c.T, 15*time.Second, nd.ID+" ready", func() bool {
-		return testkit.GetOK(http.DefaultClient, "http://"+nd.API+"/readyz")
+		return testkit.GetOK(c.httpClient(), c.scheme("http")+"://"+nd.API+"/readyz")
 	})
 }
 
@@ -153,7 +192,7 @@ func (c *Cluster) Kill(i int) {
 
 // Client is an API client on node i.
 func (c *Cluster) Client(i int) *client.Client {
-	return client.New("http://"+c.Nodes[i].API, c.AdminKey, nil)
+	return client.New(c.scheme("http")+"://"+c.Nodes[i].API, c.AdminKey, c.httpClient())
 }
 
 // CreateConnection creates a connection through node 0 and returns it
@@ -180,10 +219,13 @@ func (c *Cluster) StartAgent(token string, targets []string, tunnels int, nodes 
 	}
 	var urls []string
 	for _, i := range nodes {
-		urls = append(urls, "    - ws://"+c.Nodes[i].API)
+		urls = append(urls, "    - "+c.scheme("ws")+"://"+c.Nodes[i].API)
 	}
 	yaml := fmt.Sprintf("relay_url:\n%s\ntoken_file: %s\ntunnels: %d\nstatus_listen: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
 		strings.Join(urls, "\n"), tokenFile, tunnels, testkit.FreeAddr(c.T), strings.Join(ports, ", "))
+	if c.TLS != nil {
+		yaml += "ca_file: " + c.TLS.CertFile + "\n"
+	}
 	cfg := filepath.Join(dir, "agent.yaml")
 	require.NoError(c.T, os.WriteFile(cfg, []byte(yaml), 0o600))
 	return testkit.Start(c.T, "agent", c.AgentBin, "run", "--config", cfg)
@@ -224,7 +266,7 @@ func (c *Cluster) RoundTrip(i int, connID, target string, n int64) error {
 // Open asks node i's proxy for a tunnel to target; an answer other than
 // 200 is an error naming its reason.
 func (c *Cluster) Open(i int, connID, target string) (net.Conn, error) {
-	conn, err := net.DialTimeout("tcp", c.Nodes[i].Proxy, 2*time.Second)
+	conn, err := c.dialProxy(i)
 	if err != nil {
 		return nil, err
 	}
@@ -257,10 +299,10 @@ func (c *Cluster) WaitTunnels(i int, connID string, nodes ...string) api.Status 
 }
 
 // ConnectStatus sends a CONNECT through node i and returns the answer's
-// Status and Postern-Reason.
+// status and Postern-Reason.
 func (c *Cluster) ConnectStatus(i int, connID, target string) (int, string) {
 	c.T.Helper()
-	conn, err := net.DialTimeout("tcp", c.Nodes[i].Proxy, 2*time.Second)
+	conn, err := c.dialProxy(i)
 	require.NoError(c.T, err)
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
@@ -282,4 +324,14 @@ func WithHost(t testing.TB, db, host string) string {
 	require.NoError(t, err)
 	u.Host = host
 	return u.String()
+}
+
+// dialProxy connects to node i's proxy listener, over TLS when the
+// cluster has it.
+func (c *Cluster) dialProxy(i int) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	if c.TLS != nil {
+		return tls.DialWithDialer(d, "tcp", c.Nodes[i].Proxy, &tls.Config{RootCAs: c.TLS.Pool})
+	}
+	return d.Dial("tcp", c.Nodes[i].Proxy)
 }
