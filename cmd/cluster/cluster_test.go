@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -146,4 +147,31 @@ func TestPeerLinksOverTLS(t *testing.T) {
 	for _, n := range nodes.Nodes {
 		assert.True(t, strings.HasPrefix(n.PeerURL, "wss://"), n.PeerURL)
 	}
+}
+
+// An agent refused at A for a wrong token makes the connection's auth
+// failing on every node, and a CONNECT at C says why.
+func TestAuthFailureSeenEverywhere(t *testing.T) {
+	c := clusterkit.New(t, 3)
+	target := testkit.EchoServer(t)
+	conn := c.CreateConnection("gitlab")
+	parts := strings.SplitN(conn.AgentToken, "_", 3)
+	require.Len(t, parts, 3)
+	secret := []rune(parts[2])
+	slices.Reverse(secret) // a well-formed secret, not this connection's
+	wrong := parts[0] + "_" + parts[1] + "_" + string(secret)
+	events := follow(c, 2, conn.ID)
+	c.StartAgent(wrong, []string{target}, 1, 0)
+
+	testkit.WaitFor(t, 10*time.Second, "auth failing on C", func() bool {
+		st, err := c.Status(2, conn.ID)
+		return err == nil && st.AuthStatus == "failing" && st.Reason == "AGENT_AUTH_FAILED"
+	})
+	status, reason := c.ConnectStatus(2, conn.ID, target)
+	assert.Equal(t, http.StatusBadGateway, status)
+	assert.Equal(t, "AGENT_AUTH_FAILED", reason)
+	testkit.WaitFor(t, 5*time.Second, "the auth event published by A arrives on C", func() bool {
+		return events.has(api.EventAuth, "failing")
+	})
+	assert.NotContains(t, c.Nodes[0].Proc.Output(), string(secret), "the presented secret is never logged")
 }
