@@ -422,7 +422,7 @@ func TestMetrics(t *testing.T) {
 		text = string(r.body)
 		return r.status == http.StatusOK && strings.Contains(text, "postern_relay_proxy_streams_total 1") &&
 			strings.Contains(text, `postern_relay_proxy_bytes_total{direction="to_target"} 4`)
-	}, waitFor, tick, "the finished stream and its bytes are counted (bytes when its splice ends)")
+	}, waitFor, pollEvery, "the finished stream and its bytes are counted (bytes when its splice ends)")
 	assert.Contains(t, text, `postern_relay_refusals_total{reason="ALLOWLIST_MISSING"} 1`)
 	assert.Contains(t, text, `postern_relay_refusals_total{reason="PROXY_AUTH_REQUIRED"} 1`)
 	assert.Contains(t, text, "postern_relay_tunnels 1")

@@ -106,17 +106,20 @@ func byNumber(a, b string) int {
 	return int(x - y)
 }
 
-// eventIDs reads every event kept from node i's stream, from the start.
-func eventIDs(c *clusterkit.Cluster, i int) []string {
+// readEvents reads node i's event stream after lastID for a second.
+func readEvents(c *clusterkit.Cluster, i int, lastID string) []api.Event {
 	ctx, cancel := context.WithTimeout(c.T.Context(), time.Second)
 	defer cancel()
-	var ids []string
-	_ = c.Client(i).Events(ctx, "0", func(e api.Event) error {
-		ids = append(ids, e.ID)
+	var evs []api.Event
+	_ = c.Client(i).Events(ctx, lastID, func(e api.Event) error {
+		evs = append(evs, e)
 		return nil
 	})
-	return ids
+	return evs
 }
+
+// eventIDs reads the ids of every event kept from node i's stream.
+func eventIDs(c *clusterkit.Cluster, i int) []string { return idsOf(readEvents(c, i, "0")) }
 
 // A stream read on one node resumes on another with Last-Event-ID, with
 // nothing missed and nothing twice.
@@ -135,13 +138,7 @@ func TestEventsResumeOnAnotherNode(t *testing.T) {
 	require.NoError(t, err)
 	var rest []api.Event
 	testkit.WaitFor(t, 10*time.Second, "the events after "+last+" on node C", func() bool {
-		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-		defer cancel()
-		rest = nil
-		_ = c.Client(2).Events(ctx, last, func(e api.Event) error {
-			rest = append(rest, e)
-			return nil
-		})
+		rest = readEvents(c, 2, last)
 		return len(rest) >= 2
 	})
 	var kinds []string

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/internal/tick"
 	"github.com/postern/postern/relay/store"
 	"github.com/postern/postern/relay/webhook"
 )
@@ -53,22 +54,15 @@ func (b *Book) deliverLoop(ctx context.Context) {
 	if len(b.hooks) == 0 {
 		return
 	}
-	t := time.NewTicker(deliverEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ds, err := b.node.st.ClaimDeliveries(ctx, b.hooks.ids(), claimBatch, time.Now().Add(claimLease))
+	tick.Every(ctx, deliverEvery, func(now time.Time) {
+		ds, err := b.node.st.ClaimDeliveries(ctx, b.hooks.ids(), claimBatch, now.Add(claimLease))
 		if err != nil {
-			continue
+			return
 		}
 		for _, d := range ds {
 			b.deliver(ctx, d)
 		}
-	}
+	})
 }
 
 // deliver makes one attempt of d and records its outcome.

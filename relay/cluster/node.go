@@ -16,6 +16,7 @@ import (
 	"github.com/postern/postern/protocol/tunnel"
 	"github.com/postern/postern/relay/broker"
 	"github.com/postern/postern/relay/events"
+	"github.com/postern/postern/relay/internal/tick"
 	"github.com/postern/postern/relay/status"
 	"github.com/postern/postern/relay/store"
 )
@@ -173,22 +174,15 @@ func (n *Node) Run(ctx context.Context) {
 // renewLoop renews the node's lease and its sessions' every heartbeat, and
 // writes the sessions whose Health changed, in one statement.
 func (n *Node) renewLoop(ctx context.Context) {
-	t := time.NewTicker(n.cfg.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := n.renew(ctx); err != nil {
-				if !n.resync.Swap(true) {
-					n.log.Warn("cluster presence not renewed", "err", err)
-				}
-			} else if n.resync.Swap(false) {
-				n.log.Info("cluster presence renewed again")
+	tick.Every(ctx, n.cfg.Heartbeat, func(time.Time) {
+		if err := n.renew(ctx); err != nil {
+			if !n.resync.Swap(true) {
+				n.log.Warn("cluster presence not renewed", "err", err)
 			}
+		} else if n.resync.Swap(false) {
+			n.log.Info("cluster presence renewed again")
 		}
-	}
+	})
 }
 
 func (n *Node) renew(ctx context.Context) error {
@@ -212,22 +206,15 @@ func (n *Node) renew(ctx context.Context) error {
 // sweepLoop drops the rows of nodes and sessions whose lease lapsed, and
 // republishes the status of the connections they belonged to.
 func (n *Node) sweepLoop(ctx context.Context) {
-	t := time.NewTicker(n.cfg.Lease / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	tick.Every(ctx, n.cfg.Lease/2, func(now time.Time) {
+		conns, err := n.st.ExpirePresence(ctx, now, tombstoneKeep, eventKeep)
+		if err != nil {
 			return
-		case now := <-t.C:
-			conns, err := n.st.ExpirePresence(ctx, now, tombstoneKeep, eventKeep)
-			if err != nil {
-				continue
-			}
-			for _, id := range conns {
-				n.book.expired(id)
-			}
 		}
-	}
+		for _, id := range conns {
+			n.book.expired(id)
+		}
+	})
 }
 
 // tombstoneKeep is how long a closed session's row outlives it, longer

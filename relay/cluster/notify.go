@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"time"
+
+	"github.com/postern/postern/relay/internal/tick"
 )
 
 // Channels of the cluster's notifications (PostgreSQL LISTEN/NOTIFY).
@@ -68,12 +70,8 @@ func (n *Node) listenLoop(ctx context.Context) {
 			return
 		}
 		n.log.Warn("cluster notifications interrupted; listening again", "in", wait, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !tick.Sleep(ctx, wait) {
 			return
-		case <-t.C:
 		}
 		wait = min(wait*2, listenRetryMax)
 	}
