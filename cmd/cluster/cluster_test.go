@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -157,8 +156,8 @@ func TestAuthFailureSeenEverywhere(t *testing.T) {
 	conn := c.CreateConnection("gitlab")
 	parts := strings.SplitN(conn.AgentToken, "_", 3)
 	require.Len(t, parts, 3)
-	secret := []rune(parts[2])
-	slices.Reverse(secret) // a well-formed secret, not this connection's
+	secret := []byte(parts[2])
+	secret[0] = map[bool]byte{true: 'B', false: 'A'}[secret[0] == 'A'] // well formed, not this connection's
 	wrong := parts[0] + "_" + parts[1] + "_" + string(secret)
 	events := follow(c, 2, conn.ID)
 	c.StartAgent(wrong, []string{target}, 1, 0)

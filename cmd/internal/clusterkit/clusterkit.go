@@ -173,7 +173,7 @@ func (c *Cluster) Start(i int) {
 	cmd := exec.Command(c.RelayBin, args...)
 	cmd.Env = append(os.Environ(), append([]string{"POSTERN_DATABASE_URL=" + c.DB}, nd.ExtraEnv...)...)
 	nd.Proc = testkit.StartCmd(c.T, nd.ID, cmd)
-	testkit.WaitFor(c.T, 15*time.Second, nd.ID+" ready", func() bool {
+	testkit.WaitFor(c.T, 30*time.Second, nd.ID+" ready", func() bool {
 		return testkit.GetOK(c.httpClient(), c.scheme("http")+"://"+nd.API+"/readyz")
 	})
 }
