@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -77,6 +78,14 @@ func TestAnyNodeServesAnyConnection(t *testing.T) {
 	for range 10 {
 		require.NoError(t, c.RoundTrip(2, conn.ID, target, 64<<10), "CONNECT through C, forwarded to A or B")
 	}
+	proxy := &url.URL{Scheme: "http", Host: c.Nodes[2].Proxy, User: url.UserPassword(conn.ID, c.AdminKey)}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(proxy)}}
+	resp, err := hc.Get(web.URL + "/api/v4/version")
+	require.NoError(t, err, "a plain http:// request through C's proxy")
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "gitlab", resp.Header.Get("Server"), "the answer came from the web server behind the agent")
+
 	check, err := c.Client(2).Check(t.Context(), conn.ID, web.URL)
 	require.NoError(t, err, "a live check through C runs on the agent")
 	assert.True(t, check.Ready, "the agent reached the web server: %+v", check.Steps)
