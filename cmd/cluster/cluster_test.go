@@ -130,16 +130,6 @@ func TestRevokeReachesEveryNode(t *testing.T) {
 	}
 }
 
-// stepOK says whether the check has the named step and it passed.
-func stepOK(c api.Check, name string) bool {
-	for _, s := range c.Steps {
-		if s.Step == name {
-			return s.OK
-		}
-	}
-	return false
-}
-
 // With certificates every listener of every node speaks TLS, peer links
 // too (wss://), and forwarding works the same.
 func TestPeerLinksOverTLS(t *testing.T) {

@@ -41,6 +41,7 @@ type loadRun struct {
 const (
 	roundTripSize = 4 << 10
 	healthEvery   = 100 * time.Millisecond
+	healthFall    = 2
 )
 
 func startLoad(c *clusterkit.Cluster, workers int, connID, target string, pick func(n uint64) int) *loadRun {
@@ -66,14 +67,23 @@ func startLoad(c *clusterkit.Cluster, workers int, connID, target string, pick f
 	return l
 }
 
-// healthChecks polls every node's /readyz until ctx ends.
+// healthChecks polls every node's /readyz until ctx ends. A node leaves
+// the rotation after healthFall failed checks in a row and comes back on
+// the first good one, as load balancers do, so one check slowed by a busy
+// machine does not take a healthy node out.
 func (l *loadRun) healthChecks(ctx context.Context, c *clusterkit.Cluster) {
-	hc := &http.Client{Timeout: healthEvery}
+	hc := &http.Client{Timeout: time.Second}
+	failed := make([]int, len(c.Nodes))
 	t := time.NewTicker(healthEvery)
 	defer t.Stop()
 	for {
 		for i, nd := range c.Nodes {
-			l.ready[i].Store(testkit.GetOK(hc, "http://"+nd.API+"/readyz"))
+			if testkit.GetOK(hc, "http://"+nd.API+"/readyz") {
+				failed[i] = 0
+			} else {
+				failed[i]++
+			}
+			l.ready[i].Store(failed[i] < healthFall)
 		}
 		select {
 		case <-ctx.Done():

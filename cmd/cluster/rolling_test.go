@@ -19,7 +19,7 @@ func TestRollingRestartFailsNothing(t *testing.T) {
 	// Each node keeps serving for a while after /readyz turns unready,
 	// long enough for the load balancer's health check to notice.
 	c := clusterkit.NewWith(t, 3, func(_ int, nd *clusterkit.Node, _ string) {
-		nd.ExtraYAML = fmt.Sprintf("shutdown_delay: %s\n", 3*healthEvery)
+		nd.ExtraYAML = fmt.Sprintf("shutdown_delay: %s\n", (healthFall+2)*healthEvery)
 	})
 	target := testkit.EchoServer(t)
 	conn := c.CreateConnection("jira")
