@@ -227,8 +227,8 @@ func (n *Node) sweepLoop(ctx context.Context) {
 }
 
 // tombstoneKeep is how long a closed session's row outlives it, longer
-// than any write about it can be delayed; events older than that with no
-// pending delivery go too.
+// than any write about it can be delayed. (Events are the connections'
+// history; the relay prunes them after its history retention.)
 const tombstoneKeep = time.Hour
 
 // refreshNodes reloads the live nodes and forgets the links of those gone.

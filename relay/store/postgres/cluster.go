@@ -168,8 +168,9 @@ func queryPresence(ctx context.Context, q querier, connectionID string, now time
 	})
 }
 
-// ExpirePresence drops lapsed sessions and nodes, tombstones older than
-// keep, and events older than keep that no delivery waits for.
+// ExpirePresence drops lapsed sessions and nodes, and tombstones older
+// than keep. Events are the connections' history: PruneEvents ages them
+// out.
 func (s *Store) ExpirePresence(ctx context.Context, now time.Time, keep time.Duration) ([]string, error) {
 	var conns []string
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
@@ -183,11 +184,7 @@ func (s *Store) ExpirePresence(ctx context.Context, now time.Time, keep time.Dur
 		if conns, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM relay_nodes WHERE lease_until < $1`, now); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `DELETE FROM status_events e WHERE e.created_at < $1
-			AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND NOT d.done)`, now.Add(-keep))
+		_, err = tx.Exec(ctx, `DELETE FROM relay_nodes WHERE lease_until < $1`, now)
 		return err
 	})
 	if err != nil {
