@@ -93,9 +93,10 @@ type Config struct {
 	// A zero FlapThreshold turns flapping off.
 	FlapThreshold int
 	FlapWindow    time.Duration
-	// RecentLogs, when set, returns the node's newest log lines for
-	// support bundles (GET /v1/diag/logs); the serve command keeps them.
-	RecentLogs func() []string
+	// RecentLogs and RecentAudit, when set, return the node's newest log
+	// lines, and of them those of admins' actions, for support bundles
+	// (GET /v1/diag/logs and /audit); the serve command keeps them.
+	RecentLogs, RecentAudit func() []string
 	// SecureCookies marks the status page's cookies Secure even on a
 	// plain listener, for a relay behind a proxy that ends TLS; a TLS
 	// listener always does.

@@ -76,6 +76,7 @@ type harness struct {
 	ep       endpoints
 	adminKey string
 	logs     *syncBuffer
+	dbPath   string // the SQLite store's file
 
 	mu      sync.Mutex
 	secrets []string // must never show up in the logs
@@ -107,7 +108,8 @@ func newHarnessVerifying(t *testing.T, verify auth.Verifier, opts ...func(*Confi
 // newBareHarness is newHarness on a store without any API key.
 func newBareHarness(t *testing.T, verify auth.Verifier, opts ...func(*Config)) *harness {
 	t.Helper()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "relay.db"))
+	dbPath := filepath.Join(t.TempDir(), "relay.db")
+	st, err := sqlite.Open(t.Context(), dbPath)
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, st.Close()) })
 
@@ -121,7 +123,7 @@ func newBareHarness(t *testing.T, verify auth.Verifier, opts ...func(*Config)) *
 	}
 	srv, err := newServer(cfg, verify)
 	require.NoError(t, err)
-	h := &harness{srv: srv, logs: logs}
+	h := &harness{srv: srv, logs: logs, dbPath: dbPath}
 	h.api = httptest.NewServer(srv.Handler())
 	h.proxy = httptest.NewServer(srv.ProxyHandler())
 	h.ep = endpoints{apiURL: h.api.URL, proxyAddr: h.proxy.Listener.Addr().String(), client: h.api.Client()}

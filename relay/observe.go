@@ -1,11 +1,17 @@
 package relay
 
 import (
+	"context"
 	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/cluster"
 	"github.com/postern/postern/relay/history"
 	"github.com/postern/postern/relay/status"
+	"github.com/postern/postern/relay/ui"
 )
 
 // observing holds the parts that let admins look at the relay: the
@@ -55,4 +61,35 @@ func (s *Server) routeObserving(mux *http.ServeMux) {
 	if s.obs.ui != nil {
 		mux.Handle("/ui/", s.obs.ui)
 	}
+}
+
+// buildUI makes the status page. In a cluster its cookies are MAC'd with
+// a key derived from the cluster key, so any node behind a load balancer
+// accepts them, and a sign-out reaches every node.
+func (s *Server) buildUI() error {
+	cfg := ui.Config{SessionTTL: ui.DefaultSessionTTL, SecureCookies: s.cfg.SecureCookies, NodeID: s.cfg.NodeID, Version: s.cfg.Version}
+	parts := ui.Parts{API: s.api, Auth: s.auth, Store: s.store, Log: s.log}
+	if s.node != nil {
+		cfg.Key = ui.DeriveKey(s.cfg.Cluster.Key)
+		parts.SignedOut = func(ctx context.Context, id string, until time.Time) {
+			payload := id + " " + strconv.FormatInt(until.Unix(), 10)
+			if err := s.node.Announce(ctx, cluster.ChannelSessions, payload); err != nil {
+				s.log.Warn("announce a status page sign-out to the cluster", "err", err)
+			}
+		}
+	}
+	page, err := ui.New(cfg, parts)
+	if err != nil {
+		return err
+	}
+	s.obs.ui = page
+	if s.node != nil {
+		s.node.Handle(cluster.ChannelSessions, func(payload string) {
+			id, at, _ := strings.Cut(payload, " ")
+			if unix, err := strconv.ParseInt(at, 10, 64); err == nil {
+				page.Forget(id, time.Unix(unix, 0))
+			}
+		})
+	}
+	return nil
 }

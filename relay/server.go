@@ -152,8 +152,12 @@ func (s *Server) wire(verify auth.Verifier) error {
 	s.api, err = admin.New(admin.Config{TokenOverlap: s.cfg.TokenOverlap, EventKeepAlive: s.cfg.EventKeepAlive}, admin.Parts{
 		Store: s.store, Auth: s.auth, Router: s.router, Status: s.status, Bus: s.events, Log: s.log,
 		Fanout: fanout{s}, Nodes: s.nodes, History: s.historyReader(),
+		Diagnostics: diagnostics{s: s, started: time.Now()},
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	return s.buildUI()
 }
 
 // startBackground starts the status clock and, on a single node, one

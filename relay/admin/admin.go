@@ -52,16 +52,17 @@ func (c Config) Validate() error {
 
 // API is the relay's HTTP API.
 type API struct {
-	cfg     Config
-	store   store.Store
-	auth    *auth.Authenticator
-	fanout  Fanout
-	nodes   func(ctx context.Context) ([]api.Node, error)
-	router  *router.Router
-	status  *status.Keeper
-	bus     *events.Bus
-	history *history.Reader
-	log     *slog.Logger
+	cfg         Config
+	store       store.Store
+	auth        *auth.Authenticator
+	fanout      Fanout
+	nodes       func(ctx context.Context) ([]api.Node, error)
+	router      *router.Router
+	status      *status.Keeper
+	bus         *events.Bus
+	history     *history.Reader
+	diagnostics Diagnostics
+	log         *slog.Logger
 }
 
 // Parts are what the API works with.
@@ -77,7 +78,9 @@ type Parts struct {
 	Bus    *events.Bus
 	// History reads connections' transitions.
 	History *history.Reader
-	Log     *slog.Logger
+	// Diagnostics is the node's part of a support bundle.
+	Diagnostics Diagnostics
+	Log         *slog.Logger
 }
 
 // New returns the API.
@@ -86,7 +89,7 @@ func New(cfg Config, p Parts) (*API, error) {
 		return nil, fmt.Errorf("api config: %w", err)
 	}
 	return &API{cfg: cfg, store: p.Store, auth: p.Auth, fanout: p.Fanout, nodes: p.Nodes, router: p.Router,
-		status: p.Status, bus: p.Bus, history: p.History, log: p.Log}, nil
+		status: p.Status, bus: p.Bus, history: p.History, diagnostics: p.Diagnostics, log: p.Log}, nil
 }
 
 // Route registers every API call on mux; each needs an API key.
@@ -105,6 +108,7 @@ func (a *API) Route(mux *http.ServeMux) {
 	h("GET /v1/events", a.StreamEvents)
 	h("POST /v1/api-keys", a.createAPIKey)
 	h("GET /v1/nodes", a.listNodes)
+	h("GET /v1/diag/{part}", a.diag)
 }
 
 // Fanout carries what the API changed to the tunnels of every node.

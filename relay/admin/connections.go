@@ -73,7 +73,7 @@ func (a *API) revokeConnection(w http.ResponseWriter, r *http.Request, k store.A
 
 func (a *API) rotateToken(w http.ResponseWriter, r *http.Request, k store.APIKey) {
 	// The key and the connection are checked before the body is read.
-	c, err := a.manage(r.Context(), k, r.PathValue("id"))
+	c, err := a.Manageable(r.Context(), k, r.PathValue("id"))
 	if err == nil && c.Revoked() {
 		err = protocol.Errorf(protocol.ConnectionRevoked, "connection %s was revoked", c.ID)
 	}

@@ -45,10 +45,10 @@ func (a *API) Visible(ctx context.Context, k store.APIKey, id string) (store.Con
 	return c, err
 }
 
-// manage is Visible for the calls that change a connection, which also
+// Manageable is Visible for the calls that change a connection, which also
 // need an admin key. The workspace is checked first, so a workspace key
 // learns no more here than from a read.
-func (a *API) manage(ctx context.Context, k store.APIKey, id string) (store.Connection, error) {
+func (a *API) Manageable(ctx context.Context, k store.APIKey, id string) (store.Connection, error) {
 	c, err := a.Visible(ctx, k, id)
 	if err == nil && !k.Admin {
 		return store.Connection{}, errAdminOnly
@@ -111,7 +111,7 @@ func (a *API) Check(ctx context.Context, k store.APIKey, id, baseURL, reqID stri
 // Revoke revokes connection id (admin keys): its tunnels are cut on every
 // node and its agents cannot come back.
 func (a *API) Revoke(ctx context.Context, k store.APIKey, id string) (api.Connection, error) {
-	c, err := a.manage(ctx, k, id)
+	c, err := a.Manageable(ctx, k, id)
 	if err != nil {
 		return api.Connection{}, err
 	}
@@ -130,7 +130,7 @@ func (a *API) Revoke(ctx context.Context, k store.APIKey, id string) (api.Connec
 // previous ones stay valid for the overlap, or end now with
 // ExpirePrevious.
 func (a *API) Rotate(ctx context.Context, k store.APIKey, id string, req api.RotateTokenRequest) (api.TokenResponse, error) {
-	c, err := a.manage(ctx, k, id)
+	c, err := a.Manageable(ctx, k, id)
 	if err != nil {
 		return api.TokenResponse{}, err
 	}
