@@ -42,6 +42,10 @@ func (e adminEnv) diagCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var refused *api.Error
+			if _, err := c.Diag(cmd.Context(), "info"); errors.As(err, &refused) {
+				return fmt.Errorf("the relay refused its diagnostics (they need an admin key): %w", err)
+			}
 			b := bundle.New("postern-relay", version)
 			b.Secret(key)
 			e.collectRelay(cmd.Context(), b, c, server, cfgFile)

@@ -19,6 +19,7 @@ var states = map[string]badge{
 	"allowed":         {"✓", "good"},
 	"configured":      {"✓", "good"},
 	"ready":           {"✓", "good"},
+	"ok":              {"✓", "good"},
 	"degraded":        {"!", "warn"},
 	"flapping":        {"!", "warn"},
 	"failing":         {"✕", "bad"},
@@ -52,8 +53,8 @@ func stateOf(word string) shownState {
 
 // remedies are the one-line remediations of docs/operations.md's
 // diagnosis table ("what the admin should do"), word for word; a test
-// holds them to the table. Reasons the table does not list show their
-// meaning from the reason table instead.
+// holds them to the table. Every reason also shows its meaning from the
+// reason table.
 var remedies = map[protocol.Reason]string{
 	protocol.AgentNeverConnected: "Start the agent (`postern-agent start`, or `run --config FILE`).",
 	protocol.AgentOffline:        "Start the agent again and read its log or service status for why it stopped.",
@@ -73,14 +74,12 @@ var remedies = map[protocol.Reason]string{
 // flappingRemedy is the diagnosis table's row for a flapping tunnel.
 const flappingRemedy = "Find out why the agent's tunnels keep dropping: read its log and run `postern-agent doctor`; look for a proxy or firewall that cuts long-lived connections."
 
-// remedy renders the remediation of a reason, `code` spans as <code>.
+// remedy renders the remediation of a reason, `code` spans as <code>;
+// "" for a reason the diagnosis table does not list.
 func remedy(r protocol.Reason) template.HTML {
 	text, ok := remedies[r]
 	if !ok {
-		if r == protocol.ReasonUnknown {
-			return ""
-		}
-		text = capitalize(r.Info().Summary) + "."
+		return ""
 	}
 	return codeSpans(text)
 }
@@ -96,13 +95,6 @@ func codeSpans(text string) template.HTML {
 		b.WriteString(esc)
 	}
 	return template.HTML(b.String()) //nolint:gosec // every part is escaped above
-}
-
-func capitalize(s string) string {
-	if s == "" {
-		return s
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 // funcs are the templates' helpers.
