@@ -33,24 +33,9 @@ func (h *harness) waitHistory(t *testing.T, connID string, n int, types ...strin
 	return last
 }
 
-// pollHistory is history for require.Eventually conditions, which must
-// not fail the test themselves.
+// pollHistory is history for require.Eventually conditions.
 func (h *harness) pollHistory(connID string) api.History {
-	req, err := http.NewRequest(http.MethodGet, h.ep.apiURL+"/v1/connections/"+connID+"/history", nil)
-	if err != nil {
-		return api.History{}
-	}
-	req.Header.Set("Authorization", "Bearer "+h.adminKey)
-	resp, err := h.ep.client.Do(req)
-	if err != nil {
-		return api.History{}
-	}
-	defer resp.Body.Close()
-	var out api.History
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&out) != nil {
-		return api.History{}
-	}
-	return out
+	return pollJSON[api.History](h, "/v1/connections/"+connID+"/history")
 }
 
 // moves lists a history's transitions as "type:from>to", with a "~" for

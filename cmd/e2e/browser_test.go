@@ -132,16 +132,6 @@ func (b *tab) text(sel string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// eval evaluates a JavaScript expression.
-func eval[T any](b *tab, expr string) T {
-	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
-	require.NoError(b.t, err, "evaluate %s", expr)
-	return v
-}
-
 // waitFor polls a JavaScript predicate until it holds, within 15 s.
 func (b *tab) waitFor(what, predicate string) {
 	b.t.Helper()

@@ -7,14 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -85,10 +83,8 @@ func TestRelayDiagBundle(t *testing.T) {
 	require.NoError(t, os.WriteFile(cfgFile, []byte(fmt.Sprintf(
 		"listen: %s\nproxy_listen: %s\ndata: %s\nwebhooks:\n  - url: http://127.0.0.1:9/hook\n    secret_file: %s\n",
 		apiAddr, testkit.FreeAddr(t), filepath.Join(dir, "data"), secretFile)), 0o600))
-	proc := start(t, relayBin, "serve", "--config", cfgFile)
 	server := "http://" + apiAddr
-	require.Eventually(t, func() bool { return testkit.GetOK(http.DefaultClient, server+"/healthz") },
-		20*time.Second, 50*time.Millisecond, "relay never became healthy:\n%s", proc.Output())
+	serveRelay(t, relayBin, server, "--config", cfgFile)
 	keyFile := filepath.Join(dir, "data", "admin.key")
 	adminKey, err := os.ReadFile(keyFile)
 	require.NoError(t, err)

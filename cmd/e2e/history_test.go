@@ -29,10 +29,8 @@ func TestHistoryOfAnAgentRestart(t *testing.T) {
 	dir := t.TempDir()
 	apiAddr := testkit.FreeAddr(t)
 	server := "http://" + apiAddr
-	relayProc := start(t, relayBin, "serve", "--data", filepath.Join(dir, "relay"), "--listen", apiAddr,
+	serveRelay(t, relayBin, server, "--data", filepath.Join(dir, "relay"), "--listen", apiAddr,
 		"--proxy-listen", testkit.FreeAddr(t), "--node-id", "node-h")
-	require.Eventually(t, func() bool { return testkit.GetOK(http.DefaultClient, server+"/healthz") },
-		20*time.Second, 50*time.Millisecond, "relay never became healthy:\n%s", relayProc.Output())
 	keyFile := filepath.Join(dir, "relay", "admin.key")
 	env := []string{"POSTERN_SERVER=" + server}
 	var conn api.Connection
@@ -106,4 +104,13 @@ func movesOf(es []api.HistoryEntry) []string {
 		out[i] = e.From + ">" + e.To
 	}
 	return out
+}
+
+// serveRelay runs `postern-relay serve` with args and waits until server
+// answers /healthz.
+func serveRelay(t *testing.T, relayBin, server string, args ...string) {
+	t.Helper()
+	p := start(t, relayBin, append([]string{"serve"}, args...)...)
+	require.Eventually(t, func() bool { return testkit.GetOK(http.DefaultClient, server+"/healthz") },
+		20*time.Second, 50*time.Millisecond, "relay never became healthy:\n%s", p.Output())
 }

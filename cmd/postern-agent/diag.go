@@ -5,8 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -122,18 +122,10 @@ func addRunning(ctx context.Context, b *bundle.Bundle, addr string) {
 }
 
 func getLocal(ctx context.Context, hc *http.Client, u string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
+	data, err := bundle.Fetch(ctx, hc, u)
+	var ue *url.Error
+	if errors.As(err, &ue) {
 		return nil, fmt.Errorf("the running agent's status listener: %w (is postern-agent running?)", err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
-	if err == nil && resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("%s answered %s", u, resp.Status)
 	}
 	return data, err
 }

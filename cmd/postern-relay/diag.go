@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -95,7 +94,7 @@ func (e adminEnv) collectRelay(ctx context.Context, b *bundle.Bundle, c *client.
 		}
 		b.Add(name, data)
 	}
-	if data, err := get(ctx, e.plainClient(), server+"/metrics"); err != nil {
+	if data, err := bundle.Fetch(ctx, e.plainClient(), server+"/metrics"); err != nil {
 		b.Missing("metrics.txt", err)
 	} else {
 		b.Add("metrics.txt", data)
@@ -169,7 +168,7 @@ func connectionStatuses(ctx context.Context, c *client.Client) ([]connectionStat
 func relayChecks(ctx context.Context, hc *http.Client, server string) []byte {
 	var b strings.Builder
 	for _, path := range []string{"/healthz", "/readyz"} {
-		data, err := get(ctx, hc, server+path)
+		data, err := bundle.Fetch(ctx, hc, server+path)
 		verdict := "PASS"
 		if err != nil {
 			verdict = "FAIL"
@@ -186,25 +185,4 @@ func (e adminEnv) plainClient() *http.Client {
 		return e.httpClient
 	}
 	return &http.Client{Timeout: 10 * time.Second}
-}
-
-// get fetches a URL; an answer other than 200 is an error naming it.
-func get(ctx context.Context, hc *http.Client, u string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s answered %s: %s", u, resp.Status, strings.TrimSpace(string(data)))
-	}
-	return data, nil
 }

@@ -11,12 +11,14 @@ package bundle
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"regexp"
 	"sort"
@@ -195,4 +197,29 @@ func TailLines(path string, n int) ([]byte, error) {
 		lines = lines[1:] // cut in the middle
 	}
 	return bytes.Join(lines[max(len(lines)-n, 0):], nil), nil
+}
+
+// maxFetch bounds one file fetched for a bundle.
+const maxFetch = 32 << 20
+
+// Fetch gets a file of the bundle from a running program over HTTP; an
+// answer other than 200 is an error that names it.
+func Fetch(ctx context.Context, hc *http.Client, u string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxFetch))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s answered %s: %s", u, resp.Status, strings.TrimSpace(string(data)))
+	}
+	return data, nil
 }
