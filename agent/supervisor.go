@@ -23,7 +23,7 @@ const maxRetryAfterPause = 10 * time.Minute
 func (a *Agent) keepTunnel(ctx context.Context, slot int) {
 	bo := backoff.New(a.opts.BackoffBase, a.opts.BackoffMax)
 	urls := a.opts.Config.RelayURLs
-	landed := 0 // tunnels in a row that landed on a node another slot holds
+	landed := 0 // tries in a row that found no node free of another tunnel
 	for attempt := 0; ; attempt++ {
 		u := urls[(slot+attempt)%len(urls)]
 		log := a.log.With("tunnel", slot, "relay", tunnel.Redact(u))
@@ -34,9 +34,12 @@ func (a *Agent) keepTunnel(ctx context.Context, slot int) {
 		switch {
 		case errors.Is(err, errSameNode):
 			landed++
+			bo.Reset() // that node is well; the next try may land elsewhere
 		case up:
 			landed = 0
 			bo.Reset()
+		case a.TunnelsUp() > 0:
+			landed++ // no other node took this try either
 		}
 		if !a.pauseAfter(ctx, err, log) || !bo.Wait(ctx) {
 			return
@@ -44,25 +47,30 @@ func (a *Agent) keepTunnel(ctx context.Context, slot int) {
 	}
 }
 
-// MaxSameNodeTries is how many times in a row a tunnel that landed on a
-// relay node another tunnel of this agent already holds is dialled again;
-// after that it stays where it landed.
+// MaxSameNodeTries is how many tries in a row a tunnel makes to reach a
+// relay node no other tunnel of this agent holds, while another tunnel is
+// up: a try that lands on a held node, or reaches no node, counts. After
+// that it stays where it lands, so a cluster that lost its other nodes
+// still gets every tunnel.
 const MaxSameNodeTries = 5
 
 // errSameNode ends a tunnel that landed on a node another slot holds,
 // while the relay's cluster offers others.
 var errSameNode = errors.New("the tunnel landed on a relay node another tunnel already holds")
 
-// sameNode reports whether another live slot is on node.
-func (a *Agent) sameNode(slot int, node string) bool {
+// claim records the slot's tunnel, unless spread is set and another slot
+// holds the same node: then it reports false. Checking and recording under
+// one lock keeps two slots landing at once from both staying.
+func (a *Agent) claim(slot int, info tunnelInfo, spread bool) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for s, t := range a.tunnels {
-		if s != slot && t.NodeID == node {
-			return true
+		if spread && s != slot && t.NodeID == info.NodeID {
+			return false
 		}
 	}
-	return false
+	a.tunnels[slot] = info
+	return true
 }
 
 // pauseAfter logs why a tunnel ended and waits whatever pause the relay's
@@ -111,11 +119,11 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, spread b
 	if err != nil {
 		return false, err
 	}
-	if w := s.Welcome(); spread && w.Nodes > 1 && a.sameNode(slot, w.NodeID) {
+	w := s.Welcome()
+	if !a.claim(slot, tunnelInfo{URL: tunnel.Redact(base), NodeID: w.NodeID, ConnectedAt: time.Now()}, spread && w.Nodes > 1) {
 		_ = s.Close()
 		return false, fmt.Errorf("%w (node %s of %d)", errSameNode, w.NodeID, w.Nodes)
 	}
-	a.setTunnel(slot, &tunnelInfo{URL: tunnel.Redact(base), NodeID: s.Welcome().NodeID, ConnectedAt: time.Now()})
 	err = s.Serve(ctx)
 	a.setTunnel(slot, nil)
 	if errors.Is(err, session.ErrGoAway) {

@@ -282,7 +282,7 @@ func TestWrongTokenFlood(t *testing.T) {
 	h.waitTunnels(t, c.ID, 0)
 	// The session's last write (its last-seen time) comes before the
 	// broker forgets it; only then is the store quiet.
-	require.Eventually(t, func() bool { return len(h.srv.broker.All()) == 0 }, waitFor, tick)
+	require.Eventually(t, func() bool { return len(h.srv.broker.All()) == 0 }, waitFor, pollEvery)
 	reads, writes := cs.snapshot()
 
 	const attempts, workers = 10_000, 16

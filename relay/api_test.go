@@ -420,12 +420,12 @@ func TestMetrics(t *testing.T) {
 	require.Eventually(t, func() bool {
 		r := h.call(t, http.MethodGet, "/metrics", "", nil)
 		text = string(r.body)
-		return r.status == http.StatusOK && strings.Contains(text, "postern_relay_proxy_streams_total 1")
-	}, waitFor, tick, "the finished stream is counted")
+		return r.status == http.StatusOK && strings.Contains(text, "postern_relay_proxy_streams_total 1") &&
+			strings.Contains(text, `postern_relay_proxy_bytes_total{direction="to_target"} 4`)
+	}, waitFor, pollEvery, "the finished stream and its bytes are counted (bytes when its splice ends)")
 	assert.Contains(t, text, `postern_relay_refusals_total{reason="ALLOWLIST_MISSING"} 1`)
 	assert.Contains(t, text, `postern_relay_refusals_total{reason="PROXY_AUTH_REQUIRED"} 1`)
 	assert.Contains(t, text, "postern_relay_tunnels 1")
-	assert.Contains(t, text, `postern_relay_proxy_bytes_total{direction="to_target"} 4`)
 	assert.NotContains(t, text, c.ID, "no connection id in labels")
 	secret := strings.SplitN(c.AgentToken, "_", 3)[2] // the secret itself may contain "_"
 	assert.NotContains(t, text, secret)

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -52,6 +53,32 @@ func (s *Server) listenCluster() {
 			s.tokens.schedule(connID, until, s.cutExpired)
 		}
 	})
+	s.node.OnResync(s.recheckTunnels)
+}
+
+// recheckTunnels cuts the tunnels here of connections revoked, or of
+// tokens expired, while this node could not hear the cluster's
+// announcements.
+func (s *Server) recheckTunnels() {
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	seen := map[string]bool{}
+	for _, sess := range s.broker.All() {
+		id := sess.ConnectionID
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		c, err := s.store.GetConnection(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound) || err == nil && c.Revoked():
+			if n := s.broker.CloseConnection(id, revokedMessage); n > 0 {
+				s.log.Info("connection revoked while the cluster was out of reach: tunnels closed", "connection", id, "tunnels_closed", n)
+			}
+		case err == nil:
+			s.cutExpired(id)
+		}
+	}
 }
 
 // revokedMessage is what an agent is told when its connection is revoked.
@@ -96,7 +123,7 @@ func (s *Server) nodes(ctx context.Context) ([]api.Node, error) {
 	out := make([]api.Node, len(ns))
 	for i, n := range ns {
 		out[i] = api.Node{ID: n.ID, PeerURL: n.PeerURL, Draining: n.Draining, Sessions: n.Sessions,
-			StartedAt: n.StartedAt, LeaseUntil: n.LeaseUntil, Self: n.ID == s.cfg.NodeID}
+			StartedAt: n.StartedAt, RenewedAt: n.RenewedAt, LeaseUntil: n.LeaseUntil, Self: n.ID == s.cfg.NodeID}
 	}
 	return out, nil
 }

@@ -49,6 +49,11 @@ type Config struct {
 	// DrainTimeout is how long a stopping relay lets open streams finish
 	// after telling agents to move (GoAway).
 	DrainTimeout time.Duration
+	// ShutdownDelay is how long a stopping relay keeps serving after
+	// /readyz turned unready, before it closes its listeners, so that a
+	// load balancer's health check takes it out of rotation first and no
+	// new connection meets a closed listener. Zero closes them at once.
+	ShutdownDelay time.Duration
 	// MaxStreamsPerTunnel caps concurrent streams on one tunnel.
 	MaxStreamsPerTunnel int
 	// Metrics receives the node's Prometheus series, served at /metrics;
@@ -202,6 +207,9 @@ func (c Config) Validate() error {
 	errs = append(errs, c.validateFlap()...)
 	if c.MaxStreamsPerTunnel < 1 {
 		errs = append(errs, fmt.Errorf("max streams per tunnel %d: must be at least 1", c.MaxStreamsPerTunnel))
+	}
+	if c.ShutdownDelay < 0 {
+		errs = append(errs, fmt.Errorf("shutdown delay %s: must not be negative", c.ShutdownDelay))
 	}
 	if c.Cluster != nil {
 		if _, ok := c.Store.(store.Cluster); !ok && c.Store != nil {

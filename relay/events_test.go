@@ -280,7 +280,7 @@ func TestEventsResume(t *testing.T) {
 	// Missed while away: allowlist up (already published), tunnel down,
 	// allowlist gone.
 	a.Close()
-	require.Eventually(t, func() bool { return h.pollStatus(c.ID).AllowlistStatus == "unknown" }, waitFor, tick)
+	require.Eventually(t, func() bool { return h.pollStatus(c.ID).AllowlistStatus == "unknown" }, waitFor, pollEvery)
 	h.srv.status.Changed(t.Context(), c.ID) // settle: the last transition is published by now
 
 	resumed := h.subscribe(t, h.adminKey, seen.ID, "")

@@ -37,8 +37,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // Polling bounds for require.Eventually: state changes here take
 // milliseconds, so a generous ceiling costs nothing when things work.
 const (
-	waitFor = 5 * time.Second
-	tick    = 5 * time.Millisecond
+	waitFor   = 5 * time.Second
+	pollEvery = 5 * time.Millisecond
 )
 
 // syncBuffer collects log output written from many goroutines.
@@ -321,7 +321,7 @@ func (h *harness) activeStreams(connID string) int64 {
 // checks that status says so too.
 func (h *harness) waitReleased(t *testing.T, connID string) {
 	t.Helper()
-	require.Eventually(t, func() bool { return h.activeStreams(connID) == 0 }, waitFor, tick)
+	require.Eventually(t, func() bool { return h.activeStreams(connID) == 0 }, waitFor, pollEvery)
 	for _, a := range h.status(t, connID, "").Agents {
 		assert.Zero(t, a.ActiveStreams, a.AgentID)
 	}
@@ -332,7 +332,7 @@ func (h *harness) waitReleased(t *testing.T, connID string) {
 func (h *harness) waitTunnels(t *testing.T, connID string, n int) {
 	t.Helper()
 	require.Eventually(t, func() bool { return len(h.srv.broker.Sessions(connID)) == n },
-		waitFor, tick, "want %d tunnels", n)
+		waitFor, pollEvery, "want %d tunnels", n)
 }
 
 // requireDone waits for done to be closed, and fails the test with msg

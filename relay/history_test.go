@@ -29,7 +29,7 @@ func (h *harness) waitHistory(t *testing.T, connID string, n int, types ...strin
 	require.Eventually(t, func() bool {
 		last = h.pollHistory(connID)
 		return len(moves(last, types...)) >= n
-	}, waitFor, tick, "history never held %d transitions: %+v", n, last.Transitions)
+	}, waitFor, pollEvery, "history never held %d transitions: %+v", n, last.Transitions)
 	return last
 }
 
@@ -62,7 +62,7 @@ func TestHistoryKeepsEveryTransition(t *testing.T) {
 	h.waitHistory(t, c.ID, 2)
 	time.Sleep(50 * time.Millisecond) // a measurable time connected
 	a.Close()
-	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "disconnected" }, waitFor, tick)
+	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "disconnected" }, waitFor, pollEvery)
 
 	hist := h.waitHistory(t, c.ID, 4)
 	assert.Equal(t, []string{"tunnel:never_connected>connected", "allowlist:unknown>configured",
@@ -123,9 +123,9 @@ func TestFlappingIsOneEvent(t *testing.T) {
 	sub := h.subscribe(t, h.adminKey, "", "?connection_id="+c.ID)
 	bounce := func() {
 		a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
-		require.Eventually(t, func() bool { return len(h.srv.broker.Sessions(c.ID)) == 1 }, waitFor, tick)
+		require.Eventually(t, func() bool { return len(h.srv.broker.Sessions(c.ID)) == 1 }, waitFor, pollEvery)
 		a.Close()
-		require.Eventually(t, func() bool { return len(h.srv.broker.Sessions(c.ID)) == 0 }, waitFor, tick)
+		require.Eventually(t, func() bool { return len(h.srv.broker.Sessions(c.ID)) == 0 }, waitFor, pollEvery)
 	}
 	bounce() // never_connected>connected (no flap), connected>disconnected (1)
 	bounce() // (2), (3)

@@ -318,6 +318,29 @@ func TestStreamFallsBackToNextTunnel(t *testing.T) {
 	})
 }
 
+// A tunnel that ends after the request reached it, before the agent
+// answered, sends the request on to the next tunnel: nothing of the data
+// phase has happened.
+func TestStreamMovesOnWhenTunnelEndsBeforeAnswer(t *testing.T) {
+	t.Parallel()
+	h, c := newConnHarness(t, "")
+	a := h.firstTunnel(t, c, testHello("agent-a", 1), echo)
+	var dying *fakeAgent
+	ready := make(chan struct{})
+	dying = h.connectAgent(t, c.AgentToken, testHello("agent-b", 1), func(protocol.Request, net.Conn) {
+		<-ready
+		_ = dying.Session.Close() // the tunnel goes before the agent answers
+	})
+	close(ready)
+	h.waitTunnels(t, c.ID, 2)
+	require.Equal(t, "agent-b", h.srv.broker.Candidates(c.ID)[0].Hello.AgentID, "the dying tunnel is tried first")
+
+	_, got := h.connectEcho(t, c.ID, []byte("ping"))
+	assert.Equal(t, "ping", string(got), "the request went on to agent-a")
+	assert.Len(t, dying.Requests(), 1, "agent-b's tunnel got the request first")
+	assert.Len(t, a.Requests(), 1)
+}
+
 func TestRelayStreamCap(t *testing.T) {
 	t.Parallel()
 	h, c := newConnHarness(t, "", func(c *Config) { c.MaxStreamsPerTunnel = 1 })

@@ -17,6 +17,7 @@ import (
 	"github.com/postern/postern/relay/broker"
 	"github.com/postern/postern/relay/cluster"
 	"github.com/postern/postern/relay/events"
+	"github.com/postern/postern/relay/internal/tick"
 	"github.com/postern/postern/relay/proxy"
 	"github.com/postern/postern/relay/reply"
 	"github.com/postern/postern/relay/router"
@@ -317,6 +318,10 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 // the drain short.
 func (s *Server) stop(servers []*http.Server, peer *http.Server) {
 	s.stopping.Store(true)
+	if s.cfg.ShutdownDelay > 0 {
+		s.log.Info("stopping: unready, still serving until load balancers notice", "shutdown_delay", s.cfg.ShutdownDelay)
+		tick.Sleep(s.ctx, s.cfg.ShutdownDelay)
+	}
 	now, stopNow := context.WithCancel(context.Background())
 	stopNow()
 	for _, srv := range servers {
@@ -351,7 +356,7 @@ func (s *Server) leaveCluster(ctx context.Context, told int) {
 	deadline := time.Now().Add(s.cfg.DrainTimeout)
 	s.node.BeginDrain(ctx)
 	for told > 0 && time.Now().Before(deadline) && !s.node.Moved(ctx) {
-		if !sleepCtx(s.ctx, 100*time.Millisecond) {
+		if !tick.Sleep(s.ctx, 100*time.Millisecond) {
 			break
 		}
 	}
@@ -360,18 +365,6 @@ func (s *Server) leaveCluster(ctx context.Context, told int) {
 		s.broker.WaitStreams(time.Until(deadline))
 	}
 	s.node.Leave(context.WithoutCancel(ctx))
-}
-
-// sleepCtx waits d or until ctx ends, and reports whether it waited d.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // Close ends every tunnel and event stream and waits for their handlers,

@@ -39,7 +39,7 @@ func TestStatusLifecycle(t *testing.T) {
 	assert.True(t, st.Ready)
 
 	a.Close()
-	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "disconnected" }, waitFor, tick)
+	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "disconnected" }, waitFor, pollEvery)
 	st = h.status(t, c.ID, "")
 	assert.Equal(t, "active", st.AuthStatus)
 	assert.Equal(t, protocol.AgentOffline, st.Reason)
@@ -82,13 +82,13 @@ func TestStatusLateHealth(t *testing.T) {
 	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 
 	// No Health for more than two and a half periods: degraded.
-	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "degraded" }, waitFor, tick)
+	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "degraded" }, waitFor, pollEvery)
 	// A Health report brings it back.
 	a.SendHealth(t, protocol.Health{Time: time.Now(), TunnelsUp: 1, Allowlist: testAllowlist()})
-	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "connected" }, waitFor, tick)
+	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "connected" }, waitFor, pollEvery)
 	// Silent for ten periods: the relay ends the tunnel.
 	requireDone(t, a.Session.Done(), "relay kept a silent tunnel")
-	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "disconnected" }, waitFor, tick)
+	require.Eventually(t, func() bool { return h.pollStatus(c.ID).TunnelStatus == "disconnected" }, waitFor, pollEvery)
 }
 
 func TestStatusBaseURL(t *testing.T) {

@@ -126,7 +126,7 @@ func TestAuthFailureWindowEnds(t *testing.T) {
 	require.Eventually(t, func() bool {
 		st := h.pollStatus(c.ID)
 		return st.AuthStatus == "active" && st.Reason == protocol.AgentNeverConnected
-	}, waitFor, tick)
+	}, waitFor, pollEvery)
 }
 
 func TestTunnelUp(t *testing.T) {
@@ -178,7 +178,7 @@ func TestTunnelUp(t *testing.T) {
 		require.Eventually(t, func() bool {
 			st := h.pollStatus(c.ID)
 			return len(st.Agents) == 1 && st.Agents[0].Allowlist.SHA256 == newer.SHA256
-		}, waitFor, tick)
+		}, waitFor, pollEvery)
 		st := h.status(t, c.ID, "")
 		assert.Equal(t, 1, st.Agents[0].Allowlist.Count)
 		assert.False(t, st.Agents[0].LastHeartbeatAt.IsZero())

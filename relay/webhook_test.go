@@ -185,7 +185,7 @@ func TestWebhookRetries(t *testing.T) {
 			r := newReceiver(t, tt.answers...)
 			w := runWebhook(t, Webhook{URL: r.srv.URL, Secret: []byte(testWebhookSecret), RetryBackoff: 10 * time.Millisecond})
 			w.Offer(api.Event{ID: "42", Type: api.EventTunnel, ConnectionID: "conn_1", From: "connected", To: "disconnected"})
-			require.Eventually(t, func() bool { return delivered(w)+failed(w) == 1 }, waitFor, tick)
+			require.Eventually(t, func() bool { return delivered(w)+failed(w) == 1 }, waitFor, pollEvery)
 			assert.Equal(t, tt.attempts, r.attempts())
 			assert.Equal(t, tt.delivered, delivered(w) == 1)
 
@@ -225,7 +225,7 @@ func TestWebhookRetriesNetworkErrors(t *testing.T) {
 
 	w := runWebhook(t, Webhook{URL: "http://" + ln.Addr().String() + "/", Secret: []byte(testWebhookSecret), RetryBackoff: time.Millisecond})
 	w.Offer(api.Event{ID: "7", Type: api.EventAuth})
-	require.Eventually(t, func() bool { return failed(w) == 1 }, waitFor, tick)
+	require.Eventually(t, func() bool { return failed(w) == 1 }, waitFor, pollEvery)
 	assert.Len(t, accepted, webhook.MaxAttempts, "every attempt reached the receiver")
 	assert.Zero(t, delivered(w))
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"slices"
@@ -51,11 +52,13 @@ type costRow struct {
 	relay, agent []float64
 }
 
-// table collects rows in the order scenarios first report them.
+// table collects rows in the order scenarios first report them. base and
+// test name the two columns; "direct" and "tunnel" when empty.
 type table struct {
-	mu    sync.Mutex
-	rows  []*row
-	costs []*costRow
+	mu         sync.Mutex
+	base, test string
+	rows       []*row
+	costs      []*costRow
 }
 
 // resetCost is reset for the CPU cost section.
@@ -106,7 +109,8 @@ func (t *table) find(name string) (*row, bool) {
 func (t *table) write(w io.Writer) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	lines := [][]string{{"scenario", "direct", "tunnel", "ratio t/d", "better", "runs"}}
+	base, test := cmp.Or(t.base, "direct"), cmp.Or(t.test, "tunnel")
+	lines := [][]string{{"scenario", base, test, "ratio " + test + "/" + base, "better", "runs"}}
 	for _, r := range t.rows {
 		better := "higher"
 		if !r.higherIsBetter {

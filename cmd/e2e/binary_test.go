@@ -4,18 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -153,34 +147,6 @@ func TestBinariesEndToEnd(t *testing.T) {
 	}
 }
 
-// writeSelfSignedCert writes a certificate for 127.0.0.1 and its key, the
-// way a relay behind a private CA (or a TLS-inspecting proxy) looks to
-// the agent without ca_file.
-func writeSelfSignedCert(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "postern test relay"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))
-	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
-	return certFile, keyFile
-}
-
 // connectProxy is a corporate egress proxy on loopback: CONNECT only,
 // Basic auth required, and it records what was tunnelled.
 type connectProxy struct {
@@ -248,15 +214,11 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 	}
 	relayBin, agentBin := testkit.Binaries(t)
 	dir := t.TempDir()
-	certFile, keyFile := writeSelfSignedCert(t, dir)
+	certFile, keyFile, pool := testkit.SelfSignedCert(t, dir)
 	apiAddr, proxyAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	relayProc := start(t, relayBin, "serve", "--data", filepath.Join(dir, "relay"),
 		"--listen", apiAddr, "--proxy-listen", proxyAddr, "--tls-cert", certFile, "--tls-key", keyFile)
 
-	pool := x509.NewCertPool()
-	pemBytes, err := os.ReadFile(certFile)
-	require.NoError(t, err)
-	require.True(t, pool.AppendCertsFromPEM(pemBytes))
 	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
 	server := "https://" + apiAddr
 	require.Eventually(t, func() bool { return testkit.GetOK(httpc, server+"/healthz") },

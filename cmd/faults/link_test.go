@@ -1,9 +1,6 @@
 package faults
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -13,76 +10,12 @@ import (
 	"testing"
 	"time"
 
-	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/cmd/internal/faultlink"
 	"github.com/postern/postern/cmd/internal/testkit"
 )
-
-// link is a toxiproxy proxy on loopback between the agent and the relay,
-// run in this process. Toxics added to it act on every connection through
-// it, current and future.
-type link struct {
-	addr  string
-	proxy *toxiproxy.Proxy
-}
-
-// newLink starts a proxy from a fresh loopback port to upstream; cleanup
-// stops it and closes its connections.
-func newLink(t *testing.T, upstream string) *link {
-	t.Helper()
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
-	p := toxiproxy.NewProxy(srv, t.Name(), "127.0.0.1:0", upstream)
-	require.NoError(t, srv.Collection.Add(p, true))
-	t.Cleanup(func() { _ = srv.Collection.Clear() })
-	return &link{addr: p.Listen, proxy: p}
-}
-
-// toxic is one toxiproxy toxic: type, direction ("upstream" is agent to
-// relay, "downstream" relay to agent) and attributes.
-type toxic struct {
-	Name       string         `json:"name"`
-	Type       string         `json:"type"`
-	Stream     string         `json:"stream"`
-	Toxicity   float32        `json:"toxicity"`
-	Attributes map[string]any `json:"attributes"`
-}
-
-// both returns the toxic for each direction, named after it.
-func both(typ string, attrs map[string]any) []toxic {
-	return []toxic{
-		{Name: typ + "_up", Type: typ, Stream: "upstream", Toxicity: 1, Attributes: attrs},
-		{Name: typ + "_down", Type: typ, Stream: "downstream", Toxicity: 1, Attributes: attrs},
-	}
-}
-
-func (l *link) add(t *testing.T, toxics ...toxic) {
-	t.Helper()
-	for _, x := range toxics {
-		b, err := json.Marshal(x)
-		require.NoError(t, err)
-		_, err = l.proxy.Toxics.AddToxicJson(bytes.NewReader(b))
-		require.NoError(t, err, "add toxic %s", x.Name)
-	}
-}
-
-func (l *link) remove(t *testing.T, toxics ...toxic) {
-	t.Helper()
-	for _, x := range toxics {
-		require.NoError(t, l.proxy.Toxics.RemoveToxic(context.Background(), x.Name), "remove toxic %s", x.Name)
-	}
-}
-
-// cut closes every connection through the link and stops accepting; heal
-// listens again on the same address.
-func (l *link) cut() { l.proxy.Stop() }
-
-func (l *link) heal(t *testing.T) {
-	t.Helper()
-	require.NoError(t, l.proxy.Start())
-}
 
 // deadPeerBudget is the design's bound for noticing a silent peer
 // (yamux keepalive every 5 s, a ping unanswered for 10 s ends the
@@ -94,10 +27,10 @@ const deadPeerBudget = 16 * time.Second
 func TestFaultLinkLatency(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t)
-	l := newLink(t, s.relay.apiAddr)
-	s.startAgent(t, agentOptions{relays: []string{l.addr}})
+	l := faultlink.New(t, s.relay.apiAddr)
+	s.startAgent(t, agentOptions{relays: []string{l.Addr}})
 	before := s.relay.status(t, s.connID)
-	l.add(t, both("latency", map[string]any{"latency": 200})...)
+	l.Add(t, faultlink.Both("latency", map[string]any{"latency": 200})...)
 
 	start := time.Now()
 	require.NoError(t, s.roundTrip(1<<10, 30*time.Second))
@@ -119,8 +52,8 @@ func TestFaultLinkLatency(t *testing.T) {
 // them at once; when it heals the agent is back within its backoff.
 func TestFaultLinkResetPeer(t *testing.T) {
 	s := newSystem(t)
-	l := newLink(t, s.relay.apiAddr)
-	a := s.startAgent(t, agentOptions{relays: []string{l.addr}})
+	l := faultlink.New(t, s.relay.apiAddr)
+	a := s.startAgent(t, agentOptions{relays: []string{l.Addr}})
 	open, err := s.connect(s.echo, 10*time.Second)
 	require.NoError(t, err)
 	defer open.Close()
@@ -141,8 +74,8 @@ func TestFaultLinkResetPeer(t *testing.T) {
 		streamEnded <- time.Since(start)
 	}()
 
-	resets := both("reset_peer", map[string]any{"timeout": 0})
-	l.add(t, resets...)
+	resets := faultlink.Both("reset_peer", map[string]any{"timeout": 0})
+	l.Add(t, resets...)
 	// The next byte on a connection resets it: the open stream's at once,
 	// keepalive pings on the other tunnel within 5 s.
 	_, _ = open.Write([]byte(", and the second"))
@@ -151,7 +84,7 @@ func TestFaultLinkResetPeer(t *testing.T) {
 	require.NotEqual(t, time.Duration(-1), ended, "a stream on a reset tunnel ends, it does not hang")
 	assert.Less(t, ended, time.Second, "the open stream ends as soon as its tunnel is reset")
 
-	l.remove(t, resets...)
+	l.Remove(t, resets...)
 	back := s.waitConnected(t, 20*time.Second)
 	// The attempts that failed while the link was resetting (about 5 s)
 	// put the backoff ceiling at 4-8 s; a healed link is used at the next
@@ -168,11 +101,11 @@ func TestFaultLinkResetPeer(t *testing.T) {
 func TestFaultLinkSilent(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t)
-	l := newLink(t, s.relay.apiAddr)
-	a := s.startAgent(t, agentOptions{relays: []string{l.addr}})
+	l := faultlink.New(t, s.relay.apiAddr)
+	a := s.startAgent(t, agentOptions{relays: []string{l.Addr}})
 
-	silence := both("timeout", map[string]any{"timeout": 0})
-	l.add(t, silence...)
+	silence := faultlink.Both("timeout", map[string]any{"timeout": 0})
+	l.Add(t, silence...)
 	start := time.Now()
 	var agentNoticed, relayDegraded, relayNoticed time.Duration
 	for (agentNoticed == 0 || relayNoticed == 0) && time.Since(start) < 25*time.Second {
@@ -201,7 +134,7 @@ func TestFaultLinkSilent(t *testing.T) {
 	assert.Equal(t, http.StatusBadGateway, refused.status)
 	assert.Equal(t, "AGENT_OFFLINE", refused.reason)
 
-	l.remove(t, silence...)
+	l.Remove(t, silence...)
 	back := s.waitConnected(t, 45*time.Second)
 	require.NoError(t, s.roundTrip(1<<20, 20*time.Second))
 	t.Logf("silent link: agent noticed after %s, relay degraded after %s and disconnected after %s; connected again %s after the link healed",
@@ -213,9 +146,9 @@ func TestFaultLinkSilent(t *testing.T) {
 // ends can see: every stream arrives whole and in order.
 func TestFaultLinkSlicer(t *testing.T) {
 	s := newSystem(t)
-	l := newLink(t, s.relay.apiAddr)
-	s.startAgent(t, agentOptions{relays: []string{l.addr}})
-	l.add(t, both("slicer", map[string]any{"average_size": 48, "size_variation": 40, "delay": 0})...)
+	l := faultlink.New(t, s.relay.apiAddr)
+	s.startAgent(t, agentOptions{relays: []string{l.Addr}})
+	l.Add(t, faultlink.Both("slicer", map[string]any{"average_size": 48, "size_variation": 40, "delay": 0})...)
 
 	sizes := map[string]int64{"1 byte": 1, "odd size": 12345, "256 KiB": 256 << 10, "1 MiB": 1 << 20}
 	start := time.Now()

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/cmd/internal/faultlink"
 	"github.com/postern/postern/cmd/internal/testkit"
 )
 
@@ -48,11 +49,11 @@ func assertFlat(t *testing.T, name string, before, after testkit.Usage, maxRSSGr
 func TestSoakLinkBandwidth(t *testing.T) {
 	soak(t)
 	s := newSystem(t)
-	l := newLink(t, s.relay.apiAddr)
-	s.startAgent(t, agentOptions{relays: []string{l.addr}})
+	l := faultlink.New(t, s.relay.apiAddr)
+	s.startAgent(t, agentOptions{relays: []string{l.Addr}})
 	before := s.relay.status(t, s.connID)
-	slow := both("bandwidth", map[string]any{"rate": 1}) // KB/s
-	l.add(t, slow...)
+	slow := faultlink.Both("bandwidth", map[string]any{"rate": 1}) // KB/s
+	l.Add(t, slow...)
 
 	var small []time.Duration
 	for range 3 {
@@ -73,7 +74,7 @@ func TestSoakLinkBandwidth(t *testing.T) {
 	bulkErr := s.roundTrip(64<<10, 3*time.Minute)
 	bulk := time.Since(start)
 	assert.Less(t, bulk, 3*time.Minute, "a bulk stream on a thin link ends")
-	l.remove(t, slow...)
+	l.Remove(t, slow...)
 	back := s.waitConnected(t, time.Minute)
 	require.NoError(t, s.roundTrip(1<<20, 30*time.Second))
 	t.Logf("bandwidth 1 KB/s: 1 KiB round trips %v; tunnels kept for 60 s idle; 64 KiB round trip ended after %s with %v; connected %s after the link was restored",
@@ -179,12 +180,12 @@ func TestSoakReconnects(t *testing.T) {
 	soak(t)
 	n := envInt(t, "POSTERN_SOAK_RECONNECTS", 1_000)
 	s := newSystem(t)
-	l := newLink(t, s.relay.apiAddr)
-	a := s.startAgent(t, agentOptions{relays: []string{l.addr}})
+	l := faultlink.New(t, s.relay.apiAddr)
+	a := s.startAgent(t, agentOptions{relays: []string{l.Addr}})
 	prev := s.relay.status(t, s.connID).Agents[0].ConnectedAt
 	reconnect := func() time.Duration {
-		l.cut()
-		l.heal(t)
+		l.Cut()
+		l.Heal(t)
 		return testkit.WaitFor(t, 30*time.Second, "agent reconnected with both tunnels", func() bool {
 			st, err := s.relay.tryStatus(s.connID)
 			if err != nil || st.TunnelStatus != "connected" || len(st.Agents) != 1 || agentTunnels(st) != 2 {

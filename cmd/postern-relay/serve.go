@@ -41,6 +41,7 @@ type serveConfig struct {
 
 	// Limits; zero keeps the relay's default.
 	DrainTimeout              time.Duration `yaml:"drain_timeout"`
+	ShutdownDelay             time.Duration `yaml:"shutdown_delay"`
 	IdleTimeout               time.Duration `yaml:"idle_timeout"`
 	MaxStreamsPerTunnel       int           `yaml:"max_streams_per_tunnel"`
 	AuthFailuresPerSource     int           `yaml:"auth_failures_per_source"`
@@ -137,7 +138,7 @@ func newServeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks, drain_timeout, idle_timeout, max_streams_per_tunnel, auth_failures_per_source, auth_failures_per_credential, proxy_rate_per_key, proxy_burst_per_key, history_retention, flap_threshold, flap_window, secure_cookies; see docs/operations.md)")
+	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks, drain_timeout, shutdown_delay, idle_timeout, max_streams_per_tunnel, auth_failures_per_source, auth_failures_per_credential, proxy_rate_per_key, proxy_burst_per_key, peer_listen, peer_advertise, cluster_key_file, cluster_lease, history_retention, flap_threshold, flap_window, secure_cookies; see docs/operations.md)")
 	f.StringVar(&flags.Data, "data", "", "data directory: SQLite store and admin.key (default ./postern-data)")
 	f.StringVar(&flags.Database, "database", "", "store URL: sqlite:PATH or postgres://URL (default: $POSTERN_DATABASE_URL, else SQLite in --data); a password belongs in the config file or POSTERN_DATABASE_URL, not here")
 	f.StringVar(&flags.Listen, "listen", "", "API and tunnel listen address (default :8080)")
@@ -149,6 +150,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flags.PeerListen, "peer-listen", "", "cluster: listen address for the other nodes' peer links (needs a postgres:// database)")
 	f.StringVar(&flags.PeerAdvertise, "peer-advertise", "", "cluster: URL the other nodes reach --peer-listen at (ws://host:port, wss:// with --tls-cert)")
 	f.StringVar(&flags.ClusterKeyFile, "cluster-key-file", "", "cluster: file holding the secret every node shares (mode 0600, at least 32 bytes)")
+	f.DurationVar(&flags.ShutdownDelay, "shutdown-delay", 0, "on stop, keep serving this long after /readyz turns unready so a load balancer takes the node out first (default 0)")
 	return cmd
 }
 
@@ -169,6 +171,9 @@ func overrideSet(cmd *cobra.Command, cfg *serveConfig, flags serveConfig) {
 	set("peer-listen", &cfg.PeerListen, flags.PeerListen)
 	set("peer-advertise", &cfg.PeerAdvertise, flags.PeerAdvertise)
 	set("cluster-key-file", &cfg.ClusterKeyFile, flags.ClusterKeyFile)
+	if cmd.Flags().Changed("shutdown-delay") {
+		cfg.ShutdownDelay = flags.ShutdownDelay
+	}
 }
 
 func loadServeConfig(path string, cfg *serveConfig) error {
@@ -195,6 +200,7 @@ func (c serveConfig) relayConfig() relay.Config {
 	}
 	setPositive(&rc.HeartbeatInterval, c.HeartbeatInterval)
 	setPositive(&rc.DrainTimeout, c.DrainTimeout)
+	setPositive(&rc.ShutdownDelay, c.ShutdownDelay)
 	setPositive(&rc.IdleTimeout, c.IdleTimeout)
 	setPositive(&rc.MaxStreamsPerTunnel, c.MaxStreamsPerTunnel)
 	rc.AuthFailuresPerSource = limitOrOff(rc.AuthFailuresPerSource, c.AuthFailuresPerSource)

@@ -18,11 +18,12 @@ func TestServeConfigMapsOntoRelayDefaults(t *testing.T) {
 
 	got = serveConfig{
 		NodeID: "relay-a", HeartbeatInterval: 3 * time.Second, AuthFailuresPerSource: -1, AuthFailuresPerCredential: 7,
-		ProxyRatePerKey: 2.5,
+		ProxyRatePerKey: 2.5, ShutdownDelay: 5 * time.Second,
 	}.relayConfig()
 	assert.Equal(t, "relay-a", got.NodeID)
 	assert.Equal(t, 3*time.Second, got.HeartbeatInterval)
 	assert.Zero(t, got.AuthFailuresPerSource, "a negative limit turns it off")
 	assert.Equal(t, 7, got.AuthFailuresPerCredential)
 	assert.Equal(t, 3, got.ProxyBurstPerKey, "the burst defaults to the rate rounded up")
+	assert.Equal(t, 5*time.Second, got.ShutdownDelay)
 }

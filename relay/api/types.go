@@ -165,8 +165,10 @@ type Node struct {
 	PeerURL  string `json:"peer_url,omitempty"`
 	Draining bool   `json:"draining"`
 	// Sessions counts its agent tunnels.
-	Sessions   int       `json:"sessions"`
-	StartedAt  time.Time `json:"started_at,omitzero"`
+	Sessions  int       `json:"sessions"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	// RenewedAt is the last renewal of its lease in the shared store.
+	RenewedAt  time.Time `json:"renewed_at,omitzero"`
 	LeaseUntil time.Time `json:"lease_until,omitzero"`
 	// Self marks the node that answered.
 	Self bool `json:"self,omitempty"`

@@ -66,9 +66,9 @@ func (b *Broker) AskOn(ctx context.Context, cands []*Session, req protocol.Reque
 		if err != nil {
 			_ = st.Close()
 			release()
-			if errors.Is(err, errNotSent) {
+			if errors.Is(err, errNotSent) || errors.Is(err, errLost) {
 				lastErr = err
-				continue // nothing reached the agent yet
+				continue // nothing reached the agent, or its tunnel went before it answered
 			}
 			return nil, res, err
 		}
@@ -77,8 +77,14 @@ func (b *Broker) AskOn(ctx context.Context, cands []*Session, req protocol.Reque
 	return nil, protocol.Result{}, b.noStream(ctx, busy, lastErr)
 }
 
-// errNotSent marks a request that never reached the agent.
-var errNotSent = errors.New("request not sent")
+// errNotSent marks a request that never reached the agent; errLost one
+// whose tunnel ended before the agent answered. Either may go to the next
+// tunnel: nothing of the data phase has happened, and a dial the agent
+// may have made is closed with its tunnel.
+var (
+	errNotSent = errors.New("request not sent")
+	errLost    = errors.New("the tunnel ended before the agent answered")
+)
 
 // exchange writes the request on st and reads the result.
 func exchange(ctx context.Context, st *tunnel.Stream, req protocol.Request, timeout time.Duration) (*tunnel.Stream, protocol.Result, error) {
@@ -94,8 +100,11 @@ func exchange(ctx context.Context, st *tunnel.Stream, req protocol.Request, time
 		// The stream deadline and the context share one instant; either
 		// may be noticed first.
 		var ne net.Error
-		if ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
+		switch {
+		case ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()):
 			return nil, res, protocol.Errorf(protocol.ConnectTimeout, "agent did not answer within %s", timeout)
+		case tunnel.Lost(err):
+			return nil, res, fmt.Errorf("%w: %v", errLost, err)
 		}
 		return nil, res, protocol.Errorf(protocol.ProtocolError, "read agent result: %v", err)
 	}
@@ -113,7 +122,7 @@ func exchange(ctx context.Context, st *tunnel.Stream, req protocol.Request, time
 }
 
 // noStream explains why no tunnel took the stream.
-func (b *Broker) noStream(ctx context.Context, busy int, lastErr error) *protocol.Error {
+func (b *Broker) noStream(ctx context.Context, busy int, lastErr error) error {
 	if busy > 0 && lastErr == nil {
 		e := protocol.Errorf(protocol.AgentBusy, "every tunnel has %d streams open", b.cfg.MaxStreamsPerTunnel)
 		e.RetryAfter = 1
@@ -122,7 +131,7 @@ func (b *Broker) noStream(ctx context.Context, busy int, lastErr error) *protoco
 	if ctx.Err() != nil {
 		return protocol.Errorf(protocol.ConnectTimeout, "opening a stream to the agent timed out")
 	}
-	return protocol.Errorf(protocol.AgentOffline, "no agent tunnel accepted the stream: %v", lastErr)
+	return fmt.Errorf("%w: no tunnel took the stream: %v", ErrNoTunnel, lastErr)
 }
 
 // Abort ends the tunnel the stream runs on: its writes stopped making

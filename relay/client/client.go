@@ -143,6 +143,14 @@ func (c *Client) CreateAPIKey(ctx context.Context, req api.CreateAPIKeyRequest) 
 	return out, err
 }
 
+// Nodes lists the relay nodes sharing the answering node's store (an
+// admin key's call).
+func (c *Client) Nodes(ctx context.Context) (api.NodeList, error) {
+	var out api.NodeList
+	err := c.do(ctx, http.MethodGet, "/v1/nodes", nil, nil, &out)
+	return out, err
+}
+
 // Status returns the connection's status. A non-empty baseURL (for example
 // "https://gitlab.corp:443") asks for the allowlist verdict on that target.
 func (c *Client) Status(ctx context.Context, id, baseURL string) (api.Status, error) {

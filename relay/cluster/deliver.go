@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/internal/tick"
 	"github.com/postern/postern/relay/store"
 	"github.com/postern/postern/relay/webhook"
 )
@@ -14,7 +15,9 @@ import (
 // row, claimed by one node at a time (FOR UPDATE SKIP LOCKED) for
 // claimLease, tried once, then marked done or scheduled again. Every node
 // configured with the receiver delivers; none delivers an event twice
-// unless its attempt outlived the claim.
+// unless its attempt outlived the claim (an attempt is bounded well below
+// it). Two nodes may deliver consecutive events at once, so a receiver
+// orders them by Postern-Event-Id.
 const (
 	claimLease   = 30 * time.Second
 	claimBatch   = 16
@@ -35,6 +38,14 @@ func (rs Receivers) For(workspace string) []string {
 	return out
 }
 
+func (rs Receivers) ids() []string {
+	out := make([]string, 0, len(rs))
+	for id := range rs {
+		out = append(out, id)
+	}
+	return out
+}
+
 // SetReceivers gives the book the webhooks this node delivers to.
 func (b *Book) SetReceivers(rs Receivers) { b.hooks = rs }
 
@@ -43,29 +54,22 @@ func (b *Book) deliverLoop(ctx context.Context) {
 	if len(b.hooks) == 0 {
 		return
 	}
-	t := time.NewTicker(deliverEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ds, err := b.node.st.ClaimDeliveries(ctx, claimBatch, time.Now().Add(claimLease))
+	tick.Every(ctx, deliverEvery, func(now time.Time) {
+		ds, err := b.node.st.ClaimDeliveries(ctx, b.hooks.ids(), claimBatch, now.Add(claimLease))
 		if err != nil {
-			continue
+			return
 		}
 		for _, d := range ds {
 			b.deliver(ctx, d)
 		}
-	}
+	})
 }
 
 // deliver makes one attempt of d and records its outcome.
 func (b *Book) deliver(ctx context.Context, d store.Delivery) {
 	r := b.hooks[d.Receiver]
 	if r == nil {
-		return // not configured here: another node's claim expires to it
+		return // claimed for another receiver: cannot happen, the claim names ours
 	}
 	var e api.Event
 	if err := json.Unmarshal(d.Body, &e); err != nil {

@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +16,7 @@ import (
 	"github.com/postern/postern/protocol/tunnel"
 	"github.com/postern/postern/relay/broker"
 	"github.com/postern/postern/relay/events"
+	"github.com/postern/postern/relay/internal/tick"
 	"github.com/postern/postern/relay/status"
 	"github.com/postern/postern/relay/store"
 )
@@ -92,8 +93,10 @@ type Node struct {
 
 	nodesMu sync.Mutex
 	nodes   map[string]store.Node
+	holders holderCache
 
 	handlers map[string]func(payload string) // set before Run
+	onResync []func()                        // set before Run
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -137,8 +140,9 @@ func (n *Node) broker() *broker.Broker { return n.b }
 func (n *Node) ID() string { return n.cfg.NodeID }
 
 func (n *Node) record(draining bool) store.Node {
+	now := time.Now()
 	return store.Node{ID: n.cfg.NodeID, PeerURL: n.cfg.PeerURL, Draining: draining,
-		StartedAt: n.started, LeaseUntil: time.Now().Add(n.cfg.Lease)}
+		StartedAt: n.started, RenewedAt: now, LeaseUntil: now.Add(n.cfg.Lease)}
 }
 
 // Start registers the node; a node that cannot reach the database does not
@@ -170,22 +174,15 @@ func (n *Node) Run(ctx context.Context) {
 // renewLoop renews the node's lease and its sessions' every heartbeat, and
 // writes the sessions whose Health changed, in one statement.
 func (n *Node) renewLoop(ctx context.Context) {
-	t := time.NewTicker(n.cfg.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := n.renew(ctx); err != nil {
-				if !n.resync.Swap(true) {
-					n.log.Warn("cluster presence not renewed", "err", err)
-				}
-			} else if n.resync.Swap(false) {
-				n.log.Info("cluster presence renewed again")
+	tick.Every(ctx, n.cfg.Heartbeat, func(time.Time) {
+		if err := n.renew(ctx); err != nil {
+			if !n.resync.Swap(true) {
+				n.log.Warn("cluster presence not renewed", "err", err)
 			}
+		} else if n.resync.Swap(false) {
+			n.log.Info("cluster presence renewed again")
 		}
-	}
+	})
 }
 
 func (n *Node) renew(ctx context.Context) error {
@@ -198,6 +195,7 @@ func (n *Node) renew(ctx context.Context) error {
 		// The lease may have lapsed and the rows gone: write them all.
 		return n.presence.writeAll(ctx)
 	}
+	n.metrics.renewal()
 	if err := n.st.RenewPresence(ctx, n.cfg.NodeID, time.Now().Add(n.cfg.Lease)); err != nil {
 		return err
 	}
@@ -208,22 +206,15 @@ func (n *Node) renew(ctx context.Context) error {
 // sweepLoop drops the rows of nodes and sessions whose lease lapsed, and
 // republishes the status of the connections they belonged to.
 func (n *Node) sweepLoop(ctx context.Context) {
-	t := time.NewTicker(n.cfg.Lease / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	tick.Every(ctx, n.cfg.Lease/2, func(now time.Time) {
+		conns, err := n.st.ExpirePresence(ctx, now, tombstoneKeep)
+		if err != nil {
 			return
-		case now := <-t.C:
-			conns, err := n.st.ExpirePresence(ctx, now, tombstoneKeep)
-			if err != nil {
-				continue
-			}
-			for _, id := range conns {
-				n.book.expired(id)
-			}
 		}
-	}
+		for _, id := range conns {
+			n.book.expired(id)
+		}
+	})
 }
 
 // tombstoneKeep is how long a closed session's row outlives it, longer
@@ -280,41 +271,6 @@ func (n *Node) LiveNodes() int {
 // Nodes lists the live nodes of the cluster.
 func (n *Node) Nodes(ctx context.Context) ([]store.Node, error) { return n.st.Nodes(ctx, time.Now()) }
 
-// Holders lists the other nodes with a tunnel of the connection: live ones
-// (fewest streams first) and, as a last resort, those whose tunnels were
-// told to go away. Nodes in backoff after a failure are skipped.
-func (n *Node) Holders(ctx context.Context, connID string) (live, draining []string, err error) {
-	ps, err := n.st.PresenceOf(ctx, connID, time.Now())
-	if err != nil {
-		return nil, nil, err
-	}
-	load := map[string]int64{}
-	isLive := map[string]bool{}
-	for _, p := range ps {
-		if p.NodeID == n.cfg.NodeID || n.links.inBackoff(p.NodeID) {
-			continue
-		}
-		v, _ := decodeView(p.View)
-		load[p.NodeID] += v.Active
-		if !p.Draining {
-			isLive[p.NodeID] = true
-		}
-	}
-	for node := range load {
-		if isLive[node] {
-			live = append(live, node)
-		} else {
-			draining = append(draining, node)
-		}
-	}
-	byLoad := func(ns []string) {
-		sort.Slice(ns, func(i, j int) bool { return load[ns[i]] < load[ns[j]] || load[ns[i]] == load[ns[j]] && ns[i] < ns[j] })
-	}
-	byLoad(live)
-	byLoad(draining)
-	return live, draining, nil
-}
-
 // BeginDrain tells the cluster this node is leaving: its tunnels are last
 // resorts from now on, and its rows say so.
 func (n *Node) BeginDrain(ctx context.Context) {
@@ -336,7 +292,7 @@ func (n *Node) Moved(ctx context.Context) bool {
 			continue
 		}
 		live, _, err := n.Holders(ctx, s.ConnectionID)
-		if err != nil || len(live) == 0 {
+		if err != nil || !slices.ContainsFunc(live, func(node string) bool { return !n.links.inBackoff(node) }) {
 			return false
 		}
 	}

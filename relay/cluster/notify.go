@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"time"
+
+	"github.com/postern/postern/relay/internal/tick"
 )
 
 // Channels of the cluster's notifications (PostgreSQL LISTEN/NOTIFY).
@@ -39,6 +41,11 @@ func (n *Node) Handle(channel string, fn func(payload string)) {
 	n.handlers[channel] = fn
 }
 
+// OnResync runs fn each time the node listens again after its
+// notification connection failed: whatever was announced meanwhile was
+// missed, and fn re-reads what it acts on. Set before Run.
+func (n *Node) OnResync(fn func()) { n.onResync = append(n.onResync, fn) }
+
 // Announce notifies every node, this one included, on channel.
 func (n *Node) Announce(ctx context.Context, channel, payload string) error {
 	return n.st.Notify(ctx, channel, payload)
@@ -50,23 +57,24 @@ func (n *Node) Announce(ctx context.Context, channel, payload string) error {
 func (n *Node) listenLoop(ctx context.Context) {
 	channels := []string{ChannelEvents, ChannelRevoke, ChannelTokens, ChannelKeys, ChannelSessions, channelNodes}
 	wait := listenRetryBase
-	for ctx.Err() == nil {
+	for first := true; ctx.Err() == nil; first = false {
 		ready := func() {
 			wait = listenRetryBase
 			n.book.woken()
 			n.refreshNodes(ctx)
+			if !first {
+				for _, fn := range n.onResync {
+					fn()
+				}
+			}
 		}
 		err := n.st.Listen(ctx, channels, ready, n.dispatch)
 		if ctx.Err() != nil {
 			return
 		}
 		n.log.Warn("cluster notifications interrupted; listening again", "in", wait, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !tick.Sleep(ctx, wait) {
 			return
-		case <-t.C:
 		}
 		wait = min(wait*2, listenRetryMax)
 	}

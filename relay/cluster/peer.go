@@ -196,6 +196,7 @@ func (n *Node) Forward(ctx context.Context, node, connID string, req protocol.Re
 		return nil, protocol.Result{}, err
 	case ans.NotHere:
 		_ = st.Close()
+		n.holders.forget(connID)
 		return nil, ans.Result, fmt.Errorf("%w: %s", errNotHere, node)
 	case !ans.Result.OK:
 		_ = st.Close()
@@ -268,3 +269,5 @@ func (r remote) Forward(ctx context.Context, node, connID string, req protocol.R
 func (r remote) Skip(err error) bool {
 	return errors.Is(err, errNotHere) || errors.Is(err, errPeerDown)
 }
+
+func (r remote) Unreachable(err error) bool { return errors.Is(err, errPeerDown) }

@@ -47,6 +47,7 @@ func (p *presence) record(s *broker.Session) store.Presence {
 func (p *presence) SessionUp(ctx context.Context, s *broker.Session) error {
 	ctx, cancel := context.WithTimeout(ctx, presenceWriteTimeout)
 	defer cancel()
+	p.node.metrics.sessionRows(1)
 	if err := p.node.st.PutPresence(ctx, p.record(s)); err != nil {
 		p.node.log.Warn("write session presence", "session", s.ID, "err", err)
 		p.mark(s)
@@ -70,6 +71,7 @@ func (p *presence) SessionDown(s *broker.Session) {
 	defer cancel()
 	rec := p.record(s)
 	rec.LeaseUntil = time.Now()
+	p.node.metrics.sessionRows(1)
 	if err := p.node.st.ClosePresence(ctx, rec); err != nil {
 		p.node.log.Warn("close session presence; its lease ends it", "session", s.ID, "err", err)
 	}
@@ -93,6 +95,7 @@ func (p *presence) flush(ctx context.Context) error {
 			recs = append(recs, p.record(s))
 		}
 	}
+	p.node.metrics.sessionRows(len(recs))
 	if err := p.node.st.PutPresences(ctx, recs); err != nil {
 		p.mu.Lock()
 		for id, s := range marked {
@@ -115,6 +118,7 @@ func (p *presence) writeAll(ctx context.Context) error {
 			recs = append(recs, p.record(s))
 		}
 	}
+	p.node.metrics.sessionRows(len(recs))
 	return p.node.st.PutPresences(ctx, recs)
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/postern/postern/relay/internal/tick"
 	"github.com/postern/postern/relay/store"
 )
 
@@ -34,17 +35,11 @@ func NewPruner(st store.Store, retention time.Duration, log *slog.Logger) *Prune
 
 // Run prunes a minute after it starts and then every hour until ctx ends.
 func (p *Pruner) Run(ctx context.Context) {
-	t := time.NewTimer(pruneFirst)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			p.Prune(ctx, now)
-			t.Reset(pruneEvery)
-		}
+	if !tick.Sleep(ctx, pruneFirst) {
+		return
 	}
+	p.Prune(ctx, time.Now())
+	tick.Every(ctx, pruneEvery, func(now time.Time) { p.Prune(ctx, now) })
 }
 
 // Prune deletes what is older than the retention at now.

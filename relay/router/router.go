@@ -15,7 +15,9 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/postern/postern/protocol"
@@ -50,6 +52,9 @@ type Remote interface {
 	// Skip reports whether an error of Forward sends the router on to
 	// the next node.
 	Skip(err error) bool
+	// Unreachable reports whether an error of Forward means the node
+	// could not be reached at all (its tunnels may well be up).
+	Unreachable(err error) bool
 }
 
 // Router sends requests to agents.
@@ -103,8 +108,21 @@ func (r *Router) Ask(ctx context.Context, c store.Connection, req protocol.Reque
 	if pe, ok := busy.(*protocol.Error); ok && pe.Reason == protocol.AgentBusy {
 		return nil, res, pe
 	}
+	if errors.Is(err, errUnreachable) {
+		e := protocol.Errorf(protocol.RelayUnavailable, "%v", err)
+		e.RetryAfter = unreachableRetryAfter
+		return nil, res, e
+	}
 	return nil, res, r.explain.Offline(ctx, c)
 }
+
+// errUnreachable means a node holds a tunnel of the connection but could
+// not be reached: the agent may be fine, the relay cannot tell.
+var errUnreachable = errors.New("the node holding the tunnel cannot be reached")
+
+// unreachableRetryAfter is the Retry-After of an unreachable holder: its
+// lease lapses within seconds if it died, and its agent moves.
+const unreachableRetryAfter = 5
 
 // errUnavailable means the cluster could not be asked who holds a tunnel.
 var errUnavailable = errors.New("cluster store unavailable")
@@ -158,7 +176,10 @@ func (r *Router) lastResort(ctx context.Context, connID string, req protocol.Req
 }
 
 func (r *Router) tryNodes(ctx context.Context, nodes []string, connID string, req protocol.Request, timeout time.Duration, lastResort bool) (Stream, protocol.Result, error) {
-	var res protocol.Result
+	var (
+		res         protocol.Result
+		unreachable []string
+	)
 	err := broker.ErrNoTunnel
 	for _, node := range nodes {
 		var st Stream
@@ -166,6 +187,12 @@ func (r *Router) tryNodes(ctx context.Context, nodes []string, connID string, re
 		if err == nil || !r.remote.Skip(err) {
 			return st, res, err
 		}
+		if r.remote.Unreachable(err) {
+			unreachable = append(unreachable, node)
+		}
+	}
+	if len(unreachable) > 0 {
+		return nil, res, fmt.Errorf("%w: %s", errUnreachable, strings.Join(unreachable, ", "))
 	}
 	return nil, res, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/postern/postern/relay/internal/tick"
 	"github.com/postern/postern/relay/store"
 )
 
@@ -80,16 +81,7 @@ func (k *Keeper) recheckAll(ctx context.Context, now time.Time) {
 
 // Run publishes the transitions only the clock causes until ctx ends.
 func (k *Keeper) Run(ctx context.Context) {
-	t := time.NewTicker(k.clockPeriod())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			k.recheckAll(ctx, now)
-		}
-	}
+	tick.Every(ctx, k.clockPeriod(), func(now time.Time) { k.recheckAll(ctx, now) })
 }
 
 // clockPeriod is fine enough to notice an overdue Health or an expired

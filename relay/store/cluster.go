@@ -19,8 +19,11 @@ type Node struct {
 	PeerURL string
 	// Draining is set from the start of a graceful stop: the node takes
 	// no new work and its agents are moving elsewhere.
-	Draining   bool
-	StartedAt  time.Time
+	Draining  bool
+	StartedAt time.Time
+	// RenewedAt is the last renewal of the lease, which lasts until
+	// LeaseUntil.
+	RenewedAt  time.Time
 	LeaseUntil time.Time
 	// Sessions counts the node's open agent sessions (filled by Nodes).
 	Sessions int
@@ -153,9 +156,10 @@ type Cluster interface {
 	// NewestEvent is the id of the newest event kept, 0 when none is.
 	NewestEvent(ctx context.Context) (int64, error)
 
-	// ClaimDeliveries takes up to limit due deliveries for this node
-	// until until; no other node gets them meanwhile.
-	ClaimDeliveries(ctx context.Context, limit int, until time.Time) ([]Delivery, error)
+	// ClaimDeliveries takes up to limit due deliveries to the receivers
+	// named, for this node until until; no other node gets them
+	// meanwhile.
+	ClaimDeliveries(ctx context.Context, receivers []string, limit int, until time.Time) ([]Delivery, error)
 	// FinishDelivery marks a delivery done, or schedules its next attempt.
 	FinishDelivery(ctx context.Context, d Delivery, done bool, next time.Time) error
 

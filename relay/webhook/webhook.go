@@ -28,6 +28,7 @@ import (
 
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/internal/tick"
 	"github.com/postern/postern/relay/store"
 )
 
@@ -267,15 +268,8 @@ func (h *Receiver) deliver(ctx context.Context, e api.Event) {
 	}
 	for attempt := 1; ; attempt++ {
 		wait, done := h.Attempt(ctx, attempt, e.ID, body)
-		if done || ctx.Err() != nil {
+		if done || !tick.Sleep(ctx, wait) {
 			return
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
 		}
 	}
 }

@@ -34,6 +34,8 @@ type RelayOptions struct {
 	Heartbeat time.Duration
 	// NodeID names the relay in Welcome; "node-test" when empty.
 	NodeID string
+	// Nodes is the cluster size Welcome announces; 0 is a single node.
+	Nodes int
 	// NoSubprotocol upgrades without selecting postern.v1, like a
 	// WebSocket server of another protocol.
 	NoSubprotocol bool
@@ -212,7 +214,7 @@ func (r *Relay) run(conn net.Conn, auth string) {
 		r.hellos = append(r.hellos, h)
 		r.all = append(r.all, s)
 		s.ID = len(r.all)
-		return protocol.Welcome{NodeID: r.opts.NodeID, HeartbeatMS: r.opts.Heartbeat.Milliseconds(), SessionID: "sess-" + strconv.Itoa(s.ID)}, nil
+		return protocol.Welcome{NodeID: r.opts.NodeID, Nodes: r.opts.Nodes, HeartbeatMS: r.opts.Heartbeat.Milliseconds(), SessionID: "sess-" + strconv.Itoa(s.ID)}, nil
 	})
 	cancel()
 	if err != nil {

@@ -21,11 +21,11 @@ const eventsLockID int64 = 0x706f737465726e02
 
 // UpsertNode registers or renews a node.
 func (s *Store) UpsertNode(ctx context.Context, n store.Node) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO relay_nodes (id, peer_url, draining, started_at, lease_until)
-		VALUES ($1, $2, $3, $4, $5)
+	_, err := s.pool.Exec(ctx, `INSERT INTO relay_nodes (id, peer_url, draining, started_at, renewed_at, lease_until)
+		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (id) DO UPDATE SET peer_url = EXCLUDED.peer_url, draining = EXCLUDED.draining,
-			started_at = EXCLUDED.started_at, lease_until = EXCLUDED.lease_until`,
-		n.ID, n.PeerURL, n.Draining, n.StartedAt, n.LeaseUntil)
+			started_at = EXCLUDED.started_at, renewed_at = EXCLUDED.renewed_at, lease_until = EXCLUDED.lease_until`,
+		n.ID, n.PeerURL, n.Draining, n.StartedAt, n.RenewedAt, n.LeaseUntil)
 	if err != nil {
 		return fmt.Errorf("upsert node %q: %w", n.ID, err)
 	}
@@ -50,7 +50,7 @@ func (s *Store) RemoveNode(ctx context.Context, id string) error {
 // Nodes lists the nodes whose lease has not lapsed, with their open
 // sessions counted.
 func (s *Store) Nodes(ctx context.Context, now time.Time) ([]store.Node, error) {
-	rows, err := s.pool.Query(ctx, `SELECT n.id, n.peer_url, n.draining, n.started_at, n.lease_until,
+	rows, err := s.pool.Query(ctx, `SELECT n.id, n.peer_url, n.draining, n.started_at, n.renewed_at, n.lease_until,
 			(SELECT count(*) FROM agent_sessions a WHERE a.node_id = n.id AND NOT a.closed AND a.lease_until > $1)
 		FROM relay_nodes n WHERE n.lease_until > $1 ORDER BY n.id`, now)
 	if err != nil {
@@ -58,8 +58,8 @@ func (s *Store) Nodes(ctx context.Context, now time.Time) ([]store.Node, error) 
 	}
 	nodes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Node, error) {
 		var n store.Node
-		err := r.Scan(&n.ID, &n.PeerURL, &n.Draining, &n.StartedAt, &n.LeaseUntil, &n.Sessions)
-		n.StartedAt, n.LeaseUntil = n.StartedAt.UTC(), n.LeaseUntil.UTC()
+		err := r.Scan(&n.ID, &n.PeerURL, &n.Draining, &n.StartedAt, &n.RenewedAt, &n.LeaseUntil, &n.Sessions)
+		n.StartedAt, n.RenewedAt, n.LeaseUntil = n.StartedAt.UTC(), n.RenewedAt.UTC(), n.LeaseUntil.UTC()
 		return n, err
 	})
 	if err != nil {

@@ -158,15 +158,15 @@ func (s *Store) NewestEvent(ctx context.Context) (int64, error) {
 	return id, nil
 }
 
-// ClaimDeliveries takes up to limit due deliveries until until: rows
-// another node holds are skipped, not waited for.
-func (s *Store) ClaimDeliveries(ctx context.Context, limit int, until time.Time) ([]store.Delivery, error) {
+// ClaimDeliveries takes up to limit due deliveries to the receivers named
+// until until: rows another node holds are skipped, not waited for.
+func (s *Store) ClaimDeliveries(ctx context.Context, receivers []string, limit int, until time.Time) ([]store.Delivery, error) {
 	var out []store.Delivery
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT d.event_id, d.receiver, d.attempts, e.body
 			FROM webhook_deliveries d JOIN status_events e ON e.id = d.event_id
-			WHERE NOT d.done AND d.next_at <= now()
-			ORDER BY d.event_id LIMIT $1 FOR UPDATE OF d SKIP LOCKED`, limit)
+			WHERE NOT d.done AND d.next_at <= now() AND d.receiver = ANY($2)
+			ORDER BY d.event_id LIMIT $1 FOR UPDATE OF d SKIP LOCKED`, limit, receivers)
 		if err != nil {
 			return err
 		}

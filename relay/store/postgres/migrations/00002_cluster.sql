@@ -8,6 +8,7 @@ CREATE TABLE relay_nodes (
     peer_url    text NOT NULL,
     draining    boolean NOT NULL DEFAULT false,
     started_at  timestamptz NOT NULL,
+    renewed_at  timestamptz NOT NULL,
     lease_until timestamptz NOT NULL
 );
 
