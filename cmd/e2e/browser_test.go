@@ -275,4 +275,5 @@ func TestStatusPageTokenRotation(t *testing.T) {
 	tok := b.text("pre.secret")
 	assert.True(t, strings.HasPrefix(tok, "pat_"), "the new token, shown once: %q", tok)
 	assert.Contains(t, b.text("section.token"), "Shown only this once")
+	b.shot("token-rotated")
 }

@@ -158,9 +158,11 @@ func (u *UI) signOut(w http.ResponseWriter, r *http.Request, v visitor) {
 }
 
 // events streams the visitor's status events to the page's script,
-// exactly as GET /v1/events would for the key.
+// exactly as GET /v1/events would for the key, until the session ends.
 func (u *UI) events(w http.ResponseWriter, r *http.Request, v visitor) {
-	u.p.API.StreamEvents(w, r, v.Key)
+	ctx, cancel := context.WithDeadline(r.Context(), v.Session.until)
+	defer cancel()
+	u.p.API.StreamEvents(w, r.WithContext(ctx), v.Key)
 }
 
 // row is one connection of the list.
