@@ -25,6 +25,12 @@ func TestHistoryIsTheSameOnEveryNode(t *testing.T) {
 	conn := c.CreateConnection("gitlab")
 	agent := c.StartAgent(conn.AgentToken, []string{target}, 1, 0)
 	c.WaitTunnels(1, conn.ID, "node-a")
+	// A tunnel that ends within milliseconds of its start may end before
+	// any publication saw it up; the agent stops once one did.
+	testkit.WaitFor(t, 10*time.Second, "connected published", func() bool {
+		h, err := c.Client(0).History(t.Context(), conn.ID, time.Time{}, 0)
+		return err == nil && len(h.Transitions) > 0 && h.Transitions[0].To == "connected"
+	})
 	require.NoError(t, agent.Stop(10*time.Second))
 
 	var histories [2][]api.HistoryEntry

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/store"
 )
@@ -70,6 +71,7 @@ func StateOf(st api.Status) store.PublishedState {
 // events before this change, oldest first (its history, from which
 // flapping is told; see FlapPolicy).
 func (j Judge) Next(c store.Connection, prev store.PublishedState, st api.Status, recent []api.Event) (store.PublishedState, []api.Event) {
+	st = seenBefore(prev, st)
 	next := StateOf(st)
 	var out []api.Event
 	for _, ch := range []struct{ typ, from, to string }{
@@ -93,4 +95,20 @@ func (j Judge) event(c store.Connection, st api.Status, typ, from, to string) ap
 		Type: typ, ConnectionID: c.ID, Workspace: c.Workspace, Time: j.Now.UTC(), Node: j.node,
 		From: from, To: to, Reason: st.Reason, ProviderErrorCode: st.ProviderErrorCode,
 	}
+}
+
+// seenBefore keeps a connection once published with a tunnel from going
+// back to never_connected: a publication that read the connection's row
+// before its first tunnel was recorded there (a tunnel that ended within
+// milliseconds of its start) says disconnected, AGENT_OFFLINE.
+func seenBefore(prev store.PublishedState, st api.Status) api.Status {
+	if st.TunnelStatus != TunnelNeverConnected || !flapStates[prev.Tunnel] {
+		return st
+	}
+	st.TunnelStatus = TunnelDisconnected
+	if st.Reason == protocol.AgentNeverConnected {
+		st.Reason = protocol.AgentOffline
+		st.ProviderErrorCode = st.Reason.Info().ProviderErrorCode
+	}
+	return st
 }

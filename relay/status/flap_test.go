@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
+	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/store"
 )
@@ -30,6 +31,9 @@ func newFlapRun(p FlapPolicy) *flapRun {
 func (r *flapRun) step(after time.Duration, tunnel string) []string {
 	r.j.Now = r.j.Now.Add(after)
 	st := api.Status{TunnelStatus: tunnel, AuthStatus: AuthActive, AllowlistStatus: "unknown"}
+	if tunnel == TunnelNeverConnected {
+		st.Reason = protocol.AgentNeverConnected
+	}
 	next, evs := r.j.Next(store.Connection{ID: "c1", Workspace: "w"}, r.state, st, r.recent)
 	r.state = next
 	var out []string
@@ -95,4 +99,19 @@ func TestFlapPolicyCountsOnlyTheWindow(t *testing.T) {
 		r.step(6*time.Second, TunnelConnected)
 		assert.False(t, r.state.Flapping)
 	}
+}
+
+// TestSeenBeforeNeverGoesBack: a publication that read the row before the
+// first tunnel was recorded (the tunnel ended within milliseconds) says
+// disconnected, not never_connected, once connected was published.
+func TestSeenBeforeNeverGoesBack(t *testing.T) {
+	r := newFlapRun(FlapPolicy{})
+	assert.Equal(t, []string{"never_connected>connected"}, r.step(time.Millisecond, TunnelConnected))
+	assert.Equal(t, []string{"connected>disconnected"}, r.step(time.Millisecond, TunnelNeverConnected))
+	assert.Equal(t, TunnelDisconnected, r.state.Tunnel)
+	assert.Empty(t, r.step(time.Millisecond, TunnelDisconnected), "the row caught up: no news")
+	assert.Equal(t, protocol.AgentOffline, r.recent[1].Reason)
+
+	fresh := newFlapRun(FlapPolicy{})
+	assert.Empty(t, fresh.step(time.Millisecond, TunnelNeverConnected), "never connected stays so")
 }
