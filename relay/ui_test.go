@@ -227,3 +227,18 @@ func TestUISecureCookieBehindTLSProxy(t *testing.T) {
 	p := b.get("/ui/signin")
 	assert.Contains(t, p.header.Get("Set-Cookie"), "Secure")
 }
+
+func TestUIStaticFiles(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	b := h.browser(t)
+	for path, want := range map[string]int{
+		"/ui/static/style.css": http.StatusOK,
+		"/ui/static/live.js":   http.StatusOK,
+		"/ui/static/":          http.StatusNotFound,
+		"/ui/static/nope.js":   http.StatusNotFound,
+	} {
+		assert.Equal(t, want, b.get(path).status, path)
+	}
+	assert.Contains(t, b.get("/ui/static/live.js").body, "EventSource")
+}

@@ -110,7 +110,7 @@ func New(cfg Config, p Parts) (*UI, error) {
 func (u *UI) route() {
 	static, _ := fs.Sub(staticFiles, "static")
 	m := http.NewServeMux()
-	m.Handle("GET /ui/static/", http.StripPrefix("/ui/static/", http.FileServerFS(static)))
+	m.Handle("GET /ui/static/{file}", http.StripPrefix("/ui/static/", http.FileServerFS(static)))
 	m.HandleFunc("GET /ui/signin", u.signInPage)
 	m.HandleFunc("POST /ui/signin", u.signIn)
 	m.HandleFunc("POST /ui/signout", u.signedIn(u.signOut))
