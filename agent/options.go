@@ -73,6 +73,10 @@ type Options struct {
 	// BackoffBase and BackoffMax shape reconnect delays; BackoffMax is at
 	// least BackoffBase. Defaults DefaultBackoffBase, DefaultBackoffMax.
 	BackoffBase, BackoffMax time.Duration
+	// RecentLogs, when set, returns the agent's newest log lines, which
+	// the status listener gives loopback clients for support bundles
+	// (/debug/logs); the run command keeps them.
+	RecentLogs func() []string
 }
 
 // DefaultOptions returns the documented defaults; Config, Token and

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/postern/postern/agent/stream"
 	"github.com/postern/postern/protocol"
 )
 
@@ -24,6 +25,10 @@ type LocalStatus struct {
 	BytesIn       uint64             `json:"bytes_in"`
 	BytesOut      uint64             `json:"bytes_out"`
 	Allowlist     protocol.Allowlist `json:"allowlist"`
+	// Refusals counts the streams refused since the agent started, by
+	// reason; LastRefusals are the newest of them, newest first.
+	Refusals     map[protocol.Reason]int `json:"refusals"`
+	LastRefusals []stream.Refusal        `json:"last_refusals"`
 }
 
 // TunnelStatus is one live tunnel.
@@ -44,7 +49,10 @@ func (a *Agent) Status() LocalStatus {
 	a.mu.Unlock()
 	sort.Slice(tunnels, func(i, j int) bool { return tunnels[i].Slot < tunnels[j].Slot })
 	st := a.streams.Stats()
+	refused, last := a.streams.Refusals()
 	return LocalStatus{
+		Refusals:      refused,
+		LastRefusals:  last,
 		AgentID:       a.agentID,
 		Hostname:      a.hostname,
 		Version:       a.opts.Version,
@@ -60,10 +68,15 @@ func (a *Agent) Status() LocalStatus {
 	}
 }
 
-// StatusHandler serves /healthz (the process runs), /readyz (at least one
-// tunnel is up) and /status (LocalStatus as JSON) for status_listen.
+// StatusHandler serves, for status_listen: / (a read-only page of
+// LocalStatus for people), /healthz (the process runs), /readyz (at least
+// one tunnel is up), /status (LocalStatus as JSON), and for support
+// bundles, to loopback clients only, /debug/logs and /debug/pprof/.
 func (a *Agent) StatusHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", a.servePage)
+	mux.Handle("GET /page.css", pageStyle())
+	a.routeDebug(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeStatusJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

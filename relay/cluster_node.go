@@ -17,7 +17,7 @@ import (
 // cluster's shared one otherwise (which makes s.node).
 func (s *Server) book(local func(connID string) []status.View) (status.Book, error) {
 	if s.cfg.Cluster == nil {
-		return status.NewMemoryBook(local, s.events), nil
+		return status.NewMemoryBook(local, s.events, s.recordHistory()), nil
 	}
 	cc := s.cfg.Cluster
 	node, err := cluster.New(cluster.Config{

@@ -9,7 +9,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/postern/postern/relay/history"
 	"github.com/postern/postern/relay/reply"
+	"github.com/postern/postern/relay/status"
 	"github.com/postern/postern/relay/store"
 	"github.com/postern/postern/relay/webhook"
 )
@@ -88,6 +90,23 @@ type Config struct {
 	// listeners; a client that sends them slower is cut off.
 	HeaderTimeout time.Duration
 
+	// HistoryRetention is how long connections' transitions are kept
+	// (each connection's newest of each kind stays regardless).
+	HistoryRetention time.Duration
+	// FlapThreshold and FlapWindow tell a flapping tunnel: more than
+	// FlapThreshold moves within FlapWindow (see status.FlapPolicy).
+	// A zero FlapThreshold turns flapping off.
+	FlapThreshold int
+	FlapWindow    time.Duration
+	// RecentLogs and RecentAudit, when set, return the node's newest log
+	// lines, and of them those of admins' actions, for support bundles
+	// (GET /v1/diag/logs and /audit); the serve command keeps them.
+	RecentLogs, RecentAudit func() []string
+	// SecureCookies marks the status page's cookies Secure even on a
+	// plain listener, for a relay behind a proxy that ends TLS; a TLS
+	// listener always does.
+	SecureCookies bool
+
 	// Cluster, when not nil, makes this node one of a cluster whose nodes
 	// share Store, which must then be one several processes can share
 	// (PostgreSQL). See package cluster.
@@ -124,6 +143,9 @@ const (
 	DefaultAuthFailuresPerCredential = 20
 	DefaultAuthLimitWindow           = time.Minute
 	DefaultHeaderTimeout             = 10 * time.Second
+	DefaultHistoryRetention          = history.DefaultRetention
+	DefaultFlapThreshold             = 5
+	DefaultFlapWindow                = 10 * time.Minute
 )
 
 // maxHeaderBytes caps a request's line plus headers on both listeners;
@@ -149,6 +171,9 @@ func DefaultConfig() Config {
 		AuthFailuresPerCredential: DefaultAuthFailuresPerCredential,
 		AuthLimitWindow:           DefaultAuthLimitWindow,
 		HeaderTimeout:             DefaultHeaderTimeout,
+		HistoryRetention:          DefaultHistoryRetention,
+		FlapThreshold:             DefaultFlapThreshold,
+		FlapWindow:                DefaultFlapWindow,
 	}
 }
 
@@ -173,11 +198,13 @@ func (c Config) Validate() error {
 		{"open timeout", c.OpenTimeout}, {"idle timeout", c.IdleTimeout}, {"token overlap", c.TokenOverlap},
 		{"auth failure window", c.AuthFailureWindow}, {"drain timeout", c.DrainTimeout},
 		{"event keepalive", c.EventKeepAlive}, {"auth limit window", c.AuthLimitWindow}, {"header timeout", c.HeaderTimeout},
+		{"history retention", c.HistoryRetention},
 	} {
 		if d.d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.d))
 		}
 	}
+	errs = append(errs, c.validateFlap()...)
 	if c.MaxStreamsPerTunnel < 1 {
 		errs = append(errs, fmt.Errorf("max streams per tunnel %d: must be at least 1", c.MaxStreamsPerTunnel))
 	}
@@ -198,4 +225,15 @@ func (c Config) Validate() error {
 		return fmt.Errorf("relay config: %w", err)
 	}
 	return nil
+}
+
+func (c Config) validateFlap() []error {
+	var errs []error
+	if c.FlapThreshold < 0 || c.FlapThreshold > status.MaxFlapThreshold {
+		errs = append(errs, fmt.Errorf("flap threshold %d: must be 0 (off) to %d", c.FlapThreshold, status.MaxFlapThreshold))
+	}
+	if c.FlapThreshold > 0 && c.FlapWindow < status.MinFlapWindow {
+		errs = append(errs, fmt.Errorf("flap window %s: must be at least %s", c.FlapWindow, status.MinFlapWindow))
+	}
+	return errs
 }

@@ -76,6 +76,7 @@ type harness struct {
 	ep       endpoints
 	adminKey string
 	logs     *syncBuffer
+	dbPath   string // the SQLite store's file
 
 	mu      sync.Mutex
 	secrets []string // must never show up in the logs
@@ -107,7 +108,8 @@ func newHarnessVerifying(t *testing.T, verify auth.Verifier, opts ...func(*Confi
 // newBareHarness is newHarness on a store without any API key.
 func newBareHarness(t *testing.T, verify auth.Verifier, opts ...func(*Config)) *harness {
 	t.Helper()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "relay.db"))
+	dbPath := filepath.Join(t.TempDir(), "relay.db")
+	st, err := sqlite.Open(t.Context(), dbPath)
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, st.Close()) })
 
@@ -121,7 +123,7 @@ func newBareHarness(t *testing.T, verify auth.Verifier, opts ...func(*Config)) *
 	}
 	srv, err := newServer(cfg, verify)
 	require.NoError(t, err)
-	h := &harness{srv: srv, logs: logs}
+	h := &harness{srv: srv, logs: logs, dbPath: dbPath}
 	h.api = httptest.NewServer(srv.Handler())
 	h.proxy = httptest.NewServer(srv.ProxyHandler())
 	h.ep = endpoints{apiURL: h.api.URL, proxyAddr: h.proxy.Listener.Addr().String(), client: h.api.Client()}
@@ -281,23 +283,29 @@ func (h *harness) status(t *testing.T, connID, query string) api.Status {
 // pollStatus is status for require.Eventually conditions, which run on
 // another goroutine and so must not fail the test themselves.
 func (h *harness) pollStatus(connID string) api.Status {
+	return pollJSON[api.Status](h, "/v1/connections/"+connID+"/status")
+}
+
+// pollJSON reads an API answer with the admin key without failing the
+// test: any problem gives the zero value.
+func pollJSON[T any](h *harness, path string) T {
+	var v, zero T
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.ep.apiURL+"/v1/connections/"+connID+"/status", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.ep.apiURL+path, nil)
 	if err != nil {
-		return api.Status{}
+		return zero
 	}
 	req.Header.Set("Authorization", "Bearer "+h.adminKey)
 	resp, err := h.ep.client.Do(req)
 	if err != nil {
-		return api.Status{}
+		return zero
 	}
 	defer resp.Body.Close()
-	var st api.Status
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
-		return api.Status{}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&v) != nil {
+		return zero
 	}
-	return st
+	return v
 }
 
 // activeStreams counts the streams open now on a connection's tunnels.

@@ -44,6 +44,7 @@ type Server struct {
 	metrics *metrics
 
 	webhookClient *http.Client
+	obs           observing
 	// node is this node's part in a cluster; nil on a single node.
 	node   *cluster.Node
 	tokens tokenTimers
@@ -78,6 +79,7 @@ func newServer(cfg Config, verify auth.Verifier) (*Server, error) {
 	}
 	s.status = status.New(status.Config{
 		NodeID: cfg.NodeID, HeartbeatInterval: cfg.HeartbeatInterval, AuthFailureWindow: cfg.AuthFailureWindow,
+		Flap: s.flapPolicy(),
 	}, cfg.Store, book, log)
 	observers := []broker.Observer{s.status}
 	if s.node != nil {
@@ -150,9 +152,13 @@ func (s *Server) wire(verify auth.Verifier) error {
 	}
 	s.api, err = admin.New(admin.Config{TokenOverlap: s.cfg.TokenOverlap, EventKeepAlive: s.cfg.EventKeepAlive}, admin.Parts{
 		Store: s.store, Auth: s.auth, Router: s.router, Status: s.status, Bus: s.events, Log: s.log,
-		Fanout: fanout{s}, Nodes: s.nodes,
+		Fanout: fanout{s}, Nodes: s.nodes, History: s.historyReader(),
+		Diagnostics: diagnostics{s: s, started: time.Now()},
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	return s.buildUI()
 }
 
 // startBackground starts the status clock and, on a single node, one
@@ -167,6 +173,7 @@ func (s *Server) startBackground() {
 		}
 	}
 	s.background.Go(func() { s.status.Run(s.ctx) })
+	s.startObserving()
 }
 
 // NodeID returns the node's id.
@@ -185,6 +192,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.Handle("GET /readyz", reply.WithRequestID(http.HandlerFunc(s.serveReady)))
 	mux.Handle("GET /metrics", s.metrics.handler())
+	s.routeObserving(mux)
 	return s.metrics.countRefusals(mux)
 }
 

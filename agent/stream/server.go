@@ -181,6 +181,8 @@ func logWaived(d policy.Decision, log *slog.Logger) {
 // refuse answers a refused request, counts it and audits it.
 func (s *Server) refuse(st *tunnel.Stream, res protocol.Result, entry audit.Entry, log *slog.Logger) {
 	s.stats.countError(res.Reason)
+	s.stats.noteRefusal(Refusal{Time: entry.Time, RequestID: entry.RequestID, Op: entry.Op, Target: entry.Target,
+		Reason: res.Reason, Message: res.Message})
 	log.Info("stream refused", "reason", res.Reason, "rule", res.Rule, "message", res.Message)
 	_ = protocol.WriteFrame(st, protocol.FrameResult, res)
 	entry.Decision, entry.Reason, entry.Message = audit.Denied, string(res.Reason), res.Message
@@ -232,7 +234,11 @@ type stats struct {
 	bytesOut atomic.Uint64
 
 	mu     sync.Mutex
-	errors map[protocol.Reason]int
+	errors map[protocol.Reason]int // since the last Health
+	// refusedTotal counts refusals since start; lastRefused keeps the
+	// newest, oldest first.
+	refusedTotal map[protocol.Reason]int
+	lastRefused  []Refusal
 }
 
 func (s *stats) countError(r protocol.Reason) {

@@ -240,7 +240,7 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 	writeConfig := func(name, proxyPass string) string {
 		path := filepath.Join(dir, name)
 		require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(
-			"relay_url: wss://%s\ntoken_file: %s\nca_file: %s\negress_proxy: http://alice:%s@%s\nstatus_listen: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
+			"relay_url: wss://%s\ntoken_file: %s\nca_file: %s\negress_proxy: http://alice:%s@%s\nstatus_listen: %s\naudit_log: audit.jsonl\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
 			apiAddr, tokenFile, certFile, proxyPass, corp.addr, testkit.FreeAddr(t), port)), 0o644))
 		return path
 	}
@@ -254,7 +254,8 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 	assert.NotContains(t, bad.Output(), "s3cret-proxy-pass")
 	assert.NotContains(t, bad.Output(), conn.AgentToken)
 
-	good := start(t, agentBin, "run", "--config", writeConfig("good.yaml", "s3cret-proxy-pass"))
+	goodConfig := writeConfig("good.yaml", "s3cret-proxy-pass")
+	good := start(t, agentBin, "run", "--config", goodConfig)
 	waitStatus(t, client.New(server, key.Key, httpc), conn.ID, func(s api.Status) bool { return s.TunnelStatus == "connected" })
 	roundTrip(t, dialTLSConnect(t, proxyAddr, pool, conn.ID, key.Key, target), 1<<20)
 
@@ -263,6 +264,7 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 	for _, c := range connects {
 		assert.Equal(t, apiAddr, c, "only the relay is reached through the egress proxy, never a target")
 	}
+	checkAgentBundle(t, agentBin, goodConfig, target, secretOf(conn.AgentToken), "s3cret-proxy-pass", secretOf(key.Key))
 	stop(t, good)
 	assert.NotContains(t, good.Output(), "s3cret-proxy-pass", "the proxy password never appears in logs")
 }

@@ -236,6 +236,14 @@ func TestOpenAPIAgainstARealNode(t *testing.T) {
 		{"POST", "/v1/connections/{id}/tokens", "/v1/connections/" + conn.ID + "/tokens", admin, `{"expire_later":true}`, 400},
 		{"GET", "/v1/nodes", "/v1/nodes", admin, "", 200},
 		{"GET", "/v1/nodes", "/v1/nodes", wsKey.Key, "", 403},
+		{"GET", "/v1/connections/{id}/history", "/v1/connections/" + conn.ID + "/history", wsKey.Key, "", 200},
+		{"GET", "/v1/connections/{id}/history", "/v1/connections/" + conn.ID + "/history?limit=0", admin, "", 400},
+		{"GET", "/v1/connections/{id}/history", "/v1/connections/conn_nope/history", admin, "", 404},
+		{"GET", "/v1/diag/{part}", "/v1/diag/info", admin, "", 200},
+		{"GET", "/v1/diag/{part}", "/v1/diag/logs", admin, "", 200},
+		{"GET", "/v1/diag/{part}", "/v1/diag/heap", admin, "", 200},
+		{"GET", "/v1/diag/{part}", "/v1/diag/info", wsKey.Key, "", 403},
+		{"GET", "/v1/diag/{part}", "/v1/diag/nope", admin, "", 400},
 	}
 	for _, c := range calls {
 		t.Run(fmt.Sprintf("%s %s %d", c.method, c.path, c.status), func(t *testing.T) {

@@ -21,7 +21,7 @@ func main() {
 	rootcmd.Run(rootcmd.New("postern-agent",
 		"Postern agent: lets a cloud product reach allowlisted services in this network",
 		version, commit, date,
-		append(newServiceCmds(), newRunCmd(), newValidateCmd(), newStatusCmd(), newDoctorCmd())...))
+		append(newServiceCmds(), newRunCmd(), newValidateCmd(), newStatusCmd(), newDoctorCmd(), newDiagCmd())...))
 }
 
 // defaultConfig is where install puts the agent's config, so the commands

@@ -17,6 +17,7 @@ import (
 	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/resolve"
+	"github.com/postern/postern/cmd/internal/logring"
 	"github.com/postern/postern/cmd/internal/stopsignal"
 	"github.com/postern/postern/installer"
 )
@@ -39,7 +40,8 @@ func run(ctx context.Context, cfgPath string) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	recent := logring.New(recentLines)
+	log := slog.New(logring.Tee(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}), recent, nil, ""))
 	res, err := resolve.New(resolve.Config{Servers: cfg.DNSServers, Timeout: cfg.DNSTimeout, Logger: log})
 	if err != nil {
 		return fmt.Errorf("dns: %w", err)
@@ -50,6 +52,7 @@ func run(ctx context.Context, cfgPath string) error {
 	opts.Version = version
 	opts.Logger = log
 	opts.Resolver = res
+	opts.RecentLogs = recent.Lines
 	if cfg.AuditLog != "" {
 		al, err := audit.Open(cfg.AuditLog, audit.DefaultMaxBytes, audit.DefaultKeep)
 		if err != nil {

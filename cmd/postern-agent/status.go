@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -67,6 +69,7 @@ func newStatusCmd() *cobra.Command {
 			}
 			fmt.Fprintf(out, "streams:   %d active, %d bytes in, %d bytes out\n", st.ActiveStreams, st.BytesIn, st.BytesOut)
 			fmt.Fprintf(out, "allowlist: %s, %d rules, mode %s, sha256 %s\n", st.Allowlist.Status, st.Allowlist.Count, st.Allowlist.Mode, st.Allowlist.SHA256)
+			printRefusals(out, st)
 			if !st.Ready {
 				return &exitError{code: 1, msg: "agent is not ready"}
 			}
@@ -96,4 +99,25 @@ func fetchStatus(addr string) (agent.LocalStatus, []byte, error) {
 		return agent.LocalStatus{}, nil, err
 	}
 	return st, raw, nil
+}
+
+// printRefusals prints the streams refused since the agent started, by
+// reason, and the last few of them.
+func printRefusals(out io.Writer, st agent.LocalStatus) {
+	if len(st.Refusals) == 0 {
+		fmt.Fprintln(out, "refused:   none since the agent started")
+		return
+	}
+	reasons := make([]string, 0, len(st.Refusals))
+	for r, n := range st.Refusals {
+		reasons = append(reasons, fmt.Sprintf("%s x%d", r, n))
+	}
+	sort.Strings(reasons)
+	fmt.Fprintf(out, "refused:   %s\n", strings.Join(reasons, ", "))
+	for i, r := range st.LastRefusals {
+		if i == 5 {
+			break
+		}
+		fmt.Fprintf(out, "  %s %s %s %s\n", r.Time.UTC().Format(time.RFC3339), r.Target, r.Reason, r.RequestID)
+	}
 }

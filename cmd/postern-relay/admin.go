@@ -52,7 +52,7 @@ func newAPIKeysCmd() *cobra.Command { return adminEnv{getenv: os.Getenv}.apiKeys
 
 func (e adminEnv) connectionsCmd() *cobra.Command {
 	cmd, f := adminGroup("connections",
-		"Create, list, show, revoke connections, rotate their agent tokens and show their status")
+		"Create, list, show, revoke connections, rotate their agent tokens and show their status and history")
 	cmd.AddCommand(
 		e.connCreateCmd(f),
 		e.connListCmd(f),
@@ -62,6 +62,7 @@ func (e adminEnv) connectionsCmd() *cobra.Command {
 		e.connRotateCmd(f),
 		e.connStatusCmd(f),
 		e.connCheckCmd(f),
+		e.connHistoryCmd(f),
 	)
 	return cmd
 }

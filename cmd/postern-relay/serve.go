@@ -49,6 +49,12 @@ type serveConfig struct {
 	ProxyRatePerKey           float64       `yaml:"proxy_rate_per_key"`
 	ProxyBurstPerKey          int           `yaml:"proxy_burst_per_key"`
 
+	// Connection history and the status page (observe.go).
+	HistoryRetention time.Duration `yaml:"history_retention"`
+	FlapThreshold    int           `yaml:"flap_threshold"`
+	FlapWindow       time.Duration `yaml:"flap_window"`
+	SecureCookies    bool          `yaml:"secure_cookies"`
+
 	// Cluster of nodes sharing a PostgreSQL database (cluster.go).
 	PeerListen     string        `yaml:"peer_listen"`
 	PeerAdvertise  string        `yaml:"peer_advertise"`
@@ -132,7 +138,7 @@ func newServeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks, drain_timeout, shutdown_delay, idle_timeout, max_streams_per_tunnel, auth_failures_per_source, auth_failures_per_credential, proxy_rate_per_key, proxy_burst_per_key, peer_listen, peer_advertise, cluster_key_file, cluster_lease; see docs/operations.md)")
+	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks, drain_timeout, shutdown_delay, idle_timeout, max_streams_per_tunnel, auth_failures_per_source, auth_failures_per_credential, proxy_rate_per_key, proxy_burst_per_key, peer_listen, peer_advertise, cluster_key_file, cluster_lease, history_retention, flap_threshold, flap_window, secure_cookies; see docs/operations.md)")
 	f.StringVar(&flags.Data, "data", "", "data directory: SQLite store and admin.key (default ./postern-data)")
 	f.StringVar(&flags.Database, "database", "", "store URL: sqlite:PATH or postgres://URL (default: $POSTERN_DATABASE_URL, else SQLite in --data); a password belongs in the config file or POSTERN_DATABASE_URL, not here")
 	f.StringVar(&flags.Listen, "listen", "", "API and tunnel listen address (default :8080)")
@@ -204,6 +210,7 @@ func (c serveConfig) relayConfig() relay.Config {
 	if c.ProxyRatePerKey > 0 && c.ProxyBurstPerKey == 0 {
 		rc.ProxyBurstPerKey = max(1, int(math.Ceil(c.ProxyRatePerKey)))
 	}
+	c.observeConfig(&rc)
 	return rc
 }
 
@@ -270,6 +277,7 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	if err != nil {
 		return err
 	}
+	log, recent := keepRecentLogs(log)
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -284,6 +292,7 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	}
 	rc := cfg.relayConfig()
 	rc.Store, rc.Logger, rc.Version, rc.Webhooks = st, log, version, webhooks
+	rc.RecentLogs, rc.RecentAudit = recent.logs.Lines, recent.audit.Lines
 	if rc.Cluster, err = cfg.clusterConfig(st); err != nil {
 		return err
 	}

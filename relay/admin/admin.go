@@ -25,6 +25,7 @@ import (
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/auth"
 	"github.com/postern/postern/relay/events"
+	"github.com/postern/postern/relay/history"
 	"github.com/postern/postern/relay/reply"
 	"github.com/postern/postern/relay/router"
 	"github.com/postern/postern/relay/secret"
@@ -51,15 +52,17 @@ func (c Config) Validate() error {
 
 // API is the relay's HTTP API.
 type API struct {
-	cfg    Config
-	store  store.Store
-	auth   *auth.Authenticator
-	fanout Fanout
-	nodes  func(ctx context.Context) ([]api.Node, error)
-	router *router.Router
-	status *status.Keeper
-	bus    *events.Bus
-	log    *slog.Logger
+	cfg         Config
+	store       store.Store
+	auth        *auth.Authenticator
+	fanout      Fanout
+	nodes       func(ctx context.Context) ([]api.Node, error)
+	router      *router.Router
+	status      *status.Keeper
+	bus         *events.Bus
+	history     *history.Reader
+	diagnostics Diagnostics
+	log         *slog.Logger
 }
 
 // Parts are what the API works with.
@@ -73,7 +76,11 @@ type Parts struct {
 	Router *router.Router
 	Status *status.Keeper
 	Bus    *events.Bus
-	Log    *slog.Logger
+	// History reads connections' transitions.
+	History *history.Reader
+	// Diagnostics is the node's part of a support bundle.
+	Diagnostics Diagnostics
+	Log         *slog.Logger
 }
 
 // New returns the API.
@@ -82,7 +89,7 @@ func New(cfg Config, p Parts) (*API, error) {
 		return nil, fmt.Errorf("api config: %w", err)
 	}
 	return &API{cfg: cfg, store: p.Store, auth: p.Auth, fanout: p.Fanout, nodes: p.Nodes, router: p.Router,
-		status: p.Status, bus: p.Bus, log: p.Log}, nil
+		status: p.Status, bus: p.Bus, history: p.History, diagnostics: p.Diagnostics, log: p.Log}, nil
 }
 
 // Route registers every API call on mux; each needs an API key.
@@ -97,9 +104,11 @@ func (a *API) Route(mux *http.ServeMux) {
 	h("POST /v1/connections/{id}/tokens", a.rotateToken)
 	h("GET /v1/connections/{id}/status", a.connectionStatus)
 	h("POST /v1/connections/{id}/check", a.check)
-	h("GET /v1/events", a.streamEvents)
+	h("GET /v1/connections/{id}/history", a.connectionHistory)
+	h("GET /v1/events", a.StreamEvents)
 	h("POST /v1/api-keys", a.createAPIKey)
 	h("GET /v1/nodes", a.listNodes)
+	h("GET /v1/diag/{part}", a.diag)
 }
 
 // Fanout carries what the API changed to the tunnels of every node.
@@ -154,33 +163,6 @@ func validWorkspace(ws string) *protocol.Error {
 	return nil
 }
 
-// visible loads the connection named by the path that the key may see;
-// another workspace's connection answers exactly like a missing one.
-func (a *API) visible(w http.ResponseWriter, r *http.Request, k store.APIKey, id string) (store.Connection, bool) {
-	c, err := a.store.GetConnection(r.Context(), id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !auth.Sees(k, c)) {
-		reply.Error(w, r, protocol.Errorf(protocol.ConnectionNotFound, "no connection %q", id))
-		return store.Connection{}, false
-	}
-	if err != nil {
-		a.storeError(w, r, err)
-		return store.Connection{}, false
-	}
-	return c, true
-}
-
-// manageable is visible for the calls that change a connection, which
-// also need an admin key. The key's workspace is checked first, so a
-// workspace key learns no more here than from a read.
-func (a *API) manageable(w http.ResponseWriter, r *http.Request, k store.APIKey) (store.Connection, bool) {
-	c, ok := a.visible(w, r, k, r.PathValue("id"))
-	if ok && !k.Admin {
-		reply.Error(w, r, errAdminOnly)
-		return store.Connection{}, false
-	}
-	return c, ok
-}
-
 // adminRequest starts the calls that create: it refuses a key that is not
 // an admin key, then decodes the JSON body into v. False means it has
 // answered.
@@ -196,14 +178,15 @@ func adminRequest(w http.ResponseWriter, r *http.Request, k store.APIKey, v any)
 	return true
 }
 
-func (a *API) storeError(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, store.ErrNotFound) {
-		reply.Error(w, r, protocol.Errorf(protocol.ConnectionNotFound, "not found"))
-		return
+func (a *API) storeError(w http.ResponseWriter, r *http.Request, err error) { a.fail(w, r, err) }
+
+// fail answers an operation's error (see Refusal); a store failure is
+// logged with the request's id.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	e := Refusal(err)
+	if e.Reason == protocol.RelayUnavailable && !errors.As(err, new(*protocol.Error)) {
+		a.log.Error("store", "err", err, "request_id", reply.RequestID(r))
 	}
-	a.log.Error("store", "err", err, "request_id", reply.RequestID(r))
-	e := protocol.Errorf(protocol.RelayUnavailable, "relay store unavailable")
-	e.RetryAfter = 5
 	reply.Error(w, r, e)
 }
 

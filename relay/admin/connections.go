@@ -49,15 +49,9 @@ func (a *API) createConnection(w http.ResponseWriter, r *http.Request, k store.A
 }
 
 func (a *API) listConnections(w http.ResponseWriter, r *http.Request, k store.APIKey) {
-	ws := ""
-	if !k.Admin {
-		ws = k.Workspace
-	} else if q := r.URL.Query().Get("workspace"); q != "" {
-		ws = q
-	}
-	cs, err := a.store.ListConnections(r.Context(), ws)
+	cs, err := a.Connections(r.Context(), k, r.URL.Query().Get("workspace"))
 	if err != nil {
-		a.storeError(w, r, err)
+		a.fail(w, r, err)
 		return
 	}
 	out := api.ConnectionList{Connections: make([]api.Connection, 0, len(cs))}
@@ -68,35 +62,23 @@ func (a *API) listConnections(w http.ResponseWriter, r *http.Request, k store.AP
 }
 
 func (a *API) getConnection(w http.ResponseWriter, r *http.Request, k store.APIKey) {
-	if c, ok := a.visible(w, r, k, r.PathValue("id")); ok {
-		reply.JSON(w, http.StatusOK, toAPIConnection(c))
-	}
+	c, err := a.Visible(r.Context(), k, r.PathValue("id"))
+	answer(a, w, r, toAPIConnection(c), err, http.StatusOK)
 }
 
 func (a *API) revokeConnection(w http.ResponseWriter, r *http.Request, k store.APIKey) {
-	c, ok := a.manageable(w, r, k)
-	if !ok {
-		return
-	}
-	a.status.Watch(r.Context(), c)
-	c, err := a.store.RevokeConnection(r.Context(), c.ID, time.Now().UTC())
-	if err != nil {
-		a.storeError(w, r, err)
-		return
-	}
-	a.status.Revoked(r.Context(), c)
-	n := a.fanout.Revoked(r.Context(), c.ID)
-	a.log.Info("connection revoked", "connection", c.ID, "tunnels_closed", n, "by_key", k.ID)
-	reply.JSON(w, http.StatusOK, toAPIConnection(c))
+	c, err := a.Revoke(r.Context(), k, r.PathValue("id"))
+	answer(a, w, r, c, err, http.StatusOK)
 }
 
 func (a *API) rotateToken(w http.ResponseWriter, r *http.Request, k store.APIKey) {
-	c, ok := a.manageable(w, r, k)
-	if !ok {
-		return
+	// The key and the connection are checked before the body is read.
+	c, err := a.Manageable(r.Context(), k, r.PathValue("id"))
+	if err == nil && c.Revoked() {
+		err = protocol.Errorf(protocol.ConnectionRevoked, "connection %s was revoked", c.ID)
 	}
-	if c.Revoked() {
-		reply.Error(w, r, protocol.Errorf(protocol.ConnectionRevoked, "connection %s was revoked", c.ID))
+	if err != nil {
+		a.fail(w, r, err)
 		return
 	}
 	var req api.RotateTokenRequest
@@ -106,23 +88,17 @@ func (a *API) rotateToken(w http.ResponseWriter, r *http.Request, k store.APIKey
 			return
 		}
 	}
-	now := time.Now().UTC()
-	tok, display, err := newAgentToken(c.ID, now)
+	tok, err := a.Rotate(r.Context(), k, r.PathValue("id"), req)
+	answer(a, w, r, tok, err, http.StatusCreated)
+}
+
+// answer replies with v and status, or with err when there is one.
+func answer[T any](a *API, w http.ResponseWriter, r *http.Request, v T, err error, status int) {
 	if err != nil {
-		reply.Error(w, r, protocol.Errorf(protocol.InternalError, "generate token"))
+		a.fail(w, r, err)
 		return
 	}
-	until := now.Add(a.cfg.TokenOverlap)
-	if req.ExpirePrevious {
-		until = now
-	}
-	if err := a.store.RotateToken(r.Context(), tok, until); err != nil {
-		a.storeError(w, r, err)
-		return
-	}
-	a.fanout.Rotated(r.Context(), c.ID, until)
-	a.log.Info("agent token rotated", "connection", c.ID, "previous_valid_until", until, "by_key", k.ID)
-	reply.JSON(w, http.StatusCreated, api.TokenResponse{AgentToken: display, PreviousValidUntil: until})
+	reply.JSON(w, status, v)
 }
 
 // newAgentToken mints an agent token of connection connID: the store keeps

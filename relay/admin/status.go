@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/events"
+	"github.com/postern/postern/relay/history"
 	"github.com/postern/postern/relay/reply"
 	"github.com/postern/postern/relay/status"
 	"github.com/postern/postern/relay/store"
@@ -25,25 +27,8 @@ const (
 )
 
 func (a *API) connectionStatus(w http.ResponseWriter, r *http.Request, k store.APIKey) {
-	c, ok := a.visible(w, r, k, r.PathValue("id"))
-	if !ok {
-		return
-	}
-	var target *status.Target
-	if baseURL := r.URL.Query().Get("base_url"); baseURL != "" {
-		t, e := status.ParseBaseURL(baseURL)
-		if e != nil {
-			reply.Error(w, r, e)
-			return
-		}
-		target = &t
-	}
-	st, err := a.status.Status(r.Context(), c, target, time.Now())
-	if err != nil {
-		a.storeError(w, r, err)
-		return
-	}
-	reply.JSON(w, http.StatusOK, st)
+	st, err := a.ConnectionStatus(r.Context(), k, r.PathValue("id"), r.URL.Query().Get("base_url"))
+	answer(a, w, r, st, err, http.StatusOK)
 }
 
 // check serves POST /v1/connections/{id}/check: a live check run by the
@@ -51,8 +36,8 @@ func (a *API) connectionStatus(w http.ResponseWriter, r *http.Request, k store.A
 // verdict; a check that could not run (no tunnel, revoked, an agent
 // without the operation) answers the error of the reason table.
 func (a *API) check(w http.ResponseWriter, r *http.Request, k store.APIKey) {
-	c, ok := a.visible(w, r, k, r.PathValue("id"))
-	if !ok {
+	if _, err := a.Visible(r.Context(), k, r.PathValue("id")); err != nil {
+		a.fail(w, r, err)
 		return
 	}
 	var req api.CheckRequest
@@ -60,21 +45,39 @@ func (a *API) check(w http.ResponseWriter, r *http.Request, k store.APIKey) {
 		reply.Error(w, r, e)
 		return
 	}
-	t, e := status.ParseBaseURL(req.BaseURL)
+	out, err := a.Check(r.Context(), k, r.PathValue("id"), req.BaseURL, reply.RequestID(r))
+	answer(a, w, r, out, err, http.StatusOK)
+}
+
+// connectionHistory serves GET /v1/connections/{id}/history?since=&limit=.
+func (a *API) connectionHistory(w http.ResponseWriter, r *http.Request, k store.APIKey) {
+	q, e := historyQuery(r)
 	if e != nil {
 		reply.Error(w, r, e)
 		return
 	}
-	id := reply.RequestID(r)
-	cr, e := a.checkAgent(r.Context(), c, t, req.BaseURL, id)
-	if e != nil {
-		a.log.Info("check not run", "connection", c.ID, "request_id", id, "reason", e.Reason, "message", e.Message)
-		reply.Error(w, r, e)
-		return
+	h, err := a.History(r.Context(), k, r.PathValue("id"), q)
+	answer(a, w, r, h, err, http.StatusOK)
+}
+
+// historyQuery reads since (RFC 3339) and limit (1 to history.MaxLimit).
+func historyQuery(r *http.Request) (history.Query, *protocol.Error) {
+	q := history.Query{Limit: history.DefaultLimit}
+	if v := r.URL.Query().Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return q, protocol.Errorf(protocol.InvalidRequest, "since: an RFC 3339 time required, like 2025-03-14T15:09:26Z")
+		}
+		q.Since = t
 	}
-	out := toAPICheck(cr)
-	a.log.Info("check done", "connection", c.ID, "request_id", id, "ready", out.Ready, "reason", out.Reason)
-	reply.JSON(w, http.StatusOK, out)
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > history.MaxLimit {
+			return q, protocol.Errorf(protocol.InvalidRequest, "limit: a whole number from 1 to %d required", history.MaxLimit)
+		}
+		q.Limit = n
+	}
+	return q, nil
 }
 
 // checkAgent asks one of the connection's agents to run a check.
@@ -115,14 +118,16 @@ func toAPICheck(cr protocol.CheckResult) api.Check {
 	return out
 }
 
-// streamEvents streams status events as server-sent events. A workspace
-// key sees its workspace's connections only; ?connection_id= narrows the
-// stream to one connection the key may see. Last-Event-ID resumes after
-// that event, or answers with a reset when it can no longer.
-func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, k store.APIKey) {
+// StreamEvents streams status events as server-sent events, for key k
+// (GET /v1/events, and the status page's live view). A workspace key sees
+// its workspace's connections only; ?connection_id= narrows the stream to
+// one connection the key may see. Last-Event-ID resumes after that event,
+// or answers with a reset when it can no longer.
+func (a *API) StreamEvents(w http.ResponseWriter, r *http.Request, k store.APIKey) {
 	connID := r.URL.Query().Get("connection_id")
 	if connID != "" {
-		if _, ok := a.visible(w, r, k, connID); !ok {
+		if _, err := a.Visible(r.Context(), k, connID); err != nil {
+			a.fail(w, r, err)
 			return
 		}
 	}

@@ -69,7 +69,19 @@ type Status struct {
 	LastSeenAt        *time.Time      `json:"last_seen_at,omitempty"`
 	Agents            []Agent         `json:"agents"`
 	LastError         string          `json:"last_error,omitempty"`
+	// Warnings are conditions worth an admin's eye that do not change
+	// the reason, such as FLAPPING.
+	Warnings []Warning `json:"warnings,omitempty"`
 }
+
+// Warning is one condition of a connection worth an admin's eye.
+type Warning struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// WarningFlapping is the warning of a tunnel_status of "flapping".
+const WarningFlapping = "FLAPPING"
 
 // Agent is one connected agent replica as the status shows it.
 type Agent struct {
@@ -138,6 +150,12 @@ type Event struct {
 	To                string          `json:"to,omitempty"`
 	Reason            protocol.Reason `json:"reason,omitempty"`
 	ProviderErrorCode string          `json:"provider_error_code,omitempty"`
+	// Node is the relay node that published the event.
+	Node string `json:"node,omitempty"`
+	// Suppressed marks a tunnel transition recorded in the history while
+	// the connection was flapping: it is never streamed or posted, the
+	// one event into "flapping" stands for all of them.
+	Suppressed bool `json:"suppressed,omitempty"`
 }
 
 // Node is one relay node, as GET /v1/nodes lists it.

@@ -180,6 +180,18 @@ func (c *Client) Check(ctx context.Context, id, baseURL string) (api.Check, erro
 // answer becomes *api.Error when the body is one, else
 // *UnexpectedResponseError.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) error {
+	data, status, err := c.send(ctx, method, path, query, in)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s %s: decode answer (HTTP %s): %w", method, path, status, err)
+	}
+	return nil
+}
+
+// send sends one request and returns a 2xx answer's body and status.
+func (c *Client) send(ctx context.Context, method, path string, query url.Values, in any) ([]byte, string, error) {
 	u := c.base + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
@@ -188,13 +200,13 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return fmt.Errorf("%s %s: encode request: %w", method, path, err)
+			return nil, "", fmt.Errorf("%s %s: encode request: %w", method, path, err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, "", fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	if in != nil {
@@ -204,25 +216,22 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return err // *url.Error already names the method and URL
+		return nil, "", err // *url.Error already names the method and URL
 	}
 	defer resp.Body.Close()
 
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseSize+1))
 	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
+		return nil, "", fmt.Errorf("%s %s: read answer: %w", method, path, err)
 	}
 	if len(data) > MaxResponseSize {
-		return fmt.Errorf("%s %s: %w (over %d bytes)", method, path, ErrResponseTooLarge, MaxResponseSize)
+		return nil, "", fmt.Errorf("%s %s: %w (over %d bytes)", method, path, ErrResponseTooLarge, MaxResponseSize)
 	}
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return decodeError(resp, data)
+		return nil, "", decodeError(resp, data)
 	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s %s: decode answer (HTTP %s): %w", method, path, resp.Status, err)
-	}
-	return nil
+	return data, resp.Status, nil
 }
 
 // decodeError turns an error answer into *api.Error when it carries one.

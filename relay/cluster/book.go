@@ -93,29 +93,31 @@ func (b *Book) NoteFailure(ctx context.Context, connID, msg string, at time.Time
 
 // Track records the connection's status now as published, without an
 // event, unless the cluster already published one.
-func (b *Book) Track(ctx context.Context, c store.Connection, now time.Time, compute status.Compute) error {
-	return b.publish(ctx, c.ID, true, now, compute)
+func (b *Book) Track(ctx context.Context, c store.Connection, j status.Judge) error {
+	return b.publish(ctx, c.ID, true, j)
 }
 
 // Publish recomputes the connection's status from the cluster's truth,
 // under the cluster-wide lock of the connection, and publishes what
 // changed since the last publication anywhere.
-func (b *Book) Publish(ctx context.Context, connID string, fresh *store.Connection, now time.Time, compute status.Compute) error {
-	return b.publish(ctx, connID, fresh != nil, now, compute)
+func (b *Book) Publish(ctx context.Context, connID string, fresh *store.Connection, j status.Judge) error {
+	return b.publish(ctx, connID, fresh != nil, j)
 }
 
-func (b *Book) publish(ctx context.Context, connID string, track bool, now time.Time, compute status.Compute) error {
+func (b *Book) publish(ctx context.Context, connID string, track bool, j status.Judge) error {
 	var next store.PublishedState
-	_, err := b.node.st.Publish(ctx, connID, now, func(snap store.Snapshot) (store.PublishedState, []store.EventRecord, error) {
+	_, err := b.node.st.Publish(ctx, connID, j.Now, func(snap store.Snapshot) (store.PublishedState, []store.EventRecord, error) {
 		if !snap.Known && !track {
 			return store.PublishedState{}, nil, nil
 		}
-		st := compute(snap.Connection, b.merge(connID, snap.Presence), snap.Failure)
-		next = store.PublishedState{Tunnel: st.TunnelStatus, Auth: st.AuthStatus, Allowlist: st.AllowlistStatus}
+		st := j.Status(snap.Connection, b.merge(connID, snap.Presence), snap.Failure)
+		next = status.StateOf(st)
 		if !snap.Known {
 			return next, nil, nil
 		}
-		recs, err := b.records(snap.Connection, status.Transitions(snap.Connection, snap.Prev, st, now))
+		var evs []api.Event
+		next, evs = j.Next(snap.Connection, snap.Prev, st, decodeEvents(snap.Recent))
+		recs, err := b.records(snap.Connection, evs)
 		return next, recs, err
 	})
 	if err != nil {
@@ -129,7 +131,8 @@ func (b *Book) publish(ctx context.Context, connID string, track bool, now time.
 	return nil
 }
 
-// records encodes events for the store, with the webhooks owed each.
+// records encodes events for the store, with the webhooks owed each (a
+// suppressed event is history only: no webhook is owed it).
 func (b *Book) records(c store.Connection, evs []api.Event) ([]store.EventRecord, error) {
 	out := make([]store.EventRecord, 0, len(evs))
 	for _, e := range evs {
@@ -137,10 +140,24 @@ func (b *Book) records(c store.Connection, evs []api.Event) ([]store.EventRecord
 		if err != nil {
 			return nil, fmt.Errorf("encode event: %w", err)
 		}
-		out = append(out, store.EventRecord{ConnectionID: c.ID, Workspace: c.Workspace, Body: body,
-			Receivers: b.hooks.For(c.Workspace)})
+		rec := store.EventRecord{ConnectionID: c.ID, Workspace: c.Workspace, At: e.Time, Body: body}
+		if !e.Suppressed {
+			rec.Receivers = b.hooks.For(c.Workspace)
+		}
+		out = append(out, rec)
 	}
 	return out, nil
+}
+
+// decodeEvents decodes stored events, skipping any that do not decode.
+func decodeEvents(recs []store.EventRecord) []api.Event {
+	out := make([]api.Event, 0, len(recs))
+	for _, rec := range recs {
+		if e, err := decodeEvent(rec); err == nil {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // Published is the state last published for a connection, as this node
@@ -172,6 +189,11 @@ func (b *Book) Tracked() []string {
 	for id := range b.lapsed {
 		seen[id] = true
 		delete(b.lapsed, id)
+	}
+	for id, st := range b.published {
+		if st.Flapping { // settles on the clock, tunnel or not
+			seen[id] = true
+		}
 	}
 	b.mu.Unlock()
 	out := make([]string, 0, len(seen))
@@ -243,7 +265,9 @@ func (b *Book) deliverNew(ctx context.Context) {
 				continue
 			}
 			b.learn(e)
-			b.node.bus.Deliver(e)
+			if !e.Suppressed { // history only
+				b.node.bus.Deliver(e)
+			}
 		}
 	}
 }
@@ -253,12 +277,16 @@ func (b *Book) learn(e api.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := b.published[e.ConnectionID]
-	switch e.Type {
-	case api.EventTunnel:
+	switch {
+	case e.Type == api.EventTunnel && e.To == status.TunnelFlapping:
+		st.Flapping = true
+	case e.Type == api.EventTunnel && e.From == status.TunnelFlapping:
+		st.Flapping, st.Tunnel = false, e.To
+	case e.Type == api.EventTunnel:
 		st.Tunnel = e.To
-	case api.EventAuth:
+	case e.Type == api.EventAuth:
 		st.Auth = e.To
-	case api.EventAllowlist:
+	case e.Type == api.EventAllowlist:
 		st.Allowlist = e.To
 	}
 	b.published[e.ConnectionID] = st
@@ -283,8 +311,8 @@ func (b *Book) History(ctx context.Context, after uint64, limit int) ([]api.Even
 		return nil, 0, err
 	}
 	out := make([]api.Event, 0, len(recs))
-	for _, rec := range recs {
-		if e, err := decodeEvent(rec); err == nil {
+	for _, e := range decodeEvents(recs) {
+		if !e.Suppressed {
 			out = append(out, e)
 		}
 	}

@@ -207,7 +207,7 @@ func (n *Node) renew(ctx context.Context) error {
 // republishes the status of the connections they belonged to.
 func (n *Node) sweepLoop(ctx context.Context) {
 	tick.Every(ctx, n.cfg.Lease/2, func(now time.Time) {
-		conns, err := n.st.ExpirePresence(ctx, now, tombstoneKeep, eventKeep)
+		conns, err := n.st.ExpirePresence(ctx, now, tombstoneKeep)
 		if err != nil {
 			return
 		}
@@ -218,13 +218,9 @@ func (n *Node) sweepLoop(ctx context.Context) {
 }
 
 // tombstoneKeep is how long a closed session's row outlives it, longer
-// than any write about it can be delayed. eventKeep is how long published
-// events stay for resuming streams and for history, unless a webhook
-// delivery still waits for them.
-const (
-	tombstoneKeep = time.Hour
-	eventKeep     = 30 * 24 * time.Hour
-)
+// than any write about it can be delayed. (Events are the connections'
+// history; the relay prunes them after its history retention.)
+const tombstoneKeep = time.Hour
 
 // refreshNodes reloads the live nodes and forgets the links of those gone.
 func (n *Node) refreshNodes(ctx context.Context) {

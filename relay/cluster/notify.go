@@ -20,8 +20,11 @@ const (
 	ChannelTokens = "postern_tokens"
 	// ChannelKeys: an API key was revoked; every node cuts the streams it
 	// opened (payload: key id).
-	ChannelKeys  = "postern_keys"
-	channelNodes = "postern_nodes"
+	ChannelKeys = "postern_keys"
+	// ChannelSessions: a status page session was signed out; every node
+	// refuses its cookie (payload: session id and its end).
+	ChannelSessions = "postern_ui_sessions"
+	channelNodes    = "postern_nodes"
 )
 
 // Listen backoff after the notification connection failed.
@@ -52,7 +55,7 @@ func (n *Node) Announce(ctx context.Context, channel, payload string) error {
 // reconnecting with backoff when it fails. After each (re)connection the
 // node catches up on what it may have missed.
 func (n *Node) listenLoop(ctx context.Context) {
-	channels := []string{ChannelEvents, ChannelRevoke, ChannelTokens, ChannelKeys, channelNodes}
+	channels := []string{ChannelEvents, ChannelRevoke, ChannelTokens, ChannelKeys, ChannelSessions, channelNodes}
 	wait := listenRetryBase
 	for first := true; ctx.Err() == nil; first = false {
 		ready := func() {

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/events"
 	"github.com/postern/postern/relay/store"
 )
@@ -12,8 +13,9 @@ import (
 // memoryBook is the Book of a single node: every session is local, and
 // failures and published states live in this process.
 type memoryBook struct {
-	views func(connID string) []View
-	bus   *events.Bus
+	views  func(connID string) []View
+	bus    *events.Bus
+	record func(api.Event)
 
 	// mu serializes every recomputation, so events of one connection
 	// leave in the order their causes happened.
@@ -22,17 +24,23 @@ type memoryBook struct {
 	failures map[string]store.Failure
 }
 
-// watched is what the node last published for one connection, and the
-// store row its status is computed from.
+// watched is what the node last published for one connection, the store
+// row its status is computed from, and its newest tunnel events.
 type watched struct {
-	conn  store.Connection
-	state store.PublishedState
+	conn   store.Connection
+	state  store.PublishedState
+	recent []api.Event
 }
 
 // NewMemoryBook keeps a single node's book; views lists the live sessions
-// of a connection, bus receives the events.
-func NewMemoryBook(views func(connID string) []View, bus *events.Bus) Book {
-	return &memoryBook{views: views, bus: bus, conns: map[string]*watched{}, failures: map[string]store.Failure{}}
+// of a connection, bus receives the events to announce, and record every
+// transition for the history (suppressed ones too), in order. record must
+// not block: it is called under the book's lock.
+func NewMemoryBook(views func(connID string) []View, bus *events.Bus, record func(api.Event)) Book {
+	if record == nil {
+		record = func(api.Event) {}
+	}
+	return &memoryBook{views: views, bus: bus, record: record, conns: map[string]*watched{}, failures: map[string]store.Failure{}}
 }
 
 func (b *memoryBook) Views(_ context.Context, connID string) ([]View, error) {
@@ -53,22 +61,22 @@ func (b *memoryBook) NoteFailure(_ context.Context, connID, msg string, at time.
 	return nil
 }
 
-func (b *memoryBook) Track(_ context.Context, c store.Connection, _ time.Time, compute Compute) error {
+func (b *memoryBook) Track(_ context.Context, c store.Connection, j Judge) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.track(c, compute)
+	b.track(c, j)
 	return nil
 }
 
 // track returns c's entry, made from the status now if it is new. The
 // caller holds b.mu.
-func (b *memoryBook) track(c store.Connection, compute Compute) *watched {
+func (b *memoryBook) track(c store.Connection, j Judge) *watched {
 	if w := b.conns[c.ID]; w != nil {
 		w.conn = mergeRow(w.conn, c)
 		return w
 	}
-	st := compute(c, b.views(c.ID), b.failures[c.ID])
-	w := &watched{conn: c, state: stateOf(st)}
+	st := j.Status(c, b.views(c.ID), b.failures[c.ID])
+	w := &watched{conn: c, state: StateOf(st)}
 	b.conns[c.ID] = w
 	return w
 }
@@ -89,13 +97,13 @@ func mergeRow(kept, fresh store.Connection) store.Connection {
 // Publish compares the status now with what was published last. An
 // untracked connection with a fresh row starts being tracked from the
 // status that row gives, without an event.
-func (b *memoryBook) Publish(_ context.Context, connID string, fresh *store.Connection, now time.Time, compute Compute) error {
+func (b *memoryBook) Publish(_ context.Context, connID string, fresh *store.Connection, j Judge) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	w := b.conns[connID]
 	switch {
 	case fresh != nil:
-		w = b.track(*fresh, compute)
+		w = b.track(*fresh, j)
 	case w == nil:
 		return nil
 	}
@@ -106,11 +114,21 @@ func (b *memoryBook) Publish(_ context.Context, connID string, fresh *store.Conn
 		at := views[0].ConnectedAt
 		w.conn.FirstConnectedAt = &at
 	}
-	st := compute(w.conn, views, b.failures[connID])
-	for _, e := range Transitions(w.conn, w.state, st, now) {
-		b.bus.Publish(e)
+	st := j.Status(w.conn, views, b.failures[connID])
+	next, evs := j.Next(w.conn, w.state, st, w.recent)
+	for _, e := range evs {
+		if !e.Suppressed {
+			e = b.bus.Publish(e)
+		}
+		b.record(e)
+		if e.Type == api.EventTunnel {
+			w.recent = append(w.recent, e)
+		}
 	}
-	w.state = stateOf(st)
+	if n := len(w.recent) - store.RecentTunnelEvents; n > 0 {
+		w.recent = append([]api.Event(nil), w.recent[n:]...)
+	}
+	w.state = next
 	return nil
 }
 
@@ -128,7 +146,7 @@ func (b *memoryBook) Tracked() []string {
 	defer b.mu.Unlock()
 	var out []string
 	for id, w := range b.conns {
-		if w.state.Tunnel == TunnelConnected || w.state.Tunnel == TunnelDegraded || w.state.Auth == AuthFailing {
+		if w.state.Tunnel == TunnelConnected || w.state.Tunnel == TunnelDegraded || w.state.Auth == AuthFailing || w.state.Flapping {
 			out = append(out, id)
 		}
 	}

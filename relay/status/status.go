@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"strconv"
@@ -48,6 +49,8 @@ type Config struct {
 	// AuthFailureWindow is how long a refused agent token keeps a
 	// connection's auth_status at failing.
 	AuthFailureWindow time.Duration
+	// Flap tells a flapping tunnel; its zero value turns that off.
+	Flap FlapPolicy
 }
 
 // Keeper computes statuses and publishes their transitions through its
@@ -109,14 +112,30 @@ func (k *Keeper) Status(ctx context.Context, c store.Connection, target *Target,
 	if err != nil {
 		return api.Status{}, err
 	}
-	return k.compute(c, views, f, target, now), nil
+	st := k.compute(c, views, f, target, now)
+	if pub, ok := k.book.Published(c.ID); ok && pub.Flapping && st.TunnelStatus != TunnelRevoked {
+		st.TunnelStatus, st.Ready = TunnelFlapping, false
+		st.Warnings = append(st.Warnings, api.Warning{Code: api.WarningFlapping, Message: fmt.Sprintf(
+			"the tunnel went up and down more than %d times within %s; it is %s at this moment, and each change is in the history",
+			k.cfg.Flap.Threshold, k.cfg.Flap.Window, momentary(st))})
+	}
+	return st, nil
 }
 
-// computeAt is the Compute of the book at now, without a target.
-func (k *Keeper) computeAt(now time.Time) Compute {
-	return func(c store.Connection, views []View, f store.Failure) api.Status {
-		return k.compute(c, views, f, nil, now)
+// momentary says whether a flapping connection has a tunnel up now.
+func momentary(st api.Status) string {
+	if len(st.Agents) > 0 {
+		return "up"
 	}
+	return "down"
+}
+
+// judge is the Judge of the books at now: statuses without a target.
+func (k *Keeper) judge(now time.Time) Judge {
+	return Judge{Now: now, node: k.cfg.NodeID, flap: k.cfg.Flap,
+		compute: func(c store.Connection, views []View, f store.Failure) api.Status {
+			return k.compute(c, views, f, nil, now)
+		}}
 }
 
 func (k *Keeper) compute(c store.Connection, views []View, f store.Failure, target *Target, now time.Time) api.Status {

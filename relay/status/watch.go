@@ -20,7 +20,7 @@ import (
 // to it is made, so that the change has a "from". A connection already
 // tracked only takes the row's news.
 func (k *Keeper) Watch(ctx context.Context, c store.Connection) {
-	if err := k.book.Track(ctx, c, time.Now(), k.computeAt(time.Now())); err != nil {
+	if err := k.book.Track(ctx, c, k.judge(time.Now())); err != nil {
 		k.log.Warn("status events: track connection", "connection", c.ID, "err", err)
 	}
 }
@@ -38,7 +38,7 @@ func (k *Keeper) Revoked(ctx context.Context, c store.Connection) {
 }
 
 func (k *Keeper) publish(ctx context.Context, connID string, fresh *store.Connection, now time.Time) {
-	if err := k.book.Publish(ctx, connID, fresh, now, k.computeAt(now)); err != nil {
+	if err := k.book.Publish(ctx, connID, fresh, k.judge(now)); err != nil {
 		k.log.Warn("status events: publish", "connection", connID, "err", err)
 	}
 }

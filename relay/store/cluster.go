@@ -54,10 +54,16 @@ type Failure struct {
 }
 
 // PublishedState is the tunnel, auth and allowlist status last published
-// for a connection.
+// for a connection. Tunnel is the state the sessions give, even while
+// Flapping: then its changes are recorded but not announced one by one.
 type PublishedState struct {
 	Tunnel, Auth, Allowlist string
+	Flapping                bool
 }
+
+// RecentTunnelEvents is how many of a connection's newest tunnel events
+// a Snapshot carries, for telling flapping.
+const RecentTunnelEvents = 64
 
 // Snapshot is what one connection's status is computed from, read in one
 // transaction.
@@ -69,15 +75,23 @@ type Snapshot struct {
 	// Presence lists the open, unexpired sessions on every node.
 	Presence []Presence
 	Failure  Failure
+	// Recent are the connection's newest events of type "tunnel", up to
+	// RecentTunnelEvents, oldest first.
+	Recent []EventRecord
 }
 
-// EventRecord is one published status event: its cluster-ordered id and
-// its body (the JSON of api.Event without the id).
+// EventRecord is one published status event: its id (cluster-ordered in
+// a cluster, in publication order on a single node), when it happened,
+// and its body (the JSON of api.Event without the id). The same records
+// are a connection's history.
 type EventRecord struct {
 	ID           int64
 	ConnectionID string
 	Workspace    string
-	Body         json.RawMessage
+	// At is when the transition happened; zero means "now" to the store
+	// that writes it.
+	At   time.Time
+	Body json.RawMessage
 	// Receivers are the webhooks owed this event (Publish only).
 	Receivers []string
 }
@@ -116,10 +130,10 @@ type Cluster interface {
 	// PresenceOf lists the open, unexpired sessions of a connection.
 	PresenceOf(ctx context.Context, connectionID string, now time.Time) ([]Presence, error)
 	// ExpirePresence drops the sessions and nodes whose lease lapsed
-	// before now, tombstones older than keep, and delivered events older
-	// than keepEvents; it returns the connections whose live sessions it
-	// dropped.
-	ExpirePresence(ctx context.Context, now time.Time, keep, keepEvents time.Duration) ([]string, error)
+	// before now, and tombstones older than keep; it returns the
+	// connections whose live sessions it dropped. (Events are history,
+	// pruned by Store.PruneEvents.)
+	ExpirePresence(ctx context.Context, now time.Time, keep time.Duration) ([]string, error)
 
 	// NoteFailure records a refused agent token against a connection.
 	NoteFailure(ctx context.Context, connectionID, message string, at time.Time) error

@@ -104,6 +104,21 @@ type Store interface {
 	GetAPIKey(ctx context.Context, id string) (APIKey, error)
 	// CountAPIKeys counts every key, revoked or not.
 	CountAPIKeys(ctx context.Context) (int, error)
+
+	// AppendEvents stores the status events of a single node in the
+	// order given, with increasing ids. A cluster stores its events with
+	// Cluster.Publish instead, in the same table, so that each is stored
+	// once. Receivers are ignored.
+	AppendEvents(ctx context.Context, events []EventRecord) error
+	// ConnectionHistory returns the newest limit events of a connection
+	// whose At is at or after since, oldest first (by id).
+	ConnectionHistory(ctx context.Context, connectionID string, since time.Time, limit int) ([]EventRecord, error)
+	// PruneEvents deletes the events whose At is before before, except
+	// the newest event of each type of each connection, which always
+	// says since when its state holds; it returns how many it deleted.
+	// Where several nodes share the store, one prunes at a time: a call
+	// while another node prunes deletes nothing.
+	PruneEvents(ctx context.Context, before time.Time) (int64, error)
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error
 	// Close releases the database. It is safe to call more than once.

@@ -168,9 +168,10 @@ func queryPresence(ctx context.Context, q querier, connectionID string, now time
 	})
 }
 
-// ExpirePresence drops lapsed sessions and nodes, tombstones older than
-// keep, and events older than keep that no delivery waits for.
-func (s *Store) ExpirePresence(ctx context.Context, now time.Time, keep, keepEvents time.Duration) ([]string, error) {
+// ExpirePresence drops lapsed sessions and nodes, and tombstones older
+// than keep. Events are the connections' history: PruneEvents ages them
+// out.
+func (s *Store) ExpirePresence(ctx context.Context, now time.Time, keep time.Duration) ([]string, error) {
 	var conns []string
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM agent_sessions WHERE closed AND lease_until < $1`, now.Add(-keep)); err != nil {
@@ -183,11 +184,7 @@ func (s *Store) ExpirePresence(ctx context.Context, now time.Time, keep, keepEve
 		if conns, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM relay_nodes WHERE lease_until < $1`, now); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `DELETE FROM status_events e WHERE e.created_at < $1
-			AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND NOT d.done)`, now.Add(-keepEvents))
+		_, err = tx.Exec(ctx, `DELETE FROM relay_nodes WHERE lease_until < $1`, now)
 		return err
 	})
 	if err != nil {

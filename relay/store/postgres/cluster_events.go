@@ -36,9 +36,10 @@ func (s *Store) Publish(ctx context.Context, connectionID string, now time.Time,
 		if snap.Known && next == snap.Prev && len(events) == 0 {
 			return nil
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO connection_state (connection_id, tunnel, auth, allowlist) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (connection_id) DO UPDATE SET tunnel = EXCLUDED.tunnel, auth = EXCLUDED.auth, allowlist = EXCLUDED.allowlist`,
-			connectionID, next.Tunnel, next.Auth, next.Allowlist); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO connection_state (connection_id, tunnel, auth, allowlist, flapping) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (connection_id) DO UPDATE SET tunnel = EXCLUDED.tunnel, auth = EXCLUDED.auth,
+				allowlist = EXCLUDED.allowlist, flapping = EXCLUDED.flapping`,
+			connectionID, next.Tunnel, next.Auth, next.Allowlist, next.Flapping); err != nil {
 			return err
 		}
 		out, err = insertEvents(ctx, tx, events)
@@ -58,8 +59,8 @@ func snapshot(ctx context.Context, tx pgx.Tx, connectionID string, now time.Time
 	if snap.Connection, err = one(c, err, "connection", "status snapshot", connectionID); err != nil {
 		return snap, err
 	}
-	err = tx.QueryRow(ctx, `SELECT tunnel, auth, allowlist FROM connection_state WHERE connection_id = $1`, connectionID).
-		Scan(&snap.Prev.Tunnel, &snap.Prev.Auth, &snap.Prev.Allowlist)
+	err = tx.QueryRow(ctx, `SELECT tunnel, auth, allowlist, flapping FROM connection_state WHERE connection_id = $1`, connectionID).
+		Scan(&snap.Prev.Tunnel, &snap.Prev.Auth, &snap.Prev.Allowlist, &snap.Prev.Flapping)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
@@ -70,8 +71,30 @@ func snapshot(ctx context.Context, tx pgx.Tx, connectionID string, now time.Time
 	if snap.Presence, err = queryPresence(ctx, tx, connectionID, now); err != nil {
 		return snap, err
 	}
-	snap.Failure, err = queryFailure(ctx, tx, connectionID)
+	if snap.Failure, err = queryFailure(ctx, tx, connectionID); err != nil {
+		return snap, err
+	}
+	snap.Recent, err = recentTunnelEvents(ctx, tx, connectionID)
 	return snap, err
+}
+
+// recentTunnelEvents reads the connection's newest tunnel events, oldest
+// first.
+func recentTunnelEvents(ctx context.Context, tx pgx.Tx, connectionID string) ([]store.EventRecord, error) {
+	rows, err := tx.Query(ctx, `SELECT id, connection_id, workspace, created_at, body FROM (
+			SELECT * FROM status_events WHERE connection_id = $1 AND body->>'type' = 'tunnel' ORDER BY id DESC LIMIT $2
+		) recent ORDER BY id`, connectionID, store.RecentTunnelEvents)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, scanEvent)
+}
+
+func scanEvent(r pgx.CollectableRow) (store.EventRecord, error) {
+	var e store.EventRecord
+	err := r.Scan(&e.ID, &e.ConnectionID, &e.Workspace, &e.At, &e.Body)
+	e.At = e.At.UTC()
+	return e, err
 }
 
 // insertEvents stores events and their deliveries, and notifies the
@@ -85,8 +108,9 @@ func insertEvents(ctx context.Context, tx pgx.Tx, events []store.EventRecord) ([
 	}
 	out := make([]store.EventRecord, len(events))
 	for i, e := range events {
-		if err := tx.QueryRow(ctx, `INSERT INTO status_events (connection_id, workspace, body) VALUES ($1, $2, $3) RETURNING id`,
-			e.ConnectionID, e.Workspace, e.Body).Scan(&e.ID); err != nil {
+		if err := tx.QueryRow(ctx, `INSERT INTO status_events (connection_id, workspace, body, created_at)
+			VALUES ($1, $2, $3, coalesce($4, now())) RETURNING id`,
+			e.ConnectionID, e.Workspace, e.Body, optTime(e.At)).Scan(&e.ID); err != nil {
 			return nil, err
 		}
 		for _, r := range e.Receivers {

@@ -74,12 +74,12 @@ func TestPresenceExpires(t *testing.T) {
 	assert.Equal(t, 1, nodes[0].Sessions, "node-a counts its session")
 
 	require.NoError(t, s.RenewPresence(ctx, "node-a", now.Add(time.Minute)))
-	conns, err := s.ExpirePresence(ctx, now.Add(2*time.Second), time.Hour, time.Hour)
+	conns, err := s.ExpirePresence(ctx, now.Add(2*time.Second), time.Hour)
 	require.NoError(t, err)
 	assert.Empty(t, conns, "a renewed session stays")
 	assert.Len(t, views(t, s), 1)
 
-	conns, err = s.ExpirePresence(ctx, now.Add(2*time.Minute), time.Hour, time.Hour)
+	conns, err = s.ExpirePresence(ctx, now.Add(2*time.Minute), time.Hour)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"conn_1"}, conns)
 	nodes, err = s.Nodes(ctx, now.Add(2*time.Minute))

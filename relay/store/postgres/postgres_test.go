@@ -264,3 +264,31 @@ func TestMapErr(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneTakesTurns: while another node holds the pruning lock, a prune
+// deletes nothing; once it is free, the same prune does its work.
+func TestPruneTakesTurns(t *testing.T) {
+	u, _ := freshSchema(t)
+	s, err := Open(t.Context(), u)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	old := time.Now().Add(-48 * time.Hour)
+	require.NoError(t, s.AppendEvents(t.Context(), []store.EventRecord{
+		{ConnectionID: "c1", Workspace: "w", At: old, Body: []byte(`{"type":"tunnel"}`)},
+		{ConnectionID: "c1", Workspace: "w", At: old.Add(time.Second), Body: []byte(`{"type":"tunnel"}`)},
+	}))
+	onConn(t, u, func(ctx context.Context, conn *pgx.Conn) {
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(ctx) }()
+		var held bool
+		require.NoError(t, tx.QueryRow(ctx, pruneLock).Scan(&held))
+		require.True(t, held)
+		n, err := s.PruneEvents(t.Context(), time.Now())
+		require.NoError(t, err)
+		assert.Zero(t, n, "another node is pruning")
+	})
+	n, err := s.PruneEvents(t.Context(), time.Now())
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, n, "the lock is free again; the newest event stays")
+}

@@ -38,6 +38,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"times are utc and exact":               testTimesUTC,
 		"concurrent writes":                     testConcurrentWrites,
 		"ping":                                  testPing,
+		"history":                               testHistory,
+		"prune events":                          testPruneEvents,
+		"prune many events":                     testPruneManyEvents,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
