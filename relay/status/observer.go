@@ -20,15 +20,21 @@ var _ broker.Observer = (*Keeper)(nil)
 // SessionUp records the connection as connected. A revocation stored after
 // authentication but handled before registration did not see this
 // session; it is looked for again now that the session is registered.
+//
+// The connection is marked connected before anything publishes about this
+// session, so that no publication, here or on another node, can see the
+// session's end without its start and call the connection never connected.
 func (k *Keeper) SessionUp(ctx context.Context, s *broker.Session) error {
-	if c, err := k.store.GetConnection(ctx, s.ConnectionID); err == nil {
-		k.Watch(ctx, c) // the "from" of this tunnel's status events
-		if c.Revoked() {
-			return errRevokedDuringHandshake
-		}
+	c, readErr := k.store.GetConnection(ctx, s.ConnectionID)
+	if readErr == nil && c.Revoked() {
+		k.Watch(ctx, c)
+		return errRevokedDuringHandshake
 	}
 	if err := k.store.MarkConnected(ctx, s.ConnectionID, time.Now()); err != nil {
 		k.log.Warn("record agent connected", "connection", s.ConnectionID, "err", err)
+	}
+	if readErr == nil {
+		k.Watch(ctx, c) // the "from" of this tunnel's status events
 	}
 	k.Changed(ctx, s.ConnectionID)
 	return nil
