@@ -108,15 +108,24 @@ func (s *Session) Send(t protocol.FrameType, v any, within time.Duration) error 
 // Recv reads the next control frame; a zero timeout waits as long as the
 // session lives.
 func (s *Session) Recv(timeout time.Duration) (protocol.Frame, error) {
+	if err := s.readWithin(timeout); err != nil {
+		return protocol.Frame{}, err
+	}
+	return protocol.ReadFrame(s.ctrl, protocol.MaxControlFrame)
+}
+
+// readWithin sets the control stream's read deadline timeout from now;
+// zero clears it.
+func (s *Session) readWithin(timeout time.Duration) error {
 	if s.ctrl == nil {
-		return protocol.Frame{}, errNoControl
+		return errNoControl
 	}
 	var dl time.Time
 	if timeout > 0 {
 		dl = time.Now().Add(timeout)
 	}
 	_ = s.ctrl.SetReadDeadline(dl)
-	return protocol.ReadFrame(s.ctrl, protocol.MaxControlFrame)
+	return nil
 }
 
 var errNoControl = errors.New("tunnel: no control stream (handshake not run)")
@@ -136,14 +145,9 @@ type BodyLimit func(t protocol.FrameType) int
 // was read past in small pieces. A receiver that ignores some frames
 // (unknown types) thus never holds one, however large.
 func (s *Session) RecvBounded(timeout time.Duration, limit BodyLimit) (protocol.Frame, error) {
-	if s.ctrl == nil {
-		return protocol.Frame{}, errNoControl
+	if err := s.readWithin(timeout); err != nil {
+		return protocol.Frame{}, err
 	}
-	var dl time.Time
-	if timeout > 0 {
-		dl = time.Now().Add(timeout)
-	}
-	_ = s.ctrl.SetReadDeadline(dl)
 	return readBounded(s.ctrl, limit)
 }
 
