@@ -56,7 +56,8 @@ func TestTunnelsPerConnectionAreCapped(t *testing.T) {
 }
 
 // requireGoAway waits for the relay's GoAway on a's control stream and
-// for the tunnel to end after it.
+// for the tunnel to end after it (the relay lingers a second, skipping
+// what the agent still sends, so the GoAway is not lost to a reset).
 func requireGoAway(t *testing.T, a *fakeAgent) protocol.GoAway {
 	t.Helper()
 	for {

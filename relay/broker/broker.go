@@ -319,6 +319,7 @@ func (b *Broker) readControl(sess *Session) error {
 		at := time.Now()
 		if !pace.take(at) {
 			b.refuseAgent(sess.mux, sess.Identity, sess.Hello.AgentID, errHealthFlood)
+			lingerAfterGoAway(sess.mux)
 			return errHealthFlood
 		}
 		if f.Type != protocol.FrameHealth {
@@ -327,6 +328,7 @@ func (b *Broker) readControl(sess *Session) error {
 		h, err := readHealth(f, err)
 		if err != nil {
 			b.refuseAgent(sess.mux, sess.Identity, sess.Hello.AgentID, err)
+			lingerAfterGoAway(sess.mux)
 			return err
 		}
 		prev := sess.Allowlist()
@@ -336,6 +338,28 @@ func (b *Broker) readControl(sess *Session) error {
 		if at.Sub(lastSeen) >= seenEvery {
 			b.obs.SessionSeen(b.ctx, sess, at)
 			lastSeen = at
+		}
+	}
+}
+
+// goAwayLinger is how long a session refused for what its agent sent
+// stays open after the GoAway, its control frames skipped unread.
+const goAwayLinger = time.Second
+
+// lingerAfterGoAway skips what the agent still sends until it hangs up or
+// goAwayLinger passes. Closing at once, with a flood still arriving, would
+// make the relay's TCP stack reset the connection, and a reset discards
+// the GoAway the agent has not read yet.
+func lingerAfterGoAway(mux *tunnel.Session) {
+	deadline := time.Now().Add(goAwayLinger)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		_, err := mux.RecvBounded(left, func(protocol.FrameType) int { return 0 })
+		if err != nil && !errors.Is(err, tunnel.ErrOverLimit) {
+			return
 		}
 	}
 }
