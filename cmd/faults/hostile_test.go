@@ -23,6 +23,7 @@ import (
 	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/protocol/tunnel/tunneltest"
+	"github.com/postern/postern/relay"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/webhook"
 )
@@ -76,7 +77,7 @@ func TestFaultHostileAgent(t *testing.T) {
 	defer stopFlood()
 	h := newHostile(r, evil)
 	h.start(floodCtx, t)
-	heapPeak := r.watchHeap(floodCtx)
+	watched := r.watchPeaks(floodCtx)
 
 	time.Sleep(hostileFlood / 3) // the flood is on
 	stoppedAt := time.Now()
@@ -89,7 +90,7 @@ func TestFaultHostileAgent(t *testing.T) {
 
 	<-floodCtx.Done()
 	h.stop()
-	peak := <-heapPeak
+	peak := <-watched
 	samples.stop()
 	relayPeak, _ := samples.peaks()
 	time.Sleep(time.Second)
@@ -97,13 +98,15 @@ func TestFaultHostileAgent(t *testing.T) {
 
 	t.Logf("hostile agent: %s", h.stats())
 	t.Logf("relay heap_alloc: before %.1f MiB, peak during the flood %.1f MiB, after %.1f MiB (budget: +%d MiB); peak RSS %s",
-		mib(heapBefore), mib(peak), mib(heapAfter), hostileHeapBudget>>20, relayPeak)
+		mib(heapBefore), mib(peak.heap), mib(heapAfter), hostileHeapBudget>>20, relayPeak)
+	t.Logf("tunnels on the relay at most: %.0f (the good agent's 2 and the cap of 16)", peak.tunnels)
 	t.Logf("good connection's disconnected event, after its agent was told to stop: published %s, on /v1/events %s, on the webhook %s",
 		downEvent.Time.Sub(stoppedAt).Round(time.Millisecond), onStream.Sub(stoppedAt).Round(time.Millisecond), onHook.Sub(stoppedAt).Round(time.Millisecond))
 	t.Logf("refusal series: before %v, after %v", seriesBefore, seriesAfter)
 	t.Logf("the hostile connection's events on /v1/events: %s", stream.countOf(evil.ID))
 
-	assert.Less(t, peak-heapBefore, float64(hostileHeapBudget), "relay heap under the flood")
+	assert.Less(t, peak.heap-heapBefore, float64(hostileHeapBudget), "relay heap under the flood")
+	assert.LessOrEqual(t, peak.tunnels, float64(2+relay.DefaultMaxTunnelsPerConnection), "the hostile connection holds at most the cap")
 	assert.Less(t, relayPeak.RSSKiB, int64(rssBound), "relay RSS")
 	h.requireTried(t)
 	for _, label := range seriesAfter {
@@ -153,7 +156,7 @@ func (h *hostile) stats() string {
 		reasons = append(reasons, fmt.Sprintf("%s×%d", k, v.(*atomic.Int64).Load()))
 		return true
 	})
-	return fmt.Sprintf("%d tunnels up (of %d slots), %d refused, %d Health sent, %d oversized or unknown frames, %d GoAways (%s), %d CONNECTs answered with made-up reasons, %d status reads",
+	return fmt.Sprintf("%d tunnels opened (by %d slots), %d refused, %d Health sent, %d oversized or unknown frames, %d GoAways (%s), %d CONNECTs answered with made-up reasons, %d status reads",
 		h.tunnelsUp.Load(), hostileSlots, h.refused.Load(), h.healthSent.Load(), h.bigSent.Load(), h.goAways.Load(),
 		strings.Join(reasons, ", "), h.connects.Load(), h.statusReads.Load())
 }
@@ -362,23 +365,27 @@ func metricValue(text, name string) (float64, bool) {
 	return 0, false
 }
 
-// watchHeap samples the relay's heap until ctx ends and sends its peak.
-func (r *relayProc) watchHeap(ctx context.Context) <-chan float64 {
-	out := make(chan float64, 1)
+// peaks are the highest readings of the relay's /metrics during a fault.
+type peaks struct{ heap, tunnels float64 }
+
+// watchPeaks samples the relay's heap and tunnels until ctx ends and
+// sends their peaks.
+func (r *relayProc) watchPeaks(ctx context.Context) <-chan peaks {
+	out := make(chan peaks, 1)
 	go func() {
-		peak := 0.0
+		var p peaks
 		for ctx.Err() == nil {
 			resp, err := quickClient.Get("http://" + r.apiAddr + "/metrics")
 			if err == nil {
 				b, _ := io.ReadAll(resp.Body)
 				_ = resp.Body.Close()
-				if v, ok := metricValue(string(b), "go_memstats_heap_alloc_bytes"); ok {
-					peak = max(peak, v)
-				}
+				heap, _ := metricValue(string(b), "go_memstats_heap_alloc_bytes")
+				tunnels, _ := metricValue(string(b), "postern_relay_tunnels")
+				p = peaks{heap: max(p.heap, heap), tunnels: max(p.tunnels, tunnels)}
 			}
 			sleepCtx(ctx, 100*time.Millisecond)
 		}
-		out <- peak
+		out <- p
 	}()
 	return out
 }
