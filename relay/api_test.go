@@ -147,10 +147,17 @@ func TestRevokeIsIdempotent(t *testing.T) {
 	r := h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/tokens", h.adminKey, nil)
 	requireRefusal(t, r, http.StatusForbidden, protocol.ConnectionRevoked)
 
-	st := h.status(t, c.ID, "")
-	assert.Equal(t, "revoked", st.TunnelStatus)
-	assert.Equal(t, "revoked", st.AuthStatus)
-	assert.Equal(t, protocol.ConnectionRevoked, st.Reason)
+	assertBlocked(t, h.status(t, c.ID, ""), "revoked", "revoked", protocol.ConnectionRevoked)
+}
+
+// assertBlocked checks the status of a connection that cannot carry
+// traffic: its tunnel and auth statuses, the reason, the provider code
+// that blocks connectivity, and not ready.
+func assertBlocked(t *testing.T, st api.Status, tunnel, auth string, reason protocol.Reason) {
+	t.Helper()
+	assert.Equal(t, tunnel, st.TunnelStatus)
+	assert.Equal(t, auth, st.AuthStatus)
+	assert.Equal(t, reason, st.Reason)
 	assert.Equal(t, protocol.ProviderConnectivityBlocked, st.ProviderErrorCode)
 	assert.False(t, st.Ready)
 }

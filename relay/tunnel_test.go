@@ -93,13 +93,9 @@ func TestWrongSecretMarksAuthFailing(t *testing.T) {
 	requireRefusal(t, r, http.StatusUnauthorized, protocol.AgentTokenInvalid)
 
 	st := h.status(t, c.ID, "")
-	assert.Equal(t, "never_connected", st.TunnelStatus)
-	assert.Equal(t, "failing", st.AuthStatus)
-	assert.Equal(t, protocol.AgentAuthFailed, st.Reason)
-	assert.Equal(t, protocol.ProviderConnectivityBlocked, st.ProviderErrorCode)
+	assertBlocked(t, st, "never_connected", "failing", protocol.AgentAuthFailed)
 	assert.NotEmpty(t, st.LastError)
 	assert.NotContains(t, st.LastError, secretPart(c.AgentToken))
-	assert.False(t, st.Ready)
 
 	// The proxy says the same thing to the product.
 	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil)
