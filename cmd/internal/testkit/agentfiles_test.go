@@ -14,16 +14,13 @@ import (
 // What WriteAgentConfig writes is a config the agent accepts, saying what
 // the test asked for, with the token beside it where only its owner reads.
 func TestWriteAgentConfig(t *testing.T) {
-	for name, tc := range map[string]struct {
-		relays []string
-		want   []string
-	}{
-		"one relay":  {relays: []string{"ws://127.0.0.1:7001"}, want: []string{"ws://127.0.0.1:7001"}},
-		"two relays": {relays: []string{"ws://127.0.0.1:7001", "ws://127.0.0.1:7002"}, want: []string{"ws://127.0.0.1:7001", "ws://127.0.0.1:7002"}},
+	for name, relays := range map[string][]string{
+		"one relay":  {"ws://127.0.0.1:7001"},
+		"two relays": {"ws://127.0.0.1:7001", "ws://127.0.0.1:7002"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			path := WriteAgentConfig(t, dir, AgentConfig{Relays: tc.relays, Token: "pat_abc_s3cret",
+			path := WriteAgentConfig(t, dir, AgentConfig{Relays: relays, Token: "pat_abc_s3cret",
 				StatusListen: "127.0.0.1:7070", Tunnels: 3, Allow: []string{"127.0.0.1:8080", "127.0.0.1:9090"},
 				More: "agent_id: kit-agent\n"})
 			assert.Equal(t, filepath.Join(dir, "agent.yaml"), path)
@@ -33,7 +30,7 @@ func TestWriteAgentConfig(t *testing.T) {
 			for _, u := range cfg.RelayURLs {
 				urls = append(urls, u.String())
 			}
-			assert.Equal(t, tc.want, urls)
+			assert.Equal(t, relays, urls)
 			assert.Equal(t, "127.0.0.1:7070", cfg.StatusListen)
 			assert.Equal(t, 3, cfg.Tunnels)
 			assert.Equal(t, "kit-agent", cfg.AgentID)
