@@ -1,12 +1,9 @@
 package agent
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,30 +14,6 @@ import (
 	"github.com/postern/postern/agent/internal/testkit"
 	"github.com/postern/postern/protocol"
 )
-
-// redirectDial stands in for the customer network: whatever address the
-// agent dials, it records it and connects to one loopback target, so a
-// test can use the addresses of a private network without sending a
-// packet to one.
-type redirectDial struct {
-	to string
-	mu sync.Mutex
-	at []string
-}
-
-func (r *redirectDial) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	r.mu.Lock()
-	r.at = append(r.at, addr)
-	r.mu.Unlock()
-	var d net.Dialer
-	return d.DialContext(ctx, network, r.to)
-}
-
-func (r *redirectDial) Dialled() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.at...)
-}
 
 // A reload that adds a blocked entry applies to the next stream without
 // dropping the tunnel; the local status lists the entry and the relay
@@ -58,7 +31,7 @@ func TestReloadAppliesTheBlockedList(t *testing.T) {
 	write("")
 	cfg, err := load()
 	require.NoError(t, err)
-	dial := &redirectDial{to: tg.Addr()}
+	dial := &testkit.DialLog{To: tg.Addr()}
 	a := runAgent(t, Options{Config: cfg, Dial: dial.Dial})
 	s := relay.Session(t)
 
@@ -77,7 +50,7 @@ func TestReloadAppliesTheBlockedList(t *testing.T) {
 	assert.False(t, res.OK)
 	assert.Equal(t, protocol.TargetBlocked, res.Reason, "%+v", res)
 	assert.Equal(t, "blocked cidr=10.9.0.0/16", res.Rule)
-	assert.Equal(t, []string{"10.9.0.5:443"}, dial.Dialled(), "the blocked address is not dialled again")
+	assert.Equal(t, []string{"10.9.0.5:443"}, dial.Addrs(), "the blocked address is not dialled again")
 	res, st = s.Dial(t, testkit.DialRequest("10.10.0.5", 443))
 	require.True(t, res.OK, "the rest of the block is still allowed: %+v", res)
 	assert.Equal(t, "after", testkit.RoundTrip(t, st, "after"))

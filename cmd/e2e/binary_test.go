@@ -62,13 +62,8 @@ func TestBinariesEndToEnd(t *testing.T) {
 	}
 	relayBin, agentBin := testkit.Binaries(t)
 	dir := t.TempDir()
-	apiAddr, proxyAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
-	server := "http://" + apiAddr
-
-	relayProc := start(t, relayBin, "serve", "--data", filepath.Join(dir, "relay"),
-		"--listen", apiAddr, "--proxy-listen", proxyAddr)
-	require.Eventually(t, func() bool { return testkit.GetOK(http.DefaultClient, server+"/healthz") },
-		20*time.Second, 50*time.Millisecond, "relay never became healthy:\n%s", relayProc.Output())
+	rp := startRelayProcess(t, relayBin, filepath.Join(dir, "relay"))
+	apiAddr, proxyAddr, server, relayProc := rp.apiAddr, rp.proxyAddr, rp.server, rp.proc
 
 	keyFile := filepath.Join(dir, "relay", "admin.key")
 	fi, err := os.Stat(keyFile)
@@ -145,6 +140,27 @@ func TestBinariesEndToEnd(t *testing.T) {
 		assert.NotContains(t, out, secret, "%s log leaks the agent token", name)
 		assert.NotContains(t, out, key.Key, "%s log leaks the API key", name)
 	}
+}
+
+// relayProcess is `postern-relay serve` on fresh loopback ports, healthy.
+type relayProcess struct {
+	proc               *testkit.Process
+	apiAddr, proxyAddr string
+	server             string // http://apiAddr
+	adminKeyFile       string
+}
+
+// startRelayProcess runs postern-relay with its data in dataDir and waits
+// until it answers /healthz; the test's cleanup stops it.
+func startRelayProcess(t *testing.T, relayBin, dataDir string) relayProcess {
+	t.Helper()
+	rp := relayProcess{apiAddr: testkit.FreeAddr(t), proxyAddr: testkit.FreeAddr(t),
+		adminKeyFile: filepath.Join(dataDir, "admin.key")}
+	rp.server = "http://" + rp.apiAddr
+	rp.proc = start(t, relayBin, "serve", "--data", dataDir, "--listen", rp.apiAddr, "--proxy-listen", rp.proxyAddr)
+	require.Eventually(t, func() bool { return testkit.GetOK(http.DefaultClient, rp.server+"/healthz") },
+		20*time.Second, 50*time.Millisecond, "relay never became healthy:\n%s", rp.proc.Output())
+	return rp
 }
 
 // connectProxy is a corporate egress proxy on loopback: CONNECT only,

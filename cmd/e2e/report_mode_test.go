@@ -12,7 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -66,12 +65,9 @@ func TestReportModeBinaries(t *testing.T) {
 	}
 	relayBin, agentBin := testkit.Binaries(t)
 	dir := t.TempDir()
-	apiAddr, proxyAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
-	server := "http://" + apiAddr
-	relayProc := start(t, relayBin, "serve", "--data", filepath.Join(dir, "relay"), "--listen", apiAddr, "--proxy-listen", proxyAddr)
-	require.Eventually(t, func() bool { return testkit.GetOK(http.DefaultClient, server+"/healthz") },
-		20*time.Second, 50*time.Millisecond, "relay never became healthy:\n%s", relayProc.Output())
-	adminKey, err := os.ReadFile(filepath.Join(dir, "relay", "admin.key"))
+	rp := startRelayProcess(t, relayBin, filepath.Join(dir, "relay"))
+	apiAddr, proxyAddr, server := rp.apiAddr, rp.proxyAddr, rp.server
+	adminKey, err := os.ReadFile(rp.adminKeyFile)
 	require.NoError(t, err)
 	admin := client.New(server, strings.TrimSpace(string(adminKey)), nil)
 	conn, err := admin.CreateConnection(t.Context(), "acme-jira", "acme")
