@@ -66,11 +66,8 @@ func runCLI(t *testing.T, env []string, bin string, args ...string) []byte {
 func TestBinariesEndToEnd(t *testing.T) {
 	relayBin, agentBin := binaries(t)
 	dir := t.TempDir()
-	apiAddr, proxyAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
-	server := "http://" + apiAddr
-
-	relayProc := serveRelay(t, relayBin, server, "--data", filepath.Join(dir, "relay"),
-		"--listen", apiAddr, "--proxy-listen", proxyAddr)
+	rp := startRelayProcess(t, relayBin, filepath.Join(dir, "relay"))
+	apiAddr, proxyAddr, server, relayProc := rp.apiAddr, rp.proxyAddr, rp.server, rp.proc
 
 	keyFile := filepath.Join(dir, "relay", "admin.key")
 	fi, err := os.Stat(keyFile)
@@ -142,6 +139,23 @@ func TestBinariesEndToEnd(t *testing.T) {
 		assert.NotContains(t, out, secret, "%s log leaks the agent token", name)
 		assert.NotContains(t, out, key.Key, "%s log leaks the API key", name)
 	}
+}
+
+// relayProcess is `postern-relay serve` on fresh loopback ports, healthy.
+type relayProcess struct {
+	proc               *testkit.Process
+	apiAddr, proxyAddr string
+	server             string // http://apiAddr
+}
+
+// startRelayProcess runs postern-relay with its data in dataDir and waits
+// until it answers /healthz; the test's cleanup stops it.
+func startRelayProcess(t *testing.T, relayBin, dataDir string) relayProcess {
+	t.Helper()
+	rp := relayProcess{apiAddr: testkit.FreeAddr(t), proxyAddr: testkit.FreeAddr(t)}
+	rp.server = "http://" + rp.apiAddr
+	rp.proc = serveRelay(t, relayBin, rp.server, "--data", dataDir, "--listen", rp.apiAddr, "--proxy-listen", rp.proxyAddr)
+	return rp
 }
 
 // connectProxy is a corporate egress proxy on loopback: CONNECT only,
