@@ -140,12 +140,15 @@ func FuzzSourceKey(f *testing.F) {
 	})
 }
 
-// guardFixture is a guard on a fake clock with small limits.
-func guardFixture(t *testing.T, perSource, perCred int) (*guard, *fakeclock.Clock) {
-	t.Helper()
+// guardOf is the guard of cfg on a fake clock.
+func guardOf(cfg Config) (*guard, *fakeclock.Clock) {
 	clk := fakeclock.New()
-	cfg := Config{FailuresPerSource: perSource, FailuresPerCredential: perCred, Window: time.Minute}
 	return newGuard(cfg, secret.Verify, slog.New(slog.DiscardHandler), clk.Now), clk
+}
+
+// guardFixture is a guard on a fake clock with small limits.
+func guardFixture(_ *testing.T, perSource, perCred int) (*guard, *fakeclock.Clock) {
+	return guardOf(Config{FailuresPerSource: perSource, FailuresPerCredential: perCred, Window: time.Minute})
 }
 
 func mustCredential(t *testing.T, prefix string) (credential, string) {
@@ -201,13 +204,10 @@ func TestAuthGuardCredentialLimit(t *testing.T) {
 	assert.Nil(t, g.admit("192.0.2.10:5", target), "a source that never failed still reaches the store")
 }
 
-// guardFixtureLookups is guardFixture with a budget of store lookups for
+// guardFixtureLookups is a guard with a budget of store lookups for
 // limited sources.
-func guardFixtureLookups(t *testing.T, perSource int, lookups float64) (*guard, *fakeclock.Clock) {
-	t.Helper()
-	clk := fakeclock.New()
-	cfg := Config{FailuresPerSource: perSource, FailuresPerCredential: 100, Window: time.Minute, LookupsWhileLimited: lookups}
-	return newGuard(cfg, secret.Verify, slog.New(slog.DiscardHandler), clk.Now), clk
+func guardFixtureLookups(_ *testing.T, perSource int, lookups float64) (*guard, *fakeclock.Clock) {
+	return guardOf(Config{FailuresPerSource: perSource, FailuresPerCredential: 100, Window: time.Minute, LookupsWhileLimited: lookups})
 }
 
 func TestAuthGuardKnownCredentialPassesALimitedSource(t *testing.T) {
