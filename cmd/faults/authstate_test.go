@@ -27,14 +27,14 @@ func TestFaultAuthStateCannotBeSpoofedByOneAttempt(t *testing.T) {
 	client := &http.Client{Timeout: 5 * time.Second}
 	id := tokenIDOf(s.token)
 
-	require.Equal(t, http.StatusUnauthorized, tunnelAttempt(t.Context(), client, s.relay.apiAddr, wrongAgentSecret(t, s.token)))
+	require.Equal(t, http.StatusUnauthorized, tunnelAttempt(t.Context(), client, s.relay.apiAddr, testkit.WrongSecret(t, s.token)))
 	st := s.relay.status(t, s.connID)
 	assert.Equal(t, "never_connected", st.TunnelStatus)
 	assert.Equal(t, "active", st.AuthStatus, "one wrong secret is not an agent failing")
 	assert.Equal(t, "AGENT_NEVER_CONNECTED", string(st.Reason))
 	assert.NotContains(t, st.LastError, id)
 
-	require.Equal(t, http.StatusUnauthorized, tunnelAttempt(t.Context(), client, s.relay.apiAddr, wrongAgentSecret(t, s.token)))
+	require.Equal(t, http.StatusUnauthorized, tunnelAttempt(t.Context(), client, s.relay.apiAddr, testkit.WrongSecret(t, s.token)))
 	st = s.relay.status(t, s.connID)
 	assert.Equal(t, "failing", st.AuthStatus, "two within the window are")
 	assert.Equal(t, "AGENT_AUTH_FAILED", string(st.Reason))

@@ -21,7 +21,6 @@ import (
 	"github.com/postern/postern/relay"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/proxyproto"
-	"github.com/postern/postern/relay/secret"
 )
 
 // floodStats counts the answers to a flood of wrong agent tokens.
@@ -58,20 +57,10 @@ func wrongTokens(t *testing.T, real string) func(i int) string {
 	t.Helper()
 	return func(i int) string {
 		if i%2 == 0 {
-			return wrongAgentSecret(t, real)
+			return testkit.WrongSecret(t, real)
 		}
 		return fmt.Sprintf("garbage-%d", i)
 	}
-}
-
-// wrongAgentSecret keeps a token's id and replaces its secret with another
-// well-formed one.
-func wrongAgentSecret(t *testing.T, token string) string {
-	t.Helper()
-	other, err := secret.New(secret.AgentTokenPrefix)
-	require.NoError(t, err)
-	cut := len(secret.AgentTokenPrefix) + 1 + secret.IDLen + 1
-	return token[:cut] + other.Display[cut:]
 }
 
 // flood sends wrong agent tokens to addr's /v1/tunnel from workers
@@ -263,12 +252,12 @@ func TestFaultProxyProtocolNamesTheClient(t *testing.T) {
 	})
 	t.Run("limits count the named client", func(t *testing.T) {
 		for i := range 10 {
-			line := exchangeVia(t, lb, r.apiAddr, proxyproto.AppendV1(nil, alice, front), tunnelGET(wrongAgentSecret(t, conn.AgentToken)))
+			line := exchangeVia(t, lb, r.apiAddr, proxyproto.AppendV1(nil, alice, front), tunnelGET(testkit.WrongSecret(t, conn.AgentToken)))
 			require.True(t, strings.HasPrefix(line, "HTTP/1.1 401"), "attempt %d: %q", i, line)
 		}
-		line := exchangeVia(t, lb, r.apiAddr, proxyproto.AppendV1(nil, alice, front), tunnelGET(wrongAgentSecret(t, conn.AgentToken)))
+		line := exchangeVia(t, lb, r.apiAddr, proxyproto.AppendV1(nil, alice, front), tunnelGET(testkit.WrongSecret(t, conn.AgentToken)))
 		assert.True(t, strings.HasPrefix(line, "HTTP/1.1 429"), "alice is limited: %q", line)
-		line = exchangeVia(t, lb, r.apiAddr, proxyproto.AppendV2(nil, bob, front, nil), tunnelGET(wrongAgentSecret(t, conn.AgentToken)))
+		line = exchangeVia(t, lb, r.apiAddr, proxyproto.AppendV2(nil, bob, front, nil), tunnelGET(testkit.WrongSecret(t, conn.AgentToken)))
 		assert.True(t, strings.HasPrefix(line, "HTTP/1.1 401"), "bob, behind the same balancer, is not: %q", line)
 		assert.True(t, r.healthy(), "nor is the balancer's own address")
 	})
