@@ -156,7 +156,9 @@ func TestAuthFailureSeenEverywhere(t *testing.T) {
 	wrong := testkit.WrongSecret(t, conn.AgentToken) // well formed, not this connection's
 	secret := testkit.SecretOf(wrong)
 	events := follow(c, 2, conn.ID)
-	c.StartAgent(wrong, []string{target}, 1, 0)
+	// Two tunnels, refused together: auth is failing from the second
+	// refusal on.
+	c.StartAgent(wrong, []string{target}, 2, 0)
 
 	testkit.WaitFor(t, 10*time.Second, "auth failing on C", func() bool {
 		st, err := c.Status(2, conn.ID)

@@ -224,7 +224,7 @@ func lifecycleScenarios(t *testing.T, agentBin string) {
 		name:   "agent with a wrong token",
 		fault:  runAgent(wrongFiles),
 		connID: wrong.ID, connect: http.StatusBadGateway, reason: protocol.AgentAuthFailed,
-		tunnel: "never_connected", auth: "failing", lastError: "agent presented a wrong secret for token",
+		tunnel: "never_connected", auth: "failing", lastError: "an agent presented a wrong secret",
 		agentSide: tokenRefused(protocol.AgentTokenInvalid, "token refused: rotate it with `postern-relay connections rotate-token",
 			doctorWant{layer: doctor.LayerRelaySession, target: s.relay.apiAddr, status: doctor.Skip}),
 	}, {

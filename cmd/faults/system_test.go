@@ -46,13 +46,13 @@ type relayProc struct {
 	admin                       *client.Client
 }
 
-// startRelay runs postern-relay serve on dataDir and the given addresses
-// and waits until /healthz answers.
-func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string) *relayProc {
+// startRelay runs postern-relay serve on dataDir and the given addresses,
+// with any extra flags, and waits until /healthz answers.
+func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string, extra ...string) *relayProc {
 	t.Helper()
 	relayBin, _ := testkit.Binaries(t)
-	p := startProc(t, "relay", relayBin, "serve", "--data", dataDir, "--listen", apiAddr,
-		"--proxy-listen", proxyAddr, "--node-id", "fault-node", "--log-level", "debug")
+	p := startProc(t, "relay", relayBin, append([]string{"serve", "--data", dataDir, "--listen", apiAddr,
+		"--proxy-listen", proxyAddr, "--node-id", "fault-node", "--log-level", "debug"}, extra...)...)
 	r := &relayProc{Process: p, apiAddr: apiAddr, proxyAddr: proxyAddr, dataDir: dataDir}
 	require.Eventually(t, func() bool { return p.Exited() || r.healthy() }, 30*time.Second, 10*time.Millisecond,
 		"relay never became healthy")
