@@ -30,7 +30,8 @@ func get(t *testing.T, url string) (int, http.Header, string) {
 // /status, refused streams included, by reason and the last of them.
 func TestStatusPageShowsWhatStatusShows(t *testing.T) {
 	relay := testkit.NewRelay(t, time.Second)
-	cfg := testkit.ParseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - host: gitlab.corp.example\n    ports: [443]\n", relay.URL()))
+	cfg := testkit.ParseConfig(t, fmt.Sprintf("relay_url: %s\ntunnels: 1\nallow:\n  - host: gitlab.corp.example\n    ports: [443]\n"+
+		"blocked: [10.9.0.0/16]\n", relay.URL()))
 	a := runAgent(t, Options{Config: cfg})
 	s := relay.Session(t)
 	for range 2 {
@@ -49,7 +50,9 @@ func TestStatusPageShowsWhatStatusShows(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	assert.Equal(t, "text/html; charset=utf-8", h.Get("Content-Type"))
 	assert.Contains(t, h.Get("Content-Security-Policy"), "default-src 'none'")
+	assert.Equal(t, []string{"10.9.0.0/16"}, st.Allowlist.Blocked)
 	for _, want := range []string{st.AgentID, "1 of 1 up", "ws://", "gitlab.corp.example", st.Allowlist.SHA256,
+		"<td>blocked</td><td><code>10.9.0.0/16</code></td>",
 		"<code>ALLOWLIST_MISSING</code> × 2", "10.1.2.3:443", "✓ yes"} {
 		assert.Contains(t, body, want)
 	}

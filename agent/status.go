@@ -13,22 +13,30 @@ import (
 // LocalStatus is what the agent's status endpoint shows an admin on the
 // machine it runs on. It never contains the token.
 type LocalStatus struct {
-	AgentID       string             `json:"agent_id"`
-	Hostname      string             `json:"hostname"`
-	Version       string             `json:"version"`
-	Ready         bool               `json:"ready"`
-	UptimeSeconds int64              `json:"uptime_seconds"`
-	TunnelsWanted int                `json:"tunnels_wanted"`
-	TunnelsUp     int                `json:"tunnels_up"`
-	Tunnels       []TunnelStatus     `json:"tunnels"`
-	ActiveStreams int                `json:"active_streams"`
-	BytesIn       uint64             `json:"bytes_in"`
-	BytesOut      uint64             `json:"bytes_out"`
-	Allowlist     protocol.Allowlist `json:"allowlist"`
+	AgentID       string         `json:"agent_id"`
+	Hostname      string         `json:"hostname"`
+	Version       string         `json:"version"`
+	Ready         bool           `json:"ready"`
+	UptimeSeconds int64          `json:"uptime_seconds"`
+	TunnelsWanted int            `json:"tunnels_wanted"`
+	TunnelsUp     int            `json:"tunnels_up"`
+	Tunnels       []TunnelStatus `json:"tunnels"`
+	ActiveStreams int            `json:"active_streams"`
+	BytesIn       uint64         `json:"bytes_in"`
+	BytesOut      uint64         `json:"bytes_out"`
+	Allowlist     LocalAllowlist `json:"allowlist"`
 	// Refusals counts the streams refused since the agent started, by
 	// reason; LastRefusals are the newest of them, newest first.
 	Refusals     map[protocol.Reason]int `json:"refusals"`
 	LastRefusals []stream.Refusal        `json:"last_refusals"`
+}
+
+// LocalAllowlist is the allowlist summary the agent reports to the relay,
+// plus the entries of the config's blocked list, which the summary's
+// sha256 covers but only this machine's status lists.
+type LocalAllowlist struct {
+	protocol.Allowlist
+	Blocked []string `json:"blocked,omitempty"`
 }
 
 // TunnelStatus is one live tunnel.
@@ -50,6 +58,7 @@ func (a *Agent) Status() LocalStatus {
 	sort.Slice(tunnels, func(i, j int) bool { return tunnels[i].Slot < tunnels[j].Slot })
 	st := a.streams.Stats()
 	refused, last := a.streams.Refusals()
+	pol := a.Policy()
 	return LocalStatus{
 		Refusals:      refused,
 		LastRefusals:  last,
@@ -64,7 +73,7 @@ func (a *Agent) Status() LocalStatus {
 		ActiveStreams: st.Active,
 		BytesIn:       st.BytesIn,
 		BytesOut:      st.BytesOut,
-		Allowlist:     a.Policy().Summary,
+		Allowlist:     LocalAllowlist{Allowlist: pol.Summary, Blocked: pol.Blocked},
 	}
 }
 

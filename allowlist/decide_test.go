@@ -166,6 +166,22 @@ func TestDecide(t *testing.T) {
 		"6to4 public":                  {"[2002:808:808::1]", 7777, Allowed},
 		"teredo loopback client":       {"[2001:0:4136:e378:8000:63bf:80ff:fffe]", 7777, Blocked},
 		"teredo public client":         {"[2001:0:4136:e378:8000:63bf:f7f7:f7f7]", 7777, Allowed},
+		"alibaba metadata":             {"100.100.100.200", 7777, Blocked},
+		"alibaba neighbour":            {"100.100.100.201", 7777, Allowed},
+		"azure wireserver":             {"168.63.129.16", 7777, Blocked},
+		"azure wireserver neighbour":   {"168.63.129.17", 7777, Allowed},
+		"mapped alibaba metadata":      {"[::ffff:100.100.100.200]", 7777, Blocked},
+		"nat64 azure wireserver":       {"[64:ff9b::a83f:8110]", 7777, Blocked},
+		"site-local":                   {"[fec0::1]", 7777, Blocked},
+		"site-local top of block":      {"[feff:ffff::1]", 7777, Blocked},
+		"nat64 local-use":              {"[64:ff9b:1::a00:1]", 7777, Blocked},
+		"nat64 local-use /64 form":     {"[64:ff9b:1:a:0:a00:100:0]", 7777, Blocked},
+		"nat64 local-use end":          {"[64:ff9b:1:ffff:ffff:ffff:ffff:ffff]", 7777, Blocked},
+		"past nat64 local-use":         {"[64:ff9b:2::1]", 7777, Allowed},
+		"translated loopback":          {"[::ffff:0:127.0.0.1]", 7777, Blocked},
+		"translated metadata":          {"[::ffff:0:a9fe:a9fe]", 7777, Blocked},
+		"translated denied ipv4":       {"[::ffff:0:808:404]", 7777, Blocked},
+		"translated public":            {"[::ffff:0:808:808]", 7777, Allowed},
 		"bracketed with port":          {"[::1]:443", 443, BadTarget},
 		"unbalanced bracket":           {"[::1", 443, BadTarget},
 		"ipv6 garbage":                 {"[fd00::1::2]", 443, BadTarget},
@@ -210,9 +226,19 @@ func TestDecideExplains(t *testing.T) {
 		"addr port not listed": {"11.0.0.1", 443, "",
 			"11.0.0.1 is covered by allow cidr=0.0.0.0/0 ports=7777 but port 443 is not in its ports"},
 		"aws metadata6": {"fd00:ec2::254", 443, "always-blocked metadata", ""},
-		"broadcast":     {"255.255.255.255", 7777, "always-blocked broadcast", ""},
-		"multicast":     {"ff02::1", 7777, "always-blocked multicast", ""},
-		"bad port":      {"gitlab.corp.example", 0, "", "port 0 is outside 1-65535"},
+		"alibaba": {"100.100.100.200", 7777, "always-blocked metadata",
+			"100.100.100.200 is the Alibaba Cloud instance metadata address and no allow rule names it"},
+		"wireserver": {"168.63.129.16", 7777, "always-blocked metadata",
+			"168.63.129.16 is the Azure WireServer address and no allow rule names it"},
+		"site-local": {"fec0::1", 7777, "always-blocked site-local",
+			"fec0::1 is IPv6 site-local (fec0::/10, deprecated) and no allow rule names it"},
+		"nat64 local-use": {"64:ff9b:1::a9fe:a9fe", 7777, "always-blocked nat64-local",
+			"64:ff9b:1::a9fe:a9fe is in the local-use NAT64 prefix 64:ff9b:1::/48, which can carry any IPv4 address and no allow rule names it"},
+		"translated": {"::ffff:0:127.0.0.1", 7777, "always-blocked loopback",
+			"::ffff:0:7f00:1 carries 127.0.0.1 (IPv4-translated), which is loopback and no allow rule names it"},
+		"broadcast": {"255.255.255.255", 7777, "always-blocked broadcast", ""},
+		"multicast": {"ff02::1", 7777, "always-blocked multicast", ""},
+		"bad port":  {"gitlab.corp.example", 0, "", "port 0 is outside 1-65535"},
 		"octal": {"0177.0.0.1", 443, "",
 			`bad target: host "0177.0.0.1": an IPv4 address must be four decimal octets 0-255 without leading zeros`},
 	}
@@ -266,23 +292,35 @@ func TestCheckAddr(t *testing.T) {
 	assert.Equal(t, Decision{Verdict: Allowed, Reason: "address passes deny and unsafe-address checks"}, d)
 }
 
+// A list without allow rules refuses everything: a target no rule covers
+// is Missing, and one a deny rule or the always-blocked set refuses is
+// Blocked, so a caller that waives Missing (report mode) still refuses it.
 func TestEmptyListRefusesEverything(t *testing.T) {
-	onlyDeny, err := Compile(nil, []RuleSpec{{CIDR: "10.0.0.0/8"}})
+	onlyDeny, err := Compile(nil, []RuleSpec{{CIDR: "10.0.0.0/8"}, {Host: "secret.corp.example"}})
 	require.NoError(t, err)
 	empty, err := Compile(nil, nil)
 	require.NoError(t, err)
 	lists := map[string]*List{"nil": nil, "no rules": empty, "deny only": onlyDeny}
 	for name, l := range lists {
 		t.Run(name, func(t *testing.T) {
-			for _, host := range []string{"gitlab.corp.example", "8.8.8.8", "::1"} {
+			for _, host := range []string{"gitlab.corp.example", "8.8.8.8", "[2606:4700::1111]"} {
 				d := l.Decide(host, 443)
 				assert.Equal(t, Missing, d.Verdict, host)
 				assert.Contains(t, d.Reason, "allowlist is empty")
 			}
+			for _, host := range []string{"::1", "127.0.0.1", "169.254.169.254", "[::ffff:127.0.0.1]", "100.100.100.200"} {
+				d := l.Decide(host, 443)
+				assert.Equal(t, Blocked, d.Verdict, host)
+				assert.Contains(t, d.Rule, "always-blocked", host)
+			}
 			assert.Equal(t, Missing, l.CheckAddr(netip.MustParseAddr("8.8.8.8"), 443).Verdict)
+			assert.Equal(t, Blocked, l.CheckAddr(netip.MustParseAddr("127.0.0.1"), 443).Verdict)
 			assert.Equal(t, BadTarget, l.Decide("0177.0.0.1", 443).Verdict, "malformed stays malformed")
 		})
 	}
+	assert.Equal(t, Blocked, onlyDeny.Decide("10.1.2.3", 443).Verdict, "a deny rule refuses without allow rules")
+	assert.Equal(t, Blocked, onlyDeny.Decide("secret.corp.example", 443).Verdict)
+	assert.Equal(t, Blocked, onlyDeny.CheckAddr(netip.MustParseAddr("10.1.2.3"), 443).Verdict)
 	assert.Equal(t, 0, (*List)(nil).Len())
 	assert.Equal(t, empty.SHA256(), (*List)(nil).SHA256())
 }

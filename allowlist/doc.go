@@ -35,14 +35,24 @@
 //
 // Loopback, unspecified, "this network" (0.0.0.0/8), link-local (including
 // the cloud metadata address 169.254.169.254), the AWS IPv6 metadata address
-// fd00:ec2::254, multicast and the IPv4 broadcast address are blocked unless
-// an allow rule names that exact address (an ip rule, or a /32 or /128 cidr
-// rule) with the requested port. IPv4 addresses carried inside IPv6
-// (IPv4-mapped, IPv4-compatible, NAT64 64:ff9b::/96, 6to4 2002::/16 and the
-// Teredo client address in 2001::/32) are unwrapped: the IPv6 form and the
-// embedded IPv4 form must both pass the always-blocked set and the deny rules.
-// Allow rules match the address itself, with IPv4-mapped addresses treated as
-// the IPv4 address they map.
+// fd00:ec2::254, Alibaba Cloud's metadata address 100.100.100.200, Azure's
+// WireServer 168.63.129.16, multicast, the IPv4 broadcast address, IPv6
+// site-local fec0::/10 and the local-use NAT64 block 64:ff9b:1::/48 are
+// blocked unless an allow rule names that exact address (an ip rule, or a
+// /32 or /128 cidr rule) with the requested port. [Rules.Blocked] adds the
+// customer's own addresses and blocks to the set, under the same exception.
+// IPv4 addresses carried inside IPv6 (IPv4-mapped, IPv4-translated
+// ::ffff:0:0:0/96, IPv4-compatible, NAT64 64:ff9b::/96, 6to4 2002::/16 and
+// the Teredo client address in 2001::/32) are unwrapped: the IPv6 form and
+// the embedded IPv4 form must both pass the always-blocked set and the deny
+// rules. Allow rules match the address itself, with IPv4-mapped addresses
+// treated as the IPv4 address they map.
+//
+// A deny rule or the always-blocked set refuses a target (Blocked) before
+// the question of whether an allow rule covers it (Missing) is asked, so a
+// caller that waives Missing, as the agent's report mode does, never waives
+// a block. [List.CheckName] applies deny host rules to the names a lookup
+// followed (CNAME targets), so an alias cannot lead around them.
 //
 // When several rules match, the decision names the first one in list order.
 package allowlist

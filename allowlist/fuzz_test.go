@@ -18,6 +18,7 @@ var targetSeeds = []string{
 	"::1", "[::1]", "[::]", "[::1]:443", "fe80::1%eth0", "[fe80::1%25eth0]", "[127.0.0.1]",
 	"::ffff:127.0.0.1", "64:ff9b::7f00:1", "2002:a9fe:a9fe::1", "2001:0:4136:e378:8000:63bf:80ff:fffe",
 	"169.254.169.254", "fd00:ec2::254", "255.255.255.255", "224.0.0.1", "0.0.0.0",
+	"100.100.100.200", "168.63.129.16", "fec0::1", "64:ff9b:1::7f00:1", "::ffff:0:127.0.0.1",
 	"１２７.０.０.１", "gitlab。corp。example", "xn--zz.example", "a\u200db.example", "\xff\xfe",
 }
 
@@ -29,6 +30,8 @@ var oracleUnsafe = []netip.Prefix{
 	netip.MustParsePrefix("255.255.255.255/32"), netip.MustParsePrefix("::/128"),
 	netip.MustParsePrefix("::1/128"), netip.MustParsePrefix("fe80::/10"),
 	netip.MustParsePrefix("ff00::/8"), netip.MustParsePrefix("fd00:ec2::254/128"),
+	netip.MustParsePrefix("100.100.100.200/32"), netip.MustParsePrefix("168.63.129.16/32"),
+	netip.MustParsePrefix("fec0::/10"), netip.MustParsePrefix("64:ff9b:1::/48"),
 }
 
 // oracleForms lists the address and every IPv4 address it carries.
@@ -42,7 +45,8 @@ func oracleForms(a netip.Addr) []netip.Addr {
 	if !a.Is6() {
 		return out
 	}
-	if netip.MustParsePrefix("64:ff9b::/96").Contains(a) || netip.MustParsePrefix("::/96").Contains(a) {
+	if netip.MustParsePrefix("64:ff9b::/96").Contains(a) || netip.MustParsePrefix("::/96").Contains(a) ||
+		netip.MustParsePrefix("::ffff:0:0:0/96").Contains(a) {
 		out = append(out, v4at(12, 0))
 	}
 	if netip.MustParsePrefix("2002::/16").Contains(a) {

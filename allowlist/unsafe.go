@@ -15,14 +15,34 @@ var (
 	classLinkLocal   = unsafeClass{"always-blocked link-local", "link-local"}
 	classMetadata4   = unsafeClass{"always-blocked link-local", "link-local (cloud metadata)"}
 	classMetadata6   = unsafeClass{"always-blocked metadata", "the AWS IPv6 instance metadata address"}
+	classAlibaba     = unsafeClass{"always-blocked metadata", "the Alibaba Cloud instance metadata address"}
+	classWireServer  = unsafeClass{"always-blocked metadata", "the Azure WireServer address"}
 	classMulticast   = unsafeClass{"always-blocked multicast", "multicast"}
 	classBroadcast   = unsafeClass{"always-blocked broadcast", "the IPv4 broadcast address"}
+	classSiteLocal   = unsafeClass{"always-blocked site-local", "IPv6 site-local (fec0::/10, deprecated)"}
+	classNAT64Local  = unsafeClass{"always-blocked nat64-local",
+		"in the local-use NAT64 prefix 64:ff9b:1::/48, which can carry any IPv4 address"}
 )
 
 var (
 	metadataV4 = netip.AddrFrom4([4]byte{169, 254, 169, 254})
 	metadataV6 = netip.MustParseAddr("fd00:ec2::254")
+	// alibabaMetadata is Alibaba Cloud's instance metadata service, in the
+	// shared address space 100.64.0.0/10 that a broad cidr rule may cover.
+	alibabaMetadata = netip.AddrFrom4([4]byte{100, 100, 100, 200})
+	// wireServer is Azure's host endpoint (certificates, extensions,
+	// DHCP and DNS for the VM), a public address that answers only
+	// inside Azure.
+	wireServer = netip.AddrFrom4([4]byte{168, 63, 129, 16})
 	broadcast  = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	// siteLocal is the IPv6 site-local block RFC 3879 deprecated; old
+	// stacks still route it inside a site.
+	siteLocal = netip.MustParsePrefix("fec0::/10")
+	// nat64Local is RFC 8215's local-use NAT64 block. Operators carve
+	// their own prefix of any length from it, so where the IPv4 address
+	// sits is not known and the whole block is refused instead of
+	// unwrapped.
+	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
 )
 
 // classify reports whether addr (unmapped, no zone) is never safe to reach
@@ -39,9 +59,20 @@ func classify(addr netip.Addr) (unsafeClass, bool) {
 			return classThisNetwork, true
 		case addr == metadataV4:
 			return classMetadata4, true
+		case addr == alibabaMetadata:
+			return classAlibaba, true
+		case addr == wireServer:
+			return classWireServer, true
 		}
-	} else if addr == metadataV6 {
-		return classMetadata6, true
+	} else {
+		switch {
+		case addr == metadataV6:
+			return classMetadata6, true
+		case siteLocal.Contains(addr):
+			return classSiteLocal, true
+		case nat64Local.Contains(addr):
+			return classNAT64Local, true
+		}
 	}
 	switch {
 	case addr.IsLoopback():
@@ -61,6 +92,7 @@ type embedding string
 
 const (
 	embedMapped     embedding = "IPv4-mapped"
+	embedTranslated embedding = "IPv4-translated"
 	embedCompatible embedding = "IPv4-compatible"
 	embedNAT64      embedding = "NAT64"
 	embed6to4       embedding = "6to4"
@@ -98,6 +130,9 @@ func forms(addr netip.Addr) (primary form, extra form, ok bool) {
 			v4[i] = b[12+i] ^ 0xff
 		}
 		extra.via = embedTeredo
+	case isZero(b[:8]) && b[8] == 0xff && b[9] == 0xff && isZero(b[10:12]): // ::ffff:0:0:0/96 (SIIT)
+		copy(v4[:], b[12:])
+		extra.via = embedTranslated
 	case isZero(b[:12]):
 		copy(v4[:], b[12:])
 		extra.via = embedCompatible

@@ -14,10 +14,8 @@ import (
 func jira() *spec {
 	return &spec{
 		key: "jira", name: "Jira", selfHosted: true,
-		cloudHosts: []string{".atlassian.net", ".jira.com"},
-		apiRoot: func(base *url.URL, _ Mode) *url.URL {
-			return withPath(base, base.Path+"/rest/api/2/")
-		},
+		cloudHosts:   []string{".atlassian.net", ".jira.com"},
+		apiRoot:      underBase("/rest/api/2/"),
 		authorize:    basicOrBearer,
 		identity:     whoAmI("myself", "displayName"),
 		permission:   jiraPermission,

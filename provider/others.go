@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 )
@@ -17,9 +16,7 @@ func azureDevOps() *spec {
 	return &spec{
 		key: "azure-devops", name: "Azure DevOps", selfHosted: true,
 		cloudHosts: []string{"dev.azure.com", ".visualstudio.com"},
-		apiRoot: func(base *url.URL, _ Mode) *url.URL {
-			return withPath(base, base.Path+"/_apis/")
-		},
+		apiRoot:    underBase("/_apis/"),
 		authorize: func(req *http.Request, cred string) {
 			req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(":"+cred)))
 		},
@@ -53,9 +50,7 @@ func youTrack() *spec {
 	return &spec{
 		key: "youtrack", name: "YouTrack", selfHosted: true,
 		cloudHosts: []string{".youtrack.cloud", ".myjetbrains.com"},
-		apiRoot: func(base *url.URL, _ Mode) *url.URL {
-			return withPath(base, base.Path+"/api/")
-		},
+		apiRoot:    underBase("/api/"),
 		identity:   whoAmI("users/me?fields=id,login,name", "login"),
 		permission: probeAt("lists the projects the workflow reads", "admin/projects?fields=id,shortName&$top=1", nil),
 	}

@@ -83,7 +83,7 @@ func withDefaults(s *spec) *spec {
 		s.forbidden = noPermission
 	}
 	if s.apiRoot == nil {
-		s.apiRoot = func(base *url.URL, _ Mode) *url.URL { return withPath(base, base.Path+"/") }
+		s.apiRoot = underBase("/")
 	}
 	return s
 }
@@ -157,6 +157,12 @@ func withPath(base *url.URL, path string) *url.URL {
 	u := *base
 	u.Path, u.RawPath = path, ""
 	return &u
+}
+
+// underBase is an API root at suffix below the base URL's path, for
+// providers whose API lives under the address the customer gives.
+func underBase(suffix string) func(*url.URL, Mode) *url.URL {
+	return func(base *url.URL, _ Mode) *url.URL { return withPath(base, base.Path+suffix) }
 }
 
 // cloudRoot is a fixed API root, for providers whose cloud API lives on

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -25,7 +24,7 @@ const MinWebhookSecret = 16
 func webhookReceiver() *spec {
 	return &spec{
 		key: "webhook", name: "webhook receiver",
-		apiRoot:   func(base *url.URL, _ Mode) *url.URL { return withPath(base, base.Path) },
+		apiRoot:   underBase(""),
 		authorize: func(*http.Request, string) {},
 		identity:  deliverTest,
 	}

@@ -147,10 +147,17 @@ func TestRevokeIsIdempotent(t *testing.T) {
 	r := h.call(t, http.MethodPost, "/v1/connections/"+c.ID+"/tokens", h.adminKey, nil)
 	requireRefusal(t, r, http.StatusForbidden, protocol.ConnectionRevoked)
 
-	st := h.status(t, c.ID, "")
-	assert.Equal(t, "revoked", st.TunnelStatus)
-	assert.Equal(t, "revoked", st.AuthStatus)
-	assert.Equal(t, protocol.ConnectionRevoked, st.Reason)
+	assertBlocked(t, h.status(t, c.ID, ""), "revoked", "revoked", protocol.ConnectionRevoked)
+}
+
+// assertBlocked checks the status of a connection that cannot carry
+// traffic: its tunnel and auth statuses, the reason, the provider code
+// that blocks connectivity, and not ready.
+func assertBlocked(t *testing.T, st api.Status, tunnel, auth string, reason protocol.Reason) {
+	t.Helper()
+	assert.Equal(t, tunnel, st.TunnelStatus)
+	assert.Equal(t, auth, st.AuthStatus)
+	assert.Equal(t, reason, st.Reason)
 	assert.Equal(t, protocol.ProviderConnectivityBlocked, st.ProviderErrorCode)
 	assert.False(t, st.Ready)
 }
@@ -179,8 +186,10 @@ func TestRotateToken(t *testing.T) {
 		tok := h.rotate(t, c.ID)
 
 		require.Eventually(t, func() bool { return time.Now().After(tok.PreviousValidUntil) }, waitFor, time.Millisecond)
-		r := h.tunnelRequest(t, "Bearer "+c.AgentToken)
-		requireRefusal(t, r, http.StatusUnauthorized, protocol.AgentTokenInvalid)
+		for range 2 { // an agent still on the old token retries
+			r := h.tunnelRequest(t, "Bearer "+c.AgentToken)
+			requireRefusal(t, r, http.StatusUnauthorized, protocol.AgentTokenInvalid)
+		}
 
 		a := h.connectAgent(t, tok.AgentToken, testHello("agent-new", 1), echo)
 		h.waitTunnels(t, c.ID, 1)

@@ -84,6 +84,14 @@ type Config struct {
 	AuthFailuresPerCredential int
 	// AuthLimitWindow is the period of both auth failure limits.
 	AuthLimitWindow time.Duration
+	// AuthLookupsWhileLimited is how many store lookups per second, for
+	// the whole node, may check a credential from a source an auth
+	// failure limit holds back, when this node has not seen that
+	// credential's id recently: so a correct credential still passes
+	// while its address is limited, and a flood of wrong ones costs at
+	// most this many reads. Zero gives limited sources no lookups (only
+	// credentials this node has seen pass). See relay/auth.
+	AuthLookupsWhileLimited float64
 	// ProxyRatePerKey caps proxy requests (CONNECT and forwarded http://)
 	// per API key, in requests per second; zero means no cap. Excess
 	// requests are answered 429 RATE_LIMITED with Retry-After.
@@ -148,6 +156,7 @@ const (
 	DefaultAuthFailuresPerSource     = 10
 	DefaultAuthFailuresPerCredential = 20
 	DefaultAuthLimitWindow           = time.Minute
+	DefaultAuthLookupsWhileLimited   = 20
 	DefaultHeaderTimeout             = 10 * time.Second
 	DefaultHistoryRetention          = history.DefaultRetention
 	DefaultFlapThreshold             = 5
@@ -177,6 +186,7 @@ func DefaultConfig() Config {
 		AuthFailuresPerSource:     DefaultAuthFailuresPerSource,
 		AuthFailuresPerCredential: DefaultAuthFailuresPerCredential,
 		AuthLimitWindow:           DefaultAuthLimitWindow,
+		AuthLookupsWhileLimited:   DefaultAuthLookupsWhileLimited,
 		HeaderTimeout:             DefaultHeaderTimeout,
 		HistoryRetention:          DefaultHistoryRetention,
 		FlapThreshold:             DefaultFlapThreshold,

@@ -140,6 +140,7 @@ func (s *Server) wire(verify auth.Verifier) error {
 		FailuresPerSource:     s.cfg.AuthFailuresPerSource,
 		FailuresPerCredential: s.cfg.AuthFailuresPerCredential,
 		Window:                s.cfg.AuthLimitWindow,
+		LookupsWhileLimited:   s.cfg.AuthLookupsWhileLimited,
 	}, verify, s.status.TokenFailure, s.log)
 	if err != nil {
 		return err

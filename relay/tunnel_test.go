@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,27 +85,36 @@ func TestTunnelRequiresSubprotocol(t *testing.T) {
 	assert.Equal(t, "never_connected", h.status(t, c.ID, "").TunnelStatus)
 }
 
+// tokenID is the id part of a credential.
+func tokenID(cred string) string {
+	return cred[len(secret.AgentTokenPrefix)+1 : len(secret.AgentTokenPrefix)+1+secret.IDLen]
+}
+
 func TestWrongSecretMarksAuthFailing(t *testing.T) {
 	t.Parallel()
 	h, c := newConnHarness(t, "")
 	other := h.createConnection(t, "jira", "")
 
+	// One wrong secret proves nothing: token ids are not secret.
 	r := h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken))
 	requireRefusal(t, r, http.StatusUnauthorized, protocol.AgentTokenInvalid)
-
 	st := h.status(t, c.ID, "")
-	assert.Equal(t, "never_connected", st.TunnelStatus)
-	assert.Equal(t, "failing", st.AuthStatus)
-	assert.Equal(t, protocol.AgentAuthFailed, st.Reason)
-	assert.Equal(t, protocol.ProviderConnectivityBlocked, st.ProviderErrorCode)
-	assert.NotEmpty(t, st.LastError)
-	assert.NotContains(t, st.LastError, secretPart(c.AgentToken))
-	assert.False(t, st.Ready)
+	assertBlocked(t, st, "never_connected", "active", protocol.AgentNeverConnected)
 
-	// The proxy says the same thing to the product.
+	// The second within the window does.
+	r = h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken))
+	requireRefusal(t, r, http.StatusUnauthorized, protocol.AgentTokenInvalid)
+	st = h.status(t, c.ID, "")
+	assertBlocked(t, st, "never_connected", "failing", protocol.AgentAuthFailed)
+	assert.Contains(t, st.LastError, "wrong secret")
+	assert.NotContains(t, st.LastError, secretPart(c.AgentToken))
+	assert.NotContains(t, st.LastError, tokenID(c.AgentToken), "the token id is not echoed")
+
+	// The proxy says the same thing to the product, without the id.
 	pc := h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, h.adminKey), nil)
 	e := requireRefusal(t, pc.reply(), http.StatusBadGateway, protocol.AgentAuthFailed)
 	assert.Equal(t, protocol.ProviderConnectivityBlocked, e.ProviderErrorCode)
+	assert.NotContains(t, e.Message, tokenID(c.AgentToken))
 
 	// Only the connection named by the token id is affected.
 	ost := h.status(t, other.ID, "")
@@ -121,12 +131,58 @@ func TestWrongSecretMarksAuthFailing(t *testing.T) {
 
 func TestAuthFailureWindowEnds(t *testing.T) {
 	t.Parallel()
-	h, c := newConnHarness(t, "", func(c *Config) { c.AuthFailureWindow = 50 * time.Millisecond })
+	h, c := newConnHarness(t, "", func(c *Config) { c.AuthFailureWindow = time.Second })
 	h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken))
+	h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken))
+	require.Equal(t, "failing", h.status(t, c.ID, "").AuthStatus)
 	require.Eventually(t, func() bool {
 		st := h.pollStatus(c.ID)
 		return st.AuthStatus == "active" && st.Reason == protocol.AgentNeverConnected
 	}, waitFor, pollEvery)
+}
+
+// Two refusals further apart than the window are two single refusals, not
+// a run: auth stays active.
+func TestAuthFailuresOutsideTheWindowDoNotAddUp(t *testing.T) {
+	t.Parallel()
+	h, c := newConnHarness(t, "", func(c *Config) { c.AuthFailureWindow = 200 * time.Millisecond })
+	h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken))
+	time.Sleep(300 * time.Millisecond)
+	h.tunnelRequest(t, "Bearer "+wrongSecret(t, c.AgentToken))
+	st := h.status(t, c.ID, "")
+	assert.Equal(t, "active", st.AuthStatus)
+	assert.Equal(t, protocol.AgentNeverConnected, st.Reason)
+}
+
+// A token whose secret part was cut or mistyped still names its
+// connection: two such attempts make its auth failing, and say the secret
+// is malformed.
+func TestMalformedSecretIsAttributed(t *testing.T) {
+	t.Parallel()
+	for name, mangle := range map[string]func(string) string{
+		"truncated":   func(tok string) string { return tok[:len(tok)-5] },
+		"secret gone": func(tok string) string { return tok[:len(secret.AgentTokenPrefix)+1+secret.IDLen] },
+		"mistyped":    func(tok string) string { return tok[:len(tok)-1] + "~" },
+		"non-canonical": func(tok string) string {
+			// The last character carries 2 bits that must be zero; set one.
+			const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+			return tok[:len(tok)-1] + string(alphabet[strings.IndexByte(alphabet, tok[len(tok)-1])+1])
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			h, c := newConnHarness(t, "")
+			for range 2 {
+				requireRefusal(t, h.tunnelRequest(t, "Bearer "+mangle(c.AgentToken)), http.StatusUnauthorized, protocol.AgentTokenInvalid)
+			}
+			st := h.status(t, c.ID, "")
+			assert.Equal(t, "never_connected", st.TunnelStatus)
+			assert.Equal(t, "failing", st.AuthStatus)
+			assert.Equal(t, protocol.AgentAuthFailed, st.Reason)
+			assert.Contains(t, st.LastError, "malformed secret")
+			assert.NotContains(t, st.LastError, tokenID(c.AgentToken))
+		})
+	}
 }
 
 func TestTunnelUp(t *testing.T) {

@@ -82,6 +82,16 @@ func (b *browser) signIn(key string) page {
 	return b.post("/ui/signin", url.Values{"key": {key}})
 }
 
+// adminOnConnectionPage is a browser signed in with the admin key that
+// has opened connection id's page, so it holds that page's CSRF token.
+func (h *harness) adminOnConnectionPage(t *testing.T, id string) *browser {
+	t.Helper()
+	b := h.browser(t)
+	require.Equal(t, http.StatusSeeOther, b.signIn(h.adminKey).status)
+	b.get("/ui/connections/" + id)
+	return b
+}
+
 func (b *browser) cookie(name string) *http.Cookie {
 	u, _ := url.Parse(b.h.ep.apiURL + "/ui/")
 	for _, c := range b.c.Jar.Cookies(u) {
@@ -154,9 +164,7 @@ func TestUIRevokedKeyEndsTheSession(t *testing.T) {
 func TestUIFormsNeedTheirToken(t *testing.T) {
 	t.Parallel()
 	h, c := newConnHarness(t, "")
-	b := h.browser(t)
-	require.Equal(t, http.StatusSeeOther, b.signIn(h.adminKey).status)
-	b.get("/ui/connections/" + c.ID)
+	b := h.adminOnConnectionPage(t, c.ID)
 	for name, form := range map[string]url.Values{
 		"no token":    {"csrf": {""}, "confirm": {"yes"}},
 		"wrong token": {"csrf": {"forged"}, "confirm": {"yes"}},
@@ -179,9 +187,7 @@ func TestUIFormsNeedTheirToken(t *testing.T) {
 func TestUIRevokeNeedsConfirmation(t *testing.T) {
 	t.Parallel()
 	h, c := newConnHarness(t, "")
-	b := h.browser(t)
-	require.Equal(t, http.StatusSeeOther, b.signIn(h.adminKey).status)
-	b.get("/ui/connections/" + c.ID)
+	b := h.adminOnConnectionPage(t, c.ID)
 	ask := b.post("/ui/connections/"+c.ID+"/revoke", url.Values{})
 	require.Equal(t, http.StatusOK, ask.status)
 	assert.Contains(t, ask.body, "This is final")

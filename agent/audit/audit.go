@@ -22,8 +22,8 @@ type Entry struct {
 	Target    string    `json:"target"`
 	// Addr is the address dialled, when one was.
 	Addr string `json:"addr,omitempty"`
-	// Decision is allowed | denied | report_allowed (report mode let a
-	// would-be denial through).
+	// Decision is allowed | denied | report_allowed (report mode let
+	// through a target no allow rule covers; Reason is ALLOWLIST_MISSING).
 	Decision   string `json:"decision"`
 	Rule       string `json:"rule,omitempty"`
 	Reason     string `json:"reason,omitempty"`

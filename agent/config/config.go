@@ -34,8 +34,10 @@ const (
 	ModeUnknown Mode = iota
 	// ModeEnforce refuses denied requests.
 	ModeEnforce
-	// ModeReport lets denied requests through and records in the audit log
-	// that enforce would have refused them, for a safe rollout of new rules.
+	// ModeReport lets through requests that no allow rule covers
+	// (ALLOWLIST_MISSING) and records in the audit log that enforce would
+	// have refused them, for a safe rollout of new rules. Deny rules and
+	// the always-blocked set refuse in this mode too.
 	ModeReport
 )
 
@@ -87,13 +89,16 @@ type Config struct {
 	// POSTERN_AGENT_TOKEN.
 	TokenFile string
 
-	// Allow and Deny are the rules as written, each with its line in the
-	// file; Rules is their compiled form.
+	// Allow and Deny are the rules as written, and Blocked the addresses
+	// and blocks added to the always-blocked set, each with its line in
+	// the file; Rules is their compiled form.
 	Allow, Deny []allowlist.RuleSpec
+	Blocked     []allowlist.BlockedSpec
 	Rules       *allowlist.List
 
-	// Mode is what happens to a denied request: refused (enforce) or let
-	// through and audited (report).
+	// Mode is what happens to a request no allow rule covers: refused
+	// (enforce) or let through and audited (report). Deny rules, the
+	// always-blocked set and failed lookups refuse in both modes.
 	Mode Mode
 
 	// DNSServers are the resolvers as host:port (port 53 unless given);
@@ -192,9 +197,9 @@ func (c *Config) String() string {
 	if len(c.DNSServers) > 0 {
 		dns = strings.Join(c.DNSServers, ",")
 	}
-	return fmt.Sprintf("config %s: relay_url=%s mode=%s allow=%d deny=%d dns=%s dns_timeout=%s "+
+	return fmt.Sprintf("config %s: relay_url=%s mode=%s allow=%d deny=%d blocked=%d dns=%s dns_timeout=%s "+
 		"egress_proxy=%s ca_file=%s tunnels=%d status_listen=%s audit_log=%s agent_id=%s log_level=%s token_file=%s",
-		c.Path, strings.Join(urls, ","), c.Mode, len(c.Allow), len(c.Deny), dns, c.DNSTimeout,
+		c.Path, strings.Join(urls, ","), c.Mode, len(c.Allow), len(c.Deny), len(c.Blocked), dns, c.DNSTimeout,
 		proxy, orNone(c.CAFile), c.Tunnels, c.StatusListen, orNone(c.AuditLog), c.AgentID,
 		strings.ToLower(c.LogLevel.String()), orNone(c.TokenFile))
 }
@@ -212,6 +217,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("mode", c.Mode.String()),
 		slog.Int("allow", len(c.Allow)),
 		slog.Int("deny", len(c.Deny)),
+		slog.Int("blocked", len(c.Blocked)),
 		slog.Any("dns_servers", c.DNSServers),
 		slog.Duration("dns_timeout", c.DNSTimeout),
 		slog.Int("tunnels", c.Tunnels),

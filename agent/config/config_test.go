@@ -285,6 +285,23 @@ func TestParseInvalid(t *testing.T) {
 			data: yml(relay, "allow:", "  - ip: 10.0.0.7"),
 			want: `config.yaml:3: allow[0]: ports: `,
 		},
+		"blocked entry not an address": {
+			data: yml(relay, "blocked:", "  - 10.9.0.0/16", "  - vault.corp.example"),
+			want: `config.yaml:4: blocked[1]: "vault.corp.example": bad rule: not an IP address or CIDR block ` +
+				`(IPv4 as four decimal octets without leading zeros, or IPv6)`,
+		},
+		"blocked entry with host bits": {
+			data: yml(relay, "blocked: [10.9.1.0/16]"),
+			want: `config.yaml:2: blocked[0]: "10.9.1.0/16": bad rule: host bits are set; the block is 10.9.0.0/16`,
+		},
+		"blocked entry of the wrong type": {
+			data: yml(relay, "blocked:", "  - 10", "  - 10.0.0.0/8"),
+			want: `config.yaml:3: blocked[0]: want an IP address or CIDR block such as "10.9.0.0/16", got the number 10`,
+		},
+		"blocked not a list": {
+			data: yml(relay, "blocked: 10.9.0.0/16"),
+			want: `config.yaml:2: blocked: want a list of IP addresses and CIDR blocks such as ["10.9.0.0/16", "192.0.2.7"], got the string "10.9.0.0/16"`,
+		},
 		"dns server by name": {
 			data: yml(relay, "dns:", "  servers:", "    - 10.0.0.2", "    - dns.corp.example"),
 			want: `config.yaml:5: dns.servers[1]: "dns.corp.example" is not an IP address or IP:port; a DNS server must be given by address`,
@@ -379,6 +396,20 @@ func TestParseInvalid(t *testing.T) {
 	}
 }
 
+// An entry the allowlist refuses is named by its place in the file's list,
+// also when an entry before it was refused while decoding.
+func TestBlockedListProblemsNameTheEntry(t *testing.T) {
+	_, err := parse("config.yaml", "config.yaml", yml("relay_url: wss://relay.postern.example",
+		"blocked:", "  - [10.0.0.0/8]", "  - 10.0.0.1/8", "  - ''"), noEnv, fixedHost("h"))
+	require.Error(t, err)
+	assert.Equal(t, []string{
+		`config.yaml:3: blocked[0]: want an IP address or CIDR block such as "10.9.0.0/16", got a list`,
+		`config.yaml:4: blocked[1]: "10.0.0.1/8": bad rule: host bits are set; the block is 10.0.0.0/8`,
+		`config.yaml:5: blocked[2]: "": bad rule: empty entry; give an IP address or a CIDR block such as 10.9.0.0/16`,
+	}, problemsOf(t, err))
+	assert.ErrorIs(t, err, allowlist.ErrBadRule)
+}
+
 func TestAllProblemsAtOnce(t *testing.T) {
 	_, err := Load(filepath.Join("testdata", "invalid-three.yaml"), noEnv)
 	require.Error(t, err)
@@ -438,6 +469,9 @@ func TestLoadFiles(t *testing.T) {
 		assert.Len(t, c.Deny, 2)
 		assert.Equal(t, "*.jira.corp.example", c.Allow[1].Host)
 		assert.Equal(t, 10, c.Allow[1].Line)
+		assert.Equal(t, []allowlist.BlockedSpec{{Addr: "10.20.9.0/24", Line: 21}, {Addr: "fd00:bad::/32", Line: 22},
+			{Addr: "192.0.2.7", Line: 23}}, c.Blocked)
+		assert.Equal(t, allowlist.Blocked, c.Rules.Decide("10.20.9.1", 443).Verdict, "the blocked list is compiled in")
 		assert.Equal(t, []string{"10.0.0.2:53", "10.0.0.3:5353", "[fd00::53]:53", "[fd00::54]:53"}, c.DNSServers)
 		assert.Equal(t, 1500*time.Millisecond, c.DNSTimeout)
 		assert.Equal(t, "/etc/postern/ca.pem", c.CAFile)
@@ -546,4 +580,23 @@ func TestSuggest(t *testing.T) {
 			assert.Equal(t, tt.want, suggest(tt.key, known))
 		})
 	}
+}
+
+// The config reference in docs/agent.md is a file an admin copies: it must
+// load, every setting it shows included.
+func TestDocsConfigReferenceLoads(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "agent.md"))
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(doc), "## Config reference")
+	require.True(t, ok, "docs/agent.md has a config reference")
+	_, rest, ok = strings.Cut(rest, "```yaml\n")
+	require.True(t, ok)
+	block, _, ok := strings.Cut(rest, "```")
+	require.True(t, ok)
+	c, err := Parse("agent.md", []byte(block), noEnv)
+	require.NoError(t, err, "the reference:\n%s", block)
+	assert.Equal(t, ModeEnforce, c.Mode)
+	assert.NotEmpty(t, c.Allow)
+	assert.NotEmpty(t, c.Deny)
+	assert.NotEmpty(t, c.Blocked, "the reference shows blocked:")
 }

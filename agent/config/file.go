@@ -18,6 +18,7 @@ type fileConfig struct {
 	TokenFile    scalar       `yaml:"token_file"`
 	Allow        []fileRule   `yaml:"allow"`
 	Deny         []fileRule   `yaml:"deny"`
+	Blocked      blockedList  `yaml:"blocked"`
 	Mode         scalar       `yaml:"mode"`
 	DNS          fileDNS      `yaml:"dns"`
 	EgressProxy  scalar       `yaml:"egress_proxy"`
@@ -179,5 +180,35 @@ func (l *portList) decode(n *yaml.Node, key string, p *problems) {
 		default:
 			p.add(lineOf(item), "%s: want a port number or a range such as \"8000-8100\", got %s", ikey, describe(item))
 		}
+	}
+}
+
+// blockedList is the blocked setting: IP addresses and CIDR blocks as
+// strings, each kept with its line and its index in the file's list so a
+// problem found later by the allowlist names the entry as written. Whether
+// each is a valid address or block is the allowlist package's business.
+type blockedList struct {
+	entries []blockedEntry
+	from    origin
+}
+
+type blockedEntry struct {
+	value string
+	index int
+	from  origin
+}
+
+func (l *blockedList) decode(n *yaml.Node, key string, p *problems) {
+	l.from = lineOf(n)
+	if !expect(n, yaml.SequenceNode, "", key, `a list of IP addresses and CIDR blocks such as ["10.9.0.0/16", "192.0.2.7"]`, p) {
+		return
+	}
+	l.entries = make([]blockedEntry, 0, len(n.Content))
+	for i, item := range n.Content {
+		if item.Kind != yaml.ScalarNode || item.ShortTag() != "!!str" {
+			p.add(lineOf(item), "%s[%d]: want an IP address or CIDR block such as \"10.9.0.0/16\", got %s", key, i, describe(item))
+			continue
+		}
+		l.entries = append(l.entries, blockedEntry{value: item.Value, index: i, from: lineOf(item)})
 	}
 }

@@ -7,17 +7,22 @@ import (
 	"github.com/postern/postern/allowlist"
 )
 
-// compileRules turns allow and deny into RuleSpecs, each carrying its line,
-// and compiles them. Each allowlist error is moved to its rule's line. A rule
-// that already had a problem while decoding is left out of the report, so a
-// mistyped ports list is not also reported as "ports missing".
-func compileRules(fc *fileConfig, p *problems) (allow, deny []allowlist.RuleSpec, list *allowlist.List) {
-	allow, deny = ruleSpecs(fc.Allow), ruleSpecs(fc.Deny)
-	list, err := allowlist.Compile(allow, deny)
+// compileRules turns allow, deny and blocked into specs, each carrying its
+// line, and compiles them. Each allowlist error is moved to its rule's or
+// entry's line. A rule that already had a problem while decoding is left
+// out of the report, so a mistyped ports list is not also reported as
+// "ports missing".
+func compileRules(fc *fileConfig, p *problems) (rs allowlist.Rules, list *allowlist.List) {
+	rs = allowlist.Rules{Allow: ruleSpecs(fc.Allow), Deny: ruleSpecs(fc.Deny), Blocked: blockedSpecs(fc.Blocked)}
+	list, err := allowlist.CompileRules(rs)
 	if err == nil {
-		return allow, deny, list
+		return rs, list
 	}
 	for _, e := range Problems(err) {
+		if b, rest, ok := blockedOf(e.Error(), fc); ok {
+			p.addCause(b.from, e, "blocked[%d]: %s", b.index, rest)
+			continue
+		}
 		r, where, rest := ruleOf(e.Error(), fc)
 		switch {
 		case r == nil:
@@ -26,7 +31,36 @@ func compileRules(fc *fileConfig, p *problems) (allow, deny []allowlist.RuleSpec
 			p.addCause(origin{line: r.line}, e, "%s: %s", where, rest)
 		}
 	}
-	return allow, deny, nil
+	return rs, nil
+}
+
+func blockedSpecs(l blockedList) []allowlist.BlockedSpec {
+	if len(l.entries) == 0 {
+		return nil
+	}
+	specs := make([]allowlist.BlockedSpec, len(l.entries))
+	for i, b := range l.entries {
+		specs[i] = allowlist.BlockedSpec{Addr: b.value, Line: b.from.line}
+	}
+	return specs
+}
+
+// blockedOf finds the blocked entry an allowlist error is about. The
+// allowlist names it by its place among the entries it was given
+// ("blocked[0] (line 9): ..."), which differs from its index in the file
+// when an entry before it was not a string.
+func blockedOf(msg string, fc *fileConfig) (b blockedEntry, rest string, ok bool) {
+	r, rest, ok := strings.Cut(msg, "blocked[")
+	if !ok || r != "" {
+		return blockedEntry{}, "", false
+	}
+	num, _, ok := strings.Cut(rest, "]")
+	i, err := strconv.Atoi(num)
+	if !ok || err != nil || i < 0 || i >= len(fc.Blocked.entries) {
+		return blockedEntry{}, "", false
+	}
+	_, rest, ok = strings.Cut(msg, ": ")
+	return fc.Blocked.entries[i], rest, ok
 }
 
 func ruleSpecs(rules []fileRule) []allowlist.RuleSpec {

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/postern/postern/allowlist"
 )
 
 // validate judges every value of fc, fills in defaults and builds the Config.
@@ -44,7 +46,9 @@ func validate(fc *fileConfig, dir string, hostname func() (string, error), p *pr
 	apply(fc.StatusListen, "status_listen", func(s string) (string, error) { return s, checkListenAddr(s) }, &c.StatusListen, p)
 	apply(fc.LogLevel, "log_level", parseLogLevel, &c.LogLevel, p)
 	c.AgentID = agentID(fc.AgentID, hostname, p)
-	c.Allow, c.Deny, c.Rules = compileRules(fc, p)
+	var rs allowlist.Rules
+	rs, c.Rules = compileRules(fc, p)
+	c.Allow, c.Deny, c.Blocked = rs.Allow, rs.Deny, rs.Blocked
 	return c
 }
 

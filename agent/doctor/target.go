@@ -121,15 +121,15 @@ func (tg *targetRun) checkHost(spec allowlist.RuleSpec, ports []int) {
 func judgeAddrs(name string, d policy.Decision, via string) Check {
 	detail := joinAddrs(d.Found) + via
 	switch {
+	case d.Result == policy.Deny && len(d.Blocked) == 0:
+		// A deny host rule names a name the lookup followed (a CNAME).
+		return fail(protocol.TargetBlocked, detail+"; the agent refuses it: "+d.Message,
+			"deny rules apply to every name on the CNAME chain; point "+name+" elsewhere or change the deny rule")
 	case len(d.Blocked) == 0:
 		return pass(detail)
 	case d.Result == policy.Deny:
 		return fail(protocol.TargetBlocked, detail+"; the agent refuses them all: "+d.Blocked[0].Why,
 			"if "+name+" is meant to resolve there, add an ip rule naming that exact address; otherwise fix its DNS record")
-	case d.Result == policy.Report:
-		return Check{Status: Warn, Reason: protocol.TargetBlocked,
-			Detail:      detail + "; report mode lets it through, enforce would refuse: " + d.Blocked[0].Why,
-			Remediation: "fix the rules or the DNS record before switching to mode enforce"}
 	}
 	why := make([]string, len(d.Blocked))
 	for i, b := range d.Blocked {

@@ -24,8 +24,9 @@ const (
 	ResultUnknown Result = iota
 	// Allow: every check passed; dial Addrs.
 	Allow
-	// Report: report mode lets through what enforce mode would refuse;
-	// dial Addrs, and record Waived (the would-be refusals) and Reason.
+	// Report: report mode lets through a target no allow rule covers,
+	// which enforce mode would refuse with ALLOWLIST_MISSING; dial Addrs,
+	// and record Waived (the would-be refusal) and Reason.
 	Report
 	// Deny: refuse with Reason and Message; nothing may be dialled.
 	Deny
@@ -59,17 +60,18 @@ type Decision struct {
 	Mode config.Mode
 
 	// Resolved says the name was looked up: the rules let host:port
-	// through, and any refusal came from DNS or the address checks.
+	// through, and any refusal came from DNS, a deny rule on a name the
+	// lookup followed, or the address checks.
 	Resolved bool
 	// Answer says how the resolver answered and Found is every address it
 	// returned, checked or not. Both are zero for an address literal.
 	Answer resolve.Answer
 	Found  []netip.Addr
 	// Blocked are the resolved addresses the rules refuse, with why,
-	// whatever the mode. Enforce mode never dials them.
+	// whatever the mode. No mode dials them.
 	Blocked []Refusal
 	// Waived are the refusals report mode let through, in the order they
-	// were met; empty in enforce mode.
+	// were met: only ever ALLOWLIST_MISSING; empty in enforce mode.
 	Waived []Refusal
 
 	// Addrs are the addresses that may be dialled, in order; empty unless

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -56,10 +57,11 @@ func (g *Gate) Changed() <-chan struct{} {
 }
 
 // Decide judges host:port under the policy in force: the allowlist's
-// verdict, then for a name one lookup and a check of every address it
-// returned. In report mode a would-be refusal by the rules is a Report
-// decision; a malformed target and a failed lookup are refused in every
-// mode.
+// verdict, then for a name one lookup, the deny host rules on every name
+// the lookup followed, and a check of every address it returned. In report
+// mode a target no allow rule covers is a Report decision; a malformed
+// target, a deny rule, an unsafe address and a failed lookup are refused in
+// every mode.
 func (g *Gate) Decide(ctx context.Context, host string, port int) Decision {
 	pol := g.Policy()
 	return g.decide(ctx, pol, pol.Mode, host, port)
@@ -99,8 +101,10 @@ func (g *Gate) decide(ctx context.Context, pol *Policy, mode config.Mode, host s
 	return g.resolve(ctx, pol, mode, d, t.Name, port)
 }
 
-// resolve looks name up and adds to d every address the rules allow for
-// port, in the resolver's order.
+// resolve looks name up, applies the deny host rules to every name the
+// resolver followed (the search-expanded name and each CNAME target), and
+// adds to d every address the rules allow for port, in the resolver's
+// order.
 func (g *Gate) resolve(ctx context.Context, pol *Policy, mode config.Mode, d Decision, name string, port int) Decision {
 	d.Resolved = true
 	found, answer, err := g.resolver.Lookup(ctx, name)
@@ -112,24 +116,66 @@ func (g *Gate) resolve(ctx context.Context, pol *Policy, mode config.Mode, d Dec
 		}
 		return d.deny(reason, err.Error())
 	}
-	var blockedMsg string
+	if rule, why := deniedAlias(pol.List, name, answer, port); rule != "" {
+		d.Rule = rule
+		return d.deny(protocol.TargetBlocked, why)
+	}
 	for _, addr := range found {
-		if cd := pol.List.CheckAddr(addr, port); !cd.Allowed() {
-			r := Refusal{Reason: protocol.TargetBlocked, Rule: cd.Rule, Why: cd.Reason, Addr: addr}
-			d.Blocked = append(d.Blocked, r)
-			if mode != config.ModeReport {
-				blockedMsg = name + " resolved to " + addr.String() + ": " + cd.Reason
-				continue
+		cd := pol.List.CheckAddr(addr, port)
+		switch {
+		case cd.Allowed():
+		case cd.Verdict == allowlist.Missing && mode == config.ModeReport:
+			// Only a list without allow rules says this of an address: the
+			// one refusal report mode lifts, already waived for the target
+			// when Decide judged it.
+			if d.Result != Report {
+				d.waive(Refusal{Reason: protocol.AllowlistMissing, Why: cd.Reason, Addr: addr})
 			}
-			d.waive(r)
+		default:
+			d.Blocked = append(d.Blocked, addrRefusal(cd, addr))
+			continue
 		}
 		d.Addrs = append(d.Addrs, netip.AddrPortFrom(addr, uint16(port)))
 	}
-	if len(d.Addrs) == 0 {
-		if blockedMsg == "" {
-			blockedMsg = name + " resolved to no address"
-		}
-		return d.deny(protocol.TargetBlocked, blockedMsg)
+	if len(d.Addrs) > 0 {
+		return d
 	}
-	return d
+	if len(d.Blocked) == 0 {
+		return d.deny(protocol.TargetBlocked, name+" resolved to no address")
+	}
+	last := d.Blocked[len(d.Blocked)-1]
+	return d.deny(last.Reason, name+" resolved to "+last.Addr.String()+": "+last.Why)
+}
+
+// addrRefusal is the refusal of one resolved address.
+func addrRefusal(cd allowlist.Decision, addr netip.Addr) Refusal {
+	reason := protocol.VerdictReason(cd.Verdict.String())
+	if reason == protocol.ReasonUnknown {
+		reason = protocol.TargetBlocked
+	}
+	return Refusal{Reason: reason, Rule: cd.Rule, Why: cd.Reason, Addr: addr}
+}
+
+// deniedAlias applies the deny host rules to the names the resolver
+// followed to the addresses of name: the name it asked for after search
+// expansion and each CNAME target. It returns the rule that refuses the
+// first such name and why, or "".
+func deniedAlias(l *allowlist.List, name string, a resolve.Answer, port int) (rule, why string) {
+	asked := strings.ToLower(strings.TrimSuffix(name, "."))
+	for i := -1; i < len(a.CNAMEs); i++ {
+		via, met := " was looked up as ", a.Name
+		if i >= 0 {
+			via, met = " leads by CNAME to ", a.CNAMEs[i]
+		}
+		cd := l.CheckName(met, port)
+		if met == "" || cd.Verdict != allowlist.Blocked {
+			continue
+		}
+		met = strings.ToLower(strings.TrimSuffix(met, "."))
+		if met == asked {
+			return cd.Rule, cd.Reason
+		}
+		return cd.Rule, name + via + met + ", which matches " + cd.Rule
+	}
+	return "", ""
 }

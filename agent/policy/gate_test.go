@@ -22,6 +22,7 @@ import (
 // fakeResolver answers from a map and records every name asked.
 type fakeResolver struct {
 	answers map[string][]string // name -> addresses; a missing name is NXDOMAIN
+	aliases map[string][]string // name -> the CNAME targets followed to its addresses
 	fail    map[string]error
 
 	mu    sync.Mutex
@@ -43,7 +44,8 @@ func (r *fakeResolver) Lookup(_ context.Context, host string) ([]netip.Addr, res
 	for i, a := range addrs {
 		out[i] = netip.MustParseAddr(a)
 	}
-	return out, resolve.Answer{Server: "10.0.0.2:53", Rcode: "NOERROR", Source: resolve.SourceDNS}, nil
+	return out, resolve.Answer{Server: "10.0.0.2:53", Name: host + ".", Rcode: "NOERROR", Source: resolve.SourceDNS,
+		CNAMEs: r.aliases[host]}, nil
 }
 
 func (r *fakeResolver) Asked() []string {
@@ -63,6 +65,7 @@ allow:
     ports: [8080]
 deny:
   - cidr: 10.99.0.0/16
+  - host: secret.corp.test
 `), nil)
 	require.NoError(t, err)
 	r := &fakeResolver{
@@ -71,6 +74,12 @@ deny:
 			"mixed.corp.test":  {"10.99.0.1", "127.0.0.1", "10.1.0.3"},
 			"denied.corp.test": {"10.99.0.1"},
 			"loop.corp.test":   {"127.0.0.1"},
+			"alias.corp.test":  {"10.1.0.9"},
+			"cdn.corp.test":    {"10.1.0.8"},
+		},
+		aliases: map[string][]string{
+			"alias.corp.test": {"lb.corp.test.", "SECRET.corp.test."},
+			"cdn.corp.test":   {"edge.cdn.example."},
 		},
 		fail: map[string]error{"broken.corp.test": fmt.Errorf("lookup: %w", resolve.ErrServFail)},
 	}
@@ -107,16 +116,40 @@ func TestDecide(t *testing.T) {
 			report:  want{result: Allow, addrs: aps(8080, "10.0.0.7")}},
 		"blocked addresses skipped": {host: "mixed.corp.test", port: 443,
 			enforce: want{result: Allow, addrs: aps(443, "10.1.0.3"), resolved: true, blocked: 2},
-			report:  want{result: Report, reason: protocol.TargetBlocked, addrs: aps(443, "10.99.0.1", "127.0.0.1", "10.1.0.3"), resolved: true, blocked: 2, waived: 2}},
+			report:  want{result: Allow, addrs: aps(443, "10.1.0.3"), resolved: true, blocked: 2}},
 		"every address blocked": {host: "denied.corp.test", port: 443,
 			enforce: want{result: Deny, reason: protocol.TargetBlocked, resolved: true, blocked: 1},
-			report:  want{result: Report, reason: protocol.TargetBlocked, addrs: aps(443, "10.99.0.1"), resolved: true, blocked: 1, waived: 1}},
+			report:  want{result: Deny, reason: protocol.TargetBlocked, resolved: true, blocked: 1}},
+		"name resolving to loopback": {host: "loop.corp.test", port: 443,
+			enforce: want{result: Deny, reason: protocol.TargetBlocked, resolved: true, blocked: 1},
+			report:  want{result: Deny, reason: protocol.TargetBlocked, resolved: true, blocked: 1}},
+		"unlisted port, loopback address": {host: "loop.corp.test", port: 80,
+			enforce: want{result: Deny, reason: protocol.AllowlistMissing},
+			report:  want{result: Deny, reason: protocol.TargetBlocked, resolved: true, blocked: 1, waived: 1}},
+		"alias of a denied name": {host: "alias.corp.test", port: 443,
+			enforce: want{result: Deny, reason: protocol.TargetBlocked, resolved: true},
+			report:  want{result: Deny, reason: protocol.TargetBlocked, resolved: true}},
+		"alias of an unlisted name": {host: "cdn.corp.test", port: 443,
+			enforce: want{result: Allow, addrs: aps(443, "10.1.0.8"), resolved: true},
+			report:  want{result: Allow, addrs: aps(443, "10.1.0.8"), resolved: true}},
+		"denied name": {host: "secret.corp.test", port: 443,
+			enforce: want{result: Deny, reason: protocol.TargetBlocked},
+			report:  want{result: Deny, reason: protocol.TargetBlocked}},
+		"loopback literal": {host: "127.0.0.1", port: 443,
+			enforce: want{result: Deny, reason: protocol.TargetBlocked},
+			report:  want{result: Deny, reason: protocol.TargetBlocked}},
+		"metadata literal": {host: "169.254.169.254", port: 80,
+			enforce: want{result: Deny, reason: protocol.TargetBlocked},
+			report:  want{result: Deny, reason: protocol.TargetBlocked}},
+		"unlisted literal": {host: "10.1.0.4", port: 443,
+			enforce: want{result: Deny, reason: protocol.AllowlistMissing},
+			report:  want{result: Report, reason: protocol.AllowlistMissing, addrs: aps(443, "10.1.0.4"), waived: 1}},
 		"port not allowlisted": {host: "git.corp.test", port: 80,
 			enforce: want{result: Deny, reason: protocol.AllowlistMissing},
 			report:  want{result: Report, reason: protocol.AllowlistMissing, addrs: aps(80, "10.1.0.1", "10.1.0.2"), resolved: true, waived: 1}},
 		"deny rule literal": {host: "10.99.0.5", port: 443,
 			enforce: want{result: Deny, reason: protocol.TargetBlocked},
-			report:  want{result: Report, reason: protocol.TargetBlocked, addrs: aps(443, "10.99.0.5"), waived: 1}},
+			report:  want{result: Deny, reason: protocol.TargetBlocked}},
 		"malformed host": {host: "0x7f.0.0.1", port: 443,
 			enforce: want{result: Deny, reason: protocol.BadTarget},
 			report:  want{result: Deny, reason: protocol.BadTarget}},
@@ -179,6 +212,11 @@ func TestDecideNamesTheRule(t *testing.T) {
 	assert.Contains(t, d.Blocked[1].Why, "loopback")
 	assert.Equal(t, "10.0.0.2:53", d.Answer.Server)
 	assert.Len(t, d.Found, 3, "Found is every address the resolver returned")
+
+	d = g.Decide(ctx, "alias.corp.test", 443)
+	assert.Equal(t, "deny host=secret.corp.test ports=*", d.Rule, "the deny rule the alias met decides")
+	assert.Equal(t, "alias.corp.test leads by CNAME to secret.corp.test, which matches deny host=secret.corp.test ports=*", d.Message)
+	assert.Equal(t, protocol.Result{Reason: protocol.TargetBlocked, Message: d.Message, Rule: d.Rule}, d.Refusal())
 }
 
 // A live check in report mode shows what enforce mode would do, and a
@@ -278,4 +316,92 @@ func TestResultNames(t *testing.T) {
 	assert.Equal(t, "report", Report.String())
 	assert.Equal(t, "deny", Deny.String())
 	assert.Equal(t, "result(9)", Result(9).String())
+}
+
+// gateFor builds a gate from config YAML (relay_url is added) over r.
+func gateFor(t *testing.T, yaml string, r *fakeResolver) *Gate {
+	t.Helper()
+	cfg, err := config.Parse("agent.yaml", []byte("relay_url: ws://127.0.0.1:1\n"+yaml), nil)
+	require.NoError(t, err)
+	return NewGate(New(cfg, time.Now()), r)
+}
+
+// With no allow rule at all, report mode lets through every target whose
+// addresses pass the checks, and still refuses the rest.
+func TestReportModeWithoutAllowRules(t *testing.T) {
+	r := &fakeResolver{answers: map[string][]string{
+		"git.corp.test":  {"10.1.0.1"},
+		"loop.corp.test": {"127.0.0.1", "10.1.0.2"},
+		"meta.corp.test": {"169.254.169.254"},
+	}}
+	g := gateFor(t, "mode: report\ndeny:\n  - cidr: 10.99.0.0/16\n", r)
+	ctx := context.Background()
+	assert.Equal(t, "empty", g.Policy().Summary.Status)
+
+	d := g.Decide(ctx, "git.corp.test", 443)
+	assert.Equal(t, Report, d.Result)
+	assert.Equal(t, protocol.AllowlistMissing, d.Reason)
+	assert.Equal(t, aps(443, "10.1.0.1"), d.Addrs)
+	assert.Len(t, d.Waived, 1, "one would-be refusal, not one per address")
+
+	d = g.Decide(ctx, "loop.corp.test", 443)
+	assert.Equal(t, Report, d.Result)
+	assert.Equal(t, aps(443, "10.1.0.2"), d.Addrs, "the loopback address is skipped")
+	require.Len(t, d.Blocked, 1)
+	assert.Equal(t, protocol.TargetBlocked, d.Blocked[0].Reason)
+
+	for _, host := range []string{"meta.corp.test", "127.0.0.1", "[::1]", "169.254.169.254", "10.99.0.1", "100.100.100.200"} {
+		d = g.Decide(ctx, host, 443)
+		assert.Equal(t, Deny, d.Result, host)
+		assert.Equal(t, protocol.TargetBlocked, d.Reason, host)
+		assert.Empty(t, d.Addrs, host)
+	}
+	d = g.Decide(ctx, "10.1.0.3", 443)
+	assert.Equal(t, Report, d.Result, "a literal that passes every check")
+	assert.Equal(t, aps(443, "10.1.0.3"), d.Addrs)
+}
+
+// The config's blocked list joins the always-blocked set: refused in both
+// modes, on literals and on resolved addresses, unless an allow rule names
+// the exact address.
+func TestBlockedListFromConfig(t *testing.T) {
+	r := &fakeResolver{answers: map[string][]string{
+		"vault.corp.test": {"10.9.0.5"},
+		"jump.corp.test":  {"10.9.9.9"},
+		"git.corp.test":   {"10.1.0.1", "10.9.0.6"},
+	}}
+	rules := `allow:
+  - host: "*.corp.test"
+    ports: [443]
+  - cidr: 10.0.0.0/8
+    ports: [443]
+  - ip: 10.9.9.9
+    ports: [443]
+blocked:
+  - 10.9.0.0/16
+  - fd00:bad::/32
+`
+	for _, mode := range []string{"enforce", "report"} {
+		t.Run(mode, func(t *testing.T) {
+			g := gateFor(t, "mode: "+mode+"\n"+rules, r)
+			ctx := context.Background()
+			assert.Equal(t, []string{"10.9.0.0/16", "fd00:bad::/32"}, g.Policy().Blocked)
+			for _, host := range []string{"10.9.0.5", "[::ffff:10.9.0.5]", "[fd00:bad::1]", "vault.corp.test"} {
+				d := g.Decide(ctx, host, 443)
+				assert.Equal(t, Deny, d.Result, host)
+				assert.Equal(t, protocol.TargetBlocked, d.Reason, host)
+				assert.Contains(t, d.Message, "blocked list", host)
+			}
+			d := g.Decide(ctx, "10.9.0.5", 443)
+			assert.Equal(t, "blocked cidr=10.9.0.0/16", d.Rule)
+
+			d = g.Decide(ctx, "jump.corp.test", 443)
+			assert.Equal(t, Allow, d.Result, "an exact ip rule lifts the entry: %s", d.Message)
+			assert.Equal(t, aps(443, "10.9.9.9"), d.Addrs)
+
+			d = g.Decide(ctx, "git.corp.test", 443)
+			assert.Equal(t, Allow, d.Result)
+			assert.Equal(t, aps(443, "10.1.0.1"), d.Addrs, "the blocked address is skipped")
+		})
+	}
 }

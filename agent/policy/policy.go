@@ -14,6 +14,10 @@ type Policy struct {
 	List    *allowlist.List
 	Mode    config.Mode
 	Summary protocol.Allowlist
+	// Blocked are the normalized entries of the config's blocked list,
+	// for the agent's own status. The summary's sha256 covers them; the
+	// summary itself has no field for them.
+	Blocked []string
 }
 
 // New builds a Policy from a validated configuration.
@@ -31,7 +35,11 @@ func New(cfg *config.Config, loadedAt time.Time) *Policy {
 	if len(allow) == 0 {
 		sum.Status = "empty"
 	}
-	return &Policy{List: cfg.Rules, Mode: cfg.Mode, Summary: sum}
+	var blocked []string
+	for _, b := range cfg.Rules.Blocked() {
+		blocked = append(blocked, b.Addr)
+	}
+	return &Policy{List: cfg.Rules, Mode: cfg.Mode, Summary: sum, Blocked: blocked}
 }
 
 // Refused returns a copy of p whose summary says a new file was refused
@@ -52,8 +60,9 @@ func wireSpecs(in []allowlist.RuleSpec) []protocol.RuleSpec {
 }
 
 // Judge is the allowlist's judgement of host:port under p's mode, without
-// any lookup: Allow, Deny, or Report when report mode lets a would-be
-// denial through. A malformed target is refused in every mode.
+// any lookup: Allow, Deny, or Report when report mode lets through a
+// target no allow rule covers. A malformed target, a deny rule and the
+// always-blocked set refuse in every mode.
 func (p *Policy) Judge(host string, port int) Decision {
 	return p.judge(host, port, p.Mode)
 }
@@ -66,14 +75,14 @@ func (p *Policy) judge(host string, port int, mode config.Mode) Decision {
 	}
 	reason := protocol.VerdictReason(ad.Verdict.String())
 	if reason == protocol.ReasonUnknown {
-		reason = protocol.AllowlistMissing // a verdict newer than this agent refuses
+		reason = protocol.TargetBlocked // a verdict newer than this agent refuses
 	}
-	// Report mode waives every refusal by the rules but a malformed target,
-	// deny rules and unsafe addresses included (issue 11 narrows that; the
-	// change belongs here and in resolve: callers act on Result alone).
-	if mode != config.ModeReport || ad.Verdict == allowlist.BadTarget {
-		return d.deny(reason, ad.Reason)
+	// Report mode lifts exactly one refusal: no allow rule covers the
+	// target. The allowlist puts a deny rule or an unsafe address (Blocked)
+	// before that, so a target both would refuse is never waived.
+	if mode == config.ModeReport && ad.Verdict == allowlist.Missing {
+		d.waive(Refusal{Reason: reason, Rule: ad.Rule, Why: ad.Reason})
+		return d
 	}
-	d.waive(Refusal{Reason: reason, Rule: ad.Rule, Why: ad.Reason})
-	return d
+	return d.deny(reason, ad.Reason)
 }

@@ -19,6 +19,7 @@ type cacheKey struct {
 type cacheEntry struct {
 	kind    outcome
 	addrs   []netip.Addr
+	chain   []string // the CNAME targets followed; shared, never changed
 	rcode   int
 	server  string
 	expires time.Time

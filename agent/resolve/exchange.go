@@ -53,6 +53,9 @@ type reply struct {
 	addrs     []netip.Addr
 	rcode     int
 	truncated bool
+	// chain are the CNAME targets followed from the question name, in
+	// order: lower-case FQDNs.
+	chain []string
 	// ttl is the lifetime of a positive answer (minimum over the records used), or for a
 	// negative answer the SOA-derived negative TTL; negative means no SOA was present.
 	ttl time.Duration
@@ -94,7 +97,8 @@ func handleAnswer(raw []byte, q question) (reply, error) {
 		return rep, nil
 	}
 
-	addrs, ttl := collectAddrs(&m, q)
+	addrs, chain, ttl := collectAddrs(&m, q)
+	rep.chain = chain
 	if len(addrs) == 0 {
 		rep.kind = outcomeNoData
 		rep.ttl = negativeTTL(&m)
@@ -105,12 +109,14 @@ func handleAnswer(raw []byte, q question) (reply, error) {
 }
 
 // collectAddrs follows the CNAME chain that starts at the question name and returns the
-// addresses of the asked type owned by a name in that chain, in answer order, with the
-// smallest TTL of the records used. Records about other names are ignored: a server (or an
-// attacker racing it) cannot slip in addresses for a name we did not ask about.
-func collectAddrs(m *dns.Msg, q question) ([]netip.Addr, time.Duration) {
+// addresses of the asked type owned by a name in that chain, in answer order, the CNAME
+// targets it followed, in order, and the smallest TTL of the records used. Records about
+// other names are ignored: a server (or an attacker racing it) cannot slip in addresses for
+// a name we did not ask about.
+func collectAddrs(m *dns.Msg, q question) ([]netip.Addr, []string, time.Duration) {
 	minTTL := ^uint32(0)
 	chain := map[string]bool{strings.ToLower(q.name): true}
+	var followed []string
 	owner := strings.ToLower(q.name)
 	for range maxCNAMEDepth {
 		next := ""
@@ -126,6 +132,7 @@ func collectAddrs(m *dns.Msg, q question) ([]netip.Addr, time.Duration) {
 			break
 		}
 		chain[next] = true
+		followed = append(followed, next)
 		owner = next
 	}
 
@@ -148,7 +155,7 @@ func collectAddrs(m *dns.Msg, q question) ([]netip.Addr, time.Duration) {
 		addrs = append(addrs, ip)
 		minTTL = min(minTTL, h.Ttl)
 	}
-	return addrs, time.Duration(minTTL) * time.Second
+	return addrs, followed, time.Duration(minTTL) * time.Second
 }
 
 // negativeTTL is the RFC 2308 negative-caching time from the SOA in the authority section:

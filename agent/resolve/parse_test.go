@@ -125,7 +125,8 @@ func TestHandleAnswer(t *testing.T) {
 				"node.corp.example. 60 IN A 10.0.0.5",
 				"node.corp.example. 60 IN A 10.0.0.5",
 			),
-			want: reply{kind: outcomeAddrs, addrs: []netip.Addr{netip.MustParseAddr("10.0.0.5")}, ttl: 60 * time.Second},
+			want: reply{kind: outcomeAddrs, addrs: []netip.Addr{netip.MustParseAddr("10.0.0.5")},
+				chain: []string{"lb.corp.example.", "node.corp.example."}, ttl: 60 * time.Second},
 		},
 		"records for names outside the chain ignored": {
 			msg: build(0,
@@ -137,14 +138,14 @@ func TestHandleAnswer(t *testing.T) {
 		},
 		"cname to a name with no records is nodata": {
 			msg:  build(0, "www.corp.example. 300 IN CNAME gone.corp.example.", "elsewhere.example. 60 IN A 6.6.6.6"),
-			want: reply{kind: outcomeNoData, ttl: -1},
+			want: reply{kind: outcomeNoData, chain: []string{"gone.corp.example."}, ttl: -1},
 		},
 		"cname loop is bounded": {
 			msg: build(0,
 				"www.corp.example. 300 IN CNAME a.corp.example.",
 				"a.corp.example. 300 IN CNAME www.corp.example.",
 			),
-			want: reply{kind: outcomeNoData, ttl: -1},
+			want: reply{kind: outcomeNoData, chain: []string{"a.corp.example."}, ttl: -1},
 		},
 		"cname chain longer than the bound": {
 			msg: build(0,
@@ -154,7 +155,8 @@ func TestHandleAnswer(t *testing.T) {
 				"c6.example. 60 IN CNAME c7.example.", "c7.example. 60 IN CNAME c8.example.",
 				"c8.example. 60 IN CNAME c9.example.", "c9.example. 60 IN A 10.0.0.9",
 			),
-			want: reply{kind: outcomeNoData, ttl: -1},
+			want: reply{kind: outcomeNoData, ttl: -1, chain: []string{"c1.example.", "c2.example.", "c3.example.",
+				"c4.example.", "c5.example.", "c6.example.", "c7.example.", "c8.example."}},
 		},
 		"nxdomain with soa": {
 			msg:  soa(build(dns.RcodeNameError), 900, 30),

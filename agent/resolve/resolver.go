@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,6 +91,10 @@ type Answer struct {
 	Source   string        // SourceLiteral, SourceHosts, SourceCache or SourceDNS
 	Duration time.Duration // time spent in Lookup
 	TTL      time.Duration // how long the answer stays valid (remaining time for a cache hit)
+	// CNAMEs are the aliases the resolver followed from Name to the addresses (lower-case
+	// FQDNs, in order: the A answer's chain, then any other names of the AAAA answer's),
+	// from the cache as from a server. Empty for hosts-file answers and literals.
+	CNAMEs []string
 }
 
 // Stats are counters since New.
@@ -382,10 +387,12 @@ type pairResult struct {
 	ttl    time.Duration
 	detail string
 	err    error
+	chain  []string // CNAME targets of both answers, without repeats
 }
 
 func (p pairResult) answer() Answer {
-	return Answer{Server: p.server, Name: p.name, Rcode: rcodeName(p.rcode), Source: p.source, TTL: p.ttl}
+	return Answer{Server: p.server, Name: p.name, Rcode: rcodeName(p.rcode), Source: p.source, TTL: p.ttl,
+		CNAMEs: p.chain}
 }
 
 // resolvePair asks for A and AAAA of qname concurrently and combines them.
@@ -396,7 +403,7 @@ func (r *Resolver) resolvePair(ctx context.Context, qname string) pairResult {
 	a = r.resolveType(ctx, qname, dns.TypeA)
 	wg.Wait()
 
-	p := pairResult{name: qname, source: SourceDNS}
+	p := pairResult{name: qname, source: SourceDNS, chain: mergeChains(a.chain, aaaa.chain)}
 	if a.fromCache && aaaa.fromCache {
 		p.source = SourceCache
 	}
@@ -447,7 +454,7 @@ func (r *Resolver) resolveType(ctx context.Context, qname string, qtype uint16) 
 	if e, ok := r.cache.get(now, key); ok {
 		r.stats.cacheHits.Add(1)
 		return result{
-			reply:     reply{kind: e.kind, addrs: e.addrs, rcode: e.rcode, ttl: e.expires.Sub(now)},
+			reply:     reply{kind: e.kind, addrs: e.addrs, rcode: e.rcode, chain: e.chain, ttl: e.expires.Sub(now)},
 			server:    e.server,
 			fromCache: true,
 		}
@@ -466,9 +473,22 @@ func (r *Resolver) resolveType(ctx context.Context, qname string, qtype uint16) 
 		return res // failures are never cached
 	}
 	if res.ttl > 0 {
-		r.cache.put(key, cacheEntry{kind: res.kind, addrs: res.addrs, rcode: res.rcode, server: res.server, expires: now.Add(res.ttl)})
+		r.cache.put(key, cacheEntry{kind: res.kind, addrs: res.addrs, chain: res.chain, rcode: res.rcode,
+			server: res.server, expires: now.Add(res.ttl)})
 	}
 	return res
+}
+
+// mergeChains returns the names of a, then those of b not in a, in a new slice (the cache
+// keeps the originals); nil when both are empty.
+func mergeChains(a, b []string) []string {
+	var out []string
+	for _, n := range slices.Concat(a, b) {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // sortFamilies returns addrs with IPv4 (including IPv4-mapped) first, keeping relative order.

@@ -527,3 +527,45 @@ func TestReason(t *testing.T) {
 		})
 	}
 }
+
+// The answer names every alias the resolver followed, from a server and
+// from the cache alike, so a deny rule can judge each of them.
+func TestLookupReportsTheCNAMEChain(t *testing.T) {
+	z := dnstest.NewZone(t,
+		"www.corp.example. 60 IN CNAME lb.corp.example.",
+		"lb.corp.example. 60 IN CNAME node.cdn.example.",
+		"node.cdn.example. 60 IN A 10.0.0.5",
+		"node.cdn.example. 60 IN AAAA fd00::5",
+	)
+	srv := dnstest.New(t, z.Reply)
+	cfg := testConfig(t, srv.Addr())
+	clock := newFakeClock()
+	cfg.Now = clock.Now
+	r := newResolver(t, cfg)
+	chain := []string{"lb.corp.example.", "node.cdn.example."}
+
+	got, ans, err := r.Lookup(t.Context(), "WWW.corp.example")
+	require.NoError(t, err)
+	assert.Equal(t, addrs("10.0.0.5", "fd00::5"), got)
+	assert.Equal(t, "www.corp.example.", ans.Name)
+	assert.Equal(t, SourceDNS, ans.Source)
+	assert.Equal(t, chain, ans.CNAMEs, "in the order followed, each once")
+
+	ans.CNAMEs[0] = "changed.example." // a caller's copy, not the cache's
+	clock.Advance(time.Second)
+	_, ans, err = r.Lookup(t.Context(), "www.corp.example")
+	require.NoError(t, err)
+	assert.Equal(t, SourceCache, ans.Source)
+	assert.Equal(t, chain, ans.CNAMEs, "a cached answer keeps its chain")
+	assert.Len(t, srv.Queries().For("www.corp.example.", dns.TypeA), 1)
+
+	_, ans, err = r.Lookup(t.Context(), "node.cdn.example")
+	require.NoError(t, err)
+	assert.Empty(t, ans.CNAMEs, "no alias on the way")
+}
+
+func TestMergeChains(t *testing.T) {
+	assert.Nil(t, mergeChains(nil, nil))
+	assert.Equal(t, []string{"a.", "b.", "c."}, mergeChains([]string{"a.", "b."}, []string{"b.", "c."}))
+	assert.Equal(t, []string{"c."}, mergeChains(nil, []string{"c."}))
+}

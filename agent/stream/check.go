@@ -27,10 +27,11 @@ import (
 // address, connect only to a checked address, never through the egress
 // proxy. The choices where the contract is silent:
 //
-//   - Report mode: a check shows what enforce mode would do. A target the
-//     rules would refuse fails the allowlist step (ready: false with the
-//     would-be reason), because the customer is rolling those rules out and
+//   - Report mode: a check shows what enforce mode would do. A target no
+//     allow rule covers fails the allowlist step (ready: false with
+//     ALLOWLIST_MISSING), because the customer is rolling those rules out and
 //     must see what they will do; the detail says streams are let through now.
+//     Every other refusal is the same in both modes.
 //     Like in enforce mode, such a target is not resolved or dialled.
 //   - The probe is one GET (HEAD is unreliable on some providers) with a
 //     small body read, no redirect followed: any 3xx is reachable and its
@@ -282,14 +283,14 @@ func allowedDetail(rule string) string {
 	return "allowed by " + rule
 }
 
-// refusalDetail explains a refusal by the rules, and in report mode that
-// streams are let through now.
+// refusalDetail explains a refusal by the rules, and in report mode, for
+// ALLOWLIST_MISSING, that streams are let through now.
 func refusalDetail(d policy.Decision) string {
 	detail := d.Message
 	if d.Rule != "" {
 		detail += " (rule: " + d.Rule + ")"
 	}
-	if d.Mode == config.ModeReport && d.Reason != protocol.BadTarget {
+	if d.Mode == config.ModeReport && d.Reason == protocol.AllowlistMissing {
 		detail += "; report mode: streams to this target are let through and audited now, enforce mode would refuse them"
 	}
 	return detail
@@ -328,6 +329,13 @@ func dnsSource(a resolve.Answer, host string) string {
 	}
 	if name := strings.TrimSuffix(a.Name, "."); name != "" && !strings.EqualFold(name, strings.TrimSuffix(host, ".")) {
 		parts = append(parts, "as "+name)
+	}
+	if len(a.CNAMEs) > 0 {
+		aliases := make([]string, len(a.CNAMEs))
+		for i, n := range a.CNAMEs {
+			aliases[i] = strings.TrimSuffix(n, ".")
+		}
+		parts = append(parts, "via CNAME "+strings.Join(aliases, " -> "))
 	}
 	if len(parts) == 0 {
 		return ""

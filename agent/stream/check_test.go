@@ -93,6 +93,10 @@ func newCheckEnv(t *testing.T, extra func(env *checkEnv) string) *checkEnv {
 		"example.com. 0 IN A 127.0.0.1",
 		"denied.test. 0 IN A 10.99.0.1",
 		"unlisted.example. 0 IN A 127.0.0.1",
+		"wiki.test. 0 IN CNAME lb.test.",
+		"lb.test. 0 IN CNAME jira.test.",
+		"alias.test. 0 IN CNAME secret.test.",
+		"secret.test. 0 IN A 127.0.0.1",
 	).Reply))
 
 	relay := testkit.NewRelay(t, time.Second)
@@ -108,6 +112,7 @@ allow:
     ports: [%[4]d]
 deny:
   - cidr: 10.99.0.0/16
+  - host: secret.test
 `, relay.URL(), env.audit, port(t, env.web.URL), port(t, env.tls.URL), env.refused, env.hang.Port())
 	if extra != nil {
 		cfg += extra(env)
@@ -251,6 +256,15 @@ func TestCheckVerdicts(t *testing.T) {
 		},
 		"metadata address": {
 			baseURL: "http://169.254.169.254/latest/meta-data/", reason: protocol.TargetBlocked, steps: []string{StepAllowlist},
+		},
+		"name reached through aliases": {
+			baseURL: at("wiki.test", web, "/"), ready: true, steps: all,
+			details: map[string]string{StepDNS: "NOERROR, via CNAME lb.test -> jira.test)"},
+		},
+		"alias of a denied name": {
+			baseURL: at("alias.test", web, "/"), reason: protocol.TargetBlocked, steps: []string{StepAllowlist, StepDNS},
+			details: map[string]string{StepDNS: "alias.test leads by CNAME to secret.test, which matches deny host=secret.test ports=* " +
+				"(rule: deny host=secret.test ports=*); answers: 127.0.0.1"},
 		},
 		"not allowlisted": {
 			baseURL: at("unlisted.example", web, "/"), reason: protocol.AllowlistMissing, steps: []string{StepAllowlist},

@@ -167,13 +167,10 @@ func (s *Server) splice(ctx context.Context, st *tunnel.Stream, target net.Conn,
 	return stats, err
 }
 
-// logWaived warns of every refusal report mode let through.
+// logWaived warns of every refusal report mode let through: only
+// ALLOWLIST_MISSING is ever waived.
 func logWaived(d policy.Decision, log *slog.Logger) {
 	for _, w := range d.Waived {
-		if w.Addr.IsValid() {
-			log.Warn("report mode: would block address", "addr", w.Addr, "rule", w.Rule, "why", w.Why)
-			continue
-		}
 		log.Warn("report mode: would deny", "reason", w.Reason, "rule", w.Rule, "why", w.Why)
 	}
 }

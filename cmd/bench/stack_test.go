@@ -7,9 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -55,11 +53,7 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 	testkit.WaitFor(tb, setupTimeout, "relay answers /healthz", func() bool {
 		return testkit.GetOK(http.DefaultClient, base+"/healthz")
 	})
-	adminKey, err := os.ReadFile(filepath.Join(dataDir, "admin.key"))
-	if err != nil {
-		tb.Fatalf("relay admin key: %v", err)
-	}
-	admin := client.New(base, strings.TrimSpace(string(adminKey)), nil)
+	admin := client.New(base, testkit.AdminKey(tb, dataDir), nil)
 	conn, err := admin.CreateConnection(ctx, "bench", "bench")
 	if err != nil {
 		tb.Fatalf("create connection: %v", err)
@@ -69,24 +63,8 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 		tb.Fatalf("create api key: %v", err)
 	}
 
-	tokenFile := filepath.Join(dir, "agent.token")
-	if err := os.WriteFile(tokenFile, []byte(conn.AgentToken+"\n"), 0o600); err != nil {
-		tb.Fatalf("write agent token: %v", err)
-	}
-	portList := make([]string, len(targets))
-	for i, addr := range targets {
-		_, p, err := net.SplitHostPort(addr)
-		if err != nil {
-			tb.Fatalf("target %q: %v", addr, err)
-		}
-		portList[i] = p
-	}
-	cfg := fmt.Sprintf("relay_url: ws://%s\ntoken_file: %s\nstatus_listen: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
-		apiAddr, tokenFile, testkit.FreeAddr(tb), strings.Join(portList, ", "))
-	cfgFile := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-		tb.Fatalf("write agent config: %v", err)
-	}
+	cfgFile := testkit.WriteAgentConfig(tb, dir, testkit.AgentConfig{Relays: []string{"ws://" + apiAddr},
+		Token: conn.AgentToken, StatusListen: testkit.FreeAddr(tb), Allow: targets})
 	agent := startProcess(tb, "agent", agentBin, "run", "--config", cfgFile)
 
 	product := client.New(base, key.Key, nil)

@@ -153,13 +153,12 @@ func TestAuthFailureSeenEverywhere(t *testing.T) {
 	c := clusterkit.New(t, 3)
 	target := testkit.EchoServer(t)
 	conn := c.CreateConnection("gitlab")
-	parts := strings.SplitN(conn.AgentToken, "_", 3)
-	require.Len(t, parts, 3)
-	secret := []byte(parts[2])
-	secret[0] = map[bool]byte{true: 'B', false: 'A'}[secret[0] == 'A'] // well formed, not this connection's
-	wrong := parts[0] + "_" + parts[1] + "_" + string(secret)
+	wrong := testkit.WrongSecret(t, conn.AgentToken) // well formed, not this connection's
+	secret := testkit.SecretOf(wrong)
 	events := follow(c, 2, conn.ID)
-	c.StartAgent(wrong, []string{target}, 1, 0)
+	// Two tunnels, refused together: auth is failing from the second
+	// refusal on.
+	c.StartAgent(wrong, []string{target}, 2, 0)
 
 	testkit.WaitFor(t, 10*time.Second, "auth failing on C", func() bool {
 		st, err := c.Status(2, conn.ID)
@@ -171,5 +170,5 @@ func TestAuthFailureSeenEverywhere(t *testing.T) {
 	testkit.WaitFor(t, 5*time.Second, "the auth event published by A arrives on C", func() bool {
 		return events.has(api.EventAuth, "failing")
 	})
-	assert.NotContains(t, c.Nodes[0].Proc.Output(), string(secret), "the presented secret is never logged")
+	assert.NotContains(t, c.Nodes[0].Proc.Output(), secret, "the presented secret is never logged")
 }

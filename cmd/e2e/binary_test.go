@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -45,30 +44,30 @@ func stop(t *testing.T, p *testkit.Process) {
 	assert.NoError(t, p.Stop(15*time.Second), "output:\n%s", p.Output())
 }
 
-func runCLI(t *testing.T, env []string, bin string, args ...string) []byte {
+// binaries skips the test under -short and otherwise returns the real
+// postern-relay and postern-agent, built once for the package.
+func binaries(t *testing.T) (relayBin, agentBin string) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	require.NoError(t, err, "%s %v: %s", filepath.Base(bin), args, stderr.String())
-	return out
-}
-
-func TestBinariesEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the real binaries")
 	}
-	relayBin, agentBin := testkit.Binaries(t)
-	dir := t.TempDir()
-	apiAddr, proxyAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
-	server := "http://" + apiAddr
+	return testkit.Binaries(t)
+}
 
-	relayProc := start(t, relayBin, "serve", "--data", filepath.Join(dir, "relay"),
-		"--listen", apiAddr, "--proxy-listen", proxyAddr)
-	require.Eventually(t, func() bool { return testkit.GetOK(http.DefaultClient, server+"/healthz") },
-		20*time.Second, 50*time.Millisecond, "relay never became healthy:\n%s", relayProc.Output())
+// runCLI runs a command that must succeed, with env added to this
+// process's environment, and returns what it printed on stdout.
+func runCLI(t *testing.T, env []string, bin string, args ...string) []byte {
+	t.Helper()
+	res := runToolEnv(t, append(os.Environ(), env...), bin, args...)
+	require.Zero(t, res.code, "%s %v: %s", filepath.Base(bin), args, res.stderr)
+	return []byte(res.stdout)
+}
+
+func TestBinariesEndToEnd(t *testing.T) {
+	relayBin, agentBin := binaries(t)
+	dir := t.TempDir()
+	rp := startRelayProcess(t, relayBin, filepath.Join(dir, "relay"))
+	apiAddr, proxyAddr, server, relayProc := rp.apiAddr, rp.proxyAddr, rp.server, rp.proc
 
 	keyFile := filepath.Join(dir, "relay", "admin.key")
 	fi, err := os.Stat(keyFile)
@@ -89,13 +88,8 @@ func TestBinariesEndToEnd(t *testing.T) {
 	assert.Contains(t, string(list), conn.ID)
 
 	target := testkit.EchoServer(t)
-	_, port, _ := net.SplitHostPort(target)
-	tokenFile := filepath.Join(dir, "agent.token")
-	require.NoError(t, os.WriteFile(tokenFile, []byte(conn.AgentToken+"\n"), 0o600))
-	cfgFile := filepath.Join(dir, "agent.yaml")
-	require.NoError(t, os.WriteFile(cfgFile, []byte(fmt.Sprintf(
-		"relay_url: ws://%s\ntoken_file: %s\nstatus_listen: %s\naudit_log: audit.jsonl\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
-		apiAddr, tokenFile, testkit.FreeAddr(t), port)), 0o644))
+	cfgFile := testkit.WriteAgentConfig(t, dir, testkit.AgentConfig{Relays: []string{"ws://" + apiAddr},
+		Token: conn.AgentToken, StatusListen: testkit.FreeAddr(t), Allow: []string{target}, More: "audit_log: audit.jsonl\n"})
 	notRunning := exec.Command(agentBin, "status", "--config", cfgFile)
 	require.Error(t, notRunning.Run(), "status of an agent that is not running fails")
 
@@ -140,11 +134,28 @@ func TestBinariesEndToEnd(t *testing.T) {
 	assertRefused(t, dialConnect(t, proxyAddr, conn.ID, key.Key, target), http.StatusBadGateway, protocol.AgentOffline)
 
 	stop(t, relayProc)
-	secret := strings.SplitN(conn.AgentToken, "_", 3)[2] // the secret itself may contain "_"
+	secret := testkit.SecretOf(conn.AgentToken)
 	for name, out := range map[string]string{"relay": relayProc.Output(), "agent": agentProc.Output()} {
 		assert.NotContains(t, out, secret, "%s log leaks the agent token", name)
 		assert.NotContains(t, out, key.Key, "%s log leaks the API key", name)
 	}
+}
+
+// relayProcess is `postern-relay serve` on fresh loopback ports, healthy.
+type relayProcess struct {
+	proc               *testkit.Process
+	apiAddr, proxyAddr string
+	server             string // http://apiAddr
+}
+
+// startRelayProcess runs postern-relay with its data in dataDir and waits
+// until it answers /healthz; the test's cleanup stops it.
+func startRelayProcess(t *testing.T, relayBin, dataDir string) relayProcess {
+	t.Helper()
+	rp := relayProcess{apiAddr: testkit.FreeAddr(t), proxyAddr: testkit.FreeAddr(t)}
+	rp.server = "http://" + rp.apiAddr
+	rp.proc = serveRelay(t, relayBin, rp.server, "--data", dataDir, "--listen", rp.apiAddr, "--proxy-listen", rp.proxyAddr)
+	return rp
 }
 
 // connectProxy is a corporate egress proxy on loopback: CONNECT only,
@@ -209,10 +220,7 @@ func (p *connectProxy) seen() (connects []string, refused int) {
 // are dialled directly, never through that proxy. Wrong proxy credentials
 // are named as a 407.
 func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the real binaries")
-	}
-	relayBin, agentBin := testkit.Binaries(t)
+	relayBin, agentBin := binaries(t)
 	dir := t.TempDir()
 	certFile, keyFile, pool := testkit.SelfSignedCert(t, dir)
 	apiAddr, proxyAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
@@ -224,9 +232,7 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 	require.Eventually(t, func() bool { return testkit.GetOK(httpc, server+"/healthz") },
 		20*time.Second, 50*time.Millisecond, "relay never became healthy over TLS:\n%s", relayProc.Output())
 
-	keyBytes, err := os.ReadFile(filepath.Join(dir, "relay", "admin.key"))
-	require.NoError(t, err)
-	admin := client.New(server, strings.TrimSpace(string(keyBytes)), httpc)
+	admin := client.New(server, testkit.AdminKey(t, filepath.Join(dir, "relay")), httpc)
 	conn, err := admin.CreateConnection(t.Context(), "acme-jira", "acme")
 	require.NoError(t, err)
 	key, err := admin.CreateAPIKey(t.Context(), api.CreateAPIKeyRequest{Name: "product", Workspace: "acme"})
@@ -234,19 +240,14 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 
 	corp := startConnectProxy(t, "alice", "s3cret-proxy-pass")
 	target := testkit.EchoServer(t)
-	_, port, _ := net.SplitHostPort(target)
-	tokenFile := filepath.Join(dir, "agent.token")
-	require.NoError(t, os.WriteFile(tokenFile, []byte(conn.AgentToken), 0o600))
-	writeConfig := func(name, proxyPass string) string {
-		path := filepath.Join(dir, name)
-		require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(
-			"relay_url: wss://%s\ntoken_file: %s\nca_file: %s\negress_proxy: http://alice:%s@%s\nstatus_listen: %s\naudit_log: audit.jsonl\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
-			apiAddr, tokenFile, certFile, proxyPass, corp.addr, testkit.FreeAddr(t), port)), 0o644))
-		return path
+	writeConfig := func(proxyPass string) string {
+		return testkit.WriteAgentConfig(t, t.TempDir(), testkit.AgentConfig{Relays: []string{"wss://" + apiAddr},
+			Token: conn.AgentToken, StatusListen: testkit.FreeAddr(t), Allow: []string{target},
+			More: fmt.Sprintf("ca_file: %s\negress_proxy: http://alice:%s@%s\naudit_log: audit.jsonl\n", certFile, proxyPass, corp.addr)})
 	}
 
 	// Wrong proxy password: the agent says 407 and keeps retrying.
-	bad := start(t, agentBin, "run", "--config", writeConfig("bad.yaml", "wrong"))
+	bad := start(t, agentBin, "run", "--config", writeConfig("wrong"))
 	require.Eventually(t, func() bool { _, refused := corp.seen(); return refused >= 1 }, 10*time.Second, 20*time.Millisecond)
 	require.Eventually(t, func() bool { return strings.Contains(bad.Output(), "407") }, 10*time.Second, 20*time.Millisecond,
 		"the agent's log names the proxy's 407:\n%s", bad.Output())
@@ -254,7 +255,7 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 	assert.NotContains(t, bad.Output(), "s3cret-proxy-pass")
 	assert.NotContains(t, bad.Output(), conn.AgentToken)
 
-	goodConfig := writeConfig("good.yaml", "s3cret-proxy-pass")
+	goodConfig := writeConfig("s3cret-proxy-pass")
 	good := start(t, agentBin, "run", "--config", goodConfig)
 	waitStatus(t, client.New(server, key.Key, httpc), conn.ID, func(s api.Status) bool { return s.TunnelStatus == "connected" })
 	roundTrip(t, dialTLSConnect(t, proxyAddr, pool, conn.ID, key.Key, target), 1<<20)
@@ -264,7 +265,7 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 	for _, c := range connects {
 		assert.Equal(t, apiAddr, c, "only the relay is reached through the egress proxy, never a target")
 	}
-	checkAgentBundle(t, agentBin, goodConfig, target, secretOf(conn.AgentToken), "s3cret-proxy-pass", secretOf(key.Key))
+	checkAgentBundle(t, agentBin, goodConfig, target, testkit.SecretOf(conn.AgentToken), "s3cret-proxy-pass", testkit.SecretOf(key.Key))
 	stop(t, good)
 	assert.NotContains(t, good.Output(), "s3cret-proxy-pass", "the proxy password never appears in logs")
 }

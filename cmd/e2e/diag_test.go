@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -70,10 +68,7 @@ func readBundle(t *testing.T, path string, want []string, canaries ...string) ma
 // support needs, and no secret: not the admin key, an API key, an agent
 // token or a webhook's secret.
 func TestRelayDiagBundle(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the real binaries")
-	}
-	relayBin, _ := testkit.Binaries(t)
+	relayBin, _ := binaries(t)
 	dir := t.TempDir()
 	const hookSecret = "whsec-canary-0123456789abcdef"
 	secretFile := filepath.Join(dir, "hook.secret")
@@ -86,9 +81,8 @@ func TestRelayDiagBundle(t *testing.T) {
 	server := "http://" + apiAddr
 	serveRelay(t, relayBin, server, "--config", cfgFile)
 	keyFile := filepath.Join(dir, "data", "admin.key")
-	adminKey, err := os.ReadFile(keyFile)
-	require.NoError(t, err)
-	c := client.New(server, strings.TrimSpace(string(adminKey)), nil)
+	adminKey := testkit.AdminKey(t, filepath.Join(dir, "data"))
+	c := client.New(server, adminKey, nil)
 	conn, err := c.CreateConnection(t.Context(), "acme-gitlab", "acme")
 	require.NoError(t, err)
 	key, err := c.CreateAPIKey(t.Context(), api.CreateAPIKeyRequest{Name: "product", Workspace: "acme"})
@@ -101,7 +95,7 @@ func TestRelayDiagBundle(t *testing.T) {
 	assert.Contains(t, string(listing), "Support bundle written to "+out)
 	files := readBundle(t, out, []string{"manifest.json", "version.txt", "relay.yaml", "doctor.txt", "node.json", "relay.log",
 		"audit.log", "goroutine.txt", "heap.pprof", "metrics.txt", "status.json"},
-		secretOf(strings.TrimSpace(string(adminKey))), secretOf(key.Key), secretOf(conn.AgentToken), hookSecret)
+		testkit.SecretOf(adminKey), testkit.SecretOf(key.Key), testkit.SecretOf(conn.AgentToken), hookSecret)
 
 	assert.Contains(t, files["relay.yaml"], secretFile, "the config, with paths")
 	assert.Contains(t, files["doctor.txt"], "PASS /readyz")
@@ -125,21 +119,10 @@ func TestRelayDiagBundle(t *testing.T) {
 // printed.
 func runCLIFails(t *testing.T, env []string, bin string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	require.Error(t, err, "%s %v succeeded: %s", filepath.Base(bin), args, out)
-	return string(out)
-}
-
-// secretOf is the secret part of a credential, <prefix>_<id>_<secret>:
-// what must never be shown; the id may be.
-func secretOf(cred string) string {
-	parts := strings.SplitN(cred, "_", 3)
-	if len(parts) != 3 {
-		return cred
-	}
-	return parts[2]
+	res := runToolEnv(t, append(os.Environ(), env...), bin, args...)
+	out := res.stdout + res.stderr
+	require.NotZero(t, res.code, "%s %v succeeded: %s", filepath.Base(bin), args, out)
+	return out
 }
 
 // checkAgentBundle runs postern-agent diag against a running agent and

@@ -67,14 +67,12 @@ func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string, tune ...func(*
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(sctx, apiLn, proxyLn) }()
-	key, err := os.ReadFile(filepath.Join(dataDir, relay.AdminKeyFile))
-	require.NoError(t, err)
 	r := &testRelay{
 		srv:       srv,
 		apiAddr:   apiLn.Addr().String(),
 		proxyAddr: proxyLn.Addr().String(),
 		dataDir:   dataDir,
-		admin:     client.New("http://"+apiLn.Addr().String(), strings.TrimSpace(string(key)), nil),
+		admin:     client.New("http://"+apiLn.Addr().String(), testkit.AdminKey(t, dataDir), nil),
 	}
 	// result holds Serve's answer once, for shutdown and stop alike.
 	result := make(chan error, 1)

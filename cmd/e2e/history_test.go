@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -22,10 +19,7 @@ import (
 // again leaves its transitions in the history, in order, each with how
 // long its state lasted, and `connections history` shows them.
 func TestHistoryOfAnAgentRestart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the real binaries")
-	}
-	relayBin, agentBin := testkit.Binaries(t)
+	relayBin, agentBin := binaries(t)
 	dir := t.TempDir()
 	apiAddr := testkit.FreeAddr(t)
 	server := "http://" + apiAddr
@@ -36,15 +30,10 @@ func TestHistoryOfAnAgentRestart(t *testing.T) {
 	var conn api.Connection
 	require.NoError(t, json.Unmarshal(runCLI(t, env, relayBin, "connections", "create", "acme-gitlab", "--json",
 		"--admin-key-file", keyFile), &conn))
-	key, err := os.ReadFile(keyFile)
-	require.NoError(t, err)
-	c := client.New(server, strings.TrimSpace(string(key)), nil)
+	c := client.New(server, testkit.AdminKey(t, filepath.Join(dir, "relay")), nil)
 
-	tokenFile := filepath.Join(dir, "agent.token")
-	require.NoError(t, os.WriteFile(tokenFile, []byte(conn.AgentToken), 0o600))
-	cfgFile := filepath.Join(dir, "agent.yaml")
-	require.NoError(t, os.WriteFile(cfgFile, []byte(fmt.Sprintf("relay_url: ws://%s\ntoken_file: %s\ntunnels: 1\nstatus_listen: %s\n",
-		apiAddr, tokenFile, testkit.FreeAddr(t))), 0o644))
+	cfgFile := testkit.WriteAgentConfig(t, dir, testkit.AgentConfig{Relays: []string{"ws://" + apiAddr},
+		Token: conn.AgentToken, StatusListen: testkit.FreeAddr(t), Tunnels: 1})
 	tunnel := func(want string) time.Time {
 		waitStatus(t, c, conn.ID, func(s api.Status) bool { return s.TunnelStatus == want })
 		return time.Now()
@@ -108,9 +97,10 @@ func movesOf(es []api.HistoryEntry) []string {
 
 // serveRelay runs `postern-relay serve` with args and waits until server
 // answers /healthz.
-func serveRelay(t *testing.T, relayBin, server string, args ...string) {
+func serveRelay(t *testing.T, relayBin, server string, args ...string) *testkit.Process {
 	t.Helper()
 	p := start(t, relayBin, append([]string{"serve"}, args...)...)
 	require.Eventually(t, func() bool { return testkit.GetOK(http.DefaultClient, server+"/healthz") },
 		20*time.Second, 50*time.Millisecond, "relay never became healthy:\n%s", p.Output())
+	return p
 }

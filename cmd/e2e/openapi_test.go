@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/relay/api"
 )
 
@@ -285,9 +286,7 @@ func TestOpenAPIAgainstARealNode(t *testing.T) {
 
 func adminKey(t *testing.T, r *testRelay) string {
 	t.Helper()
-	data, err := os.ReadFile(r.dataDir + "/admin.key")
-	require.NoError(t, err)
-	return strings.TrimSpace(string(data))
+	return testkit.AdminKey(t, r.dataDir)
 }
 
 // call sends one API request and returns the answer and its body.

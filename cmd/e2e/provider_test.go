@@ -1,13 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -91,22 +88,11 @@ func (s *selfHosted) check(t *testing.T, key, base, conn, scenario string, scope
 	for _, sc := range scopes {
 		args = append(args, "--required-scopes", sc)
 	}
-	cmd := exec.Command(s.bin, args...)
-	cmd.Env = append(os.Environ(), "PROVIDER_TOKEN="+pt.Credential(key, scenario))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		code = exit.ExitCode()
-	} else {
-		require.NoError(t, err)
-	}
-	assert.NotContains(t, stdout.String()+stderr.String(), pt.Canary, "the credential leaked")
+	res := runToolEnv(t, append(os.Environ(), "PROVIDER_TOKEN="+pt.Credential(key, scenario)), s.bin, args...)
+	assert.NotContains(t, res.stdout+res.stderr, pt.Canary, "the credential leaked")
 	var st pcheck.State
-	require.NoError(t, json.Unmarshal(stdout.Bytes(), &st), "stdout %q stderr %q", stdout.String(), stderr.String())
-	return st, code
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &st), "stdout %q stderr %q", res.stdout, res.stderr)
+	return st, res.code
 }
 
 // TestProviderCheckSelfHosted produces every provider_error_code through a

@@ -51,15 +51,9 @@ type agentFiles struct {
 func writeAgentFiles(t *testing.T, relayURL, token, body string) agentFiles {
 	t.Helper()
 	dir := t.TempDir()
-	f := agentFiles{
-		cfgPath:    filepath.Join(dir, "agent.yaml"),
-		statusAddr: testkit.FreeAddr(t),
-		auditPath:  filepath.Join(dir, "audit.jsonl"),
-	}
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "agent.token"), []byte(token+"\n"), 0o600))
-	yaml := fmt.Sprintf("relay_url: %s\ntoken_file: agent.token\nstatus_listen: %s\naudit_log: audit.jsonl\ntunnels: 2\n%s",
-		relayURL, f.statusAddr, body)
-	require.NoError(t, os.WriteFile(f.cfgPath, []byte(yaml), 0o644))
+	f := agentFiles{statusAddr: testkit.FreeAddr(t), auditPath: filepath.Join(dir, "audit.jsonl")}
+	f.cfgPath = testkit.WriteAgentConfig(t, dir, testkit.AgentConfig{Relays: []string{relayURL}, Token: token,
+		StatusListen: f.statusAddr, Tunnels: 2, More: "audit_log: audit.jsonl\n" + body})
 	return f
 }
 
@@ -144,14 +138,21 @@ func scenarioEnv() []string {
 	return env
 }
 
-// runTool runs bin with args and returns its output and exit status; a
-// non-zero exit is an answer here, not an error.
+// runTool runs bin with args in scenarioEnv; see runToolEnv.
 func runTool(t *testing.T, bin string, args ...string) cliResult {
+	t.Helper()
+	return runToolEnv(t, scenarioEnv(), bin, args...)
+}
+
+// runToolEnv runs bin with args and env as its whole environment, and
+// returns its output and exit status; a non-zero exit is an answer here,
+// not an error.
+func runToolEnv(t *testing.T, env []string, bin string, args ...string) cliResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = scenarioEnv()
+	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

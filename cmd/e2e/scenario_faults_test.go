@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/agent/resolve/dnstest"
+	"github.com/postern/postern/cmd/internal/testkit"
 )
 
 // Names the test DNS server knows, each with the fault it produces.
@@ -69,14 +70,10 @@ func blackHole(t *testing.T) string {
 }
 
 // closedPort returns a loopback host:port nothing listens on, so a connect
-// is refused.
+// is refused: one that was free a moment ago.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	return testkit.FreeAddr(t)
 }
 
 func portOf(t *testing.T, hostport string) string {

@@ -148,7 +148,7 @@ func lifecycleScenarios(t *testing.T, agentBin string) {
 	primaryFiles := writeAgentFiles(t, s.relayURL, primary.AgentToken, rules)
 
 	wrong := s.connection(t, "acme-gitlab")
-	wrongFiles := writeAgentFiles(t, s.relayURL, wrongSecret(t, wrong.AgentToken), rules)
+	wrongFiles := writeAgentFiles(t, s.relayURL, testkit.WrongSecret(t, wrong.AgentToken), rules)
 
 	unreachable := s.connection(t, "acme-bitbucket")
 	deadRelay := closedPort(t)
@@ -224,7 +224,7 @@ func lifecycleScenarios(t *testing.T, agentBin string) {
 		name:   "agent with a wrong token",
 		fault:  runAgent(wrongFiles),
 		connID: wrong.ID, connect: http.StatusBadGateway, reason: protocol.AgentAuthFailed,
-		tunnel: "never_connected", auth: "failing", lastError: "agent presented a wrong secret for token",
+		tunnel: "never_connected", auth: "failing", lastError: "an agent presented a wrong secret",
 		agentSide: tokenRefused(protocol.AgentTokenInvalid, "token refused: rotate it with `postern-relay connections rotate-token",
 			doctorWant{layer: doctor.LayerRelaySession, target: s.relay.apiAddr, status: doctor.Skip}),
 	}, {
@@ -276,7 +276,7 @@ func authLimitScenario(t *testing.T, agentBin string) {
 	// the agent do not share an address.)
 	assertStatus(t, s.product, conn.ID, "", statusWant{tunnel: "never_connected", auth: "active", allowlist: "unknown", reason: protocol.AgentNeverConnected})
 	assertRefused(t, timedConnect(t, s.relay.proxyAddr, conn.ID, s.key, "127.0.0.1:"+webPort), http.StatusBadGateway, protocol.AgentNeverConnected)
-	bad := wrongSecret(t, conn.AgentToken)
+	bad := testkit.WrongSecret(t, conn.AgentToken)
 	files := writeAgentFiles(t, s.relayURL, bad, fmt.Sprintf("allow:\n  - ip: 127.0.0.1\n    ports: [%s]\n", webPort))
 	startFileAgent(t, files, 0)
 
@@ -303,25 +303,6 @@ func authLimitScenario(t *testing.T, agentBin string) {
 	assertRefused(t, res, http.StatusBadGateway, protocol.AgentAuthFailed)
 	s.checkRefusedEventually(t, conn.ID, "http://127.0.0.1:"+webPort, protocol.AgentAuthFailed)
 	assertAgentNotReady(t, agentBin, files)
-}
-
-// wrongSecret keeps a token's prefix and id and changes its secret, as a
-// mistyped or stale token does: the relay knows the connection and can say
-// auth is failing.
-func wrongSecret(t *testing.T, token string) string {
-	t.Helper()
-	// prefix_id_secret: the secret itself may contain "_", so split from
-	// the left, and change its first character, which any value may take.
-	parts := strings.SplitN(token, "_", 3)
-	require.Len(t, parts, 3)
-	secret := []byte(parts[2])
-	require.NotEmpty(t, secret)
-	if secret[0] == 'A' {
-		secret[0] = 'B'
-	} else {
-		secret[0] = 'A'
-	}
-	return parts[0] + "_" + parts[1] + "_" + string(secret)
 }
 
 // pathScenario is one target the product asks for through a connected

@@ -4,11 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -55,16 +51,13 @@ type relayProc struct {
 func startRelay(t *testing.T, dataDir, apiAddr, proxyAddr string, extra ...string) *relayProc {
 	t.Helper()
 	relayBin, _ := testkit.Binaries(t)
-	args := append([]string{"serve", "--data", dataDir, "--listen", apiAddr,
-		"--proxy-listen", proxyAddr, "--node-id", "fault-node", "--log-level", "debug"}, extra...)
-	p := startProc(t, "relay", relayBin, args...)
+	p := startProc(t, "relay", relayBin, append([]string{"serve", "--data", dataDir, "--listen", apiAddr,
+		"--proxy-listen", proxyAddr, "--node-id", "fault-node", "--log-level", "debug"}, extra...)...)
 	r := &relayProc{Process: p, apiAddr: apiAddr, proxyAddr: proxyAddr, dataDir: dataDir}
 	require.Eventually(t, func() bool { return p.Exited() || r.healthy() }, 30*time.Second, 10*time.Millisecond,
 		"relay never became healthy")
 	require.False(t, p.Exited(), "relay exited: %v", p.Err())
-	key, err := os.ReadFile(filepath.Join(dataDir, "admin.key"))
-	require.NoError(t, err)
-	r.admin = client.New("http://"+apiAddr, strings.TrimSpace(string(key)), nil)
+	r.admin = client.New("http://"+apiAddr, testkit.AdminKey(t, dataDir), nil)
 	return r
 }
 
@@ -171,28 +164,14 @@ func (s *system) launchAgent(t *testing.T, o agentOptions) *agentProc {
 	if o.tunnels == 0 {
 		o.tunnels = 2
 	}
-	dir := t.TempDir()
-	tokenFile := filepath.Join(dir, "agent.token")
-	require.NoError(t, os.WriteFile(tokenFile, []byte(s.token+"\n"), 0o600))
 	urls := make([]string, len(o.relays))
 	for i, r := range o.relays {
-		urls[i] = fmt.Sprintf("%q", "ws://"+r)
+		urls[i] = "ws://" + r
 	}
-	_, echoPort, _ := net.SplitHostPort(s.echo)
-	_, sinkPort, _ := net.SplitHostPort(s.sink.addr)
 	statusAddr := testkit.FreeAddr(t)
-	cfg := fmt.Sprintf(`relay_url: [%s]
-token_file: %s
-status_listen: %s
-tunnels: %d
-agent_id: fault-agent
-log_level: debug
-allow:
-  - ip: 127.0.0.1
-    ports: [%s, %s]
-`, strings.Join(urls, ", "), tokenFile, statusAddr, o.tunnels, echoPort, sinkPort)
-	cfgFile := filepath.Join(dir, "agent.yaml")
-	require.NoError(t, os.WriteFile(cfgFile, []byte(cfg), 0o644))
+	cfgFile := testkit.WriteAgentConfig(t, t.TempDir(), testkit.AgentConfig{Relays: urls, Token: s.token,
+		StatusListen: statusAddr, Tunnels: o.tunnels, Allow: []string{s.echo, s.sink.addr},
+		More: "agent_id: fault-agent\nlog_level: debug\n"})
 	p := startProc(t, "agent", agentBin, "run", "--config", cfgFile)
 	return &agentProc{Process: p, statusAddr: statusAddr}
 }

@@ -7,13 +7,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/cmd/internal/rootcmd"
+	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/protocol/tunnel/tunneltest"
 )
 
@@ -33,13 +33,8 @@ func doctorConfig(t *testing.T, relayURL string) string {
 		t.Setenv(k, "")
 		require.NoError(t, os.Unsetenv(k))
 	}
-	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "agent.token"), []byte(doctorTestToken+"\n"), 0o600))
-	path := filepath.Join(dir, "agent.yaml")
-	yaml := "relay_url: " + relayURL + "\ntoken_file: agent.token\nagent_id: cmdtest\n" +
-		"allow:\n  - cidr: 10.20.0.0/16\n    ports: [443]\n"
-	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o600))
-	return path
+	return testkit.WriteAgentConfig(t, t.TempDir(), testkit.AgentConfig{Relays: []string{relayURL}, Token: doctorTestToken,
+		More: "agent_id: cmdtest\nallow:\n  - cidr: 10.20.0.0/16\n    ports: [443]\n"})
 }
 
 func runDoctorCmd(t *testing.T, args ...string) (string, error) {

@@ -69,6 +69,9 @@ func newStatusCmd() *cobra.Command {
 			}
 			fmt.Fprintf(out, "streams:   %d active, %d bytes in, %d bytes out\n", st.ActiveStreams, st.BytesIn, st.BytesOut)
 			fmt.Fprintf(out, "allowlist: %s, %d rules, mode %s, sha256 %s\n", st.Allowlist.Status, st.Allowlist.Count, st.Allowlist.Mode, st.Allowlist.SHA256)
+			if len(st.Allowlist.Blocked) > 0 {
+				fmt.Fprintf(out, "blocked:   %s (and the built-in always-blocked set)\n", strings.Join(st.Allowlist.Blocked, ", "))
+			}
 			printRefusals(out, st)
 			if !st.Ready {
 				return &exitError{code: 1, msg: "agent is not ready"}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -33,6 +34,13 @@ func newValidateCmd() *cobra.Command {
 			allow, deny := cfg.Rules.Specs()
 			fmt.Fprintf(out, "%s: ok (%d allow, %d deny rules, mode %s, sha256 %s)\n",
 				cfgPath, len(allow), len(deny), cfg.Mode, cfg.Rules.SHA256())
+			if blocked := cfg.Rules.Blocked(); len(blocked) > 0 {
+				addrs := make([]string, len(blocked))
+				for i, b := range blocked {
+					addrs[i] = b.Addr
+				}
+				fmt.Fprintf(out, "blocked: %s (and the built-in always-blocked set)\n", strings.Join(addrs, ", "))
+			}
 			if len(allow) == 0 {
 				fmt.Fprintln(out, "warning: no allow rules: every target will be refused")
 			}

@@ -226,17 +226,11 @@ func (e adminEnv) connListCmd(f *adminFlags) *cobra.Command {
 }
 
 func printConnectionList(w io.Writer, list api.ConnectionList) error {
-	if len(list.Connections) == 0 {
-		_, err := fmt.Fprintln(w, "No connections.")
-		return err
+	rows := make([][]string, len(list.Connections))
+	for i, conn := range list.Connections {
+		rows[i] = []string{clean(conn.ID), clean(conn.Name), clean(conn.Workspace), formatTime(conn.CreatedAt), state(conn)}
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tWORKSPACE\tCREATED\tSTATE")
-	for _, conn := range list.Connections {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(conn.ID), clean(conn.Name),
-			clean(conn.Workspace), formatTime(conn.CreatedAt), state(conn))
-	}
-	return tw.Flush()
+	return printTable(w, "No connections.", "ID\tNAME\tWORKSPACE\tCREATED\tSTATE", rows)
 }
 
 // connIDCmd is a subcommand that sends its one argument, a connection id,
@@ -345,6 +339,22 @@ func printFields(w io.Writer, fields ...field) error {
 		}
 	}
 	return nil
+}
+
+// printTable prints header and rows, their cells separated by tabs, as
+// columns two spaces apart; with no rows it prints only empty, when that
+// is not "".
+func printTable(w io.Writer, empty, header string, rows [][]string) error {
+	if len(rows) == 0 && empty != "" {
+		_, err := fmt.Fprintln(w, empty)
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, cells := range rows {
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	return tw.Flush()
 }
 
 // printWithNotice prints fields, then a notice about them (a secret shown

@@ -136,21 +136,43 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	f := &fakeRelay{}
-	srv := httptest.NewServer(f.handler())
+	h := serveHarness(t, f.handler())
+	h.relay = f
+	return h
+}
+
+// serveHarness serves handler as the relay the commands talk to, named by
+// the environment together with the admin key.
+func serveHarness(t *testing.T, handler http.Handler) *harness {
+	t.Helper()
+	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
-	return &harness{relay: f, srv: srv, env: map[string]string{
+	return &harness{srv: srv, env: map[string]string{
 		envServer:   srv.URL,
 		envAdminKey: adminTestKey,
 	}}
+}
+
+// adminEnv is the commands' view of the harness: its environment and a
+// client of its server.
+func (h *harness) adminEnv() adminEnv {
+	return adminEnv{getenv: func(k string) string { return h.env[k] }, httpClient: h.srv.Client()}
 }
 
 // run executes args under a root shaped like main's and returns stdout,
 // stderr and the error main would print.
 func (h *harness) run(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
-	e := adminEnv{getenv: func(k string) string { return h.env[k] }, httpClient: h.srv.Client()}
+	e := h.adminEnv()
+	return execute(t, args, e.connectionsCmd(), e.apiKeysCmd())
+}
+
+// execute runs args under a root shaped like main's, with cmds as its
+// commands, and returns stdout, stderr and the error main would print.
+func execute(t *testing.T, args []string, cmds ...*cobra.Command) (string, string, error) {
+	t.Helper()
 	root := &cobra.Command{Use: "postern-relay", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(e.connectionsCmd(), e.apiKeysCmd())
+	root.AddCommand(cmds...)
 	var stdout, stderr bytes.Buffer
 	root.SetOut(&stdout)
 	root.SetErr(&stderr)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -32,9 +31,7 @@ func checkRelay(t *testing.T, outcomes map[string]any) *harness {
 			t.Errorf("unexpected base_url %v", body["base_url"])
 		}
 	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return &harness{srv: srv, env: map[string]string{envServer: srv.URL, envAdminKey: adminTestKey}}
+	return serveHarness(t, mux)
 }
 
 func TestConnectionsCheck(t *testing.T) {

@@ -1,19 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -57,18 +54,7 @@ func (f *eventsRelay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func runEvents(t *testing.T, f *eventsRelay, args ...string) (string, string, error) {
 	t.Helper()
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	env := map[string]string{envServer: srv.URL, envAdminKey: adminTestKey}
-	e := adminEnv{getenv: func(k string) string { return env[k] }, httpClient: srv.Client()}
-	root := &cobra.Command{Use: "postern-relay", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(e.eventsCmd())
-	var stdout, stderr bytes.Buffer
-	root.SetOut(&stdout)
-	root.SetErr(&stderr)
-	root.SetArgs(append([]string{"events"}, args...))
-	err := root.ExecuteContext(t.Context())
-	return stdout.String(), stderr.String(), err
+	return execute(t, append([]string{"events"}, args...), serveHarness(t, f).adminEnv().eventsCmd())
 }
 
 func TestEventsCommandHuman(t *testing.T) {

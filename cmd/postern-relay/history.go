@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -58,13 +57,8 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 func printHistory(w io.Writer, h api.History) error {
 	fmt.Fprintf(w, "connection: %s\nuptime:     %s over 24 h, %s over 7 d\n\n", clean(h.ConnectionID),
 		ratio(h.Uptime.Day), ratio(h.Uptime.Week))
-	if len(h.Transitions) == 0 {
-		_, err := fmt.Fprintln(w, "No transition recorded.")
-		return err
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tKIND\tFROM\tTO\tREASON\tNODE\tLASTED\tNOTE")
-	for _, e := range h.Transitions {
+	rows := make([][]string, len(h.Transitions))
+	for i, e := range h.Transitions {
 		lasted := (time.Duration(e.DurationSeconds * float64(time.Second))).Round(time.Second).String()
 		var note []string
 		if e.Ongoing {
@@ -73,17 +67,15 @@ func printHistory(w io.Writer, h api.History) error {
 		if e.Suppressed {
 			note = append(note, "while flapping, not announced")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", formatTime(e.Time), clean(e.Type), clean(e.From), clean(e.To),
-			orDash(string(e.Reason)), orDash(clean(e.Node)), lasted, strings.Join(note, ", "))
+		rows[i] = []string{formatTime(e.Time), clean(e.Type), clean(e.From), clean(e.To),
+			orDash(string(e.Reason)), orDash(clean(e.Node)), lasted, strings.Join(note, ", ")}
 	}
-	if err := tw.Flush(); err != nil {
+	err := printTable(w, "No transition recorded.", "TIME\tKIND\tFROM\tTO\tREASON\tNODE\tLASTED\tNOTE", rows)
+	if err != nil || len(rows) == 0 || !h.Truncated {
 		return err
 	}
-	if h.Truncated {
-		_, err := fmt.Fprintln(w, "\nOlder transitions were left out: raise --limit or narrow --since.")
-		return err
-	}
-	return nil
+	_, err = fmt.Fprintln(w, "\nOlder transitions were left out: raise --limit or narrow --since.")
+	return err
 }
 
 func ratio(r float64) string { return fmt.Sprintf("%.1f%%", float64(int(r*1000))/10) }

@@ -2,10 +2,9 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
-	"text/tabwriter"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -33,9 +32,8 @@ func (e adminEnv) nodesCmd() *cobra.Command {
 
 // printNodes writes one line per node; the node that answered is marked.
 func printNodes(w io.Writer, list api.NodeList, now time.Time) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tPEER\tSESSIONS\tDRAINING\tLEASE AGE\tSTARTED")
-	for _, n := range list.Nodes {
+	rows := make([][]string, len(list.Nodes))
+	for i, n := range list.Nodes {
 		id := clean(n.ID)
 		if n.Self {
 			id += " (this node)"
@@ -50,9 +48,9 @@ func printNodes(w io.Writer, list api.NodeList, now time.Time) error {
 		if !n.StartedAt.IsZero() {
 			started = formatTime(n.StartedAt)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", id, peer, n.Sessions, yesNo(n.Draining), age, started)
+		rows[i] = []string{id, peer, strconv.Itoa(n.Sessions), yesNo(n.Draining), age, started}
 	}
-	return tw.Flush()
+	return printTable(w, "", "NODE\tPEER\tSESSIONS\tDRAINING\tLEASE AGE\tSTARTED", rows)
 }
 
 func yesNo(b bool) string {

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -41,14 +39,7 @@ func (h *providerHarness) run(t *testing.T, args ...string) (string, string, err
 			c.Resolve, c.DialAddr = h.cloud.Resolve, h.cloud.DialAddr
 		},
 	}
-	root := &cobra.Command{Use: "postern-relay", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(e.cmd())
-	var stdout, stderr bytes.Buffer
-	root.SetOut(&stdout)
-	root.SetErr(&stderr)
-	root.SetArgs(append([]string{"provider", "check"}, args...))
-	err := root.ExecuteContext(t.Context())
-	return stdout.String(), stderr.String(), err
+	return execute(t, append([]string{"provider", "check"}, args...), e.cmd())
 }
 
 // check runs a cloud check of key in scenario and returns the state the

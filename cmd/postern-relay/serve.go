@@ -21,6 +21,7 @@ import (
 
 	"github.com/postern/postern/cmd/internal/stopsignal"
 	"github.com/postern/postern/relay"
+	"github.com/postern/postern/relay/proxyproto"
 	"github.com/postern/postern/relay/store"
 	"github.com/postern/postern/relay/store/postgres"
 	"github.com/postern/postern/relay/store/sqlite"
@@ -49,6 +50,13 @@ type serveConfig struct {
 	AuthFailuresPerCredential int           `yaml:"auth_failures_per_credential"`
 	ProxyRatePerKey           float64       `yaml:"proxy_rate_per_key"`
 	ProxyBurstPerKey          int           `yaml:"proxy_burst_per_key"`
+	AuthLookupsWhileLimited   float64       `yaml:"auth_lookups_while_limited"`
+
+	// Load balancers whose PROXY protocol headers name the client
+	// (edge.go).
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// databaseInArgv is set when --database was given (edge.go).
+	databaseInArgv bool
 
 	// Connection history and the status page (observe.go).
 	HistoryRetention time.Duration `yaml:"history_retention"`
@@ -139,7 +147,7 @@ func newServeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks, drain_timeout, shutdown_delay, idle_timeout, max_streams_per_tunnel, max_tunnels_per_connection, auth_failures_per_source, auth_failures_per_credential, proxy_rate_per_key, proxy_burst_per_key, peer_listen, peer_advertise, cluster_key_file, cluster_lease, history_retention, flap_threshold, flap_window, secure_cookies; see docs/operations.md)")
+	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks, drain_timeout, shutdown_delay, idle_timeout, max_streams_per_tunnel, max_tunnels_per_connection, auth_failures_per_source, auth_failures_per_credential, auth_lookups_while_limited, trusted_proxies, proxy_rate_per_key, proxy_burst_per_key, peer_listen, peer_advertise, cluster_key_file, cluster_lease, history_retention, flap_threshold, flap_window, secure_cookies; see docs/operations.md)")
 	f.StringVar(&flags.Data, "data", "", "data directory: SQLite store and admin.key (default ./postern-data)")
 	f.StringVar(&flags.Database, "database", "", "store URL: sqlite:PATH or postgres://URL (default: $POSTERN_DATABASE_URL, else SQLite in --data); a password belongs in the config file or POSTERN_DATABASE_URL, not here")
 	f.StringVar(&flags.Listen, "listen", "", "API and tunnel listen address (default :8080)")
@@ -152,6 +160,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flags.PeerAdvertise, "peer-advertise", "", "cluster: URL the other nodes reach --peer-listen at (ws://host:port, wss:// with --tls-cert)")
 	f.StringVar(&flags.ClusterKeyFile, "cluster-key-file", "", "cluster: file holding the secret every node shares (mode 0600, at least 32 bytes)")
 	f.IntVar(&flags.MaxTunnelsPerConnection, "max-tunnels-per-connection", 0, "most tunnels one connection may hold on this node, handshakes included; more are refused with 429 RATE_LIMITED (default 16; negative turns the cap off)")
+	f.StringSliceVar(&flags.TrustedProxies, "trusted-proxies", nil, "load balancers (CIDR or address, comma-separated) whose connections start with a PROXY protocol header (v1 or v2) naming the client; required from them, ignored from others")
 	f.DurationVar(&flags.ShutdownDelay, "shutdown-delay", 0, "on stop, keep serving this long after /readyz turns unready so a load balancer takes the node out first (default 0)")
 	return cmd
 }
@@ -164,6 +173,10 @@ func overrideSet(cmd *cobra.Command, cfg *serveConfig, flags serveConfig) {
 	}
 	set("data", &cfg.Data, flags.Data)
 	set("database", &cfg.Database, flags.Database)
+	cfg.databaseInArgv = cmd.Flags().Changed("database")
+	if cmd.Flags().Changed("trusted-proxies") {
+		cfg.TrustedProxies = flags.TrustedProxies
+	}
 	set("listen", &cfg.Listen, flags.Listen)
 	set("proxy-listen", &cfg.ProxyListen, flags.ProxyListen)
 	set("tls-cert", &cfg.TLSCert, flags.TLSCert)
@@ -211,6 +224,9 @@ func (c serveConfig) relayConfig() relay.Config {
 	rc.MaxTunnelsPerConnection = limitOrOff(rc.MaxTunnelsPerConnection, c.MaxTunnelsPerConnection)
 	rc.AuthFailuresPerSource = limitOrOff(rc.AuthFailuresPerSource, c.AuthFailuresPerSource)
 	rc.AuthFailuresPerCredential = limitOrOff(rc.AuthFailuresPerCredential, c.AuthFailuresPerCredential)
+	if c.AuthLookupsWhileLimited != 0 { // negative: none
+		rc.AuthLookupsWhileLimited = max(0, c.AuthLookupsWhileLimited)
+	}
 	rc.ProxyRatePerKey = c.ProxyRatePerKey
 	rc.ProxyBurstPerKey = c.ProxyBurstPerKey
 	if c.ProxyRatePerKey > 0 && c.ProxyBurstPerKey == 0 {
@@ -268,22 +284,13 @@ func openStore(ctx context.Context, cfg serveConfig, log *slog.Logger) (store.St
 	return nil, fmt.Errorf("--database %q: want sqlite:PATH or postgres://URL", redactDSN(db))
 }
 
-// redactDSN hides a password in a database URL before it is printed.
-func redactDSN(s string) string {
-	if i := strings.Index(s, "@"); i >= 0 {
-		if j := strings.Index(s, "://"); j >= 0 && j < i {
-			return s[:j+3] + "***" + s[i:]
-		}
-	}
-	return s
-}
-
 func serve(ctx context.Context, cfg serveConfig) error {
 	log, err := newLogger(cfg.LogLevel)
 	if err != nil {
 		return err
 	}
 	log, recent := keepRecentLogs(log)
+	warnPasswordInArgv(log, cfg)
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -314,7 +321,8 @@ func serve(ctx context.Context, cfg serveConfig) error {
 		return err
 	}
 	log.Info("relay listening", "api", ls.API.Addr().String(), "proxy", ls.Proxy.Addr().String(),
-		"peer", cfg.PeerListen, "node", srv.NodeID(), "version", version, "tls", cfg.TLSCert != "")
+		"peer", cfg.PeerListen, "node", srv.NodeID(), "version", version, "tls", cfg.TLSCert != "",
+		"trusted_proxies", strings.Join(cfg.TrustedProxies, ","))
 	ctx, stop := stopsignal.Notify(ctx, log, srv.Close)
 	defer stop()
 	return srv.ServeListeners(ctx, ls)
@@ -323,15 +331,21 @@ func serve(ctx context.Context, cfg serveConfig) error {
 // listeners opens every listener cfg names, or none.
 func (cfg serveConfig) listeners(log *slog.Logger) (relay.Listeners, error) {
 	var ls relay.Listeners
+	trusted, err := cfg.trusted()
+	if err != nil {
+		return ls, err
+	}
+	// Peers dial each other directly, never through a load balancer.
 	addrs := []struct {
-		addr string
-		dst  *net.Listener
-	}{{cfg.Listen, &ls.API}, {cfg.ProxyListen, &ls.Proxy}, {cfg.PeerListen, &ls.Peer}}
+		addr    string
+		dst     *net.Listener
+		trusted proxyproto.Trusted
+	}{{cfg.Listen, &ls.API, trusted}, {cfg.ProxyListen, &ls.Proxy, trusted}, {cfg.PeerListen, &ls.Peer, nil}}
 	for i, a := range addrs {
 		if a.addr == "" {
 			continue
 		}
-		ln, err := listen(a.addr, cfg, log)
+		ln, err := listen(a.addr, a.trusted, cfg, log)
 		if err != nil {
 			for _, opened := range addrs[:i] {
 				if *opened.dst != nil {
@@ -345,11 +359,12 @@ func (cfg serveConfig) listeners(log *slog.Logger) (relay.Listeners, error) {
 	return ls, nil
 }
 
-func listen(addr string, cfg serveConfig, log *slog.Logger) (net.Listener, error) {
+func listen(addr string, trusted proxyproto.Trusted, cfg serveConfig, log *slog.Logger) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	ln = acceptProxyHeaders(ln, trusted, log) // the header comes before TLS
 	if cfg.TLSCert == "" && cfg.TLSKey == "" {
 		return ln, nil
 	}

@@ -21,6 +21,9 @@ import (
 // the agent reconnects, rather than leave other streams hung on it.
 var ErrWriteTimeout = yamux.ErrConnectionWriteTimeout
 
+// ErrSessionShutdown is returned by work on a session that has ended.
+var ErrSessionShutdown = yamux.ErrSessionShutdown
+
 // Session is one tunnel: a yamux session on a WebSocket, with the control
 // stream once the handshake has run. The agent is the yamux client and the
 // relay the server (spec.md 4.1).

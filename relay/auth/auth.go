@@ -4,7 +4,7 @@
 // passes the limits on refused credentials before any store lookup, every
 // secret is compared in constant time against a hash, and an unknown id
 // costs the same comparison as a wrong secret. No credential is ever
-// logged.
+// logged, and no token id is ever put in what a refusal reports.
 //
 // It answers "who is this and may they go on"; what a key may do with a
 // connection beyond seeing it (admin-only calls) is the API's business.
@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -43,6 +44,11 @@ type Config struct {
 	FailuresPerCredential int
 	// Window is the period of both limits.
 	Window time.Duration
+	// LookupsWhileLimited is how many store lookups per second, for the
+	// whole node, may check credentials from sources a limit holds back
+	// when this node holds no hash for their id (see guard.go). Zero
+	// gives them none: only credentials this node has seen get through.
+	LookupsWhileLimited float64
 }
 
 // Validate reports every setting out of range.
@@ -51,6 +57,9 @@ func (c Config) Validate() error {
 	if c.FailuresPerSource < 0 || c.FailuresPerCredential < 0 {
 		errs = append(errs, errors.New("auth failure limits must be 0 (off) or more"))
 	}
+	if c.LookupsWhileLimited < 0 || math.IsNaN(c.LookupsWhileLimited) || math.IsInf(c.LookupsWhileLimited, 0) {
+		errs = append(errs, fmt.Errorf("auth lookups while limited %v: must be 0 or more", c.LookupsWhileLimited))
+	}
 	if (c.FailuresPerSource > 0 || c.FailuresPerCredential > 0) && c.Window <= 0 {
 		errs = append(errs, errors.New("auth limit window must be positive"))
 	}
@@ -58,8 +67,9 @@ func (c Config) Validate() error {
 }
 
 // TokenFailure is told of every refused secret presented with a known agent
-// token id (wrong or expired), so the connection's status can say that an
-// agent is trying with a bad token.
+// token id (wrong, malformed or expired), so the connection's status can
+// say that an agent is trying with a bad token. The message never names
+// the token.
 type TokenFailure func(ctx context.Context, connectionID, message string, at time.Time)
 
 // Authenticator checks credentials against the store.
@@ -91,23 +101,33 @@ var dummyHash = secret.Hash(make([]byte, secret.SecretSize))
 
 var errStore = protocol.Errorf(protocol.RelayUnavailable, "relay store unavailable")
 
+// checked is the outcome of checking one credential against the store.
+type checked struct {
+	// good is true when the credential itself is good.
+	good bool
+	// found is the stored hash of the credential's id, when the store
+	// had a record for it.
+	found []byte
+	// refusal is the answer to give, if any.
+	refusal *protocol.Error
+}
+
 // attempt runs one authentication under the limits on refused credentials.
-// check reports whether the credential itself is good and the refusal to
-// answer, if any. A good credential is remembered; a refused one is charged
-// to its source and id unless nothing was presented (a proxy client
-// waiting for its 407 challenge) or the store, not the credential, failed.
-func (a *Authenticator) attempt(r *http.Request, c credential, presented bool, check func() (good bool, refusal *protocol.Error)) *protocol.Error {
+// A good credential is remembered; a refused one is charged to its source
+// and id unless nothing was presented (a proxy client waiting for its 407
+// challenge) or the store, not the credential, failed.
+func (a *Authenticator) attempt(r *http.Request, c credential, presented bool, check func() checked) *protocol.Error {
 	if e := a.guard.admit(r.RemoteAddr, c); e != nil {
 		return e
 	}
-	good, refusal := check()
+	out := check()
 	switch {
-	case good:
+	case out.good:
 		a.guard.succeeded(c)
-	case refusal != nil && refusal.Reason != protocol.RelayUnavailable && presented:
-		a.guard.failed(r.RemoteAddr, c)
+	case out.refusal != nil && out.refusal.Reason != protocol.RelayUnavailable && presented:
+		a.guard.failed(r.RemoteAddr, c, out.found)
 	}
-	return refusal
+	return out.refusal
 }
 
 // Agent is an authenticated agent token.
@@ -123,23 +143,40 @@ func (a *Authenticator) Agent(r *http.Request) (Agent, *protocol.Error) {
 	header := r.Header.Get("Authorization")
 	c := parseCredential(secret.AgentTokenPrefix, strings.TrimPrefix(header, "Bearer "))
 	var who Agent
-	e := a.attempt(r, c, header != "", func() (bool, *protocol.Error) {
-		var refusal *protocol.Error
-		who, refusal = a.agentToken(r.Context(), header)
-		return refusal == nil, refusal
+	e := a.attempt(r, c, header != "", func() checked {
+		var out checked
+		who, out = a.agentToken(r.Context(), header)
+		out.good = out.refusal == nil
+		return out
 	})
 	return who, e
 }
 
-func (a *Authenticator) agentToken(ctx context.Context, header string) (Agent, *protocol.Error) {
-	invalid := protocol.Errorf(protocol.AgentTokenInvalid, "agent token is unknown, wrong or expired")
+// Messages of refused agent tokens, as the connection's status shows them.
+// They name no token: token ids are not secret, but the status is no
+// place to learn them.
+const (
+	msgWrongSecret     = "an agent presented a wrong secret for one of this connection's tokens"
+	msgMalformedSecret = "an agent presented one of this connection's token ids with a malformed secret (truncated or mistyped)"
+	msgExpired         = "an agent presented one of this connection's tokens that expired after a rotation"
+)
+
+func (a *Authenticator) agentToken(ctx context.Context, header string) (Agent, checked) {
+	invalid := checked{refusal: protocol.Errorf(protocol.AgentTokenInvalid, "agent token is unknown, wrong or expired")}
 	raw, ok := strings.CutPrefix(header, "Bearer ")
 	if !ok {
 		return Agent{}, invalid
 	}
-	id, sec, err := secret.Parse(secret.AgentTokenPrefix, strings.TrimSpace(raw))
+	raw = strings.TrimSpace(raw)
+	wrong := msgWrongSecret
+	id, sec, err := secret.Parse(secret.AgentTokenPrefix, raw)
 	if err != nil {
-		return Agent{}, invalid
+		// A token whose secret was cut or mistyped still names its
+		// connection: say so in its status.
+		if id, ok = secret.ParseID(secret.AgentTokenPrefix, raw); !ok {
+			return Agent{}, invalid
+		}
+		wrong = msgMalformedSecret
 	}
 	tok, err := a.store.GetToken(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -148,50 +185,52 @@ func (a *Authenticator) agentToken(ctx context.Context, header string) (Agent, *
 	}
 	if err != nil {
 		a.log.Error("agent token: store error", "err", err)
-		return Agent{}, errStore
+		return Agent{}, checked{refusal: errStore}
 	}
+	invalid.found = tok.Hash
 	now := time.Now()
 	if !a.verify(tok.Hash, sec) {
-		a.onFailure(ctx, tok.ConnectionID, "agent presented a wrong secret for token "+tok.ID, now)
+		a.onFailure(ctx, tok.ConnectionID, wrong, now)
 		return Agent{}, invalid
 	}
 	if !tok.ValidAt(now) {
-		a.onFailure(ctx, tok.ConnectionID, "agent presented token "+tok.ID+", which expired after a rotation", now)
+		a.onFailure(ctx, tok.ConnectionID, msgExpired, now)
 		return Agent{}, invalid
 	}
 	conn, err := a.store.GetConnection(ctx, tok.ConnectionID)
 	if err != nil {
 		a.log.Error("connection of an agent token: store error", "err", err)
-		return Agent{}, errStore
+		return Agent{}, checked{refusal: errStore}
 	}
 	if conn.Revoked() {
-		return Agent{}, protocol.Errorf(protocol.AgentTokenRevoked, "the connection of this agent token was revoked")
+		return Agent{}, checked{found: tok.Hash, refusal: protocol.Errorf(protocol.AgentTokenRevoked, "the connection of this agent token was revoked")}
 	}
-	return Agent{Connection: conn, TokenID: tok.ID}, nil
+	return Agent{Connection: conn, TokenID: tok.ID}, checked{found: tok.Hash}
 }
 
 // errKeyInvalid means an API key that is malformed, unknown, wrong or
 // revoked; all answer alike.
 var errKeyInvalid = errors.New("api key invalid")
 
-// key verifies an API key in constant time.
-func (a *Authenticator) key(ctx context.Context, raw string) (store.APIKey, error) {
+// key verifies an API key in constant time. With errKeyInvalid, found is
+// the stored hash when the store had a record of the id.
+func (a *Authenticator) key(ctx context.Context, raw string) (k store.APIKey, found []byte, err error) {
 	id, sec, err := secret.Parse(secret.APIKeyPrefix, strings.TrimSpace(raw))
 	if err != nil {
-		return store.APIKey{}, errKeyInvalid
+		return store.APIKey{}, nil, errKeyInvalid
 	}
-	k, err := a.store.GetAPIKey(ctx, id)
+	k, err = a.store.GetAPIKey(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		a.verify(dummyHash, sec)
-		return store.APIKey{}, errKeyInvalid
+		return store.APIKey{}, nil, errKeyInvalid
 	}
 	if err != nil {
-		return store.APIKey{}, err
+		return store.APIKey{}, nil, err
 	}
 	if !a.verify(k.Hash, sec) || k.RevokedAt != nil {
-		return store.APIKey{}, errKeyInvalid
+		return store.APIKey{}, k.Hash, errKeyInvalid
 	}
-	return k, nil
+	return k, k.Hash, nil
 }
 
 // RequireKey serves next only for a valid API key in Authorization: Bearer,
@@ -213,19 +252,22 @@ func (a *Authenticator) APIKey(r *http.Request) (store.APIKey, *protocol.Error) 
 	raw, isBearer := strings.CutPrefix(header, "Bearer ")
 	c := parseCredential(secret.APIKeyPrefix, raw)
 	var k store.APIKey
-	e := a.attempt(r, c, header != "", func() (bool, *protocol.Error) {
+	e := a.attempt(r, c, header != "", func() checked {
 		if !isBearer {
-			return false, protocol.Errorf(protocol.ProxyAuthRequired, "Authorization: Bearer <api key> required")
+			return checked{refusal: protocol.Errorf(protocol.ProxyAuthRequired, "Authorization: Bearer <api key> required")}
 		}
-		var err error
-		k, err = a.key(r.Context(), raw)
+		var (
+			found []byte
+			err   error
+		)
+		k, found, err = a.key(r.Context(), raw)
 		switch {
 		case errors.Is(err, errKeyInvalid):
-			return false, protocol.Errorf(protocol.ProxyAuthRequired, "API key is unknown, wrong or revoked")
+			return checked{found: found, refusal: protocol.Errorf(protocol.ProxyAuthRequired, "API key is unknown, wrong or revoked")}
 		case err != nil:
-			return false, errStore
+			return checked{refusal: errStore}
 		}
-		return true, nil
+		return checked{good: true, found: found}
 	})
 	return k, e
 }
@@ -241,16 +283,17 @@ func (a *Authenticator) Proxy(r *http.Request) (store.Connection, store.APIKey, 
 		conn store.Connection
 		k    store.APIKey
 	)
-	e := a.attempt(r, proxyCredential(header), header != "", func() (bool, *protocol.Error) {
-		var refusal *protocol.Error
-		conn, k, refusal = a.proxy(r.Context(), header)
-		return k.ID != "", refusal
+	e := a.attempt(r, proxyCredential(header), header != "", func() checked {
+		var out checked
+		conn, k, out = a.proxy(r.Context(), header)
+		out.good = k.ID != ""
+		return out
 	})
 	return conn, k, e
 }
 
-func (a *Authenticator) proxy(ctx context.Context, header string) (store.Connection, store.APIKey, *protocol.Error) {
-	denied := protocol.Errorf(protocol.ProxyAuthRequired, "Proxy-Authorization must be Basic base64(<connection id>:<api key>) with a key valid for that connection")
+func (a *Authenticator) proxy(ctx context.Context, header string) (store.Connection, store.APIKey, checked) {
+	denied := checked{refusal: protocol.Errorf(protocol.ProxyAuthRequired, "Proxy-Authorization must be Basic base64(<connection id>:<api key>) with a key valid for that connection")}
 	raw, ok := strings.CutPrefix(header, "Basic ")
 	if !ok {
 		return store.Connection{}, store.APIKey{}, denied
@@ -263,21 +306,22 @@ func (a *Authenticator) proxy(ctx context.Context, header string) (store.Connect
 	if !ok || connID == "" {
 		return store.Connection{}, store.APIKey{}, denied
 	}
-	k, err := a.key(ctx, key)
+	k, found, err := a.key(ctx, key)
+	denied.found = found
 	if err != nil {
 		if errors.Is(err, errKeyInvalid) {
 			return store.Connection{}, store.APIKey{}, denied
 		}
-		return store.Connection{}, store.APIKey{}, errStore
+		return store.Connection{}, store.APIKey{}, checked{refusal: errStore}
 	}
 	conn, err := a.store.GetConnection(ctx, connID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !Sees(k, conn)) {
 		return store.Connection{}, k, denied
 	}
 	if err != nil {
-		return store.Connection{}, k, errStore
+		return store.Connection{}, k, checked{found: found, refusal: errStore}
 	}
-	return conn, k, nil
+	return conn, k, checked{found: found}
 }
 
 // Sees reports whether key k may see connection c: an admin key sees every

@@ -27,25 +27,31 @@ import (
 //     charged; a malformed one is charged to its source.
 //   - A success never refunds or resets anything: a client holding one
 //     valid key cannot interleave successes to keep guessing other keys.
-//   - The source is the peer address of the TCP connection. An IPv6 source
-//     is counted per /64, since one host commonly owns a whole /64.
-//     X-Forwarded-For and the like are never trusted: a relay behind a
-//     load balancer that hides peer addresses needs a trusted-proxy list,
-//     which does not exist yet, and until then counts per balancer address.
+//   - The source is the peer address of the connection: the TCP peer, or
+//     the client a trusted load balancer named in a PROXY protocol header
+//     (relay/proxyproto). An IPv6 source is counted per /64, since one
+//     host commonly owns a whole /64. X-Forwarded-For and the like are
+//     never trusted.
 //   - The per-credential limit applies only to sources that have been
 //     refused themselves within the window. Credential ids are not secret
-//     (they appear in logs and status), so without this anyone who learned
+//     (they appear in logs and URLs), so without this anyone who learned
 //     an agent's token id could lock that agent out by failing on purpose;
 //     with it, the legitimate agent, whose own record is clean, still gets
 //     through, while the attacker's failing sources are held back.
-//   - A source that is over its limit may still use a credential that was
-//     verified on this node within the window: its secret is checked
-//     against the hash kept from that success, in memory, before anything
-//     else happens. So a shared egress address (the product's NAT, a
-//     corporate proxy) that also carries an attacker, or a client with one
-//     stale key, does not take down the valid keys that come from it. Only
-//     the holder of the real secret gets past this way, and a credential
-//     the store later refuses (revoked, expired) is dropped at once.
+//   - Limits hold back refused credentials, never good ones. A source
+//     that is over its limit (a NAT or load balancer shared with an
+//     attacker, a client with one stale key) still gets a good credential
+//     through, without turning a flood into store reads: its secret is
+//     first compared with the hash this node holds in memory for that id
+//     (kept from a success, or from a lookup that found the record, for
+//     knownFor). A match goes on to the full check; a mismatch is refused
+//     on the spot. An id the node holds nothing for may go to the store
+//     only within a relay-wide budget of lookups per second
+//     (LookupsWhileLimited); past it the attempt is refused. So a correct
+//     credential this node has seen passes whatever the flood, one it has
+//     not seen passes within the budget, and a flood costs at most the
+//     budget in store reads. A real secret the store refuses (revoked,
+//     expired) is dropped from memory at once.
 //   - Retry-After is the time until the limited bucket holds one attempt
 //     again. Limited attempts are not charged, so a patient client is
 //     never locked out for longer than that.
@@ -63,13 +69,19 @@ type credential struct {
 }
 
 // parseCredential reads the id of a presented credential without touching
-// the store. Anything unparsable has an empty key.
+// the store. A well-formed id with a malformed secret (truncated,
+// mistyped) has its key and no secret; anything else unparsable has an
+// empty key.
 func parseCredential(prefix, raw string) credential {
-	id, sec, err := secret.Parse(prefix, strings.TrimSpace(raw))
-	if err != nil {
-		return credential{}
+	raw = strings.TrimSpace(raw)
+	id, sec, err := secret.Parse(prefix, raw)
+	if err == nil {
+		return credential{key: prefix + ":" + id, sec: sec}
 	}
-	return credential{key: prefix + ":" + id, sec: sec}
+	if id, ok := secret.ParseID(prefix, raw); ok {
+		return credential{key: prefix + ":" + id}
+	}
+	return credential{}
 }
 
 // proxyCredential reads the API key of a Proxy-Authorization header.
@@ -106,24 +118,41 @@ func sourceKey(remoteAddr string) string {
 	return a.String()
 }
 
-// goodCredential is the hash of a secret that authenticated at at.
-type goodCredential struct {
+// knownFor is how long the hash of a credential id stays in memory after
+// a success or a lookup that found it. An id's hash never changes, so
+// this bounds memory, not staleness.
+const knownFor = time.Hour
+
+// knownCredential is the stored hash of a credential id, as of at.
+type knownCredential struct {
 	hash []byte
 	at   time.Time
 }
 
+// recall is what the node's memory says of a presented credential.
+type recall int
+
+const (
+	recallUnknown recall = iota // no hash held for its id
+	recallMatch                 // its secret matches the hash held
+	recallDiffers               // its secret does not (or it has no id)
+)
+
 // guard applies the limits on refused credentials. Either limiter may be
-// nil (that limit is off).
+// nil (that limit is off); lookups is nil when limited sources get no
+// store lookups.
 type guard struct {
 	log     *slog.Logger
 	sources *ratelimit.Limiter
 	creds   *ratelimit.Limiter
+	lookups *ratelimit.Limiter
 	window  time.Duration
+	keep    time.Duration
 	verify  Verifier
 	now     func() time.Time
 
-	mu   sync.Mutex
-	good *ratelimit.LRU[goodCredential]
+	mu    sync.Mutex
+	known *ratelimit.LRU[knownCredential]
 }
 
 // newGuard builds the guard of cfg; now is the clock.
@@ -131,15 +160,19 @@ func newGuard(cfg Config, verify Verifier, log *slog.Logger, now func() time.Tim
 	g := &guard{
 		log:    log,
 		window: cfg.Window,
+		keep:   max(knownFor, cfg.Window),
 		verify: verify,
 		now:    now,
-		good:   ratelimit.NewLRU[goodCredential](ratelimit.MaxKeys),
+		known:  ratelimit.NewLRU[knownCredential](ratelimit.MaxKeys),
 	}
 	if cfg.FailuresPerSource > 0 {
 		g.sources = ratelimit.PerWindow(cfg.FailuresPerSource, cfg.Window, ratelimit.MaxKeys, now)
 	}
 	if cfg.FailuresPerCredential > 0 {
 		g.creds = ratelimit.PerWindow(cfg.FailuresPerCredential, cfg.Window, ratelimit.MaxKeys, now)
+	}
+	if cfg.LookupsWhileLimited > 0 {
+		g.lookups = ratelimit.New(cfg.LookupsWhileLimited, max(1, int(math.Ceil(cfg.LookupsWhileLimited))), 1, now)
 	}
 	return g
 }
@@ -148,7 +181,29 @@ func newGuard(cfg Config, verify Verifier, log *slog.Logger, now func() time.Tim
 // remoteAddr presenting c may be checked. It returns the refusal to send
 // when not.
 func (g *guard) admit(remoteAddr string, c credential) *protocol.Error {
-	src := sourceKey(remoteAddr)
+	wait, what := g.wait(sourceKey(remoteAddr), c)
+	if wait == 0 {
+		return nil
+	}
+	switch g.recall(c) {
+	case recallMatch:
+		return nil
+	case recallUnknown:
+		if g.lookups != nil {
+			if _, ok := g.lookups.Take(""); ok {
+				return nil
+			}
+		}
+	}
+	secs := int(math.Ceil(wait.Seconds()))
+	e := protocol.Errorf(protocol.RateLimited, "too many refused credentials %s; retry in %d s", what, secs)
+	e.RetryAfter = max(1, secs)
+	return e
+}
+
+// wait is how long an attempt from src presenting c is held back by the
+// limits, and which limit holds it.
+func (g *guard) wait(src string, c credential) (time.Duration, string) {
 	var wait time.Duration
 	what := ""
 	if g.sources != nil {
@@ -157,35 +212,37 @@ func (g *guard) admit(remoteAddr string, c credential) *protocol.Error {
 	if wait == 0 && g.creds != nil && c.key != "" && (g.sources == nil || g.sources.Charged(src)) {
 		wait, what = g.creds.Wait(c.key), "for this credential"
 	}
-	if wait == 0 || g.recentlyGood(c) {
-		return nil
-	}
-	secs := int(math.Ceil(wait.Seconds()))
-	e := protocol.Errorf(protocol.RateLimited, "too many refused credentials %s; retry in %d s", what, secs)
-	e.RetryAfter = max(1, secs)
-	return e
+	return wait, what
 }
 
-// recentlyGood reports whether c's secret matches one that authenticated
-// on this node within the window.
-func (g *guard) recentlyGood(c credential) bool {
+// recall compares c's secret with the hash held for its id, if any.
+func (g *guard) recall(c credential) recall {
 	if c.key == "" {
-		return false
+		return recallDiffers
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	gc, ok := g.good.Get(c.key)
+	kc, ok := g.known.Get(c.key)
 	if !ok {
-		return false
+		return recallUnknown
 	}
-	if g.now().Sub(gc.at) >= g.window {
-		g.good.Remove(c.key)
-		return false
+	if g.now().Sub(kc.at) >= g.keep {
+		g.known.Remove(c.key)
+		return recallUnknown
 	}
-	return g.verify(gc.hash, c.sec)
+	if g.verify(kc.hash, c.sec) {
+		return recallMatch
+	}
+	return recallDiffers
 }
 
-// succeeded remembers c as good. It does not touch any failure count.
+// remember holds hash for c's id; the caller holds g.mu.
+func (g *guard) remember(c credential, hash []byte, now time.Time) {
+	g.known.Put(c.key, knownCredential{hash: hash, at: now})
+	g.known.Sweep(ratelimit.SweepPerCall, func(kc *knownCredential) bool { return now.Sub(kc.at) >= g.keep })
+}
+
+// succeeded remembers c's hash. It does not touch any failure count.
 func (g *guard) succeeded(c credential) {
 	if c.key == "" {
 		return
@@ -193,13 +250,15 @@ func (g *guard) succeeded(c credential) {
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.good.Put(c.key, goodCredential{hash: secret.Hash(c.sec), at: now})
-	g.good.Sweep(ratelimit.SweepPerCall, func(gc *goodCredential) bool { return now.Sub(gc.at) >= g.window })
+	g.remember(c, secret.Hash(c.sec), now)
 }
 
-// failed charges a refused attempt to its source and credential. A real
-// secret the store refused (revoked, expired) is no longer good.
-func (g *guard) failed(remoteAddr string, c credential) {
+// failed charges a refused attempt to its source and credential. found is
+// the hash of the record the store found for c's id, nil when none: it is
+// held, so that further wrong secrets for that id are refused from memory
+// while the source is limited. A real secret the store refused (revoked,
+// expired) is forgotten instead.
+func (g *guard) failed(remoteAddr string, c credential, found []byte) {
 	src := sourceKey(remoteAddr)
 	if g.sources != nil && g.sources.Charge(src) {
 		g.log.Warn("auth failures from a source address are rate limited", "source", src)
@@ -210,16 +269,24 @@ func (g *guard) failed(remoteAddr string, c credential) {
 	if g.creds != nil && g.creds.Charge(c.key) {
 		g.log.Warn("auth failures for a credential are rate limited", "credential", c.key)
 	}
+	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	hash := dummyHash
-	gc, ok := g.good.Get(c.key)
-	if ok {
-		hash = gc.hash
+	kc, held := g.known.Get(c.key)
+	switch {
+	case found != nil:
+		hash = found
+	case held:
+		hash = kc.hash
 	}
-	// Compare either way, so that a refusal costs the same whether or not
-	// its id was recently good.
-	if g.verify(hash, c.sec) && ok {
-		g.good.Remove(c.key)
+	// Compare in every case, so that a refusal costs the same whether or
+	// not its id exists or is held.
+	genuine := g.verify(hash, c.sec) && (found != nil || held)
+	switch {
+	case genuine:
+		g.known.Remove(c.key)
+	case found != nil:
+		g.remember(c, found, now)
 	}
 }

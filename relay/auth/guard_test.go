@@ -48,7 +48,7 @@ func TestParseCredentials(t *testing.T) {
 			"surrounding spaces": {secret.AgentTokenPrefix, " " + tok.Display + " ", "pat:" + tok.ID},
 			"api key":            {secret.APIKeyPrefix, key.Display, "pak:" + key.ID},
 			"wrong kind":         {secret.AgentTokenPrefix, key.Display, ""},
-			"truncated":          {secret.APIKeyPrefix, key.Display[:20], ""},
+			"id cut short":       {secret.APIKeyPrefix, key.Display[:19], ""},
 			"empty":              {secret.APIKeyPrefix, "", ""},
 		}
 		for name, tc := range tests {
@@ -57,6 +57,25 @@ func TestParseCredentials(t *testing.T) {
 				assert.Equal(t, tc.want, c.key)
 				if tc.want != "" {
 					assert.Len(t, c.sec, secret.SecretSize)
+				}
+			})
+		}
+	})
+	// A well-formed id with a cut or mistyped secret is still charged to
+	// that id, with no secret to compare.
+	t.Run("malformed secret", func(t *testing.T) {
+		for name, raw := range map[string]string{
+			"secret cut":        tok.Display[:30],
+			"secret gone":       tok.Display[:20],
+			"non-canonical":     tok.Display[:len(tok.Display)-1] + "B",
+			"secret mistyped":   tok.Display[:21] + "!!!",
+			"one character off": tok.Display + "A",
+		} {
+			t.Run(name, func(t *testing.T) {
+				c := parseCredential(secret.AgentTokenPrefix, raw)
+				assert.Equal(t, "pat:"+tok.ID, c.key)
+				if name != "non-canonical" {
+					assert.Nil(t, c.sec)
 				}
 			})
 		}
@@ -70,7 +89,7 @@ func TestParseCredentials(t *testing.T) {
 			"not base64":        {"Basic !!!", ""},
 			"agent token":       {b64("conn_1:" + tok.Display), ""},
 			"empty":             {"", ""},
-			"colon in password": {b64("conn_1:" + key.Display + ":x"), ""},
+			"colon in password": {b64("conn_1:" + key.Display + ":x"), "pak:" + key.ID}, // a malformed secret, its id well formed
 		}
 		for name, tc := range tests {
 			t.Run(name, func(t *testing.T) {
@@ -100,7 +119,7 @@ func FuzzProxyCredential(f *testing.F) {
 			return
 		}
 		id, ok := strings.CutPrefix(c.key, secret.APIKeyPrefix+":")
-		if !ok || !secret.ValidID(id) || len(c.sec) != secret.SecretSize {
+		if !ok || !secret.ValidID(id) || (c.sec != nil && len(c.sec) != secret.SecretSize) {
 			t.Fatalf("proxyCredential(%q) = %q with %d secret bytes", header, c.key, len(c.sec))
 		}
 	})
@@ -121,12 +140,15 @@ func FuzzSourceKey(f *testing.F) {
 	})
 }
 
-// guardFixture is a guard on a fake clock with small limits.
-func guardFixture(t *testing.T, perSource, perCred int) (*guard, *fakeclock.Clock) {
-	t.Helper()
+// guardOf is the guard of cfg on a fake clock.
+func guardOf(cfg Config) (*guard, *fakeclock.Clock) {
 	clk := fakeclock.New()
-	cfg := Config{FailuresPerSource: perSource, FailuresPerCredential: perCred, Window: time.Minute}
 	return newGuard(cfg, secret.Verify, slog.New(slog.DiscardHandler), clk.Now), clk
+}
+
+// guardFixture is a guard on a fake clock with small limits.
+func guardFixture(_ *testing.T, perSource, perCred int) (*guard, *fakeclock.Clock) {
+	return guardOf(Config{FailuresPerSource: perSource, FailuresPerCredential: perCred, Window: time.Minute})
 }
 
 func mustCredential(t *testing.T, prefix string) (credential, string) {
@@ -143,7 +165,7 @@ func TestAuthGuardSourceLimit(t *testing.T) {
 
 	for range 3 {
 		require.Nil(t, g.admit(attacker, cred))
-		g.failed(attacker, cred)
+		g.failed(attacker, cred, nil)
 	}
 	e := g.admit(attacker+"1", credential{})
 	require.NotNil(t, e, "the fourth attempt from the same address, any port, any credential")
@@ -159,7 +181,7 @@ func TestAuthGuardSourceLimit(t *testing.T) {
 	require.Nil(t, g.admit(attacker, good))
 	g.succeeded(good)
 	require.Nil(t, g.admit(attacker, cred))
-	g.failed(attacker, cred)
+	g.failed(attacker, cred, nil)
 	assert.NotNil(t, g.admit(attacker, cred), "a refill allows one attempt, not more")
 }
 
@@ -170,7 +192,7 @@ func TestAuthGuardCredentialLimit(t *testing.T) {
 	attackers := []string{"203.0.113.1:1", "203.0.113.2:1", "203.0.113.3:1"}
 	for _, a := range attackers {
 		require.Nil(t, g.admit(a, wrong))
-		g.failed(a, wrong)
+		g.failed(a, wrong, nil)
 	}
 	for _, a := range attackers {
 		e := g.admit(a, wrong)
@@ -182,8 +204,14 @@ func TestAuthGuardCredentialLimit(t *testing.T) {
 	assert.Nil(t, g.admit("192.0.2.10:5", target), "a source that never failed still reaches the store")
 }
 
-func TestAuthGuardRecentlyGoodCredential(t *testing.T) {
-	g, clk := guardFixture(t, 2, 2)
+// guardFixtureLookups is a guard with a budget of store lookups for
+// limited sources.
+func guardFixtureLookups(_ *testing.T, perSource int, lookups float64) (*guard, *fakeclock.Clock) {
+	return guardOf(Config{FailuresPerSource: perSource, FailuresPerCredential: 100, Window: time.Minute, LookupsWhileLimited: lookups})
+}
+
+func TestAuthGuardKnownCredentialPassesALimitedSource(t *testing.T) {
+	g, clk := guardFixtureLookups(t, 2, 0)
 	good, _ := mustCredential(t, secret.APIKeyPrefix)
 	stale, _ := mustCredential(t, secret.APIKeyPrefix)
 	const shared = "192.0.2.44:1"
@@ -191,24 +219,72 @@ func TestAuthGuardRecentlyGoodCredential(t *testing.T) {
 	require.Nil(t, g.admit(shared, good))
 	g.succeeded(good)
 	for range 2 {
-		g.failed(shared, stale) // someone behind the same address fails
+		g.failed(shared, stale, nil) // someone behind the same address fails
 	}
 	require.NotNil(t, g.admit(shared, stale), "the failing credential is held back")
-	assert.Nil(t, g.admit(shared, good), "a credential verified within the window still passes")
+	assert.Nil(t, g.admit(shared, good), "a credential this node verified still passes")
 	forged := credential{key: good.key, sec: make([]byte, secret.SecretSize)}
 	assert.NotNil(t, g.admit(shared, forged), "its id alone is not enough")
-	g.failed(shared, forged)
+	assert.NotNil(t, g.admit(shared, credential{key: good.key}), "nor its id with a malformed secret")
+	g.failed(shared, forged, secret.Hash(good.sec))
 	assert.Nil(t, g.admit(shared, good), "a forged secret does not evict the real one")
 
-	g.failed(shared, good) // the store refused the real secret (revoked)
-	assert.NotNil(t, g.admit(shared, good), "a refused real secret is no longer good")
+	g.failed(shared, good, secret.Hash(good.sec)) // the store refused the real secret (revoked)
+	assert.NotNil(t, g.admit(shared, good), "a refused real secret is no longer known")
 
 	g.succeeded(good)
-	clk.Advance(time.Minute)
+	clk.Advance(30 * time.Minute)
 	for range 2 {
-		g.failed(shared, stale)
+		g.failed(shared, stale, nil)
 	}
-	assert.NotNil(t, g.admit(shared, good), "a success counts for one window")
+	assert.Nil(t, g.admit(shared, good), "a success is remembered well past the window")
+	clk.Advance(knownFor)
+	for range 2 {
+		g.failed(shared, stale, nil)
+	}
+	assert.NotNil(t, g.admit(shared, good), "for knownFor, not for ever")
+}
+
+// A credential the store found with a wrong secret is held too: further
+// wrong secrets for its id are refused from memory, its real secret is
+// let through to the store.
+func TestAuthGuardFoundHashRefusesWrongSecretsFromMemory(t *testing.T) {
+	g, _ := guardFixtureLookups(t, 1, 0)
+	owner, _ := mustCredential(t, secret.AgentTokenPrefix)
+	wrong := credential{key: owner.key, sec: make([]byte, secret.SecretSize)}
+	const src = "198.51.100.9:1"
+	require.Nil(t, g.admit(src, wrong))
+	g.failed(src, wrong, secret.Hash(owner.sec)) // the store had the record
+	assert.NotNil(t, g.admit(src, wrong), "the source is limited and the secret differs from the one held")
+	assert.Nil(t, g.admit(src, owner), "the real secret matches the hash held")
+}
+
+// A limited source's credential this node holds nothing for may reach
+// the store only within the relay-wide budget of lookups.
+func TestAuthGuardLookupBudget(t *testing.T) {
+	g, clk := guardFixtureLookups(t, 1, 2)
+	const src, other = "203.0.113.50:1", "203.0.113.51:1"
+	junk, _ := mustCredential(t, secret.APIKeyPrefix)
+	require.Nil(t, g.admit(src, junk))
+	g.failed(src, junk, nil)
+	require.Nil(t, g.admit(other, junk))
+	g.failed(other, junk, nil)
+
+	fresh := func() credential { c, _ := mustCredential(t, secret.APIKeyPrefix); return c }
+	assert.Nil(t, g.admit(src, fresh()), "first lookup of the budget")
+	assert.Nil(t, g.admit(other, fresh()), "second: the budget is the node's, not the source's")
+	e := g.admit(src, fresh())
+	require.NotNil(t, e, "the budget is spent")
+	assert.Equal(t, protocol.RateLimited, e.Reason)
+	assert.NotNil(t, g.admit(src, credential{}), "an unparsable credential never gets a lookup")
+	clk.Advance(500 * time.Millisecond)
+	assert.Nil(t, g.admit(src, fresh()), "the budget refills at its rate")
+	assert.NotNil(t, g.admit(src, fresh()))
+
+	g0, _ := guardFixtureLookups(t, 1, 0)
+	require.Nil(t, g0.admit(src, junk))
+	g0.failed(src, junk, nil)
+	assert.NotNil(t, g0.admit(src, fresh()), "no budget: only credentials held in memory pass")
 }
 
 func TestAuthGuardOff(t *testing.T) {
@@ -216,6 +292,6 @@ func TestAuthGuardOff(t *testing.T) {
 	cred, _ := mustCredential(t, secret.AgentTokenPrefix)
 	for range 1000 {
 		require.Nil(t, g.admit("192.0.2.1:1", cred))
-		g.failed("192.0.2.1:1", cred)
+		g.failed("192.0.2.1:1", cred, nil)
 	}
 }

@@ -13,10 +13,22 @@ import (
 	"github.com/postern/postern/relay/store"
 )
 
-// failureWriteEvery throttles the writes of refused agent tokens: a flood
-// of wrong tokens for one connection costs one write per second per node,
-// not one per attempt.
-const failureWriteEvery = time.Second
+// failureWriteEvery and failureWritesPer throttle the writes of refused
+// agent tokens: a flood of wrong tokens for one connection costs two
+// writes per second per node, not one per attempt. Two, because auth turns
+// failing at the second refusal, which must not be the one dropped (an
+// agent's tunnels are refused together).
+const (
+	failureWriteEvery = time.Second
+	failureWritesPer  = 2
+)
+
+// failureWrites counts the refused-token writes of one connection since
+// at.
+type failureWrites struct {
+	at time.Time
+	n  int
+}
 
 // Book is the status book of a cluster: sessions on every node, refused
 // tokens and published states in the shared store, each transition
@@ -28,7 +40,7 @@ type Book struct {
 
 	mu        sync.Mutex
 	published map[string]store.PublishedState // as far as this node knows
-	failures  map[string]time.Time            // last write of a refused token, per connection
+	failures  map[string]failureWrites        // writes of refused tokens, per connection
 	lapsed    map[string]bool                 // connections whose sessions lapsed
 	delivered int64                           // newest event id handed to the bus
 	wake      chan struct{}                   // an event was published somewhere
@@ -38,7 +50,7 @@ type Book struct {
 func (n *Node) NewBook() *Book {
 	n.book = &Book{
 		node:      n,
-		published: map[string]store.PublishedState{}, failures: map[string]time.Time{},
+		published: map[string]store.PublishedState{}, failures: map[string]failureWrites{},
 		lapsed: map[string]bool{}, wake: make(chan struct{}, 1),
 	}
 	return n.book
@@ -75,20 +87,24 @@ func (b *Book) Failure(ctx context.Context, connID string) (store.Failure, error
 	return b.node.st.LastFailure(ctx, connID)
 }
 
-// NoteFailure records a refused agent token, at most once a second per
-// connection from this node.
-func (b *Book) NoteFailure(ctx context.Context, connID, msg string, at time.Time) error {
+// NoteFailure records a refused agent token, at most failureWritesPer
+// times per failureWriteEvery per connection from this node.
+func (b *Book) NoteFailure(ctx context.Context, connID, msg string, at time.Time, within time.Duration) error {
 	b.mu.Lock()
-	last := b.failures[connID]
-	write := at.Sub(last) >= failureWriteEvery
+	w := b.failures[connID]
+	if at.Sub(w.at) >= failureWriteEvery {
+		w = failureWrites{at: at}
+	}
+	write := w.n < failureWritesPer
 	if write {
-		b.failures[connID] = at
+		w.n++
+		b.failures[connID] = w
 	}
 	b.mu.Unlock()
 	if !write {
 		return nil
 	}
-	return b.node.st.NoteFailure(ctx, connID, msg, at)
+	return b.node.st.NoteFailure(ctx, connID, msg, at, within)
 }
 
 // Track records the connection's status now as published, without an
@@ -179,8 +195,8 @@ func (b *Book) Tracked() []string {
 		seen[s.ConnectionID] = true
 	}
 	b.mu.Lock()
-	for id, at := range b.failures {
-		if time.Since(at) < time.Hour {
+	for id, w := range b.failures {
+		if time.Since(w.at) < time.Hour {
 			seen[id] = true
 		} else {
 			delete(b.failures, id)

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 )
 
 // The prefixes of the two kinds of credential.
@@ -133,6 +134,25 @@ func Parse(prefix, s string) (id string, secret []byte, err error) {
 		return "", nil, fmt.Errorf("%w: bad secret encoding", ErrMalformed)
 	}
 	return id, secret, nil
+}
+
+// ParseID reads the id of a credential of the given prefix whose secret
+// part may be anything, even missing: <prefix>_<id>, optionally followed
+// by _ and whatever is left of a truncated or mistyped secret. It lets the
+// relay attribute such a credential to its record; it never accepts one.
+func ParseID(prefix, s string) (id string, ok bool) {
+	if len(s) > MaxLen || !validPrefix(prefix) {
+		return "", false
+	}
+	rest, ok := strings.CutPrefix(s, prefix+"_")
+	if !ok || len(rest) < IDLen {
+		return "", false
+	}
+	id, rest = rest[:IDLen], rest[IDLen:]
+	if !validID(id) || (rest != "" && rest[0] != '_') {
+		return "", false
+	}
+	return id, true
 }
 
 // ValidID reports whether id has the shape NewID produces. It lets callers

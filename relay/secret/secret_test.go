@@ -94,6 +94,43 @@ func TestParseRejects(t *testing.T) {
 	}
 }
 
+// ParseID finds the id of a credential whose secret part was truncated or
+// mistyped, and nothing else.
+func TestParseID(t *testing.T) {
+	good, err := New(AgentTokenPrefix)
+	require.NoError(t, err)
+	tok := good.Display
+	for name, tc := range map[string]struct {
+		in string
+		ok bool
+	}{
+		"whole token":            {tok, true},
+		"short secret":           {tok[:len(tok)-1], true},
+		"non-canonical tail":     {"pat_" + good.ID + "_" + strings.Repeat("A", 42) + "B", true},
+		"secret cut to nothing":  {"pat_" + good.ID + "_", true},
+		"separator gone too":     {"pat_" + good.ID, true},
+		"secret typed wrongly":   {"pat_" + good.ID + "_not base64 at all!", true},
+		"other prefix":           {"pak" + tok[3:], false},
+		"id cut short":           {tok[:len("pat_")+IDLen-1], false},
+		"no separator after id":  {"pat_" + good.ID + "x" + tok[len("pat_")+IDLen+1:], false},
+		"upper-case id":          {"pat_" + strings.ToUpper(good.ID) + "_x", false},
+		"leading space":          {" " + tok, false},
+		"empty":                  {"", false},
+		"over the length limit":  {"pat_" + good.ID + "_" + strings.Repeat("A", MaxLen), false},
+		"bearer scheme included": {"Bearer " + tok, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			id, ok := ParseID(AgentTokenPrefix, tc.in)
+			assert.Equal(t, tc.ok, ok)
+			if tc.ok {
+				assert.Equal(t, good.ID, id)
+			} else {
+				assert.Empty(t, id)
+			}
+		})
+	}
+}
+
 func TestParseSecretContainingUnderscore(t *testing.T) {
 	// base64url uses '_' and '-', so a secret may start with or contain
 	// them; Parse must cut at fixed offsets, not on '_'.
@@ -177,9 +214,33 @@ func FuzzParse(f *testing.F) {
 			require.Nil(t, raw)
 			return
 		}
+		// What parses has an id ParseID finds too.
+		pid, ok := ParseID(prefix, in)
+		require.True(t, ok)
+		require.Equal(t, id, pid)
 		// Whatever parses is canonical: it re-encodes to the same bytes.
 		require.True(t, ValidID(id))
 		require.Len(t, raw, SecretSize)
 		require.Equal(t, in, prefix+"_"+id+"_"+secretEncoding.EncodeToString(raw))
+	})
+}
+
+func FuzzParseID(f *testing.F) {
+	s, err := New(AgentTokenPrefix)
+	require.NoError(f, err)
+	for _, in := range []string{s.Display, s.Display[:30], "pat_" + s.ID, "pat_" + s.ID + "x", "", "pat__"} {
+		f.Add(AgentTokenPrefix, in)
+	}
+	f.Fuzz(func(t *testing.T, prefix, in string) {
+		id, ok := ParseID(prefix, in)
+		if !ok {
+			require.Empty(t, id)
+			return
+		}
+		require.True(t, ValidID(id))
+		require.True(t, strings.HasPrefix(in, prefix+"_"+id), "the id is the one after the prefix")
+		rest := in[len(prefix)+1+IDLen:]
+		require.True(t, rest == "" || rest[0] == '_')
+		require.LessOrEqual(t, len(in), MaxLen)
 	})
 }

@@ -20,8 +20,10 @@ type Book interface {
 	Views(ctx context.Context, connID string) ([]View, error)
 	// Failure is the connection's last refused agent token.
 	Failure(ctx context.Context, connID string) (store.Failure, error)
-	// NoteFailure records a refused agent token.
-	NoteFailure(ctx context.Context, connID, msg string, at time.Time) error
+	// NoteFailure records a refused agent token; the failure's count
+	// goes up when the previous refusal is less than within before at,
+	// and starts over otherwise.
+	NoteFailure(ctx context.Context, connID, msg string, at time.Time, within time.Duration) error
 	// Track starts tracking c from the row given, before a change to it
 	// is made, so that the change has a "from": the status j gives now
 	// is taken as published, without an event. A connection already

@@ -53,10 +53,16 @@ func (b *memoryBook) Failure(_ context.Context, connID string) (store.Failure, e
 	return b.failures[connID], nil
 }
 
-func (b *memoryBook) NoteFailure(_ context.Context, connID, msg string, at time.Time) error {
+func (b *memoryBook) NoteFailure(_ context.Context, connID, msg string, at time.Time, within time.Duration) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	f := b.failures[connID]
+	if at.Sub(f.At) >= within {
+		f.Count = 0
+	}
+	if f.At.After(at) { // refusals noted out of order keep the newest time
+		at = f.At
+	}
 	b.failures[connID] = store.Failure{At: at, Count: f.Count + 1, Message: msg}
 	return nil
 }

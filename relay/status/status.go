@@ -41,14 +41,22 @@ const (
 	AuthRevoked = "revoked"
 )
 
+// FailingAfter is how many refused agent tokens in a row, each within
+// AuthFailureWindow of the one before, turn auth_status to failing. One
+// refusal is not enough: token ids are not secret, so a single wrong
+// secret proves nothing about the connection's own agents.
+const FailingAfter = 2
+
 // Config configures a Keeper.
 type Config struct {
 	// NodeID is reported as each agent's relay node.
 	NodeID string
 	// HeartbeatInterval is the Health period agents were asked for.
 	HeartbeatInterval time.Duration
-	// AuthFailureWindow is how long a refused agent token keeps a
-	// connection's auth_status at failing.
+	// AuthFailureWindow is how long refused agent tokens keep a
+	// connection's auth_status at failing: from the second of a run of
+	// refusals each within the window of the one before (see
+	// FailingAfter) until the window has passed since the last one.
 	AuthFailureWindow time.Duration
 	// Flap tells a flapping tunnel; its zero value turns that off.
 	Flap FlapPolicy
@@ -251,11 +259,11 @@ func (k *Keeper) addTunnel(a *api.Agent, v *View) {
 // offlineStatus fills the status of a connection with no live tunnel.
 func (k *Keeper) offlineStatus(st *api.Status, c store.Connection, f store.Failure, now time.Time) {
 	st.AuthStatus = AuthActive
-	if !f.At.IsZero() && now.Sub(f.At) < k.cfg.AuthFailureWindow {
+	if k.failing(f, now) {
 		st.AuthStatus = AuthFailing
 		st.LastError = f.Message
 	}
-	e := k.explain(c, f)
+	e := k.explain(c, f, now)
 	st.Reason = e.Reason
 	st.TunnelStatus = TunnelDisconnected
 	if c.FirstConnectedAt == nil {
@@ -302,11 +310,17 @@ func (k *Keeper) Offline(ctx context.Context, c store.Connection) *protocol.Erro
 		e.RetryAfter = 5
 		return e
 	}
-	return k.explain(c, f)
+	return k.explain(c, f, time.Now())
 }
 
-func (k *Keeper) explain(c store.Connection, f store.Failure) *protocol.Error {
-	if !f.At.IsZero() && time.Since(f.At) < k.cfg.AuthFailureWindow {
+// failing reports whether refused agent tokens make c's auth failing at
+// now.
+func (k *Keeper) failing(f store.Failure, now time.Time) bool {
+	return f.Count >= FailingAfter && !f.At.IsZero() && now.Sub(f.At) < k.cfg.AuthFailureWindow
+}
+
+func (k *Keeper) explain(c store.Connection, f store.Failure, now time.Time) *protocol.Error {
+	if k.failing(f, now) {
 		return protocol.Errorf(protocol.AgentAuthFailed, "%s at %s", f.Message, f.At.UTC().Format(time.RFC3339))
 	}
 	if c.FirstConnectedAt == nil {

@@ -54,7 +54,7 @@ func (k *Keeper) TokenFailure(ctx context.Context, connID, msg string, at time.T
 			k.Watch(ctx, c)
 		}
 	}
-	if err := k.book.NoteFailure(ctx, connID, msg, at); err != nil {
+	if err := k.book.NoteFailure(ctx, connID, msg, at, k.cfg.AuthFailureWindow); err != nil {
 		k.log.Warn("status events: record auth failure", "connection", connID, "err", err)
 	}
 	k.Changed(ctx, connID)

@@ -48,7 +48,9 @@ type Presence struct {
 
 // Failure is the last refused agent token of a connection.
 type Failure struct {
-	At      time.Time
+	At time.Time
+	// Count is how many refusals in a row came each within the window
+	// NoteFailure was given of the one before; an older one started over.
 	Count   int64
 	Message string
 }
@@ -135,8 +137,10 @@ type Cluster interface {
 	// pruned by Store.PruneEvents.)
 	ExpirePresence(ctx context.Context, now time.Time, keep time.Duration) ([]string, error)
 
-	// NoteFailure records a refused agent token against a connection.
-	NoteFailure(ctx context.Context, connectionID, message string, at time.Time) error
+	// NoteFailure records a refused agent token against a connection:
+	// the count goes up when the previous refusal is less than within
+	// before at, and starts over at 1 otherwise.
+	NoteFailure(ctx context.Context, connectionID, message string, at time.Time, within time.Duration) error
 	// LastFailure returns a connection's last refused agent token; a zero
 	// At means none.
 	LastFailure(ctx context.Context, connectionID string) (Failure, error)

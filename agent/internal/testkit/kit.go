@@ -64,15 +64,24 @@ func NewResolver(t testing.TB, server string, maxTTL time.Duration) *resolve.Res
 
 // DialLog is a dial function that records every address dialled.
 type DialLog struct {
+	// To, when set, is the loopback address every dial connects to
+	// instead of the one asked for: it stands in for the customer network,
+	// so a test can use a private network's addresses without sending a
+	// packet to one.
+	To string
+
 	mu    sync.Mutex
 	addrs []string
 }
 
-// Dial records addr and dials it.
+// Dial records addr and dials it (or To).
 func (l *DialLog) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	l.mu.Lock()
 	l.addrs = append(l.addrs, addr)
 	l.mu.Unlock()
+	if l.To != "" {
+		addr = l.To
+	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, addr)
 }

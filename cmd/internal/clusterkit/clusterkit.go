@@ -150,9 +150,7 @@ func newCluster(t testing.TB, n int, tlsCert *TLS, configure func(i int, nd *Nod
 	for i := range c.Nodes {
 		c.Start(i)
 	}
-	raw, err := os.ReadFile(filepath.Join(c.Nodes[0].Dir, "admin.key"))
-	require.NoError(t, err, "the first node bootstraps the admin key")
-	c.AdminKey = strings.TrimSpace(string(raw))
+	c.AdminKey = testkit.AdminKey(t, c.Nodes[0].Dir) // the first node bootstraps it
 	return c
 }
 
@@ -208,26 +206,16 @@ func (c *Cluster) CreateConnection(name string) api.Connection {
 // given, dialling the relay URLs of the nodes given, in that order.
 func (c *Cluster) StartAgent(token string, targets []string, tunnels int, nodes ...int) *testkit.Process {
 	c.T.Helper()
-	dir := c.T.TempDir()
-	tokenFile := filepath.Join(dir, "agent.token")
-	require.NoError(c.T, os.WriteFile(tokenFile, []byte(token+"\n"), 0o600))
-	var ports []string
-	for _, target := range targets {
-		_, port, err := net.SplitHostPort(target)
-		require.NoError(c.T, err)
-		ports = append(ports, port)
-	}
 	var urls []string
 	for _, i := range nodes {
-		urls = append(urls, "    - "+c.scheme("ws")+"://"+c.Nodes[i].API)
+		urls = append(urls, c.scheme("ws")+"://"+c.Nodes[i].API)
 	}
-	yaml := fmt.Sprintf("relay_url:\n%s\ntoken_file: %s\ntunnels: %d\nstatus_listen: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
-		strings.Join(urls, "\n"), tokenFile, tunnels, testkit.FreeAddr(c.T), strings.Join(ports, ", "))
+	more := ""
 	if c.TLS != nil {
-		yaml += "ca_file: " + c.TLS.CertFile + "\n"
+		more = "ca_file: " + c.TLS.CertFile + "\n"
 	}
-	cfg := filepath.Join(dir, "agent.yaml")
-	require.NoError(c.T, os.WriteFile(cfg, []byte(yaml), 0o600))
+	cfg := testkit.WriteAgentConfig(c.T, c.T.TempDir(), testkit.AgentConfig{Relays: urls, Token: token,
+		StatusListen: testkit.FreeAddr(c.T), Tunnels: tunnels, Allow: targets, More: more})
 	return testkit.Start(c.T, "agent", c.AgentBin, "run", "--config", cfg)
 }
 

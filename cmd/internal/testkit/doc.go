@@ -4,8 +4,9 @@
 // them as child processes it stops again at the end of each test, reads
 // their resource use from /proc, and provides the small loopback pieces
 // those tests have in common — a free address, a polling wait, an echo
-// target with its deterministic byte pattern, and a CONNECT through the
-// relay's proxy listener.
+// target with its deterministic byte pattern, a CONNECT through the
+// relay's proxy listener, an agent's config and token files, the admin
+// key a relay bootstrapped, and the parts of a credential.
 //
 // It owns no Postern behaviour and imports nothing of the project: what a
 // relay or agent must do is asserted by the tests that use it. It is

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/protocol"
@@ -312,12 +311,12 @@ func (s *RelaySession) WaitClosed(t testing.TB) {
 // Notify sends a relay notice on the control stream. A notice that ends
 // the tunnel can race its own write acknowledgement: the agent may read
 // it and close the session before the sender learns the write went out,
-// which yamux reports as a shutdown. That counts as delivered; callers
+// which the session reports as its shutdown. That counts as delivered; callers
 // check what the agent did with it.
 func (s *RelaySession) Notify(t testing.TB, typ protocol.FrameType, v any) {
 	t.Helper()
 	err := s.Send(typ, v, WaitTimeout)
-	if errors.Is(err, yamux.ErrSessionShutdown) {
+	if errors.Is(err, tunnel.ErrSessionShutdown) {
 		return
 	}
 	require.NoError(t, err)

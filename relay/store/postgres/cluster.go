@@ -193,11 +193,14 @@ func (s *Store) ExpirePresence(ctx context.Context, now time.Time, keep time.Dur
 	return conns, nil
 }
 
-// NoteFailure records a refused agent token against a connection.
-func (s *Store) NoteFailure(ctx context.Context, connectionID, message string, at time.Time) error {
+// NoteFailure records a refused agent token against a connection; the
+// count starts over when the previous refusal is within or more before at.
+func (s *Store) NoteFailure(ctx context.Context, connectionID, message string, at time.Time, within time.Duration) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO auth_failures (connection_id, at, count, message) VALUES ($1, $2, 1, $3)
 		ON CONFLICT (connection_id) DO UPDATE SET at = greatest(auth_failures.at, EXCLUDED.at),
-			count = auth_failures.count + 1, message = EXCLUDED.message`, connectionID, at, message)
+			count = CASE WHEN EXCLUDED.at - auth_failures.at < $4::bigint * interval '1 microsecond'
+				THEN auth_failures.count + 1 ELSE 1 END,
+			message = EXCLUDED.message`, connectionID, at, message, within.Microseconds())
 	if err != nil {
 		return fmt.Errorf("note auth failure of %q: %w", connectionID, err)
 	}

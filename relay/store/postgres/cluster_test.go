@@ -32,6 +32,40 @@ func views(t *testing.T, s *Store) []string {
 	return out
 }
 
+// Refused tokens count in runs: each within the window of the one before
+// adds one, an older one starts over, and a late write never moves the
+// time back.
+func TestAuthFailuresCountInRuns(t *testing.T) {
+	s := openFresh(t)
+	ctx := t.Context()
+	const window = time.Minute
+	t0 := time.Now().UTC().Truncate(time.Microsecond)
+	count := func() (int64, time.Time) {
+		f, err := s.LastFailure(ctx, "conn_1")
+		require.NoError(t, err)
+		return f.Count, f.At
+	}
+	n, at := count()
+	assert.Zero(t, n)
+	assert.True(t, at.IsZero(), "no failure yet")
+
+	require.NoError(t, s.NoteFailure(ctx, "conn_1", "one", t0, window))
+	n, _ = count()
+	assert.Equal(t, int64(1), n)
+	require.NoError(t, s.NoteFailure(ctx, "conn_1", "two", t0.Add(30*time.Second), window))
+	n, at = count()
+	assert.Equal(t, int64(2), n, "within the window of the one before")
+	assert.Equal(t, t0.Add(30*time.Second), at)
+	require.NoError(t, s.NoteFailure(ctx, "conn_1", "late", t0.Add(10*time.Second), window))
+	n, at = count()
+	assert.Equal(t, int64(3), n)
+	assert.Equal(t, t0.Add(30*time.Second), at, "a late write keeps the newest time")
+
+	require.NoError(t, s.NoteFailure(ctx, "conn_1", "much later", t0.Add(30*time.Second+window), window))
+	n, _ = count()
+	assert.Equal(t, int64(1), n, "a refusal a window after the last starts a new run")
+}
+
 // Writes about a session may arrive in any order: the highest sequence
 // number wins, and a tombstone is never reopened.
 func TestPresenceWritesAreOrderedBySequence(t *testing.T) {

@@ -57,17 +57,12 @@ func (s *Store) ListConnections(ctx context.Context, workspace string) ([]store.
 	if err != nil {
 		return nil, fmt.Errorf("list connections: %w", err)
 	}
-	defer rows.Close()
-	out := []store.Connection{}
-	for rows.Next() {
-		c, err := scanConnection(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list connections: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Connection, error) { return scanConnection(r) })
+	if err != nil {
 		return nil, fmt.Errorf("list connections: %w", err)
+	}
+	if out == nil {
+		out = []store.Connection{}
 	}
 	return out, nil
 }

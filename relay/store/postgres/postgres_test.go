@@ -166,24 +166,8 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 
 func TestReopenKeepsData(t *testing.T) {
 	u, _ := freshSchema(t)
-	created := time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC)
-
-	s, err := Open(t.Context(), u)
-	require.NoError(t, err)
-	require.NoError(t, s.CreateConnection(t.Context(),
-		store.Connection{ID: "c1", Workspace: "w", Name: "n", CreatedAt: created},
-		store.Token{ID: "t1", Hash: []byte("h"), CreatedAt: created}))
-	require.NoError(t, s.Close())
-	require.NoError(t, s.Close(), "close is idempotent")
-	require.Error(t, s.Ping(t.Context()), "a closed store does not answer")
-
-	// Migrations already applied must not run again or fail.
-	s, err = Open(t.Context(), u)
-	require.NoError(t, err)
-	defer func() { require.NoError(t, s.Close()) }()
-	c, err := s.GetConnection(t.Context(), "c1")
-	require.NoError(t, err)
-	assert.True(t, created.Equal(c.CreatedAt), "microseconds survive: %s", c.CreatedAt)
+	storetest.Reopen(t, func() (store.Store, error) { return Open(t.Context(), u) },
+		time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC), "microseconds")
 }
 
 func TestWithMaxConns(t *testing.T) {

@@ -67,23 +67,8 @@ func TestOpenPragmas(t *testing.T) {
 
 func TestReopenKeepsData(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "relay.db")
-	created := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
-
-	s, err := Open(t.Context(), path)
-	require.NoError(t, err)
-	require.NoError(t, s.CreateConnection(t.Context(),
-		store.Connection{ID: "c1", Workspace: "w", Name: "n", CreatedAt: created},
-		store.Token{ID: "t1", Hash: []byte("h"), CreatedAt: created}))
-	require.NoError(t, s.Close())
-	require.NoError(t, s.Close(), "close is idempotent")
-
-	// Migrations already applied must not run again or fail.
-	s, err = Open(t.Context(), path)
-	require.NoError(t, err)
-	defer func() { require.NoError(t, s.Close()) }()
-	c, err := s.GetConnection(t.Context(), "c1")
-	require.NoError(t, err)
-	assert.True(t, created.Equal(c.CreatedAt), "nanoseconds survive: %s", c.CreatedAt)
+	storetest.Reopen(t, func() (store.Store, error) { return Open(t.Context(), path) },
+		time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC), "nanoseconds")
 }
 
 func TestOpenErrors(t *testing.T) {
