@@ -56,6 +56,11 @@ type Config struct {
 	ShutdownDelay time.Duration
 	// MaxStreamsPerTunnel caps concurrent streams on one tunnel.
 	MaxStreamsPerTunnel int
+	// MaxTunnelsPerConnection caps the tunnels one connection may hold on
+	// this node, handshakes included; a tunnel over it is refused before
+	// the upgrade with 429 RATE_LIMITED. In a cluster each node counts its
+	// own. Zero turns the cap off.
+	MaxTunnelsPerConnection int
 	// Metrics receives the node's Prometheus series, served at /metrics;
 	// nil gives the node a registry of its own.
 	Metrics *prometheus.Registry
@@ -146,6 +151,7 @@ const (
 	DefaultAuthFailureWindow         = 5 * time.Minute
 	DefaultDrainTimeout              = 30 * time.Second
 	DefaultMaxStreamsPerTunnel       = 512
+	DefaultMaxTunnelsPerConnection   = 16
 	DefaultEventKeepAlive            = 15 * time.Second
 	DefaultAuthFailuresPerSource     = 10
 	DefaultAuthFailuresPerCredential = 20
@@ -175,6 +181,7 @@ func DefaultConfig() Config {
 		AuthFailureWindow:         DefaultAuthFailureWindow,
 		EventKeepAlive:            DefaultEventKeepAlive,
 		MaxStreamsPerTunnel:       DefaultMaxStreamsPerTunnel,
+		MaxTunnelsPerConnection:   DefaultMaxTunnelsPerConnection,
 		DrainTimeout:              DefaultDrainTimeout,
 		AuthFailuresPerSource:     DefaultAuthFailuresPerSource,
 		AuthFailuresPerCredential: DefaultAuthFailuresPerCredential,
@@ -217,6 +224,9 @@ func (c Config) Validate() error {
 	errs = append(errs, c.validateFlap()...)
 	if c.MaxStreamsPerTunnel < 1 {
 		errs = append(errs, fmt.Errorf("max streams per tunnel %d: must be at least 1", c.MaxStreamsPerTunnel))
+	}
+	if c.MaxTunnelsPerConnection < 0 {
+		errs = append(errs, fmt.Errorf("max tunnels per connection %d: must not be negative (0 turns the cap off)", c.MaxTunnelsPerConnection))
 	}
 	if c.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("shutdown delay %s: must not be negative", c.ShutdownDelay))

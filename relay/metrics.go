@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/broker"
 )
 
@@ -28,7 +29,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m := &metrics{
 		reg: reg,
 		answers: counterVec("postern_relay_refusals_total",
-			"Requests refused, by reason code (proxy, API and tunnel endpoint; refused credentials show as PROXY_AUTH_REQUIRED, AGENT_TOKEN_INVALID and RATE_LIMITED).",
+			"Requests refused, by reason code (proxy, API and tunnel endpoint; refused credentials show as PROXY_AUTH_REQUIRED, AGENT_TOKEN_INVALID and RATE_LIMITED; a reason outside the reason table as OTHER).",
 			"reason"),
 		streams: counter("postern_relay_proxy_streams_total", "Proxied streams the agent accepted."),
 		bytes: counterVec("postern_relay_proxy_bytes_total",
@@ -82,7 +83,20 @@ func (m *metrics) countRefusals(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		next.ServeHTTP(w, r)
 		if reason := w.Header().Get("Postern-Reason"); reason != "" {
-			m.answers.WithLabelValues(reason).Inc()
+			m.answers.WithLabelValues(reasonLabel(reason)).Inc()
 		}
 	})
+}
+
+// otherReason is the label of every reason outside the reason table: an
+// agent may pass on a reason code this relay does not know (spec section
+// 11), and must not add a series for each one it makes up.
+const otherReason = "OTHER"
+
+// reasonLabel is reason when the reason table has it, else OTHER.
+func reasonLabel(reason string) string {
+	if protocol.Reason(reason).Known() {
+		return reason
+	}
+	return otherReason
 }

@@ -124,11 +124,12 @@ func (s *Server) brokerConfig() broker.Config {
 	tc.AcceptBacklog = s.cfg.MaxStreamsPerTunnel
 	tc.Logger = s.log
 	return broker.Config{
-		NodeID:              s.cfg.NodeID,
-		HeartbeatInterval:   s.cfg.HeartbeatInterval,
-		HandshakeTimeout:    s.cfg.HandshakeTimeout,
-		MaxStreamsPerTunnel: s.cfg.MaxStreamsPerTunnel,
-		Tunnel:              tc,
+		NodeID:                  s.cfg.NodeID,
+		HeartbeatInterval:       s.cfg.HeartbeatInterval,
+		HandshakeTimeout:        s.cfg.HandshakeTimeout,
+		MaxStreamsPerTunnel:     s.cfg.MaxStreamsPerTunnel,
+		MaxTunnelsPerConnection: s.cfg.MaxTunnelsPerConnection,
+		Tunnel:                  tc,
 	}
 }
 
@@ -237,6 +238,16 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 		reply.Error(w, r, protocol.Errorf(protocol.InvalidRequest, "WebSocket subprotocol %s required", protocol.Subprotocol))
 		return
 	}
+	release, err := s.broker.Reserve(who.Connection.ID)
+	if err != nil {
+		s.log.Warn("agent tunnel refused: the connection holds as many tunnels as it may",
+			"connection", who.Connection.ID, "remote", r.RemoteAddr, "max_tunnels_per_connection", s.cfg.MaxTunnelsPerConnection)
+		e := protocol.Errorf(protocol.RateLimited, "%v; close some (lower tunnels in the agent config, or run fewer agent replicas) or raise max_tunnels_per_connection", err)
+		e.RetryAfter = tunnelCapRetryAfter
+		reply.Error(w, r, e)
+		return
+	}
+	defer release()
 	// The tunnel lives until the agent leaves or the node closes, not as
 	// long as this request's context.
 	conn, err := tunnel.Upgrade(s.broker.Context(), w, r, protocol.Subprotocol)
@@ -246,6 +257,11 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = s.broker.Accept(conn, broker.Identity{ConnectionID: who.Connection.ID, TokenID: who.TokenID, Remote: r.RemoteAddr})
 }
+
+// tunnelCapRetryAfter is the pause asked of an agent refused for the
+// tunnel cap: long enough for tunnels it gave up on to be noticed dead
+// (yamux keepalive, 15 s), short enough to fill a freed place soon.
+const tunnelCapRetryAfter = 30
 
 // Listeners are where a node serves: the API listener (agent tunnels,
 // the API, health and metrics), the product's proxy, and in a cluster the

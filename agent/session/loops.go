@@ -16,7 +16,13 @@ func (s *Session) readControl() error {
 		}
 		switch f.Type {
 		case protocol.FrameGoAway:
-			return ErrGoAway
+			// The relay's reason and message say why: a draining node, or
+			// a report of this agent's the relay would not take.
+			var g protocol.GoAway
+			if f.Decode(protocol.FrameGoAway, &g) != nil || g.Reason == "" && g.Message == "" {
+				return ErrGoAway
+			}
+			return fmt.Errorf("%w: %s: %s", ErrGoAway, g.Reason, g.Message)
 		case protocol.FrameRevoked:
 			var r protocol.Revoked
 			_ = f.Decode(protocol.FrameRevoked, &r)

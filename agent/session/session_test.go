@@ -96,10 +96,11 @@ func TestGoAwayThenDrain(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "a", testkit.RoundTrip(t, st, "a"))
 
-	rs.Notify(t, protocol.FrameGoAway, protocol.GoAway{Reason: "draining"})
+	rs.Notify(t, protocol.FrameGoAway, protocol.GoAway{Reason: "draining", Message: "relay node n1 is stopping"})
 	select {
 	case err := <-served:
 		require.ErrorIs(t, err, ErrGoAway)
+		assert.ErrorContains(t, err, "draining: relay node n1 is stopping", "the relay's reason and message reach the agent's log")
 	case <-time.After(testkit.WaitTimeout):
 		t.Fatal("Serve did not return after GoAway")
 	}

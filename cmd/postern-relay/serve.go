@@ -45,6 +45,7 @@ type serveConfig struct {
 	ShutdownDelay             time.Duration `yaml:"shutdown_delay"`
 	IdleTimeout               time.Duration `yaml:"idle_timeout"`
 	MaxStreamsPerTunnel       int           `yaml:"max_streams_per_tunnel"`
+	MaxTunnelsPerConnection   int           `yaml:"max_tunnels_per_connection"`
 	AuthFailuresPerSource     int           `yaml:"auth_failures_per_source"`
 	AuthFailuresPerCredential int           `yaml:"auth_failures_per_credential"`
 	ProxyRatePerKey           float64       `yaml:"proxy_rate_per_key"`
@@ -146,7 +147,7 @@ func newServeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks, drain_timeout, shutdown_delay, idle_timeout, max_streams_per_tunnel, auth_failures_per_source, auth_failures_per_credential, auth_lookups_while_limited, trusted_proxies, proxy_rate_per_key, proxy_burst_per_key, peer_listen, peer_advertise, cluster_key_file, cluster_lease, history_retention, flap_threshold, flap_window, secure_cookies; see docs/operations.md)")
+	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks, drain_timeout, shutdown_delay, idle_timeout, max_streams_per_tunnel, max_tunnels_per_connection, auth_failures_per_source, auth_failures_per_credential, auth_lookups_while_limited, trusted_proxies, proxy_rate_per_key, proxy_burst_per_key, peer_listen, peer_advertise, cluster_key_file, cluster_lease, history_retention, flap_threshold, flap_window, secure_cookies; see docs/operations.md)")
 	f.StringVar(&flags.Data, "data", "", "data directory: SQLite store and admin.key (default ./postern-data)")
 	f.StringVar(&flags.Database, "database", "", "store URL: sqlite:PATH or postgres://URL (default: $POSTERN_DATABASE_URL, else SQLite in --data); a password belongs in the config file or POSTERN_DATABASE_URL, not here")
 	f.StringVar(&flags.Listen, "listen", "", "API and tunnel listen address (default :8080)")
@@ -158,6 +159,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flags.PeerListen, "peer-listen", "", "cluster: listen address for the other nodes' peer links (needs a postgres:// database)")
 	f.StringVar(&flags.PeerAdvertise, "peer-advertise", "", "cluster: URL the other nodes reach --peer-listen at (ws://host:port, wss:// with --tls-cert)")
 	f.StringVar(&flags.ClusterKeyFile, "cluster-key-file", "", "cluster: file holding the secret every node shares (mode 0600, at least 32 bytes)")
+	f.IntVar(&flags.MaxTunnelsPerConnection, "max-tunnels-per-connection", 0, "most tunnels one connection may hold on this node, handshakes included; more are refused with 429 RATE_LIMITED (default 16; negative turns the cap off)")
 	f.StringSliceVar(&flags.TrustedProxies, "trusted-proxies", nil, "load balancers (CIDR or address, comma-separated) whose connections start with a PROXY protocol header (v1 or v2) naming the client; required from them, ignored from others")
 	f.DurationVar(&flags.ShutdownDelay, "shutdown-delay", 0, "on stop, keep serving this long after /readyz turns unready so a load balancer takes the node out first (default 0)")
 	return cmd
@@ -187,6 +189,9 @@ func overrideSet(cmd *cobra.Command, cfg *serveConfig, flags serveConfig) {
 	if cmd.Flags().Changed("shutdown-delay") {
 		cfg.ShutdownDelay = flags.ShutdownDelay
 	}
+	if cmd.Flags().Changed("max-tunnels-per-connection") {
+		cfg.MaxTunnelsPerConnection = flags.MaxTunnelsPerConnection
+	}
 }
 
 func loadServeConfig(path string, cfg *serveConfig) error {
@@ -203,8 +208,8 @@ func loadServeConfig(path string, cfg *serveConfig) error {
 }
 
 // relayConfig maps the file's settings onto the relay's defaults: zero (or
-// absent) keeps the default, a negative auth failure limit turns that
-// limit off, and a proxy rate without a burst may take the rate rounded up
+// absent) keeps the default, a negative auth failure limit or tunnel cap
+// turns that limit off, and a proxy rate without a burst may take the rate rounded up
 // at once.
 func (c serveConfig) relayConfig() relay.Config {
 	rc := relay.DefaultConfig()
@@ -216,6 +221,7 @@ func (c serveConfig) relayConfig() relay.Config {
 	setPositive(&rc.ShutdownDelay, c.ShutdownDelay)
 	setPositive(&rc.IdleTimeout, c.IdleTimeout)
 	setPositive(&rc.MaxStreamsPerTunnel, c.MaxStreamsPerTunnel)
+	rc.MaxTunnelsPerConnection = limitOrOff(rc.MaxTunnelsPerConnection, c.MaxTunnelsPerConnection)
 	rc.AuthFailuresPerSource = limitOrOff(rc.AuthFailuresPerSource, c.AuthFailuresPerSource)
 	rc.AuthFailuresPerCredential = limitOrOff(rc.AuthFailuresPerCredential, c.AuthFailuresPerCredential)
 	if c.AuthLookupsWhileLimited != 0 { // negative: none
@@ -236,7 +242,7 @@ func setPositive[T int | time.Duration](dst *T, v T) {
 	}
 }
 
-// limitOrOff reads an auth failure limit: 0 keeps def, negative is off.
+// limitOrOff reads a limit: 0 keeps def, negative is off.
 func limitOrOff(def, v int) int {
 	switch {
 	case v < 0:

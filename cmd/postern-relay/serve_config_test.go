@@ -15,6 +15,9 @@ func TestServeConfigMapsOntoRelayDefaults(t *testing.T) {
 	assert.Equal(t, def.AuthFailuresPerSource, got.AuthFailuresPerSource, "zero keeps the default")
 	assert.Equal(t, def.HeartbeatInterval, got.HeartbeatInterval)
 	assert.Zero(t, got.ProxyRatePerKey, "no proxy rate unless set")
+	assert.Equal(t, relay.DefaultMaxTunnelsPerConnection, got.MaxTunnelsPerConnection)
+	assert.Zero(t, serveConfig{MaxTunnelsPerConnection: -1}.relayConfig().MaxTunnelsPerConnection, "a negative cap turns it off")
+	assert.Equal(t, 4, serveConfig{MaxTunnelsPerConnection: 4}.relayConfig().MaxTunnelsPerConnection)
 
 	got = serveConfig{
 		NodeID: "relay-a", HeartbeatInterval: 3 * time.Second, AuthFailuresPerSource: -1, AuthFailuresPerCredential: 7,

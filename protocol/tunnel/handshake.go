@@ -83,10 +83,28 @@ func noticeOf(f protocol.Frame) *NoticeError {
 // Welcomer answers a Hello with the Welcome to send, or refuses it.
 type Welcomer func(protocol.Hello) (protocol.Welcome, error)
 
+// HelloDecoder decodes the Hello frame. A relay gives its own to bound
+// what decoding may cost before anything is built from the frame.
+type HelloDecoder func(protocol.Frame) (protocol.Hello, error)
+
 // AcceptHello accepts the control stream, reads Hello and answers with what
 // welcome returns, all before ctx's deadline. When welcome refuses, nothing
-// is answered and its error is returned.
+// is answered and its error is returned; the control stream stays open
+// for a notice (Send) until the session is closed.
 func (s *Session) AcceptHello(ctx context.Context, welcome Welcomer) (protocol.Hello, error) {
+	return s.AcceptHelloWith(ctx, protocol.MaxControlFrame, decodeHello, welcome)
+}
+
+func decodeHello(f protocol.Frame) (protocol.Hello, error) {
+	var hello protocol.Hello
+	err := f.Decode(protocol.FrameHello, &hello)
+	return hello, err
+}
+
+// AcceptHelloWith is AcceptHello with the receiver's own bounds: a Hello
+// body over maxBody bytes is refused unread (ErrOverLimit), and the frame
+// is decoded by decode.
+func (s *Session) AcceptHelloWith(ctx context.Context, maxBody int, decode HelloDecoder, welcome Welcomer) (protocol.Hello, error) {
 	ctrl, err := s.mux.AcceptStreamWithContext(ctx)
 	if err != nil {
 		return protocol.Hello{}, fmt.Errorf("accept control stream: %w", err)
@@ -94,12 +112,12 @@ func (s *Session) AcceptHello(ctx context.Context, welcome Welcomer) (protocol.H
 	s.ctrl = ctrl
 	stop := bindDeadline(ctx, ctrl)
 	defer stop()
-	f, err := protocol.ReadFrame(ctrl, protocol.MaxControlFrame)
+	f, err := readBounded(ctrl, func(protocol.FrameType) int { return maxBody })
 	if err != nil {
 		return protocol.Hello{}, fmt.Errorf("read hello: %w", err)
 	}
-	var hello protocol.Hello
-	if err := f.Decode(protocol.FrameHello, &hello); err != nil {
+	hello, err := decode(f)
+	if err != nil {
 		return protocol.Hello{}, err
 	}
 	w, err := welcome(hello)

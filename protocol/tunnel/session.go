@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -110,18 +111,79 @@ func (s *Session) Send(t protocol.FrameType, v any, within time.Duration) error 
 // Recv reads the next control frame; a zero timeout waits as long as the
 // session lives.
 func (s *Session) Recv(timeout time.Duration) (protocol.Frame, error) {
+	if err := s.readWithin(timeout); err != nil {
+		return protocol.Frame{}, err
+	}
+	return protocol.ReadFrame(s.ctrl, protocol.MaxControlFrame)
+}
+
+// readWithin sets the control stream's read deadline timeout from now;
+// zero clears it.
+func (s *Session) readWithin(timeout time.Duration) error {
 	if s.ctrl == nil {
-		return protocol.Frame{}, errNoControl
+		return errNoControl
 	}
 	var dl time.Time
 	if timeout > 0 {
 		dl = time.Now().Add(timeout)
 	}
 	_ = s.ctrl.SetReadDeadline(dl)
-	return protocol.ReadFrame(s.ctrl, protocol.MaxControlFrame)
+	return nil
 }
 
 var errNoControl = errors.New("tunnel: no control stream (handshake not run)")
+
+// ErrOverLimit is a control frame whose body is larger than its reader's
+// own limit for its type (RecvBounded), though within the protocol's cap.
+// Its body was skipped, never held; the session can go on.
+var ErrOverLimit = errors.New("control frame over the receiver's limit")
+
+// BodyLimit gives the most body bytes a receiver takes in a control frame
+// of type t; a larger body is skipped.
+type BodyLimit func(t protocol.FrameType) int
+
+// RecvBounded is Recv with the receiver's own limit on each frame type's
+// body, below protocol.MaxControlFrame: a frame over it comes back with
+// its type, no body and an error wrapping ErrOverLimit, after its body
+// was read past in small pieces. A receiver that ignores some frames
+// (unknown types) thus never holds one, however large.
+func (s *Session) RecvBounded(timeout time.Duration, limit BodyLimit) (protocol.Frame, error) {
+	if err := s.readWithin(timeout); err != nil {
+		return protocol.Frame{}, err
+	}
+	return readBounded(s.ctrl, limit)
+}
+
+// readBounded reads one control frame, holding its body only when limit
+// allows it.
+func readBounded(r io.Reader, limit BodyLimit) (protocol.Frame, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:4]); err != nil {
+		return protocol.Frame{}, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:4])
+	switch {
+	case n == 0:
+		return protocol.Frame{}, protocol.ErrFrameEmpty
+	case n > protocol.MaxControlFrame:
+		return protocol.Frame{}, fmt.Errorf("%w: %d > %d bytes", protocol.ErrFrameTooLarge, n, protocol.MaxControlFrame)
+	}
+	if _, err := io.ReadFull(r, hdr[4:]); err != nil {
+		return protocol.Frame{}, io.ErrUnexpectedEOF
+	}
+	t, body := protocol.FrameType(hdr[4]), int64(n)-1
+	if most := int64(limit(t)); body > most {
+		if _, err := io.CopyN(io.Discard, r, body); err != nil {
+			return protocol.Frame{}, io.ErrUnexpectedEOF
+		}
+		return protocol.Frame{Type: t}, fmt.Errorf("%w: %s body of %d bytes, more than %d", ErrOverLimit, t, body, most)
+	}
+	buf := make([]byte, body)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return protocol.Frame{}, io.ErrUnexpectedEOF
+	}
+	return protocol.Frame{Type: t, Body: buf}, nil
+}
 
 // GoAway tells the peer that this end opens no new streams and accepts
 // none (a yamux go away, not the Postern GoAway notice).

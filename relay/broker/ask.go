@@ -108,12 +108,9 @@ func exchange(ctx context.Context, st *tunnel.Stream, req protocol.Request, time
 		}
 		return nil, res, protocol.Errorf(protocol.ProtocolError, "read agent result: %v", err)
 	}
+	boundResult(&res)
 	if !res.OK {
-		reason := res.Reason
-		if reason == protocol.ReasonUnknown {
-			reason = protocol.ProtocolError
-		}
-		e := protocol.Errorf(reason, "%s", res.Message)
+		e := protocol.Errorf(res.Reason, "%s", res.Message)
 		e.RetryAfter = res.RetryAfterSeconds
 		return nil, res, e
 	}
@@ -138,3 +135,48 @@ func (b *Broker) noStream(ctx context.Context, busy int, lastErr error) error {
 // progress, so the tunnel no longer drains and every stream on it is
 // stuck; the agent reconnects.
 func (s *Stream) Abort() { _ = s.Session().Close() }
+
+// Bounds on what an agent's result frame carries on to the product, the
+// API and the logs.
+const (
+	// MaxRetryAfter bounds the pause an agent's result may ask of the
+	// product, in seconds.
+	MaxRetryAfter = 3600
+	maxCheckSteps = 16
+	maxStepLen    = 32
+)
+
+// boundResult makes an agent's result safe to pass on: a refusal's reason
+// is a reason code in form (an unknown one passes on unchanged, spec
+// section 11; a malformed or missing one becomes PROTOCOL_ERROR), and its
+// text is cut to MaxText.
+func boundResult(res *protocol.Result) {
+	if !res.OK && !reasonCode.MatchString(string(res.Reason)) {
+		res.Message = "the agent answered with a malformed reason code: " + res.Message
+		res.Reason = protocol.ProtocolError
+	}
+	res.Message = clip(res.Message, MaxText)
+	res.Addr = clip(res.Addr, maxRuleHostLen)
+	res.Rule = clip(res.Rule, MaxText)
+	res.RetryAfterSeconds = min(max(res.RetryAfterSeconds, 0), MaxRetryAfter)
+	if res.Check == nil {
+		return
+	}
+	c := res.Check
+	c.Reason = boundReason(c.Reason)
+	c.ProviderErrorCode = clip(c.ProviderErrorCode, maxStepLen*2)
+	c.RetryAfterSeconds = min(max(c.RetryAfterSeconds, 0), MaxRetryAfter)
+	c.Steps = c.Steps[:min(len(c.Steps), maxCheckSteps)]
+	for i := range c.Steps {
+		st := &c.Steps[i]
+		st.Step, st.Detail, st.Reason = clip(st.Step, maxStepLen), clip(st.Detail, MaxText), boundReason(st.Reason)
+	}
+}
+
+// boundReason keeps a reason code in form, or PROTOCOL_ERROR.
+func boundReason(r protocol.Reason) protocol.Reason {
+	if r == protocol.ReasonUnknown || reasonCode.MatchString(string(r)) {
+		return r
+	}
+	return protocol.ProtocolError
+}

@@ -24,13 +24,6 @@ import (
 	"github.com/postern/postern/relay/reply"
 )
 
-// Hello field bounds.
-const (
-	maxAgentIDLen  = 128
-	maxHostnameLen = 255
-	maxVersionLen  = 64
-)
-
 // EndedAfter is how many heartbeat periods without any control frame end
 // a session: an agent whose control loop hangs is not trusted with
 // streams (spec.md section 10).
@@ -53,6 +46,10 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// MaxStreamsPerTunnel caps concurrent streams on one tunnel.
 	MaxStreamsPerTunnel int
+	// MaxTunnelsPerConnection caps the tunnels of one connection on this
+	// node, those in their handshake included (Reserve); zero means no
+	// cap.
+	MaxTunnelsPerConnection int
 	// Tunnel configures each session's yamux; its AcceptBacklog must be
 	// at least MaxStreamsPerTunnel.
 	Tunnel tunnel.Config
@@ -72,6 +69,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxStreamsPerTunnel < 1 {
 		errs = append(errs, errors.New("max streams per tunnel must be at least 1"))
+	}
+	if c.MaxTunnelsPerConnection < 0 {
+		errs = append(errs, errors.New("max tunnels per connection must not be negative"))
 	}
 	if err := c.Tunnel.Validate(); err != nil {
 		errs = append(errs, err)
@@ -149,6 +149,23 @@ func (o observers) SessionDown(s *Session) {
 	}
 }
 
+// ErrTooManyTunnels refuses a tunnel beyond MaxTunnelsPerConnection.
+var ErrTooManyTunnels = errors.New("too many tunnels")
+
+// Reserve takes a place for one more tunnel of the connection before its
+// upgrade, so that a tunnel over the cap is refused before it costs
+// anything. The place is held until release is called: once Accept has
+// returned, or at once when no tunnel follows. Calling release more than
+// once is safe.
+func (b *Broker) Reserve(connID string) (release func(), err error) {
+	if !b.reg.reserve(connID, b.cfg.MaxTunnelsPerConnection) {
+		return nil, fmt.Errorf("%w: connection %s already has %d tunnels on relay node %s",
+			ErrTooManyTunnels, connID, b.cfg.MaxTunnelsPerConnection, b.cfg.NodeID)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { b.reg.release(connID) }) }, nil
+}
+
 // Context ends when the broker closes; byte streams handed to Accept
 // should live as long as it.
 func (b *Broker) Context() context.Context { return b.ctx }
@@ -185,21 +202,26 @@ func (b *Broker) Accept(conn net.Conn, who Identity) error {
 	return nil
 }
 
-// handshake reads Hello and answers Welcome.
+// handshake reads Hello and answers Welcome. A Hello out of bounds is
+// answered with a GoAway saying which field, in place of Welcome, so the
+// agent can log why.
 func (b *Broker) handshake(mux *tunnel.Session, who Identity) (*Session, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.HandshakeTimeout)
 	defer cancel()
 	sess := &Session{Identity: who, ID: reply.NewID(8), ConnectedAt: time.Now(), mux: mux}
-	hello, err := mux.AcceptHello(ctx, func(h protocol.Hello) (protocol.Welcome, error) {
-		if err := validateHello(h); err != nil {
-			return protocol.Welcome{}, err
-		}
+	hello, err := mux.AcceptHelloWith(ctx, MaxReportBody, decodeHello, func(protocol.Hello) (protocol.Welcome, error) {
 		w := protocol.Welcome{NodeID: b.cfg.NodeID, HeartbeatMS: b.cfg.HeartbeatInterval.Milliseconds(), SessionID: sess.ID}
 		if b.cfg.Nodes != nil {
 			w.Nodes = b.cfg.Nodes()
 		}
 		return w, nil
 	})
+	if errors.Is(err, tunnel.ErrOverLimit) {
+		err = fmt.Errorf("%w: %v", ErrAgentLimit, err)
+	}
+	if errors.Is(err, ErrAgentLimit) {
+		b.refuseAgent(mux, who, "", err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -207,16 +229,29 @@ func (b *Broker) handshake(mux *tunnel.Session, who Identity) (*Session, error) 
 	return sess, nil
 }
 
-func validateHello(h protocol.Hello) error {
-	switch {
-	case h.AgentID == "" || len(h.AgentID) > maxAgentIDLen:
-		return fmt.Errorf("%w: hello agent_id empty or longer than %d", protocol.ErrBadRequest, maxAgentIDLen)
-	case len(h.Hostname) > maxHostnameLen:
-		return fmt.Errorf("%w: hello hostname longer than %d", protocol.ErrBadRequest, maxHostnameLen)
-	case len(h.Version) > maxVersionLen:
-		return fmt.Errorf("%w: hello version longer than %d", protocol.ErrBadRequest, maxVersionLen)
+// decodeHello decodes a Hello within the bounds of limits.go.
+func decodeHello(f protocol.Frame) (protocol.Hello, error) {
+	var h protocol.Hello
+	if err := decodeControl(f, protocol.FrameHello, &h); err != nil {
+		return protocol.Hello{}, err
 	}
-	return nil
+	if err := validateHello(&h); err != nil {
+		return protocol.Hello{}, err
+	}
+	return h, nil
+}
+
+// refuseAgent tells an agent that broke a limit why its session ends, as
+// a GoAway, and logs it; the caller closes the session.
+func (b *Broker) refuseAgent(mux *tunnel.Session, who Identity, agentID string, err error) {
+	reason := goAwayProtocolError
+	if errors.Is(err, errHealthFlood) {
+		reason = goAwayRateLimited
+	}
+	msg := clip(err.Error(), MaxText)
+	_ = mux.Send(protocol.FrameGoAway, protocol.GoAway{Reason: reason, Message: msg}, noticeTimeout)
+	b.log.Warn("agent tunnel closed: the agent broke a limit", "connection", who.ConnectionID,
+		"agent", clip(agentID, maxAgentIDLen), "remote", who.Remote, "goaway", reason, "err", msg)
 }
 
 // run registers the session and serves its control stream until the
@@ -265,23 +300,39 @@ func refuseExtraStreams(mux *tunnel.Session) {
 	}
 }
 
-// readControl records Health reports until the control stream ends.
+// errHealthFlood ends a session whose agent sends control frames faster
+// than its pacer allows.
+var errHealthFlood = fmt.Errorf("%w: control frames faster than %d a heartbeat period (after a burst of %d)",
+	ErrAgentLimit, healthPerHeartbeat, healthBurst)
+
+// readControl records Health reports until the control stream ends. A
+// frame beyond the session's pace, or a Health out of bounds, ends the
+// session with a GoAway that says why.
 func (b *Broker) readControl(sess *Session) error {
 	lastSeen := sess.ConnectedAt
+	pace := newPacer(b.cfg.HeartbeatInterval, sess.ConnectedAt)
 	for {
-		f, err := sess.mux.Recv(EndedAfter * b.cfg.HeartbeatInterval)
-		if err != nil {
-			return err
-		}
-		if f.Type != protocol.FrameHealth {
-			continue // unknown control frames are ignored
-		}
-		var h protocol.Health
-		if err := f.Decode(protocol.FrameHealth, &h); err != nil {
+		f, err := sess.mux.RecvBounded(EndedAfter*b.cfg.HeartbeatInterval, reportLimit)
+		if err != nil && !errors.Is(err, tunnel.ErrOverLimit) {
 			return err
 		}
 		at := time.Now()
+		if !pace.take(at) {
+			b.refuseAgent(sess.mux, sess.Identity, sess.Hello.AgentID, errHealthFlood)
+			lingerAfterGoAway(sess.mux)
+			return errHealthFlood
+		}
+		if f.Type != protocol.FrameHealth {
+			continue // unknown control frames are ignored, their bodies skipped
+		}
+		h, err := readHealth(f, err)
+		if err != nil {
+			b.refuseAgent(sess.mux, sess.Identity, sess.Hello.AgentID, err)
+			lingerAfterGoAway(sess.mux)
+			return err
+		}
 		prev := sess.Allowlist()
+		shareRules(prev, &h.Allowlist)
 		sess.recordHealth(h, at)
 		b.obs.SessionHealth(sess, prev)
 		if at.Sub(lastSeen) >= seenEvery {
@@ -289,6 +340,41 @@ func (b *Broker) readControl(sess *Session) error {
 			lastSeen = at
 		}
 	}
+}
+
+// goAwayLinger is how long a session refused for what its agent sent
+// stays open after the GoAway, its control frames skipped unread.
+const goAwayLinger = time.Second
+
+// lingerAfterGoAway skips what the agent still sends until it hangs up or
+// goAwayLinger passes. Closing at once, with a flood still arriving, would
+// make the relay's TCP stack reset the connection, and a reset discards
+// the GoAway the agent has not read yet.
+func lingerAfterGoAway(mux *tunnel.Session) {
+	deadline := time.Now().Add(goAwayLinger)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		_, err := mux.RecvBounded(left, func(protocol.FrameType) int { return 0 })
+		if err != nil && !errors.Is(err, tunnel.ErrOverLimit) {
+			return
+		}
+	}
+}
+
+// readHealth decodes and checks a Health frame; recvErr is what reading
+// it said (nil, or ErrOverLimit).
+func readHealth(f protocol.Frame, recvErr error) (protocol.Health, error) {
+	var h protocol.Health
+	if recvErr != nil {
+		return h, fmt.Errorf("%w: %v", ErrAgentLimit, recvErr)
+	}
+	if err := decodeControl(f, protocol.FrameHealth, &h); err != nil {
+		return h, err
+	}
+	return h, validateHealth(&h)
 }
 
 // Sessions returns the connection's sessions that take new streams.

@@ -11,6 +11,33 @@ import (
 type registry struct {
 	mu    sync.Mutex
 	conns map[string][]*Session
+	// held counts each connection's tunnels from Reserve to their end,
+	// handshakes included.
+	held map[string]int
+}
+
+// reserve takes one of a connection's max tunnel places; false when all
+// are held. Zero max means no cap.
+func (r *registry) reserve(connID string, max int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.held == nil {
+		r.held = make(map[string]int)
+	}
+	if max > 0 && r.held[connID] >= max {
+		return false
+	}
+	r.held[connID]++
+	return true
+}
+
+// release gives a place back.
+func (r *registry) release(connID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.held[connID]--; r.held[connID] <= 0 {
+		delete(r.held, connID)
+	}
 }
 
 // add registers a session. The newest sessions of an agent win: beyond the

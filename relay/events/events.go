@@ -1,7 +1,8 @@
 // Package events carries a relay node's status events: a bus that numbers
-// them, keeps the newest for Last-Event-ID resume and fans them out to
-// subscribers and webhook queues without ever waiting for a reader, and the
-// server-sent event stream that writes them to a client.
+// them, keeps the newest for Last-Event-ID resume (bounded by count and by
+// bytes) and fans them out to subscribers and webhook queues without ever
+// waiting for a reader, and the server-sent event stream that writes them
+// to a client.
 //
 // It does not decide what is an event: status transitions are computed by
 // package status and published here.
@@ -23,6 +24,9 @@ import (
 const (
 	// RingSize is how many events are kept for Last-Event-ID resume.
 	RingSize = 10_000
+	// RingBytes bounds the events kept for resume by their size (Size),
+	// whatever their number.
+	RingBytes = 4 << 20
 	// SubscriberBuffer is how far a stream may fall behind before it is
 	// dropped with an overflow notice.
 	SubscriberBuffer = 256
@@ -34,18 +38,19 @@ const (
 // with History to resume further back than the ring. No publisher ever
 // waits for a reader.
 type Bus struct {
-	mu      sync.Mutex
-	next    uint64      // id Publish gives the next event
-	newest  uint64      // id of the newest event kept
-	ring    []api.Event // the newest events; ring[head] is the oldest once full
-	ids     []uint64    // ids of ring, in the same places
-	head    int
-	size    int
-	subs    map[*Subscriber]struct{}
-	sinks   []func(api.Event) // webhook queues; each returns at once
-	history History           // nil on a single node
-	done    chan struct{}     // closed on shutdown: streams end
-	shut    bool
+	mu       sync.Mutex
+	next     uint64      // id Publish gives the next event
+	newest   uint64      // id of the newest event kept
+	ring     []api.Event // the newest events, oldest first
+	ids      []uint64    // ids of ring, in the same places
+	size     int         // most events kept
+	maxBytes int         // most bytes kept (Size of each)
+	bytes    int         // bytes kept now
+	subs     map[*Subscriber]struct{}
+	sinks    []func(api.Event) // webhook queues; each returns at once
+	history  History           // nil on a single node
+	done     chan struct{}     // closed on shutdown: streams end
+	shut     bool
 }
 
 // History reads the events kept after an id, up to limit of them, and
@@ -74,11 +79,12 @@ func (s *Subscriber) Dropped() <-chan struct{} { return s.dropped }
 // resuming with an id of a previous process gets a reset, not silence.
 func NewBus(size int, firstID uint64) *Bus {
 	return &Bus{
-		next:   firstID,
-		newest: firstID - 1,
-		size:   size,
-		subs:   make(map[*Subscriber]struct{}),
-		done:   make(chan struct{}),
+		next:     firstID,
+		newest:   firstID - 1,
+		size:     size,
+		maxBytes: RingBytes,
+		subs:     make(map[*Subscriber]struct{}),
+		done:     make(chan struct{}),
 	}
 }
 
@@ -120,12 +126,12 @@ func (b *Bus) Deliver(e api.Event) {
 // keep stores e as id and fans it out. The caller holds b.mu.
 func (b *Bus) keep(id uint64, e api.Event) {
 	b.newest = id
-	if len(b.ring) < b.size {
-		b.ring = append(b.ring, e)
-		b.ids = append(b.ids, id)
-	} else {
-		b.ring[b.head], b.ids[b.head] = e, id
-		b.head = (b.head + 1) % b.size
+	b.ring, b.ids = append(b.ring, e), append(b.ids, id)
+	b.bytes += Size(e)
+	for len(b.ring) > 1 && (len(b.ring) > b.size || b.bytes > b.maxBytes) {
+		b.bytes -= Size(b.ring[0])
+		b.ring[0] = api.Event{} // the array keeps no evicted event alive
+		b.ring, b.ids = b.ring[1:], b.ids[1:]
 	}
 	for sub := range b.subs {
 		if !sub.match(e) {
@@ -185,14 +191,13 @@ func (b *Bus) fromRing(last uint64, match func(api.Event) bool) ([]api.Event, bo
 	if len(b.ring) == 0 {
 		return nil, last == b.newest
 	}
-	if last+1 < b.ids[b.head%len(b.ids)] {
+	if last+1 < b.ids[0] {
 		return nil, false
 	}
 	var out []api.Event
-	for i := range b.ring {
-		j := (b.head + i) % len(b.ring)
-		if b.ids[j] > last && match(b.ring[j]) {
-			out = append(out, b.ring[j])
+	for i, e := range b.ring {
+		if b.ids[i] > last && match(e) {
+			out = append(out, e)
 		}
 	}
 	return out, true
@@ -252,11 +257,18 @@ func (b *Bus) Done() <-chan struct{} { return b.done }
 func (b *Bus) Kept() []api.Event {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make([]api.Event, 0, len(b.ring))
-	for i := range b.ring {
-		out = append(out, b.ring[(b.head+i)%len(b.ring)])
-	}
-	return out
+	return append([]api.Event(nil), b.ring...)
+}
+
+// eventOverhead is what an event costs beyond its strings: the struct,
+// its time and its id.
+const eventOverhead = 128
+
+// Size is what an event costs to keep, counted for the ring's and the
+// webhook queues' byte bounds.
+func Size(e api.Event) int {
+	return eventOverhead + len(e.ID) + len(e.Type) + len(e.ConnectionID) + len(e.Workspace) +
+		len(e.From) + len(e.To) + len(e.Reason) + len(e.ProviderErrorCode) + len(e.Node)
 }
 
 // sseWriteTimeout bounds one write to an event stream: a client that

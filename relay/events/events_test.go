@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,4 +145,38 @@ func TestFollowerBusNumbersAsTheLog(t *testing.T) {
 		ids = append(ids, e.ID)
 	}
 	assert.Equal(t, []string{"3", "4", "5", "6", "7"}, ids, "a resume from before the start reads the log, then the ring")
+}
+
+func TestRingIsBoundedByBytes(t *testing.T) {
+	t.Parallel()
+	b := NewBus(RingSize, 10) // ids of two digits throughout
+	small := api.Event{Type: api.EventTunnel, ConnectionID: "c1", From: "connected", To: "disconnected"}
+	b.maxBytes = 10 * Size(api.Event{ID: "10", Type: small.Type, ConnectionID: small.ConnectionID, From: small.From, To: small.To})
+	for range 25 {
+		b.Publish(small)
+	}
+	assert.Len(t, b.Kept(), 10, "the byte bound holds fewer than RingSize events")
+	assert.LessOrEqual(t, b.bytes, b.maxBytes)
+
+	// A large event makes room by evicting as many small ones as it takes.
+	big := small
+	big.Workspace = strings.Repeat("w", 5*b.maxBytes/10)
+	b.Publish(big)
+	kept := b.Kept()
+	assert.Equal(t, big.Workspace, kept[len(kept)-1].Workspace, "the newest is always kept")
+	assert.LessOrEqual(t, b.bytes, b.maxBytes)
+	total := 0
+	for _, e := range kept {
+		total += Size(e)
+	}
+	assert.Equal(t, b.bytes, total, "the count matches what is kept")
+
+	// Resuming from an evicted id is a gap, from a kept one is not.
+	sub, _, _, err := b.Subscribe(t.Context(), func(api.Event) bool { return true }, "10")
+	b.Unsubscribe(sub)
+	assert.ErrorIs(t, err, ErrResumeGap)
+	sub, replay, _, err := b.Subscribe(t.Context(), func(api.Event) bool { return true }, kept[0].ID)
+	b.Unsubscribe(sub)
+	require.NoError(t, err)
+	assert.Len(t, replay, len(kept)-1)
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/postern/postern/protocol"
 )
@@ -49,6 +50,7 @@ func RequestID(r *http.Request) string {
 func Error(w http.ResponseWriter, r *http.Request, e *protocol.Error) {
 	body := e.Normalized()
 	body.RequestID = RequestID(r)
+	body.Message = Clip(body.Message, MaxMessage)
 	h := w.Header()
 	h.Set("Postern-Reason", string(body.Reason))
 	if body.RequestID != "" {
@@ -75,4 +77,24 @@ func JSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// MaxMessage bounds the message of an error answer: it may carry an
+// agent's text (already cut to a kilobyte where the relay received it)
+// with the relay's context around it.
+const MaxMessage = 4096
+
+// Clip cuts s to at most n bytes on a rune boundary, marking the cut. The
+// result shares no memory with s, so a cut value does not keep a whole
+// frame alive.
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := max(n-len(mark), 0)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return string([]byte(s[:cut])) + mark
 }

@@ -53,6 +53,9 @@ type Judge struct {
 	node    string
 	flap    FlapPolicy
 	compute func(c store.Connection, views []View, f store.Failure) api.Status
+	// announce takes one of a connection's allowlist events from its
+	// budget; false holds the change back. Nil announces every change.
+	announce func(connID string) bool
 }
 
 // Status is the status of connection c from the sessions on every node
@@ -82,6 +85,12 @@ func (j Judge) Next(c store.Connection, prev store.PublishedState, st api.Status
 		{api.EventAllowlist, prev.Allowlist, next.Allowlist},
 	} {
 		if ch.from == ch.to {
+			continue
+		}
+		if ch.typ == api.EventAllowlist && j.announce != nil && !j.announce(c.ID) {
+			// Over the connection's budget: the change stays unannounced,
+			// and a later recomputation announces where it has got to.
+			next.Allowlist = prev.Allowlist
 			continue
 		}
 		out = append(out, j.event(c, st, ch.typ, ch.from, ch.to))

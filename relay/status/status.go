@@ -24,6 +24,7 @@ import (
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/broker"
+	"github.com/postern/postern/relay/ratelimit"
 	"github.com/postern/postern/relay/store"
 )
 
@@ -59,6 +60,8 @@ type Config struct {
 	AuthFailureWindow time.Duration
 	// Flap tells a flapping tunnel; its zero value turns that off.
 	Flap FlapPolicy
+	// Now is the clock of the event budgets; time.Now when nil.
+	Now func() time.Time
 }
 
 // Keeper computes statuses and publishes their transitions through its
@@ -70,11 +73,31 @@ type Keeper struct {
 	log   *slog.Logger
 
 	verdicts verdictCache
+	// allowlistEvents is each connection's budget of allowlist events.
+	allowlistEvents *ratelimit.Limiter
 }
+
+// Each connection's allowlist events draw on a budget of
+// AllowlistEventBurst that refills one event per AllowlistEventEvery: an
+// agent that keeps changing what it reports cannot flood the event
+// streams and webhooks every tenant shares. Changes beyond the budget are
+// announced, as one event from the last announced state, once it refills.
+const (
+	AllowlistEventBurst = 10
+	AllowlistEventEvery = time.Minute
+)
 
 // New returns a Keeper keeping its book in book.
 func New(cfg Config, st store.Store, book Book, log *slog.Logger) *Keeper {
-	return &Keeper{cfg: cfg, store: st, book: book, log: log}
+	return &Keeper{cfg: cfg, store: st, book: book, log: log,
+		allowlistEvents: ratelimit.New(1/AllowlistEventEvery.Seconds(), AllowlistEventBurst, ratelimit.MaxKeys, cfg.Now)}
+}
+
+// announceAllowlist takes one allowlist event from the connection's
+// budget.
+func (k *Keeper) announceAllowlist(connID string) bool {
+	_, ok := k.allowlistEvents.Take(connID)
+	return ok
 }
 
 // Target is the host and port a base URL names.
@@ -140,7 +163,7 @@ func momentary(st api.Status) string {
 
 // judge is the Judge of the books at now: statuses without a target.
 func (k *Keeper) judge(now time.Time) Judge {
-	return Judge{Now: now, node: k.cfg.NodeID, flap: k.cfg.Flap,
+	return Judge{Now: now, node: k.cfg.NodeID, flap: k.cfg.Flap, announce: k.announceAllowlist,
 		compute: func(c store.Connection, views []View, f store.Failure) api.Status {
 			return k.compute(c, views, f, nil, now)
 		}}
@@ -310,32 +333,80 @@ func (k *Keeper) explain(c store.Connection, f store.Failure, now time.Time) *pr
 	return protocol.Errorf(protocol.AgentOffline, "%s", msg)
 }
 
-// verdictCache compiles reported allowlists once per distinct rule set.
+// MaxCachedRules bounds the rules of the compiled rule sets the status
+// keeps for judging base URLs, all sets together: some 64 summaries of
+// the most rules an agent may report (broker.MaxRules).
+const MaxCachedRules = 64 * 1024
+
+// verdictCache compiles reported allowlists once per distinct rule set,
+// keeping at most MaxCachedRules rules; the oldest sets make room.
+// Compiling happens outside its lock, so a large set never holds up
+// another status read.
 type verdictCache struct {
 	mu    sync.Mutex
-	lists map[string]*allowlist.List
+	lists map[string]cachedList
+	order []string // keys, oldest first
+	rules int      // rules held, all sets together
+	// compile is allowlist.Compile when nil; tests watch it.
+	compile func(allow, deny []allowlist.RuleSpec) (*allowlist.List, error)
+}
+
+type cachedList struct {
+	list  *allowlist.List
+	rules int
 }
 
 func (vc *verdictCache) decide(a protocol.Allowlist, host string, port int) allowlist.Decision {
-	vc.mu.Lock()
-	defer vc.mu.Unlock()
-	if vc.lists == nil {
-		vc.lists = make(map[string]*allowlist.List)
-	}
 	key := rulesKey(a)
-	list, ok := vc.lists[key]
-	if !ok {
-		compiled, err := allowlist.Compile(toSpecs(a.Allow), toSpecs(a.Deny))
+	list := vc.get(key)
+	if list == nil {
+		compile := vc.compile
+		if compile == nil {
+			compile = allowlist.Compile
+		}
+		compiled, err := compile(toSpecs(a.Allow), toSpecs(a.Deny))
 		if err != nil {
 			return allowlist.Decision{Verdict: allowlist.Missing, Reason: "the agent's reported rules do not compile here: " + err.Error()}
 		}
-		if len(vc.lists) > 1024 {
-			clear(vc.lists)
-		}
-		vc.lists[key] = compiled
+		vc.put(key, compiled, max(len(a.Allow)+len(a.Deny), 1))
 		list = compiled
 	}
 	return list.Decide(host, port)
+}
+
+func (vc *verdictCache) get(key string) *allowlist.List {
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	return vc.lists[key].list
+}
+
+// put keeps a compiled set, dropping the oldest until the rules fit; a
+// set larger than the whole cache is not kept.
+func (vc *verdictCache) put(key string, list *allowlist.List, rules int) {
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	if vc.lists == nil {
+		vc.lists = make(map[string]cachedList)
+	}
+	if _, ok := vc.lists[key]; ok || rules > MaxCachedRules {
+		return // another reader compiled it meanwhile, or it never fits
+	}
+	for len(vc.order) > 0 && vc.rules+rules > MaxCachedRules {
+		oldest := vc.order[0]
+		vc.order = vc.order[1:]
+		vc.rules -= vc.lists[oldest].rules
+		delete(vc.lists, oldest)
+	}
+	vc.lists[key] = cachedList{list: list, rules: rules}
+	vc.order = append(vc.order, key)
+	vc.rules += rules
+}
+
+// size is how many sets and rules the cache holds.
+func (vc *verdictCache) size() (sets, rules int) {
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	return len(vc.lists), vc.rules
 }
 
 // rulesKey names a reported rule set by its content. The digest an agent

@@ -1,7 +1,9 @@
-// Package webhook posts a relay's status events to receivers: one ordered
-// queue per receiver, HMAC-SHA256 signatures (Sign, and Verify for
-// receivers written in Go), retries of network errors, 5xx and 429 with
-// jittered backoff, and no redirects. A receiver's secret never reaches a
+// Package webhook posts a relay's status events to receivers: one queue per
+// receiver, ordered within each workspace and bounded per workspace by
+// count and bytes, the workspaces delivered in turn so that one cannot
+// delay or drop another's events; HMAC-SHA256 signatures (Sign, and Verify
+// for receivers written in Go), retries of network errors, 5xx and 429
+// with jittered backoff, and no redirects. A receiver's secret never reaches a
 // log line, an error or fmt output.
 //
 // It does not decide which events exist; package status publishes them.
@@ -36,9 +38,16 @@ import (
 const (
 	// MaxAttempts is how often one event is tried before it is given up.
 	MaxAttempts = 5
-	// QueueSize is how many events wait per webhook; when a receiver falls
-	// further behind, new events for it are dropped and counted.
+	// QueueSize is how many events of one workspace wait per webhook;
+	// when a receiver falls further behind on a workspace's events, new
+	// ones of that workspace are dropped and counted. Workspaces are
+	// delivered in turn, so one workspace's flood neither delays nor
+	// drops another's events.
 	QueueSize = 1000
+	// QueueBytes bounds one workspace's waiting events per webhook by
+	// size (events.Size), MaxQueueBytes all workspaces' together.
+	QueueBytes    = 512 << 10
+	MaxQueueBytes = 16 << 20
 	// MinSecret is the shortest signing secret accepted.
 	MinSecret = 16
 
@@ -184,7 +193,7 @@ type Receiver struct {
 	hc        *http.Client
 	log       *slog.Logger
 	userAgent string
-	queue     chan api.Event
+	queue     *fairQueue
 
 	delivered atomic.Uint64
 	failed    atomic.Uint64 // given up after the last attempt, or refused
@@ -204,7 +213,7 @@ func NewReceiver(cfg Config, hc *http.Client, log *slog.Logger, version string) 
 		hc:        hc,
 		log:       log.With("webhook", redactURL(cfg.URL)),
 		userAgent: "postern-relay/" + version,
-		queue:     make(chan api.Event, QueueSize),
+		queue:     newFairQueue(),
 	}
 }
 
@@ -230,30 +239,30 @@ func (h *Receiver) Stats() (delivered, failed, dropped uint64) {
 }
 
 // Queued is the number of events waiting.
-func (h *Receiver) Queued() int { return len(h.queue) }
+func (h *Receiver) Queued() int { return h.queue.len() }
 
 // Offer queues an event of the webhook's scope without waiting.
 func (h *Receiver) Offer(e api.Event) {
 	if h.cfg.Workspace != "" && e.Workspace != h.cfg.Workspace {
 		return
 	}
-	select {
-	case h.queue <- e:
-	default:
-		n := h.dropped.Add(1)
-		h.log.Warn("webhook queue full: event dropped", "event_id", e.ID, "dropped_total", n)
+	if !h.queue.push(e) {
+		// The first drop and every thousandth are logged: a flood must
+		// not become a flood of log lines.
+		if n := h.dropped.Add(1); n == 1 || n%1000 == 0 {
+			h.log.Warn("webhook queue full: event dropped", "event_id", e.ID, "workspace", e.Workspace, "dropped_total", n)
+		}
 	}
 }
 
-// Run delivers queued events until ctx ends.
+// Run delivers queued events, the workspaces in turn, until ctx ends.
 func (h *Receiver) Run(ctx context.Context) {
 	for {
-		select {
-		case <-ctx.Done():
+		e, ok := h.queue.next(ctx)
+		if !ok {
 			return
-		case e := <-h.queue:
-			h.deliver(ctx, e)
 		}
+		h.deliver(ctx, e)
 	}
 }
 
