@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
 	"github.com/postern/postern/protocol"
 )
 
@@ -45,11 +47,18 @@ func (s *Session) Hello(ctx context.Context, hello protocol.Hello) (protocol.Wel
 	s.ctrl = ctrl
 	stop := bindDeadline(ctx, ctrl)
 	defer stop()
-	if err := protocol.WriteFrame(ctrl, protocol.FrameHello, hello); err != nil {
-		return protocol.Welcome{}, fmt.Errorf("send hello: %w", err)
+	sendErr := protocol.WriteFrame(ctrl, protocol.FrameHello, hello)
+	if sendErr != nil && !errors.Is(sendErr, yamux.ErrSessionShutdown) {
+		return protocol.Welcome{}, fmt.Errorf("send hello: %w", sendErr)
 	}
+	// A relay that answers and hangs up at once (a probe's Welcome, a
+	// refusal) can end the session before this side learns its write went
+	// out; what it answered is still buffered, so read it before giving up.
 	f, err := protocol.ReadFrame(ctrl, protocol.MaxControlFrame)
 	if err != nil {
+		if sendErr != nil {
+			return protocol.Welcome{}, fmt.Errorf("send hello: %w", sendErr)
+		}
 		return protocol.Welcome{}, fmt.Errorf("read welcome: %w", err)
 	}
 	if f.Type != protocol.FrameWelcome {
