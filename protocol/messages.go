@@ -83,7 +83,21 @@ type Allowlist struct {
 	LastError string     `json:"last_error,omitempty"`
 	Allow     []RuleSpec `json:"allow,omitempty"`
 	Deny      []RuleSpec `json:"deny,omitempty"`
+	// Blocked are the addresses and prefixes (canonical, as "ip" or
+	// "cidr" of a rule) that the agent's config adds to its always-blocked
+	// set.
+	Blocked []string `json:"blocked,omitempty"`
 }
+
+// MaxSummaryRules and MaxSummaryPorts bound one allowlist summary: its
+// allow rules, deny rules and blocked entries together, and the port
+// entries of its rules together. A relay ends a tunnel whose Hello or
+// Health goes beyond them, so an agent refuses such a configuration when
+// it loads it.
+const (
+	MaxSummaryRules = 1024
+	MaxSummaryPorts = 4096
+)
 
 // RuleSpec is one normalized rule as reported on the wire. Exactly one of
 // Host, IP and CIDR is set; Ports holds single ports and "lo-hi" ranges.

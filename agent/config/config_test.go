@@ -2,9 +2,11 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/allowlist"
+	"github.com/postern/postern/protocol"
 )
 
 // yml joins lines with newlines so that a test can count lines by eye: the
@@ -599,4 +602,31 @@ func TestDocsConfigReferenceLoads(t *testing.T) {
 	assert.NotEmpty(t, c.Allow)
 	assert.NotEmpty(t, c.Deny)
 	assert.NotEmpty(t, c.Blocked, "the reference shows blocked:")
+}
+
+// A rule set larger than the relay accepts in a summary is refused when
+// the file loads, not by the relay on every connect.
+func TestRulesBeyondWhatTheRelayAccepts(t *testing.T) {
+	many := func(rules, portsEach int, extra ...string) []byte {
+		lines := []string{"relay_url: wss://relay.postern.example", "allow:"}
+		for i := range rules {
+			ports := make([]string, portsEach)
+			for j := range ports {
+				ports[j] = strconv.Itoa(1000 + 2*j)
+			}
+			lines = append(lines, fmt.Sprintf("  - ip: 10.%d.%d.1", i/250, i%250), "    ports: ["+strings.Join(ports, ", ")+"]")
+		}
+		return yml(append(lines, extra...)...)
+	}
+	_, err := parse("config.yaml", "config.yaml", many(protocol.MaxSummaryRules, 1), noEnv, fixedHost("h"))
+	require.NoError(t, err, "the most rules the relay takes")
+
+	_, err = parse("config.yaml", "config.yaml", many(protocol.MaxSummaryRules-1, 1, "blocked: [10.250.0.0/16, 10.251.0.0/16]"), noEnv, fixedHost("h"))
+	require.Error(t, err)
+	assert.Equal(t, []string{"config.yaml: 1025 allow rules, deny rules and blocked entries: the relay accepts at most 1024; " +
+		"merge rules (a cidr: covers many addresses, a ports range many ports)"}, problemsOf(t, err))
+
+	_, err = parse("config.yaml", "config.yaml", many(8, protocol.MaxSummaryPorts/8+1), noEnv, fixedHost("h"))
+	require.Error(t, err)
+	assert.Equal(t, []string{`config.yaml: 4104 port entries in the rules: the relay accepts at most 4096; use ranges ("8000-8100")`}, problemsOf(t, err))
 }

@@ -1,10 +1,13 @@
 package config
 
 import (
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/postern/postern/allowlist"
+	"github.com/postern/postern/protocol"
 )
 
 // compileRules turns allow, deny and blocked into specs, each carrying its
@@ -16,6 +19,10 @@ func compileRules(fc *fileConfig, p *problems) (rs allowlist.Rules, list *allowl
 	rs = allowlist.Rules{Allow: ruleSpecs(fc.Allow), Deny: ruleSpecs(fc.Deny), Blocked: blockedSpecs(fc.Blocked)}
 	list, err := allowlist.CompileRules(rs)
 	if err == nil {
+		if msg := overSummaryBounds(list); msg != "" {
+			p.add(origin{}, "%s", msg)
+			return rs, nil
+		}
 		return rs, list
 	}
 	for _, e := range Problems(err) {
@@ -32,6 +39,23 @@ func compileRules(fc *fileConfig, p *problems) (rs allowlist.Rules, list *allowl
 		}
 	}
 	return rs, nil
+}
+
+// overSummaryBounds says why list is too large for the summary the agent
+// reports to the relay (which would end every tunnel), or "".
+func overSummaryBounds(list *allowlist.List) string {
+	allow, deny := list.Specs()
+	if n := len(allow) + len(deny) + len(list.Blocked()); n > protocol.MaxSummaryRules {
+		return fmt.Sprintf("%d allow rules, deny rules and blocked entries: the relay accepts at most %d; merge rules (a cidr: covers many addresses, a ports range many ports)", n, protocol.MaxSummaryRules)
+	}
+	ports := 0
+	for _, r := range slices.Concat(allow, deny) {
+		ports += len(r.Ports)
+	}
+	if ports > protocol.MaxSummaryPorts {
+		return fmt.Sprintf("%d port entries in the rules: the relay accepts at most %d; use ranges (\"8000-8100\")", ports, protocol.MaxSummaryPorts)
+	}
+	return ""
 }
 
 func blockedSpecs(l blockedList) []allowlist.BlockedSpec {

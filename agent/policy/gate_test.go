@@ -386,6 +386,7 @@ blocked:
 			g := gateFor(t, "mode: "+mode+"\n"+rules, r)
 			ctx := context.Background()
 			assert.Equal(t, []string{"10.9.0.0/16", "fd00:bad::/32"}, g.Policy().Blocked)
+			assert.Equal(t, []string{"10.9.0.0/16", "fd00:bad::/32"}, g.Policy().Summary.Blocked, "the relay is told too")
 			for _, host := range []string{"10.9.0.5", "[::ffff:10.9.0.5]", "[fd00:bad::1]", "vault.corp.test"} {
 				d := g.Decide(ctx, host, 443)
 				assert.Equal(t, Deny, d.Result, host)

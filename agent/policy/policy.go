@@ -15,8 +15,7 @@ type Policy struct {
 	Mode    config.Mode
 	Summary protocol.Allowlist
 	// Blocked are the normalized entries of the config's blocked list,
-	// for the agent's own status. The summary's sha256 covers them; the
-	// summary itself has no field for them.
+	// for the agent's own status; the summary reports them too.
 	Blocked []string
 }
 
@@ -39,6 +38,7 @@ func New(cfg *config.Config, loadedAt time.Time) *Policy {
 	for _, b := range cfg.Rules.Blocked() {
 		blocked = append(blocked, b.Addr)
 	}
+	sum.Blocked = blocked
 	return &Policy{List: cfg.Rules, Mode: cfg.Mode, Summary: sum, Blocked: blocked}
 }
 

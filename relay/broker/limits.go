@@ -29,11 +29,11 @@ const (
 	maxVersionLen  = 64
 	// MaxHelloTunnels bounds the tunnels a Hello may say its agent wants.
 	MaxHelloTunnels = 64
-	// MaxRules bounds the allow and deny rules of one allowlist summary
-	// together.
-	MaxRules = 1024
+	// MaxRules bounds the allow and deny rules and blocked entries of one
+	// allowlist summary together.
+	MaxRules = protocol.MaxSummaryRules
 	// MaxPorts bounds the port entries of one summary's rules together.
-	MaxPorts = 4096
+	MaxPorts = protocol.MaxSummaryPorts
 	// maxRuleHostLen is a DNS name's most; IPs and prefixes are shorter.
 	maxRuleHostLen = 255
 	maxRuleAddrLen = 64
@@ -125,7 +125,7 @@ func validateHello(h *protocol.Hello) error {
 	case len(h.Version) > maxVersionLen:
 		return limitErr("hello version longer than %d", maxVersionLen)
 	case h.Tunnels < 0 || h.Tunnels > MaxHelloTunnels:
-		return limitErr("hello tunnels %d: want 1 to %d", h.Tunnels, MaxHelloTunnels)
+		return limitErr("hello tunnels %d: want 0 to %d", h.Tunnels, MaxHelloTunnels)
 	}
 	return validateAllowlist("hello", &h.Allowlist)
 }
@@ -150,8 +150,13 @@ func validateAllowlist(frame string, a *protocol.Allowlist) error {
 		return limitErr("%s allowlist.sha256: want 64 lower-case hex digits", frame)
 	case a.Count < 0 || a.Count > MaxRules:
 		return limitErr("%s allowlist.count %d: want 0 to %d", frame, a.Count, MaxRules)
-	case len(a.Allow)+len(a.Deny) > MaxRules:
-		return limitErr("%s allowlist: %d rules, more than %d", frame, len(a.Allow)+len(a.Deny), MaxRules)
+	case len(a.Allow)+len(a.Deny)+len(a.Blocked) > MaxRules:
+		return limitErr("%s allowlist: %d rules, more than %d (allow, deny and blocked together)", frame, len(a.Allow)+len(a.Deny)+len(a.Blocked), MaxRules)
+	}
+	for i, b := range a.Blocked {
+		if b == "" || len(b) > maxRuleAddrLen {
+			return limitErr("%s allowlist blocked entry %d: want an ip or cidr of at most %d bytes", frame, i+1, maxRuleAddrLen)
+		}
 	}
 	ports := 0
 	for i, r := range slices.Concat(a.Allow, a.Deny) {

@@ -100,12 +100,12 @@ func TestVerdictCacheIsBoundedByRules(t *testing.T) {
 func TestVerdictCacheCompilesOutsideItsLock(t *testing.T) {
 	t.Parallel()
 	compiling, release := make(chan struct{}), make(chan struct{})
-	vc := verdictCache{compile: func(allow, deny []allowlist.RuleSpec) (*allowlist.List, error) {
-		if len(allow) > 1 {
+	vc := verdictCache{compile: func(rs allowlist.Rules) (*allowlist.List, error) {
+		if len(rs.Allow) > 1 {
 			close(compiling)
 			<-release
 		}
-		return allowlist.Compile(allow, deny)
+		return allowlist.CompileRules(rs)
 	}}
 	small := ruleSet(1, 1)
 	require.Equal(t, allowlist.Allowed, vc.decide(small, "h1-0.example", 443).Verdict)
@@ -124,4 +124,22 @@ func TestVerdictCacheCompilesOutsideItsLock(t *testing.T) {
 	wg.Wait()
 	sets, _ := vc.size()
 	assert.Equal(t, 2, sets)
+}
+
+// The customer's blocked list travels in the summary, so the relay's
+// advisory verdict for a base URL matches the agent's: an address inside
+// a blocked prefix is blocked even though an allow rule covers it, and
+// two agents that differ only in their blocked lists are judged apart.
+func TestVerdictHonoursTheReportedBlockedList(t *testing.T) {
+	t.Parallel()
+	var vc verdictCache
+	broad := protocol.Allowlist{Allow: []protocol.RuleSpec{{CIDR: "10.0.0.0/8", Ports: []string{"443"}}}}
+	blocked := broad
+	blocked.Blocked = []string{"10.9.0.0/16"}
+
+	assert.Equal(t, allowlist.Allowed, vc.decide(broad, "10.9.1.1", 443).Verdict)
+	d := vc.decide(blocked, "10.9.1.1", 443)
+	assert.Equal(t, allowlist.Blocked, d.Verdict, "%+v", d)
+	assert.Equal(t, allowlist.Allowed, vc.decide(blocked, "10.8.1.1", 443).Verdict, "outside the blocked prefix")
+	assert.Equal(t, allowlist.Allowed, vc.decide(broad, "10.9.1.1", 443).Verdict, "the set without it is cached apart")
 }

@@ -347,8 +347,8 @@ type verdictCache struct {
 	lists map[string]cachedList
 	order []string // keys, oldest first
 	rules int      // rules held, all sets together
-	// compile is allowlist.Compile when nil; tests watch it.
-	compile func(allow, deny []allowlist.RuleSpec) (*allowlist.List, error)
+	// compile is allowlist.CompileRules when nil; tests watch it.
+	compile func(allowlist.Rules) (*allowlist.List, error)
 }
 
 type cachedList struct {
@@ -362,13 +362,13 @@ func (vc *verdictCache) decide(a protocol.Allowlist, host string, port int) allo
 	if list == nil {
 		compile := vc.compile
 		if compile == nil {
-			compile = allowlist.Compile
+			compile = allowlist.CompileRules
 		}
-		compiled, err := compile(toSpecs(a.Allow), toSpecs(a.Deny))
+		compiled, err := compile(reportedRules(a))
 		if err != nil {
 			return allowlist.Decision{Verdict: allowlist.Missing, Reason: "the agent's reported rules do not compile here: " + err.Error()}
 		}
-		vc.put(key, compiled, max(len(a.Allow)+len(a.Deny), 1))
+		vc.put(key, compiled, max(len(a.Allow)+len(a.Deny)+len(a.Blocked), 1))
 		list = compiled
 	}
 	return list.Decide(host, port)
@@ -414,12 +414,25 @@ func (vc *verdictCache) size() (sets, rules int) {
 // report the same digest, or none, for different rules, and one would then
 // be judged by the other's rules.
 func rulesKey(a protocol.Allowlist) string {
-	b, err := json.Marshal([2][]protocol.RuleSpec{a.Allow, a.Deny})
+	b, err := json.Marshal(struct {
+		Allow, Deny []protocol.RuleSpec
+		Blocked     []string
+	}{a.Allow, a.Deny, a.Blocked})
 	if err != nil {
-		return "" // not reachable: RuleSpec holds only strings
+		return "" // not reachable: the rules hold only strings
 	}
 	sum := sha256.Sum256(b)
 	return string(sum[:])
+}
+
+// reportedRules is the rule set an agent reported, as the allowlist
+// package takes it.
+func reportedRules(a protocol.Allowlist) allowlist.Rules {
+	rs := allowlist.Rules{Allow: toSpecs(a.Allow), Deny: toSpecs(a.Deny)}
+	for _, b := range a.Blocked {
+		rs.Blocked = append(rs.Blocked, allowlist.BlockedSpec{Addr: b})
+	}
+	return rs
 }
 
 func toSpecs(in []protocol.RuleSpec) []allowlist.RuleSpec {
