@@ -62,16 +62,8 @@ func (s *Store) ListConnections(ctx context.Context, workspace string) ([]store.
 	if err != nil {
 		return nil, fmt.Errorf("list connections: %w", err)
 	}
-	defer rows.Close()
-	out := []store.Connection{}
-	for rows.Next() {
-		c, err := scanConnection(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list connections: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collect(rows, scanConnection)
+	if err != nil {
 		return nil, fmt.Errorf("list connections: %w", err)
 	}
 	return out, nil
@@ -188,6 +180,21 @@ func nonNil(b []byte) []byte {
 }
 
 type scanner interface{ Scan(dest ...any) error }
+
+// collect reads every row with scan and closes rows; no row is an empty
+// slice.
+func collect[T any](rows *sql.Rows, scan func(scanner) (T, error)) ([]T, error) {
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
 
 // one finishes reading the single record of kind named id: no row is the
 // store's not-found error, any other error is wrapped with op.

@@ -35,6 +35,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"mark connected and seen":               testMarkConnectedSeen,
 		"mark missing connection":               testMarkMissing,
 		"api keys":                              testAPIKeys,
+		"list api keys":                         testListAPIKeys,
+		"revoke api key":                        testRevokeAPIKey,
 		"times are utc and exact":               testTimesUTC,
 		"concurrent writes":                     testConcurrentWrites,
 		"ping":                                  testPing,
