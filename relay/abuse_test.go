@@ -271,7 +271,7 @@ func TestCorrectCredentialsPassALimitedSource(t *testing.T) {
 // createKeyDirect mints a workspace key without using the API.
 func (h *harness) createKeyDirect(t *testing.T, workspace string) string {
 	t.Helper()
-	k, err := admin.CreateAPIKey(t.Context(), h.srv.store, "direct", workspace, false)
+	k, err := admin.CreateAPIKey(t.Context(), h.srv.store, api.CreateAPIKeyRequest{Name: "direct", Workspace: workspace})
 	require.NoError(t, err)
 	return h.remember(k.Key)
 }

@@ -113,7 +113,7 @@ func TestUISignInAndOut(t *testing.T) {
 
 	wrong := b.signIn(wrongSecret(t, h.adminKey))
 	assert.Equal(t, http.StatusProxyAuthRequired, wrong.status)
-	assert.Contains(t, wrong.body, "That API key is unknown, wrong or revoked.")
+	assert.Contains(t, wrong.body, "That API key is unknown, wrong, revoked or expired.")
 	assert.Nil(t, b.cookie("postern_session"))
 
 	in := b.signIn(h.adminKey)
