@@ -32,7 +32,7 @@ type credSite struct {
 	server, proxyAddr  string
 	keyFile            string
 	conn               api.Connection
-	target, port       string
+	target             string
 	relay              *testkit.Process
 }
 
@@ -54,7 +54,6 @@ func startCredSite(t *testing.T) *credSite {
 		20*time.Second, 50*time.Millisecond, "relay never became healthy:\n%s", s.relay.Output())
 	s.cliJSON(t, &s.conn, "connections", "create", "acme-jira", "--workspace", "acme")
 	s.target = testkit.Serve(t, byteEcho)
-	_, s.port, _ = net.SplitHostPort(s.target)
 	return s
 }
 
@@ -78,16 +77,16 @@ func (s *credSite) cliJSON(t *testing.T, into any, args ...string) {
 	require.NoError(t, json.Unmarshal([]byte(s.cli(t, append(args, "--json")...)), into))
 }
 
-// agent starts the agent binary with token.
+// agent starts the agent binary with token, as agent id name.
 func (s *credSite) agent(t *testing.T, name, token string) *testkit.Process {
 	t.Helper()
-	tokenFile := filepath.Join(s.dir, name+".token")
-	require.NoError(t, os.WriteFile(tokenFile, []byte(token+"\n"), 0o600))
-	cfgFile := filepath.Join(s.dir, name+".yaml")
-	require.NoError(t, os.WriteFile(cfgFile, []byte(fmt.Sprintf(
-		"relay_url: %s\ntoken_file: %s\nstatus_listen: %s\nagent_id: %s\nallow:\n  - ip: 127.0.0.1\n    ports: [%s]\n",
-		strings.Replace(s.server, "http", "ws", 1), tokenFile, testkit.FreeAddr(t), name, s.port)), 0o600))
-	return start(t, s.agentBin, "run", "--config", cfgFile)
+	dir := filepath.Join(s.dir, name)
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	cfg := testkit.WriteAgentConfig(t, dir, testkit.AgentConfig{
+		Relays: []string{strings.Replace(s.server, "http", "ws", 1)}, Token: token,
+		StatusListen: testkit.FreeAddr(t), Allow: []string{s.target}, More: "agent_id: " + name + "\n",
+	})
+	return start(t, s.agentBin, "run", "--config", cfg)
 }
 
 // agents are the agent ids the relay has tunnels of, once the status
@@ -200,15 +199,14 @@ func TestAPIKeyRevocationAndExpiryThroughBinaries(t *testing.T) {
 	assertRefused(t, expired, http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
 	assert.Contains(t, expired.body.Message, "API key "+short.ID+" expired at")
 
-	admin, err := os.ReadFile(s.keyFile)
-	require.NoError(t, err)
+	admin := testkit.AdminKey(t, filepath.Dir(s.keyFile))
 	human := s.cli(t, "api-keys", "list")
 	var list api.APIKeyList
 	s.cliJSON(t, &list, "api-keys", "list")
 	require.Len(t, list.APIKeys, 3)
 	for _, listing := range []string{human, s.cli(t, "api-keys", "list", "--json")} {
-		for name, key := range map[string]string{"admin": strings.TrimSpace(string(admin)), "product": product.Key, "short": short.Key} {
-			assert.NotContains(t, listing, secretOf(key), "the list shows the %s key's secret", name)
+		for name, key := range map[string]string{"admin": admin, "product": product.Key, "short": short.Key} {
+			assert.NotContains(t, listing, testkit.SecretOf(key), "the list shows the %s key's secret", name)
 		}
 	}
 	assert.Regexp(t, product.ID+`\s+product\s+workspace acme\s+\S+\s+never\s+revoked`, human)
@@ -217,7 +215,7 @@ func TestAPIKeyRevocationAndExpiryThroughBinaries(t *testing.T) {
 
 	stop(t, s.relay)
 	for _, key := range []string{product.Key, short.Key} {
-		assert.NotContains(t, s.relay.Output(), secretOf(key), "the relay's log leaks an API key")
+		assert.NotContains(t, s.relay.Output(), testkit.SecretOf(key), "the relay's log leaks an API key")
 	}
 }
 
@@ -226,9 +224,8 @@ func TestAgentTokenRotationCutsTunnelsThroughBinaries(t *testing.T) {
 		t.Skip("builds and runs the real binaries")
 	}
 	s := startCredSite(t)
-	key, err := os.ReadFile(s.keyFile)
-	require.NoError(t, err)
-	admin := client.New(s.server, strings.TrimSpace(string(key)), nil)
+	key := testkit.AdminKey(t, filepath.Dir(s.keyFile))
+	admin := client.New(s.server, key, nil)
 	old := s.agent(t, "agent-old", s.conn.AgentToken)
 	s.waitAgents(t, admin, "agent-old")
 
@@ -258,7 +255,7 @@ func TestAgentTokenRotationCutsTunnelsThroughBinaries(t *testing.T) {
 	s.waitAgents(t, admin)
 	s.agent(t, "agent-next", next.AgentToken)
 	s.waitAgents(t, admin, "agent-next")
-	res := dialConnect(t, s.proxyAddr, s.conn.ID, strings.TrimSpace(string(key)), s.target)
+	res := dialConnect(t, s.proxyAddr, s.conn.ID, key, s.target)
 	echoOnce(t, res)
 }
 
@@ -267,9 +264,7 @@ func TestBootstrapAdminKeyRotationThroughBinaries(t *testing.T) {
 		t.Skip("builds and runs the real binaries")
 	}
 	s := startCredSite(t)
-	before, err := os.ReadFile(s.keyFile)
-	require.NoError(t, err)
-	oldKey := strings.TrimSpace(string(before))
+	oldKey := testkit.AdminKey(t, filepath.Dir(s.keyFile))
 
 	var r struct {
 		New     api.APIKey `json:"new"`
@@ -284,9 +279,7 @@ func TestBootstrapAdminKeyRotationThroughBinaries(t *testing.T) {
 	assert.NotNil(t, r.Revoked.RevokedAt)
 	assert.True(t, strings.HasPrefix(oldKey, "pak_"+r.Revoked.ID+"_"), "the key in use was revoked")
 
-	after, err := os.ReadFile(s.keyFile)
-	require.NoError(t, err)
-	newKey := strings.TrimSpace(string(after))
+	newKey := testkit.AdminKey(t, filepath.Dir(s.keyFile))
 	require.NotEqual(t, oldKey, newKey)
 	assert.True(t, strings.HasPrefix(newKey, "pak_"+r.New.ID+"_"))
 	fi, err := os.Stat(s.keyFile)

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -79,17 +78,15 @@ func (e adminEnv) keyListCmd(f *adminFlags) *cobra.Command {
 
 func printAPIKeyList(w io.Writer, list api.APIKeyList) error {
 	now := time.Now()
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSCOPE\tCREATED\tEXPIRES\tSTATE")
-	for _, k := range list.APIKeys {
+	rows := make([][]string, len(list.APIKeys))
+	for i, k := range list.APIKeys {
 		expires := "never"
 		if k.ExpiresAt != nil {
 			expires = formatTime(*k.ExpiresAt)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", clean(k.ID), clean(k.Name), keyScope(k),
-			formatTime(k.CreatedAt), expires, keyState(k, now))
+		rows[i] = []string{clean(k.ID), clean(k.Name), keyScope(k), formatTime(k.CreatedAt), expires, keyState(k, now)}
 	}
-	return tw.Flush()
+	return printTable(w, "No API keys.", "ID\tNAME\tSCOPE\tCREATED\tEXPIRES\tSTATE", rows)
 }
 
 func keyScope(k api.APIKey) string {
