@@ -1,11 +1,8 @@
 package cluster
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -17,28 +14,6 @@ import (
 	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/relay/api"
 )
-
-// streamEvents opens node i's event stream with key and returns a channel
-// closed when the stream ends.
-func streamEvents(t *testing.T, c *clusterkit.Cluster, i int, key string) <-chan struct{} {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Nodes[i].API+"/v1/events", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer resp.Body.Close()
-		for sc := bufio.NewScanner(resp.Body); sc.Scan(); {
-		}
-	}()
-	return done
-}
 
 // An API key revoked on one node loses its proxy stream on a second node
 // and its event stream on a third within 2 s.
@@ -56,7 +31,7 @@ func TestAPIKeyRevocationReachesEveryNode(t *testing.T) {
 	defer stream.Close()
 	_, err = stream.Write([]byte("ping"))
 	require.NoError(t, err)
-	events := streamEvents(t, c, 0, key.Key)
+	events := testkit.FollowEvents(t, "http://"+c.Nodes[0].API+"/v1/events", key.Key)
 
 	start := time.Now()
 	_, err = c.Client(2).RevokeAPIKey(t.Context(), key.ID)

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,29 +100,6 @@ func (s *credSite) waitAgents(t *testing.T, c *client.Client, want ...string) {
 	})
 }
 
-// openEvents follows GET /v1/events with key; the channel closes when the
-// stream ends.
-func openEvents(t *testing.T, server, key string) <-chan struct{} {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, server+"/v1/events", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-		}
-	}()
-	return done
-}
-
 // requireClosedBy requires an open CONNECT stream to end before deadline.
 func requireClosedBy(t *testing.T, res connectResult, deadline time.Time, what string) {
 	t.Helper()
@@ -167,7 +142,7 @@ func TestAPIKeyRevocationAndExpiryThroughBinaries(t *testing.T) {
 
 	stream := dialConnect(t, s.proxyAddr, s.conn.ID, product.Key, s.target)
 	echoOnce(t, stream)
-	events := openEvents(t, s.server, product.Key)
+	events := testkit.FollowEvents(t, s.server+"/v1/events", product.Key)
 	kept := dialConnect(t, s.proxyAddr, s.conn.ID, short.Key, s.target)
 	echoOnce(t, kept)
 

@@ -45,12 +45,7 @@ func (s *Store) ListAPIKeys(ctx context.Context) ([]store.APIKey, error) {
 
 // RevokeAPIKey sets revoked_at once; later calls keep the first time.
 func (s *Store) RevokeAPIKey(ctx context.Context, id string, at time.Time) (store.APIKey, error) {
-	row := s.pool.QueryRow(ctx, `UPDATE api_keys
-		SET revoked_at = COALESCE(revoked_at, $1)
-		WHERE id = $2
-		RETURNING `+apiKeyColumns, at, id)
-	k, err := scanAPIKey(row)
-	return one(k, err, "api key", "revoke api key", id)
+	return revoke(ctx, s, "api_keys", apiKeyColumns, "api key", scanAPIKey, id, at)
 }
 
 func scanAPIKey(row pgx.Row) (store.APIKey, error) {

@@ -69,12 +69,18 @@ func (s *Store) ListConnections(ctx context.Context, workspace string) ([]store.
 
 // RevokeConnection sets revoked_at once; later calls keep the first time.
 func (s *Store) RevokeConnection(ctx context.Context, id string, at time.Time) (store.Connection, error) {
-	row := s.pool.QueryRow(ctx, `UPDATE connections
+	return revoke(ctx, s, "connections", connectionColumns, "connection", scanConnection, id, at)
+}
+
+// revoke sets revoked_at of record id of table (a record of kind) to at
+// unless it is set, and reads the record back with scan.
+func revoke[T any](ctx context.Context, s *Store, table, columns, kind string, scan func(pgx.Row) (T, error), id string, at time.Time) (T, error) {
+	row := s.pool.QueryRow(ctx, `UPDATE `+table+`
 		SET revoked_at = COALESCE(revoked_at, $1)
 		WHERE id = $2
-		RETURNING `+connectionColumns, at, id)
-	c, err := scanConnection(row)
-	return one(c, err, "connection", "revoke connection", id)
+		RETURNING `+columns, at, id)
+	v, err := scan(row)
+	return one(v, err, kind, "revoke "+kind, id)
 }
 
 // MarkConnected sets first_connected_at if unset and advances last_seen_at.

@@ -49,16 +49,7 @@ func (s *Store) ListAPIKeys(ctx context.Context) ([]store.APIKey, error) {
 
 // RevokeAPIKey sets revoked_at once; later calls keep the first time.
 func (s *Store) RevokeAPIKey(ctx context.Context, id string, at time.Time) (store.APIKey, error) {
-	ts, err := formatTime(at)
-	if err != nil {
-		return store.APIKey{}, fmt.Errorf("revoke api key %q: %w", id, err)
-	}
-	row := s.w.QueryRowContext(ctx, `UPDATE api_keys
-		SET revoked_at = COALESCE(revoked_at, ?)
-		WHERE id = ?
-		RETURNING `+apiKeyColumns, ts, id)
-	k, err := scanAPIKey(row)
-	return one(k, err, "api key", "revoke api key", id)
+	return revoke(ctx, s, "api_keys", apiKeyColumns, "api key", scanAPIKey, id, at)
 }
 
 func scanAPIKey(row scanner) (store.APIKey, error) {
