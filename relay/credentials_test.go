@@ -198,6 +198,14 @@ func TestListAndRevokeAPIKeys(t *testing.T) {
 	decode[api.APIKey](t, h.call(t, http.MethodPost, "/v1/api-keys/"+k.ID+"/revoke", h.adminKey, nil), http.StatusOK)
 	list = decode[api.APIKeyList](t, h.call(t, http.MethodGet, "/v1/api-keys", h.adminKey, nil), http.StatusOK)
 	assert.NotNil(t, list.APIKeys[1].RevokedAt, "the list shows the revocation")
+
+	adminID := list.APIKeys[0].ID
+	e := requireRefusal(t, h.call(t, http.MethodPost, "/v1/api-keys/"+adminID+"/revoke", h.adminKey, nil),
+		http.StatusBadRequest, protocol.InvalidRequest)
+	assert.Contains(t, e.Message, "last active admin key")
+	next := h.newKey(t, api.CreateAPIKeyRequest{Name: "next admin", Admin: true})
+	decode[api.APIKey](t, h.call(t, http.MethodPost, "/v1/api-keys/"+adminID+"/revoke", next.Key, nil), http.StatusOK)
+	requireRefusal(t, h.call(t, http.MethodGet, "/v1/api-keys", h.adminKey, nil), http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
 }
 
 // tunnelEnd waits for an agent's tunnel to end and returns the Revoked

@@ -46,10 +46,16 @@ func (a *API) APIKeys(ctx context.Context, k store.APIKey) (api.APIKeyList, erro
 
 // RevokeAPIKey revokes API key id (admin keys): from now on it is refused,
 // and the proxy and event streams opened with it end at once on every
-// node. Revoking a revoked key changes nothing; a key may revoke itself.
+// node. Revoking a revoked key changes nothing; a key may revoke itself,
+// but not the last active admin key, which would leave nobody able to
+// manage the relay (a new bootstrap key is written only into an empty
+// store).
 func (a *API) RevokeAPIKey(ctx context.Context, k store.APIKey, id string) (api.APIKey, error) {
 	if !k.Admin {
 		return api.APIKey{}, errAdminOnly
+	}
+	if err := a.keepAnAdmin(ctx, id); err != nil {
+		return api.APIKey{}, err
 	}
 	revoked, err := a.store.RevokeAPIKey(ctx, id, time.Now().UTC())
 	if errors.Is(err, store.ErrNotFound) {
@@ -61,6 +67,30 @@ func (a *API) RevokeAPIKey(ctx context.Context, k store.APIKey, id string) (api.
 	n := a.fanout.KeyRevoked(ctx, revoked.ID)
 	a.log.Info("api key revoked", "key", revoked.ID, "streams_closed", n, "by_key", k.ID)
 	return toAPIKey(revoked), nil
+}
+
+// keepAnAdmin refuses to revoke id when it is the last active admin key.
+// Two admins revoking each other's keys at once may still both succeed.
+func (a *API) keepAnAdmin(ctx context.Context, id string) error {
+	keys, err := a.store.ListAPIKeys(ctx)
+	if err != nil {
+		return err
+	}
+	now, last := time.Now(), false
+	for _, key := range keys {
+		if !key.Admin || !key.ActiveAt(now) {
+			continue
+		}
+		if key.ID != id {
+			return nil
+		}
+		last = true
+	}
+	if last {
+		return protocol.Errorf(protocol.InvalidRequest,
+			"API key %s is the last active admin key: create another admin key first (api-keys rotate-admin does both)", id)
+	}
+	return nil
 }
 
 func (a *API) listAPIKeys(w http.ResponseWriter, r *http.Request, k store.APIKey) {
