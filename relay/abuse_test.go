@@ -98,6 +98,11 @@ func (c *countingStore) GetAPIKey(ctx context.Context, id string) (store.APIKey,
 	return c.Store.GetAPIKey(ctx, id)
 }
 
+func (c *countingStore) MarkAPIKeyUsed(ctx context.Context, id string, at time.Time) error {
+	c.writes.Add(1)
+	return c.Store.MarkAPIKeyUsed(ctx, id, at)
+}
+
 func (c *countingStore) CountAPIKeys(ctx context.Context) (int, error) {
 	c.reads.Add(1)
 	return c.Store.CountAPIKeys(ctx)

@@ -167,6 +167,9 @@ func TestListAndRevokeAPIKeys(t *testing.T) {
 	h := newHarness(t)
 	until := time.Now().Add(90 * 24 * time.Hour)
 	k := h.newKey(t, api.CreateAPIKeyRequest{Name: "ci", Workspace: "acme", ExpiresAt: &until})
+	unused := h.newKey(t, api.CreateAPIKeyRequest{Name: "unused", Workspace: "acme"})
+	used := time.Now()
+	decode[api.ConnectionList](t, h.call(t, http.MethodGet, "/v1/connections", k.Key, nil), http.StatusOK)
 
 	r := h.call(t, http.MethodGet, "/v1/api-keys", h.adminKey, nil)
 	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
@@ -176,7 +179,7 @@ func TestListAndRevokeAPIKeys(t *testing.T) {
 		APIKeys []map[string]any `json:"api_keys"`
 	}
 	require.NoError(t, json.Unmarshal(r.body, &raw))
-	require.Len(t, raw.APIKeys, 2)
+	require.Len(t, raw.APIKeys, 3)
 	for _, entry := range raw.APIKeys {
 		assert.NotContains(t, entry, "key")
 		assert.NotContains(t, entry, "hash")
@@ -189,6 +192,10 @@ func TestListAndRevokeAPIKeys(t *testing.T) {
 	assert.False(t, got.Admin)
 	require.NotNil(t, got.ExpiresAt)
 	assert.Nil(t, got.RevokedAt)
+	require.NotNil(t, got.LastUsedAt, "the key's use is recorded")
+	assert.WithinDuration(t, used, *got.LastUsedAt, time.Second)
+	assert.Nil(t, list.APIKeys[2].LastUsedAt, "a key never used says so")
+	assert.Equal(t, unused.ID, list.APIKeys[2].ID)
 	assert.True(t, list.APIKeys[0].Admin)
 
 	requireRefusal(t, h.call(t, http.MethodGet, "/v1/api-keys", k.Key, nil), http.StatusForbidden, protocol.Forbidden)

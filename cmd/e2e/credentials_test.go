@@ -184,9 +184,12 @@ func TestAPIKeyRevocationAndExpiryThroughBinaries(t *testing.T) {
 			assert.NotContains(t, listing, testkit.SecretOf(key), "the list shows the %s key's secret", name)
 		}
 	}
-	assert.Regexp(t, product.ID+`\s+product\s+workspace acme\s+\S+\s+never\s+revoked`, human)
-	assert.Regexp(t, short.ID+`\s+short\s+workspace acme\s+\S+\s+\S+\s+expired`, human)
-	assert.Regexp(t, `\s+admin\s+\S+\s+never\s+active`, human)
+	assert.Regexp(t, product.ID+`\s+product\s+workspace acme\s+\S+\s+never\s+\S+\s+revoked`, human)
+	assert.Regexp(t, short.ID+`\s+short\s+workspace acme\s+\S+\s+\S+\s+\S+\s+expired`, human)
+	assert.Regexp(t, `\s+admin\s+\S+\s+never\s+\S+\s+active`, human)
+	for _, k := range list.APIKeys {
+		assert.NotNil(t, k.LastUsedAt, "key %s (%s) was used", k.ID, k.Name)
+	}
 
 	stop(t, s.relay)
 	for _, key := range []string{product.Key, short.Key} {

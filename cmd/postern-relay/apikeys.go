@@ -84,9 +84,13 @@ func printAPIKeyList(w io.Writer, list api.APIKeyList) error {
 		if k.ExpiresAt != nil {
 			expires = formatTime(*k.ExpiresAt)
 		}
-		rows[i] = []string{clean(k.ID), clean(k.Name), keyScope(k), formatTime(k.CreatedAt), expires, keyState(k, now)}
+		used := "never"
+		if k.LastUsedAt != nil {
+			used = formatTime(*k.LastUsedAt)
+		}
+		rows[i] = []string{clean(k.ID), clean(k.Name), keyScope(k), formatTime(k.CreatedAt), expires, used, keyState(k, now)}
 	}
-	return printTable(w, "No API keys.", "ID\tNAME\tSCOPE\tCREATED\tEXPIRES\tSTATE", rows)
+	return printTable(w, "No API keys.", "ID\tNAME\tSCOPE\tCREATED\tEXPIRES\tLAST USED\tSTATE", rows)
 }
 
 func keyScope(k api.APIKey) string {

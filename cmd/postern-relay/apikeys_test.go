@@ -53,17 +53,17 @@ func TestAPIKeyListText(t *testing.T) {
 	past, future := time.Now().Add(-time.Hour).UTC(), time.Now().Add(time.Hour).UTC()
 	var out bytes.Buffer
 	require.NoError(t, printAPIKeyList(&out, api.APIKeyList{APIKeys: []api.APIKey{
-		{ID: "k1", Name: "ops", Admin: true, CreatedAt: t0},
+		{ID: "k1", Name: "ops", Admin: true, CreatedAt: t0, LastUsedAt: &t0},
 		{ID: "k2", Name: "ci\x1b[2J", Workspace: "acme", CreatedAt: t0, ExpiresAt: &future},
 		{ID: "k3", Name: "old", Workspace: "acme", CreatedAt: t0, ExpiresAt: &past},
 		{ID: "k4", Name: "gone", Workspace: "acme", CreatedAt: t0, RevokedAt: &t0},
 	}}))
 	lines := []string{
-		`ID\s+NAME\s+SCOPE\s+CREATED\s+EXPIRES\s+STATE`,
-		`k1\s+ops\s+admin\s+2025-06-01T12:00:00Z\s+never\s+active`,
-		`k2\s+ci\?\[2J\s+workspace acme\s+2025-06-01T12:00:00Z\s+` + future.Format(time.RFC3339) + `\s+active`,
-		`k3\s+old\s+workspace acme\s+\S+\s+\S+\s+expired`,
-		`k4\s+gone\s+workspace acme\s+\S+\s+never\s+revoked 2025-06-01T12:00:00Z`,
+		`ID\s+NAME\s+SCOPE\s+CREATED\s+EXPIRES\s+LAST USED\s+STATE`,
+		`k1\s+ops\s+admin\s+2025-06-01T12:00:00Z\s+never\s+2025-06-01T12:00:00Z\s+active`,
+		`k2\s+ci\?\[2J\s+workspace acme\s+2025-06-01T12:00:00Z\s+` + future.Format(time.RFC3339) + `\s+never\s+active`,
+		`k3\s+old\s+workspace acme\s+\S+\s+\S+\s+never\s+expired`,
+		`k4\s+gone\s+workspace acme\s+\S+\s+never\s+never\s+revoked 2025-06-01T12:00:00Z`,
 	}
 	for _, l := range lines {
 		assert.Regexp(t, l, out.String())

@@ -17,7 +17,7 @@ const MaxKeyLifetime = 10 * 365 * 24 * time.Hour
 // toAPIKey is a stored key as the API shows it: never its hash.
 func toAPIKey(k store.APIKey) api.APIKey {
 	return api.APIKey{ID: k.ID, Name: k.Name, Workspace: k.Workspace, Admin: k.Admin,
-		CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt}
+		CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, LastUsedAt: k.LastUsedAt}
 }
 
 func utcOpt(t *time.Time) *time.Time {

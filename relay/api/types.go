@@ -61,6 +61,9 @@ type APIKey struct {
 	CreatedAt time.Time  `json:"created_at"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// LastUsedAt is when the key was last accepted, to within a minute;
+	// absent when it never was.
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
 
 // APIKeyList is the body of GET /v1/api-keys.

@@ -80,6 +80,7 @@ type Authenticator struct {
 	log       *slog.Logger
 	onFailure TokenFailure
 	holds     holds
+	uses      uses
 }
 
 // New returns an Authenticator; onFailure may be nil.
@@ -250,9 +251,11 @@ func (a *Authenticator) key(ctx context.Context, raw string) (k store.APIKey, fo
 	if !a.verify(k.Hash, sec) {
 		return store.APIKey{}, k.Hash, errKeyInvalid
 	}
-	if err := KeyEnded(k, time.Now()); err != nil {
+	now := time.Now()
+	if err := KeyEnded(k, now); err != nil {
 		return store.APIKey{}, k.Hash, err
 	}
+	a.used(ctx, k, now)
 	return k, k.Hash, nil
 }
 

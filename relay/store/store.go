@@ -72,6 +72,9 @@ type APIKey struct {
 	RevokedAt *time.Time
 	// ExpiresAt is nil for a key without an end.
 	ExpiresAt *time.Time
+	// LastUsedAt is when the key was last accepted, to within the
+	// interval at which uses are recorded; nil means never.
+	LastUsedAt *time.Time
 }
 
 // ActiveAt reports whether the key may be used at t: neither revoked nor
@@ -117,6 +120,8 @@ type Store interface {
 	// RevokeAPIKey sets revoked_at to at unless it is already set, and
 	// returns the key as stored afterwards.
 	RevokeAPIKey(ctx context.Context, id string, at time.Time) (APIKey, error)
+	// MarkAPIKeyUsed advances last_used_at to at (never backwards).
+	MarkAPIKeyUsed(ctx context.Context, id string, at time.Time) error
 	// CountAPIKeys counts every key, revoked or not.
 	CountAPIKeys(ctx context.Context) (int, error)
 

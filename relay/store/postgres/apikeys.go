@@ -10,13 +10,13 @@ import (
 	"github.com/postern/postern/relay/store"
 )
 
-const apiKeyColumns = `id, name, workspace, admin, hash, created_at, revoked_at, expires_at`
+const apiKeyColumns = `id, name, workspace, admin, hash, created_at, revoked_at, expires_at, last_used_at`
 
 // CreateAPIKey stores k.
 func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO api_keys (`+apiKeyColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		k.ID, k.Name, k.Workspace, k.Admin, nonNil(k.Hash), k.CreatedAt, k.RevokedAt, k.ExpiresAt)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		k.ID, k.Name, k.Workspace, k.Admin, nonNil(k.Hash), k.CreatedAt, k.RevokedAt, k.ExpiresAt, k.LastUsedAt)
 	if err != nil {
 		return fmt.Errorf("create api key %q: %w", k.ID, mapErr(err))
 	}
@@ -48,14 +48,23 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string, at time.Time) (stor
 	return revoke(ctx, s, "api_keys", apiKeyColumns, "api key", scanAPIKey, id, at)
 }
 
+// MarkAPIKeyUsed advances last_used_at; an older time is ignored.
+func (s *Store) MarkAPIKeyUsed(ctx context.Context, id string, at time.Time) error {
+	// GREATEST skips NULLs, so an unset last_used_at simply becomes $1.
+	return s.touch(ctx, "mark api key used", "api key", id, at, `UPDATE api_keys
+		SET last_used_at = GREATEST(last_used_at, $1)
+		WHERE id = $2`)
+}
+
 func scanAPIKey(row pgx.Row) (store.APIKey, error) {
 	var k store.APIKey
-	if err := row.Scan(&k.ID, &k.Name, &k.Workspace, &k.Admin, &k.Hash, &k.CreatedAt, &k.RevokedAt, &k.ExpiresAt); err != nil {
+	if err := row.Scan(&k.ID, &k.Name, &k.Workspace, &k.Admin, &k.Hash, &k.CreatedAt, &k.RevokedAt, &k.ExpiresAt, &k.LastUsedAt); err != nil {
 		return store.APIKey{}, err
 	}
 	k.CreatedAt = k.CreatedAt.UTC()
 	k.RevokedAt = utcOpt(k.RevokedAt)
 	k.ExpiresAt = utcOpt(k.ExpiresAt)
+	k.LastUsedAt = utcOpt(k.LastUsedAt)
 	return k, nil
 }
 

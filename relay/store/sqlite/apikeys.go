@@ -9,18 +9,18 @@ import (
 	"github.com/postern/postern/relay/store"
 )
 
-const apiKeyColumns = `id, name, workspace, admin, hash, created_at, revoked_at, expires_at`
+const apiKeyColumns = `id, name, workspace, admin, hash, created_at, revoked_at, expires_at, last_used_at`
 
 // CreateAPIKey stores k.
 func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
 	var ts timeArgs
-	created, revoked, expires := ts.at(k.CreatedAt), ts.opt(k.RevokedAt), ts.opt(k.ExpiresAt)
+	created, revoked, expires, used := ts.at(k.CreatedAt), ts.opt(k.RevokedAt), ts.opt(k.ExpiresAt), ts.opt(k.LastUsedAt)
 	if ts.err != nil {
 		return fmt.Errorf("create api key %q: %w", k.ID, ts.err)
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO api_keys (`+apiKeyColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		k.ID, k.Name, k.Workspace, k.Admin, nonNil(k.Hash), created, revoked, expires)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		k.ID, k.Name, k.Workspace, k.Admin, nonNil(k.Hash), created, revoked, expires, used)
 	if err != nil {
 		return fmt.Errorf("create api key %q: %w", k.ID, mapErr(err))
 	}
@@ -52,13 +52,21 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string, at time.Time) (stor
 	return revoke(ctx, s, "api_keys", apiKeyColumns, "api key", scanAPIKey, id, at)
 }
 
+// MarkAPIKeyUsed advances last_used_at; an older time is ignored.
+func (s *Store) MarkAPIKeyUsed(ctx context.Context, id string, at time.Time) error {
+	return s.touch(ctx, "mark api key used", "api key", id, at, `UPDATE api_keys
+		SET last_used_at = MAX(COALESCE(last_used_at, ?1), ?1)
+		WHERE id = ?2`)
+}
+
 func scanAPIKey(row scanner) (store.APIKey, error) {
 	var (
 		k                store.APIKey
 		created          string
 		revoked, expires sql.NullString
+		used             sql.NullString
 	)
-	err := row.Scan(&k.ID, &k.Name, &k.Workspace, &k.Admin, &k.Hash, &created, &revoked, &expires)
+	err := row.Scan(&k.ID, &k.Name, &k.Workspace, &k.Admin, &k.Hash, &created, &revoked, &expires, &used)
 	if err == nil {
 		k.CreatedAt, err = parseTime(created)
 	}
@@ -67,6 +75,9 @@ func scanAPIKey(row scanner) (store.APIKey, error) {
 	}
 	if err == nil {
 		k.ExpiresAt, err = parseOptTime(expires)
+	}
+	if err == nil {
+		k.LastUsedAt, err = parseOptTime(used)
 	}
 	return k, err
 }

@@ -92,7 +92,7 @@ func revoke[T any](ctx context.Context, s *Store, table, columns, kind string, s
 
 // MarkConnected sets first_connected_at if unset and advances last_seen_at.
 func (s *Store) MarkConnected(ctx context.Context, connectionID string, at time.Time) error {
-	return s.touch(ctx, "mark connected", connectionID, at, `UPDATE connections
+	return s.touch(ctx, "mark connected", "connection", connectionID, at, `UPDATE connections
 		SET first_connected_at = COALESCE(first_connected_at, ?1),
 		    last_seen_at = MAX(COALESCE(last_seen_at, ?1), ?1)
 		WHERE id = ?2`)
@@ -101,12 +101,12 @@ func (s *Store) MarkConnected(ctx context.Context, connectionID string, at time.
 // MarkSeen advances last_seen_at; an older time than the stored one is
 // ignored, so reports arriving out of order cannot move it back.
 func (s *Store) MarkSeen(ctx context.Context, connectionID string, at time.Time) error {
-	return s.touch(ctx, "mark seen", connectionID, at, `UPDATE connections
+	return s.touch(ctx, "mark seen", "connection", connectionID, at, `UPDATE connections
 		SET last_seen_at = MAX(COALESCE(last_seen_at, ?1), ?1)
 		WHERE id = ?2`)
 }
 
-func (s *Store) touch(ctx context.Context, op, id string, at time.Time, q string) error {
+func (s *Store) touch(ctx context.Context, op, kind, id string, at time.Time, q string) error {
 	ts, err := formatTime(at)
 	if err != nil {
 		return fmt.Errorf("%s %q: %w", op, id, err)
@@ -120,7 +120,7 @@ func (s *Store) touch(ctx context.Context, op, id string, at time.Time, q string
 		return fmt.Errorf("%s %q: %w", op, id, err)
 	}
 	if n == 0 {
-		return notFound("connection", id)
+		return notFound(kind, id)
 	}
 	return nil
 }

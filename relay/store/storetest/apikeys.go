@@ -71,3 +71,20 @@ func testRevokeAPIKey(t *testing.T, s store.Store) {
 	_, err = s.RevokeAPIKey(ctx, "missing", at(0))
 	require.ErrorIs(t, err, store.ErrNotFound)
 }
+
+func testMarkAPIKeyUsed(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	require.NoError(t, s.CreateAPIKey(ctx, apiKey("k1", at(0))))
+	got, err := s.GetAPIKey(ctx, "k1")
+	require.NoError(t, err)
+	assert.Nil(t, got.LastUsedAt, "a new key was never used")
+
+	require.NoError(t, s.MarkAPIKeyUsed(ctx, "k1", at(2*time.Minute)))
+	require.NoError(t, s.MarkAPIKeyUsed(ctx, "k1", at(time.Minute)), "an older use is no error")
+	keys, err := s.ListAPIKeys(ctx)
+	require.NoError(t, err)
+	require.Len(t, keys, 1)
+	assertTimeEqual(t, ptr(at(2*time.Minute)), keys[0].LastUsedAt, "last_used_at never moves back")
+
+	require.ErrorIs(t, s.MarkAPIKeyUsed(ctx, "missing", at(0)), store.ErrNotFound)
+}

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"api keys":                              testAPIKeys,
 		"list api keys":                         testListAPIKeys,
 		"revoke api key":                        testRevokeAPIKey,
+		"mark api key used":                     testMarkAPIKeyUsed,
 		"times are utc and exact":               testTimesUTC,
 		"concurrent writes":                     testConcurrentWrites,
 		"ping":                                  testPing,
