@@ -115,10 +115,15 @@ type GoAway struct {
 	Message string `json:"message,omitempty"`
 }
 
-// Revoked tells the agent its connection was revoked; the relay closes the
-// tunnel right after.
+// Revoked tells the agent its connection was revoked, or that the agent
+// token this tunnel was opened with has ended; the relay closes the tunnel
+// right after.
 type Revoked struct {
 	Message string `json:"message,omitempty"`
+	// Reason is what a reconnect with the same token will be answered:
+	// AGENT_TOKEN_REVOKED for a revoked connection, AGENT_TOKEN_INVALID
+	// for a token that expired or was deleted. Empty from older relays.
+	Reason Reason `json:"reason,omitempty"`
 }
 
 // Op is the operation a relay-opened stream asks for.

@@ -38,6 +38,7 @@ const (
 	AgentTokenInvalid   Reason = "AGENT_TOKEN_INVALID"
 	AgentTokenRevoked   Reason = "AGENT_TOKEN_REVOKED"
 	ConnectionNotFound  Reason = "CONNECTION_NOT_FOUND"
+	APIKeyNotFound      Reason = "API_KEY_NOT_FOUND"
 	Forbidden           Reason = "FORBIDDEN"
 	InvalidRequest      Reason = "INVALID_REQUEST"
 	InternalError       Reason = "INTERNAL_ERROR"
@@ -94,6 +95,7 @@ var reasons = map[Reason]ReasonInfo{
 	AgentTokenInvalid:  {AgentTokenInvalid, "", http.StatusUnauthorized, false, "the agent token is unknown or wrong"},
 	AgentTokenRevoked:  {AgentTokenRevoked, "", http.StatusUnauthorized, false, "the agent token's connection was revoked"},
 	ConnectionNotFound: {ConnectionNotFound, "", http.StatusNotFound, false, "no such connection"},
+	APIKeyNotFound:     {APIKeyNotFound, "", http.StatusNotFound, false, "no such API key"},
 	Forbidden:          {Forbidden, "", http.StatusForbidden, false, "the API key may not do this"},
 	InvalidRequest:     {InvalidRequest, "", http.StatusBadRequest, false, "the request is malformed"},
 	InternalError:      {InternalError, "", http.StatusInternalServerError, false, "an internal error occurred"},

@@ -98,6 +98,11 @@ func (c *countingStore) GetAPIKey(ctx context.Context, id string) (store.APIKey,
 	return c.Store.GetAPIKey(ctx, id)
 }
 
+func (c *countingStore) MarkAPIKeyUsed(ctx context.Context, id string, at time.Time) error {
+	c.writes.Add(1)
+	return c.Store.MarkAPIKeyUsed(ctx, id, at)
+}
+
 func (c *countingStore) CountAPIKeys(ctx context.Context) (int, error) {
 	c.reads.Add(1)
 	return c.Store.CountAPIKeys(ctx)
@@ -271,7 +276,7 @@ func TestCorrectCredentialsPassALimitedSource(t *testing.T) {
 // createKeyDirect mints a workspace key without using the API.
 func (h *harness) createKeyDirect(t *testing.T, workspace string) string {
 	t.Helper()
-	k, err := admin.CreateAPIKey(t.Context(), h.srv.store, "direct", workspace, false)
+	k, err := admin.CreateAPIKey(t.Context(), h.srv.store, api.CreateAPIKeyRequest{Name: "direct", Workspace: workspace})
 	require.NoError(t, err)
 	return h.remember(k.Key)
 }

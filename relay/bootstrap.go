@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/postern/postern/relay/admin"
+	"github.com/postern/postern/relay/api"
 )
 
 // AdminKeyFile is the name of the bootstrap admin key inside the data
@@ -35,7 +36,7 @@ func (s *Server) Bootstrap(ctx context.Context, dataDir string) (string, error) 
 	if err := f.Chmod(0o600); err != nil {
 		return "", fmt.Errorf("bootstrap admin key: %w", err)
 	}
-	key, err := admin.CreateAPIKey(ctx, s.store, "bootstrap-admin", "", true)
+	key, err := admin.CreateAPIKey(ctx, s.store, api.CreateAPIKeyRequest{Name: "bootstrap-admin", Admin: true})
 	if err != nil {
 		return "", fmt.Errorf("bootstrap admin key: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/auth"
 	"github.com/postern/postern/relay/cluster"
 	"github.com/postern/postern/relay/status"
 	"github.com/postern/postern/relay/store"
@@ -53,7 +54,28 @@ func (s *Server) listenCluster() {
 			s.tokens.schedule(connID, until, s.cutExpired)
 		}
 	})
+	s.node.Handle(cluster.ChannelKeys, func(keyID string) {
+		if n := s.auth.CutKey(keyID); n > 0 {
+			s.log.Info("api key revoked on another node: its streams closed", "key", keyID, "streams_closed", n)
+		}
+	})
 	s.node.OnResync(s.recheckTunnels)
+	s.node.OnResync(s.recheckKeys)
+}
+
+// recheckKeys ends the streams here of API keys revoked while this node
+// could not hear the cluster's announcements. (An expired key's streams
+// end by themselves.)
+func (s *Server) recheckKeys() {
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	for _, id := range s.auth.HeldKeys() {
+		k, err := s.store.GetAPIKey(ctx, id)
+		if errors.Is(err, store.ErrNotFound) || err == nil && auth.KeyEnded(k, time.Now()) != nil {
+			n := s.auth.CutKey(id)
+			s.log.Info("api key revoked while the cluster was out of reach: its streams closed", "key", id, "streams_closed", n)
+		}
+	}
 }
 
 // recheckTunnels cuts the tunnels here of connections revoked, or of
@@ -94,6 +116,18 @@ func (f fanout) Revoked(ctx context.Context, connID string) int {
 	if f.s.node != nil {
 		if err := f.s.node.Announce(ctx, cluster.ChannelRevoke, connID); err != nil {
 			f.s.log.Warn("announce revocation to the cluster", "connection", connID, "err", err)
+		}
+	}
+	return n
+}
+
+// KeyRevoked ends the streams of an API key here and, in a cluster,
+// everywhere.
+func (f fanout) KeyRevoked(ctx context.Context, keyID string) int {
+	n := f.s.auth.CutKey(keyID)
+	if f.s.node != nil {
+		if err := f.s.node.Announce(ctx, cluster.ChannelKeys, keyID); err != nil {
+			f.s.log.Warn("announce api key revocation to the cluster", "key", keyID, "err", err)
 		}
 	}
 	return n

@@ -99,7 +99,7 @@ func newConnHarness(t *testing.T, ws string, opts ...func(*Config)) (*harness, a
 func newHarnessVerifying(t *testing.T, verify auth.Verifier, opts ...func(*Config)) *harness {
 	t.Helper()
 	h := newBareHarness(t, verify, opts...)
-	key, err := admin.CreateAPIKey(t.Context(), h.srv.store, "test-admin", "", true)
+	key, err := admin.CreateAPIKey(t.Context(), h.srv.store, api.CreateAPIKeyRequest{Name: "test-admin", Admin: true})
 	require.NoError(t, err)
 	h.adminKey = h.remember(key.Key)
 	return h

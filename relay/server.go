@@ -81,9 +81,11 @@ func newServer(cfg Config, verify auth.Verifier) (*Server, error) {
 		NodeID: cfg.NodeID, HeartbeatInterval: cfg.HeartbeatInterval, AuthFailureWindow: cfg.AuthFailureWindow,
 		Flap: s.flapPolicy(),
 	}, cfg.Store, book, log)
-	observers := []broker.Observer{s.status}
+	// Presence before status: status reads it. The token's check comes
+	// last: it reads the store, and a tunnel's status is judged at once.
+	observers := []broker.Observer{s.status, tokenWatch{s}}
 	if s.node != nil {
-		observers = []broker.Observer{s.node.Observer(), s.status} // presence first: status reads it
+		observers = []broker.Observer{s.node.Observer(), s.status, tokenWatch{s}}
 	}
 	bc := s.brokerConfig()
 	if s.node != nil {

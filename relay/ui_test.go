@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/relay/api"
 )
 
 // browser is a cookie-keeping HTTP client of the status page that does
@@ -113,7 +114,7 @@ func TestUISignInAndOut(t *testing.T) {
 
 	wrong := b.signIn(wrongSecret(t, h.adminKey))
 	assert.Equal(t, http.StatusProxyAuthRequired, wrong.status)
-	assert.Contains(t, wrong.body, "That API key is unknown, wrong or revoked.")
+	assert.Contains(t, wrong.body, "That API key is unknown, wrong, revoked or expired.")
 	assert.Nil(t, b.cookie("postern_session"))
 
 	in := b.signIn(h.adminKey)
@@ -159,6 +160,19 @@ func TestUIRevokedKeyEndsTheSession(t *testing.T) {
 	_, err = db.Exec(`UPDATE api_keys SET revoked_at = ? WHERE id = ?`, time.Now().UTC().Format("2006-01-02T15:04:05.000000000Z"), id)
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusSeeOther, b.get("/ui/").status, "the next request is signed out")
+}
+
+func TestUIExpiringKeyEndsTheSession(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	until := time.Now().Add(time.Second)
+	k := h.newKey(t, api.CreateAPIKeyRequest{Name: "short", Workspace: "team-a", ExpiresAt: &until})
+	b := h.browser(t)
+	require.Equal(t, http.StatusSeeOther, b.signIn(k.Key).status)
+	require.Equal(t, http.StatusOK, b.get("/ui/").status)
+	time.Sleep(time.Until(until))
+	assert.Equal(t, http.StatusSeeOther, b.get("/ui/").status, "the first request after the key's end is signed out")
+	assert.Equal(t, http.StatusProxyAuthRequired, b.signIn(k.Key).status, "an expired key cannot sign in again")
 }
 
 func TestUIFormsNeedTheirToken(t *testing.T) {

@@ -26,6 +26,9 @@ func (s *Session) readControl() error {
 		case protocol.FrameRevoked:
 			var r protocol.Revoked
 			_ = f.Decode(protocol.FrameRevoked, &r)
+			if r.Reason != protocol.ReasonUnknown {
+				return fmt.Errorf("%w: %s: %s", ErrRevoked, r.Reason, r.Message)
+			}
 			return fmt.Errorf("%w: %s", ErrRevoked, r.Message)
 		}
 		// Unknown notices are ignored: newer relays may add some.

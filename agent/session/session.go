@@ -87,8 +87,10 @@ func (o Options) Validate() error {
 var (
 	// ErrGoAway: the relay is draining; reconnect, and Drain this session.
 	ErrGoAway = errors.New("relay asked the agent to reconnect (goaway)")
-	// ErrRevoked: the relay says the connection was revoked.
-	ErrRevoked = errors.New("relay says the connection was revoked")
+	// ErrRevoked: the relay ended the tunnel because the connection was
+	// revoked, or because the agent token it was opened with ended; the
+	// error carries the relay's reason and message.
+	ErrRevoked = errors.New("relay revoked the tunnel")
 )
 
 // Session is one tunnel after its handshake.

@@ -117,27 +117,40 @@ func TestGoAwayThenDrain(t *testing.T) {
 	rs.WaitClosed(t)
 }
 
-// A Revoked notice ends Serve with ErrRevoked and the session closed.
+// A Revoked notice ends Serve with ErrRevoked, saying the relay's reason
+// and message, and the session closed.
 func TestRevokedClosesTheSession(t *testing.T) {
-	relay := testkit.NewRelay(t, time.Minute)
-	s, err := Open(context.Background(), testOptions(t, relay.URL()))
-	require.NoError(t, err)
-	rs := relay.Session(t)
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(context.Background()) }()
-	// The agent may end the tunnel before the relay's send returns, so
-	// the send's error says nothing; Serve's does.
-	_ = rs.Send(protocol.FrameRevoked, protocol.Revoked{Message: "revoked by admin"}, testkit.WaitTimeout)
-	select {
-	case err := <-served:
-		require.ErrorIs(t, err, ErrRevoked)
-		assert.Contains(t, err.Error(), "revoked by admin")
-	case <-time.After(testkit.WaitTimeout):
-		t.Fatal("Serve did not return after Revoked")
+	tests := map[string]struct {
+		notice protocol.Revoked
+		want   string
+	}{
+		"connection revoked": {protocol.Revoked{Message: "revoked by admin"}, "relay revoked the tunnel: revoked by admin"},
+		"token expired": {protocol.Revoked{Message: "agent token t1 expired", Reason: protocol.AgentTokenInvalid},
+			"relay revoked the tunnel: AGENT_TOKEN_INVALID: agent token t1 expired"},
 	}
-	rs.WaitClosed(t)
-	s.Drain() // returns at once: nothing is left to drain
-	assert.NoError(t, s.Close(), "Close is idempotent")
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			relay := testkit.NewRelay(t, time.Minute)
+			s, err := Open(context.Background(), testOptions(t, relay.URL()))
+			require.NoError(t, err)
+			rs := relay.Session(t)
+			served := make(chan error, 1)
+			go func() { served <- s.Serve(context.Background()) }()
+			// The agent may end the tunnel before the relay's send returns, so
+			// the send's error says nothing; Serve's does.
+			_ = rs.Send(protocol.FrameRevoked, tc.notice, testkit.WaitTimeout)
+			select {
+			case err := <-served:
+				require.ErrorIs(t, err, ErrRevoked)
+				assert.Equal(t, tc.want, err.Error())
+			case <-time.After(testkit.WaitTimeout):
+				t.Fatal("Serve did not return after Revoked")
+			}
+			rs.WaitClosed(t)
+			s.Drain() // returns at once: nothing is left to drain
+			assert.NoError(t, s.Close(), "Close is idempotent")
+		})
+	}
 }
 
 // Health goes every heartbeat and at once when the reporter says so; a

@@ -87,7 +87,7 @@ func TestRelayDiagBundle(t *testing.T) {
 	require.NoError(t, err)
 	key, err := c.CreateAPIKey(t.Context(), api.CreateAPIKeyRequest{Name: "product", Workspace: "acme"})
 	require.NoError(t, err)
-	_, err = c.RotateToken(t.Context(), conn.ID)
+	_, err = c.RotateToken(t.Context(), conn.ID, api.RotateTokenRequest{})
 	require.NoError(t, err)
 
 	out := filepath.Join(dir, "relay-diag.zip")

@@ -204,6 +204,9 @@ func TestOpenAPIAgainstARealNode(t *testing.T) {
 	waitStatus(t, r.admin, conn.ID, func(st api.Status) bool { return st.TunnelStatus == "connected" && len(st.Agents) > 0 })
 	wsKey, err := r.admin.CreateAPIKey(t.Context(), api.CreateAPIKeyRequest{Name: "ws", Workspace: "acme"})
 	require.NoError(t, err)
+	doomed, err := r.admin.CreateAPIKey(t.Context(), api.CreateAPIKeyRequest{Name: "doomed", Workspace: "acme"})
+	require.NoError(t, err)
+	inAYear := time.Now().Add(365 * 24 * time.Hour).UTC().Format(time.RFC3339)
 
 	calls := []struct {
 		method, pattern, path, key, body string
@@ -228,6 +231,14 @@ func TestOpenAPIAgainstARealNode(t *testing.T) {
 		{"POST", "/v1/connections/{id}/check", "/v1/connections/" + never.ID + "/check", admin, `{"base_url":"` + target.url + `"}`, 502},
 		{"POST", "/v1/api-keys", "/v1/api-keys", admin, `{"name":"k","workspace":"acme"}`, 201},
 		{"POST", "/v1/api-keys", "/v1/api-keys", wsKey.Key, `{"name":"k","admin":true}`, 403},
+		{"POST", "/v1/api-keys", "/v1/api-keys", admin, `{"name":"k","workspace":"acme","expires_at":"` + inAYear + `"}`, 201},
+		{"POST", "/v1/api-keys", "/v1/api-keys", admin, `{"name":"k","workspace":"acme","expires_at":"2020-01-01T00:00:00Z"}`, 400},
+		{"GET", "/v1/api-keys", "/v1/api-keys", admin, "", 200},
+		{"GET", "/v1/api-keys", "/v1/api-keys", wsKey.Key, "", 403},
+		{"POST", "/v1/api-keys/{id}/revoke", "/v1/api-keys/" + doomed.ID + "/revoke", wsKey.Key, "", 403},
+		{"POST", "/v1/api-keys/{id}/revoke", "/v1/api-keys/" + doomed.ID + "/revoke", admin, "", 200},
+		{"POST", "/v1/api-keys/{id}/revoke", "/v1/api-keys/nope/revoke", admin, "", 404},
+		{"GET", "/v1/connections", "/v1/connections", doomed.Key, "", 407},
 		{"POST", "/v1/connections/{id}/tokens", "/v1/connections/" + never.ID + "/tokens", admin, "", 201},
 		{"POST", "/v1/connections/{id}/revoke", "/v1/connections/" + never.ID + "/revoke", admin, "", 200},
 		{"POST", "/v1/connections/{id}/revoke", "/v1/connections/" + never.ID + "/revoke", wsKey.Key, "", 403},

@@ -68,8 +68,8 @@ func (e adminEnv) connectionsCmd() *cobra.Command {
 }
 
 func (e adminEnv) apiKeysCmd() *cobra.Command {
-	cmd, f := adminGroup("api-keys", "Create API keys for the relay's API and proxy")
-	cmd.AddCommand(e.keyCreateCmd(f))
+	cmd, f := adminGroup("api-keys", "Create, list and revoke API keys for the relay's API and proxy; rotate the admin key")
+	cmd.AddCommand(e.keyCreateCmd(f), e.keyListCmd(f), e.keyRevokeCmd(f), e.keyRotateAdminCmd(f))
 	return cmd
 }
 
@@ -248,35 +248,44 @@ func (e adminEnv) connIDCmd(f *adminFlags, use, short string,
 }
 
 func (e adminEnv) connRotateCmd(f *adminFlags) *cobra.Command {
-	return apiCall[api.TokenResponse]{
+	var req api.RotateTokenRequest
+	cmd := apiCall[api.TokenResponse]{
 		call: func(ctx context.Context, c *client.Client, args []string) (api.TokenResponse, error) {
-			return c.RotateToken(ctx, args[0])
+			return c.RotateToken(ctx, args[0], req)
 		},
 		text: func(w io.Writer, tok api.TokenResponse) error {
 			until := formatTime(tok.PreviousValidUntil)
+			then := "Tokens issued before it stop working at " + until + ", and the tunnels they opened close then.\n"
+			if req.ExpirePrevious {
+				then = "Tokens issued before it stopped working now, and the tunnels they opened were closed.\n"
+			}
 			return printWithNotice(w, []field{{"agent token", tok.AgentToken}, {"previous valid until", until}},
-				"\nThe agent token is shown only once: store it now and update the agents' config.\n"+
-					"Tokens issued before it stop working at "+until+".\n")
+				"\nThe agent token is shown only once: store it now and update the agents' config.\n"+then)
 		},
 	}.command(e, f, &cobra.Command{
-		Use:   "rotate-token ID",
-		Short: "Issue a new agent token; older tokens keep working for an overlap",
+		Use:   "rotate-token ID [--expire-previous]",
+		Short: "Issue a new agent token; older tokens keep working for an overlap, or end now",
 		Args:  cobra.ExactArgs(1),
 	})
+	cmd.Flags().BoolVar(&req.ExpirePrevious, "expire-previous", false,
+		"end the older tokens now and close the tunnels they opened (a leaked token), instead of after the overlap")
+	return cmd
 }
 
 func (e adminEnv) keyCreateCmd(f *adminFlags) *cobra.Command {
 	var (
 		workspace string
 		admin     bool
+		expiresIn lifetime
 	)
 	cmd := apiCall[api.APIKey]{
 		call: func(ctx context.Context, c *client.Client, args []string) (api.APIKey, error) {
-			return c.CreateAPIKey(ctx, api.CreateAPIKeyRequest{Name: args[0], Workspace: workspace, Admin: admin})
+			return c.CreateAPIKey(ctx, api.CreateAPIKeyRequest{Name: args[0], Workspace: workspace, Admin: admin,
+				ExpiresAt: expiresIn.from(time.Now())})
 		},
 		text: printAPIKey,
 	}.command(e, f, &cobra.Command{
-		Use:   "create NAME (--workspace W | --admin)",
+		Use:   "create NAME (--workspace W | --admin) [--expires-in DUR]",
 		Short: "Create an API key scoped to one workspace, or an admin key (shown only once)",
 		Args:  cobra.ExactArgs(1),
 	})
@@ -294,6 +303,7 @@ func (e adminEnv) keyCreateCmd(f *adminFlags) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&workspace, "workspace", "", "limit the key to this workspace")
 	cmd.Flags().BoolVar(&admin, "admin", false, "make an admin key (every workspace, and may create keys)")
+	cmd.Flags().Var(&expiresIn, "expires-in", "the key stops working after `DUR` (90d, 12h, 30m; default: never)")
 	return cmd
 }
 
@@ -304,7 +314,11 @@ func printAPIKey(w io.Writer, key api.APIKey) error {
 	} else {
 		fields = append(fields, field{"workspace", key.Workspace})
 	}
-	fields = append(fields, field{"created", formatTime(key.CreatedAt)}, field{"key", key.Key})
+	fields = append(fields, field{"created", formatTime(key.CreatedAt)})
+	if key.ExpiresAt != nil {
+		fields = append(fields, field{"expires", formatTime(*key.ExpiresAt)})
+	}
+	fields = append(fields, field{"key", key.Key})
 	return printWithNotice(w, fields, "\nThe key is shown only once: store it now.\n")
 }
 

@@ -51,6 +51,7 @@ type serveConfig struct {
 	ProxyRatePerKey           float64       `yaml:"proxy_rate_per_key"`
 	ProxyBurstPerKey          int           `yaml:"proxy_burst_per_key"`
 	AuthLookupsWhileLimited   float64       `yaml:"auth_lookups_while_limited"`
+	TokenOverlap              time.Duration `yaml:"token_overlap"`
 
 	// Load balancers whose PROXY protocol headers name the client
 	// (edge.go).
@@ -222,6 +223,7 @@ func (c serveConfig) relayConfig() relay.Config {
 	setPositive(&rc.IdleTimeout, c.IdleTimeout)
 	setPositive(&rc.MaxStreamsPerTunnel, c.MaxStreamsPerTunnel)
 	rc.MaxTunnelsPerConnection = limitOrOff(rc.MaxTunnelsPerConnection, c.MaxTunnelsPerConnection)
+	setPositive(&rc.TokenOverlap, c.TokenOverlap)
 	rc.AuthFailuresPerSource = limitOrOff(rc.AuthFailuresPerSource, c.AuthFailuresPerSource)
 	rc.AuthFailuresPerCredential = limitOrOff(rc.AuthFailuresPerCredential, c.AuthFailuresPerCredential)
 	if c.AuthLookupsWhileLimited != 0 { // negative: none

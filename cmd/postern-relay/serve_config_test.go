@@ -18,10 +18,11 @@ func TestServeConfigMapsOntoRelayDefaults(t *testing.T) {
 	assert.Equal(t, relay.DefaultMaxTunnelsPerConnection, got.MaxTunnelsPerConnection)
 	assert.Zero(t, serveConfig{MaxTunnelsPerConnection: -1}.relayConfig().MaxTunnelsPerConnection, "a negative cap turns it off")
 	assert.Equal(t, 4, serveConfig{MaxTunnelsPerConnection: 4}.relayConfig().MaxTunnelsPerConnection)
+	assert.Equal(t, def.TokenOverlap, got.TokenOverlap)
 
 	got = serveConfig{
 		NodeID: "relay-a", HeartbeatInterval: 3 * time.Second, AuthFailuresPerSource: -1, AuthFailuresPerCredential: 7,
-		ProxyRatePerKey: 2.5, ShutdownDelay: 5 * time.Second,
+		ProxyRatePerKey: 2.5, ShutdownDelay: 5 * time.Second, TokenOverlap: time.Hour,
 	}.relayConfig()
 	assert.Equal(t, "relay-a", got.NodeID)
 	assert.Equal(t, 3*time.Second, got.HeartbeatInterval)
@@ -29,6 +30,7 @@ func TestServeConfigMapsOntoRelayDefaults(t *testing.T) {
 	assert.Equal(t, 7, got.AuthFailuresPerCredential)
 	assert.Equal(t, 3, got.ProxyBurstPerKey, "the burst defaults to the rate rounded up")
 	assert.Equal(t, 5*time.Second, got.ShutdownDelay)
+	assert.Equal(t, time.Hour, got.TokenOverlap)
 }
 
 func TestServeConfigEdgeKeys(t *testing.T) {

@@ -107,6 +107,8 @@ func (a *API) Route(mux *http.ServeMux) {
 	h("GET /v1/connections/{id}/history", a.connectionHistory)
 	h("GET /v1/events", a.StreamEvents)
 	h("POST /v1/api-keys", a.createAPIKey)
+	h("GET /v1/api-keys", a.listAPIKeys)
+	h("POST /v1/api-keys/{id}/revoke", a.revokeAPIKey)
 	h("GET /v1/nodes", a.listNodes)
 	h("GET /v1/diag/{part}", a.diag)
 }
@@ -119,6 +121,9 @@ type Fanout interface {
 	// Rotated cuts, once until passes, the tunnels opened with the tokens
 	// a rotation gave that end.
 	Rotated(ctx context.Context, connID string, until time.Time)
+	// KeyRevoked ends the streams opened with API key keyID and returns
+	// how many it ended on this node.
+	KeyRevoked(ctx context.Context, keyID string) int
 }
 
 // listNodes serves GET /v1/nodes (admin keys): the nodes of the relay,
@@ -190,19 +195,22 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	reply.Error(w, r, e)
 }
 
-// CreateAPIKey mints an API key and stores its hash; the answer carries
-// the key itself, shown only this once.
-func CreateAPIKey(ctx context.Context, st store.Store, name, workspace string, admin bool) (api.APIKey, error) {
+// CreateAPIKey mints the API key req asks for and stores its hash; the
+// answer carries the key itself, shown only this once. req is not
+// checked here: the API checks what callers send.
+func CreateAPIKey(ctx context.Context, st store.Store, req api.CreateAPIKeyRequest) (api.APIKey, error) {
 	sec, err := secret.New(secret.APIKeyPrefix)
 	if err != nil {
 		return api.APIKey{}, err
 	}
-	now := time.Now().UTC()
-	k := store.APIKey{ID: sec.ID, Name: name, Workspace: workspace, Admin: admin, Hash: sec.Hash, CreatedAt: now}
+	k := store.APIKey{ID: sec.ID, Name: req.Name, Workspace: req.Workspace, Admin: req.Admin, Hash: sec.Hash,
+		CreatedAt: time.Now().UTC(), ExpiresAt: utcOpt(req.ExpiresAt)}
 	if err := st.CreateAPIKey(ctx, k); err != nil {
 		return api.APIKey{}, err
 	}
-	return api.APIKey{ID: k.ID, Name: k.Name, Workspace: k.Workspace, Admin: k.Admin, Key: sec.Display, CreatedAt: now}, nil
+	out := toAPIKey(k)
+	out.Key = sec.Display
+	return out, nil
 }
 
 func (a *API) createAPIKey(w http.ResponseWriter, r *http.Request, k store.APIKey) {
@@ -210,22 +218,27 @@ func (a *API) createAPIKey(w http.ResponseWriter, r *http.Request, k store.APIKe
 	if !adminRequest(w, r, k, &req) {
 		return
 	}
-	if e := validAPIKeyRequest(req); e != nil {
+	if e := validAPIKeyRequest(req, time.Now()); e != nil {
 		reply.Error(w, r, e)
 		return
 	}
-	key, err := CreateAPIKey(r.Context(), a.store, req.Name, req.Workspace, req.Admin)
+	key, err := CreateAPIKey(r.Context(), a.store, req)
 	if err != nil {
 		a.storeError(w, r, err)
 		return
 	}
-	a.log.Info("api key created", "key", key.ID, "admin", key.Admin, "workspace", key.Workspace, "by_key", k.ID)
+	a.log.Info("api key created", "key", key.ID, "admin", key.Admin, "workspace", key.Workspace,
+		"expires_at", key.ExpiresAt, "by_key", k.ID)
 	reply.JSON(w, http.StatusCreated, key)
 }
 
-func validAPIKeyRequest(req api.CreateAPIKeyRequest) *protocol.Error {
+func validAPIKeyRequest(req api.CreateAPIKeyRequest, now time.Time) *protocol.Error {
 	if e := validName("name", req.Name); e != nil {
 		return e
+	}
+	if req.ExpiresAt != nil && (!req.ExpiresAt.After(now) || req.ExpiresAt.After(now.Add(MaxKeyLifetime))) {
+		return protocol.Errorf(protocol.InvalidRequest, "expires_at: a time in the future, at most %d days ahead, required",
+			int(MaxKeyLifetime/(24*time.Hour)))
 	}
 	switch {
 	case req.Admin && req.Workspace != "":

@@ -9,6 +9,7 @@ import (
 
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
+	"github.com/postern/postern/relay/auth"
 	"github.com/postern/postern/relay/events"
 	"github.com/postern/postern/relay/history"
 	"github.com/postern/postern/relay/reply"
@@ -124,6 +125,9 @@ func toAPICheck(cr protocol.CheckResult) api.Check {
 // one connection the key may see. Last-Event-ID resumes after that event,
 // or answers with a reset when it can no longer.
 func (a *API) StreamEvents(w http.ResponseWriter, r *http.Request, k store.APIKey) {
+	ctx, release := a.auth.Hold(r.Context(), k) // ends when k is revoked or expires
+	defer release()
+	r = r.WithContext(ctx)
 	connID := r.URL.Query().Get("connection_id")
 	if connID != "" {
 		if _, err := a.Visible(r.Context(), k, connID); err != nil {
@@ -162,6 +166,10 @@ func (a *API) follow(r *http.Request, k store.APIKey, sub *events.Subscriber, st
 	for {
 		select {
 		case <-r.Context().Done():
+			if errors.Is(context.Cause(r.Context()), auth.ErrKeyEnded) {
+				a.log.Info("event stream ended: its API key was revoked or expired", "key", k.ID, "request_id", reply.RequestID(r))
+				_ = st.Comment("api key revoked or expired")
+			}
 			return
 		case <-a.bus.Done():
 			return
@@ -181,12 +189,13 @@ func (a *API) follow(r *http.Request, k store.APIKey, sub *events.Subscriber, st
 	}
 }
 
-// keyStillValid ends the streams of a key revoked after they started. A
-// store that does not answer does not end them.
+// keyStillValid ends the streams of a key revoked after they started
+// where the revocation's cut did not reach (a node that missed it). A store
+// that does not answer does not end them.
 func (a *API) keyStillValid(ctx context.Context, k store.APIKey) bool {
 	cur, err := a.store.GetAPIKey(ctx, k.ID)
 	if errors.Is(err, store.ErrNotFound) {
 		return false
 	}
-	return err != nil || cur.RevokedAt == nil
+	return err != nil || auth.KeyEnded(cur, time.Now()) == nil
 }

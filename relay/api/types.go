@@ -44,16 +44,31 @@ type CreateAPIKeyRequest struct {
 	Name      string `json:"name"`
 	Workspace string `json:"workspace,omitempty"`
 	Admin     bool   `json:"admin,omitempty"`
+	// ExpiresAt, when set, is when the key stops working; it must be in
+	// the future. Absent means the key works until it is revoked.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
-// APIKey is the answer to POST /v1/api-keys; Key is shown only once.
+// APIKey is an API key as the API shows it: the answer to POST
+// /v1/api-keys, where Key is shown this one time, and an entry of GET
+// /v1/api-keys, which never carries the key or its hash.
 type APIKey struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Workspace string    `json:"workspace,omitempty"`
-	Admin     bool      `json:"admin"`
-	Key       string    `json:"key,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Workspace string     `json:"workspace,omitempty"`
+	Admin     bool       `json:"admin"`
+	Key       string     `json:"key,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// LastUsedAt is when the key was last accepted, to within a minute;
+	// absent when it never was.
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+}
+
+// APIKeyList is the body of GET /v1/api-keys.
+type APIKeyList struct {
+	APIKeys []APIKey `json:"api_keys"`
 }
 
 // Status is the body of GET /v1/connections/{id}/status.

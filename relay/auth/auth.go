@@ -79,6 +79,8 @@ type Authenticator struct {
 	verify    Verifier
 	log       *slog.Logger
 	onFailure TokenFailure
+	holds     holds
+	uses      uses
 }
 
 // New returns an Authenticator; onFailure may be nil.
@@ -208,12 +210,31 @@ func (a *Authenticator) agentToken(ctx context.Context, header string) (Agent, c
 	return Agent{Connection: conn, TokenID: tok.ID}, checked{found: tok.Hash}
 }
 
-// errKeyInvalid means an API key that is malformed, unknown, wrong or
-// revoked; all answer alike.
+// errKeyInvalid means an API key that is malformed, unknown or wrong; all
+// answer alike.
 var errKeyInvalid = errors.New("api key invalid")
 
-// key verifies an API key in constant time. With errKeyInvalid, found is
-// the stored hash when the store had a record of the id.
+// keyEndedError is a good API key that may no longer be used: revoked or
+// expired. Only whoever holds the key's secret learns which.
+type keyEndedError struct{ msg string }
+
+func (e *keyEndedError) Error() string { return e.msg }
+
+// KeyEnded says why key k may not be used at t: revoked, or expired. It
+// is nil while the key is active.
+func KeyEnded(k store.APIKey, at time.Time) error {
+	switch {
+	case k.RevokedAt != nil:
+		return &keyEndedError{fmt.Sprintf("API key %s was revoked at %s", k.ID, k.RevokedAt.UTC().Format(time.RFC3339))}
+	case !k.ActiveAt(at):
+		return &keyEndedError{fmt.Sprintf("API key %s expired at %s", k.ID, k.ExpiresAt.UTC().Format(time.RFC3339))}
+	}
+	return nil
+}
+
+// key verifies an API key in constant time, then that it is still active.
+// Unless the store failed, found is the stored hash when the store had a
+// record of the id.
 func (a *Authenticator) key(ctx context.Context, raw string) (k store.APIKey, found []byte, err error) {
 	id, sec, err := secret.Parse(secret.APIKeyPrefix, strings.TrimSpace(raw))
 	if err != nil {
@@ -227,10 +248,29 @@ func (a *Authenticator) key(ctx context.Context, raw string) (k store.APIKey, fo
 	if err != nil {
 		return store.APIKey{}, nil, err
 	}
-	if !a.verify(k.Hash, sec) || k.RevokedAt != nil {
+	if !a.verify(k.Hash, sec) {
 		return store.APIKey{}, k.Hash, errKeyInvalid
 	}
+	now := time.Now()
+	if err := KeyEnded(k, now); err != nil {
+		return store.APIKey{}, k.Hash, err
+	}
+	a.used(ctx, k, now)
 	return k, k.Hash, nil
+}
+
+// keyRefused is the outcome of a key that key refused with err: a good
+// key that ended says so, any other gets refused, and a store failure is
+// the store's.
+func keyRefused(err error, found []byte, refused *protocol.Error) checked {
+	var ended *keyEndedError
+	switch {
+	case errors.As(err, &ended):
+		return checked{found: found, refusal: protocol.Errorf(protocol.ProxyAuthRequired, "%s", ended.msg)}
+	case errors.Is(err, errKeyInvalid):
+		return checked{found: found, refusal: refused}
+	}
+	return checked{refusal: errStore}
 }
 
 // RequireKey serves next only for a valid API key in Authorization: Bearer,
@@ -260,12 +300,8 @@ func (a *Authenticator) APIKey(r *http.Request) (store.APIKey, *protocol.Error) 
 			found []byte
 			err   error
 		)
-		k, found, err = a.key(r.Context(), raw)
-		switch {
-		case errors.Is(err, errKeyInvalid):
-			return checked{found: found, refusal: protocol.Errorf(protocol.ProxyAuthRequired, "API key is unknown, wrong or revoked")}
-		case err != nil:
-			return checked{refusal: errStore}
+		if k, found, err = a.key(r.Context(), raw); err != nil {
+			return keyRefused(err, found, protocol.Errorf(protocol.ProxyAuthRequired, "API key is unknown or wrong"))
 		}
 		return checked{good: true, found: found}
 	})
@@ -309,10 +345,7 @@ func (a *Authenticator) proxy(ctx context.Context, header string) (store.Connect
 	k, found, err := a.key(ctx, key)
 	denied.found = found
 	if err != nil {
-		if errors.Is(err, errKeyInvalid) {
-			return store.Connection{}, store.APIKey{}, denied
-		}
-		return store.Connection{}, store.APIKey{}, checked{refusal: errStore}
+		return store.Connection{}, store.APIKey{}, keyRefused(err, found, denied.refusal)
 	}
 	conn, err := a.store.GetConnection(ctx, connID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !Sees(k, conn)) {

@@ -270,7 +270,7 @@ func (b *Broker) run(sess *Session) {
 	}()
 	log := b.log.With("connection", sess.ConnectionID, "agent", sess.Hello.AgentID, "session", sess.ID)
 	if err := b.obs.SessionUp(b.ctx, sess); err != nil {
-		_ = sess.Notify(protocol.FrameRevoked, protocol.Revoked{Message: "connection revoked"})
+		_ = sess.Notify(protocol.FrameRevoked, refusedNotice(err))
 		log.Info("agent tunnel closed during handshake", "err", err)
 		return
 	}
@@ -286,6 +286,16 @@ func (b *Broker) run(sess *Session) {
 	<-refused
 	b.obs.SessionSeen(context.Background(), sess, time.Now())
 	log.Info("agent tunnel down", "err", err)
+}
+
+// refusedNotice tells the agent why an observer refused its tunnel: the
+// observer's reason when it gave one, else its connection's revocation.
+func refusedNotice(err error) protocol.Revoked {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		return protocol.Revoked{Message: pe.Message, Reason: pe.Reason}
+	}
+	return protocol.Revoked{Message: "connection revoked", Reason: protocol.AgentTokenRevoked}
 }
 
 // refuseExtraStreams closes every stream the agent opens after the control
@@ -413,7 +423,7 @@ func (b *Broker) ActiveStreams() int64 {
 func (b *Broker) CloseConnection(connID, msg string) int {
 	ss := b.reg.of(connID) // draining ones too
 	for _, s := range ss {
-		_ = s.Notify(protocol.FrameRevoked, protocol.Revoked{Message: msg})
+		_ = s.Notify(protocol.FrameRevoked, protocol.Revoked{Message: msg, Reason: protocol.AgentTokenRevoked})
 		_ = s.Close()
 	}
 	return len(ss)

@@ -128,10 +128,11 @@ func (c *Client) RevokeConnection(ctx context.Context, id string) (api.Connectio
 }
 
 // RotateToken issues a new agent token; the old ones stay valid until the
-// answer's PreviousValidUntil.
-func (c *Client) RotateToken(ctx context.Context, id string) (api.TokenResponse, error) {
+// answer's PreviousValidUntil: the relay's overlap, or now with
+// req.ExpirePrevious, which also closes the tunnels they opened.
+func (c *Client) RotateToken(ctx context.Context, id string, req api.RotateTokenRequest) (api.TokenResponse, error) {
 	var out api.TokenResponse
-	err := c.do(ctx, http.MethodPost, "/v1/connections/"+url.PathEscape(id)+"/tokens", nil, nil, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/connections/"+url.PathEscape(id)+"/tokens", nil, req, &out)
 	return out, err
 }
 
@@ -140,6 +141,23 @@ func (c *Client) RotateToken(ctx context.Context, id string) (api.TokenResponse,
 func (c *Client) CreateAPIKey(ctx context.Context, req api.CreateAPIKeyRequest) (api.APIKey, error) {
 	var out api.APIKey
 	err := c.do(ctx, http.MethodPost, "/v1/api-keys", nil, req, &out)
+	return out, err
+}
+
+// ListAPIKeys lists every API key, revoked and expired ones too (an admin
+// key's call); the answer never carries a key or its hash.
+func (c *Client) ListAPIKeys(ctx context.Context) (api.APIKeyList, error) {
+	var out api.APIKeyList
+	err := c.do(ctx, http.MethodGet, "/v1/api-keys", nil, nil, &out)
+	return out, err
+}
+
+// RevokeAPIKey revokes an API key by id (an admin key's call): it is
+// refused from then on, and its open proxy and event streams end.
+// Revoking twice is not an error.
+func (c *Client) RevokeAPIKey(ctx context.Context, id string) (api.APIKey, error) {
+	var out api.APIKey
+	err := c.do(ctx, http.MethodPost, "/v1/api-keys/"+url.PathEscape(id)+"/revoke", nil, nil, &out)
 	return out, err
 }
 

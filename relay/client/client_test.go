@@ -106,9 +106,46 @@ func TestRoutes(t *testing.T) {
 		},
 		"rotate token": {
 			status: 200, body: `{"agent_token":"pat_new","previous_valid_until":"2025-05-06T07:08:09Z"}`,
-			call:   func(c *Client) (any, error) { return c.RotateToken(t.Context(), "c1") },
+			call:   func(c *Client) (any, error) { return c.RotateToken(t.Context(), "c1", api.RotateTokenRequest{}) },
 			method: "POST", path: "/v1/connections/c1/tokens",
+			sent: map[string]any{},
 			want: api.TokenResponse{AgentToken: "pat_new", PreviousValidUntil: created},
+		},
+		"rotate token expiring the previous": {
+			status: 200, body: `{"agent_token":"pat_new","previous_valid_until":"2025-05-06T07:08:09Z"}`,
+			call: func(c *Client) (any, error) {
+				return c.RotateToken(t.Context(), "c1", api.RotateTokenRequest{ExpirePrevious: true})
+			},
+			method: "POST", path: "/v1/connections/c1/tokens",
+			sent: map[string]any{"expire_previous": true},
+			want: api.TokenResponse{AgentToken: "pat_new", PreviousValidUntil: created},
+		},
+		"list api keys": {
+			status: 200,
+			body: `{"api_keys":[{"id":"k1","name":"ops","admin":true,"created_at":"2025-05-06T07:08:09Z"},` +
+				`{"id":"k2","name":"ci","workspace":"acme","admin":false,"created_at":"2025-05-06T07:08:09Z",` +
+				`"expires_at":"2025-05-06T07:08:09Z","revoked_at":"2025-05-06T07:08:09Z"}]}`,
+			call:   func(c *Client) (any, error) { return c.ListAPIKeys(t.Context()) },
+			method: "GET", path: "/v1/api-keys",
+			want: api.APIKeyList{APIKeys: []api.APIKey{
+				{ID: "k1", Name: "ops", Admin: true, CreatedAt: created},
+				{ID: "k2", Name: "ci", Workspace: "acme", CreatedAt: created, ExpiresAt: &created, RevokedAt: &created},
+			}},
+		},
+		"revoke api key": {
+			status: 200, body: `{"id":"k/1","name":"ci","admin":false,"created_at":"2025-05-06T07:08:09Z","revoked_at":"2025-05-06T07:08:09Z"}`,
+			call:   func(c *Client) (any, error) { return c.RevokeAPIKey(t.Context(), "k/1") },
+			method: "POST", path: "/v1/api-keys/k%2F1/revoke",
+			want: api.APIKey{ID: "k/1", Name: "ci", CreatedAt: created, RevokedAt: &created},
+		},
+		"create api key with an expiry": {
+			status: 201, body: `{"id":"k1","name":"ci","workspace":"acme","admin":false,"key":"pak_k","created_at":"2025-05-06T07:08:09Z","expires_at":"2025-05-06T07:08:09Z"}`,
+			call: func(c *Client) (any, error) {
+				return c.CreateAPIKey(t.Context(), api.CreateAPIKeyRequest{Name: "ci", Workspace: "acme", ExpiresAt: &created})
+			},
+			method: "POST", path: "/v1/api-keys",
+			sent: map[string]any{"name": "ci", "workspace": "acme", "expires_at": "2025-05-06T07:08:09Z"},
+			want: api.APIKey{ID: "k1", Name: "ci", Workspace: "acme", Key: "pak_k", CreatedAt: created, ExpiresAt: &created},
 		},
 		"create admin api key": {
 			status: 201, body: `{"id":"k1","name":"ops","admin":true,"key":"pak_k","created_at":"2025-05-06T07:08:09Z"}`,

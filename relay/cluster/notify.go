@@ -16,7 +16,8 @@ const (
 	// tunnels (payload: connection id).
 	ChannelRevoke = "postern_revoke"
 	// ChannelTokens: a connection's agent tokens were rotated; every node
-	// cuts the tunnels of tokens that expired (payload: connection id).
+	// cuts, at that end, the tunnels of the tokens it expired (payload:
+	// connection id, a space, the end in RFC 3339).
 	ChannelTokens = "postern_tokens"
 	// ChannelKeys: an API key was revoked; every node cuts the streams it
 	// opened (payload: key id).

@@ -88,7 +88,7 @@ func New(cfg Config, a *auth.Authenticator, r *router.Router, carried Carried, l
 }
 
 // ServeHTTP authenticates the request, takes it from the key's rate, and
-// carries it.
+// carries it while the key stays valid.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	conn, key, e := p.auth.Proxy(r)
 	if e == nil {
@@ -98,6 +98,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply.Error(w, r, e)
 		return
 	}
+	// The key's revocation, or its expiry, ends the request and its
+	// stream at once.
+	ctx, release := p.auth.Hold(r.Context(), key)
+	defer release()
+	r = r.WithContext(ctx)
 	switch {
 	case r.Method == http.MethodConnect:
 		p.connect(w, r, conn)
@@ -167,6 +172,11 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request, conn store.Conne
 		return
 	}
 	_ = client.SetDeadline(time.Time{})
+	stopCut := context.AfterFunc(r.Context(), func() {
+		_ = client.Close()
+		_ = stream.Close()
+	})
+	defer stopCut()
 	if _, err := client.Write([]byte("HTTP/1.1 200 Connection established\r\nPostern-Request-Id: " + id + "\r\n\r\n")); err != nil {
 		_ = client.Close()
 		_ = stream.Close()

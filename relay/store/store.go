@@ -68,7 +68,19 @@ type APIKey struct {
 	Admin     bool
 	Hash      []byte
 	CreatedAt time.Time
+	// RevokedAt is set once and never changes afterwards.
 	RevokedAt *time.Time
+	// ExpiresAt is nil for a key without an end.
+	ExpiresAt *time.Time
+	// LastUsedAt is when the key was last accepted, to within the
+	// interval at which uses are recorded; nil means never.
+	LastUsedAt *time.Time
+}
+
+// ActiveAt reports whether the key may be used at t: neither revoked nor
+// expired.
+func (k APIKey) ActiveAt(t time.Time) bool {
+	return k.RevokedAt == nil && (k.ExpiresAt == nil || t.Before(*k.ExpiresAt))
 }
 
 // Store keeps the relay's records. Methods that look a record up return an
@@ -102,6 +114,14 @@ type Store interface {
 	MarkSeen(ctx context.Context, connectionID string, at time.Time) error
 	CreateAPIKey(ctx context.Context, k APIKey) error
 	GetAPIKey(ctx context.Context, id string) (APIKey, error)
+	// ListAPIKeys returns every key, revoked and expired ones included,
+	// ordered by creation time, then id.
+	ListAPIKeys(ctx context.Context) ([]APIKey, error)
+	// RevokeAPIKey sets revoked_at to at unless it is already set, and
+	// returns the key as stored afterwards.
+	RevokeAPIKey(ctx context.Context, id string, at time.Time) (APIKey, error)
+	// MarkAPIKeyUsed advances last_used_at to at (never backwards).
+	MarkAPIKeyUsed(ctx context.Context, id string, at time.Time) error
 	// CountAPIKeys counts every key, revoked or not.
 	CountAPIKeys(ctx context.Context) (int, error)
 

@@ -130,7 +130,7 @@ func (u *UI) signIn(w http.ResponseWriter, r *http.Request) {
 	asKey.Header.Set("Authorization", "Bearer "+strings.TrimSpace(r.PostFormValue("key")))
 	k, e := u.p.Auth.APIKey(asKey)
 	if e != nil {
-		problem := "That API key is unknown, wrong or revoked."
+		problem := "That API key is unknown, wrong, revoked or expired."
 		if e.Reason != protocol.ProxyAuthRequired {
 			problem = string(e.Reason) + ": " + e.Message
 		}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postern/postern/relay/auth"
 	"github.com/postern/postern/relay/store"
 )
 
@@ -126,14 +127,14 @@ func (s *sessions) isSignedOut(id string, now time.Time) bool {
 	return out
 }
 
-// liveKey looks a session's API key up again: a key revoked (or gone)
-// since the sign-in ends the session.
-func liveKey(ctx context.Context, st store.Store, keyID string) (store.APIKey, error) {
+// liveKey looks a session's API key up again: a key revoked, expired (or
+// gone) since the sign-in ends the session.
+func liveKey(ctx context.Context, st store.Store, keyID string, now time.Time) (store.APIKey, error) {
 	k, err := st.GetAPIKey(ctx, keyID)
 	if err != nil {
 		return store.APIKey{}, err
 	}
-	if k.RevokedAt != nil {
+	if auth.KeyEnded(k, now) != nil {
 		return store.APIKey{}, errNoSession
 	}
 	return k, nil

@@ -190,11 +190,12 @@ func (u *UI) visitor(r *http.Request) (visitor, error) {
 	if err != nil {
 		return visitor{}, errNoSession
 	}
-	ss, err := u.sessions.parse(c.Value, time.Now())
+	now := time.Now()
+	ss, err := u.sessions.parse(c.Value, now)
 	if err != nil {
 		return visitor{}, err
 	}
-	k, err := liveKey(r.Context(), u.p.Store, ss.keyID)
+	k, err := liveKey(r.Context(), u.p.Store, ss.keyID, now)
 	if err != nil {
 		return visitor{}, err
 	}

@@ -254,12 +254,17 @@ func (c *Cluster) RoundTrip(i int, connID, target string, n int64) error {
 // Open asks node i's proxy for a tunnel to target; an answer other than
 // 200 is an error naming its reason.
 func (c *Cluster) Open(i int, connID, target string) (net.Conn, error) {
+	return c.OpenAs(i, connID, c.AdminKey, target)
+}
+
+// OpenAs is Open with API key key.
+func (c *Cluster) OpenAs(i int, connID, key, target string) (net.Conn, error) {
 	conn, err := c.dialProxy(i)
 	if err != nil {
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	resp, br, err := testkit.Connect(conn, connID, c.AdminKey, target)
+	resp, br, err := testkit.Connect(conn, connID, key, target)
 	if err != nil {
 		_ = conn.Close()
 		return nil, err

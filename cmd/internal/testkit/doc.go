@@ -5,8 +5,9 @@
 // their resource use from /proc, and provides the small loopback pieces
 // those tests have in common — a free address, a polling wait, an echo
 // target with its deterministic byte pattern, a CONNECT through the
-// relay's proxy listener, an agent's config and token files, the admin
-// key a relay bootstrapped, and the parts of a credential.
+// relay's proxy listener, an event stream followed to its end, an
+// agent's config and token files, the admin key a relay bootstrapped, and
+// the parts of a credential.
 //
 // It owns no Postern behaviour and imports nothing of the project: what a
 // relay or agent must do is asserted by the tests that use it. It is

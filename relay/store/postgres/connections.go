@@ -69,18 +69,24 @@ func (s *Store) ListConnections(ctx context.Context, workspace string) ([]store.
 
 // RevokeConnection sets revoked_at once; later calls keep the first time.
 func (s *Store) RevokeConnection(ctx context.Context, id string, at time.Time) (store.Connection, error) {
-	row := s.pool.QueryRow(ctx, `UPDATE connections
+	return revoke(ctx, s, "connections", connectionColumns, "connection", scanConnection, id, at)
+}
+
+// revoke sets revoked_at of record id of table (a record of kind) to at
+// unless it is set, and reads the record back with scan.
+func revoke[T any](ctx context.Context, s *Store, table, columns, kind string, scan func(pgx.Row) (T, error), id string, at time.Time) (T, error) {
+	row := s.pool.QueryRow(ctx, `UPDATE `+table+`
 		SET revoked_at = COALESCE(revoked_at, $1)
 		WHERE id = $2
-		RETURNING `+connectionColumns, at, id)
-	c, err := scanConnection(row)
-	return one(c, err, "connection", "revoke connection", id)
+		RETURNING `+columns, at, id)
+	v, err := scan(row)
+	return one(v, err, kind, "revoke "+kind, id)
 }
 
 // MarkConnected sets first_connected_at if unset and advances last_seen_at.
 func (s *Store) MarkConnected(ctx context.Context, connectionID string, at time.Time) error {
 	// GREATEST skips NULLs, so an unset last_seen_at simply becomes $1.
-	return s.touch(ctx, "mark connected", connectionID, at, `UPDATE connections
+	return s.touch(ctx, "mark connected", "connection", connectionID, at, `UPDATE connections
 		SET first_connected_at = COALESCE(first_connected_at, $1),
 		    last_seen_at = GREATEST(last_seen_at, $1)
 		WHERE id = $2`)
@@ -89,18 +95,18 @@ func (s *Store) MarkConnected(ctx context.Context, connectionID string, at time.
 // MarkSeen advances last_seen_at; an older time than the stored one is
 // ignored, so reports arriving out of order cannot move it back.
 func (s *Store) MarkSeen(ctx context.Context, connectionID string, at time.Time) error {
-	return s.touch(ctx, "mark seen", connectionID, at, `UPDATE connections
+	return s.touch(ctx, "mark seen", "connection", connectionID, at, `UPDATE connections
 		SET last_seen_at = GREATEST(last_seen_at, $1)
 		WHERE id = $2`)
 }
 
-func (s *Store) touch(ctx context.Context, op, id string, at time.Time, q string) error {
+func (s *Store) touch(ctx context.Context, op, kind, id string, at time.Time, q string) error {
 	tag, err := s.pool.Exec(ctx, q, at, id)
 	if err != nil {
 		return fmt.Errorf("%s %q: %w", op, id, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return notFound("connection", id)
+		return notFound(kind, id)
 	}
 	return nil
 }

@@ -62,16 +62,8 @@ func (s *Store) ListConnections(ctx context.Context, workspace string) ([]store.
 	if err != nil {
 		return nil, fmt.Errorf("list connections: %w", err)
 	}
-	defer rows.Close()
-	out := []store.Connection{}
-	for rows.Next() {
-		c, err := scanConnection(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list connections: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collect(rows, scanConnection)
+	if err != nil {
 		return nil, fmt.Errorf("list connections: %w", err)
 	}
 	return out, nil
@@ -79,21 +71,28 @@ func (s *Store) ListConnections(ctx context.Context, workspace string) ([]store.
 
 // RevokeConnection sets revoked_at once; later calls keep the first time.
 func (s *Store) RevokeConnection(ctx context.Context, id string, at time.Time) (store.Connection, error) {
+	return revoke(ctx, s, "connections", connectionColumns, "connection", scanConnection, id, at)
+}
+
+// revoke sets revoked_at of record id of table (a record of kind) to at
+// unless it is set, and reads the record back with scan.
+func revoke[T any](ctx context.Context, s *Store, table, columns, kind string, scan func(scanner) (T, error), id string, at time.Time) (T, error) {
+	var zero T
 	ts, err := formatTime(at)
 	if err != nil {
-		return store.Connection{}, fmt.Errorf("revoke connection %q: %w", id, err)
+		return zero, fmt.Errorf("revoke %s %q: %w", kind, id, err)
 	}
-	row := s.w.QueryRowContext(ctx, `UPDATE connections
+	row := s.w.QueryRowContext(ctx, `UPDATE `+table+`
 		SET revoked_at = COALESCE(revoked_at, ?)
 		WHERE id = ?
-		RETURNING `+connectionColumns, ts, id)
-	c, err := scanConnection(row)
-	return one(c, err, "connection", "revoke connection", id)
+		RETURNING `+columns, ts, id)
+	v, err := scan(row)
+	return one(v, err, kind, "revoke "+kind, id)
 }
 
 // MarkConnected sets first_connected_at if unset and advances last_seen_at.
 func (s *Store) MarkConnected(ctx context.Context, connectionID string, at time.Time) error {
-	return s.touch(ctx, "mark connected", connectionID, at, `UPDATE connections
+	return s.touch(ctx, "mark connected", "connection", connectionID, at, `UPDATE connections
 		SET first_connected_at = COALESCE(first_connected_at, ?1),
 		    last_seen_at = MAX(COALESCE(last_seen_at, ?1), ?1)
 		WHERE id = ?2`)
@@ -102,12 +101,12 @@ func (s *Store) MarkConnected(ctx context.Context, connectionID string, at time.
 // MarkSeen advances last_seen_at; an older time than the stored one is
 // ignored, so reports arriving out of order cannot move it back.
 func (s *Store) MarkSeen(ctx context.Context, connectionID string, at time.Time) error {
-	return s.touch(ctx, "mark seen", connectionID, at, `UPDATE connections
+	return s.touch(ctx, "mark seen", "connection", connectionID, at, `UPDATE connections
 		SET last_seen_at = MAX(COALESCE(last_seen_at, ?1), ?1)
 		WHERE id = ?2`)
 }
 
-func (s *Store) touch(ctx context.Context, op, id string, at time.Time, q string) error {
+func (s *Store) touch(ctx context.Context, op, kind, id string, at time.Time, q string) error {
 	ts, err := formatTime(at)
 	if err != nil {
 		return fmt.Errorf("%s %q: %w", op, id, err)
@@ -121,7 +120,7 @@ func (s *Store) touch(ctx context.Context, op, id string, at time.Time, q string
 		return fmt.Errorf("%s %q: %w", op, id, err)
 	}
 	if n == 0 {
-		return notFound("connection", id)
+		return notFound(kind, id)
 	}
 	return nil
 }
@@ -188,6 +187,21 @@ func nonNil(b []byte) []byte {
 }
 
 type scanner interface{ Scan(dest ...any) error }
+
+// collect reads every row with scan and closes rows; no row is an empty
+// slice.
+func collect[T any](rows *sql.Rows, scan func(scanner) (T, error)) ([]T, error) {
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
 
 // one finishes reading the single record of kind named id: no row is the
 // store's not-found error, any other error is wrapped with op.
