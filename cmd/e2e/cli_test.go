@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -120,7 +121,9 @@ func TestCLITokenFileCAFileAndEventIDs(t *testing.T) {
 	connID := list.Connections[0].ID
 
 	events := start(t, relayBin, append([]string{"events", "--server", server}, admin...)...)
-	runCLI(t, env, relayBin, append([]string{"connections", "rotate-token", connID, "--token-file", tokenPath, "--force"}, admin...)...)
+	out = string(runCLI(t, env, relayBin, append([]string{"connections", "rotate-token", connID, "--token-file", tokenPath, "--force"}, admin...)...))
+	assert.Regexp(t, `agent token:\s+written to `+regexp.QuoteMeta(tokenPath)+` \(mode 0600\)\n`, out)
+	assert.Contains(t, out, "Tokens issued before it stop working at ", "the overlap is still said")
 	rotated := readToken(t, tokenPath)
 	assert.NotEqual(t, token, rotated)
 
