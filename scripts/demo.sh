@@ -12,7 +12,6 @@
 # POSTERN_DEMO_BIN (default bin) is where postern-relay, postern-agent and
 # demotarget are; POSTERN_DEMO_DIR (default .run) is where state and logs go.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 # In a terminal, Ctrl-C goes to the whole foreground process group: make
 # too, which then reports "Error 130" and dies of SIGINT whatever this script
@@ -22,6 +21,7 @@ cd "$(dirname "$0")/.."
 if [[ -t 0 && -t 2 && -z ${POSTERN_DEMO_JOBS:-} ]]; then
   POSTERN_DEMO_JOBS=1 exec bash -m "$0" "$@"
 fi
+cd "$(dirname "$0")/.."
 
 RELAY_PORT=${POSTERN_DEMO_RELAY_PORT:-18080}
 PROXY_PORT=${POSTERN_DEMO_PROXY_PORT:-18081}

@@ -32,7 +32,7 @@ func TestMakeRunCtrlCInTerminal(t *testing.T) {
 	env := demoEnv(t)
 	makefile := filepath.Join(t.TempDir(), "Makefile")
 	// The Makefile's run target, minus the build the test kit has done.
-	require.NoError(t, os.WriteFile(makefile, fmt.Appendf(nil, "run:\n\t@%s\n", demoScript(t)), 0o600))
+	require.NoError(t, os.WriteFile(makefile, fmt.Appendf(nil, ".PHONY: run\nrun:\n\t@%s\n", demoScript(t)), 0o600))
 
 	term, tty := openPTY(t)
 	cmd := exec.Command("make", "-f", makefile, "run")
