@@ -3,19 +3,35 @@
 # Starts a relay (SQLite), creates a connection and a workspace API key with
 # the CLI, starts a demo target and an agent whose allowlist permits it,
 # sends a request through the CONNECT proxy, prints the status, and runs
-# until Ctrl-C, stopping everything it started.
+# until Ctrl-C, stopping everything it started and exiting 0.
+#
+# Every command it prints is the command it ran, with absolute paths, so it
+# works when pasted into another terminal from any directory. Credentials
+# stay in files (curl -K, --admin-key-file), never in argv.
+#
+# POSTERN_DEMO_BIN (default bin) is where postern-relay, postern-agent and
+# demotarget are; POSTERN_DEMO_DIR (default .run) is where state and logs go.
 set -euo pipefail
+
+# In a terminal, Ctrl-C goes to the whole foreground process group: make
+# too, which then reports "Error 130" and dies of SIGINT whatever this script
+# exits with. With job control (bash -m) this script gets a process group of
+# its own and the terminal's foreground, so only the demo sees Ctrl-C and
+# `make run` ends with the demo's exit status.
+if [[ -t 0 && -t 2 && -z ${POSTERN_DEMO_JOBS:-} ]]; then
+  POSTERN_DEMO_JOBS=1 exec bash -m "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 
 RELAY_PORT=${POSTERN_DEMO_RELAY_PORT:-18080}
 PROXY_PORT=${POSTERN_DEMO_PROXY_PORT:-18081}
 TARGET_PORT=${POSTERN_DEMO_TARGET_PORT:-18090}
 STATUS_PORT=${POSTERN_DEMO_STATUS_PORT:-17070}
-RUN=.run
-BIN=bin
+BIN=$(cd "${POSTERN_DEMO_BIN:-bin}" && pwd)
+RUN=${POSTERN_DEMO_DIR:-.run}
 SERVER="http://127.0.0.1:${RELAY_PORT}"
 
-for port in "$RELAY_PORT" "$PROXY_PORT" "$TARGET_PORT"; do
+for port in "$RELAY_PORT" "$PROXY_PORT" "$TARGET_PORT" "$STATUS_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null; then
     echo "error: port ${port} on 127.0.0.1 is in use; stop what holds it or set POSTERN_DEMO_*_PORT" >&2
     exit 1
@@ -25,16 +41,34 @@ done
 rm -rf "$RUN"
 mkdir -p "$RUN"
 chmod 700 "$RUN"
+RUN=$(cd "$RUN" && pwd)
 pids=()
-cleanup() {
-  trap - EXIT INT TERM
-  echo
-  echo "stopping demo..."
+stop_all() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  echo "stopped. logs were in $RUN/"
 }
-trap cleanup EXIT INT TERM
+# Ctrl-C (or SIGTERM) is how the demo is meant to end: stop everything,
+# say so in one line, exit 0.
+on_signal() {
+  trap - EXIT INT TERM
+  stop_all
+  if [[ -t 1 ]]; then echo; fi # end the line the terminal's ^C is on
+  echo "demo stopped: relay, agent and demo target are down; logs are in $RUN/"
+  exit 0
+}
+# Any other exit is a failure (or the relay ended on its own): stop what
+# was started and keep the exit status.
+on_exit() {
+  local status=$?
+  trap - EXIT INT TERM
+  stop_all
+  if ((status != 0)); then
+    echo "demo failed; stopped what it started; logs are in $RUN/" >&2
+  fi
+  exit "$status"
+}
+trap on_signal INT TERM
+trap on_exit EXIT
 
 wait_http() { # url what
   for _ in $(seq 1 100); do
@@ -47,6 +81,15 @@ wait_http() { # url what
 json_field() { # field < json
   sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p" | head -n 1
 }
+show() { # the command, quoted so that pasting it runs it
+  printf '  '
+  printf '%q ' "$@" | sed 's/ $//'
+  echo
+}
+run_shown() { # print the command, then run it: what is shown is what ran
+  show "$@"
+  "$@"
+}
 
 echo "==> starting relay (SQLite in $RUN/relay) on $SERVER, proxy on 127.0.0.1:${PROXY_PORT}"
 "$BIN/postern-relay" serve --data "$RUN/relay" --listen "127.0.0.1:${RELAY_PORT}" \
@@ -54,21 +97,22 @@ echo "==> starting relay (SQLite in $RUN/relay) on $SERVER, proxy on 127.0.0.1:$
 pids+=($!)
 wait_http "$SERVER/healthz" "relay"
 
-export POSTERN_SERVER="$SERVER"
-ADMIN=(--admin-key-file "$RUN/relay/admin.key")
+RELAY=("$BIN/postern-relay")
+ADMIN=(--server "$SERVER" --admin-key-file "$RUN/relay/admin.key")
 echo "==> creating connection 'demo' in workspace 'demo' (CLI)"
-conn_json=$("$BIN/postern-relay" connections create demo --workspace demo --json "${ADMIN[@]}")
+conn_json=$("${RELAY[@]}" connections create demo --workspace demo --json "${ADMIN[@]}")
 CONN_ID=$(json_field id <<<"$conn_json")
 umask 077
 json_field agent_token <<<"$conn_json" >"$RUN/agent.token"
 echo "    connection id: $CONN_ID (agent token written to $RUN/agent.token, mode 0600)"
 
 echo "==> creating a workspace API key for the product (CLI)"
-key_json=$("$BIN/postern-relay" api-keys create product --workspace demo --json "${ADMIN[@]}")
+key_json=$("${RELAY[@]}" api-keys create product --workspace demo --json "${ADMIN[@]}")
 API_KEY=$(json_field key <<<"$key_json")
 # curl reads the credentials from a file, so they never appear in argv.
 printf 'proxy-user = "%s:%s"\n' "$CONN_ID" "$API_KEY" >"$RUN/curl-proxy.conf"
 printf 'header = "Authorization: Bearer %s"\n' "$API_KEY" >"$RUN/curl-api.conf"
+echo "    key written to $RUN/curl-proxy.conf and $RUN/curl-api.conf (curl -K), mode 0600"
 
 echo "==> starting demo target on 127.0.0.1:${TARGET_PORT}"
 "$BIN/demotarget" --listen "127.0.0.1:${TARGET_PORT}" >"$RUN/target.log" 2>&1 &
@@ -88,14 +132,15 @@ echo "==> starting agent ($RUN/agent.yaml allows 127.0.0.1:${TARGET_PORT} only)"
 "$BIN/postern-agent" run --config "$RUN/agent.yaml" >"$RUN/agent.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
-  if "$BIN/postern-relay" connections status "$CONN_ID" "${ADMIN[@]}" 2>/dev/null | grep -q '^tunnel: *connected'; then
+  if "${RELAY[@]}" connections status "$CONN_ID" "${ADMIN[@]}" 2>/dev/null | grep -q '^tunnel: *connected'; then
     break
   fi
   sleep 0.1
 done
 
-echo "==> request through the tunnel: curl -p -x 127.0.0.1:${PROXY_PORT} http://127.0.0.1:${TARGET_PORT}/"
-curl -fsS -p -x "http://127.0.0.1:${PROXY_PORT}" -K "$RUN/curl-proxy.conf" "http://127.0.0.1:${TARGET_PORT}/"
+PROXY_CURL=(curl -p -x "http://127.0.0.1:${PROXY_PORT}" -K "$RUN/curl-proxy.conf")
+echo "==> a request through the tunnel:"
+run_shown "${PROXY_CURL[@]}" -fsS "http://127.0.0.1:${TARGET_PORT}/"
 
 echo "==> a target the allowlist does not name is refused with a reason (raw CONNECT 10.1.2.3:443):"
 # bash builtins only, so the key stays out of every process's argv.
@@ -106,18 +151,24 @@ timeout 5 cat <&3 | tr -d '\r' | sed 's/^/    /' || true
 exec 3<&-
 echo
 
-echo "==> status (GET /v1/connections/$CONN_ID/status): postern-relay connections status $CONN_ID --json"
-"$BIN/postern-relay" connections status "$CONN_ID" --json "${ADMIN[@]}"
+echo "==> status (GET /v1/connections/$CONN_ID/status):"
+run_shown "${RELAY[@]}" connections status "$CONN_ID" --json "${ADMIN[@]}"
 
-cat <<MORE
-
-The demo is running. Try more in another terminal, from $(pwd):
-  curl -p -x http://127.0.0.1:${PROXY_PORT} -K $RUN/curl-proxy.conf http://127.0.0.1:${TARGET_PORT}/
-  curl -v -p -x http://127.0.0.1:${PROXY_PORT} -K $RUN/curl-proxy.conf http://10.1.2.3:443/   # 403 ALLOWLIST_MISSING
-  POSTERN_SERVER=$SERVER $BIN/postern-relay connections list --admin-key-file $RUN/relay/admin.key
-  POSTERN_SERVER=$SERVER $BIN/postern-relay connections status $CONN_ID --base-url https://gitlab.example --admin-key-file $RUN/relay/admin.key
-  curl -K $RUN/curl-api.conf '$SERVER/v1/connections/$CONN_ID/status?base_url=https://gitlab.example:443'
-  $BIN/postern-agent validate --config $RUN/agent.yaml --explain 127.0.0.1:${TARGET_PORT}
-Logs: $RUN/relay.log, $RUN/agent.log, $RUN/target.log. Ctrl-C stops everything.
-MORE
+echo
+echo "The demo is running. Try more in another terminal (paths are absolute):"
+echo "- the request through the tunnel again:"
+show "${PROXY_CURL[@]}" "http://127.0.0.1:${TARGET_PORT}/"
+echo "- a refused CONNECT: 403 with Postern-Reason: ALLOWLIST_MISSING in the headers:"
+show "${PROXY_CURL[@]}" -v "http://10.1.2.3:443/"
+echo "- the connections, and one connection's status for a provider's base URL:"
+show "${RELAY[@]}" connections list "${ADMIN[@]}"
+show "${RELAY[@]}" connections status "$CONN_ID" --base-url https://gitlab.example "${ADMIN[@]}"
+echo "- the same status from the API, as the product sees it:"
+show curl -fsS -K "$RUN/curl-api.conf" "$SERVER/v1/connections/$CONN_ID/status?base_url=https://gitlab.example:443"
+echo "- what the agent's allowlist decides for an address:"
+show "$BIN/postern-agent" validate --config "$RUN/agent.yaml" --explain "127.0.0.1:${TARGET_PORT}"
+echo "Logs: $RUN/relay.log, $RUN/agent.log, $RUN/target.log. Ctrl-C stops everything."
+set +e
 wait "${pids[0]}"
+echo "error: the relay exited on its own; see $RUN/relay.log" >&2
+exit 1

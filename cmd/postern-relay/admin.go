@@ -44,6 +44,7 @@ type adminEnv struct {
 type adminFlags struct {
 	server  string
 	keyFile string
+	caFile  string
 }
 
 func newConnectionsCmd() *cobra.Command { return adminEnv{getenv: os.Getenv}.connectionsCmd() }
@@ -88,6 +89,7 @@ func (f *adminFlags) register(cmd *cobra.Command) {
 		"relay API `URL` (default $"+envServer+", else "+defaultServer+")")
 	pf.StringVar(&f.keyFile, "admin-key-file", "",
 		"read the API key from `FILE` (default: the key in $"+envAdminKey+")")
+	pf.StringVar(&f.caFile, "ca-file", "", "also trust the PEM certificates in `FILE` for the relay's TLS (a private CA)")
 }
 
 // client builds an API client from the flags and the environment.
@@ -100,7 +102,11 @@ func (e adminEnv) client(f *adminFlags) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(server, key, e.httpClient), nil
+	hc, err := e.httpClientFor(f)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(server, key, hc), nil
 }
 
 // resolveServer picks --server, then $POSTERN_SERVER, then the default,
@@ -194,11 +200,19 @@ func (a apiCall[T]) command(e adminEnv, f *adminFlags, cmd *cobra.Command) *cobr
 
 func (e adminEnv) connCreateCmd(f *adminFlags) *cobra.Command {
 	var workspace string
+	var tf tokenFile
 	cmd := apiCall[api.Connection]{
 		call: func(ctx context.Context, c *client.Client, args []string) (api.Connection, error) {
-			return c.CreateConnection(ctx, args[0], workspace)
+			conn, err := c.CreateConnection(ctx, args[0], workspace)
+			if err == nil {
+				err = tf.takeFrom(&conn.AgentToken)
+			}
+			return conn, err
 		},
 		text: func(w io.Writer, conn api.Connection) error {
+			if tf.saved {
+				return tf.printSaved(w, connectionFields(conn, false), "")
+			}
 			fields := append(connectionFields(conn, false), field{"agent token", conn.AgentToken})
 			return printWithNotice(w, fields,
 				"\nThe agent token is shown only once: store it now and put it in the agent's config.\n")
@@ -209,6 +223,7 @@ func (e adminEnv) connCreateCmd(f *adminFlags) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 	})
 	cmd.Flags().StringVar(&workspace, "workspace", "", "workspace of the connection (default: the relay's default workspace)")
+	tf.register(cmd)
 	return cmd
 }
 
@@ -249,15 +264,23 @@ func (e adminEnv) connIDCmd(f *adminFlags, use, short string,
 
 func (e adminEnv) connRotateCmd(f *adminFlags) *cobra.Command {
 	var req api.RotateTokenRequest
+	var tf tokenFile
 	cmd := apiCall[api.TokenResponse]{
 		call: func(ctx context.Context, c *client.Client, args []string) (api.TokenResponse, error) {
-			return c.RotateToken(ctx, args[0], req)
+			tok, err := c.RotateToken(ctx, args[0], req)
+			if err == nil {
+				err = tf.takeFrom(&tok.AgentToken)
+			}
+			return tok, err
 		},
 		text: func(w io.Writer, tok api.TokenResponse) error {
 			until := formatTime(tok.PreviousValidUntil)
 			then := "Tokens issued before it stop working at " + until + ", and the tunnels they opened close then.\n"
 			if req.ExpirePrevious {
 				then = "Tokens issued before it stopped working now, and the tunnels they opened were closed.\n"
+			}
+			if tf.saved {
+				return tf.printSaved(w, []field{{"previous valid until", until}}, then)
 			}
 			return printWithNotice(w, []field{{"agent token", tok.AgentToken}, {"previous valid until", until}},
 				"\nThe agent token is shown only once: store it now and update the agents' config.\n"+then)
@@ -269,6 +292,7 @@ func (e adminEnv) connRotateCmd(f *adminFlags) *cobra.Command {
 	})
 	cmd.Flags().BoolVar(&req.ExpirePrevious, "expire-previous", false,
 		"end the older tokens now and close the tunnels they opened (a leaked token), instead of after the overlap")
+	tf.register(cmd)
 	return cmd
 }
 

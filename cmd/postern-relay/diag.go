@@ -70,7 +70,11 @@ func (e adminEnv) diagClient(f *adminFlags) (*client.Client, string, string, err
 	if err != nil {
 		return nil, "", "", err
 	}
-	return client.New(server, key, e.httpClient), server, key, nil
+	hc, err := e.httpClientFor(f)
+	if err != nil {
+		return nil, "", "", err
+	}
+	return client.New(server, key, hc), server, key, nil
 }
 
 // collectRelay fills the bundle; what fails to come is listed as missing.

@@ -130,6 +130,9 @@ func printEvent(w io.Writer, ev api.Event) error {
 			line = append(line, "("+clean(ev.ProviderErrorCode)+")")
 		}
 	}
+	if ev.ID != "" { // what --last-event-id resumes after
+		line = append(line, " [event "+clean(ev.ID)+"]")
+	}
 	_, err := fmt.Fprintln(w, strings.Join(line, " "))
 	return err
 }

@@ -63,9 +63,10 @@ func TestEventsCommandHuman(t *testing.T) {
 	require.Error(t, err, "a refused key ends the command")
 	assert.Contains(t, err.Error(), "PROXY_AUTH_REQUIRED")
 
-	assert.Equal(t, "2025-06-01T12:00:00Z conn_1 acme tunnel: never_connected -> connected\n"+
-		"2025-06-01T12:00:00Z conn_1 acme tunnel: connected -> disconnected  AGENT_OFFLINE (PROVIDER_SELF_HOSTED_CONNECTIVITY_BLOCKED)\n"+
-		"2025-06-01T12:00:00Z conn_1 acme auth: active -> failing  AGENT_AUTH_FAILED?[2J (PROVIDER_SELF_HOSTED_CONNECTIVITY_BLOCKED)\n", out)
+	assert.Equal(t, "2025-06-01T12:00:00Z conn_1 acme tunnel: never_connected -> connected  [event 1]\n"+
+		"2025-06-01T12:00:00Z conn_1 acme tunnel: connected -> disconnected  AGENT_OFFLINE (PROVIDER_SELF_HOSTED_CONNECTIVITY_BLOCKED)  [event 2]\n"+
+		"2025-06-01T12:00:00Z conn_1 acme auth: active -> failing  AGENT_AUTH_FAILED?[2J (PROVIDER_SELF_HOSTED_CONNECTIVITY_BLOCKED)  [event 3]\n", out,
+		"each line ends with the id --last-event-id resumes after")
 	assert.NotContains(t, out, "\x1b", "control characters from the relay never reach the terminal")
 	assert.Contains(t, errOut, "resuming after 2")
 

@@ -16,5 +16,5 @@ func main() {
 	rootcmd.Run(rootcmd.New("postern-relay",
 		"Postern relay: accepts agent tunnels and proxies the product's requests into customer networks",
 		version, commit, date,
-		newEventsCmd(), newProviderCmd(), newServeCmd(), newConnectionsCmd(), newAPIKeysCmd(), newNodesCmd(), newDiagCmd()))
+		newEventsCmd(), newProviderCmd(), newServeCmd(), newConnectionsCmd(), newAPIKeysCmd(), newNodesCmd(), newDiagCmd(), newHealthCmd()))
 }

@@ -73,7 +73,7 @@ func (e providerEnv) checkCmd(af *adminFlags) *cobra.Command {
 	fl.StringVar(&f.credFile, "credential-file", "", "read the provider credential from `FILE`")
 	fl.StringVar(&f.credEnv, "credential-env", "", "read the provider credential from environment variable `VAR`")
 	fl.StringVar(&f.scopes, "required-scopes", "", "scopes the workflow needs, comma-separated, in the provider's names")
-	fl.StringVar(&f.caFile, "ca-file", "", "PEM `FILE` of extra roots trusted for the provider and the proxy")
+	fl.StringVar(&f.caFile, "ca-file", "", "PEM `FILE` of extra roots trusted for the provider, the proxy and the relay's API")
 	fl.BoolVar(&f.asJSON, "json", false, "print the state object as JSON")
 	for _, name := range []string{"provider", "deployment-mode", "base-url"} {
 		_ = cmd.MarkFlagRequired(name)
@@ -167,6 +167,9 @@ func (e providerEnv) checkerConfig(af *adminFlags, f *providerCheckFlags, mode p
 		cfg.RootCAs = pool
 	}
 	if mode == provider.ModeSelfHosted {
+		// The check's --ca-file shadows the admin commands' one: it
+		// covers the relay's API too.
+		af.caFile = f.caFile
 		api, err := e.admin.client(af)
 		if err != nil {
 			return cfg, err

@@ -315,13 +315,17 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	if err != nil {
 		return err
 	}
-	if _, err := srv.Bootstrap(ctx, cfg.Data); err != nil {
-		return err
-	}
+	// Listeners first: admin.key appears only once the relay can serve,
+	// so a port in use leaves no key behind for a relay that never ran.
 	ls, err := cfg.listeners(log)
 	if err != nil {
 		return err
 	}
+	if _, err := srv.Bootstrap(ctx, cfg.Data); err != nil {
+		closeListeners(ls)
+		return err
+	}
+	warnPlaintext(log, cfg, ls)
 	log.Info("relay listening", "api", ls.API.Addr().String(), "proxy", ls.Proxy.Addr().String(),
 		"peer", cfg.PeerListen, "node", srv.NodeID(), "version", version, "tls", cfg.TLSCert != "",
 		"trusted_proxies", strings.Join(cfg.TrustedProxies, ","))

@@ -12,8 +12,11 @@ import (
 )
 
 // New returns the root command of program, with cmds and a version
-// subcommand that prints version, commit and build date.
+// subcommand that prints version, commit and build date (what the build
+// did not stamp comes from the toolchain's build info). A word that names
+// no subcommand is an error with a suggestion, at every level.
 func New(program, short, version, commit, date string, cmds ...*cobra.Command) *cobra.Command {
+	version, commit, date = stamp(version, commit, date, readBuildInfo())
 	root := &cobra.Command{
 		Use:   program,
 		Short: short,
@@ -29,6 +32,7 @@ func New(program, short, version, commit, date string, cmds ...*cobra.Command) *
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s (commit %s, built %s)\n", program, version, commit, date)
 		},
 	})
+	refuseUnknownSubcommands(root)
 	return root
 }
 
