@@ -160,13 +160,23 @@ func (s *Store) NewestEvent(ctx context.Context) (int64, error) {
 
 // ClaimDeliveries takes up to limit due deliveries to the receivers named
 // until until: rows another node holds are skipped, not waited for.
+// Workspaces take turns: each one's oldest due delivery to a receiver
+// comes before any workspace's second, so a workspace with a backlog
+// cannot hold back another's events, on any node.
 func (s *Store) ClaimDeliveries(ctx context.Context, receivers []string, limit int, until time.Time) ([]store.Delivery, error) {
 	var out []store.Delivery
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT d.event_id, d.receiver, d.attempts, e.body
-			FROM webhook_deliveries d JOIN status_events e ON e.id = d.event_id
-			WHERE NOT d.done AND d.next_at <= now() AND d.receiver = ANY($2)
-			ORDER BY d.event_id LIMIT $1 FOR UPDATE OF d SKIP LOCKED`, limit, receivers)
+		rows, err := tx.Query(ctx, `WITH due AS (
+				SELECT d.event_id, d.receiver,
+					row_number() OVER (PARTITION BY e.workspace, d.receiver ORDER BY d.event_id) AS turn
+				FROM webhook_deliveries d JOIN status_events e ON e.id = d.event_id
+				WHERE NOT d.done AND d.next_at <= now() AND d.receiver = ANY($2))
+			SELECT d.event_id, d.receiver, d.attempts, e.body
+			FROM webhook_deliveries d
+				JOIN due ON due.event_id = d.event_id AND due.receiver = d.receiver
+				JOIN status_events e ON e.id = d.event_id
+			WHERE NOT d.done AND d.next_at <= now()
+			ORDER BY due.turn, d.event_id LIMIT $1 FOR UPDATE OF d SKIP LOCKED`, limit, receivers)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -217,6 +218,43 @@ func TestDeliveriesAreClaimedOnce(t *testing.T) {
 	assert.Contains(t, ids, ds[1].EventID)
 	assert.NotContains(t, ids, ds[0].EventID)
 	assert.Equal(t, 1, retry[0].Attempts, "the failed attempt is counted")
+}
+
+// Workspaces take turns in the claims: a workspace with a backlog of
+// deliveries cannot hold back another workspace's newer event.
+func TestDeliveriesTakeTurnsByWorkspace(t *testing.T) {
+	s := openFresh(t)
+	ctx := t.Context()
+	for _, ws := range []string{"noisy", "quiet"} {
+		c := store.Connection{ID: "conn_" + ws, Workspace: ws, Name: ws, CreatedAt: time.Now()}
+		require.NoError(t, s.CreateConnection(ctx, c, store.Token{ID: "tok_" + ws, Hash: []byte("h"), CreatedAt: c.CreatedAt}))
+	}
+	publish := func(ws string, n int) {
+		_, err := s.Publish(ctx, "conn_"+ws, time.Now(), func(store.Snapshot) (store.PublishedState, []store.EventRecord, error) {
+			body, _ := json.Marshal(map[string]any{"ws": ws, "n": n})
+			return store.PublishedState{Tunnel: "t", Auth: "a", Allowlist: fmt.Sprint(n)},
+				[]store.EventRecord{{ConnectionID: "conn_" + ws, Workspace: ws, Body: body, Receivers: []string{"hook"}}}, nil
+		})
+		require.NoError(t, err)
+	}
+	for i := range 30 {
+		publish("noisy", i)
+	}
+	publish("quiet", 0)
+
+	ds, err := s.ClaimDeliveries(ctx, []string{"hook"}, 4, time.Now().Add(time.Minute))
+	require.NoError(t, err)
+	var got []string
+	for _, d := range ds {
+		var b struct {
+			WS string `json:"ws"`
+			N  int    `json:"n"`
+		}
+		require.NoError(t, json.Unmarshal(d.Body, &b))
+		got = append(got, fmt.Sprintf("%s/%d", b.WS, b.N))
+	}
+	assert.Equal(t, []string{"noisy/0", "quiet/0", "noisy/1", "noisy/2"}, got,
+		"the quiet workspace's event is in the first claim, behind 30 of another's; each workspace's own stay in order")
 }
 
 // A notification reaches every listener of its channel.
