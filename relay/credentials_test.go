@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -213,6 +214,42 @@ func TestListAndRevokeAPIKeys(t *testing.T) {
 	next := h.newKey(t, api.CreateAPIKeyRequest{Name: "next admin", Admin: true})
 	decode[api.APIKey](t, h.call(t, http.MethodPost, "/v1/api-keys/"+adminID+"/revoke", next.Key, nil), http.StatusOK)
 	requireRefusal(t, h.call(t, http.MethodGet, "/v1/api-keys", h.adminKey, nil), http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
+}
+
+// Two admins revoking each other's keys at once: one revocation wins, the
+// other is refused, and an admin key is left.
+func TestAdminsRevokingEachOtherLeaveAnAdmin(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	list := decode[api.APIKeyList](t, h.call(t, http.MethodGet, "/v1/api-keys", h.adminKey, nil), http.StatusOK)
+	first := list.APIKeys[0].ID
+	second := h.newKey(t, api.CreateAPIKeyRequest{Name: "second admin", Admin: true})
+	for range 10 {
+		if t.Failed() {
+			return
+		}
+		var wg sync.WaitGroup
+		codes := make([]int, 2)
+		wg.Go(func() {
+			codes[0] = h.call(t, http.MethodPost, "/v1/api-keys/"+second.ID+"/revoke", h.adminKey, nil).status
+		})
+		wg.Go(func() { codes[1] = h.call(t, http.MethodPost, "/v1/api-keys/"+first+"/revoke", second.Key, nil).status })
+		wg.Wait()
+		ok := 0
+		for _, c := range codes {
+			if c == http.StatusOK {
+				ok++
+			}
+		}
+		require.Equal(t, 1, ok, "exactly one of the two revocations passes: %v", codes)
+		// Make a fresh pair for the next round from the admin that is left.
+		left, leftKey := first, h.adminKey
+		if codes[1] == http.StatusOK {
+			left, leftKey = second.ID, second.Key
+		}
+		first, h.adminKey = left, leftKey
+		second = h.newKey(t, api.CreateAPIKeyRequest{Name: "next admin", Admin: true})
+	}
 }
 
 // tunnelEnd waits for an agent's tunnel to end and returns the Revoked

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/postern/postern/protocol"
@@ -63,6 +64,9 @@ type API struct {
 	history     *history.Reader
 	diagnostics Diagnostics
 	log         *slog.Logger
+	// revoking serializes key revocations on this node, so two admins
+	// revoking each other's keys at once cannot both pass keepAnAdmin.
+	revoking sync.Mutex
 }
 
 // Parts are what the API works with.

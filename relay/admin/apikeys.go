@@ -54,10 +54,13 @@ func (a *API) RevokeAPIKey(ctx context.Context, k store.APIKey, id string) (api.
 	if !k.Admin {
 		return api.APIKey{}, errAdminOnly
 	}
-	if err := a.keepAnAdmin(ctx, id); err != nil {
-		return api.APIKey{}, err
+	a.revoking.Lock()
+	err := a.keepAnAdmin(ctx, id)
+	var revoked store.APIKey
+	if err == nil {
+		revoked, err = a.store.RevokeAPIKey(ctx, id, time.Now().UTC())
 	}
-	revoked, err := a.store.RevokeAPIKey(ctx, id, time.Now().UTC())
+	a.revoking.Unlock()
 	if errors.Is(err, store.ErrNotFound) {
 		return api.APIKey{}, protocol.Errorf(protocol.APIKeyNotFound, "no API key %q", id)
 	}
@@ -70,7 +73,8 @@ func (a *API) RevokeAPIKey(ctx context.Context, k store.APIKey, id string) (api.
 }
 
 // keepAnAdmin refuses to revoke id when it is the last active admin key.
-// Two admins revoking each other's keys at once may still both succeed.
+// Callers hold a.revoking; on a cluster, two admins revoking each other's
+// keys at once through two different nodes may still both succeed.
 func (a *API) keepAnAdmin(ctx context.Context, id string) error {
 	keys, err := a.store.ListAPIKeys(ctx)
 	if err != nil {
