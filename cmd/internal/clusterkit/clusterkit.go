@@ -5,12 +5,14 @@
 package clusterkit
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -270,8 +272,9 @@ func (c *Cluster) OpenAs(i int, connID, key, target string) (net.Conn, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
 		_ = conn.Close()
-		return nil, fmt.Errorf("CONNECT through %s: %s %s", c.Nodes[i].ID, resp.Status, resp.Header.Get("Postern-Reason"))
+		return nil, fmt.Errorf("CONNECT through %s: %s %s: %s", c.Nodes[i].ID, resp.Status, resp.Header.Get("Postern-Reason"), bytes.TrimSpace(body))
 	}
 	return &testkit.BufferedConn{Conn: conn, R: br}, nil
 }
