@@ -2,11 +2,9 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 
 	"github.com/postern/postern/relay"
 	"github.com/postern/postern/relay/cluster"
@@ -63,14 +61,9 @@ func (cfg serveConfig) peerTLS() (*tls.Config, error) {
 	if cfg.TLSCert == "" {
 		return nil, nil
 	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	pem, err := os.ReadFile(cfg.TLSCert)
+	pool, err := rootsWith(cfg.TLSCert)
 	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
+		return nil, fmt.Errorf("tls_cert as the peers' root: %w", err)
 	}
-	pool.AppendCertsFromPEM(pem)
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}, nil
 }
