@@ -32,6 +32,10 @@ const (
 	// the token (401): long enough to stay under the relay's limit on
 	// refused credentials, so doctor still sees the reason.
 	DefaultRefusedTokenPause = 15 * time.Second
+	// DefaultRespreadAfter is how long a tunnel that settled on a relay
+	// node another tunnel holds serves before trying again for a node of
+	// its own; the wait doubles while it keeps settling, up to ten minutes.
+	DefaultRespreadAfter = 30 * time.Second
 	// DefaultDialKeepAlive is the TCP keepalive of connections to targets.
 	DefaultDialKeepAlive = 30 * time.Second
 )
@@ -73,6 +77,10 @@ type Options struct {
 	// BackoffBase and BackoffMax shape reconnect delays; BackoffMax is at
 	// least BackoffBase. Defaults DefaultBackoffBase, DefaultBackoffMax.
 	BackoffBase, BackoffMax time.Duration
+	// RespreadAfter is the first wait before a tunnel sharing a relay node
+	// with another tries again for a node of its own. Default
+	// DefaultRespreadAfter.
+	RespreadAfter time.Duration
 	// RecentLogs, when set, returns the agent's newest log lines, which
 	// the status listener gives loopback clients for support bundles
 	// (/debug/logs); the run command keeps them.
@@ -91,6 +99,7 @@ func DefaultOptions() Options {
 		RefusedTokenPause: DefaultRefusedTokenPause,
 		BackoffBase:       DefaultBackoffBase,
 		BackoffMax:        DefaultBackoffMax,
+		RespreadAfter:     DefaultRespreadAfter,
 	}
 }
 
@@ -120,6 +129,7 @@ func (o Options) Validate() error {
 		{"drain timeout", o.DrainTimeout},
 		{"refused token pause", o.RefusedTokenPause},
 		{"backoff base", o.BackoffBase},
+		{"respread after", o.RespreadAfter},
 	} {
 		if t.d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %s: must be positive", t.name, t.d))

@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,4 +73,56 @@ func TestTunnelsSettleWhenOtherNodesAreDown(t *testing.T) {
 	assert.LessOrEqual(t, hellos, 2+MaxSameNodeTries, "tunnels sent away from the held node are bounded")
 	time.Sleep(200 * time.Millisecond)
 	assert.Len(t, r.Hellos(), hellos, "a settled tunnel stays")
+}
+
+// A tunnel that settled on the node another holds, because the other node
+// was down, moves to it once it is back: the slot tries again after
+// RespreadAfter, and the stream open on the settled tunnel is not cut.
+func TestTunnelsSpreadAgainWhenANodeComesBack(t *testing.T) {
+	a1 := clusterNode(t, "node-a", 2)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	gate := &gateListener{Listener: ln}
+	b := tunneltest.NewRelay(t, tunneltest.RelayOptions{Token: testkit.Token, Heartbeat: time.Second, NodeID: "node-b", Nodes: 2, Listener: gate})
+	tg := testkit.NewTarget(t, "127.0.0.1:0", testkit.Echo)
+	cfg := testkit.ParseConfig(t, fmt.Sprintf("relay_url: [%s, %s]\ntunnels: 2\nallow:\n  - ip: 127.0.0.1\n    ports: [%d]\n",
+		a1.URL(), b.URL(), tg.Port()))
+	a := runAgent(t, Options{Config: cfg, RespreadAfter: 300 * time.Millisecond, DrainTimeout: time.Minute})
+	require.Eventually(t, func() bool { return slices.Equal(tunnelNodes(a), []string{"node-a", "node-a"}) },
+		testkit.WaitTimeout, 10*time.Millisecond, "both tunnels on the one node that answers")
+
+	var st net.Conn
+	for st == nil { // the settled tunnels are the ones still open
+		if s := a1.Session(t); !s.Closed() {
+			res, dialled := s.Dial(t, testkit.DialRequest("127.0.0.1", tg.Port()))
+			require.True(t, res.OK, "%+v", res)
+			st = dialled
+		}
+	}
+	defer st.Close()
+	require.Equal(t, "before", testkit.RoundTrip(t, st, "before"))
+
+	gate.up.Store(true)
+	require.Eventually(t, func() bool { return slices.Equal(tunnelNodes(a), []string{"node-a", "node-b"}) },
+		testkit.WaitTimeout, 10*time.Millisecond, "a tunnel moved to the node that came back")
+	assert.Equal(t, "after", testkit.RoundTrip(t, st, "after"), "the stream open on the settled tunnel still flows")
+	time.Sleep(time.Second)
+	assert.Equal(t, []string{"node-a", "node-b"}, tunnelNodes(a), "spread tunnels stay")
+}
+
+// gateListener refuses every connection until up is set, as a relay node
+// that is down and then comes back on the same address.
+type gateListener struct {
+	net.Listener
+	up atomic.Bool
+}
+
+func (l *gateListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || l.up.Load() {
+			return c, err
+		}
+		_ = c.Close()
+	}
 }

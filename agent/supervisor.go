@@ -23,29 +23,54 @@ const maxRetryAfterPause = 10 * time.Minute
 func (a *Agent) keepTunnel(ctx context.Context, slot int) {
 	bo := backoff.New(a.opts.BackoffBase, a.opts.BackoffMax)
 	urls := a.opts.Config.RelayURLs
-	landed := 0 // tries in a row that found no node free of another tunnel
+	sp := &spreading{wait: a.opts.RespreadAfter}
 	for attempt := 0; ; attempt++ {
 		u := urls[(slot+attempt)%len(urls)]
 		log := a.log.With("tunnel", slot, "relay", tunnel.Redact(u))
-		up, err := a.runTunnel(ctx, slot, u, landed < MaxSameNodeTries, log)
+		up, err := a.runTunnel(ctx, slot, u, sp, log)
 		if ctx.Err() != nil {
 			return
 		}
 		switch {
 		case errors.Is(err, errSameNode):
-			landed++
+			sp.landed++
 			bo.Reset() // that node is well; the next try may land elsewhere
+		case errors.Is(err, errRespread):
+			sp.landed = 0
+			sp.wait = min(sp.wait*2, maxRespreadAfter)
+			bo.Reset()
 		case up:
-			landed = 0
+			sp.landed = 0
+			if !sp.shared {
+				sp.wait = a.opts.RespreadAfter
+			}
 			bo.Reset()
 		case a.TunnelsUp() > 0:
-			landed++ // no other node took this try either
+			sp.landed++ // no other node took this try either
 		}
 		if !a.pauseAfter(ctx, err, log) || !bo.Wait(ctx) {
 			return
 		}
 	}
 }
+
+// spreading is one slot's effort to keep its tunnel on a relay node no
+// other slot holds.
+type spreading struct {
+	landed int           // tries in a row that found no node free of another tunnel
+	shared bool          // the tunnel now up settled on a node another slot holds
+	wait   time.Duration // how long a settled tunnel serves before trying again
+}
+
+// maxRespreadAfter caps the wait between tries to move a tunnel that
+// settled on a node another tunnel holds: a cluster whose other nodes stay
+// away costs a handful of dials every ten minutes.
+const maxRespreadAfter = 10 * time.Minute
+
+// errRespread ends a tunnel that settled on a node another tunnel holds,
+// after it served a while: its open streams drain while the slot tries
+// again for a node of its own, as after a GoAway.
+var errRespread = errors.New("tunnels share a relay node; trying again for a node of its own")
 
 // MaxSameNodeTries is how many tries in a row a tunnel makes to reach a
 // relay node no other tunnel of this agent holds, while another tunnel is
@@ -59,18 +84,22 @@ const MaxSameNodeTries = 5
 var errSameNode = errors.New("the tunnel landed on a relay node another tunnel already holds")
 
 // claim records the slot's tunnel, unless spread is set and another slot
-// holds the same node: then it reports false. Checking and recording under
-// one lock keeps two slots landing at once from both staying.
-func (a *Agent) claim(slot int, info tunnelInfo, spread bool) bool {
+// holds the same node: then it reports false. shared reports a tunnel
+// recorded on a node another slot holds. Checking and recording under one
+// lock keeps two slots landing at once from both staying.
+func (a *Agent) claim(slot int, info tunnelInfo, spread bool) (ok, shared bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for s, t := range a.tunnels {
-		if spread && s != slot && t.NodeID == info.NodeID {
-			return false
+		if s != slot && t.NodeID == info.NodeID {
+			if spread {
+				return false, false
+			}
+			shared = true
 		}
 	}
 	a.tunnels[slot] = info
-	return true
+	return true, shared
 }
 
 // pauseAfter logs why a tunnel ended and waits whatever pause the relay's
@@ -90,7 +119,7 @@ func (a *Agent) pauseAfter(ctx context.Context, err error, log *slog.Logger) boo
 		if pause > 0 {
 			return backoff.Sleep(ctx, pause)
 		}
-	case errors.Is(err, session.ErrGoAway), errors.Is(err, errSameNode):
+	case errors.Is(err, session.ErrGoAway), errors.Is(err, errSameNode), errors.Is(err, errRespread):
 		log.Info("tunnel down; reconnecting", "err", err)
 	case err != nil:
 		log.Warn("tunnel down; reconnecting", "err", err)
@@ -102,9 +131,11 @@ func (a *Agent) pauseAfter(ctx context.Context, err error, log *slog.Logger) boo
 // stream. up reports whether the handshake completed (so the caller can
 // reset its backoff). After a GoAway the session drains in the background
 // while the slot dials a replacement; Run waits for it.
-// With spread, a tunnel that lands on a node another slot holds, while the
-// cluster has more than one, is closed at once (errSameNode).
-func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, spread bool, log *slog.Logger) (up bool, err error) {
+// While sp allows, a tunnel that lands on a node another slot holds, while
+// the cluster has more than one, is closed at once (errSameNode); one that
+// settled there serves for sp.wait and then drains like after a GoAway
+// (errRespread), so the slot tries again for a node of its own.
+func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, sp *spreading, log *slog.Logger) (up bool, err error) {
 	s, err := session.Open(ctx, session.Options{
 		URL:          base,
 		HTTPClient:   a.relayClient,
@@ -120,14 +151,27 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, spread b
 		return false, err
 	}
 	w := s.Welcome()
-	if !a.claim(slot, tunnelInfo{URL: tunnel.Redact(base), NodeID: w.NodeID, ConnectedAt: time.Now()}, spread && w.Nodes > 1) {
+	ok, shared := a.claim(slot, tunnelInfo{URL: tunnel.Redact(base), NodeID: w.NodeID, ConnectedAt: time.Now()}, sp.landed < MaxSameNodeTries && w.Nodes > 1)
+	if !ok {
 		_ = s.Close()
 		return false, fmt.Errorf("%w (node %s of %d)", errSameNode, w.NodeID, w.Nodes)
 	}
-	err = s.Serve(ctx)
+	sp.shared = shared && w.Nodes > 1
+	serveCtx := ctx
+	if sp.shared {
+		s.Logger().Info("tunnel settled on a relay node another tunnel holds; will try again for a node of its own",
+			"node", w.NodeID, "nodes", w.Nodes, "in", sp.wait)
+		var cancel context.CancelFunc
+		serveCtx, cancel = context.WithTimeout(ctx, sp.wait)
+		defer cancel()
+	}
+	err = s.Serve(serveCtx)
 	a.setTunnel(slot, nil)
-	if errors.Is(err, session.ErrGoAway) {
-		s.Logger().Info("relay sent goaway: dialing a replacement while open streams drain")
+	if sp.shared && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		err = errRespread
+	}
+	if errors.Is(err, session.ErrGoAway) || errors.Is(err, errRespread) {
+		s.Logger().Info("dialing a replacement while open streams drain", "why", err)
 		a.draining.Go(s.Drain)
 		return true, err
 	}
