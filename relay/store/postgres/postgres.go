@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -78,11 +79,18 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithMaxConns bounds the connection pool. Without it the URL's
-// pool_max_conns applies, or else pgx's default (the larger of 4 and the
-// number of CPUs). Values below 1 are ignored.
+// pool_max_conns applies, or else DefaultMaxConns. Values below 1 are
+// ignored.
 func WithMaxConns(n int32) Option {
 	return func(o *options) { o.maxConns = n }
 }
+
+// DefaultMaxConns is the pool size when neither the URL nor WithMaxConns
+// names one. pgx's own default (4 on a small machine) is too few for a
+// cluster node: its LISTEN connection holds one for good, and presence,
+// webhook claims and the proxy's lookups share the rest under load. Three
+// nodes stay far below PostgreSQL's default max_connections of 100.
+const DefaultMaxConns = 16
 
 // Open connects to the database named by url (a postgres:// URL or a
 // key=value DSN as libpq accepts, plus pgxpool's pool_* parameters),
@@ -101,8 +109,11 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
-	if o.maxConns > 0 {
+	switch {
+	case o.maxConns > 0:
 		cfg.MaxConns = o.maxConns
+	case !strings.Contains(url, "pool_max_conns"):
+		cfg.MaxConns = DefaultMaxConns
 	}
 	// Creating the pool starts its health-check goroutine but opens no
 	// connection, so the Ping below is the first contact.

@@ -185,6 +185,7 @@ func TestWithMaxConns(t *testing.T) {
 		opts []Option
 		want int32
 	}{
+		"neither":             {u, nil, DefaultMaxConns},
 		"option":              {u, []Option{WithMaxConns(3)}, 3},
 		"url parameter":       {withParam("5"), nil, 5},
 		"option beats url":    {withParam("5"), []Option{WithMaxConns(2)}, 2},
