@@ -33,6 +33,7 @@ const (
 	RateLimited         Reason = "RATE_LIMITED"
 	RelayUnavailable    Reason = "RELAY_UNAVAILABLE"
 	ProxyAuthRequired   Reason = "PROXY_AUTH_REQUIRED"
+	APIAuthRequired     Reason = "API_AUTH_REQUIRED"
 	UnsupportedOp       Reason = "UNSUPPORTED_OP"
 	ProtocolError       Reason = "PROTOCOL_ERROR"
 	AgentTokenInvalid   Reason = "AGENT_TOKEN_INVALID"
@@ -87,6 +88,7 @@ var reasons = map[Reason]ReasonInfo{
 	RateLimited:         {RateLimited, ProviderRateLimited, http.StatusTooManyRequests, true, "the request rate limit is exceeded"},
 	RelayUnavailable:    {RelayUnavailable, ProviderConnectivityBlocked, http.StatusServiceUnavailable, true, "the relay cannot reach the tunnel's node or its store"},
 	ProxyAuthRequired:   {ProxyAuthRequired, "", http.StatusProxyAuthRequired, false, "missing or wrong API key"},
+	APIAuthRequired:     {APIAuthRequired, "", http.StatusUnauthorized, false, "missing or wrong API key on the admin API"},
 
 	// Reasons outside the CONNECT table: protocol faults between agent
 	// and relay, agent-token refusals at /v1/tunnel, and API errors.

@@ -188,7 +188,7 @@ func TestAuthFailuresAreRateLimitedPerSource(t *testing.T) {
 		good    func(h *harness, c api.Connection) string
 	}{
 		"agent token at /v1/tunnel":      {tunnel, http.StatusUnauthorized, protocol.AgentTokenInvalid, func(_ *harness, c api.Connection) string { return c.AgentToken }},
-		"api key on the API":             {apiCall, http.StatusProxyAuthRequired, protocol.ProxyAuthRequired, func(h *harness, _ api.Connection) string { return h.adminKey }},
+		"api key on the API":             {apiCall, http.StatusUnauthorized, protocol.APIAuthRequired, func(h *harness, _ api.Connection) string { return h.adminKey }},
 		"api key in Proxy-Authorization": {proxy, http.StatusProxyAuthRequired, protocol.ProxyAuthRequired, func(h *harness, _ api.Connection) string { return h.adminKey }},
 	}
 	for name, tc := range tests {

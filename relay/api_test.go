@@ -352,7 +352,7 @@ func TestAPIKeyRequired(t *testing.T) {
 					req.Header.Set("Authorization", auth)
 				}
 				r := do(t, h.ep.client, req)
-				requireRefusal(t, r, http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
+				requireRefusal(t, r, http.StatusUnauthorized, protocol.APIAuthRequired)
 			})
 		}
 	}
@@ -371,7 +371,7 @@ func TestBadKeysGetOneAnswer(t *testing.T) {
 		"wrong secret": h.adminKey[:len(h.adminKey)-4] + "AAAA",
 	} {
 		r := h.call(t, http.MethodGet, "/v1/connections", key, nil)
-		requireRefusal(t, r, http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
+		requireRefusal(t, r, http.StatusUnauthorized, protocol.APIAuthRequired)
 		bodies[name] = withoutRequestID(t, r)
 	}
 	assert.Equal(t, bodies["malformed"], bodies["unknown id"])

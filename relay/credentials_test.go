@@ -99,10 +99,10 @@ func TestRevokingAnAPIKeyEndsItsStreamsAtOnce(t *testing.T) {
 	e := requireRefusal(t, h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, k.Key), nil).reply(),
 		http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
 	assert.Contains(t, e.Message, "API key "+k.ID+" was revoked at")
-	e = requireRefusal(t, h.call(t, http.MethodGet, "/v1/connections", k.Key, nil), http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
+	e = requireRefusal(t, h.call(t, http.MethodGet, "/v1/connections", k.Key, nil), http.StatusUnauthorized, protocol.APIAuthRequired)
 	assert.Contains(t, e.Message, "was revoked")
 	e = requireRefusal(t, h.call(t, http.MethodGet, "/v1/connections", k.Key[:len(k.Key)-4]+"AAAA", nil),
-		http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
+		http.StatusUnauthorized, protocol.APIAuthRequired)
 	assert.NotContains(t, e.Message, "revoked", "a wrong secret learns nothing of the key's state")
 
 	again := decode[api.APIKey](t, h.call(t, http.MethodPost, "/v1/api-keys/"+k.ID+"/revoke", h.adminKey, nil), http.StatusOK)
@@ -135,7 +135,7 @@ func TestAnExpiredAPIKeyIsRefusedAndItsStreamsEnd(t *testing.T) {
 	e := requireRefusal(t, h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, k.Key), nil).reply(),
 		http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
 	assert.Contains(t, e.Message, "API key "+k.ID+" expired at")
-	e = requireRefusal(t, h.call(t, http.MethodGet, "/v1/connections", k.Key, nil), http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
+	e = requireRefusal(t, h.call(t, http.MethodGet, "/v1/connections", k.Key, nil), http.StatusUnauthorized, protocol.APIAuthRequired)
 	assert.Contains(t, e.Message, "expired")
 }
 
@@ -213,7 +213,7 @@ func TestListAndRevokeAPIKeys(t *testing.T) {
 	assert.Contains(t, e.Message, "last active admin key")
 	next := h.newKey(t, api.CreateAPIKeyRequest{Name: "next admin", Admin: true})
 	decode[api.APIKey](t, h.call(t, http.MethodPost, "/v1/api-keys/"+adminID+"/revoke", next.Key, nil), http.StatusOK)
-	requireRefusal(t, h.call(t, http.MethodGet, "/v1/api-keys", h.adminKey, nil), http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
+	requireRefusal(t, h.call(t, http.MethodGet, "/v1/api-keys", h.adminKey, nil), http.StatusUnauthorized, protocol.APIAuthRequired)
 }
 
 // Two admins revoking each other's keys at once: one revocation wins, the

@@ -367,7 +367,7 @@ func TestEventsScopedByKey(t *testing.T) {
 	_, r = h.openEvents(t, keyB, "", "?connection_id=conn_missing")
 	requireRefusal(t, r, http.StatusNotFound, protocol.ConnectionNotFound)
 	_, r = h.openEvents(t, "pak_nope", "", "")
-	requireRefusal(t, r, http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
+	requireRefusal(t, r, http.StatusUnauthorized, protocol.APIAuthRequired)
 }
 
 func TestEventsOverflowNoticeOnTheWire(t *testing.T) {

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"bufio"
+	"net"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +22,10 @@ type metrics struct {
 	streams prometheus.Counter     // CONNECT and forwarded streams opened
 	bytes   *prometheus.CounterVec // proxied bytes by direction
 	goaways prometheus.Counter
+	// challenges counts 407 answers to proxy requests that carried no
+	// credentials at all: a client's first request (git and most HTTP
+	// libraries send one) asking which scheme to use, not a refusal.
+	challenges prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -29,14 +35,16 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m := &metrics{
 		reg: reg,
 		answers: counterVec("postern_relay_refusals_total",
-			"Requests refused, by reason code (proxy, API and tunnel endpoint; refused credentials show as PROXY_AUTH_REQUIRED, AGENT_TOKEN_INVALID and RATE_LIMITED; a reason outside the reason table as OTHER).",
+			"Requests refused, by reason code (proxy, API and tunnel endpoint; refused credentials show as PROXY_AUTH_REQUIRED, API_AUTH_REQUIRED, AGENT_TOKEN_INVALID and RATE_LIMITED; a reason outside the reason table as OTHER). A proxy request without any credentials is a challenge, counted apart.",
 			"reason"),
 		streams: counter("postern_relay_proxy_streams_total", "Proxied streams the agent accepted."),
 		bytes: counterVec("postern_relay_proxy_bytes_total",
 			"Bytes carried by proxied streams; direction is to_target or from_target.", "direction"),
 		goaways: counter("postern_relay_goaways_sent_total", "GoAway notices sent to agents (drains)."),
+		challenges: counter("postern_relay_proxy_auth_challenges_total",
+			"407 answers to proxy requests that carried no Proxy-Authorization: a client's first request asking how to authenticate."),
 	}
-	reg.MustRegister(m.answers, m.streams, m.bytes, m.goaways,
+	reg.MustRegister(m.answers, m.streams, m.bytes, m.goaways, m.challenges,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -81,11 +89,50 @@ func (m *metrics) handler() http.Handler {
 // countRefusals wraps a handler and counts its answer's Postern-Reason.
 func (m *metrics) countRefusals(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(w, r)
-		if reason := w.Header().Get("Postern-Reason"); reason != "" {
-			m.answers.WithLabelValues(reasonLabel(reason)).Inc()
-		}
+		cw := &countingWriter{ResponseWriter: w, m: m, r: r}
+		next.ServeHTTP(cw, r)
+		cw.count()
 	})
+}
+
+// countingWriter counts the answer's refusal once: when the handler takes
+// the connection over (a refusal written with its reason in the status
+// line, which then lingers while the client reads it), or when the
+// handler returns.
+type countingWriter struct {
+	http.ResponseWriter
+	m       *metrics
+	r       *http.Request
+	counted bool
+}
+
+func (w *countingWriter) count() {
+	if w.counted {
+		return
+	}
+	w.counted = true
+	reason := w.Header().Get("Postern-Reason")
+	switch {
+	case reason == "":
+	case reason == string(protocol.ProxyAuthRequired) && w.r.Header.Get("Proxy-Authorization") == "":
+		w.m.challenges.Inc()
+	default:
+		w.m.refused(protocol.Reason(reason))
+	}
+}
+
+// Hijack counts, then hands the connection over.
+func (w *countingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.count()
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// refused counts one refusal of reason.
+func (m *metrics) refused(reason protocol.Reason) {
+	m.answers.WithLabelValues(reasonLabel(string(reason))).Inc()
 }
 
 // otherReason is the label of every reason outside the reason table: an

@@ -284,8 +284,11 @@ func (s *Server) ServeListeners(ctx context.Context, ls Listeners) error {
 	if (s.node == nil) != (ls.Peer == nil) {
 		return errors.New("relay: a peer listener goes with a cluster configuration, and only with one")
 	}
-	servers := []*http.Server{s.httpServer(s.Handler()), s.httpServer(s.ProxyHandler())}
-	listeners := []net.Listener{ls.API, ls.Proxy}
+	proxySrv := s.httpServer(s.ProxyHandler())
+	proxySrv.ConnContext, proxySrv.ConnState = s.proxy.ConnContext, s.proxy.ConnState
+	servers := []*http.Server{s.httpServer(s.Handler()), proxySrv}
+	listeners := []net.Listener{ls.API, proxy.CheckLines(ls.Proxy, s.metrics.refused)}
+	s.proxy.SetAPIAddr(ls.API.Addr().String())
 	var peer *http.Server
 	if s.node != nil {
 		if err := s.node.Start(ctx); err != nil {

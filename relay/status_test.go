@@ -323,7 +323,7 @@ func TestCheckRefusals(t *testing.T) {
 		"admin key, never connected": {connID: c.ID, key: h.adminKey, body: good, status: 502, reason: protocol.AgentNeverConnected},
 		"other workspace":            {connID: c.ID, key: other, body: good, status: 404, reason: protocol.ConnectionNotFound},
 		"unknown connection":         {connID: "conn_nope", key: own, body: good, status: 404, reason: protocol.ConnectionNotFound},
-		"no key":                     {connID: c.ID, body: good, status: 407, reason: protocol.ProxyAuthRequired},
+		"no key":                     {connID: c.ID, body: good, status: 401, reason: protocol.APIAuthRequired},
 		"no body":                    {connID: c.ID, key: own, status: 400, reason: protocol.InvalidRequest},
 		"unknown field":              {connID: c.ID, key: own, body: `{"base_url":"https://x","follow":true}`, status: 400, reason: protocol.InvalidRequest},
 		"empty base_url":             {connID: c.ID, key: own, body: api.CheckRequest{}, status: 400, reason: protocol.BadTarget},

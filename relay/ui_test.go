@@ -113,7 +113,7 @@ func TestUISignInAndOut(t *testing.T) {
 	assert.Equal(t, "/ui/signin?next=/ui/", first.header.Get("Location"))
 
 	wrong := b.signIn(wrongSecret(t, h.adminKey))
-	assert.Equal(t, http.StatusProxyAuthRequired, wrong.status)
+	assert.Equal(t, http.StatusUnauthorized, wrong.status)
 	assert.Contains(t, wrong.body, "That API key is unknown, wrong, revoked or expired.")
 	assert.Nil(t, b.cookie("postern_session"))
 
@@ -172,7 +172,7 @@ func TestUIExpiringKeyEndsTheSession(t *testing.T) {
 	require.Equal(t, http.StatusOK, b.get("/ui/").status)
 	time.Sleep(time.Until(until))
 	assert.Equal(t, http.StatusSeeOther, b.get("/ui/").status, "the first request after the key's end is signed out")
-	assert.Equal(t, http.StatusProxyAuthRequired, b.signIn(k.Key).status, "an expired key cannot sign in again")
+	assert.Equal(t, http.StatusUnauthorized, b.signIn(k.Key).status, "an expired key cannot sign in again")
 }
 
 func TestUIFormsNeedTheirToken(t *testing.T) {

@@ -164,7 +164,7 @@ func TestAPIKeyRevocationAndExpiryThroughBinaries(t *testing.T) {
 	_, err := productClient.ListConnections(t.Context())
 	var apiErr *api.Error
 	require.ErrorAs(t, err, &apiErr)
-	assert.Equal(t, protocol.ProxyAuthRequired, apiErr.Reason)
+	assert.Equal(t, protocol.APIAuthRequired, apiErr.Reason)
 	assert.Contains(t, apiErr.Message, "was revoked")
 
 	// The short key's stream ends when the key expires, and the key is
@@ -267,7 +267,7 @@ func TestBootstrapAdminKeyRotationThroughBinaries(t *testing.T) {
 	_, err = client.New(s.server, oldKey, nil).ListConnections(t.Context())
 	var apiErr *api.Error
 	require.ErrorAs(t, err, &apiErr, "the old admin key still works")
-	assert.Equal(t, protocol.ProxyAuthRequired, apiErr.Reason)
+	assert.Equal(t, protocol.APIAuthRequired, apiErr.Reason)
 	assert.Contains(t, apiErr.Message, "was revoked")
 	list, err := client.New(s.server, newKey, nil).ListConnections(t.Context())
 	require.NoError(t, err)

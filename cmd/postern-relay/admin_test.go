@@ -84,7 +84,7 @@ func (f *fakeRelay) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+adminTestKey {
 			writeJSON(w, http.StatusUnauthorized, api.Error{
-				Reason: protocol.ProxyAuthRequired, Message: "missing or wrong API key", RequestID: "req1",
+				Reason: protocol.APIAuthRequired, Message: "missing or wrong API key", RequestID: "req1",
 			})
 			return
 		}
@@ -389,7 +389,7 @@ func TestAdminKeySources(t *testing.T) {
 		"file, whitespace":    {args: []string{"--admin-key-file", goodFile}},
 		"file on parent":      {parentArgs: []string{"--admin-key-file", goodFile}},
 		"file wins over env":  {envKey: "pak_wrong", args: []string{"--admin-key-file", goodFile}},
-		"wrong key from file": {envKey: adminTestKey, args: []string{"--admin-key-file", wrongFile}, wantErr: "PROXY_AUTH_REQUIRED: missing or wrong API key"},
+		"wrong key from file": {envKey: adminTestKey, args: []string{"--admin-key-file", wrongFile}, wantErr: "API_AUTH_REQUIRED: missing or wrong API key"},
 		"neither":             {wantErr: "no admin key: pass --admin-key-file FILE or set POSTERN_ADMIN_KEY"},
 		"empty file":          {args: []string{"--admin-key-file", emptyFile}, wantErr: "is empty"},
 		"missing file":        {args: []string{"--admin-key-file", filepath.Join(dir, "nope")}, wantErr: "no such file"},

@@ -48,7 +48,7 @@ func (f *eventsRelay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		_, _ = io.WriteString(w, ev("3", "auth", "active", "failing", "AGENT_AUTH_FAILED\x1b[2J"))
 	default:
-		writeJSON(w, http.StatusProxyAuthRequired, api.Error{Reason: "PROXY_AUTH_REQUIRED", Message: "API key is unknown, wrong or revoked", RequestID: "r1"})
+		writeJSON(w, http.StatusUnauthorized, api.Error{Reason: "API_AUTH_REQUIRED", Message: "API key is unknown, wrong or revoked", RequestID: "r1"})
 	}
 }
 
@@ -61,7 +61,7 @@ func TestEventsCommandHuman(t *testing.T) {
 	f := &eventsRelay{}
 	out, errOut, err := runEvents(t, f, "--connection", "conn_1")
 	require.Error(t, err, "a refused key ends the command")
-	assert.Contains(t, err.Error(), "PROXY_AUTH_REQUIRED")
+	assert.Contains(t, err.Error(), "API_AUTH_REQUIRED")
 
 	assert.Equal(t, "2025-06-01T12:00:00Z conn_1 acme tunnel: never_connected -> connected  [event 1]\n"+
 		"2025-06-01T12:00:00Z conn_1 acme tunnel: connected -> disconnected  AGENT_OFFLINE (PROVIDER_SELF_HOSTED_CONNECTIVITY_BLOCKED)  [event 2]\n"+

@@ -260,13 +260,13 @@ func (a *Authenticator) key(ctx context.Context, raw string) (k store.APIKey, fo
 }
 
 // keyRefused is the outcome of a key that key refused with err: a good
-// key that ended says so, any other gets refused, and a store failure is
-// the store's.
+// key that ended says so, any other gets refused, both with refused's
+// reason, and a store failure is the store's.
 func keyRefused(err error, found []byte, refused *protocol.Error) checked {
 	var ended *keyEndedError
 	switch {
 	case errors.As(err, &ended):
-		return checked{found: found, refusal: protocol.Errorf(protocol.ProxyAuthRequired, "%s", ended.msg)}
+		return checked{found: found, refusal: protocol.Errorf(refused.Reason, "%s", ended.msg)}
 	case errors.Is(err, errKeyInvalid):
 		return checked{found: found, refusal: refused}
 	}
@@ -294,14 +294,14 @@ func (a *Authenticator) APIKey(r *http.Request) (store.APIKey, *protocol.Error) 
 	var k store.APIKey
 	e := a.attempt(r, c, header != "", func() checked {
 		if !isBearer {
-			return checked{refusal: protocol.Errorf(protocol.ProxyAuthRequired, "Authorization: Bearer <api key> required")}
+			return checked{refusal: protocol.Errorf(protocol.APIAuthRequired, "Authorization: Bearer <api key> required")}
 		}
 		var (
 			found []byte
 			err   error
 		)
 		if k, found, err = a.key(r.Context(), raw); err != nil {
-			return keyRefused(err, found, protocol.Errorf(protocol.ProxyAuthRequired, "API key is unknown or wrong"))
+			return keyRefused(err, found, protocol.Errorf(protocol.APIAuthRequired, "API key is unknown or wrong"))
 		}
 		return checked{good: true, found: found}
 	})

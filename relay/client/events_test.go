@@ -139,11 +139,11 @@ func TestEventsRefusals(t *testing.T) {
 		body        string
 		check       func(t *testing.T, err error)
 	}{
-		"api error": {status: 407, contentType: "application/json", body: `{"reason":"PROXY_AUTH_REQUIRED","message":"no","request_id":"r1"}`,
+		"api error": {status: 401, contentType: "application/json", body: `{"reason":"API_AUTH_REQUIRED","message":"no","request_id":"r1"}`,
 			check: func(t *testing.T, err error) {
 				var ae *api.Error
 				require.ErrorAs(t, err, &ae)
-				assert.Equal(t, protocol.ProxyAuthRequired, ae.Reason)
+				assert.Equal(t, protocol.APIAuthRequired, ae.Reason)
 			}},
 		"not an event stream": {status: 200, contentType: "text/html", body: "<html>",
 			check: func(t *testing.T, err error) {

@@ -19,6 +19,8 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postern/postern/protocol"
@@ -70,6 +72,9 @@ type Proxy struct {
 	rate    *ratelimit.Limiter // nil when off
 	carried Carried
 	log     *slog.Logger
+	apiAddr atomic.Pointer[string]
+	rp      *httputil.ReverseProxy // forwards http:// requests
+	clients sync.Map               // net.Conn -> *upstreams, for ConnState
 }
 
 // New returns the proxy; carried may be nil.
@@ -78,6 +83,7 @@ func New(cfg Config, a *auth.Authenticator, r *router.Router, carried Carried, l
 		return nil, fmt.Errorf("proxy config: %w", err)
 	}
 	p := &Proxy{cfg: cfg, auth: a, router: r, carried: carried, log: log}
+	p.rp = p.reverseProxy()
 	if cfg.RatePerKey > 0 {
 		p.rate = ratelimit.New(cfg.RatePerKey, cfg.BurstPerKey, ratelimit.MaxKeys, nil)
 	}
@@ -88,14 +94,19 @@ func New(cfg Config, a *auth.Authenticator, r *router.Router, carried Carried, l
 }
 
 // ServeHTTP authenticates the request, takes it from the key's rate, and
-// carries it while the key stays valid.
+// carries it while the key stays valid. Every refusal names its reason in
+// the status line.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if e := p.notProxied(r); e != nil {
+		reply.Refuse(w, r, e)
+		return
+	}
 	conn, key, e := p.auth.Proxy(r)
 	if e == nil {
 		e = p.admit(key.ID)
 	}
 	if e != nil {
-		reply.Error(w, r, e)
+		reply.Refuse(w, r, e)
 		return
 	}
 	// The key's revocation, or its expiry, ends the request and its
@@ -103,14 +114,43 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, release := p.auth.Hold(r.Context(), key)
 	defer release()
 	r = r.WithContext(ctx)
+	if r.Method == http.MethodConnect {
+		p.connect(w, r, conn)
+		return
+	}
+	p.forward(w, r, conn)
+}
+
+// notProxied refuses, before any credential is asked for, a request this
+// listener cannot carry: a CONNECT whose target is not plain host:port,
+// and a request that is not for another server at all, which most often
+// is an API call sent to the proxy port.
+func (p *Proxy) notProxied(r *http.Request) *protocol.Error {
 	switch {
 	case r.Method == http.MethodConnect:
-		p.connect(w, r, conn)
+		return CheckTarget(r.RequestURI)
 	case r.URL.IsAbs() && r.URL.Scheme == "http":
-		p.forward(w, r, conn)
-	default:
-		reply.Error(w, r, protocol.Errorf(protocol.InvalidRequest, "use CONNECT host:port or an absolute http:// URL"))
+		return nil
+	case r.URL.IsAbs():
+		return protocol.Errorf(protocol.InvalidRequest, "the proxy forwards plain http:// URLs; for https:// use CONNECT host:port (any client does when told to use this proxy)")
 	}
+	api := "--listen"
+	if a := p.apiAddr.Load(); a != nil {
+		api = "--listen (" + *a + ")"
+	}
+	return protocol.Errorf(protocol.InvalidRequest,
+		"this is the proxy listener (CONNECT host:port or an absolute http:// URL); %s %s looks like an API call, and the API is on %s", r.Method, clipPath(r.URL.Path), api)
+}
+
+// SetAPIAddr names the API listener's address in the answer to an API
+// call sent to the proxy port.
+func (p *Proxy) SetAPIAddr(addr string) { p.apiAddr.Store(&addr) }
+
+func clipPath(path string) string {
+	if len(path) > 64 {
+		return path[:64] + "…"
+	}
+	return path
 }
 
 // admit takes one request from the key's proxy rate.
@@ -156,19 +196,19 @@ func (p *Proxy) dial(ctx context.Context, conn store.Connection, host string, po
 func (p *Proxy) connect(w http.ResponseWriter, r *http.Request, conn store.Connection) {
 	host, port, e := SplitTarget(r.Host)
 	if e != nil {
-		reply.Error(w, r, e)
+		reply.Refuse(w, r, e)
 		return
 	}
 	id := reply.RequestID(r)
 	stream, e := p.dial(r.Context(), conn, host, port, id)
 	if e != nil {
-		reply.Error(w, r, e)
+		reply.Refuse(w, r, e)
 		return
 	}
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		_ = stream.Close()
-		reply.Error(w, r, protocol.Errorf(protocol.InternalError, "connection cannot be hijacked"))
+		reply.Refuse(w, r, protocol.Errorf(protocol.InternalError, "connection cannot be hijacked"))
 		return
 	}
 	_ = client.SetDeadline(time.Time{})
@@ -208,40 +248,3 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request, conn store.Conne
 		"target", net.JoinHostPort(host, strconv.Itoa(port)), "up", st.AToB, "down", st.BToA, "err", err)
 }
 
-// forward carries a plain http:// proxy request through the tunnel.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, conn store.Connection) {
-	id := reply.RequestID(r)
-	transport := &http.Transport{
-		Proxy:             nil,
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			host, port, e := SplitTarget(addr)
-			if e != nil {
-				return nil, e
-			}
-			st, e := p.dial(ctx, conn, host, port, id)
-			if e != nil {
-				return nil, e
-			}
-			return st, nil
-		},
-		ResponseHeaderTimeout: p.cfg.IdleTimeout,
-	}
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.Header.Del("Proxy-Authorization")
-			pr.Out.Header.Del("Proxy-Connection")
-		},
-		Transport: transport,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			var pe *protocol.Error
-			if errors.As(err, &pe) {
-				reply.Error(w, r, pe)
-				return
-			}
-			reply.Error(w, r, protocol.Errorf(protocol.ConnectRefused, "forward request: %v", err))
-		},
-	}
-	rp.ServeHTTP(w, r)
-	transport.CloseIdleConnections()
-}

@@ -48,6 +48,13 @@ func RequestID(r *http.Request) string {
 // Postern-Request-Id, Retry-After where the reason carries one, the proxy
 // challenge with 407, and the JSON error body.
 func Error(w http.ResponseWriter, r *http.Request, e *protocol.Error) {
+	status, body := prepare(w, r, e)
+	JSON(w, status, body)
+}
+
+// prepare sets e's headers on w and returns the status and body to answer
+// with.
+func prepare(w http.ResponseWriter, r *http.Request, e *protocol.Error) (int, protocol.Error) {
 	body := e.Normalized()
 	body.RequestID = RequestID(r)
 	body.Message = Clip(body.Message, MaxMessage)
@@ -60,10 +67,13 @@ func Error(w http.ResponseWriter, r *http.Request, e *protocol.Error) {
 		h.Set("Retry-After", strconv.Itoa(body.RetryAfter))
 	}
 	status := e.Status()
-	if status == http.StatusProxyAuthRequired {
+	switch status {
+	case http.StatusProxyAuthRequired:
 		h.Set("Proxy-Authenticate", `Basic realm="postern"`)
+	case http.StatusUnauthorized:
+		h.Set("WWW-Authenticate", `Bearer realm="postern"`)
 	}
-	JSON(w, status, body)
+	return status, body
 }
 
 // JSON answers with v as one JSON document and a newline, never cached.

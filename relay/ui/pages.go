@@ -131,7 +131,7 @@ func (u *UI) signIn(w http.ResponseWriter, r *http.Request) {
 	k, e := u.p.Auth.APIKey(asKey)
 	if e != nil {
 		problem := "That API key is unknown, wrong, revoked or expired."
-		if e.Reason != protocol.ProxyAuthRequired {
+		if e.Reason != protocol.APIAuthRequired {
 			problem = string(e.Reason) + ": " + e.Message
 		}
 		if e.RetryAfter > 0 {

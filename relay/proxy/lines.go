@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/relay/reply"
+)
+
+// CheckLines wraps the proxy listener so that a CONNECT whose target is not
+// plain host:port is refused BAD_TARGET with the reason table's answer.
+// net/http refuses many such request lines itself (user info, a path,
+// percent-encoding, bracketed IPv4) with a bare 400 before any handler
+// runs, which tells the product nothing; this looks at the first request
+// line of each connection before net/http does. refused, if not nil, is
+// told of each refusal.
+func CheckLines(ln net.Listener, refused func(protocol.Reason)) net.Listener {
+	if refused == nil {
+		refused = func(protocol.Reason) {}
+	}
+	return &lineListener{Listener: ln, refused: refused}
+}
+
+type lineListener struct {
+	net.Listener
+	refused func(protocol.Reason)
+}
+
+func (l *lineListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &lineConn{Conn: c, refused: l.refused}, nil
+}
+
+// maxFirstLine bounds how much is read looking for the first line; a
+// longer line is left to net/http, which refuses it.
+const maxFirstLine = 8 << 10
+
+// lineConn holds back the first request line until it is checked.
+type lineConn struct {
+	net.Conn
+	refused func(protocol.Reason)
+	checked bool
+	held    []byte // read while checking, not yet returned
+}
+
+
+func (c *lineConn) Read(p []byte) (int, error) {
+	if !c.checked {
+		c.checked = true
+		if err := c.checkFirstLine(); err != nil {
+			return 0, err
+		}
+	}
+	if len(c.held) > 0 {
+		n := copy(p, c.held)
+		c.held = c.held[n:]
+		if len(c.held) == 0 {
+			c.held = nil // the first line's buffer goes
+		}
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// checkFirstLine reads up to the end of the first line and answers a bad
+// CONNECT target itself. A read error comes after the held bytes.
+func (c *lineConn) checkFirstLine() error {
+	buf := make([]byte, maxFirstLine)
+	n := 0
+	for n < len(buf) {
+		m, err := c.Conn.Read(buf[n:])
+		n += m
+		if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
+			c.held = buf[:n]
+			return c.answer(bytes.TrimRight(buf[:i], "\r"))
+		}
+		if err != nil {
+			c.held = buf[:n]
+			if n == 0 {
+				return err
+			}
+			return nil // net/http sees the partial line, then the error
+		}
+	}
+	c.held = buf[:n]
+	return nil
+}
+
+// answer refuses line when it is a CONNECT with a bad target.
+func (c *lineConn) answer(line []byte) error {
+	target, ok := connectTarget(line)
+	if !ok {
+		return nil
+	}
+	e := CheckTarget(target)
+	if e == nil {
+		return nil
+	}
+	c.refused(e.Reason)
+	body := e.Normalized()
+	body.RequestID = reply.NewID(8)
+	h := http.Header{}
+	h.Set("Postern-Reason", string(body.Reason))
+	h.Set("Postern-Request-Id", body.RequestID)
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = c.Conn.Write(reply.Raw(e.Status(), body, h))
+	if _, ok := c.Conn.(interface{ CloseWrite() error }); ok && closeWrite(c.Conn) == nil {
+		// Read what the client still sends for a moment, so that the
+		// close is not a reset that destroys the answer in flight.
+		_ = c.Conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, _ = io.CopyN(io.Discard, c.Conn, 64<<10)
+	}
+	c.held = nil
+	return io.EOF
+}
+
+
+// CloseWrite half-closes the connection underneath, so that a CONNECT's
+// half-close still reaches the client.
+func (c *lineConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// closeWrite half-closes c when it can, and closes it otherwise.
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
