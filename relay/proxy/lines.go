@@ -50,7 +50,6 @@ type lineConn struct {
 	held    []byte // read while checking, not yet returned
 }
 
-
 func (c *lineConn) Read(p []byte) (int, error) {
 	if !c.checked {
 		c.checked = true
@@ -120,7 +119,6 @@ func (c *lineConn) answer(line []byte) error {
 	c.held = nil
 	return io.EOF
 }
-
 
 // CloseWrite half-closes the connection underneath, so that a CONNECT's
 // half-close still reaches the client.

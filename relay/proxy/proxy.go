@@ -247,4 +247,3 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request, conn store.Conne
 	p.log.Debug("proxy stream done", "connection", conn.ID, "request_id", id,
 		"target", net.JoinHostPort(host, strconv.Itoa(port)), "up", st.AToB, "down", st.BToA, "err", err)
 }
-
