@@ -40,6 +40,8 @@ type Agent struct {
 
 	mu      sync.Mutex
 	tunnels map[int]tunnelInfo // live tunnels by slot
+	down    *TunnelsDown       // the newest failure to open a tunnel, until one opens
+	everUp  bool               // a tunnel was up once since the agent started
 	lastDNS resolve.Stats      // resolver counters at the previous Health
 }
 

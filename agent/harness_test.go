@@ -46,6 +46,7 @@ func testOptions(t *testing.T, opts Options) Options {
 	o.BackoffBase = cmp.Or(opts.BackoffBase, 20*time.Millisecond)
 	o.BackoffMax = cmp.Or(opts.BackoffMax, 100*time.Millisecond)
 	o.RefusedTokenPause = cmp.Or(opts.RefusedTokenPause, time.Millisecond)
+	o.RevokedPause = cmp.Or(opts.RevokedPause, time.Millisecond)
 	o.RespreadAfter = cmp.Or(opts.RespreadAfter, o.RespreadAfter)
 	o.DrainTimeout = cmp.Or(opts.DrainTimeout, time.Second) // a stream a test leaves open must not hold cleanup
 	o.Resolver = opts.Resolver

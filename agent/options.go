@@ -32,6 +32,10 @@ const (
 	// the token (401): long enough to stay under the relay's limit on
 	// refused credentials, so doctor still sees the reason.
 	DefaultRefusedTokenPause = 15 * time.Second
+	// DefaultRevokedPause is the wait between tries after the relay said
+	// the agent's connection or token was revoked: an admin may restore
+	// it, but nothing the agent does will.
+	DefaultRevokedPause = 5 * time.Minute
 	// DefaultRespreadAfter is how long a tunnel that settled on a relay
 	// node another tunnel holds serves before trying again for a node of
 	// its own; the wait doubles while it keeps settling, up to ten minutes.
@@ -74,6 +78,9 @@ type Options struct {
 	// RefusedTokenPause is the least wait after the relay refused the
 	// token (401). Default DefaultRefusedTokenPause.
 	RefusedTokenPause time.Duration
+	// RevokedPause is the wait, with jitter, after the relay said the
+	// connection or its token was revoked. Default DefaultRevokedPause.
+	RevokedPause time.Duration
 	// BackoffBase and BackoffMax shape reconnect delays; BackoffMax is at
 	// least BackoffBase. Defaults DefaultBackoffBase, DefaultBackoffMax.
 	BackoffBase, BackoffMax time.Duration
@@ -97,6 +104,7 @@ func DefaultOptions() Options {
 		IdleTimeout:       DefaultIdleTimeout,
 		DrainTimeout:      DefaultDrainTimeout,
 		RefusedTokenPause: DefaultRefusedTokenPause,
+		RevokedPause:      DefaultRevokedPause,
 		BackoffBase:       DefaultBackoffBase,
 		BackoffMax:        DefaultBackoffMax,
 		RespreadAfter:     DefaultRespreadAfter,
@@ -128,6 +136,7 @@ func (o Options) Validate() error {
 		{"idle timeout", o.IdleTimeout},
 		{"drain timeout", o.DrainTimeout},
 		{"refused token pause", o.RefusedTokenPause},
+		{"revoked pause", o.RevokedPause},
 		{"backoff base", o.BackoffBase},
 		{"respread after", o.RespreadAfter},
 	} {

@@ -27,7 +27,7 @@ func TestOptionsValidate(t *testing.T) {
 			change: func(o *Options) { *o = Options{} },
 			want: []string{"a validated config is required", "token is required", "resolver is required",
 				"dial function is required", "open timeout 0s", "idle timeout 0s", "drain timeout 0s",
-				"refused token pause 0s", "backoff base 0s", "respread after 0s"},
+				"refused token pause 0s", "revoked pause 0s", "backoff base 0s", "respread after 0s"},
 		},
 		"no relay url":         {change: func(o *Options) { c := *cfg; c.RelayURLs = nil; o.Config = &c }, want: []string{"relay_url is required"}},
 		"negative open":        {change: func(o *Options) { o.OpenTimeout = -time.Second }, want: []string{"open timeout -1s: must be positive"}},

@@ -21,6 +21,8 @@ type LocalStatus struct {
 	TunnelsWanted int            `json:"tunnels_wanted"`
 	TunnelsUp     int            `json:"tunnels_up"`
 	Tunnels       []TunnelStatus `json:"tunnels"`
+	// Down says why tunnels are missing, while some are.
+	Down          *TunnelsDown   `json:"down,omitempty"`
 	ActiveStreams int            `json:"active_streams"`
 	BytesIn       uint64         `json:"bytes_in"`
 	BytesOut      uint64         `json:"bytes_out"`
@@ -54,6 +56,7 @@ func (a *Agent) Status() LocalStatus {
 	for slot, t := range a.tunnels {
 		tunnels = append(tunnels, TunnelStatus{Slot: slot, Relay: t.URL, NodeID: t.NodeID, ConnectedAt: t.ConnectedAt})
 	}
+	down := a.downViewLocked()
 	a.mu.Unlock()
 	sort.Slice(tunnels, func(i, j int) bool { return tunnels[i].Slot < tunnels[j].Slot })
 	st := a.streams.Stats()
@@ -70,6 +73,7 @@ func (a *Agent) Status() LocalStatus {
 		TunnelsWanted: a.tunnelsWanted(),
 		TunnelsUp:     len(tunnels),
 		Tunnels:       tunnels,
+		Down:          down,
 		ActiveStreams: st.Active,
 		BytesIn:       st.BytesIn,
 		BytesOut:      st.BytesOut,

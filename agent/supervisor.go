@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"time"
 
@@ -99,32 +98,8 @@ func (a *Agent) claim(slot int, info tunnelInfo, spread bool) (ok, shared bool) 
 		}
 	}
 	a.tunnels[slot] = info
+	a.noteUpLocked()
 	return true, shared
-}
-
-// pauseAfter logs why a tunnel ended and waits whatever pause the relay's
-// refusal calls for. It reports false when ctx ended first.
-func (a *Agent) pauseAfter(ctx context.Context, err error, log *slog.Logger) bool {
-	var re *tunnel.UpgradeError
-	switch {
-	case errors.As(err, &re):
-		log.Error("relay refused the tunnel; will keep retrying", "status", re.StatusCode, "reason", refusalReason(re), "message", refusalMessage(re))
-		pause := min(re.RetryAfter(), maxRetryAfterPause) // the relay asked for a pause (rate limited)
-		if re.StatusCode == http.StatusUnauthorized {
-			// A refused token will not fix itself in a second; retrying
-			// slowly keeps this address under the relay's limit on
-			// refused credentials, so doctor still sees the reason.
-			pause = max(pause, a.opts.RefusedTokenPause)
-		}
-		if pause > 0 {
-			return backoff.Sleep(ctx, pause)
-		}
-	case errors.Is(err, session.ErrGoAway), errors.Is(err, errSameNode), errors.Is(err, errRespread):
-		log.Info("tunnel down; reconnecting", "err", err)
-	case err != nil:
-		log.Warn("tunnel down; reconnecting", "err", err)
-	}
-	return true
 }
 
 // runTunnel opens one tunnel session and serves it until it takes no new

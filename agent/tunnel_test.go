@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -235,6 +236,9 @@ func TestFirstConnectRetriesUntilRelayListens(t *testing.T) {
 	assert.Equal(t, "Bearer "+testkit.Token, s.Auth)
 }
 
+// A revoked agent keeps trying, slowly (RevokedPause, minutes by default;
+// a millisecond here), logs the refusal once with its reason and the wait,
+// then quietly, and its status says why no tunnel is up.
 func TestTokenRefusalIsRetried(t *testing.T) {
 	// The first three tunnel requests are refused as revoked.
 	var refuse atomic.Int32
@@ -254,8 +258,11 @@ func TestTokenRefusalIsRetried(t *testing.T) {
 
 	relay.Session(t)
 	assert.GreaterOrEqual(t, relay.Requests(), 4)
-	refusals := logs.Find("relay refused the tunnel; will keep retrying")
+	refusals := logs.Find("relay says this agent's connection was revoked; retrying slowly in case it is restored")
 	require.Len(t, refusals, 3)
+	assert.Equal(t, slog.LevelError, refusals[0].Level, "the first refusal is an error")
+	assert.Equal(t, slog.LevelDebug, refusals[2].Level, "the same refusal again is quiet")
+	assert.NotEmpty(t, refusals[0].Attrs["retry_in"])
 	for _, r := range refusals {
 		assert.Equal(t, string(protocol.AgentTokenRevoked), r.Attrs["reason"])
 		assert.Equal(t, "the connection was revoked", r.Attrs["message"])

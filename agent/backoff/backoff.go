@@ -63,3 +63,13 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
+
+// Jitter returns d moved by up to a tenth either way, so that agents that
+// pause alike do not all come back in the same second.
+func Jitter(d time.Duration) time.Duration {
+	spread := int64(d / 10)
+	if spread <= 0 {
+		return d
+	}
+	return d - time.Duration(spread) + time.Duration(rand.Int64N(2*spread+1))
+}

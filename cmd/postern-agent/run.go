@@ -65,6 +65,10 @@ func run(ctx context.Context, cfgPath string) error {
 	if err != nil {
 		return err
 	}
+	statusLn, err := listenStatus(cfg.StatusListen)
+	if err != nil {
+		return err
+	}
 	log.Info("agent starting", "version", version, "config", cfgPath, "rules", cfg.Rules.Len(), "mode", cfg.Mode.String())
 
 	// SIGHUP, or a change to the file, reloads the allowlist: validate
@@ -80,22 +84,30 @@ func run(ctx context.Context, cfgPath string) error {
 	}()
 	defer func() { stopWatch(); <-watchDone }()
 
-	stopStatus := serveStatus(ctx, cfg.StatusListen, a, log)
+	stopStatus := serveStatus(statusLn, a, log)
 	defer stopStatus()
 	ctx, stop := stopsignal.Notify(ctx, log, a.Force)
 	defer stop()
 	return installer.RunService(ctx, a.Run)
 }
 
-// serveStatus serves the local status endpoint. A port already in use is
-// logged, not fatal: tunnels matter more than the status page.
-func serveStatus(ctx context.Context, addr string, a *agent.Agent, log *slog.Logger) (stop func()) {
+// listenStatus binds status_listen. A taken address is an error at start:
+// most often another postern-agent runs with the same config, and an agent
+// whose status nobody can read is hard to run.
+func listenStatus(addr string) (net.Listener, error) {
 	if addr == "" {
-		return func() {}
+		return nil, nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		log.Error("status server disabled", "status_listen", addr, "err", err)
+		return nil, fmt.Errorf("status_listen %s: %w (is another postern-agent running with this config? set status_listen to another address, or \"\" for none)", addr, err)
+	}
+	return ln, nil
+}
+
+// serveStatus serves the local status endpoint on ln, when there is one.
+func serveStatus(ln net.Listener, a *agent.Agent, log *slog.Logger) (stop func()) {
+	if ln == nil {
 		return func() {}
 	}
 	srv := &http.Server{Handler: a.StatusHandler(), ReadHeaderTimeout: 5 * time.Second}

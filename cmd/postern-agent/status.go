@@ -32,6 +32,8 @@ func newStatusCmd() *cobra.Command {
 			// group only; other admins still get the status.
 			if cfg, err := config.Load(cfgPath, os.LookupEnv); err == nil {
 				addr = cfg.StatusListen
+			} else if cmd.Flags().Changed("config") && errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("--config %s: no such file (status reads status_listen from it)", cfgPath)
 			} else if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, fs.ErrPermission) {
 				return err
 			}
@@ -67,6 +69,7 @@ func newStatusCmd() *cobra.Command {
 			for _, t := range st.Tunnels {
 				fmt.Fprintf(out, "  #%d %s node %s since %s\n", t.Slot, t.Relay, t.NodeID, t.ConnectedAt.Format(time.RFC3339))
 			}
+			printDown(out, st.Down)
 			fmt.Fprintf(out, "streams:   %d active, %d bytes in, %d bytes out\n", st.ActiveStreams, st.BytesIn, st.BytesOut)
 			fmt.Fprintf(out, "allowlist: %s, %d rules, mode %s, sha256 %s\n", st.Allowlist.Status, st.Allowlist.Count, st.Allowlist.Mode, st.Allowlist.SHA256)
 			if len(st.Allowlist.Blocked) > 0 {
@@ -102,6 +105,23 @@ func fetchStatus(addr string) (agent.LocalStatus, []byte, error) {
 		return agent.LocalStatus{}, nil, err
 	}
 	return st, raw, nil
+}
+
+// printDown prints why tunnels are missing: the relay's reason, since
+// when, and when the agent tries again.
+func printDown(out io.Writer, d *agent.TunnelsDown) {
+	if d == nil {
+		return
+	}
+	why := d.Message
+	if d.Reason != "" {
+		why = string(d.Reason) + ": " + d.Message
+	}
+	fmt.Fprintf(out, "down:      %s (since %s", why, d.Since.UTC().Format(time.RFC3339))
+	if d.NextTryAt != nil {
+		fmt.Fprintf(out, ", next try in %s", time.Until(*d.NextTryAt).Round(time.Second))
+	}
+	fmt.Fprintln(out, ")")
 }
 
 // printRefusals prints the streams refused since the agent started, by
