@@ -19,7 +19,9 @@ type AgentConfig struct {
 	Relays []string
 	// Token is written to agent.token, mode 0600, with a final newline.
 	Token string
-	// StatusListen is the agent's status endpoint; "" writes none.
+	// StatusListen is the agent's status endpoint; "" takes a free
+	// loopback port, so that test agents never contend for the default
+	// address (a taken status_listen stops postern-agent run).
 	StatusListen string
 	// Tunnels is how many tunnels the agent keeps; 0 leaves its default.
 	Tunnels int
@@ -48,9 +50,10 @@ func WriteAgentConfig(tb testing.TB, dir string, c AgentConfig) string {
 		fmt.Fprintf(&b, "relay_url: [%s]\n", strings.Join(quoted, ", "))
 	}
 	b.WriteString("token_file: agent.token\n")
-	if c.StatusListen != "" {
-		fmt.Fprintf(&b, "status_listen: %s\n", c.StatusListen)
+	if c.StatusListen == "" {
+		c.StatusListen = FreeAddr(tb)
 	}
+	fmt.Fprintf(&b, "status_listen: %s\n", c.StatusListen)
 	if c.Tunnels != 0 {
 		fmt.Fprintf(&b, "tunnels: %d\n", c.Tunnels)
 	}
