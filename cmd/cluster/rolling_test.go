@@ -38,11 +38,17 @@ func TestRollingRestartFailsNothing(t *testing.T) {
 		c.Stop(i)
 		stopped := time.Since(began)
 		c.Start(i)
-		testkit.WaitFor(t, 30*time.Second, "the agent back to two tunnels on distinct nodes", func() bool {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 			st, err := c.Status(i, conn.ID)
 			nodes := clusterkit.TunnelNodes(st)
-			return err == nil && st.TunnelStatus == "connected" && len(nodes) == 2 && nodes[0] != nodes[1]
-		})
+			if err == nil && st.TunnelStatus == "connected" && len(nodes) == 2 && nodes[0] != nodes[1] {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the agent not back to two tunnels on distinct nodes within 30 s; %s says %s, tunnels on %v, err %v",
+					c.Nodes[i].ID, st.TunnelStatus, nodes, err)
+			}
+		}
 		t.Logf("%s: stopped in %s, back with the agent's tunnels spread %s after the SIGTERM",
 			c.Nodes[i].ID, stopped.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 	}

@@ -11,9 +11,12 @@ import (
 // going up and down; see FlapPolicy.
 const TunnelFlapping = "flapping"
 
-// FlapPolicy tells a flapping tunnel: one whose state moved among
-// connected, degraded and disconnected more than Threshold times within
-// Window. Each of those moves is a transition and goes into the history;
+// FlapPolicy tells a flapping tunnel: one that went down (disconnected)
+// and came back more than Threshold times within Window, counting each
+// move into or out of disconnected. Moves between connected and degraded
+// alone are not flapping: a rolling restart of the relay, or an agent
+// moving a tunnel to another node, takes away one of its tunnels for a
+// moment while another stays up. Each of those moves is a transition and goes into the history;
 // but once the tunnel is flapping, one event (from its last announced
 // state to "flapping") stands for them, and the moves that follow are
 // recorded as suppressed, not announced. It stops flapping, with one event
@@ -35,8 +38,11 @@ const (
 // flapStates are the tunnel states a flapping tunnel moves among.
 var flapStates = map[string]bool{TunnelConnected: true, TunnelDegraded: true, TunnelDisconnected: true}
 
-// isFlap reports whether a tunnel move counts towards flapping.
-func isFlap(from, to string) bool { return from != to && flapStates[from] && flapStates[to] }
+// isFlap reports whether a tunnel move counts towards flapping: one into
+// or out of disconnected.
+func isFlap(from, to string) bool {
+	return from != to && flapStates[from] && flapStates[to] && (from == TunnelDisconnected || to == TunnelDisconnected)
+}
 
 // apply decides the flapping state after a recomputation that moved the
 // published state from prev to next with events evs; recent are the
@@ -58,7 +64,9 @@ func (p FlapPolicy) apply(prev, next store.PublishedState, evs, recent []api.Eve
 			suppressTunnel(evs)
 		}
 		settled := len(times) == 0 || now.Sub(times[len(times)-1]) >= p.Window/2
-		if !on || (moved && !flap) || settled {
+		// A move out of the tunnel states (a revocation) ends flapping at
+		// once; one between connected and degraded is part of it.
+		if !on || (moved && !flapStates[next.Tunnel]) || settled {
 			return false, append(evs, mk(TunnelFlapping, next.Tunnel))
 		}
 		return true, evs
