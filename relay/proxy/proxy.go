@@ -118,7 +118,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.connect(w, r, conn)
 		return
 	}
-	p.forward(w, r, conn)
+	p.forward(w, r, conn, key)
 }
 
 // notProxied refuses, before any credential is asked for, a request this

@@ -1,0 +1,116 @@
+package relay
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/relay/api"
+)
+
+// keepAliveTarget plays a target behind the agent that answers every
+// request of a stream, naming the stream and the request, until the relay
+// closes the stream; ended receives once per stream that ended.
+type keepAliveTarget struct {
+	streams atomic.Int64
+	ended   chan struct{}
+}
+
+func newKeepAliveTarget() *keepAliveTarget { return &keepAliveTarget{ended: make(chan struct{}, 16)} }
+
+func (k *keepAliveTarget) answer(_ protocol.Request, st net.Conn) {
+	defer func() { k.ended <- struct{}{} }()
+	if protocol.WriteFrame(st, protocol.FrameResult, protocol.Result{OK: true}) != nil {
+		return
+	}
+	stream := k.streams.Add(1)
+	br := bufio.NewReader(st)
+	for n := 1; ; n++ {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		body := fmt.Sprintf("stream %d request %d", stream, n)
+		resp := &http.Response{StatusCode: http.StatusOK, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{},
+			ContentLength: int64(len(body)), Body: io.NopCloser(strings.NewReader(body))}
+		if resp.Write(st) != nil {
+			return
+		}
+	}
+}
+
+// forwardingClient is a keep-alive client of the proxy listener with
+// conn's id and key.
+func forwardingClient(t *testing.T, h *harness, connID, key string) *http.Transport {
+	t.Helper()
+	tr := &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: h.ep.proxyAddr, User: url.UserPassword(connID, key)})}
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
+}
+
+func getVia(t *testing.T, tr *http.Transport, target string) answer {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, target, nil)
+	require.NoError(t, err)
+	return do(t, &http.Client{Transport: tr}, req)
+}
+
+// Keep-alive http:// requests of one client connection share one stream
+// and one target connection; closing the client connection closes it.
+func TestPlainHTTPKeepsTheUpstream(t *testing.T) {
+	t.Parallel()
+	h, _, _ := serveHarness(t)
+	c := h.createConnection(t, "gitlab", "")
+	target := newKeepAliveTarget()
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), byHost(map[string]answerFunc{"gitlab.corp.example": target.answer}))
+	tr := forwardingClient(t, h, c.ID, h.adminKey)
+
+	for n := 1; n <= 5; n++ {
+		r := getVia(t, tr, "http://gitlab.corp.example:8080/api/v4/projects")
+		require.Equal(t, http.StatusOK, r.status, "body: %s", r.body)
+		assert.Equal(t, fmt.Sprintf("stream 1 request %d", n), string(r.body))
+	}
+	assert.Equal(t, "gitlab.corp.example", a.NextRequest(t).Host)
+	requireNoRequest(t, a, "a keep-alive request opened a second stream")
+
+	tr.CloseIdleConnections()
+	requireDone(t, target.ended, "the upstream stayed open after the client connection closed")
+}
+
+// A revoked API key closes the idle upstreams opened with it, and the
+// next request on the same client connection is refused with the reason
+// in its status line.
+func TestPlainHTTPUpstreamEndsWithItsKey(t *testing.T) {
+	t.Parallel()
+	h, _, _ := serveHarness(t)
+	c := h.createConnection(t, "gitlab", "acme")
+	target := newKeepAliveTarget()
+	h.firstTunnel(t, c, testHello("agent-1", 1), byHost(map[string]answerFunc{"gitlab.corp.example": target.answer}))
+	k := h.newKey(t, api.CreateAPIKeyRequest{Name: "product", Workspace: "acme"})
+	tr := forwardingClient(t, h, c.ID, k.Key)
+
+	r := getVia(t, tr, "http://gitlab.corp.example/")
+	require.Equal(t, "stream 1 request 1", string(r.body))
+	decode[api.APIKey](t, h.call(t, http.MethodPost, "/v1/api-keys/"+k.ID+"/revoke", h.adminKey, nil), http.StatusOK)
+	requireDone(t, target.ended, "the revoked key's idle upstream stayed open")
+
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://gitlab.corp.example/", nil)
+	require.NoError(t, err)
+	resp, err := tr.RoundTrip(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, "407 PROXY_AUTH_REQUIRED", resp.Status)
+	assert.True(t, resp.Close, "the refusal closes the client connection")
+	assert.Equal(t, int64(1), target.streams.Load())
+}
