@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -113,4 +114,35 @@ func TestPlainHTTPUpstreamEndsWithItsKey(t *testing.T) {
 	assert.Equal(t, "407 PROXY_AUTH_REQUIRED", resp.Status)
 	assert.True(t, resp.Close, "the refusal closes the client connection")
 	assert.Equal(t, int64(1), target.streams.Load())
+}
+
+// A malformed CONNECT line that follows keep-alive requests on the same
+// client connection is refused BAD_TARGET like a first line, not with the
+// bare 400 of the HTTP layer.
+func TestMalformedConnectAfterKeepAliveRequests(t *testing.T) {
+	t.Parallel()
+	h, _, _ := serveHarness(t)
+	c := h.createConnection(t, "gitlab", "")
+	target := newKeepAliveTarget()
+	h.firstTunnel(t, c, testHello("agent-1", 1), byHost(map[string]answerFunc{"gitlab.corp.example": target.answer}))
+	creds := "Proxy-Authorization: " + basicAuth(c.ID, h.adminKey) + "\r\n"
+
+	for _, bad := range []string{"user@gitlab.corp.example:443", "[1.2.3.4]:443", "gitlab.corp.example:443/x", "gitl%61b.corp.example:443"} {
+		t.Run(bad, func(t *testing.T) {
+			conn, err := net.Dial("tcp", h.ep.proxyAddr)
+			require.NoError(t, err)
+			defer conn.Close()
+			require.NoError(t, conn.SetDeadline(time.Now().Add(waitFor)))
+			br := bufio.NewReader(conn)
+			_, err = io.WriteString(conn, "GET http://gitlab.corp.example/ HTTP/1.1\r\nHost: gitlab.corp.example\r\n"+creds+"\r\n")
+			require.NoError(t, err)
+			r := readAnswer(t, br, &http.Request{Method: http.MethodGet})
+			require.Equal(t, http.StatusOK, r.status, "body: %s", r.body)
+			_, err = io.WriteString(conn, "CONNECT "+bad+" HTTP/1.1\r\nHost: "+bad+"\r\n"+creds+"\r\n")
+			require.NoError(t, err)
+			line, err := br.ReadString('\n')
+			require.NoError(t, err)
+			assert.Equal(t, "HTTP/1.1 400 BAD_TARGET\r\n", line)
+		})
+	}
 }

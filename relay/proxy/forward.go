@@ -85,8 +85,13 @@ func (p *Proxy) ConnContext(ctx context.Context, c net.Conn) context.Context {
 
 // ConnState closes a client connection's upstreams when it closes or is
 // taken over (a CONNECT, or a refusal written with its reason in the
-// status line).
+// status line), and has the next request line of a keep-alive connection
+// checked as the first one was (CheckLines).
 func (p *Proxy) ConnState(c net.Conn, state http.ConnState) {
+	if state == http.StateIdle {
+		recheck(c)
+		return
+	}
 	if state != http.StateClosed && state != http.StateHijacked {
 		return
 	}
