@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -145,4 +146,36 @@ func TestMalformedConnectAfterKeepAliveRequests(t *testing.T) {
 			assert.Equal(t, "HTTP/1.1 400 BAD_TARGET\r\n", line)
 		})
 	}
+}
+
+// A client given the API listener as its proxy is told where the proxy
+// listener is, with the reason in the status line.
+func TestProxyRequestToTheAPIListener(t *testing.T) {
+	t.Parallel()
+	h, _, _ := serveHarness(t)
+	apiAddr := strings.TrimPrefix(h.ep.apiURL, "http://")
+	want := "this is the API listener; the proxy (CONNECT host:port, http:// URLs) is on --proxy-listen (" + h.ep.proxyAddr + ")"
+
+	t.Run("CONNECT", func(t *testing.T) {
+		conn, err := net.Dial("tcp", apiAddr)
+		require.NoError(t, err)
+		defer conn.Close()
+		require.NoError(t, conn.SetDeadline(time.Now().Add(waitFor)))
+		_, err = io.WriteString(conn, "CONNECT gitlab.corp.example:443 HTTP/1.1\r\nHost: gitlab.corp.example:443\r\n\r\n")
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		assert.Equal(t, "400 INVALID_REQUEST", resp.Status)
+		var body api.Error
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+		assert.Equal(t, want, body.Message)
+	})
+	t.Run("http:// URL", func(t *testing.T) {
+		tr := &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: apiAddr})}
+		t.Cleanup(tr.CloseIdleConnections)
+		r := getVia(t, tr, "http://gitlab.corp.example/v1/connections")
+		e := requireRefusal(t, r, http.StatusBadRequest, protocol.InvalidRequest)
+		assert.Equal(t, want, e.Message)
+	})
 }

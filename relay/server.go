@@ -50,6 +50,9 @@ type Server struct {
 	tokens tokenTimers
 	// stopping is set from the start of a graceful stop: /readyz fails.
 	stopping atomic.Bool
+	// proxyAddr is the proxy listener's address, named to a client that
+	// sends a proxy request to the API listener.
+	proxyAddr atomic.Pointer[string]
 	// background holds the status clock and webhook deliveries; ctx ends
 	// them.
 	background sync.WaitGroup
@@ -197,7 +200,28 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /readyz", reply.WithRequestID(http.HandlerFunc(s.serveReady)))
 	mux.Handle("GET /metrics", s.metrics.handler())
 	s.routeObserving(mux)
-	return s.metrics.countRefusals(mux)
+	return s.metrics.countRefusals(s.notProxy(mux))
+}
+
+// notProxy answers a proxy request sent to the API listener — a CONNECT or
+// an absolute-form URL, from a client given this address as its proxy —
+// with where the proxy listener is, the reason in the status line.
+func (s *Server) notProxy(next http.Handler) http.Handler {
+	refuse := reply.WithRequestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		where := "--proxy-listen"
+		if a := s.proxyAddr.Load(); a != nil {
+			where += " (" + *a + ")"
+		}
+		reply.Refuse(w, r, protocol.Errorf(protocol.InvalidRequest,
+			"this is the API listener; the proxy (CONNECT host:port, http:// URLs) is on %s", where))
+	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect || r.URL.IsAbs() {
+			refuse.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // ProxyHandler serves the CONNECT proxy: `CONNECT host:port` (and plain
@@ -289,6 +313,8 @@ func (s *Server) ServeListeners(ctx context.Context, ls Listeners) error {
 	servers := []*http.Server{s.httpServer(s.Handler()), proxySrv}
 	listeners := []net.Listener{ls.API, proxy.CheckLines(ls.Proxy, s.metrics.refused)}
 	s.proxy.SetAPIAddr(ls.API.Addr().String())
+	proxyAddr := ls.Proxy.Addr().String()
+	s.proxyAddr.Store(&proxyAddr)
 	var peer *http.Server
 	if s.node != nil {
 		if err := s.node.Start(ctx); err != nil {
