@@ -179,3 +179,18 @@ func TestProxyRequestToTheAPIListener(t *testing.T) {
 		assert.Equal(t, want, e.Message)
 	})
 }
+
+// The API's Bearer scheme in Proxy-Authorization is refused with which
+// scheme the proxy takes and where the API is.
+func TestProxyBearerCredentials(t *testing.T) {
+	t.Parallel()
+	h, _, _ := serveHarness(t)
+	c := h.createConnection(t, "gitlab", "")
+	pc := h.connect(t, "gitlab.corp.example:443", "Bearer "+h.adminKey, nil)
+	assert.Equal(t, "407 PROXY_AUTH_REQUIRED", pc.resp.Status)
+	e := requireRefusal(t, pc.reply(), http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
+	assert.Equal(t, "Proxy-Authorization must be Basic base64(<connection id>:<api key>) with a key valid for that connection; "+
+		"Bearer <api key> is the API's scheme, and the API is on --listen ("+strings.TrimPrefix(h.ep.apiURL, "http://")+")", e.Message)
+	pc = h.connect(t, "gitlab.corp.example:443", basicAuth(c.ID, "pak_wrong"), nil)
+	assert.NotContains(t, string(pc.body), "Bearer", "a wrong Basic credential gets no Bearer hint")
+}

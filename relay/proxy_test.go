@@ -181,10 +181,15 @@ func TestConnectRefusals(t *testing.T) {
 	t.Run("every bad credential gets one answer", func(t *testing.T) {
 		want := bodies["unknown connection"]
 		for name, tc := range tests {
-			if tc.status == http.StatusProxyAuthRequired {
+			if tc.status == http.StatusProxyAuthRequired && name != "bearer scheme" {
 				assert.Equal(t, want, bodies[name], name)
 			}
 		}
+		// The API's scheme, whatever the key, gets the same answer and
+		// where the API is: nothing about the key.
+		bearer := want
+		bearer.Message += "; Bearer <api key> is the API's scheme, and the API is on --listen"
+		assert.Equal(t, bearer, bodies["bearer scheme"])
 	})
 	requireNoRequest(t, a, "a refused CONNECT reached the agent")
 }
