@@ -308,10 +308,8 @@ func (s *Server) ServeListeners(ctx context.Context, ls Listeners) error {
 	if (s.node == nil) != (ls.Peer == nil) {
 		return errors.New("relay: a peer listener goes with a cluster configuration, and only with one")
 	}
-	proxySrv := s.httpServer(s.ProxyHandler())
-	proxySrv.ConnContext, proxySrv.ConnState = s.proxy.ConnContext, s.proxy.ConnState
-	servers := []*http.Server{s.httpServer(s.Handler()), proxySrv}
-	listeners := []net.Listener{ls.API, proxy.CheckLines(ls.Proxy, s.metrics.refused)}
+	servers := []*http.Server{s.httpServer(s.Handler()), s.proxyServer()}
+	listeners := []net.Listener{ls.API, s.proxyListener(ls.Proxy)}
 	s.proxy.SetAPIAddr(ls.API.Addr().String())
 	proxyAddr := ls.Proxy.Addr().String()
 	s.proxyAddr.Store(&proxyAddr)
@@ -346,6 +344,20 @@ func (s *Server) ServeListeners(ctx context.Context, ls Listeners) error {
 		}
 	}
 	return nil
+}
+
+// proxyServer is the proxy listener's HTTP server: the proxy handler, with
+// each client connection's kept http:// upstreams tied to it.
+func (s *Server) proxyServer() *http.Server {
+	srv := s.httpServer(s.ProxyHandler())
+	srv.ConnContext, srv.ConnState = s.proxy.ConnContext, s.proxy.ConnState
+	return srv
+}
+
+// proxyListener wraps the proxy listener so that a malformed CONNECT line
+// is answered BAD_TARGET (and counted) before net/http refuses it bare.
+func (s *Server) proxyListener(ln net.Listener) net.Listener {
+	return proxy.CheckLines(ln, s.metrics.refused)
 }
 
 func (s *Server) httpServer(h http.Handler) *http.Server {
