@@ -172,6 +172,7 @@ func TestConnectRefusals(t *testing.T) {
 			pc := h.connect(t, tc.target, tc.auth, nil)
 			r := pc.reply()
 			requireRefusal(t, r, tc.status, tc.reason)
+			assert.Equal(t, strconv.Itoa(tc.status)+" "+string(tc.reason), pc.resp.Status, "the reason is the status line's text")
 			if tc.status == http.StatusProxyAuthRequired {
 				assert.Equal(t, `Basic realm="postern"`, r.header.Get("Proxy-Authenticate"))
 			}
