@@ -424,6 +424,12 @@ func TestMetrics(t *testing.T) {
 	require.NoError(t, ok.Close())
 	requireRefusal(t, h.connect(t, "jira.other.example:443", basicAuth(c.ID, h.adminKey), nil).reply(), http.StatusForbidden, protocol.AllowlistMissing)
 	requireRefusal(t, h.connect(t, "jira.other.example:443", basicAuth(c.ID, "pak_wrong"), nil).reply(), http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
+	// A client's first request without credentials is a challenge, not a
+	// refusal; a wrong key on the API and a malformed CONNECT line are
+	// refusals of their own reasons.
+	requireRefusal(t, h.connect(t, "gitlab.corp.example:443", "", nil).reply(), http.StatusProxyAuthRequired, protocol.ProxyAuthRequired)
+	requireRefusal(t, h.connect(t, "user@gitlab.corp.example:443", "", nil).reply(), http.StatusBadRequest, protocol.BadTarget)
+	requireRefusal(t, h.call(t, http.MethodGet, "/v1/connections", "pak_wrong", nil), http.StatusUnauthorized, protocol.APIAuthRequired)
 
 	var text string
 	require.Eventually(t, func() bool {
@@ -434,6 +440,9 @@ func TestMetrics(t *testing.T) {
 	}, waitFor, pollEvery, "the finished stream and its bytes are counted (bytes when its splice ends)")
 	assert.Contains(t, text, `postern_relay_refusals_total{reason="ALLOWLIST_MISSING"} 1`)
 	assert.Contains(t, text, `postern_relay_refusals_total{reason="PROXY_AUTH_REQUIRED"} 1`)
+	assert.Contains(t, text, "postern_relay_proxy_auth_challenges_total 1")
+	assert.Contains(t, text, `postern_relay_refusals_total{reason="BAD_TARGET"} 1`)
+	assert.Contains(t, text, `postern_relay_refusals_total{reason="API_AUTH_REQUIRED"} 1`)
 	assert.Contains(t, text, "postern_relay_tunnels 1")
 	assert.NotContains(t, text, c.ID, "no connection id in labels")
 	secret := strings.SplitN(c.AgentToken, "_", 3)[2] // the secret itself may contain "_"

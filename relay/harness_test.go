@@ -125,7 +125,12 @@ func newBareHarness(t *testing.T, verify auth.Verifier, opts ...func(*Config)) *
 	require.NoError(t, err)
 	h := &harness{srv: srv, logs: logs, dbPath: dbPath}
 	h.api = httptest.NewServer(srv.Handler())
-	h.proxy = httptest.NewServer(srv.ProxyHandler())
+	// The proxy is served as ServeListeners serves it: kept http://
+	// upstreams per client connection, malformed CONNECT lines answered.
+	h.proxy = httptest.NewUnstartedServer(nil)
+	h.proxy.Config = srv.proxyServer()
+	h.proxy.Listener = srv.proxyListener(h.proxy.Listener)
+	h.proxy.Start()
 	h.ep = endpoints{apiURL: h.api.URL, proxyAddr: h.proxy.Listener.Addr().String(), client: h.api.Client()}
 	t.Cleanup(func() {
 		srv.Close()

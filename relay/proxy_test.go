@@ -172,6 +172,7 @@ func TestConnectRefusals(t *testing.T) {
 			pc := h.connect(t, tc.target, tc.auth, nil)
 			r := pc.reply()
 			requireRefusal(t, r, tc.status, tc.reason)
+			assert.Equal(t, strconv.Itoa(tc.status)+" "+string(tc.reason), pc.resp.Status, "the reason is the status line's text")
 			if tc.status == http.StatusProxyAuthRequired {
 				assert.Equal(t, `Basic realm="postern"`, r.header.Get("Proxy-Authenticate"))
 			}
@@ -181,10 +182,15 @@ func TestConnectRefusals(t *testing.T) {
 	t.Run("every bad credential gets one answer", func(t *testing.T) {
 		want := bodies["unknown connection"]
 		for name, tc := range tests {
-			if tc.status == http.StatusProxyAuthRequired {
+			if tc.status == http.StatusProxyAuthRequired && name != "bearer scheme" {
 				assert.Equal(t, want, bodies[name], name)
 			}
 		}
+		// The API's scheme, whatever the key, gets the same answer and
+		// where the API is: nothing about the key.
+		bearer := want
+		bearer.Message += "; Bearer <api key> is the API's scheme, and the API is on --listen"
+		assert.Equal(t, bearer, bodies["bearer scheme"])
 	})
 	requireNoRequest(t, a, "a refused CONNECT reached the agent")
 }

@@ -50,6 +50,9 @@ type Server struct {
 	tokens tokenTimers
 	// stopping is set from the start of a graceful stop: /readyz fails.
 	stopping atomic.Bool
+	// proxyAddr is the proxy listener's address, named to a client that
+	// sends a proxy request to the API listener.
+	proxyAddr atomic.Pointer[string]
 	// background holds the status clock and webhook deliveries; ctx ends
 	// them.
 	background sync.WaitGroup
@@ -197,7 +200,28 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /readyz", reply.WithRequestID(http.HandlerFunc(s.serveReady)))
 	mux.Handle("GET /metrics", s.metrics.handler())
 	s.routeObserving(mux)
-	return s.metrics.countRefusals(mux)
+	return s.metrics.countRefusals(s.notProxy(mux))
+}
+
+// notProxy answers a proxy request sent to the API listener — a CONNECT or
+// an absolute-form URL, from a client given this address as its proxy —
+// with where the proxy listener is, the reason in the status line.
+func (s *Server) notProxy(next http.Handler) http.Handler {
+	refuse := reply.WithRequestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		where := "--proxy-listen"
+		if a := s.proxyAddr.Load(); a != nil {
+			where += " (" + *a + ")"
+		}
+		reply.Refuse(w, r, protocol.Errorf(protocol.InvalidRequest,
+			"this is the API listener; the proxy (CONNECT host:port, http:// URLs) is on %s", where))
+	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect || r.URL.IsAbs() {
+			refuse.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // ProxyHandler serves the CONNECT proxy: `CONNECT host:port` (and plain
@@ -284,11 +308,11 @@ func (s *Server) ServeListeners(ctx context.Context, ls Listeners) error {
 	if (s.node == nil) != (ls.Peer == nil) {
 		return errors.New("relay: a peer listener goes with a cluster configuration, and only with one")
 	}
-	proxySrv := s.httpServer(s.ProxyHandler())
-	proxySrv.ConnContext, proxySrv.ConnState = s.proxy.ConnContext, s.proxy.ConnState
-	servers := []*http.Server{s.httpServer(s.Handler()), proxySrv}
-	listeners := []net.Listener{ls.API, proxy.CheckLines(ls.Proxy, s.metrics.refused)}
+	servers := []*http.Server{s.httpServer(s.Handler()), s.proxyServer()}
+	listeners := []net.Listener{ls.API, s.proxyListener(ls.Proxy)}
 	s.proxy.SetAPIAddr(ls.API.Addr().String())
+	proxyAddr := ls.Proxy.Addr().String()
+	s.proxyAddr.Store(&proxyAddr)
 	var peer *http.Server
 	if s.node != nil {
 		if err := s.node.Start(ctx); err != nil {
@@ -320,6 +344,20 @@ func (s *Server) ServeListeners(ctx context.Context, ls Listeners) error {
 		}
 	}
 	return nil
+}
+
+// proxyServer is the proxy listener's HTTP server: the proxy handler, with
+// each client connection's kept http:// upstreams tied to it.
+func (s *Server) proxyServer() *http.Server {
+	srv := s.httpServer(s.ProxyHandler())
+	srv.ConnContext, srv.ConnState = s.proxy.ConnContext, s.proxy.ConnState
+	return srv
+}
+
+// proxyListener wraps the proxy listener so that a malformed CONNECT line
+// is answered BAD_TARGET (and counted) before net/http refuses it bare.
+func (s *Server) proxyListener(ln net.Listener) net.Listener {
+	return proxy.CheckLines(ln, s.metrics.refused)
 }
 
 func (s *Server) httpServer(h http.Handler) *http.Server {

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	neturl "net/url"
 	"os"
 	"runtime"
 	"testing"
@@ -98,14 +99,14 @@ func (e *env) metered(tunnel bool, cost *costRow, work func() (units float64, er
 // measure runs b.N iterations of work, direct and through the tunnel (see
 // interleaved), each bounded by opTimeout and metered into cost. work
 // returns how many units of cost it did and one sample for each of rows.
-func (e *env) measure(b *testing.B, rows []*row, cost *costRow, work func(ctx context.Context, dial dialFunc) (units float64, samples []float64, err error)) {
+func (e *env) measure(b *testing.B, rows []*row, cost *costRow, work func(ctx context.Context, tunnel bool, dial dialFunc) (units float64, samples []float64, err error)) {
 	for i := range b.N {
 		err := e.interleaved(i, func(tunnel bool, dial dialFunc) error {
 			ctx, cancel := context.WithTimeout(b.Context(), opTimeout)
 			defer cancel()
 			var samples []float64
 			err := e.metered(tunnel, cost, func() (units float64, err error) {
-				units, samples, err = work(ctx, dial)
+				units, samples, err = work(ctx, tunnel, dial)
 				return units, err
 			})
 			if err != nil {
@@ -141,7 +142,7 @@ func BenchmarkTunnel(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			r := tab.reset(bc.name, "MB/s", true)
 			cost := tab.resetCost(bc.name, "CPU ms per GB")
-			e.measure(b, []*row{r}, cost, func(ctx context.Context, dial dialFunc) (float64, []float64, error) {
+			e.measure(b, []*row{r}, cost, func(ctx context.Context, _ bool, dial dialFunc) (float64, []float64, error) {
 				mbps, err := bulk(ctx, dial, e.sink.addr(), bc.op, bc.streams, bc.total, e.pattern)
 				return float64(bc.total) / 1e9, []float64{mbps}, err
 			})
@@ -149,14 +150,18 @@ func BenchmarkTunnel(b *testing.B) {
 		})
 	}
 
+	// forwarded sends the tunnel's requests as plain http:// proxy
+	// requests (the relay forwards them) instead of through a CONNECT.
 	httpCases := []struct {
 		name      string
 		conc      int
 		keepAlive bool
+		forwarded bool
 	}{
-		{"HTTP keep-alive, c=1", 1, true},
-		{"HTTP keep-alive, c=64", 64, true},
-		{"HTTP new CONNECT per request, c=64", 64, false},
+		{"HTTP keep-alive, c=1", 1, true, false},
+		{"HTTP keep-alive, c=64", 64, true, false},
+		{"HTTP new CONNECT per request, c=64", 64, false, false},
+		{"HTTP keep-alive via http:// proxy, c=1", 1, true, true},
 	}
 	url := "http://" + e.web.addr() + "/rest/api/2/issue/PROJ-1"
 	for _, hc := range httpCases {
@@ -165,8 +170,12 @@ func BenchmarkTunnel(b *testing.B) {
 			p50 := tab.reset(hc.name+" p50", "µs", false)
 			p99 := tab.reset(hc.name+" p99", "µs", false)
 			cost := tab.resetCost(hc.name, "CPU ms per 1000 requests")
-			e.measure(b, []*row{rps, p50, p99}, cost, func(ctx context.Context, dial dialFunc) (float64, []float64, error) {
-				res, err := httpLoad(ctx, dial, url, hc.conc, hc.keepAlive)
+			e.measure(b, []*row{rps, p50, p99}, cost, func(ctx context.Context, tunnel bool, dial dialFunc) (float64, []float64, error) {
+				var via *neturl.URL
+				if tunnel && hc.forwarded {
+					via = e.stack.proxyURL()
+				}
+				res, err := httpLoad(ctx, dial, via, url, hc.conc, hc.keepAlive)
 				us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 				return float64(res.requests) / 1000, []float64{res.rps, us(res.p50), us(res.p99)}, err
 			})

@@ -77,7 +77,7 @@ func BenchmarkCluster(b *testing.B) {
 			rps := tab.reset(name+" throughput", "req/s", true)
 			p50 := tab.reset(name+" p50", "µs", false)
 			pairs(b, []*row{rps, p50}, func(ctx context.Context, dial dialFunc) ([]float64, error) {
-				res, err := httpLoad(ctx, dial, url, conc, false)
+				res, err := httpLoad(ctx, dial, nil, url, conc, false)
 				return []float64{res.rps, float64(res.p50) / float64(time.Microsecond)}, err
 			})
 			rps.report(b, "req/s")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -94,8 +95,9 @@ type httpResult struct {
 // httpMaxRequests in all). With keepAlive each worker reuses its
 // connection and the connections are opened before the clock starts;
 // without it every request dials anew (a CONNECT each, through the
-// tunnel) and pays for it.
-func httpLoad(ctx context.Context, dial dialFunc, url string, conc int, keepAlive bool) (httpResult, error) {
+// tunnel) and pays for it. A non-nil via sends the requests to that
+// proxy as plain http:// proxy requests, and dial is not used.
+func httpLoad(ctx context.Context, dial dialFunc, via *neturl.URL, url string, conc int, keepAlive bool) (httpResult, error) {
 	tr := &http.Transport{
 		Proxy: nil,
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
@@ -106,6 +108,9 @@ func httpLoad(ctx context.Context, dial dialFunc, url string, conc int, keepAliv
 		MaxIdleConns:          conc,
 		MaxIdleConnsPerHost:   conc,
 		ResponseHeaderTimeout: requestTimeout,
+	}
+	if via != nil {
+		tr.Proxy, tr.DialContext = http.ProxyURL(via), nil
 	}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: requestTimeout}

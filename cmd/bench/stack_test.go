@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"path/filepath"
 	"testing"
 	"time"
@@ -133,6 +134,12 @@ func (s *stack) dialTunnel(ctx context.Context, addr string) (net.Conn, error) {
 		return c, nil
 	}
 	return &testkit.BufferedConn{Conn: c, R: br}, nil
+}
+
+// proxyURL is the relay's proxy listener as a client's proxy setting,
+// with the stack's connection and key.
+func (s *stack) proxyURL() *neturl.URL {
+	return &neturl.URL{Scheme: "http", User: neturl.UserPassword(s.connID, s.key), Host: s.proxyAddr}
 }
 
 // cpuTime reports the CPU time the relay and the agent have used so far.

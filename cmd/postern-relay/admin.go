@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/client"
 )
@@ -155,6 +156,20 @@ func resolveKey(file string, getenv func(string) string) (string, error) {
 	return key, nil
 }
 
+// keyRefused names where the key came from when the relay refused it, so
+// that a wrong or stale key reads as that and not as a network problem.
+func keyRefused(err error, f *adminFlags) error {
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Reason != protocol.APIAuthRequired {
+		return err
+	}
+	source := "$" + envAdminKey
+	if f.keyFile != "" {
+		source = "--admin-key-file " + f.keyFile
+	}
+	return fmt.Errorf("the relay refused the API key from %s (unknown, wrong, revoked or expired): %w", source, err)
+}
+
 func addJSONFlag(cmd *cobra.Command, asJSON *bool) {
 	cmd.Flags().BoolVar(asJSON, "json", false, "print the API's JSON answer instead of text")
 }
@@ -182,7 +197,7 @@ func (a apiCall[T]) command(e adminEnv, f *adminFlags, cmd *cobra.Command) *cobr
 		}
 		answer, err := a.call(cmd.Context(), c, args)
 		if err != nil {
-			return err
+			return keyRefused(err, f)
 		}
 		if asJSON {
 			err = printJSON(cmd.OutOrStdout(), answer)

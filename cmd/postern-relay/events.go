@@ -50,9 +50,9 @@ func (e adminEnv) eventsCmd() *cobra.Command {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				emit = func(_ io.Writer, ev api.Event) error { return enc.Encode(ev) }
 			}
-			return followEvents(ctx, c, connID, lastID, func(ev api.Event) error {
+			return keyRefused(followEvents(ctx, c, connID, lastID, func(ev api.Event) error {
 				return emit(cmd.OutOrStdout(), ev)
-			}, cmd.ErrOrStderr())
+			}, cmd.ErrOrStderr()), f)
 		},
 	}
 	f.register(cmd)

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,7 +107,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e = p.admit(key.ID)
 	}
 	if e != nil {
-		reply.Refuse(w, r, e)
+		reply.Refuse(w, r, p.bearerHint(r, e))
 		return
 	}
 	// The key's revocation, or its expiry, ends the request and its
@@ -118,7 +119,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.connect(w, r, conn)
 		return
 	}
-	p.forward(w, r, conn)
+	p.forward(w, r, conn, key)
 }
 
 // notProxied refuses, before any credential is asked for, a request this
@@ -134,12 +135,25 @@ func (p *Proxy) notProxied(r *http.Request) *protocol.Error {
 	case r.URL.IsAbs():
 		return protocol.Errorf(protocol.InvalidRequest, "the proxy forwards plain http:// URLs; for https:// use CONNECT host:port (any client does when told to use this proxy)")
 	}
-	api := "--listen"
-	if a := p.apiAddr.Load(); a != nil {
-		api = "--listen (" + *a + ")"
-	}
 	return protocol.Errorf(protocol.InvalidRequest,
-		"this is the proxy listener (CONNECT host:port or an absolute http:// URL); %s %s looks like an API call, and the API is on %s", r.Method, clipPath(r.URL.Path), api)
+		"this is the proxy listener (CONNECT host:port or an absolute http:// URL); %s %s looks like an API call, and the API is on %s", r.Method, clipPath(r.URL.Path), p.apiListen())
+}
+
+// bearerHint adds to a refused Proxy-Authorization: Bearer, the API's
+// scheme, which scheme the proxy takes and where the API is.
+func (p *Proxy) bearerHint(r *http.Request, e *protocol.Error) *protocol.Error {
+	if e.Reason != protocol.ProxyAuthRequired || !strings.HasPrefix(r.Header.Get("Proxy-Authorization"), "Bearer ") {
+		return e
+	}
+	return protocol.Errorf(e.Reason, "%s; Bearer <api key> is the API's scheme, and the API is on %s", e.Message, p.apiListen())
+}
+
+// apiListen names the API listener: its flag and, once known, address.
+func (p *Proxy) apiListen() string {
+	if a := p.apiAddr.Load(); a != nil {
+		return "--listen (" + *a + ")"
+	}
+	return "--listen"
 }
 
 // SetAPIAddr names the API listener's address in the answer to an API
