@@ -13,17 +13,31 @@ const Version = 1
 
 // Hello is the agent's first frame on the control stream.
 type Hello struct {
-	ProtocolVersion int       `json:"protocol_version"`
-	AgentID         string    `json:"agent_id"`
-	Hostname        string    `json:"hostname"`
-	Version         string    `json:"version"`
-	Tunnels         int       `json:"tunnels"`
-	StartedAt       time.Time `json:"started_at"`
-	Allowlist       Allowlist `json:"allowlist"`
+	ProtocolVersion int    `json:"protocol_version"`
+	AgentID         string `json:"agent_id"`
+	// InstanceID names this agent process: it changes at every start and
+	// stays the same across the tunnels and reconnects of one process, so
+	// the relay can tell a restarted agent from a second process running
+	// with the same agent id. Empty from older agents.
+	InstanceID string    `json:"instance_id,omitempty"`
+	Hostname   string    `json:"hostname"`
+	Version    string    `json:"version"`
+	Tunnels    int       `json:"tunnels"`
+	StartedAt  time.Time `json:"started_at"`
+	Allowlist  Allowlist `json:"allowlist"`
 	// Probe marks a diagnostic handshake (postern-agent doctor): the
 	// relay answers Welcome and ends the tunnel without registering it,
 	// so it never changes the connection's status.
 	Probe bool `json:"probe,omitempty"`
+}
+
+// ProcessKey names the agent process that sent the Hello: its instance
+// id, or for older agents, which send none, its start time.
+func (h Hello) ProcessKey() string {
+	if h.InstanceID != "" {
+		return h.InstanceID
+	}
+	return "started:" + h.StartedAt.UTC().Format(time.RFC3339Nano)
 }
 
 // Welcome is the relay's answer to Hello.
@@ -125,6 +139,19 @@ type Revoked struct {
 	// for a token that expired or was deleted. Empty from older relays.
 	Reason Reason `json:"reason,omitempty"`
 }
+
+// Notice tells the agent of a condition of its connection that does not
+// end the tunnel: it starts (Cleared false) or ends (Cleared true).
+// Agents ignore codes they do not know.
+type Notice struct {
+	Code    string `json:"code"`
+	Message string `json:"message,omitempty"`
+	Cleared bool   `json:"cleared,omitempty"`
+}
+
+// NoticeDuplicateAgent is the Notice code of an agent id that more than
+// one live agent process uses at once.
+const NoticeDuplicateAgent = "DUPLICATE_AGENT"
 
 // Op is the operation a relay-opened stream asks for.
 type Op string
