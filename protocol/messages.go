@@ -1,9 +1,12 @@
 package protocol
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -152,6 +155,18 @@ type Notice struct {
 // NoticeDuplicateAgent is the Notice code of an agent id that more than
 // one live agent process uses at once.
 const NoticeDuplicateAgent = "DUPLICATE_AGENT"
+
+// DuplicateAgentMessage says that the agent processes on hosts (one
+// entry per process) use one agent id: the relay's Notice and its status
+// warning word it alike.
+func DuplicateAgentMessage(agentID string, hosts []string) string {
+	hs := make([]string, len(hosts))
+	for i, h := range hosts {
+		hs[i] = cmp.Or(h, "unknown host")
+	}
+	slices.Sort(hs)
+	return fmt.Sprintf("agent id %q is used by %d agent processes at once (hosts: %s)", agentID, len(hs), strings.Join(hs, ", "))
+}
 
 // Op is the operation a relay-opened stream asks for.
 type Op string

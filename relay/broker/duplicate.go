@@ -2,8 +2,6 @@ package broker
 
 import (
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -107,16 +105,12 @@ func processes(ss []*Session) map[string]string {
 // duplicateMessage says which agent id how many processes use, and on
 // which hosts.
 func duplicateMessage(agentID string, procs map[string]string) string {
-	var hosts []string
+	hosts := make([]string, 0, len(procs))
 	for _, h := range procs {
-		if h == "" {
-			h = "unknown host"
-		}
 		hosts = append(hosts, h)
 	}
-	slices.Sort(hosts)
-	return clip(fmt.Sprintf("agent id %q is used by %d agent processes at once (hosts: %s); all of them serve, "+
-		"but give each its own agent_id or stop the extra process", agentID, len(procs), strings.Join(hosts, ", ")), MaxText)
+	return clip(protocol.DuplicateAgentMessage(agentID, hosts)+
+		"; all of them serve, but give each its own agent_id or stop the extra process", MaxText)
 }
 
 // tellDuplicate sends the session a DUPLICATE_AGENT notice when dup

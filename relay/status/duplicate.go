@@ -1,8 +1,6 @@
 package status
 
 import (
-	"cmp"
-	"fmt"
 	"slices"
 	"strings"
 
@@ -23,14 +21,12 @@ func duplicateWarning(agents []api.Agent) (api.Warning, bool) {
 		if _, ok := hosts[a.AgentID]; !ok {
 			ids = append(ids, a.AgentID)
 		}
-		hosts[a.AgentID] = append(hosts[a.AgentID], cmp.Or(a.Hostname, "unknown host"))
+		hosts[a.AgentID] = append(hosts[a.AgentID], a.Hostname)
 	}
 	var parts []string
 	for _, id := range ids {
-		if hs := hosts[id]; len(hs) > 1 {
-			slices.Sort(hs)
-			parts = append(parts, fmt.Sprintf("agent id %q is used by %d agent processes at once (hosts: %s)",
-				id, len(hs), strings.Join(hs, ", ")))
+		if len(hosts[id]) > 1 {
+			parts = append(parts, protocol.DuplicateAgentMessage(id, hosts[id]))
 		}
 	}
 	if len(parts) == 0 {
