@@ -20,11 +20,14 @@ import (
 // Agent keeps the tunnels and serves the streams. Create with New; Run
 // blocks until its context ends.
 type Agent struct {
-	opts     Options
-	log      *slog.Logger
-	agentID  string
-	hostname string
-	started  time.Time
+	opts    Options
+	log     *slog.Logger
+	agentID string
+	// instanceID names this process to the relay (Hello.instance_id), so
+	// it can tell a restart from a second process with the same agent id.
+	instanceID string
+	hostname   string
+	started    time.Time
 	// gate decides every target under the policy in force.
 	gate *policy.Gate
 	// streams serves what the relay opens on every tunnel.
@@ -43,6 +46,9 @@ type Agent struct {
 	down    *TunnelsDown       // the newest failure to open a tunnel, until one opens
 	everUp  bool               // a tunnel was up once since the agent started
 	lastDNS resolve.Stats      // resolver counters at the previous Health
+	// duplicate is the relay's DUPLICATE_AGENT notice, by the slot whose
+	// tunnel received it, while it lasts.
+	duplicate map[int]string
 }
 
 // tunnelInfo is what Status shows of one tunnel.
@@ -82,12 +88,14 @@ func New(opts Options) (*Agent, error) {
 		opts:        opts,
 		log:         log,
 		agentID:     id,
+		instanceID:  newInstanceID(),
 		hostname:    host,
 		started:     time.Now(),
 		gate:        gate,
 		streams:     streams,
 		relayClient: rc,
 		tunnels:     make(map[int]tunnelInfo),
+		duplicate:   make(map[int]string),
 	}
 	a.forceCtx, a.force = context.WithCancel(context.Background())
 	return a, nil
@@ -142,6 +150,7 @@ func (a *Agent) setTunnel(slot int, info *tunnelInfo) {
 	defer a.mu.Unlock()
 	if info == nil {
 		delete(a.tunnels, slot)
+		delete(a.duplicate, slot) // a notice lasts as long as its tunnel
 		return
 	}
 	a.tunnels[slot] = *info

@@ -17,6 +17,7 @@ func (r reporter) Hello() protocol.Hello {
 	return protocol.Hello{
 		ProtocolVersion: protocol.Version,
 		AgentID:         a.agentID,
+		InstanceID:      a.instanceID,
 		Hostname:        a.hostname,
 		Version:         a.opts.Version,
 		Tunnels:         a.tunnelsWanted(),

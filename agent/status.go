@@ -13,7 +13,9 @@ import (
 // LocalStatus is what the agent's status endpoint shows an admin on the
 // machine it runs on. It never contains the token.
 type LocalStatus struct {
-	AgentID       string         `json:"agent_id"`
+	AgentID string `json:"agent_id"`
+	// InstanceID names this run of the agent to the relay.
+	InstanceID    string         `json:"instance_id"`
 	Hostname      string         `json:"hostname"`
 	Version       string         `json:"version"`
 	Ready         bool           `json:"ready"`
@@ -21,6 +23,10 @@ type LocalStatus struct {
 	TunnelsWanted int            `json:"tunnels_wanted"`
 	TunnelsUp     int            `json:"tunnels_up"`
 	Tunnels       []TunnelStatus `json:"tunnels"`
+	// Duplicate is set while the relay says another agent process is
+	// connected with the same agent id (DUPLICATE_AGENT in Warnings).
+	Duplicate bool      `json:"duplicate"`
+	Warnings  []Warning `json:"warnings,omitempty"`
 	// Down says why tunnels are missing, while some are.
 	Down          *TunnelsDown   `json:"down,omitempty"`
 	ActiveStreams int            `json:"active_streams"`
@@ -57,6 +63,7 @@ func (a *Agent) Status() LocalStatus {
 		tunnels = append(tunnels, TunnelStatus{Slot: slot, Relay: t.URL, NodeID: t.NodeID, ConnectedAt: t.ConnectedAt})
 	}
 	down := a.downViewLocked()
+	warnings := a.warningsLocked()
 	a.mu.Unlock()
 	sort.Slice(tunnels, func(i, j int) bool { return tunnels[i].Slot < tunnels[j].Slot })
 	st := a.streams.Stats()
@@ -66,6 +73,9 @@ func (a *Agent) Status() LocalStatus {
 		Refusals:      refused,
 		LastRefusals:  last,
 		AgentID:       a.agentID,
+		InstanceID:    a.instanceID,
+		Duplicate:     len(warnings) > 0,
+		Warnings:      warnings,
 		Hostname:      a.hostname,
 		Version:       a.opts.Version,
 		Ready:         len(tunnels) > 0,

@@ -121,6 +121,7 @@ func (a *Agent) runTunnel(ctx context.Context, slot int, base *url.URL, sp *spre
 		DrainTimeout: a.opts.DrainTimeout,
 		Force:        a.forceCtx.Done(),
 		Logger:       log,
+		OnNotice:     func(n protocol.Notice) { a.notice(slot, n) },
 	})
 	if err != nil {
 		return false, err

@@ -34,6 +34,7 @@ const (
 	FrameRevoked FrameType = 5
 	FrameRequest FrameType = 6
 	FrameResult  FrameType = 7
+	FrameNotice  FrameType = 8
 )
 
 func (t FrameType) String() string {
@@ -52,6 +53,8 @@ func (t FrameType) String() string {
 		return "request"
 	case FrameResult:
 		return "result"
+	case FrameNotice:
+		return "notice"
 	}
 	return fmt.Sprintf("frame(%d)", uint8(t))
 }

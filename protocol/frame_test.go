@@ -42,6 +42,7 @@ func goldenFrames() map[string]struct {
 			UptimeSeconds: 60, Version: "1.0.0", Allowlist: summary, Errors: map[Reason]int{ConnectRefused: 1}}},
 		"goaway":         {FrameGoAway, GoAway{Reason: "shutdown", Message: "relay draining"}},
 		"revoked":        {FrameRevoked, Revoked{Message: "connection revoked"}},
+		"notice":         {FrameNotice, Notice{Code: NoticeDuplicateAgent, Message: "another agent process uses agent id agent-1"}},
 		"request-dial":   {FrameRequest, Request{Op: OpDial, ID: "r1", Host: "gitlab.corp.example", Port: 443, DeadlineUnixMS: at.UnixMilli()}},
 		"result-ok":      {FrameResult, Result{OK: true, Addr: "10.0.0.7:443", Rule: "allow host=gitlab.corp.example ports=443"}},
 		"result-refused": {FrameResult, Result{Reason: AllowlistMissing, Message: "no allow rule covers gitlab.other:443"}},

@@ -1,9 +1,12 @@
 package protocol
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -13,17 +16,31 @@ const Version = 1
 
 // Hello is the agent's first frame on the control stream.
 type Hello struct {
-	ProtocolVersion int       `json:"protocol_version"`
-	AgentID         string    `json:"agent_id"`
-	Hostname        string    `json:"hostname"`
-	Version         string    `json:"version"`
-	Tunnels         int       `json:"tunnels"`
-	StartedAt       time.Time `json:"started_at"`
-	Allowlist       Allowlist `json:"allowlist"`
+	ProtocolVersion int    `json:"protocol_version"`
+	AgentID         string `json:"agent_id"`
+	// InstanceID names this agent process: it changes at every start and
+	// stays the same across the tunnels and reconnects of one process, so
+	// the relay can tell a restarted agent from a second process running
+	// with the same agent id. Empty from older agents.
+	InstanceID string    `json:"instance_id,omitempty"`
+	Hostname   string    `json:"hostname"`
+	Version    string    `json:"version"`
+	Tunnels    int       `json:"tunnels"`
+	StartedAt  time.Time `json:"started_at"`
+	Allowlist  Allowlist `json:"allowlist"`
 	// Probe marks a diagnostic handshake (postern-agent doctor): the
 	// relay answers Welcome and ends the tunnel without registering it,
 	// so it never changes the connection's status.
 	Probe bool `json:"probe,omitempty"`
+}
+
+// ProcessKey names the agent process that sent the Hello: its instance
+// id, or for older agents, which send none, its start time.
+func (h Hello) ProcessKey() string {
+	if h.InstanceID != "" {
+		return h.InstanceID
+	}
+	return "started:" + h.StartedAt.UTC().Format(time.RFC3339Nano)
 }
 
 // Welcome is the relay's answer to Hello.
@@ -124,6 +141,31 @@ type Revoked struct {
 	// AGENT_TOKEN_REVOKED for a revoked connection, AGENT_TOKEN_INVALID
 	// for a token that expired or was deleted. Empty from older relays.
 	Reason Reason `json:"reason,omitempty"`
+}
+
+// Notice tells the agent of a condition of its connection that does not
+// end the tunnel: it starts (Cleared false) or ends (Cleared true).
+// Agents ignore codes they do not know.
+type Notice struct {
+	Code    string `json:"code"`
+	Message string `json:"message,omitempty"`
+	Cleared bool   `json:"cleared,omitempty"`
+}
+
+// NoticeDuplicateAgent is the Notice code of an agent id that more than
+// one live agent process uses at once.
+const NoticeDuplicateAgent = "DUPLICATE_AGENT"
+
+// DuplicateAgentMessage says that the agent processes on hosts (one
+// entry per process) use one agent id: the relay's Notice and its status
+// warning word it alike.
+func DuplicateAgentMessage(agentID string, hosts []string) string {
+	hs := make([]string, len(hosts))
+	for i, h := range hosts {
+		hs[i] = cmp.Or(h, "unknown host")
+	}
+	slices.Sort(hs)
+	return fmt.Sprintf("agent id %q is used by %d agent processes at once (hosts: %s)", agentID, len(hs), strings.Join(hs, ", "))
 }
 
 // Op is the operation a relay-opened stream asks for.

@@ -30,6 +30,11 @@ func (s *Session) readControl() error {
 				return fmt.Errorf("%w: %s: %s", ErrRevoked, r.Reason, r.Message)
 			}
 			return fmt.Errorf("%w: %s", ErrRevoked, r.Message)
+		case protocol.FrameNotice:
+			var n protocol.Notice
+			if f.Decode(protocol.FrameNotice, &n) == nil && s.opts.OnNotice != nil {
+				s.opts.OnNotice(n)
+			}
 		}
 		// Unknown notices are ignored: newer relays may add some.
 	}

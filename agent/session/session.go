@@ -57,6 +57,10 @@ type Options struct {
 	Force <-chan struct{}
 	// Logger receives the session's logs; nil discards them.
 	Logger *slog.Logger
+	// OnNotice, when set, is told every Notice the relay sends on the
+	// control stream (spec.md 6.6), from the session's control loop; it
+	// must not block.
+	OnNotice func(protocol.Notice)
 }
 
 // Validate reports every required field that is missing or out of range.

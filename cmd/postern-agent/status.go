@@ -70,6 +70,13 @@ func newStatusCmd() *cobra.Command {
 				fmt.Fprintf(out, "  #%d %s node %s since %s\n", t.Slot, t.Relay, t.NodeID, t.ConnectedAt.Format(time.RFC3339))
 			}
 			printDown(out, st.Down)
+			for _, w := range st.Warnings {
+				if w.Code == agent.DuplicateCode {
+					fmt.Fprintf(out, "duplicate: %s\n", w.Message)
+					continue
+				}
+				fmt.Fprintf(out, "warning:   %s: %s\n", w.Code, w.Message)
+			}
 			fmt.Fprintf(out, "streams:   %d active, %d bytes in, %d bytes out\n", st.ActiveStreams, st.BytesIn, st.BytesOut)
 			fmt.Fprintf(out, "allowlist: %s, %d rules, mode %s, sha256 %s\n", st.Allowlist.Status, st.Allowlist.Count, st.Allowlist.Mode, st.Allowlist.SHA256)
 			if len(st.Allowlist.Blocked) > 0 {

@@ -55,6 +55,9 @@ func statusFields(st api.Status) []field {
 	if st.LastError != "" {
 		fields = append(fields, field{"last error", st.LastError})
 	}
+	for _, w := range st.Warnings {
+		fields = append(fields, field{"warning", w.Code + ": " + w.Message})
+	}
 	for _, a := range st.Agents {
 		fields = append(fields, field{"agent", fmt.Sprintf("%s (%s, %s) via %s: %d tunnel(s), %d active stream(s), %d rule(s) %s, heartbeat %s",
 			a.AgentID, a.Hostname, a.Version, a.RelayNode, a.Tunnels, a.ActiveStreams,

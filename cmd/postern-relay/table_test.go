@@ -54,3 +54,11 @@ func TestPrintNodes(t *testing.T) {
 	require.NoError(t, printNodes(&b, api.NodeList{}, t0))
 	assert.Equal(t, "NODE  PEER  SESSIONS  DRAINING  LEASE AGE  STARTED\n", b.String(), "no node: the header alone")
 }
+
+func TestPrintStatusShowsWarnings(t *testing.T) {
+	var b strings.Builder
+	st := api.Status{ConnectionID: "conn_1", TunnelStatus: "connected", AuthStatus: "active", AllowlistStatus: "configured",
+		Warnings: []api.Warning{{Code: api.WarningDuplicateAgent, Message: `agent id "agent-1" is used by 2 agent processes at once`}}}
+	require.NoError(t, printFields(&b, statusFields(st)...))
+	assert.Contains(t, b.String(), "\nwarning:    DUPLICATE_AGENT: agent id \"agent-1\" is used by 2 agent processes at once\n")
+}

@@ -95,12 +95,22 @@ type Warning struct {
 	Message string `json:"message"`
 }
 
-// WarningFlapping is the warning of a tunnel_status of "flapping".
-const WarningFlapping = "FLAPPING"
+// Warning codes.
+const (
+	// WarningFlapping is the warning of a tunnel_status of "flapping".
+	WarningFlapping = "FLAPPING"
+	// WarningDuplicateAgent: more than one live agent process uses one
+	// agent id (a second `postern-agent run` with the same config, or a
+	// cloned machine). Both serve; the status lists each process.
+	WarningDuplicateAgent = "DUPLICATE_AGENT"
+)
 
 // Agent is one connected agent replica as the status shows it.
 type Agent struct {
-	AgentID         string             `json:"agent_id"`
+	AgentID string `json:"agent_id"`
+	// InstanceID names the agent process; two entries with one agent id
+	// and different instance ids are a DUPLICATE_AGENT.
+	InstanceID      string             `json:"instance_id,omitempty"`
 	Hostname        string             `json:"hostname"`
 	Version         string             `json:"version"`
 	RelayNode       string             `json:"relay_node"`
@@ -142,6 +152,9 @@ const (
 	EventTunnel    = "tunnel"
 	EventAuth      = "auth"
 	EventAllowlist = "allowlist"
+	// EventWarning announces a warning of the status: To is its code when
+	// it starts, From when it ends (DUPLICATE_AGENT).
+	EventWarning = "warning"
 	// EventReset means the events after the client's Last-Event-ID are no
 	// longer kept: re-read every connection's status, then carry on.
 	EventReset = "reset"

@@ -259,14 +259,12 @@ func (b *Broker) refuseAgent(mux *tunnel.Session, who Identity, agentID string, 
 // only marks the tunnel degraded (health frames queue behind bulk data on
 // a slow link), and one overdue by EndedAfter heartbeats ends the session.
 func (b *Broker) run(sess *Session) {
-	for _, old := range b.reg.add(sess) {
-		b.log.Info("closing an older tunnel of the same agent: the newest sessions win",
-			"connection", old.ConnectionID, "agent", old.Hello.AgentID, "session", old.ID, "replaced_by", sess.ID)
-		_ = old.Close()
-	}
+	stale, others := b.reg.add(sess)
+	b.replaced(sess, stale, others)
 	defer func() {
 		b.reg.remove(sess)
 		b.obs.SessionDown(sess)
+		b.checkDuplicate(sess.ConnectionID, sess.Hello.AgentID)
 	}()
 	log := b.log.With("connection", sess.ConnectionID, "agent", sess.Hello.AgentID, "session", sess.ID)
 	if err := b.obs.SessionUp(b.ctx, sess); err != nil {

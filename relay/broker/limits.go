@@ -120,6 +120,8 @@ func validateHello(h *protocol.Hello) error {
 	switch {
 	case h.AgentID == "" || len(h.AgentID) > maxAgentIDLen:
 		return limitErr("hello agent_id empty or longer than %d", maxAgentIDLen)
+	case len(h.InstanceID) > maxAgentIDLen:
+		return limitErr("hello instance_id longer than %d", maxAgentIDLen)
 	case len(h.Hostname) > maxHostnameLen:
 		return limitErr("hello hostname longer than %d", maxHostnameLen)
 	case len(h.Version) > maxVersionLen:

@@ -40,12 +40,14 @@ func (r *registry) release(connID string) {
 	}
 }
 
-// add registers a session. The newest sessions of an agent win: beyond the
-// number of tunnels the agent wants, its oldest live sessions are returned
-// for the caller to close. They are ones the agent has given up on (it
-// reconnected after a hang or a lost link) but that this node has not yet
-// seen die.
-func (r *registry) add(s *Session) (stale []*Session) {
+// add registers a session. The newest sessions of an agent process win:
+// beyond the number of tunnels the process wants, its oldest live sessions
+// are returned as stale for the caller to close. They are ones the process
+// has given up on (it reconnected after a hang or a lost link) but that
+// this node has not yet seen die. others are the live sessions of the same
+// agent id from other processes: a second process with the same config,
+// or the previous run of a restarted agent; the caller tells them apart.
+func (r *registry) add(s *Session) (stale, others []*Session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.conns == nil {
@@ -53,15 +55,20 @@ func (r *registry) add(s *Session) (stale []*Session) {
 	}
 	r.conns[s.ConnectionID] = append(r.conns[s.ConnectionID], s)
 	var same []*Session
+	key := s.Hello.ProcessKey()
 	for _, x := range r.conns[s.ConnectionID] {
-		if x.Hello.AgentID == s.Hello.AgentID && !x.Draining() && !x.Closed() {
+		switch {
+		case x.Hello.AgentID != s.Hello.AgentID || x.Draining() || x.Closed():
+		case x.Hello.ProcessKey() == key:
 			same = append(same, x) // in registration order, oldest first
+		default:
+			others = append(others, x)
 		}
 	}
 	if extra := len(same) - max(s.Hello.Tunnels, 1); extra > 0 {
 		stale = same[:extra]
 	}
-	return stale
+	return stale, others
 }
 
 func (r *registry) remove(s *Session) {

@@ -33,9 +33,22 @@ type Session struct {
 	active   atomic.Int64 // streams open now
 	draining atomic.Bool  // GoAway sent: no new streams
 
+	// noticeMu orders the DUPLICATE_AGENT notices; duplicate is what the
+	// agent was last told.
+	noticeMu  sync.Mutex
+	duplicate bool
+
 	mu       sync.Mutex
 	health   protocol.Health
 	lastBeat time.Time
+}
+
+// Duplicate reports whether the session was last told that another
+// process of its agent id is live on this node.
+func (s *Session) Duplicate() bool {
+	s.noticeMu.Lock()
+	defer s.noticeMu.Unlock()
+	return s.duplicate
 }
 
 // Active is the number of streams open on the session.

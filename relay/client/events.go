@@ -93,7 +93,7 @@ func (c *Client) events(ctx context.Context, query url.Values, lastEventID strin
 		switch ev.event {
 		case api.EventOverflow:
 			return ErrOverflow
-		case api.EventTunnel, api.EventAuth, api.EventAllowlist, api.EventReset:
+		case api.EventTunnel, api.EventAuth, api.EventAllowlist, api.EventWarning, api.EventReset:
 		default:
 			continue // a kind this client does not know yet
 		}

@@ -304,6 +304,10 @@ func (b *Book) learn(e api.Event) {
 		st.Auth = e.To
 	case e.Type == api.EventAllowlist:
 		st.Allowlist = e.To
+	case e.Type == api.EventWarning && e.To == api.WarningDuplicateAgent:
+		st.Duplicate = true
+	case e.Type == api.EventWarning && e.From == api.WarningDuplicateAgent:
+		st.Duplicate = false
 	}
 	b.published[e.ConnectionID] = st
 }

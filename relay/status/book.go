@@ -67,7 +67,8 @@ func (j Judge) Status(c store.Connection, views []View, f store.Failure) api.Sta
 
 // StateOf is the part of a status that events report.
 func StateOf(st api.Status) store.PublishedState {
-	return store.PublishedState{Tunnel: st.TunnelStatus, Auth: st.AuthStatus, Allowlist: st.AllowlistStatus}
+	return store.PublishedState{Tunnel: st.TunnelStatus, Auth: st.AuthStatus, Allowlist: st.AllowlistStatus,
+		Duplicate: HasWarning(st, api.WarningDuplicateAgent)}
 }
 
 // Next is the state to publish after prev, now that c's status is st, and
@@ -94,6 +95,13 @@ func (j Judge) Next(c store.Connection, prev store.PublishedState, st api.Status
 			continue
 		}
 		out = append(out, j.event(c, st, ch.typ, ch.from, ch.to))
+	}
+	if prev.Duplicate != next.Duplicate {
+		from, to := "", api.WarningDuplicateAgent
+		if prev.Duplicate {
+			from, to = to, from
+		}
+		out = append(out, j.event(c, st, api.EventWarning, from, to))
 	}
 	next.Flapping, out = j.flap.apply(prev, next, out, recent, j.Now, func(from, to string) api.Event {
 		return j.event(c, st, api.EventTunnel, from, to)

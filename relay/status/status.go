@@ -189,6 +189,9 @@ func (k *Keeper) compute(c store.Connection, views []View, f store.Failure, targ
 		k.offlineStatus(&st, c, f, now)
 	}
 	k.allowlistStatus(&st, newest, target)
+	if w, ok := duplicateWarning(agents); ok && !c.Revoked() {
+		st.Warnings = append(st.Warnings, w)
+	}
 	st.ProviderErrorCode = st.Reason.Info().ProviderErrorCode
 	live := st.TunnelStatus == TunnelConnected || st.TunnelStatus == TunnelDegraded
 	st.Ready = live && st.AuthStatus == AuthActive && st.Reason == protocol.ReasonUnknown &&
@@ -196,8 +199,8 @@ func (k *Keeper) compute(c store.Connection, views []View, f store.Failure, targ
 	return st
 }
 
-// agents folds the sessions into one entry per agent id, its tunnels
-// counted, in the order the sessions came; it also returns the session
+// agents folds the sessions into one entry per agent process (agent id
+// and instance), its tunnels counted, in the order the sessions came; it also returns the session
 // that reported last and whether any tunnel is degraded (a Health overdue,
 // or fewer tunnels than its agent wants).
 func (k *Keeper) agents(views []View, now time.Time) ([]api.Agent, *View, bool) {
@@ -210,11 +213,11 @@ func (k *Keeper) agents(views []View, now time.Time) ([]api.Agent, *View, bool) 
 		if now.Sub(beat) > broker.DegradedAfter(k.cfg.HeartbeatInterval) {
 			degraded = true
 		}
-		a := byAgent[v.Hello.AgentID]
+		a := byAgent[agentKey(v.Hello)]
 		if a == nil {
-			a = &api.Agent{AgentID: v.Hello.AgentID, Hostname: v.Hello.Hostname, Version: v.Hello.Version,
-				RelayNode: v.NodeID, ConnectedAt: v.ConnectedAt}
-			byAgent[v.Hello.AgentID] = a
+			a = &api.Agent{AgentID: v.Hello.AgentID, InstanceID: v.Hello.InstanceID, Hostname: v.Hello.Hostname,
+				Version: v.Hello.Version, RelayNode: v.NodeID, ConnectedAt: v.ConnectedAt}
+			byAgent[agentKey(v.Hello)] = a
 		}
 		k.addTunnel(a, v)
 		if newest == nil || beat.After(newest.LastBeat()) {
@@ -222,15 +225,15 @@ func (k *Keeper) agents(views []View, now time.Time) ([]api.Agent, *View, bool) 
 		}
 	}
 	for _, v := range views {
-		if a := byAgent[v.Hello.AgentID]; a.Tunnels < v.Hello.Tunnels {
+		if a := byAgent[agentKey(v.Hello)]; a.Tunnels < v.Hello.Tunnels {
 			degraded = true
 		}
 	}
 	out := []api.Agent{}
 	for _, v := range views {
-		if a := byAgent[v.Hello.AgentID]; a != nil {
+		if a := byAgent[agentKey(v.Hello)]; a != nil {
 			out = append(out, *a)
-			delete(byAgent, v.Hello.AgentID)
+			delete(byAgent, agentKey(v.Hello))
 		}
 	}
 	return out, newest, degraded

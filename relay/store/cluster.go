@@ -61,6 +61,8 @@ type Failure struct {
 type PublishedState struct {
 	Tunnel, Auth, Allowlist string
 	Flapping                bool
+	// Duplicate is set while the status carries a DUPLICATE_AGENT warning.
+	Duplicate bool
 }
 
 // RecentTunnelEvents is how many of a connection's newest tunnel events

@@ -36,10 +36,10 @@ func (s *Store) Publish(ctx context.Context, connectionID string, now time.Time,
 		if snap.Known && next == snap.Prev && len(events) == 0 {
 			return nil
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO connection_state (connection_id, tunnel, auth, allowlist, flapping) VALUES ($1, $2, $3, $4, $5)
+		if _, err := tx.Exec(ctx, `INSERT INTO connection_state (connection_id, tunnel, auth, allowlist, flapping, duplicate) VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (connection_id) DO UPDATE SET tunnel = EXCLUDED.tunnel, auth = EXCLUDED.auth,
-				allowlist = EXCLUDED.allowlist, flapping = EXCLUDED.flapping`,
-			connectionID, next.Tunnel, next.Auth, next.Allowlist, next.Flapping); err != nil {
+				allowlist = EXCLUDED.allowlist, flapping = EXCLUDED.flapping, duplicate = EXCLUDED.duplicate`,
+			connectionID, next.Tunnel, next.Auth, next.Allowlist, next.Flapping, next.Duplicate); err != nil {
 			return err
 		}
 		out, err = insertEvents(ctx, tx, events)
@@ -59,8 +59,8 @@ func snapshot(ctx context.Context, tx pgx.Tx, connectionID string, now time.Time
 	if snap.Connection, err = one(c, err, "connection", "status snapshot", connectionID); err != nil {
 		return snap, err
 	}
-	err = tx.QueryRow(ctx, `SELECT tunnel, auth, allowlist, flapping FROM connection_state WHERE connection_id = $1`, connectionID).
-		Scan(&snap.Prev.Tunnel, &snap.Prev.Auth, &snap.Prev.Allowlist, &snap.Prev.Flapping)
+	err = tx.QueryRow(ctx, `SELECT tunnel, auth, allowlist, flapping, duplicate FROM connection_state WHERE connection_id = $1`, connectionID).
+		Scan(&snap.Prev.Tunnel, &snap.Prev.Auth, &snap.Prev.Allowlist, &snap.Prev.Flapping, &snap.Prev.Duplicate)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:

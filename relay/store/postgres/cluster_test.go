@@ -281,3 +281,26 @@ func TestNotifyReachesListeners(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// The duplicate flag of the published state survives in the store, so
+// every node of a cluster announces a DUPLICATE_AGENT warning once.
+func TestPublishedDuplicateIsKept(t *testing.T) {
+	s := openFresh(t)
+	ctx := t.Context()
+	c := store.Connection{ID: "conn_1", Workspace: "acme", Name: "gitlab", CreatedAt: time.Now()}
+	require.NoError(t, s.CreateConnection(ctx, c, store.Token{ID: "tok_1", Hash: []byte("h"), CreatedAt: c.CreatedAt}))
+	var seen []store.PublishedState
+	publish := func(dup bool) {
+		_, err := s.Publish(ctx, "conn_1", time.Now(), func(snap store.Snapshot) (store.PublishedState, []store.EventRecord, error) {
+			seen = append(seen, snap.Prev)
+			return store.PublishedState{Tunnel: "connected", Auth: "active", Allowlist: "configured", Duplicate: dup}, nil, nil
+		})
+		require.NoError(t, err)
+	}
+	publish(true)
+	publish(false)
+	publish(false)
+	require.Len(t, seen, 3)
+	assert.True(t, seen[1].Duplicate, "the duplicate published first was read back")
+	assert.False(t, seen[2].Duplicate, "and its end too")
+}
