@@ -81,6 +81,7 @@ type Authenticator struct {
 	onFailure TokenFailure
 	holds     holds
 	uses      uses
+	cache     cache
 }
 
 // New returns an Authenticator; onFailure may be nil.
@@ -240,7 +241,7 @@ func (a *Authenticator) key(ctx context.Context, raw string) (k store.APIKey, fo
 	if err != nil {
 		return store.APIKey{}, nil, errKeyInvalid
 	}
-	k, err = a.store.GetAPIKey(ctx, id)
+	k, err = cached(&a.cache.keys, id, func() (store.APIKey, error) { return a.store.GetAPIKey(ctx, id) })
 	if errors.Is(err, store.ErrNotFound) {
 		a.verify(dummyHash, sec)
 		return store.APIKey{}, nil, errKeyInvalid
@@ -255,7 +256,7 @@ func (a *Authenticator) key(ctx context.Context, raw string) (k store.APIKey, fo
 	if err := KeyEnded(k, now); err != nil {
 		return store.APIKey{}, k.Hash, err
 	}
-	a.used(ctx, k, now)
+	a.used(k, now)
 	return k, k.Hash, nil
 }
 
@@ -347,7 +348,7 @@ func (a *Authenticator) proxy(ctx context.Context, header string) (store.Connect
 	if err != nil {
 		return store.Connection{}, store.APIKey{}, keyRefused(err, found, denied.refusal)
 	}
-	conn, err := a.store.GetConnection(ctx, connID)
+	conn, err := cached(&a.cache.conns, connID, func() (store.Connection, error) { return a.store.GetConnection(ctx, connID) })
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !Sees(k, conn)) {
 		return store.Connection{}, k, denied
 	}
