@@ -54,17 +54,18 @@ func (a *Authenticator) RecordUses(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			a.flushUses(context.WithoutCancel(ctx))
+			a.FlushUses(context.WithoutCancel(ctx))
 			return
 		case <-t.C:
-			a.flushUses(ctx)
+			a.FlushUses(ctx)
 		}
 	}
 }
 
-// flushUses writes the uses noted since the last call. A store that fails
+// FlushUses writes the uses noted since the last call; a listing of keys
+// calls it so that it shows this node's latest uses. A store that fails
 // is logged; the use is not retried (the next one writes a later time).
-func (a *Authenticator) flushUses(ctx context.Context) {
+func (a *Authenticator) FlushUses(ctx context.Context) {
 	u := &a.uses
 	u.mu.Lock()
 	pending := u.pending
