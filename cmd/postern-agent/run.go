@@ -17,8 +17,8 @@ import (
 	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/resolve"
-	"github.com/postern/postern/cmd/internal/logring"
 	"github.com/postern/postern/cmd/internal/debugserve"
+	"github.com/postern/postern/cmd/internal/logring"
 	"github.com/postern/postern/cmd/internal/stopsignal"
 	"github.com/postern/postern/installer"
 )
