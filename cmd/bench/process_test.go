@@ -2,6 +2,8 @@ package bench
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -16,7 +18,15 @@ const stopTimeout = 15 * time.Second
 // or hung during a measurement makes the numbers worthless.
 func startProcess(tb testing.TB, name, bin string, args ...string) *testkit.Process {
 	tb.Helper()
-	p := testkit.Start(tb, name, bin, args...)
+	return startProcessEnv(tb, name, bin, nil, args...)
+}
+
+// startProcessEnv is startProcess with env added to the environment.
+func startProcessEnv(tb testing.TB, name, bin string, env []string, args ...string) *testkit.Process {
+	tb.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	p := testkit.StartCmd(tb, name, cmd)
 	tb.Cleanup(func() {
 		exitedEarly := p.Exited()
 		err := p.Stop(stopTimeout)

@@ -23,7 +23,9 @@ const setupTimeout = 30 * time.Second
 // admits the given loopback target ports.
 type stack struct {
 	relay, agent *testkit.Process
-	proxyAddr    string
+	// profiles serves the processes' profiles, when the run keeps them.
+	profiles  *profiler
+	proxyAddr string
 	connID       string
 	key          string // the product's API key
 }
@@ -48,7 +50,8 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 	base := "http://" + apiAddr
 	dataDir := filepath.Join(dir, "relay")
 
-	relay := startProcess(tb, "relay", relayBin, "serve", "--data", dataDir,
+	prof := newProfiler(tb)
+	relay := startProcessEnv(tb, "relay", relayBin, prof.env("relay"), "serve", "--data", dataDir,
 		"--listen", apiAddr, "--proxy-listen", proxyAddr)
 	testkit.WaitFor(tb, setupTimeout, "relay answers /healthz", func() bool {
 		return testkit.GetOK(http.DefaultClient, base+"/healthz")
@@ -65,7 +68,7 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 
 	cfgFile := testkit.WriteAgentConfig(tb, dir, testkit.AgentConfig{Relays: []string{"ws://" + apiAddr},
 		Token: conn.AgentToken, StatusListen: testkit.FreeAddr(tb), Allow: targets})
-	agent := startProcess(tb, "agent", agentBin, "run", "--config", cfgFile)
+	agent := startProcessEnv(tb, "agent", agentBin, prof.env("agent"), "run", "--config", cfgFile)
 
 	product := client.New(base, key.Key, nil)
 	if err := waitConnected(ctx, product, conn.ID); err != nil {
@@ -74,6 +77,7 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 	return &stack{
 		relay:     relay,
 		agent:     agent,
+		profiles:  prof,
 		proxyAddr: proxyAddr,
 		connID:    conn.ID,
 		key:       key.Key,
