@@ -11,6 +11,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -241,7 +242,7 @@ func (a *Authenticator) key(ctx context.Context, raw string) (k store.APIKey, fo
 	if err != nil {
 		return store.APIKey{}, nil, errKeyInvalid
 	}
-	k, err = cached(&a.cache.keys, id, func() (store.APIKey, error) { return a.store.GetAPIKey(ctx, id) })
+	k, good, err := a.keyRecord(ctx, id, sec)
 	if errors.Is(err, store.ErrNotFound) {
 		a.verify(dummyHash, sec)
 		return store.APIKey{}, nil, errKeyInvalid
@@ -249,7 +250,7 @@ func (a *Authenticator) key(ctx context.Context, raw string) (k store.APIKey, fo
 	if err != nil {
 		return store.APIKey{}, nil, err
 	}
-	if !a.verify(k.Hash, sec) {
+	if !good {
 		return store.APIKey{}, k.Hash, errKeyInvalid
 	}
 	now := time.Now()
@@ -258,6 +259,27 @@ func (a *Authenticator) key(ctx context.Context, raw string) (k store.APIKey, fo
 	}
 	a.used(k, now)
 	return k, k.Hash, nil
+}
+
+// keyRecord returns key id's record and whether sec is its secret. A
+// record read within RecordTTL answers a good secret without the store; a
+// refused secret reads the store, as an unknown id does, so that wrong and
+// unknown keys take one path: one store read, one comparison.
+func (a *Authenticator) keyRecord(ctx context.Context, id string, sec []byte) (store.APIKey, bool, error) {
+	now := time.Now()
+	held, ok, gen := a.cache.keys.get(id, now)
+	if ok && a.verify(held.Hash, sec) {
+		return held, true, nil
+	}
+	k, err := a.store.GetAPIKey(ctx, id)
+	if err != nil {
+		return k, false, err
+	}
+	a.cache.keys.put(id, k, now, gen)
+	if ok && bytes.Equal(k.Hash, held.Hash) {
+		return k, false, nil // sec was compared with this very hash
+	}
+	return k, a.verify(k.Hash, sec), nil
 }
 
 // keyRefused is the outcome of a key that key refused with err: a good

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -78,8 +79,27 @@ func TestProxyAuthReadsTheStoreOncePerRecordTTL(t *testing.T) {
 	assert.Equal(t, int64(1), cs.keys.Load(), "key lookups for three CONNECTs")
 	assert.Equal(t, int64(1), cs.conns.Load(), "connection lookups for three CONNECTs")
 
-	_, _, refused := proxyAuth(a, "Basic "+base64.StdEncoding.EncodeToString([]byte(conn.ID+":pk_wrong")))
-	assert.Contains(t, refused, "PROXY_AUTH_REQUIRED", "a cached key still needs its secret")
+	// A wrong secret for the cached key: refused, after a store read like
+	// an unknown key's, so both take one path.
+	display := basicKey(t, header)
+	other, err := secret.New(secret.APIKeyPrefix)
+	require.NoError(t, err)
+	head := len(secret.APIKeyPrefix) + 1 + len(other.ID) // <prefix>_<id>, then _<secret>
+	wrong := display[:head] + other.Display[head:]
+	require.NotEqual(t, display, wrong)
+	_, _, refused := proxyAuth(a, "Basic "+base64.StdEncoding.EncodeToString([]byte(conn.ID+":"+wrong)))
+	assert.Equal(t, "PROXY_AUTH_REQUIRED: Proxy-Authorization must be Basic base64(<connection id>:<api key>) with a key valid for that connection", refused)
+	assert.Equal(t, int64(2), cs.keys.Load(), "a refused secret reads the store")
+	_, _, refused = proxyAuth(a, header)
+	assert.Empty(t, refused, "the good secret still passes")
+}
+
+// basicKey returns the API key inside a Basic proxy header.
+func basicKey(t *testing.T, header string) string {
+	dec, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(header, "Basic "))
+	require.NoError(t, err)
+	_, key, _ := strings.Cut(string(dec), ":")
+	return key
 }
 
 func TestRevokedKeyIsRefusedAtOnceDespiteTheCache(t *testing.T) {
