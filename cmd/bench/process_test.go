@@ -16,13 +16,7 @@ const stopTimeout = 15 * time.Second
 // startProcess starts bin. When the run ends the binary must still be
 // running and exit cleanly within stopTimeout of SIGTERM: one that died
 // or hung during a measurement makes the numbers worthless.
-func startProcess(tb testing.TB, name, bin string, args ...string) *testkit.Process {
-	tb.Helper()
-	return startProcessEnv(tb, name, bin, nil, args...)
-}
-
-// startProcessEnv is startProcess with env added to the environment.
-func startProcessEnv(tb testing.TB, name, bin string, env []string, args ...string) *testkit.Process {
+func startProcess(tb testing.TB, name, bin string, env []string, args ...string) *testkit.Process {
 	tb.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)

@@ -26,8 +26,8 @@ type stack struct {
 	// profiles serves the processes' profiles, when the run keeps them.
 	profiles  *profiler
 	proxyAddr string
-	connID       string
-	key          string // the product's API key
+	connID    string
+	key       string // the product's API key
 }
 
 // dialFunc opens a byte stream to addr, directly or through the tunnel.
@@ -51,7 +51,7 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 	dataDir := filepath.Join(dir, "relay")
 
 	prof := newProfiler(tb)
-	relay := startProcessEnv(tb, "relay", relayBin, prof.env("relay"), "serve", "--data", dataDir,
+	relay := startProcess(tb, "relay", relayBin, prof.env("relay"), "serve", "--data", dataDir,
 		"--listen", apiAddr, "--proxy-listen", proxyAddr)
 	testkit.WaitFor(tb, setupTimeout, "relay answers /healthz", func() bool {
 		return testkit.GetOK(http.DefaultClient, base+"/healthz")
@@ -68,7 +68,7 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 
 	cfgFile := testkit.WriteAgentConfig(tb, dir, testkit.AgentConfig{Relays: []string{"ws://" + apiAddr},
 		Token: conn.AgentToken, StatusListen: testkit.FreeAddr(tb), Allow: targets})
-	agent := startProcessEnv(tb, "agent", agentBin, prof.env("agent"), "run", "--config", cfgFile)
+	agent := startProcess(tb, "agent", agentBin, prof.env("agent"), "run", "--config", cfgFile)
 
 	product := client.New(base, key.Key, nil)
 	if err := waitConnected(ctx, product, conn.ID); err != nil {
