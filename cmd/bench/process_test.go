@@ -13,7 +13,7 @@ import (
 // stopTimeout bounds how long a binary may take to exit after SIGTERM.
 const stopTimeout = 15 * time.Second
 
-// startProcess starts bin. When the run ends the binary must still be
+// startProcess starts bin with env added to its environment. When the run ends the binary must still be
 // running and exit cleanly within stopTimeout of SIGTERM: one that died
 // or hung during a measurement makes the numbers worthless.
 func startProcess(tb testing.TB, name, bin string, env []string, args ...string) *testkit.Process {
