@@ -9,7 +9,7 @@ DATE     ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test lint vet staticcheck unit bench soak clean dist
+.PHONY: all build run test lint vet staticcheck unit bench profile soak clean dist
 
 all: build
 
@@ -39,6 +39,15 @@ unit:
 # Performance: tunnel vs direct connection in one run, with ratios.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x -count 1 -timeout 30m ./cmd/bench/
+
+# CPU and allocation profiles of the relay and the agent under each HTTP
+# load of the bench (keep-alive and a new CONNECT per request), in
+# $(PROFILES) as <process>-<cpu|allocs>-<scenario>.pprof; read them with
+# `go tool pprof -top bin/postern-relay FILE`. docs/performance.md reads them.
+PROFILES ?= profiles
+profile:
+	mkdir -p $(PROFILES)
+	POSTERN_BENCH_PROFILES=$(abspath $(PROFILES)) $(GO) test -run '^$$' -bench 'BenchmarkTunnel/HTTP' -benchtime 1x -count 1 -timeout 30m ./cmd/bench/
 
 # Long fault and load tests (cmd/faults: 1 KB/s link, 10,000 streams, a
 # million stream cycles, 1,000 reconnects, slowloris), with their

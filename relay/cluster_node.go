@@ -43,6 +43,7 @@ func (s *Server) book(local func(connID string) []status.View) (status.Book, err
 // tunnels are cut, and a rotation's expiring tokens are watched here too.
 func (s *Server) listenCluster() {
 	s.node.Handle(cluster.ChannelRevoke, func(connID string) {
+		s.auth.ForgetConnection(connID)
 		if n := s.broker.CloseConnection(connID, revokedMessage); n > 0 {
 			s.log.Info("connection revoked on another node: tunnels closed", "connection", connID, "tunnels_closed", n)
 		}
@@ -94,6 +95,7 @@ func (s *Server) recheckTunnels() {
 		c, err := s.store.GetConnection(ctx, id)
 		switch {
 		case errors.Is(err, store.ErrNotFound) || err == nil && c.Revoked():
+			s.auth.ForgetConnection(id)
 			if n := s.broker.CloseConnection(id, revokedMessage); n > 0 {
 				s.log.Info("connection revoked while the cluster was out of reach: tunnels closed", "connection", id, "tunnels_closed", n)
 			}
@@ -112,6 +114,7 @@ type fanout struct{ s *Server }
 // Revoked cuts the connection's tunnels here and, in a cluster,
 // everywhere.
 func (f fanout) Revoked(ctx context.Context, connID string) int {
+	f.s.auth.ForgetConnection(connID)
 	n := f.s.broker.CloseConnection(connID, revokedMessage)
 	if f.s.node != nil {
 		if err := f.s.node.Announce(ctx, cluster.ChannelRevoke, connID); err != nil {

@@ -168,8 +168,9 @@ func (s *Server) wire(verify auth.Verifier) error {
 	return s.buildUI()
 }
 
-// startBackground starts the status clock and, on a single node, one
-// delivery per webhook (a cluster's node delivers from the shared store);
+// startBackground starts the status clock, the writer of API keys' last
+// use and, on a single node, one delivery per webhook (a cluster's node
+// delivers from the shared store);
 // they stop when s.ctx ends and Close waits for them.
 func (s *Server) startBackground() {
 	if s.node == nil {
@@ -180,6 +181,7 @@ func (s *Server) startBackground() {
 		}
 	}
 	s.background.Go(func() { s.status.Run(s.ctx) })
+	s.background.Go(func() { s.auth.RecordUses(s.ctx) })
 	s.startObserving()
 }
 

@@ -2,6 +2,9 @@
 // stream, so the customer can see everything the cloud reached, and
 // everything it was refused. The file is size-capped and rotated; a write
 // failure is reported to the caller's logger but never blocks a stream.
+// Lines are gathered in memory and written at most FlushInterval later (at
+// once when FlushBytes gather, and on Close), so a busy agent does not
+// make one system call per stream.
 package audit
 
 import (
@@ -49,8 +52,21 @@ type Log struct {
 
 	mu   sync.Mutex
 	f    *os.File
-	size int64
+	size int64 // of the file, with the lines still in buf
+	buf  []byte
+	// flushing is the timer that writes buf; nil while buf is empty.
+	flushing *time.Timer
+	// err is the failure of a timed write, reported by the next call.
+	err error
 }
+
+// FlushInterval is how long, at most, an entry waits in memory before it
+// is written to the file; FlushBytes of waiting entries are written at
+// once.
+const (
+	FlushInterval = time.Second
+	FlushBytes    = 64 << 10
+)
 
 // Defaults for Open.
 const (
@@ -102,17 +118,60 @@ func (l *Log) Write(e Entry) error {
 	if l.f == nil {
 		return errors.New("audit log is closed")
 	}
+	if err := l.err; err != nil {
+		l.err = nil
+		return err
+	}
 	if l.size+int64(len(line)) > l.maxBytes && l.size > 0 {
+		if err := l.flush(); err != nil {
+			return err
+		}
 		if err := l.rotate(); err != nil {
 			return err
 		}
 	}
-	n, err := l.f.Write(line)
-	l.size += int64(n)
+	l.buf = append(l.buf, line...)
+	l.size += int64(len(line))
+	if len(l.buf) >= FlushBytes {
+		return l.flush()
+	}
+	if l.flushing == nil {
+		l.flushing = time.AfterFunc(FlushInterval, l.timedFlush)
+	}
+	return nil
+}
+
+// flush writes the gathered lines; l.mu is held.
+func (l *Log) flush() error {
+	if l.flushing != nil {
+		l.flushing.Stop()
+		l.flushing = nil
+	}
+	if len(l.buf) == 0 {
+		return nil
+	}
+	_, err := l.f.Write(l.buf)
+	l.buf = l.buf[:0]
+	if cap(l.buf) > 4*FlushBytes {
+		l.buf = nil // do not pin a buffer grown by one huge entry
+	}
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}
 	return nil
+}
+
+// timedFlush runs FlushInterval after the first line of a batch; Close
+// stops it, or waits for it through l.mu.
+func (l *Log) timedFlush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return
+	}
+	if err := l.flush(); err != nil {
+		l.err = err
+	}
 }
 
 // rotate shifts path.N-1 -> path.N ... path -> path.1 and reopens path.
@@ -131,14 +190,14 @@ func (l *Log) rotate() error {
 	return l.open()
 }
 
-// Close closes the file. It is idempotent.
+// Close writes the gathered lines and closes the file. It is idempotent.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {
 		return nil
 	}
-	err := l.f.Close()
-	l.f = nil
+	err := errors.Join(l.err, l.flush(), l.f.Close())
+	l.f, l.err = nil, nil
 	return err
 }

@@ -94,3 +94,36 @@ func TestWriteAfterCloseFails(t *testing.T) {
 	require.NoError(t, l.Close())
 	assert.Error(t, l.Write(Entry{}))
 }
+
+func TestGatheredEntriesReachTheFileWithoutClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.jsonl")
+	l, err := Open(path, 0, 0)
+	require.NoError(t, err)
+	defer l.Close()
+	require.NoError(t, l.Write(Entry{RequestID: "r1", Decision: Allowed}))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if got := readEntries(t, path); len(got) == 1 {
+			assert.Equal(t, "r1", got[0].RequestID)
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "the entry never reached the file while the log stayed open")
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestFlushBytesOfEntriesAreWrittenAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.jsonl")
+	l, err := Open(path, 0, 0)
+	require.NoError(t, err)
+	defer l.Close()
+	e := Entry{RequestID: strings.Repeat("z", 1000)}
+	line, err := json.Marshal(e)
+	require.NoError(t, err)
+	n := 0
+	for size := 0; size < FlushBytes; size += len(line) + 1 {
+		require.NoError(t, l.Write(e))
+		n++
+	}
+	assert.Equal(t, n, len(readEntries(t, path)), "a full batch does not wait for the timer")
+}

@@ -180,6 +180,13 @@ func BenchmarkTunnel(b *testing.B) {
 				return float64(res.requests) / 1000, []float64{res.rps, us(res.p50), us(res.p99)}, err
 			})
 			rps.report(b, "req/s")
+			err := e.stack.profiles.during(b.Context(), hc.name, func() error {
+				_, err := httpLoad(b.Context(), e.stack.dialTunnel, url, hc.conc, hc.keepAlive)
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
 			b.ReportMetric(median(p50.tunnel), "tunnel_p50_us")
 			b.ReportMetric(median(p99.tunnel), "tunnel_p99_us")
 		})

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -11,12 +13,14 @@ import (
 // stopTimeout bounds how long a binary may take to exit after SIGTERM.
 const stopTimeout = 15 * time.Second
 
-// startProcess starts bin. When the run ends the binary must still be
+// startProcess starts bin with env added to its environment. When the run ends the binary must still be
 // running and exit cleanly within stopTimeout of SIGTERM: one that died
 // or hung during a measurement makes the numbers worthless.
-func startProcess(tb testing.TB, name, bin string, args ...string) *testkit.Process {
+func startProcess(tb testing.TB, name, bin string, env []string, args ...string) *testkit.Process {
 	tb.Helper()
-	p := testkit.Start(tb, name, bin, args...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	p := testkit.StartCmd(tb, name, cmd)
 	tb.Cleanup(func() {
 		exitedEarly := p.Exited()
 		err := p.Stop(stopTimeout)

@@ -24,9 +24,11 @@ const setupTimeout = 30 * time.Second
 // admits the given loopback target ports.
 type stack struct {
 	relay, agent *testkit.Process
-	proxyAddr    string
-	connID       string
-	key          string // the product's API key
+	// profiles serves the processes' profiles, when the run keeps them.
+	profiles  *profiler
+	proxyAddr string
+	connID    string
+	key       string // the product's API key
 }
 
 // dialFunc opens a byte stream to addr, directly or through the tunnel.
@@ -49,7 +51,8 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 	base := "http://" + apiAddr
 	dataDir := filepath.Join(dir, "relay")
 
-	relay := startProcess(tb, "relay", relayBin, "serve", "--data", dataDir,
+	prof := newProfiler(tb)
+	relay := startProcess(tb, "relay", relayBin, prof.env("relay"), "serve", "--data", dataDir,
 		"--listen", apiAddr, "--proxy-listen", proxyAddr)
 	testkit.WaitFor(tb, setupTimeout, "relay answers /healthz", func() bool {
 		return testkit.GetOK(http.DefaultClient, base+"/healthz")
@@ -66,7 +69,7 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 
 	cfgFile := testkit.WriteAgentConfig(tb, dir, testkit.AgentConfig{Relays: []string{"ws://" + apiAddr},
 		Token: conn.AgentToken, StatusListen: testkit.FreeAddr(tb), Allow: targets})
-	agent := startProcess(tb, "agent", agentBin, "run", "--config", cfgFile)
+	agent := startProcess(tb, "agent", agentBin, prof.env("agent"), "run", "--config", cfgFile)
 
 	product := client.New(base, key.Key, nil)
 	if err := waitConnected(ctx, product, conn.ID); err != nil {
@@ -75,6 +78,7 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 	return &stack{
 		relay:     relay,
 		agent:     agent,
+		profiles:  prof,
 		proxyAddr: proxyAddr,
 		connID:    conn.ID,
 		key:       key.Key,

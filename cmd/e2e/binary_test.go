@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/api"
@@ -265,6 +266,9 @@ func TestAgentThroughCorporateProxyToTLSRelay(t *testing.T) {
 	for _, c := range connects {
 		assert.Equal(t, apiAddr, c, "only the relay is reached through the egress proxy, never a target")
 	}
+	// Audit lines reach the file within a second (agent/audit), and the
+	// bundle holds what is on disk.
+	auditEntry(t, filepath.Join(filepath.Dir(goodConfig), "audit.jsonl"), func(e audit.Entry) bool { return e.Target == target })
 	checkAgentBundle(t, agentBin, goodConfig, target, testkit.SecretOf(conn.AgentToken), "s3cret-proxy-pass", testkit.SecretOf(key.Key))
 	stop(t, good)
 	assert.NotContains(t, good.Output(), "s3cret-proxy-pass", "the proxy password never appears in logs")

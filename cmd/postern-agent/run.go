@@ -17,6 +17,7 @@ import (
 	"github.com/postern/postern/agent/audit"
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/agent/resolve"
+	"github.com/postern/postern/cmd/internal/debugserve"
 	"github.com/postern/postern/cmd/internal/logring"
 	"github.com/postern/postern/cmd/internal/stopsignal"
 	"github.com/postern/postern/installer"
@@ -86,6 +87,11 @@ func run(ctx context.Context, cfgPath string) error {
 
 	stopStatus := serveStatus(statusLn, a, log)
 	defer stopStatus()
+	stopDebug, err := debugserve.Start(log)
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
 	ctx, stop := stopsignal.Notify(ctx, log, a.Force)
 	defer stop()
 	return installer.RunService(ctx, a.Run)

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/postern/postern/cmd/internal/debugserve"
 	"github.com/postern/postern/cmd/internal/stopsignal"
 	"github.com/postern/postern/relay"
 	"github.com/postern/postern/relay/proxyproto"
@@ -329,6 +330,12 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	log.Info("relay listening", "api", ls.API.Addr().String(), "proxy", ls.Proxy.Addr().String(),
 		"peer", cfg.PeerListen, "node", srv.NodeID(), "version", version, "tls", cfg.TLSCert != "",
 		"trusted_proxies", strings.Join(cfg.TrustedProxies, ","))
+	stopDebug, err := debugserve.Start(log)
+	if err != nil {
+		closeListeners(ls)
+		return err
+	}
+	defer stopDebug()
 	ctx, stop := stopsignal.Notify(ctx, log, srv.Close)
 	defer stop()
 	return srv.ServeListeners(ctx, ls)

@@ -12,19 +12,56 @@ import (
 // no progress before the splice gives up on that reader.
 const SpliceWriteTimeout = 2 * time.Minute
 
-// Copy buffers. A direction starts with a small buffer, so the many idle
-// keep-alive streams of a busy tunnel hold little memory, and moves to a
-// large one once a read fills the small one: bulk transfers then cost a
-// quarter of the tunnel frames (and wakeups) of 64 KiB reads.
+// Copy buffers. A direction waits for data with a small buffer, so the
+// many idle keep-alive streams of a busy tunnel hold little memory. A read
+// that fills its buffer moves the direction up a size (bulk transfers then
+// read 256 KiB at once: a quarter of the tunnel frames and wakeups of
+// 64 KiB reads); a read that fits the idle buffer again, the traffic of
+// a request/response exchange, hands the larger buffer back to its pool.
+// Every size is pooled, so a stream holds a large buffer only while data
+// flows through it.
 const (
+	IdleBufferSize  = 4 << 10
 	SmallBufferSize = 16 << 10
 	BufferSize      = 256 << 10
 )
 
-var (
-	smallPool = sync.Pool{New: func() any { b := make([]byte, SmallBufferSize); return &b }}
-	bufPool   = sync.Pool{New: func() any { b := make([]byte, BufferSize); return &b }}
-)
+// bufferTiers are the pools of each size, smallest first.
+var bufferTiers = [...]*sync.Pool{
+	{New: func() any { b := make([]byte, IdleBufferSize); return &b }},
+	{New: func() any { b := make([]byte, SmallBufferSize); return &b }},
+	{New: func() any { b := make([]byte, BufferSize); return &b }},
+}
+
+// copyBuffer is the buffer of one direction of a splice.
+type copyBuffer struct {
+	tier int
+	bp   *[]byte
+}
+
+func newCopyBuffer() *copyBuffer {
+	return &copyBuffer{bp: bufferTiers[0].Get().(*[]byte)}
+}
+
+func (c *copyBuffer) bytes() []byte { return *c.bp }
+
+// adapt picks the buffer for the next read after one that returned n
+// bytes.
+func (c *copyBuffer) adapt(n int) {
+	switch {
+	case n == len(*c.bp) && c.tier < len(bufferTiers)-1:
+		c.swap(c.tier + 1)
+	case n <= IdleBufferSize && c.tier > 0:
+		c.swap(0)
+	}
+}
+
+func (c *copyBuffer) swap(tier int) {
+	bufferTiers[c.tier].Put(c.bp)
+	c.tier, c.bp = tier, bufferTiers[tier].Get().(*[]byte)
+}
+
+func (c *copyBuffer) release() { bufferTiers[c.tier].Put(c.bp) }
 
 // closeWriter is implemented by *net.TCPConn, *net.UnixConn, *tls.Conn and
 // yamux streams (whose Close is a write-side close).
@@ -113,12 +150,11 @@ func Splice(a, b net.Conn, opt SpliceOptions) (SpliceStats, error) {
 var ErrIdle = errors.New("stream idle timeout")
 
 func copyBuf(dst net.Conn, src io.Reader, act *activity, writeTimeout time.Duration) (int64, error) {
-	pool := &smallPool
-	bp := pool.Get().(*[]byte)
-	defer func() { pool.Put(bp) }()
-	buf := *bp
+	cb := newCopyBuffer()
+	defer cb.release()
 	var total int64
 	for {
+		buf := cb.bytes()
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			act.touch()
@@ -133,12 +169,7 @@ func copyBuf(dst net.Conn, src io.Reader, act *activity, writeTimeout time.Durat
 			if w != n {
 				return total, io.ErrShortWrite
 			}
-			if n == len(buf) && pool == &smallPool {
-				pool.Put(bp)
-				pool = &bufPool
-				bp = pool.Get().(*[]byte)
-				buf = *bp
-			}
+			cb.adapt(n)
 		}
 		if rerr != nil {
 			if rerr == io.EOF || isClosed(rerr) {

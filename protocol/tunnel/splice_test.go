@@ -126,3 +126,22 @@ func TestWriteTimeoutEndsASpliceToAStuckReader(t *testing.T) {
 		t.Fatal("splice to a reader that never reads did not end")
 	}
 }
+
+func TestCopyBufferGrowsWhileDataFlowsAndShrinksWhenItTrickles(t *testing.T) {
+	cb := newCopyBuffer()
+	defer cb.release()
+	sizes := func() int { return len(cb.bytes()) }
+	assert.Equal(t, IdleBufferSize, sizes(), "a direction waits with the idle buffer")
+	cb.adapt(100)
+	assert.Equal(t, IdleBufferSize, sizes(), "a small read keeps it")
+	cb.adapt(IdleBufferSize)
+	assert.Equal(t, SmallBufferSize, sizes(), "a full read moves up a size")
+	cb.adapt(SmallBufferSize)
+	assert.Equal(t, BufferSize, sizes())
+	cb.adapt(BufferSize)
+	assert.Equal(t, BufferSize, sizes(), "the largest size is the last")
+	cb.adapt(BufferSize / 3)
+	assert.Equal(t, BufferSize, sizes(), "a partial read of a bulk transfer keeps the large buffer")
+	cb.adapt(IdleBufferSize)
+	assert.Equal(t, IdleBufferSize, sizes(), "a read that fits the idle buffer hands the large one back")
+}

@@ -29,10 +29,13 @@ func utcOpt(t *time.Time) *time.Time {
 }
 
 // APIKeys lists every API key, revoked and expired ones too (admin keys).
+// The uses this node noted are written first, so last_used_at is current
+// here (other nodes write theirs within auth.UseFlushInterval).
 func (a *API) APIKeys(ctx context.Context, k store.APIKey) (api.APIKeyList, error) {
 	if !k.Admin {
 		return api.APIKeyList{}, errAdminOnly
 	}
+	a.auth.FlushUses(ctx)
 	keys, err := a.store.ListAPIKeys(ctx)
 	if err != nil {
 		return api.APIKeyList{}, err

@@ -11,6 +11,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -81,6 +82,7 @@ type Authenticator struct {
 	onFailure TokenFailure
 	holds     holds
 	uses      uses
+	cache     cache
 }
 
 // New returns an Authenticator; onFailure may be nil.
@@ -240,7 +242,7 @@ func (a *Authenticator) key(ctx context.Context, raw string) (k store.APIKey, fo
 	if err != nil {
 		return store.APIKey{}, nil, errKeyInvalid
 	}
-	k, err = a.store.GetAPIKey(ctx, id)
+	k, good, err := a.keyRecord(ctx, id, sec)
 	if errors.Is(err, store.ErrNotFound) {
 		a.verify(dummyHash, sec)
 		return store.APIKey{}, nil, errKeyInvalid
@@ -248,15 +250,36 @@ func (a *Authenticator) key(ctx context.Context, raw string) (k store.APIKey, fo
 	if err != nil {
 		return store.APIKey{}, nil, err
 	}
-	if !a.verify(k.Hash, sec) {
+	if !good {
 		return store.APIKey{}, k.Hash, errKeyInvalid
 	}
 	now := time.Now()
 	if err := KeyEnded(k, now); err != nil {
 		return store.APIKey{}, k.Hash, err
 	}
-	a.used(ctx, k, now)
+	a.used(k, now)
 	return k, k.Hash, nil
+}
+
+// keyRecord returns key id's record and whether sec is its secret. A
+// record read within RecordTTL answers a good secret without the store; a
+// refused secret reads the store, as an unknown id does, so that wrong and
+// unknown keys take one path: one store read, one comparison.
+func (a *Authenticator) keyRecord(ctx context.Context, id string, sec []byte) (store.APIKey, bool, error) {
+	now := time.Now()
+	held, ok, gen := a.cache.keys.get(id, now)
+	if ok && a.verify(held.Hash, sec) {
+		return held, true, nil
+	}
+	k, err := a.store.GetAPIKey(ctx, id)
+	if err != nil {
+		return k, false, err
+	}
+	a.cache.keys.put(id, k, now, gen)
+	if ok && bytes.Equal(k.Hash, held.Hash) {
+		return k, false, nil // sec was compared with this very hash
+	}
+	return k, a.verify(k.Hash, sec), nil
 }
 
 // keyRefused is the outcome of a key that key refused with err: a good
@@ -347,7 +370,7 @@ func (a *Authenticator) proxy(ctx context.Context, header string) (store.Connect
 	if err != nil {
 		return store.Connection{}, store.APIKey{}, keyRefused(err, found, denied.refusal)
 	}
-	conn, err := a.store.GetConnection(ctx, connID)
+	conn, err := cached(&a.cache.conns, connID, func() (store.Connection, error) { return a.store.GetConnection(ctx, connID) })
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !Sees(k, conn)) {
 		return store.Connection{}, k, denied
 	}

@@ -72,9 +72,11 @@ func (a *Authenticator) Hold(parent context.Context, k store.APIKey) (ctx contex
 	}
 }
 
-// CutKey ends every stream held with key id on this node and returns how
-// many it ended.
+// CutKey ends every stream held with key id on this node, forgets the
+// key's cached record so the next request reads it from the store, and
+// returns how many streams it ended.
 func (a *Authenticator) CutKey(id string) int {
+	a.cache.keys.forget(id)
 	h := &a.holds
 	h.mu.Lock()
 	now := time.Now()

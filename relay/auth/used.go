@@ -13,33 +13,74 @@ import (
 // store write per interval, not one per request.
 const UseRecordInterval = time.Minute
 
-// uses remembers when each key's use was last written by this node. Only
-// keys that were accepted enter it, and keys are made by admins, so it
-// stays as small as the key table.
+// UseFlushInterval is how often RecordUses writes the uses noted since its
+// last round. No request waits for these writes.
+const UseFlushInterval = 5 * time.Second
+
+// useFlushTimeout bounds one round of writes, the last one at shutdown too.
+const useFlushTimeout = 10 * time.Second
+
+// uses remembers when each key's use was last noted by this node, and the
+// uses noted but not yet written. Only keys that were accepted enter it,
+// and keys are made by admins, so it stays as small as the key table.
 type uses struct {
 	mu      sync.Mutex
-	written map[string]time.Time
+	noted   map[string]time.Time
+	pending map[string]time.Time
 }
 
-// used records that key k was accepted at now, unless this node did so
-// less than UseRecordInterval ago. A store that fails is logged, and the
-// key is still accepted.
-func (a *Authenticator) used(ctx context.Context, k store.APIKey, now time.Time) {
+// used notes that key k was accepted at now, unless this node did so less
+// than UseRecordInterval ago. RecordUses writes it.
+func (a *Authenticator) used(k store.APIKey, now time.Time) {
 	u := &a.uses
 	u.mu.Lock()
-	last, seen := u.written[k.ID]
-	due := !seen || now.Sub(last) >= UseRecordInterval
-	if due {
-		if u.written == nil {
-			u.written = map[string]time.Time{}
-		}
-		u.written[k.ID] = now
-	}
-	u.mu.Unlock()
-	if !due {
+	defer u.mu.Unlock()
+	if last, seen := u.noted[k.ID]; seen && now.Sub(last) < UseRecordInterval {
 		return
 	}
-	if err := a.store.MarkAPIKeyUsed(ctx, k.ID, now.UTC()); err != nil {
-		a.log.Warn("record the use of an api key", "key", k.ID, "err", err)
+	if u.noted == nil {
+		u.noted, u.pending = map[string]time.Time{}, map[string]time.Time{}
+	}
+	u.noted[k.ID] = now
+	u.pending[k.ID] = now
+}
+
+// RecordUses writes the keys' last_used_at every UseFlushInterval until
+// ctx ends, then writes what is left once more. The caller owns the
+// goroutine it runs in.
+func (a *Authenticator) RecordUses(ctx context.Context) {
+	t := time.NewTicker(UseFlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.FlushUses(context.WithoutCancel(ctx))
+			return
+		case <-t.C:
+			a.FlushUses(ctx)
+		}
+	}
+}
+
+// FlushUses writes the uses noted since the last call; a listing of keys
+// calls it so that it shows this node's latest uses. A store that fails
+// is logged; the use is not retried (the next one writes a later time).
+func (a *Authenticator) FlushUses(ctx context.Context) {
+	u := &a.uses
+	u.mu.Lock()
+	pending := u.pending
+	if len(pending) > 0 {
+		u.pending = map[string]time.Time{}
+	}
+	u.mu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, useFlushTimeout)
+	defer cancel()
+	for id, at := range pending {
+		if err := a.store.MarkAPIKeyUsed(ctx, id, at.UTC()); err != nil {
+			a.log.Warn("record the use of an api key", "key", id, "err", err)
+		}
 	}
 }

@@ -27,9 +27,14 @@ func TestUseIsWrittenAtMostOncePerInterval(t *testing.T) {
 	a := &Authenticator{store: rec, log: slog.New(slog.DiscardHandler)}
 	t0 := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	k1, k2 := store.APIKey{ID: "k1"}, store.APIKey{ID: "k2"}
-	a.used(t.Context(), k1, t0)
-	a.used(t.Context(), k1, t0.Add(UseRecordInterval-time.Second))
-	a.used(t.Context(), k2, t0.Add(time.Second))
-	a.used(t.Context(), k1, t0.Add(UseRecordInterval))
+	a.used(k1, t0)
+	a.used(k1, t0.Add(UseRecordInterval-time.Second))
+	assert.Empty(t, rec.marks, "no request waits for the store")
+	a.FlushUses(t.Context())
+	a.used(k2, t0.Add(time.Second))
+	a.FlushUses(t.Context())
+	a.FlushUses(t.Context())
+	a.used(k1, t0.Add(UseRecordInterval))
+	a.FlushUses(t.Context())
 	assert.Equal(t, []string{"k1@12:00:00", "k2@12:00:01", "k1@12:01:00"}, rec.marks)
 }

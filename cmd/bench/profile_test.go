@@ -1,0 +1,102 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/postern/postern/cmd/internal/debugserve"
+	"github.com/postern/postern/cmd/internal/testkit"
+)
+
+// profileDirEnv names the directory where a run keeps CPU and allocation
+// profiles of the relay and the agent under each HTTP load (`make
+// profile`). Unset, the binaries serve no profiles.
+const profileDirEnv = "POSTERN_BENCH_PROFILES"
+
+// profileSeconds is how long each profile samples: the length of one HTTP
+// load (httpDuration).
+const profileSeconds = int(httpDuration / time.Second)
+
+// profiler fetches profiles from the binaries' loopback debug listeners
+// (debugserve) into dir. A nil profiler does nothing.
+type profiler struct {
+	dir   string
+	addrs map[string]string // process name -> debug listener
+}
+
+// newProfiler returns nil unless profileDirEnv is set.
+func newProfiler(tb testing.TB) *profiler {
+	dir := os.Getenv(profileDirEnv)
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		tb.Fatalf("%s: %v", profileDirEnv, err)
+	}
+	return &profiler{dir: dir, addrs: map[string]string{"relay": testkit.FreeAddr(tb), "agent": testkit.FreeAddr(tb)}}
+}
+
+// env is what process name needs in its environment to serve profiles.
+func (p *profiler) env(name string) []string {
+	if p == nil {
+		return nil
+	}
+	return []string{debugserve.EnvVar + "=" + p.addrs[name]}
+}
+
+// during runs work while a CPU and an allocation profile of each process
+// sample it, and keeps them as <process>-<kind>-<scenario>.pprof.
+func (p *profiler) during(ctx context.Context, scenario string, work func() error) error {
+	if p == nil {
+		return nil
+	}
+	slug := strings.NewReplacer(", ", "-", " ", "-", "=", "").Replace(strings.ToLower(scenario))
+	g, gctx := errgroup.WithContext(ctx)
+	for name, addr := range p.addrs {
+		for kind, path := range map[string]string{"cpu": "profile", "allocs": "allocs"} {
+			url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", addr, path, profileSeconds)
+			file := filepath.Join(p.dir, fmt.Sprintf("%s-%s-%s.pprof", name, kind, slug))
+			g.Go(func() error { return fetch(gctx, url, file) })
+		}
+	}
+	werr := work()
+	return errors.Join(werr, g.Wait())
+}
+
+// fetch saves what url answers in file.
+func fetch(ctx context.Context, url, file string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(profileSeconds+30)*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("profile %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		return fmt.Errorf("profile %s: %s: %s", url, resp.Status, b)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("profile %s: %w", url, err)
+	}
+	return f.Close()
+}
