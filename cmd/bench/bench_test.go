@@ -181,7 +181,11 @@ func BenchmarkTunnel(b *testing.B) {
 			})
 			rps.report(b, "req/s")
 			err := e.stack.profiles.during(b.Context(), hc.name, func() error {
-				_, err := httpLoad(b.Context(), e.stack.dialTunnel, url, hc.conc, hc.keepAlive)
+				var via *neturl.URL
+				if hc.forwarded {
+					via = e.stack.proxyURL()
+				}
+				_, err := httpLoad(b.Context(), e.stack.dialTunnel, via, url, hc.conc, hc.keepAlive)
 				return err
 			})
 			if err != nil {
