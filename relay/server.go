@@ -19,6 +19,7 @@ import (
 	"github.com/postern/postern/relay/events"
 	"github.com/postern/postern/relay/internal/tick"
 	"github.com/postern/postern/relay/proxy"
+	"github.com/postern/postern/relay/ratelimit"
 	"github.com/postern/postern/relay/reply"
 	"github.com/postern/postern/relay/router"
 	"github.com/postern/postern/relay/secret"
@@ -42,6 +43,8 @@ type Server struct {
 	api     *admin.API
 	proxy   *proxy.Proxy
 	metrics *metrics
+	// handshakes paces tunnel handshakes (nil: unpaced).
+	handshakes *ratelimit.Pacer
 
 	webhookClient *http.Client
 	obs           observing
@@ -71,6 +74,7 @@ func newServer(cfg Config, verify auth.Verifier) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, store: cfg.Store, webhookClient: webhook.NewClient()}
 	s.events = events.NewBus(events.RingSize, uint64(time.Now().UnixMicro()))
 	s.metrics = newMetrics(cfg.Metrics)
+	s.handshakes = ratelimit.NewPacer(cfg.TunnelHandshakesPerSecond, cfg.TunnelHandshakeBurst, maxHandshakeWait)
 	var b *broker.Broker
 	local := func(connID string) []status.View { return s.localViews(b, connID) }
 	book, err := s.book(local)
@@ -225,6 +229,9 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 // token, upgrade, and hand the byte stream to the broker, which knows
 // nothing of HTTP.
 func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
+	if !s.admitHandshake(w, r) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
 	defer cancel()
 	who, e := s.auth.Agent(r.WithContext(ctx))
@@ -258,6 +265,26 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = s.broker.Accept(conn, broker.Identity{ConnectionID: who.Connection.ID, TokenID: who.TokenID, Remote: r.RemoteAddr})
+}
+
+// maxHandshakeWait is the furthest slot the handshake pacer hands out.
+const maxHandshakeWait = 2 * time.Minute
+
+// admitHandshake paces tunnel handshakes before any store lookup: over the
+// node's rate it answers 503 RELAY_UNAVAILABLE with the Retry-After of the
+// agent's own slot, and reports false.
+func (s *Server) admitHandshake(w http.ResponseWriter, r *http.Request) bool {
+	ok, wait := s.handshakes.Admit(time.Now())
+	if ok {
+		s.metrics.handshakes.WithLabelValues("admitted").Inc()
+		return true
+	}
+	s.metrics.handshakes.WithLabelValues("paced").Inc()
+	e := protocol.Errorf(protocol.RelayUnavailable,
+		"node %s is taking tunnel handshakes at %g a second; come back in %s", s.cfg.NodeID, s.cfg.TunnelHandshakesPerSecond, wait.Round(time.Millisecond))
+	e.RetryAfter = int((wait + time.Second - 1) / time.Second)
+	reply.Error(w, r, e)
+	return false
 }
 
 // tunnelCapRetryAfter is the pause asked of an agent refused for the
