@@ -21,9 +21,10 @@ const fleetDrain = 2 * time.Second
 // postern-agent runs, with a connection and token of its own, tunnels,
 // backoff and all. Only the process is shared.
 type fleet struct {
-	agents []*agent.Agent
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	agents  []*agent.Agent
+	tunnels int // each agent keeps
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // provision creates n connections through the relay's API, a few at a
@@ -58,30 +59,26 @@ func provision(ctx context.Context, admin *client.Client, n int) ([]string, erro
 	return tokens, first
 }
 
-// fleetConfig is one fleet agent's config file: the relay, two tunnels,
+// fleetConfig is one fleet agent's config file: the relay, its tunnels,
 // and an allowlist nobody uses.
-func fleetConfig(relayURL, caFile string, i int) []byte {
-	cfg := fmt.Sprintf("relay_url: %s\ntunnels: 2\nagent_id: scale-%05d\nallow:\n  - ip: 127.0.0.1\n    ports: [9]\n", relayURL, i)
-	if caFile != "" {
-		cfg += "ca_file: " + caFile + "\n"
-	}
-	return []byte(cfg)
+func fleetConfig(relayURL string, tunnels, i int) []byte {
+	return fmt.Appendf(nil, "relay_url: %s\ntunnels: %d\nagent_id: scale-%05d\nallow:\n  - ip: 127.0.0.1\n    ports: [9]\n", relayURL, tunnels, i)
 }
 
 // startFleet starts one agent per token against relayURL. The fleet stops
 // when the test ends, before the relay does.
-func startFleet(tb testing.TB, relayURL, caFile string, tokens []string) *fleet {
+func startFleet(tb testing.TB, relayURL string, tokens []string, tunnels int) *fleet {
 	tb.Helper()
 	res, err := resolve.New(resolve.Config{Servers: []string{"127.0.0.1:53"}})
 	if err != nil {
 		tb.Fatalf("resolver: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &fleet{cancel: cancel}
+	f := &fleet{cancel: cancel, tunnels: tunnels}
 	tb.Cleanup(f.stop)
 	for i, tok := range tokens {
 		env := func(k string) (string, bool) { return tok, k == config.EnvAgentToken }
-		cfg, err := config.Parse(fmt.Sprintf("fleet-%d.yaml", i), fleetConfig(relayURL, caFile, i), env)
+		cfg, err := config.Parse(fmt.Sprintf("fleet-%d.yaml", i), fleetConfig(relayURL, tunnels, i), env)
 		if err != nil {
 			tb.Fatalf("fleet agent %d: %v", i, err)
 		}
@@ -113,7 +110,7 @@ func (f *fleet) tunnelsUp() (tunnels, complete int) {
 	for _, a := range f.agents {
 		n := a.TunnelsUp()
 		tunnels += n
-		if n >= 2 {
+		if n >= f.tunnels {
 			complete++
 		}
 	}

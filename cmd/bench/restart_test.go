@@ -7,20 +7,24 @@ import (
 	"time"
 )
 
+// fdSlack is what each process needs beside the tunnels' sockets:
+// listeners, the store, tunnel requests being refused.
+const fdSlack = 500
+
 // runScale connects n agents of two tunnels each to one relay on SQLite,
 // measures the relay idle, then kills it, starts it again on the same data
 // directory and port, and measures the fleet coming back.
-func runScale(tb testing.TB, n int) scaleResult {
+func runScale(tb testing.TB, n, tunnels int) scaleResult {
 	tb.Helper()
-	raiseFDLimit(tb, uint64(8*n+10_000))
+	raiseFDLimit(tb, uint64(n*tunnels+fdSlack))
 	relay, tokens := newScaleRelay(tb, n)
 	before, err := relay.proc.Usage()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	fl := startFleet(tb, "ws"+relay.base[len("http"):], "", tokens)
-	waitTunnels(tb, relay, fl, 2*n, scaleConnectTimeout)
-	res := scaleResult{agents: n}
+	fl := startFleet(tb, "ws"+relay.base[len("http"):], tokens, tunnels)
+	waitTunnels(tb, relay, fl, n*tunnels, scaleConnectTimeout)
+	res := scaleResult{agents: n, tunnels: tunnels}
 	measureIdle(tb, relay, &res, before.RSSKiB)
 	measureRestart(tb, relay, fl, &res)
 	return res
@@ -96,7 +100,7 @@ func measureRestart(tb testing.TB, r *scaleRelay, fl *fleet, res *scaleResult) {
 }
 
 // followFleet polls the agents every 100 ms and the relay's handshake
-// counter every second until every agent has both tunnels up, and returns
+// counter every second until every agent has all its tunnels up, and returns
 // each agent's time since killed.
 func followFleet(ctx context.Context, tb testing.TB, r *scaleRelay, fl *fleet, killed time.Time, res *scaleResult) []time.Duration {
 	tb.Helper()
@@ -109,7 +113,7 @@ func followFleet(ctx context.Context, tb testing.TB, r *scaleRelay, fl *fleet, k
 			tb.Fatalf("%d of %d agents not back %s after the relay was killed", left, len(upAt), time.Since(killed))
 		}
 		for i, a := range fl.agents {
-			if upAt[i] == 0 && a.TunnelsUp() >= 2 {
+			if upAt[i] == 0 && a.TunnelsUp() >= fl.tunnels {
 				upAt[i], left = time.Since(killed), left-1
 			}
 		}

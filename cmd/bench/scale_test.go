@@ -32,13 +32,16 @@ const (
 	scaleSettle         = 5 * time.Second
 )
 
-// defaultScaleAgents is the fleet size under make bench;
-// POSTERN_BENCH_AGENTS changes it.
-const defaultScaleAgents = 10_000
+// The fleet under make bench: POSTERN_BENCH_AGENTS agents (default
+// 10,000) of POSTERN_BENCH_TUNNELS tunnels each (default 2, the agent's).
+const (
+	defaultScaleAgents  = 10_000
+	defaultScaleTunnels = 2
+)
 
 // scaleResult is what the scale scenario measured.
 type scaleResult struct {
-	agents            int
+	agents, tunnels   int
 	rssPerAgent       float64       // bytes of relay RSS per connected idle agent
 	idleCPUPerAgent   float64       // relay CPU seconds per agent per hour, idle
 	relayBack         time.Duration // kill to the new relay answering /healthz
@@ -48,21 +51,23 @@ type scaleResult struct {
 	paced             float64       // handshakes the relay paced (503 + Retry-After)
 }
 
-// scaleAgents reads POSTERN_BENCH_AGENTS.
-func scaleAgents(tb testing.TB) int {
-	v := os.Getenv("POSTERN_BENCH_AGENTS")
+// envCount reads a count from the environment variable name, def when
+// unset.
+func envCount(tb testing.TB, name string, def, most int) int {
+	v := os.Getenv(name)
 	if v == "" {
-		return defaultScaleAgents
+		return def
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > 100_000 {
-		tb.Fatalf("POSTERN_BENCH_AGENTS=%q: want a count from 1 to 100000", v)
+	if err != nil || n < 1 || n > most {
+		tb.Fatalf("%s=%q: want a count from 1 to %d", name, v, most)
 	}
 	return n
 }
 
-// raiseFDLimit lifts this process's open-file limit, which the relay
-// child inherits: each tunnel is a socket on both sides.
+// raiseFDLimit lifts this process's open-file limit to want, which the
+// relay child inherits: each tunnel is a socket on both sides. Past the
+// hard limit it needs CAP_SYS_RESOURCE.
 func raiseFDLimit(tb testing.TB, want uint64) {
 	tb.Helper()
 	var lim syscall.Rlimit
@@ -72,12 +77,11 @@ func raiseFDLimit(tb testing.TB, want uint64) {
 	if lim.Cur >= want {
 		return
 	}
-	next := syscall.Rlimit{Cur: want, Max: max(lim.Max, want)}
+	next := syscall.Rlimit{Cur: max(lim.Max, want), Max: max(lim.Max, want)}
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &next); err != nil {
-		next = syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
-		if lim.Max < want || syscall.Setrlimit(syscall.RLIMIT_NOFILE, &next) != nil {
-			tb.Fatalf("open-file limit %d (hard %d) is under the %d this scenario needs: %v", lim.Cur, lim.Max, want, err)
-		}
+		tb.Fatalf("open-file limit %d (hard %d) is under the %d this fleet needs, and raising it failed (%v): "+
+			"raise the hard limit (ulimit -Hn, or CAP_SYS_RESOURCE) or lower POSTERN_BENCH_AGENTS / POSTERN_BENCH_TUNNELS",
+			lim.Cur, lim.Max, want, err)
 	}
 }
 
@@ -155,11 +159,12 @@ func newScaleRelay(tb testing.TB, n int) (*scaleRelay, []string) {
 // runScaleRows runs the scale scenario once, however often the testing
 // package calls the sub-benchmark, and adds its figures to tab.
 func runScaleRows(b *testing.B, tab *table) {
-	n := scaleAgents(b)
+	n := envCount(b, "POSTERN_BENCH_AGENTS", defaultScaleAgents, 100_000)
+	tunnels := envCount(b, "POSTERN_BENCH_TUNNELS", defaultScaleTunnels, 16)
 	var res *scaleResult
 	b.Run(fmt.Sprintf("%d agents", n), func(b *testing.B) {
 		if res == nil {
-			r := runScale(b, n)
+			r := runScale(b, n, tunnels)
 			res = &r
 		}
 		b.ReportMetric(res.rssPerAgent/1024, "relay_KiB/agent")
@@ -173,7 +178,7 @@ func runScaleRows(b *testing.B, tab *table) {
 
 // addFigures writes the result into tab's figures section.
 func (r *scaleResult) addFigures(tab *table) {
-	fleet := fmt.Sprintf("%d agents x 2 tunnels", r.agents)
+	fleet := fmt.Sprintf("%d agents x %d tunnels", r.agents, r.tunnels)
 	secs := func(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
 	for _, f := range []figure{
 		{name: "relay RSS per idle agent, " + fleet, value: fmt.Sprintf("%.1f KiB", r.rssPerAgent/1024),

@@ -45,15 +45,18 @@ func (p *Pacer) Admit(now time.Time) (ok bool, wait time.Duration) {
 	if p.tat.Before(now) {
 		p.tat = now
 	}
-	if p.tat.Sub(now) < p.burst {
+	// Up to burst admissions may be scheduled ahead of the clock.
+	ahead := p.burst - p.interval
+	if p.tat.Sub(now) <= ahead {
 		p.tat = p.tat.Add(p.interval)
 		return true, 0
 	}
-	slot := p.tat
-	if p.promised.After(slot) {
-		slot = p.promised
+	// The first free slot is when the schedule lets one more in; every
+	// event turned away takes the one after the last handed out.
+	slot := p.tat.Add(-ahead)
+	if next := p.promised.Add(p.interval); next.After(slot) {
+		slot = next
 	}
-	slot = slot.Add(p.interval)
 	if slot.Sub(now) > p.maxWait {
 		slot = now.Add(p.maxWait)
 	}

@@ -18,9 +18,11 @@ func TestPacerSpreadsACrowd(t *testing.T) {
 	assert.True(t, ok, "second of the burst")
 	ok, wait := p.Admit(t0)
 	assert.False(t, ok, "the burst is spent")
-	assert.Equal(t, 300*time.Millisecond, wait, "the first slot after the burst's schedule")
+	assert.Equal(t, 100*time.Millisecond, wait, "the first slot the schedule frees")
 	_, wait = p.Admit(t0)
-	assert.Equal(t, 400*time.Millisecond, wait, "each one turned away gets a slot of its own")
+	assert.Equal(t, 200*time.Millisecond, wait, "each one turned away gets a slot of its own")
+	ok, _ = p.Admit(t0.Add(100 * time.Millisecond))
+	assert.True(t, ok, "back at its slot, it is admitted")
 }
 
 // TestPacerRestartedFleet turns 1,000 events up in the same instant, each
