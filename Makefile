@@ -9,7 +9,7 @@ DATE     ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test lint vet staticcheck unit bench soak clean dist
+.PHONY: all build run test lint vet staticcheck unit bench bench-scale soak clean dist
 
 all: build
 
@@ -36,9 +36,18 @@ staticcheck:
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 12m ./...
 
-# Performance: tunnel vs direct connection in one run, with ratios.
+# Performance: tunnel vs direct connection in one run, with ratios, the
+# same through a relay serving TLS, and a fleet of POSTERN_BENCH_AGENTS
+# agents (default 10,000, of POSTERN_BENCH_TUNNELS = 2 tunnels each) on one
+# relay: RSS and CPU per idle agent, reconnect after a relay kill. The fleet
+# needs an open-file limit of agents x tunnels + 500 (ulimit -Hn).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 3x -count 1 -timeout 30m ./cmd/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 3x -count 1 -timeout 45m ./cmd/bench/
+
+# The fleet scenario alone (same table, scale rows only).
+POSTERN_BENCH_AGENTS ?= 10000
+bench-scale:
+	POSTERN_BENCH_AGENTS=$(POSTERN_BENCH_AGENTS) $(GO) test -run '^$$' -bench 'Tunnel/[0-9]+_agents' -benchtime 1x -count 1 -timeout 30m ./cmd/bench/
 
 # Long fault and load tests (cmd/faults: 1 KB/s link, 10,000 streams, a
 # million stream cycles, 1,000 reconnects, slowloris), with their
