@@ -37,14 +37,14 @@ func waitTunnels(tb testing.TB, r *scaleRelay, fl *fleet, want int, within time.
 	ctx, cancel := context.WithTimeout(tb.Context(), within)
 	defer cancel()
 	for {
-		atRelay, _ := r.metric(ctx, "postern_relay_tunnels", "")
+		atRelay, err := r.metric(ctx, "postern_relay_tunnels", "")
 		up, _ := fl.tunnelsUp()
-		if int(atRelay) == want && up == want {
+		if err == nil && int(atRelay) == want && up == want {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			tb.Fatalf("%d of %d tunnels up at the relay, %d at the agents, after %s", int(atRelay), want, up, within)
+			tb.Fatalf("%d of %d tunnels up at the agents after %s; the relay's /metrics: %v tunnels, error %v", up, want, within, atRelay, err)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
