@@ -98,7 +98,7 @@ func startFleet(tb testing.TB, relayURL string, tokens []string, tunnels int) *f
 	return f
 }
 
-// stop ends every agent and waits for them.
+// stop ends every agent and waits for them; calling it again is harmless.
 func (f *fleet) stop() {
 	f.cancel()
 	f.wg.Wait()

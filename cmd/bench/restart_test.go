@@ -27,6 +27,7 @@ func runScale(tb testing.TB, n, tunnels int) scaleResult {
 	res := scaleResult{agents: n, tunnels: tunnels}
 	measureIdle(tb, relay, &res, before.RSSKiB)
 	measureRestart(tb, relay, fl, &res)
+	fl.stop() // before the relay's cleanup, which would otherwise drain every tunnel
 	return res
 }
 
