@@ -45,6 +45,8 @@ type Server struct {
 	metrics *metrics
 	// handshakes paces tunnel handshakes (nil: unpaced).
 	handshakes *ratelimit.Pacer
+	// authSlots bounds tunnel requests checking their token at once.
+	authSlots chan struct{}
 
 	webhookClient *http.Client
 	obs           observing
@@ -75,6 +77,7 @@ func newServer(cfg Config, verify auth.Verifier) (*Server, error) {
 	s.events = events.NewBus(events.RingSize, uint64(time.Now().UnixMicro()))
 	s.metrics = newMetrics(cfg.Metrics)
 	s.handshakes = ratelimit.NewPacer(cfg.TunnelHandshakesPerSecond, cfg.TunnelHandshakeBurst, maxHandshakeWait)
+	s.authSlots = make(chan struct{}, maxTunnelAuthsInFlight)
 	var b *broker.Broker
 	local := func(connID string) []status.View { return s.localViews(b, connID) }
 	book, err := s.book(local)
@@ -235,6 +238,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
 	defer cancel()
 	who, e := s.auth.Agent(r.WithContext(ctx))
+	<-s.authSlots
 	if e != nil {
 		if e.Reason == protocol.AgentTokenInvalid || e.Reason == protocol.AgentTokenRevoked {
 			s.log.Info("agent tunnel refused", "remote", r.RemoteAddr, "reason", e.Reason)
@@ -270,18 +274,31 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 // maxHandshakeWait is the furthest slot the handshake pacer hands out.
 const maxHandshakeWait = 2 * time.Minute
 
+// maxTunnelAuthsInFlight bounds tunnel requests checking their token at
+// once: when the store answers slower than the pace admits (a busy disk),
+// the excess is handed a later slot rather than queued until the
+// handshake timeout.
+const maxTunnelAuthsInFlight = 64
+
 // admitHandshake paces tunnel handshakes before any store lookup: over the
-// node's rate it answers 503 RELAY_UNAVAILABLE with the Retry-After of the
-// agent's own slot, and reports false.
+// node's rate, or with maxTunnelAuthsInFlight token checks under way, it
+// answers 503 RELAY_UNAVAILABLE with the Retry-After of the agent's own
+// slot, and reports false. Admitted, the caller holds an auth slot.
 func (s *Server) admitHandshake(w http.ResponseWriter, r *http.Request) bool {
 	ok, wait := s.handshakes.Admit(time.Now())
+	busy := ""
 	if ok {
-		s.metrics.handshakes.WithLabelValues("admitted").Inc()
-		return true
+		select {
+		case s.authSlots <- struct{}{}:
+			s.metrics.handshakes.WithLabelValues("admitted").Inc()
+			return true
+		default:
+			wait, busy = s.handshakes.Defer(time.Now()), ", and has as many token checks under way as it takes"
+		}
 	}
 	s.metrics.handshakes.WithLabelValues("paced").Inc()
 	e := protocol.Errorf(protocol.RelayUnavailable,
-		"node %s is taking tunnel handshakes at %g a second; come back in %s", s.cfg.NodeID, s.cfg.TunnelHandshakesPerSecond, wait.Round(time.Millisecond))
+		"node %s is taking tunnel handshakes at %g a second%s; come back in %s", s.cfg.NodeID, s.cfg.TunnelHandshakesPerSecond, busy, wait.Round(time.Millisecond))
 	e.RetryAfter = int((wait + time.Second - 1) / time.Second)
 	reply.Error(w, r, e)
 	return false

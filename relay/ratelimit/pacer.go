@@ -51,9 +51,28 @@ func (p *Pacer) Admit(now time.Time) (ok bool, wait time.Duration) {
 		p.tat = p.tat.Add(p.interval)
 		return true, 0
 	}
-	// The first free slot is when the schedule lets one more in; every
-	// event turned away takes the one after the last handed out.
+	return false, p.slotLocked(now, ahead)
+}
+
+// Defer turns an event away for a reason of the caller's (the node is
+// busy) and returns how long it should stay away: the next free slot, as
+// Admit would give.
+func (p *Pacer) Defer(now time.Time) time.Duration {
+	if p == nil {
+		return time.Second
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.slotLocked(now, p.burst-p.interval)
+}
+
+// slotLocked hands out the first free slot: when the schedule lets one
+// more in, or the one after the last handed out.
+func (p *Pacer) slotLocked(now time.Time, ahead time.Duration) time.Duration {
 	slot := p.tat.Add(-ahead)
+	if !slot.After(now) {
+		slot = now.Add(p.interval)
+	}
 	if next := p.promised.Add(p.interval); next.After(slot) {
 		slot = next
 	}
@@ -61,5 +80,5 @@ func (p *Pacer) Admit(now time.Time) (ok bool, wait time.Duration) {
 		slot = now.Add(p.maxWait)
 	}
 	p.promised = slot
-	return false, slot.Sub(now)
+	return slot.Sub(now)
 }
