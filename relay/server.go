@@ -297,6 +297,9 @@ func (s *Server) admitHandshake(w http.ResponseWriter, r *http.Request) bool {
 		}
 	}
 	s.metrics.handshakes.WithLabelValues("paced").Inc()
+	// The agent comes back on a new connection at its slot; an idle one
+	// kept meanwhile would cost the node a socket per waiting agent.
+	w.Header().Set("Connection", "close")
 	e := protocol.Errorf(protocol.RelayUnavailable,
 		"node %s is taking tunnel handshakes at %g a second%s; come back in %s", s.cfg.NodeID, s.cfg.TunnelHandshakesPerSecond, busy, wait.Round(time.Millisecond))
 	e.RetryAfter = int((wait + time.Second - 1) / time.Second)
