@@ -9,7 +9,7 @@ DATE     ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test lint vet staticcheck unit bench profile soak clean dist
+.PHONY: all build run test lint vet staticcheck unit bench bench-scale profile soak clean dist
 
 all: build
 
@@ -36,9 +36,20 @@ staticcheck:
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 12m ./...
 
-# Performance: tunnel vs direct connection in one run, with ratios.
+# Performance: tunnel vs direct connection in one run, with ratios, the
+# same through a relay serving TLS, and a fleet of POSTERN_BENCH_AGENTS
+# agents (BENCH_AGENTS, 1,000, under make bench; SCALE_AGENTS, 10,000,
+# under make bench-scale; POSTERN_BENCH_TUNNELS = 2 tunnels each) on one
+# relay: RSS and CPU per idle agent, reconnect after a relay kill. The fleet
+# needs an open-file limit of agents x tunnels + 500 (ulimit -Hn).
+BENCH_AGENTS ?= 1000
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 3x -count 1 -timeout 30m ./cmd/bench/
+	POSTERN_BENCH_AGENTS=$(BENCH_AGENTS) $(GO) test -run '^$$' -bench . -benchtime 3x -count 1 -timeout 45m ./cmd/bench/
+
+# The fleet scenario alone (same table, scale rows only).
+SCALE_AGENTS ?= 10000
+bench-scale:
+	POSTERN_BENCH_AGENTS=$(SCALE_AGENTS) $(GO) test -run '^$$' -bench 'Tunnel/[0-9]+_agents' -benchtime 1x -count 1 -timeout 30m ./cmd/bench/
 
 # CPU and allocation profiles of the relay and the agent under each HTTP
 # load of the bench (keep-alive and a new CONNECT per request), in

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -71,9 +72,10 @@ func revoked(r protocol.Reason) bool {
 }
 
 // pauseAfter logs why a tunnel ended and waits whatever pause the relay's
-// refusal calls for. It reports false when ctx ended first. A failure
-// that repeats is logged once, then at debug level until it changes.
-func (a *Agent) pauseAfter(ctx context.Context, err error, log *slog.Logger) bool {
+// refusal calls for. paused reports that it waited such a pause; ok is
+// false when ctx ended first. A failure that repeats is logged once, then
+// at debug level until it changes.
+func (a *Agent) pauseAfter(ctx context.Context, err error, log *slog.Logger) (paused, ok bool) {
 	var re *tunnel.UpgradeError
 	switch {
 	case errors.As(err, &re):
@@ -81,26 +83,39 @@ func (a *Agent) pauseAfter(ctx context.Context, err error, log *slog.Logger) boo
 	case errors.Is(err, session.ErrGoAway), errors.Is(err, errSameNode), errors.Is(err, errRespread):
 		log.Info("tunnel down; reconnecting", "err", err)
 	case err != nil:
-		a.mu.Lock()
-		everUp := a.everUp
-		a.mu.Unlock()
-		news := a.noteDown(protocol.ReasonUnknown, err.Error(), 0)
-		switch {
-		case !news:
-			log.Debug("tunnel down; reconnecting", "err", err)
-		case !everUp:
-			log.Warn("cannot reach the relay; retrying quietly with backoff until it answers", "err", err)
-		default:
-			log.Warn("tunnel down; reconnecting", "err", err)
-		}
+		a.noteFailure(err, log)
 	}
-	return true
+	return false, true
 }
 
+// noteFailure records and logs a tunnel that failed without a refusal.
+func (a *Agent) noteFailure(err error, log *slog.Logger) {
+	a.mu.Lock()
+	everUp := a.everUp
+	a.mu.Unlock()
+	news := a.noteDown(protocol.ReasonUnknown, err.Error(), 0)
+	switch {
+	case !news:
+		log.Debug("tunnel down; reconnecting", "err", err)
+	case !everUp:
+		log.Warn("cannot reach the relay; retrying quietly with backoff until it answers", "err", err)
+	default:
+		log.Warn("tunnel down; reconnecting", "err", err)
+	}
+}
+
+// retryAfterSpread is the most an agent adds to a relay's Retry-After:
+// the header counts whole seconds, so the agents a relay gave slots in
+// the same second come back spread over the next one, not at its start.
+const retryAfterSpread = time.Second
+
 // pauseRefused handles a refusal before the upgrade.
-func (a *Agent) pauseRefused(ctx context.Context, re *tunnel.UpgradeError, log *slog.Logger) bool {
+func (a *Agent) pauseRefused(ctx context.Context, re *tunnel.UpgradeError, log *slog.Logger) (paused, ok bool) {
 	reason, msg := refusalReason(re), refusalMessage(re)
-	pause := min(re.RetryAfter(), maxRetryAfterPause) // the relay asked for a pause (rate limited)
+	pause := min(re.RetryAfter(), maxRetryAfterPause) // the relay asked for a pause (rate limited, paced)
+	if pause > 0 {
+		pause += time.Duration(rand.Int64N(int64(retryAfterSpread)))
+	}
 	if re.StatusCode == http.StatusUnauthorized {
 		// A refused token will not fix itself in a second; retrying
 		// slowly keeps this address under the relay's limit on refused
@@ -120,7 +135,7 @@ func (a *Agent) pauseRefused(ctx context.Context, re *tunnel.UpgradeError, log *
 	}
 	log.Log(ctx, level, what, "status", re.StatusCode, "reason", reason, "message", msg, "retry_in", pause.Round(time.Second))
 	if pause > 0 {
-		return backoff.Sleep(ctx, pause)
+		return true, backoff.Sleep(ctx, pause)
 	}
-	return true
+	return false, true
 }

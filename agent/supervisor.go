@@ -47,7 +47,10 @@ func (a *Agent) keepTunnel(ctx context.Context, slot int) {
 		case a.TunnelsUp() > 0:
 			sp.landed++ // no other node took this try either
 		}
-		if !a.pauseAfter(ctx, err, log) || !bo.Wait(ctx) {
+		// A pause the relay asked for takes the place of the backoff
+		// delay: the relay chose when this tunnel should come back.
+		paused, ok := a.pauseAfter(ctx, err, log)
+		if !ok || !paused && !bo.Wait(ctx) {
 			return
 		}
 	}

@@ -513,3 +513,26 @@ func TestRateLimitedTunnelWaitsRetryAfter(t *testing.T) {
 	mu.Unlock()
 	assert.GreaterOrEqual(t, gap, time.Second, "the agent honours Retry-After")
 }
+
+// A relay pacing handshakes (503 with Retry-After) chose when the agent
+// should come back: the agent waits that, plus under a second of jitter,
+// instead of its backoff, however long the backoff has grown.
+func TestPacedTunnelComesBackAtItsSlotNotItsBackoff(t *testing.T) {
+	var asked atomic.Int32
+	pacer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `{"reason":"RELAY_UNAVAILABLE","message":"node is taking tunnel handshakes at 450 a second"}`)
+	}))
+	t.Cleanup(pacer.Close)
+	cfg := testkit.ParseConfig(t, "relay_url: ws://"+pacer.Listener.Addr().String()+"\ntunnels: 1\nallow: []\n")
+	a := runAgent(t, Options{Config: cfg, BackoffBase: time.Hour, BackoffMax: time.Hour})
+	require.Eventually(t, func() bool { return asked.Load() >= 3 }, 15*time.Second, 10*time.Millisecond,
+		"asked again at each Retry-After, not after an hour of backoff")
+	st := a.Status()
+	require.NotNil(t, st.Down)
+	assert.Equal(t, "RELAY_UNAVAILABLE", string(st.Down.Reason))
+	require.NotNil(t, st.Down.NextTryAt)
+}

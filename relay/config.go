@@ -61,6 +61,16 @@ type Config struct {
 	// the upgrade with 429 RATE_LIMITED. In a cluster each node counts its
 	// own. Zero turns the cap off.
 	MaxTunnelsPerConnection int
+	// TunnelHandshakesPerSecond paces tunnel handshakes for the whole
+	// node, so a fleet coming back after a restart does not arrive at
+	// once: over it, a tunnel request is answered, before any store
+	// lookup, 503 RELAY_UNAVAILABLE with a Retry-After that hands each
+	// refused agent a slot of its own (see ratelimit.Pacer). Zero turns
+	// pacing off.
+	TunnelHandshakesPerSecond float64
+	// TunnelHandshakeBurst is how many handshakes may start at once
+	// within TunnelHandshakesPerSecond; at least 1.
+	TunnelHandshakeBurst int
 	// Metrics receives the node's Prometheus series, served at /metrics;
 	// nil gives the node a registry of its own.
 	Metrics *prometheus.Registry
@@ -143,15 +153,20 @@ type ClusterConfig struct {
 
 // Defaults of DefaultConfig.
 const (
-	DefaultHeartbeatInterval         = 15 * time.Second
-	DefaultHandshakeTimeout          = 10 * time.Second
-	DefaultOpenTimeout               = 15 * time.Second
-	DefaultIdleTimeout               = 15 * time.Minute
-	DefaultTokenOverlap              = 24 * time.Hour
-	DefaultAuthFailureWindow         = 5 * time.Minute
-	DefaultDrainTimeout              = 30 * time.Second
-	DefaultMaxStreamsPerTunnel       = 512
-	DefaultMaxTunnelsPerConnection   = 16
+	DefaultHeartbeatInterval       = 15 * time.Second
+	DefaultHandshakeTimeout        = 10 * time.Second
+	DefaultOpenTimeout             = 15 * time.Second
+	DefaultIdleTimeout             = 15 * time.Minute
+	DefaultTokenOverlap            = 24 * time.Hour
+	DefaultAuthFailureWindow       = 5 * time.Minute
+	DefaultDrainTimeout            = 30 * time.Second
+	DefaultMaxStreamsPerTunnel     = 512
+	DefaultMaxTunnelsPerConnection = 16
+	// DefaultTunnelHandshakesPerSecond and DefaultTunnelHandshakeBurst
+	// keep a node under 500 handshakes in any second: 10,000 agents of
+	// two tunnels each are all back some 45 s after a restart.
+	DefaultTunnelHandshakesPerSecond = 450
+	DefaultTunnelHandshakeBurst      = 45
 	DefaultEventKeepAlive            = 15 * time.Second
 	DefaultAuthFailuresPerSource     = 10
 	DefaultAuthFailuresPerCredential = 20
@@ -182,6 +197,8 @@ func DefaultConfig() Config {
 		EventKeepAlive:            DefaultEventKeepAlive,
 		MaxStreamsPerTunnel:       DefaultMaxStreamsPerTunnel,
 		MaxTunnelsPerConnection:   DefaultMaxTunnelsPerConnection,
+		TunnelHandshakesPerSecond: DefaultTunnelHandshakesPerSecond,
+		TunnelHandshakeBurst:      DefaultTunnelHandshakeBurst,
 		DrainTimeout:              DefaultDrainTimeout,
 		AuthFailuresPerSource:     DefaultAuthFailuresPerSource,
 		AuthFailuresPerCredential: DefaultAuthFailuresPerCredential,
@@ -224,6 +241,9 @@ func (c Config) Validate() error {
 	errs = append(errs, c.validateFlap()...)
 	if c.MaxStreamsPerTunnel < 1 {
 		errs = append(errs, fmt.Errorf("max streams per tunnel %d: must be at least 1", c.MaxStreamsPerTunnel))
+	}
+	if c.TunnelHandshakesPerSecond < 0 || c.TunnelHandshakesPerSecond > 0 && c.TunnelHandshakeBurst < 1 {
+		errs = append(errs, fmt.Errorf("tunnel handshakes per second %g with burst %d: the rate must not be negative (0 turns pacing off) and a rate needs a burst of at least 1", c.TunnelHandshakesPerSecond, c.TunnelHandshakeBurst))
 	}
 	if c.MaxTunnelsPerConnection < 0 {
 		errs = append(errs, fmt.Errorf("max tunnels per connection %d: must not be negative (0 turns the cap off)", c.MaxTunnelsPerConnection))

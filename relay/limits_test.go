@@ -55,6 +55,33 @@ func TestTunnelsPerConnectionAreCapped(t *testing.T) {
 	}, waitFor, pollEvery, "the place the first tunnel held is free again")
 }
 
+// Tunnel handshakes over the node's pace are refused before the upgrade
+// with 503 RELAY_UNAVAILABLE, a message naming the rate and a Retry-After
+// that grows with each agent turned away, so a crowd comes back spread
+// out; the metric counts both verdicts.
+func TestTunnelHandshakesArePaced(t *testing.T) {
+	t.Parallel()
+	h, c := newConnHarness(t, "", func(c *Config) {
+		c.TunnelHandshakesPerSecond, c.TunnelHandshakeBurst = 0.01, 2
+	})
+	h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
+	h.connectAgent(t, c.AgentToken, testHello("agent-2", 1), echo)
+
+	var waits []time.Duration
+	for _, id := range []string{"agent-3", "agent-4"} {
+		_, refused, err := h.dialAgent(t, c.AgentToken, testHello(id, 1), echo)
+		require.Error(t, err)
+		require.NotNil(t, refused, "refused before the upgrade: %v", err)
+		assert.Equal(t, http.StatusServiceUnavailable, refused.StatusCode)
+		require.NotNil(t, refused.Refusal)
+		assert.Equal(t, protocol.RelayUnavailable, refused.Refusal.Reason)
+		assert.Contains(t, refused.Refusal.Message, "taking tunnel handshakes at 0.01 a second")
+		waits = append(waits, refused.RetryAfter())
+	}
+	assert.GreaterOrEqual(t, waits[0], 99*time.Second, "the first slot the schedule frees, 1/rate away")
+	assert.Greater(t, waits[1], waits[0], "each agent turned away gets a later slot")
+}
+
 // requireGoAway waits for the relay's GoAway on a's control stream and
 // for the tunnel to end after it (the relay lingers a second, skipping
 // what the agent still sends, so the GoAway is not lost to a reset).

@@ -22,6 +22,8 @@ type metrics struct {
 	streams prometheus.Counter     // CONNECT and forwarded streams opened
 	bytes   *prometheus.CounterVec // proxied bytes by direction
 	goaways prometheus.Counter
+	// handshakes counts tunnel requests by the pacer's verdict.
+	handshakes *prometheus.CounterVec
 	// challenges counts 407 answers to proxy requests that carried no
 	// credentials at all: a client's first request (git and most HTTP
 	// libraries send one) asking which scheme to use, not a refusal.
@@ -40,11 +42,13 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		streams: counter("postern_relay_proxy_streams_total", "Proxied streams the agent accepted."),
 		bytes: counterVec("postern_relay_proxy_bytes_total",
 			"Bytes carried by proxied streams; direction is to_target or from_target.", "direction"),
+		handshakes: counterVec("postern_relay_tunnel_handshakes_total",
+			"Tunnel requests by the handshake pacer's verdict: admitted (went on to authenticate and upgrade) or paced (answered 503 RELAY_UNAVAILABLE with a Retry-After slot).", "result"),
 		goaways: counter("postern_relay_goaways_sent_total", "GoAway notices sent to agents (drains)."),
 		challenges: counter("postern_relay_proxy_auth_challenges_total",
 			"407 answers to proxy requests that carried no Proxy-Authorization: a client's first request asking how to authenticate."),
 	}
-	reg.MustRegister(m.answers, m.streams, m.bytes, m.goaways, m.challenges,
+	reg.MustRegister(m.answers, m.handshakes, m.streams, m.bytes, m.goaways, m.challenges,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

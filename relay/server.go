@@ -19,6 +19,7 @@ import (
 	"github.com/postern/postern/relay/events"
 	"github.com/postern/postern/relay/internal/tick"
 	"github.com/postern/postern/relay/proxy"
+	"github.com/postern/postern/relay/ratelimit"
 	"github.com/postern/postern/relay/reply"
 	"github.com/postern/postern/relay/router"
 	"github.com/postern/postern/relay/secret"
@@ -42,6 +43,10 @@ type Server struct {
 	api     *admin.API
 	proxy   *proxy.Proxy
 	metrics *metrics
+	// handshakes paces tunnel handshakes (nil: unpaced).
+	handshakes *ratelimit.Pacer
+	// authSlots bounds tunnel requests checking their token at once.
+	authSlots chan struct{}
 
 	webhookClient *http.Client
 	obs           observing
@@ -74,6 +79,8 @@ func newServer(cfg Config, verify auth.Verifier) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, store: cfg.Store, webhookClient: webhook.NewClient()}
 	s.events = events.NewBus(events.RingSize, uint64(time.Now().UnixMicro()))
 	s.metrics = newMetrics(cfg.Metrics)
+	s.handshakes = ratelimit.NewPacer(cfg.TunnelHandshakesPerSecond, cfg.TunnelHandshakeBurst, maxHandshakeWait)
+	s.authSlots = make(chan struct{}, maxTunnelAuthsInFlight)
 	var b *broker.Broker
 	local := func(connID string) []status.View { return s.localViews(b, connID) }
 	book, err := s.book(local)
@@ -251,9 +258,13 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 // token, upgrade, and hand the byte stream to the broker, which knows
 // nothing of HTTP.
 func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
+	if !s.admitHandshake(w, r) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
 	defer cancel()
 	who, e := s.auth.Agent(r.WithContext(ctx))
+	<-s.authSlots
 	if e != nil {
 		if e.Reason == protocol.AgentTokenInvalid || e.Reason == protocol.AgentTokenRevoked {
 			s.log.Info("agent tunnel refused", "remote", r.RemoteAddr, "reason", e.Reason)
@@ -284,6 +295,42 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = s.broker.Accept(conn, broker.Identity{ConnectionID: who.Connection.ID, TokenID: who.TokenID, Remote: r.RemoteAddr})
+}
+
+// maxHandshakeWait is the furthest slot the handshake pacer hands out.
+const maxHandshakeWait = 2 * time.Minute
+
+// maxTunnelAuthsInFlight bounds tunnel requests checking their token at
+// once: when the store answers slower than the pace admits (a busy disk),
+// the excess is handed a later slot rather than queued until the
+// handshake timeout.
+const maxTunnelAuthsInFlight = 64
+
+// admitHandshake paces tunnel handshakes before any store lookup: over the
+// node's rate, or with maxTunnelAuthsInFlight token checks under way, it
+// answers 503 RELAY_UNAVAILABLE with the Retry-After of the agent's own
+// slot, and reports false. Admitted, the caller holds an auth slot.
+func (s *Server) admitHandshake(w http.ResponseWriter, r *http.Request) bool {
+	ok, wait := s.handshakes.Admit(time.Now())
+	busy := ""
+	if ok {
+		select {
+		case s.authSlots <- struct{}{}:
+			s.metrics.handshakes.WithLabelValues("admitted").Inc()
+			return true
+		default:
+			wait, busy = s.handshakes.Defer(time.Now()), ", and has as many token checks under way as it takes"
+		}
+	}
+	s.metrics.handshakes.WithLabelValues("paced").Inc()
+	// The agent comes back on a new connection at its slot; an idle one
+	// kept meanwhile would cost the node a socket per waiting agent.
+	w.Header().Set("Connection", "close")
+	e := protocol.Errorf(protocol.RelayUnavailable,
+		"node %s is taking tunnel handshakes at %g a second%s; come back in %s", s.cfg.NodeID, s.cfg.TunnelHandshakesPerSecond, busy, wait.Round(time.Millisecond))
+	e.RetryAfter = int((wait + time.Second - 1) / time.Second)
+	reply.Error(w, r, e)
+	return false
 }
 
 // tunnelCapRetryAfter is the pause asked of an agent refused for the

@@ -46,7 +46,7 @@ func newEnv(tb testing.TB) *env {
 	relayBin, agentBin := testkit.Binaries(tb)
 	sink := startSink(tb)
 	web := startHTTPTarget(tb)
-	st := startStack(tb, relayBin, agentBin, sink.addr(), web.addr())
+	st := startStack(tb, relayBin, agentBin, false, sink.addr(), web.addr())
 	return &env{sink: sink, web: web, stack: st, pattern: sink.pattern}
 }
 
@@ -123,78 +123,46 @@ func (e *env) measure(b *testing.B, rows []*row, cost *costRow, work func(ctx co
 	}
 }
 
-func BenchmarkTunnel(b *testing.B) {
-	e := newEnv(b)
-	var tab table
+// bulkCase is one bulk transfer scenario.
+type bulkCase struct {
+	name    string
+	op      byte
+	streams int
+	total   int64
+}
 
-	bulkCases := []struct {
-		name    string
-		op      byte
-		streams int
-		total   int64
-	}{
+// httpCase is one HTTP load scenario.
+type httpCase struct {
+	name      string
+	conc      int
+	keepAlive bool
+	// forwarded sends the tunnel's requests as plain http:// proxy
+	// requests (the relay forwards them) instead of through a CONNECT.
+	forwarded bool
+}
+
+var (
+	bulkCases = []bulkCase{
 		{"bulk upload, 1 stream", opUpload, 1, bulkSingle},
 		{"bulk download, 1 stream", opDownload, 1, bulkSingle},
 		{fmt.Sprintf("bulk upload, %d streams", parallelStreams), opUpload, parallelStreams, bulkParallel},
 		{fmt.Sprintf("bulk download, %d streams", parallelStreams), opDownload, parallelStreams, bulkParallel},
 	}
-	for _, bc := range bulkCases {
-		b.Run(bc.name, func(b *testing.B) {
-			r := tab.reset(bc.name, "MB/s", true)
-			cost := tab.resetCost(bc.name, "CPU ms per GB")
-			e.measure(b, []*row{r}, cost, func(ctx context.Context, _ bool, dial dialFunc) (float64, []float64, error) {
-				mbps, err := bulk(ctx, dial, e.sink.addr(), bc.op, bc.streams, bc.total, e.pattern)
-				return float64(bc.total) / 1e9, []float64{mbps}, err
-			})
-			r.report(b, "MB/s")
-		})
-	}
-
-	// forwarded sends the tunnel's requests as plain http:// proxy
-	// requests (the relay forwards them) instead of through a CONNECT.
-	httpCases := []struct {
-		name      string
-		conc      int
-		keepAlive bool
-		forwarded bool
-	}{
+	httpCases = []httpCase{
 		{"HTTP keep-alive, c=1", 1, true, false},
 		{"HTTP keep-alive, c=64", 64, true, false},
 		{"HTTP new CONNECT per request, c=64", 64, false, false},
 		{"HTTP keep-alive via http:// proxy, c=1", 1, true, true},
 	}
-	url := "http://" + e.web.addr() + "/rest/api/2/issue/PROJ-1"
-	for _, hc := range httpCases {
-		b.Run(hc.name, func(b *testing.B) {
-			rps := tab.reset(hc.name+" throughput", "req/s", true)
-			p50 := tab.reset(hc.name+" p50", "µs", false)
-			p99 := tab.reset(hc.name+" p99", "µs", false)
-			cost := tab.resetCost(hc.name, "CPU ms per 1000 requests")
-			e.measure(b, []*row{rps, p50, p99}, cost, func(ctx context.Context, tunnel bool, dial dialFunc) (float64, []float64, error) {
-				var via *neturl.URL
-				if tunnel && hc.forwarded {
-					via = e.stack.proxyURL()
-				}
-				res, err := httpLoad(ctx, dial, via, url, hc.conc, hc.keepAlive)
-				us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-				return float64(res.requests) / 1000, []float64{res.rps, us(res.p50), us(res.p99)}, err
-			})
-			rps.report(b, "req/s")
-			err := e.stack.profiles.during(b.Context(), hc.name, func() error {
-				var via *neturl.URL
-				if hc.forwarded {
-					via = e.stack.proxyURL()
-				}
-				_, err := httpLoad(b.Context(), e.stack.dialTunnel, via, url, hc.conc, hc.keepAlive)
-				return err
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(median(p50.tunnel), "tunnel_p50_us")
-			b.ReportMetric(median(p99.tunnel), "tunnel_p99_us")
-		})
-	}
+)
+
+func BenchmarkTunnel(b *testing.B) {
+	e := newEnv(b)
+	var tab table
+	e.runBulk(b, &tab, bulkCases, "")
+	e.runHTTP(b, &tab, httpCases, "")
+	e.runTLS(b, &tab)
+	runScaleRows(b, &tab)
 
 	fmt.Printf("\nPostern tunnel vs direct TCP on 127.0.0.1 (GOMAXPROCS=%d, %s/%s); median of the runs in each cell.\n",
 		runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH)
@@ -210,6 +178,60 @@ func BenchmarkTunnel(b *testing.B) {
 			float64(relayRSS)/(1<<20), float64(agentRSS)/(1<<20))
 	}
 	checkBar(b, &tab)
+	tab.checkFigures(b)
+}
+
+// runBulk measures the bulk cases; suffix names the stack in the rows.
+func (e *env) runBulk(b *testing.B, tab *table, cases []bulkCase, suffix string) {
+	for _, bc := range cases {
+		name := bc.name + suffix
+		b.Run(name, func(b *testing.B) {
+			r := tab.reset(name, "MB/s", true)
+			cost := tab.resetCost(name, "CPU ms per GB")
+			e.measure(b, []*row{r}, cost, func(ctx context.Context, _ bool, dial dialFunc) (float64, []float64, error) {
+				mbps, err := bulk(ctx, dial, e.sink.addr(), bc.op, bc.streams, bc.total, e.pattern)
+				return float64(bc.total) / 1e9, []float64{mbps}, err
+			})
+			r.report(b, "MB/s")
+		})
+	}
+}
+
+// runHTTP measures the HTTP cases; suffix names the stack in the rows.
+func (e *env) runHTTP(b *testing.B, tab *table, cases []httpCase, suffix string) {
+	url := "http://" + e.web.addr() + "/rest/api/2/issue/PROJ-1"
+	for _, hc := range cases {
+		name := hc.name + suffix
+		b.Run(name, func(b *testing.B) {
+			rps := tab.reset(name+" throughput", "req/s", true)
+			p50 := tab.reset(name+" p50", "µs", false)
+			p99 := tab.reset(name+" p99", "µs", false)
+			cost := tab.resetCost(name, "CPU ms per 1000 requests")
+			e.measure(b, []*row{rps, p50, p99}, cost, func(ctx context.Context, tunnel bool, dial dialFunc) (float64, []float64, error) {
+				var via *neturl.URL
+				if tunnel && hc.forwarded {
+					via = e.stack.proxyURL()
+				}
+				res, err := httpLoad(ctx, dial, via, url, hc.conc, hc.keepAlive)
+				us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+				return float64(res.requests) / 1000, []float64{res.rps, us(res.p50), us(res.p99)}, err
+			})
+			rps.report(b, "req/s")
+			err := e.stack.profiles.during(b.Context(), name, func() error {
+				var via *neturl.URL
+				if hc.forwarded {
+					via = e.stack.proxyURL()
+				}
+				_, err := httpLoad(b.Context(), e.stack.dialTunnel, via, url, hc.conc, hc.keepAlive)
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(median(p50.tunnel), "tunnel_p50_us")
+			b.ReportMetric(median(p99.tunnel), "tunnel_p99_us")
+		})
+	}
 }
 
 // checkBar fails the run when single-stream bulk through the tunnel falls

@@ -101,3 +101,14 @@ func TestTableMediansAndRatio(t *testing.T) {
 	require.NoError(t, tab.write(&out))
 	assert.Contains(t, out.String(), "x (MB/s)")
 }
+
+func TestTableFiguresShowTheirVerdict(t *testing.T) {
+	var tab table
+	tab.addFigure(figure{name: "restart: kill to every tunnel back", value: "61.0 s", target: "<= 60.0 s", judged: true})
+	tab.addFigure(figure{name: "relay CPU per idle agent", value: "3.00 µs/s"})
+	var out bytes.Buffer
+	require.NoError(t, tab.write(&out))
+	assert.Contains(t, out.String(), "Scale and TLS:")
+	assert.Regexp(t, `restart: kill to every tunnel back +\| +61\.0 s \| <= 60\.0 s \| +MISSED`, out.String())
+	assert.Regexp(t, `relay CPU per idle agent +\| +3\.00 µs/s \| +- \| +-`, out.String())
+}

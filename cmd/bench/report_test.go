@@ -59,6 +59,43 @@ type table struct {
 	base, test string
 	rows       []*row
 	costs      []*costRow
+	figures    []figure
+}
+
+// figure is a measure without a direct counterpart (the scale scenario,
+// TLS against plain), with its target when it has one.
+type figure struct {
+	name, value, target string
+	judged, ok          bool // judged: has a target; ok: meets it
+}
+
+func (f figure) verdict() string {
+	switch {
+	case !f.judged:
+		return "-"
+	case f.ok:
+		return "ok"
+	default:
+		return "MISSED"
+	}
+}
+
+// addFigure appends f to the figures section.
+func (t *table) addFigure(f figure) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.figures = append(t.figures, f)
+}
+
+// checkFigures fails the run for every figure that misses its target.
+func (t *table) checkFigures(b *testing.B) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, f := range t.figures {
+		if f.judged && !f.ok {
+			b.Errorf("%s: %s misses the target %s", f.name, f.value, f.target)
+		}
+	}
 }
 
 // resetCost is reset for the CPU cost section.
@@ -126,13 +163,40 @@ func (t *table) write(w io.Writer) error {
 	if err := writeGrid(w, lines); err != nil {
 		return err
 	}
+	if err := t.writeCosts(w); err != nil {
+		return err
+	}
+	return t.writeFigures(w)
+}
+
+// writeFigures prints the figures section, when there is one.
+func (t *table) writeFigures(w io.Writer) error {
+	if len(t.figures) == 0 {
+		return nil
+	}
+	if _, err := io.WriteString(w, "\nScale and TLS:\n"); err != nil {
+		return err
+	}
+	lines := [][]string{{"figure", "value", "target", "verdict"}}
+	for _, f := range t.figures {
+		target := f.target
+		if !f.judged {
+			target = "-"
+		}
+		lines = append(lines, []string{f.name, f.value, target, f.verdict()})
+	}
+	return writeGrid(w, lines)
+}
+
+// writeCosts prints the CPU cost section, when there is one.
+func (t *table) writeCosts(w io.Writer) error {
 	if len(t.costs) == 0 {
 		return nil
 	}
 	if _, err := io.WriteString(w, "\nCPU (user+sys) the tunnel processes spent per unit of work, median:\n"); err != nil {
 		return err
 	}
-	lines = [][]string{{"scenario", "relay", "agent", "relay+agent", "unit"}}
+	lines := [][]string{{"scenario", "relay", "agent", "relay+agent", "unit"}}
 	for _, c := range t.costs {
 		lines = append(lines, []string{c.name, format(median(c.relay)), format(median(c.agent)),
 			format(median(c.relay) + median(c.agent)), c.unit})

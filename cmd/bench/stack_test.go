@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,9 @@ type stack struct {
 	proxyAddr string
 	connID    string
 	key       string // the product's API key
+	// tls, when set, is how the product reaches the relay's proxy
+	// listener: a relay started with --tls-cert serves TLS on both.
+	tls *tls.Config
 }
 
 // dialFunc opens a byte stream to addr, directly or through the tunnel.
@@ -41,23 +45,36 @@ func dialDirect(ctx context.Context, addr string) (net.Conn, error) {
 
 // startStack starts the relay, provisions a connection and an API key
 // through the relay's API, starts an agent allowed to reach the ports of
-// targets on 127.0.0.1, and waits until its tunnels are up.
-func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *stack {
+// targets on 127.0.0.1, and waits until its tunnels are up. With withTLS
+// the relay serves wss:// and https on a self-signed certificate, which
+// the agent trusts through ca_file and the product through its pool.
+func startStack(tb testing.TB, relayBin, agentBin string, withTLS bool, targets ...string) *stack {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	dir := tb.TempDir()
 	apiAddr, proxyAddr := testkit.FreeAddr(tb), testkit.FreeAddr(tb)
-	base := "http://" + apiAddr
 	dataDir := filepath.Join(dir, "relay")
+	args := []string{"serve", "--data", dataDir, "--listen", apiAddr, "--proxy-listen", proxyAddr}
+	scheme, more, hc := "http", "", http.DefaultClient
+	var tlsCfg *tls.Config
+	if withTLS {
+		certFile, keyFile, pool := testkit.SelfSignedCert(tb, dir)
+		args = append(args, "--tls-cert", certFile, "--tls-key", keyFile)
+		scheme, more = "https", "ca_file: "+certFile+"\n"
+		tlsCfg = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+		tr := &http.Transport{TLSClientConfig: tlsCfg}
+		tb.Cleanup(tr.CloseIdleConnections)
+		hc = &http.Client{Transport: tr}
+	}
+	base := scheme + "://" + apiAddr
 
 	prof := newProfiler(tb)
-	relay := startProcess(tb, "relay", relayBin, prof.env("relay"), "serve", "--data", dataDir,
-		"--listen", apiAddr, "--proxy-listen", proxyAddr)
+	relay := startProcess(tb, "relay", relayBin, prof.env("relay"), args...)
 	testkit.WaitFor(tb, setupTimeout, "relay answers /healthz", func() bool {
-		return testkit.GetOK(http.DefaultClient, base+"/healthz")
+		return testkit.GetOK(hc, base+"/healthz")
 	})
-	admin := client.New(base, testkit.AdminKey(tb, dataDir), nil)
+	admin := client.New(base, testkit.AdminKey(tb, dataDir), hc)
 	conn, err := admin.CreateConnection(ctx, "bench", "bench")
 	if err != nil {
 		tb.Fatalf("create connection: %v", err)
@@ -67,11 +84,11 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 		tb.Fatalf("create api key: %v", err)
 	}
 
-	cfgFile := testkit.WriteAgentConfig(tb, dir, testkit.AgentConfig{Relays: []string{"ws://" + apiAddr},
-		Token: conn.AgentToken, StatusListen: testkit.FreeAddr(tb), Allow: targets})
+	cfgFile := testkit.WriteAgentConfig(tb, dir, testkit.AgentConfig{Relays: []string{"ws" + base[len("http"):]},
+		Token: conn.AgentToken, StatusListen: testkit.FreeAddr(tb), Allow: targets, More: more})
 	agent := startProcess(tb, "agent", agentBin, prof.env("agent"), "run", "--config", cfgFile)
 
-	product := client.New(base, key.Key, nil)
+	product := client.New(base, key.Key, hc)
 	if err := waitConnected(ctx, product, conn.ID); err != nil {
 		tb.Fatalf("agent: %v\nagent output:\n%s\nrelay output:\n%s", err, agent.Output(), relay.Output())
 	}
@@ -82,6 +99,7 @@ func startStack(tb testing.TB, relayBin, agentBin string, targets ...string) *st
 		proxyAddr: proxyAddr,
 		connID:    conn.ID,
 		key:       key.Key,
+		tls:       tlsCfg,
 	}
 }
 
@@ -123,6 +141,14 @@ func (s *stack) dialTunnel(ctx context.Context, addr string) (net.Conn, error) {
 		deadline = time.Now().Add(15 * time.Second)
 	}
 	_ = c.SetDeadline(deadline)
+	if s.tls != nil {
+		tc := tls.Client(c, s.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("TLS to proxy: %w", err)
+		}
+		c = tc
+	}
 	resp, br, err := testkit.Connect(c, s.connID, s.key, addr)
 	if err != nil {
 		c.Close()

@@ -47,6 +47,8 @@ type serveConfig struct {
 	IdleTimeout               time.Duration `yaml:"idle_timeout"`
 	MaxStreamsPerTunnel       int           `yaml:"max_streams_per_tunnel"`
 	MaxTunnelsPerConnection   int           `yaml:"max_tunnels_per_connection"`
+	TunnelHandshakesPerSecond float64       `yaml:"tunnel_handshakes_per_second"`
+	TunnelHandshakeBurst      int           `yaml:"tunnel_handshake_burst"`
 	AuthFailuresPerSource     int           `yaml:"auth_failures_per_source"`
 	AuthFailuresPerCredential int           `yaml:"auth_failures_per_credential"`
 	ProxyRatePerKey           float64       `yaml:"proxy_rate_per_key"`
@@ -149,7 +151,7 @@ func newServeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks, drain_timeout, shutdown_delay, idle_timeout, max_streams_per_tunnel, max_tunnels_per_connection, auth_failures_per_source, auth_failures_per_credential, auth_lookups_while_limited, trusted_proxies, proxy_rate_per_key, proxy_burst_per_key, peer_listen, peer_advertise, cluster_key_file, cluster_lease, history_retention, flap_threshold, flap_window, secure_cookies; see docs/operations.md)")
+	f.StringVar(&cfgFile, "config", "", "YAML config file (keys: listen, proxy_listen, data, database, tls_cert, tls_key, node_id, log_level, heartbeat_interval, webhooks, drain_timeout, shutdown_delay, idle_timeout, max_streams_per_tunnel, max_tunnels_per_connection, tunnel_handshakes_per_second, tunnel_handshake_burst, auth_failures_per_source, auth_failures_per_credential, auth_lookups_while_limited, trusted_proxies, proxy_rate_per_key, proxy_burst_per_key, peer_listen, peer_advertise, cluster_key_file, cluster_lease, history_retention, flap_threshold, flap_window, secure_cookies; see docs/operations.md)")
 	f.StringVar(&flags.Data, "data", "", "data directory: SQLite store and admin.key (default ./postern-data)")
 	f.StringVar(&flags.Database, "database", "", "store URL: sqlite:PATH or postgres://URL (default: $POSTERN_DATABASE_URL, else SQLite in --data); a password belongs in the config file or POSTERN_DATABASE_URL, not here")
 	f.StringVar(&flags.Listen, "listen", "", "API and tunnel listen address (default :8080)")
@@ -224,6 +226,7 @@ func (c serveConfig) relayConfig() relay.Config {
 	setPositive(&rc.IdleTimeout, c.IdleTimeout)
 	setPositive(&rc.MaxStreamsPerTunnel, c.MaxStreamsPerTunnel)
 	rc.MaxTunnelsPerConnection = limitOrOff(rc.MaxTunnelsPerConnection, c.MaxTunnelsPerConnection)
+	c.handshakeConfig(&rc)
 	setPositive(&rc.TokenOverlap, c.TokenOverlap)
 	rc.AuthFailuresPerSource = limitOrOff(rc.AuthFailuresPerSource, c.AuthFailuresPerSource)
 	rc.AuthFailuresPerCredential = limitOrOff(rc.AuthFailuresPerCredential, c.AuthFailuresPerCredential)
@@ -441,4 +444,18 @@ func (k *keyPair) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	}
 	k.current, k.mtime = &c, newest
 	return k.current, nil
+}
+
+// handshakeConfig sets the tunnel handshake pacer: a negative rate turns
+// it off; a rate without a burst may start a tenth of a second's worth
+// at once.
+func (c serveConfig) handshakeConfig(rc *relay.Config) {
+	switch {
+	case c.TunnelHandshakesPerSecond < 0:
+		rc.TunnelHandshakesPerSecond = 0
+	case c.TunnelHandshakesPerSecond > 0:
+		rc.TunnelHandshakesPerSecond = c.TunnelHandshakesPerSecond
+		rc.TunnelHandshakeBurst = max(1, int(math.Ceil(c.TunnelHandshakesPerSecond/10)))
+	}
+	setPositive(&rc.TunnelHandshakeBurst, c.TunnelHandshakeBurst)
 }

@@ -18,6 +18,13 @@ func TestServeConfigMapsOntoRelayDefaults(t *testing.T) {
 	assert.Equal(t, relay.DefaultMaxTunnelsPerConnection, got.MaxTunnelsPerConnection)
 	assert.Zero(t, serveConfig{MaxTunnelsPerConnection: -1}.relayConfig().MaxTunnelsPerConnection, "a negative cap turns it off")
 	assert.Equal(t, 4, serveConfig{MaxTunnelsPerConnection: 4}.relayConfig().MaxTunnelsPerConnection)
+
+	assert.InDelta(t, relay.DefaultTunnelHandshakesPerSecond, got.TunnelHandshakesPerSecond, 0)
+	assert.Equal(t, relay.DefaultTunnelHandshakeBurst, got.TunnelHandshakeBurst)
+	assert.Zero(t, serveConfig{TunnelHandshakesPerSecond: -1}.relayConfig().TunnelHandshakesPerSecond, "a negative rate turns pacing off")
+	paced := serveConfig{TunnelHandshakesPerSecond: 95}.relayConfig()
+	assert.Equal(t, 10, paced.TunnelHandshakeBurst, "a rate without a burst takes a tenth of it, rounded up")
+	assert.Equal(t, 3, serveConfig{TunnelHandshakesPerSecond: 95, TunnelHandshakeBurst: 3}.relayConfig().TunnelHandshakeBurst)
 	assert.Equal(t, def.TokenOverlap, got.TokenOverlap)
 
 	got = serveConfig{
