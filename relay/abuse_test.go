@@ -29,12 +29,19 @@ import (
 	"github.com/postern/postern/relay/store"
 )
 
-// withoutAuthLimits turns both auth failure limits off, for tests that
-// send many refused credentials on purpose.
+// withoutAuthLimits turns both auth failure limits off, and the pacing of
+// tunnel handshakes, for tests that send many refused credentials on
+// purpose.
 func withoutAuthLimits(c *Config) {
 	c.AuthFailuresPerSource = 0
 	c.AuthFailuresPerCredential = 0
+	withoutPacing(c)
 }
+
+// withoutPacing turns the pacing of tunnel handshakes off, for tests of
+// what the relay does with each of a flood of tunnel requests (pacing has
+// tests of its own).
+func withoutPacing(c *Config) { c.TunnelHandshakesPerSecond = 0 }
 
 // countingStore counts the store calls that read and that write.
 type countingStore struct {
@@ -304,7 +311,7 @@ func TestAuthFailuresAreRateLimitedPerCredential(t *testing.T) {
 func TestWrongTokenFlood(t *testing.T) {
 	t.Parallel()
 	cs := &countingStore{}
-	h, c := newConnHarness(t, "", cs.wrap)
+	h, c := newConnHarness(t, "", cs.wrap, withoutPacing)
 	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
 	a.Close()
 	h.waitTunnels(t, c.ID, 0)
