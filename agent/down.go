@@ -104,17 +104,17 @@ func (a *Agent) noteFailure(err error, log *slog.Logger) {
 	}
 }
 
-// retryAfterSpread is the most an agent adds to a relay's Retry-After:
+// RetryAfterSpread is the most an agent adds to a relay's Retry-After:
 // the header counts whole seconds, so the agents a relay gave slots in
 // the same second come back spread over the next one, not at its start.
-const retryAfterSpread = time.Second
+const RetryAfterSpread = time.Second
 
 // pauseRefused handles a refusal before the upgrade.
 func (a *Agent) pauseRefused(ctx context.Context, re *tunnel.UpgradeError, log *slog.Logger) (paused, ok bool) {
 	reason, msg := refusalReason(re), refusalMessage(re)
 	pause := min(re.RetryAfter(), maxRetryAfterPause) // the relay asked for a pause (rate limited, paced)
 	if pause > 0 {
-		pause += time.Duration(rand.Int64N(int64(retryAfterSpread)))
+		pause += time.Duration(rand.Int64N(int64(RetryAfterSpread)))
 	}
 	if re.StatusCode == http.StatusUnauthorized {
 		// A refused token will not fix itself in a second; retrying

@@ -69,6 +69,9 @@ func TestSpecTimers(t *testing.T) {
 		"Data-phase write making no progress":      specDuration(tunnel.SpliceWriteTimeout),
 		"Wait for peer FIN after own FIN":          "none",
 		"Reconnect backoff":                        specDuration(agentDefaults.BackoffBase) + " doubling to " + specDuration(agentDefaults.BackoffMax),
+		"Tunnel handshake pace": fmt.Sprintf("%g a second, %d at once; slots up to %s ahead",
+			relayDefaults.TunnelHandshakesPerSecond, relayDefaults.TunnelHandshakeBurst, specDuration(relay.MaxHandshakeWait)),
+		"Pause after a `Retry-After`": "`Retry-After` + uniform [0, " + specDuration(agent.RetryAfterSpread) + "), instead of the backoff",
 	}
 	for timer, w := range want {
 		assert.Equal(t, w, cell(timer), timer)

@@ -79,7 +79,7 @@ func newServer(cfg Config, verify auth.Verifier) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, store: cfg.Store, webhookClient: webhook.NewClient()}
 	s.events = events.NewBus(events.RingSize, uint64(time.Now().UnixMicro()))
 	s.metrics = newMetrics(cfg.Metrics)
-	s.handshakes = ratelimit.NewPacer(cfg.TunnelHandshakesPerSecond, cfg.TunnelHandshakeBurst, maxHandshakeWait)
+	s.handshakes = ratelimit.NewPacer(cfg.TunnelHandshakesPerSecond, cfg.TunnelHandshakeBurst, MaxHandshakeWait)
 	s.authSlots = make(chan struct{}, maxTunnelAuthsInFlight)
 	var b *broker.Broker
 	local := func(connID string) []status.View { return s.localViews(b, connID) }
@@ -153,6 +153,7 @@ func (s *Server) wire(verify auth.Verifier) error {
 		FailuresPerCredential: s.cfg.AuthFailuresPerCredential,
 		Window:                s.cfg.AuthLimitWindow,
 		LookupsWhileLimited:   s.cfg.AuthLookupsWhileLimited,
+		StoreEveryTime:        s.cfg.Cluster != nil,
 	}, verify, s.status.TokenFailure, s.log)
 	if err != nil {
 		return err
@@ -297,8 +298,8 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 	_ = s.broker.Accept(conn, broker.Identity{ConnectionID: who.Connection.ID, TokenID: who.TokenID, Remote: r.RemoteAddr})
 }
 
-// maxHandshakeWait is the furthest slot the handshake pacer hands out.
-const maxHandshakeWait = 2 * time.Minute
+// MaxHandshakeWait is the furthest slot the handshake pacer hands out.
+const MaxHandshakeWait = 2 * time.Minute
 
 // maxTunnelAuthsInFlight bounds tunnel requests checking their token at
 // once: when the store answers slower than the pace admits (a busy disk),

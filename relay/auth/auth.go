@@ -50,6 +50,12 @@ type Config struct {
 	// when this node holds no hash for their id (see guard.go). Zero
 	// gives them none: only credentials this node has seen get through.
 	LookupsWhileLimited float64
+	// StoreEveryTime reads API key and connection records from the store
+	// on every request instead of keeping them for RecordTTL. A cluster
+	// node sets it: cut off from the cluster's notifications (a partition
+	// from PostgreSQL), it would not hear of a revocation at another node,
+	// and must not serve a revoked key from memory meanwhile.
+	StoreEveryTime bool
 }
 
 // Validate reports every setting out of range.
@@ -83,6 +89,7 @@ type Authenticator struct {
 	holds     holds
 	uses      uses
 	cache     cache
+	noCache   bool // Config.StoreEveryTime
 }
 
 // New returns an Authenticator; onFailure may be nil.
@@ -95,7 +102,7 @@ func New(st store.Store, cfg Config, verify Verifier, onFailure TokenFailure, lo
 	}
 	return &Authenticator{
 		store: st, verify: verify, log: log, onFailure: onFailure,
-		guard: newGuard(cfg, verify, log, time.Now),
+		guard: newGuard(cfg, verify, log, time.Now), noCache: cfg.StoreEveryTime,
 	}, nil
 }
 
@@ -268,6 +275,7 @@ func (a *Authenticator) key(ctx context.Context, raw string) (k store.APIKey, fo
 func (a *Authenticator) keyRecord(ctx context.Context, id string, sec []byte) (store.APIKey, bool, error) {
 	now := time.Now()
 	held, ok, gen := a.cache.keys.get(id, now)
+	ok = ok && !a.noCache
 	if ok && a.verify(held.Hash, sec) {
 		return held, true, nil
 	}
@@ -370,7 +378,13 @@ func (a *Authenticator) proxy(ctx context.Context, header string) (store.Connect
 	if err != nil {
 		return store.Connection{}, store.APIKey{}, keyRefused(err, found, denied.refusal)
 	}
-	conn, err := cached(&a.cache.conns, connID, func() (store.Connection, error) { return a.store.GetConnection(ctx, connID) })
+	load := func() (store.Connection, error) { return a.store.GetConnection(ctx, connID) }
+	var conn store.Connection
+	if a.noCache {
+		conn, err = load()
+	} else {
+		conn, err = cached(&a.cache.conns, connID, load)
+	}
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !Sees(k, conn)) {
 		return store.Connection{}, k, denied
 	}

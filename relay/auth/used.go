@@ -69,13 +69,12 @@ func (a *Authenticator) FlushUses(ctx context.Context) {
 	u := &a.uses
 	u.mu.Lock()
 	pending := u.pending
-	if len(pending) > 0 {
-		u.pending = map[string]time.Time{}
-	}
-	u.mu.Unlock()
 	if len(pending) == 0 {
+		u.mu.Unlock()
 		return
 	}
+	u.pending = map[string]time.Time{} // the writes below own pending alone
+	u.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, useFlushTimeout)
 	defer cancel()
 	for id, at := range pending {

@@ -10,6 +10,7 @@
 package status
 
 import (
+	"errors"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -306,6 +307,18 @@ func (k *Keeper) allowlistStatus(st *api.Status, newest *View, target *Target) {
 // token, no agent ever, or none now with the last time one was seen. When
 // the book cannot be read, it cannot tell: RELAY_UNAVAILABLE.
 func (k *Keeper) Offline(ctx context.Context, c store.Connection) *protocol.Error {
+	// c may come from a cache of a few seconds (the proxy's credential
+	// check): when its agent was first or last seen is read afresh, so
+	// an agent that just left is offline, not never connected.
+	fresh, err := k.store.GetConnection(ctx, c.ID)
+	if err == nil {
+		c = fresh
+	} else if !errors.Is(err, store.ErrNotFound) {
+		k.log.Warn("status: read connection", "connection", c.ID, "err", err)
+		e := protocol.Errorf(protocol.RelayUnavailable, "relay store unavailable")
+		e.RetryAfter = 5
+		return e
+	}
 	f, err := k.book.Failure(ctx, c.ID)
 	if err != nil {
 		k.log.Warn("status: read auth failures", "connection", c.ID, "err", err)
