@@ -254,7 +254,7 @@ func TestParseInvalid(t *testing.T) {
 		},
 		"relay_url without host": {
 			data: yml("relay_url: relay.postern.example"),
-			want: `config.yaml:1: relay_url: "relay.postern.example": want an absolute URL such as wss://relay.example.com`,
+			want: `config.yaml:1: relay_url: "relay.postern.example" has no scheme; write wss://relay.postern.example (or ws://relay.postern.example to a loopback relay, for testing)`,
 		},
 		"relay_url bad port": {
 			data: yml("relay_url: wss://relay.postern.example:70000"),

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -176,6 +177,10 @@ func (l *portList) decode(n *yaml.Node, key string, p *problems) {
 			}
 			l.values = append(l.values, strconv.FormatInt(v, 10))
 		case item.Kind == yaml.ScalarNode && item.ShortTag() == "!!str":
+			if lo, hi, ok := colonRange(item.Value); ok {
+				p.add(lineOf(item), "%s: %s is not a port range; write \"%s-%s\" (with a dash, in quotes)", ikey, quote(item.Value), lo, hi)
+				continue
+			}
 			l.values = append(l.values, item.Value)
 		default:
 			p.add(lineOf(item), "%s: want a port number or a range such as \"8000-8100\", got %s", ikey, describe(item))
@@ -211,4 +216,26 @@ func (l *blockedList) decode(n *yaml.Node, key string, p *problems) {
 		}
 		l.entries = append(l.entries, blockedEntry{value: item.Value, index: i, from: lineOf(item)})
 	}
+}
+
+// colonRange recognises a port range written with a colon, as in 9000:9001
+// (which YAML reads as a string, or in YAML 1.1 as a base-60 number).
+func colonRange(s string) (lo, hi string, ok bool) {
+	lo, hi, ok = strings.Cut(s, ":")
+	if !ok || !allDigits(lo) || !allDigits(hi) {
+		return "", "", false
+	}
+	return lo, hi, true
+}
+
+func allDigits(s string) bool {
+	if s == "" || len(s) > 5 {
+		return false
+	}
+	for i := range len(s) {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -16,6 +16,8 @@ import (
 // out of the report, so a mistyped ports list is not also reported as
 // "ports missing".
 func compileRules(fc *fileConfig, p *problems) (rs allowlist.Rules, list *allowlist.List) {
+	checkHostSchemes("allow", fc.Allow, p)
+	checkHostSchemes("deny", fc.Deny, p)
 	rs = allowlist.Rules{Allow: ruleSpecs(fc.Allow), Deny: ruleSpecs(fc.Deny), Blocked: blockedSpecs(fc.Blocked)}
 	list, err := allowlist.CompileRules(rs)
 	if err == nil {
@@ -35,7 +37,7 @@ func compileRules(fc *fileConfig, p *problems) (rs allowlist.Rules, list *allowl
 		case r == nil:
 			p.addCause(origin{}, e, "%s", e.Error())
 		case !r.bad:
-			p.addCause(origin{line: r.line}, e, "%s: %s", where, rest)
+			p.addCause(ruleLine(r, rest), e, "%s: %s", where, rest)
 		}
 	}
 	return rs, nil
@@ -128,4 +130,32 @@ func ruleOf(msg string, fc *fileConfig) (r *fileRule, where, rest string) {
 		return &fc.Deny[i], where, rest
 	}
 	return nil, "", ""
+}
+
+// ruleLine is where a rule's problem is reported: the ports: line for a
+// problem with its ports, else the rule's first line.
+func ruleLine(r *fileRule, rest string) origin {
+	if strings.HasPrefix(rest, "ports") && r.Ports.from.line > 0 {
+		return r.Ports.from
+	}
+	return origin{line: r.line}
+}
+
+// checkHostSchemes reports a host written as a URL (https://gitlab.corp/x):
+// a rule names a host, and the port goes in ports.
+func checkHostSchemes(section string, rules []fileRule, p *problems) {
+	for i := range rules {
+		r := &rules[i]
+		scheme, rest, ok := strings.Cut(r.Host.value, "://")
+		if r.bad || !ok {
+			continue
+		}
+		host, _, _ := strings.Cut(rest, "/")
+		if at := strings.LastIndexByte(host, '@'); at >= 0 {
+			host = host[at+1:]
+		}
+		p.add(r.Host.from, "%s[%d]: host %s is a URL; drop the scheme %s:// (and any path): write host: %s",
+			section, i, quote(scheme+"://"+host), scheme, quote(host))
+		r.bad = true
+	}
 }

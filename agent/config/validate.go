@@ -117,6 +117,9 @@ func validateRelayURLs(l stringList, p *problems) []*url.URL {
 // to a loopback host. The error never repeats userinfo, which could hold a
 // pasted secret.
 func parseRelayURL(raw string) (*url.URL, error) {
+	if raw != "" && !strings.Contains(raw, "://") {
+		return nil, missingScheme(raw)
+	}
 	u, err := parseURL(raw)
 	if err != nil {
 		return nil, err
@@ -148,6 +151,17 @@ func parseRelayURL(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("%s: give the relay's base URL; the agent appends /v1/tunnel itself", quote(u.Redacted()))
 	}
 	return u, nil
+}
+
+// missingScheme explains a relay URL written without a scheme, such as
+// 127.0.0.1:8080 or relay.example.com. The input is shown only when it holds
+// no "@", which could mean pasted credentials.
+func missingScheme(raw string) error {
+	if strings.Contains(raw, "@") {
+		return errors.New("no scheme; write wss:// before the relay's address (ws:// only to a loopback relay, for testing)")
+	}
+	shown := shorten(raw)
+	return fmt.Errorf("%s has no scheme; write wss://%s (or ws://%s to a loopback relay, for testing)", quote(raw), shown, shown)
 }
 
 // parseEgressProxy checks the proxy for the agent's own connections to the

@@ -44,6 +44,9 @@ func newValidateCmd() *cobra.Command {
 			if len(allow) == 0 {
 				fmt.Fprintln(out, "warning: no allow rules: every target will be refused")
 			}
+			for _, w := range cfg.Warnings() {
+				fmt.Fprintln(out, "warning:", w)
+			}
 			if explain == "" {
 				return nil
 			}
