@@ -167,7 +167,9 @@ func TestHelloOutOfBoundsIsToldWhy(t *testing.T) {
 	assert.Equal(t, protocol.FrameGoAway, notice.Type)
 	assert.Contains(t, notice.Message, "hello allowlist.mode")
 	assert.Equal(t, "never_connected", h.status(t, c.ID, "").TunnelStatus)
-	assert.Contains(t, h.logs.String(), "agent tunnel closed: the agent broke a limit")
+	// The relay logs right after it sent the GoAway the agent just read.
+	assert.Eventually(t, func() bool { return strings.Contains(h.logs.String(), "agent tunnel closed: the agent broke a limit") },
+		waitFor, pollEvery, "the relay logs why it closed the tunnel")
 }
 
 // Health at the heartbeat's pace, with reloads between, never trips the

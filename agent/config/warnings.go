@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"runtime"
@@ -41,12 +43,17 @@ func (c *Config) ipRuleNamesLoopback() bool {
 }
 
 // tokenFileWarning says when the token file can be read by group or
-// others, which run refuses; "" when it cannot, or cannot be checked.
+// others, which run refuses; "" when it cannot, or cannot be checked. A
+// file not there yet says nothing: validate often runs before the token is
+// installed, and run names a missing file itself.
 func tokenFileWarning(path string) string {
 	if path == "" || runtime.GOOS == "windows" {
 		return ""
 	}
 	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ""
+	}
 	if err != nil {
 		return fmt.Sprintf("token_file %s: %v", path, err)
 	}

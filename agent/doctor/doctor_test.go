@@ -334,7 +334,7 @@ func TestConfig(t *testing.T) {
 			yaml: "relay_url: wss://relay.example.com\n" +
 				"tokenfile: agent.token\n" +
 				"allow:\n  - host: gitlab.corp.example\n    ports: [99999]\n",
-			detail: []string{"agent.yaml:2: unknown key", "agent.yaml:4: allow[0]", "2 problems:"},
+			detail: []string{"agent.yaml:2: unknown key", "agent.yaml:5: allow[0]", "2 problems:"},
 			remedy: "postern-agent validate --config",
 		},
 	}
