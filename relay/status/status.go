@@ -10,10 +10,10 @@
 package status
 
 import (
-	"errors"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
