@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -37,18 +38,24 @@ type positioned interface {
 // its (empty) result would only add noise.
 func decodeFile(data []byte, p *problems) (fc *fileConfig, ok bool) {
 	fc = &fileConfig{}
+	return fc, decodeDocument(data, reflect.ValueOf(fc).Elem(), p)
+}
+
+// decodeDocument decodes the one YAML document in data into struct v; see
+// decodeFile.
+func decodeDocument(data []byte, v reflect.Value, p *problems) (ok bool) {
 	if len(data) > MaxFileSize {
 		p.add(origin{}, "file is larger than %d bytes; is this the right file?", MaxFileSize)
-		return fc, false
+		return false
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if !errors.Is(err, io.EOF) {
 			addSyntaxError(p, err, data)
-			return fc, false
+			return false
 		}
-		return fc, true // an empty file holds no settings; validate says what is missing
+		return true // an empty file holds no settings; validate says what is missing
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
@@ -58,18 +65,31 @@ func decodeFile(data []byte, p *problems) (fc *fileConfig, ok bool) {
 		addSyntaxError(p, err, data)
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
-		return fc, true
+		return true
 	}
 	root := doc.Content[0]
 	switch {
 	case isNull(root):
 	case root.Kind != yaml.MappingNode:
-		p.add(lineOf(root), "want a mapping of settings such as \"relay_url: wss://...\", got %s", describe(root))
-		return fc, false
+		p.add(lineOf(root), "want a mapping of settings such as %q, got %s", example(v.Type()), describe(root))
+		return false
 	default:
-		decodeStruct(root, reflect.ValueOf(fc).Elem(), "", p)
+		decodeStruct(root, v, "", p)
 	}
-	return fc, true
+	return true
+}
+
+// example is the first key of settings type t written as "key: ...", for
+// the message about a file that is not a mapping.
+func example(t reflect.Type) string {
+	if t == reflect.TypeFor[fileConfig]() {
+		return "relay_url: wss://..."
+	}
+	names, _ := yamlFields(t)
+	if len(names) == 0 {
+		return "key: value"
+	}
+	return names[0] + ": ..."
 }
 
 // addSyntaxError reports a YAML parser error, moving its line (when the
@@ -201,8 +221,7 @@ func decodeValue(n *yaml.Node, f reflect.Value, key string, p *problems) {
 			}
 		}
 	default:
-		// Only reachable by adding a field of a new kind to fileConfig.
-		panic(fmt.Sprintf("config: no decoder for %s (%s)", key, f.Type()))
+		decodePlain(n, f, key, p)
 	}
 }
 
@@ -223,12 +242,27 @@ func yamlFields(t reflect.Type) ([]string, map[string]int) {
 }
 
 // suggest returns the known key nearest to key when it is close enough to be
-// a likely typo (edit distance at most 2), else "".
+// a likely typo (edit distance at most 2, or dashes for underscores), else the one known key that key
+// is a word of (secret for secret_file, proxy for egress_proxy), else "".
 func suggest(key string, known []string) string {
+	if k := strings.ReplaceAll(key, "-", "_"); slices.Contains(known, k) {
+		return k // a flag's name written as a key
+	}
 	best, bestDist := "", 3
 	for _, k := range known {
 		if d := editDistance(key, k); d < bestDist {
 			best, bestDist = k, d
+		}
+	}
+	if best != "" {
+		return best
+	}
+	for _, k := range known {
+		if slices.Contains(strings.Split(k, "_"), key) {
+			if best != "" {
+				return "" // a word of several keys says nothing
+			}
+			best = k
 		}
 	}
 	return best

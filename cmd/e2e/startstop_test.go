@@ -78,3 +78,30 @@ func createConnection(t *testing.T, relayBin, apiAddr, dataDir string) string {
 		"--admin-key-file", filepath.Join(dataDir, "admin.key"), "--token-file", tokenFile)
 	return readToken(t, tokenFile)
 }
+
+// TestRelayConfigErrorsNameTheLine: a relay config file with mistakes
+// fails the start with every problem on its own file:line, an unknown key
+// with the key it likely meant, as an agent config does; nothing is
+// written to the data directory.
+func TestRelayConfigErrorsNameTheLine(t *testing.T) {
+	relayBin, _ := binaries(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "relay.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(strings.Join([]string{
+		"listn: 127.0.0.1:8080",
+		"proxy-listen: 127.0.0.1:8081",
+		"heartbeat_interval: 10",
+		"webhooks:",
+		"  - url: https://hooks.example/in",
+		"    secret: inline",
+	}, "\n")+"\n"), 0o600))
+	data := filepath.Join(dir, "relay")
+	res := runToolEnv(t, os.Environ(), relayBin, "serve", "--config", cfg, "--data", data)
+	assert.Equal(t, 1, res.code)
+	assert.Equal(t, "error: "+cfg+`:1: unknown key "listn"; did you mean "listen"?`+"\n"+
+		cfg+`:2: unknown key "proxy-listen"; did you mean "proxy_listen"?`+"\n"+
+		cfg+`:3: heartbeat_interval: want a duration such as "2s" or "500ms", got the number 10`+"\n"+
+		cfg+`:6: unknown key "secret" in webhooks[0]; did you mean "secret_file"?`+"\n", res.stderr)
+	_, err := os.Stat(data)
+	assert.ErrorIs(t, err, os.ErrNotExist, "a relay whose config is wrong creates nothing")
+}

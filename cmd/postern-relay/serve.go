@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 
+	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/cmd/internal/debugserve"
 	"github.com/postern/postern/cmd/internal/stopsignal"
 	"github.com/postern/postern/relay"
@@ -198,17 +198,20 @@ func overrideSet(cmd *cobra.Command, cfg *serveConfig, flags serveConfig) {
 	}
 }
 
+// loadServeConfig reads the relay's config file over the defaults in cfg.
+// It is read as strictly as an agent config, with the same messages: every
+// problem with its file:line, an unknown key with the key it likely meant.
 func loadServeConfig(path string, cfg *serveConfig) error {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil {
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, config.MaxFileSize+1))
+	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return nil
+	return config.DecodeStrict(path, data, cfg)
 }
 
 // relayConfig maps the file's settings onto the relay's defaults: zero (or
