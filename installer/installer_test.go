@@ -16,8 +16,11 @@ import (
 )
 
 const (
-	testToken  = "pat_0123456789abcdef_s3cr3tTokenValueThatMustNeverLeak"
-	goodConfig = `# the admin's comment
+	// Tokens of the issued shape; their parts are made up.
+	fromEnvToken  = "pat_installerenvaaaa_ZnJvbS10aGUtZW52aXJvbm1lbnQtLS0tLS0tLS0tLS0"
+	fromFlagToken = "pat_installerflagaaa_ZnJvbS10aGUtZmxhZy1maWxlLS0tLS0tLS0tLS0tLS0"
+	testToken     = "pat_installertestaaa_czNjcjN0VG9rZW5WYWx1ZVRoYXRNdXN0TmV2ZXJMay0"
+	goodConfig    = `# the admin's comment
 relay_url: wss://relay.example.com
 token_file: agent.token
 allow:
@@ -221,8 +224,8 @@ func TestInstallTokenSources(t *testing.T) {
 		tokenFile bool
 		want      string
 	}{
-		"--token-file wins over everything": {tokenFile: true, env: map[string]string{"POSTERN_AGENT_TOKEN": "from_env"}, want: "from_flag_file"},
-		"environment wins over the config":  {env: map[string]string{"POSTERN_AGENT_TOKEN": " from_env \n"}, want: "from_env"},
+		"--token-file wins over everything": {tokenFile: true, env: map[string]string{"POSTERN_AGENT_TOKEN": fromEnvToken}, want: fromFlagToken},
+		"environment wins over the config":  {env: map[string]string{"POSTERN_AGENT_TOKEN": " " + fromEnvToken + " \n"}, want: fromEnvToken},
 		"the config's token_file":           {want: testToken},
 	}
 	for name, tc := range tests {
@@ -232,7 +235,7 @@ func TestInstallTokenSources(t *testing.T) {
 			req := InstallRequest{Config: writeSource(t, goodConfig, testToken)}
 			if tc.tokenFile {
 				req.TokenFile = filepath.Join(t.TempDir(), "token")
-				require.NoError(t, os.WriteFile(req.TokenFile, []byte("from_flag_file"), 0o600))
+				require.NoError(t, os.WriteFile(req.TokenFile, []byte(fromFlagToken), 0o600))
 			}
 			_, err := tr.installer().Install(context.Background(), req)
 			require.NoError(t, err)

@@ -6,6 +6,8 @@ import (
 	"os"
 	"runtime"
 	"strings"
+
+	"github.com/postern/postern/protocol"
 )
 
 // maxTokenSize bounds the token file; a token is a few dozen bytes.
@@ -14,7 +16,10 @@ const maxTokenSize = 4096
 // LoadToken returns the agent token: POSTERN_AGENT_TOKEN from getenv when it
 // is set, else the content of TokenFile with surrounding whitespace trimmed.
 // A token file that group or others can read is refused, since the token
-// lets anyone holding it impersonate this agent. No error, here or anywhere
+// lets anyone holding it impersonate this agent, and so is a token of the
+// wrong shape (cut short, an API key, pasted garbage): the error, matching
+// protocol.ErrTokenShape, names what is wrong before any relay is asked.
+// No error, here or anywhere
 // in this package, contains the token.
 func (c *Config) LoadToken(getenv Getenv) (string, error) {
 	if getenv != nil {
@@ -25,6 +30,9 @@ func (c *Config) LoadToken(getenv Getenv) (string, error) {
 			}
 			if !printableToken(tok) {
 				return "", fmt.Errorf("%s holds spaces, line breaks or control characters; a token is one printable word", EnvAgentToken)
+			}
+			if err := protocol.CheckAgentToken(tok); err != nil {
+				return "", fmt.Errorf("%s: %w", EnvAgentToken, err)
 			}
 			return tok, nil
 		}
@@ -66,6 +74,9 @@ func readTokenFile(path string) (string, error) {
 	}
 	if !printableToken(tok) {
 		return "", fmt.Errorf("token file %s holds more than one line, spaces or control characters; a token is one printable word", path)
+	}
+	if err := protocol.CheckAgentToken(tok); err != nil {
+		return "", fmt.Errorf("token file %s: %w", path, err)
 	}
 	return tok, nil
 }

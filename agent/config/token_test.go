@@ -8,9 +8,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/protocol"
 )
 
-const testToken = "pt_agent_7f3c9a1d2e4b"
+// testToken has the shape of an agent token; its parts are made up.
+const testToken = "pat_abcdefghijk23456_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY"
 
 // loadWithToken writes a config naming token_file "agent.token" (relative) and
 // a token file with the given content and mode, and loads the config.
@@ -59,6 +62,16 @@ func TestLoadTokenFile(t *testing.T) {
 		"two lines": {
 			content: testToken + "\n" + testToken + "\n", mode: 0o600,
 			wantErr: []string{"holds more than one line"},
+		},
+		"cut short": {
+			content: testToken[:50] + "\n", mode: 0o600,
+			wantErr: []string{": not a well-formed agent token: it is 50 characters long where an agent token has 64, so it looks cut short"},
+			is:      protocol.ErrTokenShape,
+		},
+		"an API key": {
+			content: "pak_" + testToken[4:], mode: 0o600,
+			wantErr: []string{": not a well-formed agent token: it is an API key (it starts pak_)"},
+			is:      protocol.ErrTokenShape,
 		},
 		"too large": {
 			content: string(make([]byte, maxTokenSize+1)), mode: 0o600,
@@ -121,6 +134,13 @@ func TestLoadTokenSources(t *testing.T) {
 		_, err := c.LoadToken(envOf(map[string]string{EnvAgentToken: "abc def"}))
 		require.Error(t, err)
 		assert.NotContains(t, err.Error(), "abc")
+	})
+	t.Run("environment of the wrong shape", func(t *testing.T) {
+		c := &Config{}
+		_, err := c.LoadToken(envOf(map[string]string{EnvAgentToken: testToken + "garbage"}))
+		require.ErrorIs(t, err, protocol.ErrTokenShape)
+		assert.EqualError(t, err, "POSTERN_AGENT_TOKEN: not a well-formed agent token: it is 71 characters long where an agent token has 64, "+
+			"so it holds more than the token; copy it again in full from the output of `postern-relay connections create` or `rotate-token`")
 	})
 	t.Run("neither", func(t *testing.T) {
 		c := &Config{Path: "/etc/postern/agent.yaml"}

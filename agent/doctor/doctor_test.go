@@ -80,7 +80,7 @@ func TestRelayTunnel(t *testing.T) {
 			},
 		},
 		"wrong token": {
-			mode: relayNormal, token: "pat_tok1_wrong",
+			mode: relayNormal, token: "pat_tokaaaaaaaaaaaab_d3JvbmdzZWNyZXQtd3JvbmdzZWNyZXQtd3JvbmdzZWM",
 			assert: func(t *testing.T, rep Report, fr *fakeRelay) {
 				assert.False(t, rep.OK)
 				auth := failedFor(t, rep, LayerRelayAuth, "", protocol.AgentTokenInvalid)
@@ -266,6 +266,14 @@ func TestToken(t *testing.T) {
 				require.NoError(t, os.WriteFile(filepath.Join(s.dir, "agent.token"), nil, 0o600))
 			},
 			want: Fail, target: "agent.token", detail: "empty",
+		},
+		"cut short": {
+			prepare: func(t *testing.T, s *setup) {
+				require.NoError(t, os.WriteFile(filepath.Join(s.dir, "agent.token"), []byte(goodToken[:60]+"\n"), 0o600))
+			},
+			want: Fail, target: "agent.token",
+			detail: "not a well-formed agent token: it is 60 characters long where an agent token has 64, so it looks cut short",
+			remedy: "replace the content of ",
 		},
 		"from the environment": {
 			prepare: func(t *testing.T, s *setup) {

@@ -31,8 +31,10 @@ import (
 )
 
 const (
-	goodToken    = "pat_tok1_goodsecret"
-	revokedToken = "pat_tok2_revokedsecret"
+	// The fake relay's tokens have the issued shape (their parts are made
+	// up), so that the agent's own shape check lets them through.
+	goodToken    = "pat_tokaaaaaaaaaaaab_Z29vZHNlY3JldC1nb29kc2VjcmV0LWdvb2RzZWNyZXQ"
+	revokedToken = "pat_tokaaaaaaaaaaaac_cmV2b2tlZHNlY3JldC1yZXZva2Vkc2VjcmV0LXJldm8"
 	testNodeID   = "node-test-7"
 )
 

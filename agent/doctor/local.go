@@ -6,10 +6,12 @@ import (
 	"io/fs"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/protocol"
 )
 
 // checkConfig loads the config file. ok is false when there is no usable
@@ -139,6 +141,11 @@ func (r *runner) checkToken(cfg *config.Config) (token string, ok bool) {
 		return "", false
 	case errors.Is(err, config.ErrNoToken):
 		c.Status, c.Detail, c.Remediation = Fail, "the file holds only white space", write
+		return "", false
+	case errors.Is(err, protocol.ErrTokenShape):
+		c.Status, c.Detail = Fail, errors.Unwrap(err).Error() // without the path, which is the target
+		c.Remediation = "replace the content of " + shellQuote(path) + " with the agent token exactly as " +
+			"`postern-relay connections create` or `rotate-token` printed it: one line of " + strconv.Itoa(protocol.AgentTokenLen) + " characters"
 		return "", false
 	case err != nil:
 		c.Status, c.Detail, c.Remediation = Fail, err.Error(), write

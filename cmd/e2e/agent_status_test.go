@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,7 +68,7 @@ func TestAgentStartAndStatusErrors(t *testing.T) {
 	_, agentBin := binaries(t)
 	dir := t.TempDir()
 	cfg := testkit.WriteAgentConfig(t, dir, testkit.AgentConfig{Relays: []string{"ws://" + testkit.FreeAddr(t)},
-		Token: "pat_abc_s3cret", StatusListen: testkit.FreeAddr(t)})
+		Token: "pat_abcabcabcabcabca_czNjcmV0LS0tLS0tLS0tLS0tLS0tLS0tLS0tLS0tLS0", StatusListen: testkit.FreeAddr(t)})
 	start(t, agentBin, "run", "--config", cfg)
 	require.Eventually(t, func() bool { return runTool(t, agentBin, "status", "--config", cfg).stdout != "" },
 		15*time.Second, 100*time.Millisecond, "the first agent serves its status")
@@ -80,4 +83,43 @@ func TestAgentStartAndStatusErrors(t *testing.T) {
 	res := runTool(t, agentBin, "status", "--config", missing)
 	assert.NotZero(t, res.code)
 	assert.Contains(t, res.stderr, "--config "+missing+": no such file")
+}
+
+// TestAgentNamesAMalformedTokenLocally: a token cut short when pasted is
+// named by validate, doctor and run on the agent's machine, with what is
+// wrong and what to do, and none of them asks the relay with it.
+func TestAgentNamesAMalformedTokenLocally(t *testing.T) {
+	_, agentBin := binaries(t)
+	var asked atomic.Int32
+	relay := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		asked.Add(1)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer relay.Close()
+	whole := "pat_abcabcabcabcabca_czNjcmV0LS0tLS0tLS0tLS0tLS0tLS0tLS0tLS0tLS0"
+	dir := t.TempDir()
+	cfg := testkit.WriteAgentConfig(t, dir, testkit.AgentConfig{Relays: []string{"ws://" + relay.Listener.Addr().String()},
+		Token: whole[:52], StatusListen: testkit.FreeAddr(t), Allow: []string{"127.0.0.1:9"}})
+	tokenFile := filepath.Join(dir, "agent.token")
+	problem := "token file " + tokenFile + ": not a well-formed agent token: it is 52 characters long where an agent token has 64, " +
+		"so it looks cut short; copy it again in full from the output of `postern-relay connections create` or `rotate-token`"
+
+	res := runTool(t, agentBin, "validate", "--config", cfg)
+	assert.Equal(t, 2, res.code)
+	assert.Equal(t, "error: "+problem+"\n", res.stderr)
+
+	res = runTool(t, agentBin, "run", "--config", cfg)
+	assert.Equal(t, 1, res.code)
+	assert.Equal(t, "error: "+problem+"\n", res.stderr)
+
+	res = runTool(t, agentBin, "doctor", "--config", cfg)
+	assert.NotZero(t, res.code)
+	assert.Contains(t, res.stdout, "FAIL  token            "+tokenFile+": not a well-formed agent token: it is 52 characters long")
+	assert.Contains(t, res.stdout, "-> replace the content of "+tokenFile+" with the agent token exactly as "+
+		"`postern-relay connections create` or `rotate-token` printed it: one line of 64 characters")
+	assert.Contains(t, res.stdout, "relay auth       127.0.0.1:")
+	assert.Zero(t, asked.Load(), "no command sent the malformed token to the relay")
+	for _, out := range []string{res.stdout, res.stderr} {
+		assert.NotContains(t, out, whole[30:52], "no part of the secret is shown")
+	}
 }

@@ -1,7 +1,9 @@
 package faults
 
 import (
+	"context"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -49,17 +51,33 @@ func TestFaultAuthStateCannotBeSpoofedByOneAttempt(t *testing.T) {
 	assert.NotContains(t, s.relay.Output(), s.token[len(s.token)-20:], "no secret in the relay's logs")
 }
 
-// An agent whose token lost the end of its secret (a truncated copy and
-// paste) is an agent with a bad token, not one that never connected.
+// A token that lost the end of its secret (a truncated copy and paste) is
+// named by the agent itself, which exits before it asks the relay; a
+// client that sends one anyway (an older agent, a hand-written script) is
+// an agent with a bad token at the relay, not one that never connected.
 func TestFaultTruncatedTokenShowsFailing(t *testing.T) {
 	s := newSystem(t)
-	s.token = s.token[:len(s.token)-10]
-	s.launchAgent(t, agentOptions{}) // two tunnels, each refused
-	testkit.WaitFor(t, 20*time.Second, "auth failing", func() bool {
-		st, err := s.relay.tryStatus(s.connID)
-		return err == nil && st.AuthStatus == "failing"
-	})
+	truncated := s.token[:len(s.token)-10]
+
+	_, agentBin := testkit.Binaries(t)
+	cfgFile := testkit.WriteAgentConfig(t, t.TempDir(), testkit.AgentConfig{Relays: []string{"ws://" + s.relay.apiAddr},
+		Token: truncated, StatusListen: testkit.FreeAddr(t), Allow: []string{s.echo}})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, agentBin, "run", "--config", cfgFile).CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the agent refuses the token at start:\n%s", out)
+	assert.Contains(t, string(out), "not a well-formed agent token: it is 54 characters long where an agent token has 64, so it looks cut short")
+	assert.NotContains(t, string(out), truncated[len(truncated)-16:], "no secret in the agent's output")
 	st := s.relay.status(t, s.connID)
+	assert.Equal(t, "active", st.AuthStatus, "the relay was never asked")
+
+	client := &http.Client{Timeout: 5 * time.Second}
+	for range 2 { // one attempt alone is not an agent failing
+		require.Equal(t, http.StatusUnauthorized, tunnelAttempt(t.Context(), client, s.relay.apiAddr, truncated))
+	}
+	st = s.relay.status(t, s.connID)
+	assert.Equal(t, "failing", st.AuthStatus)
 	assert.Equal(t, "never_connected", st.TunnelStatus)
 	assert.Equal(t, "AGENT_AUTH_FAILED", string(st.Reason))
 	assert.Contains(t, st.LastError, "malformed secret")

@@ -27,7 +27,7 @@ import (
 	"github.com/postern/postern/installer"
 )
 
-const installTestToken = "pat_0123456789abcdef_neverPrintThisSecretValue"
+const installTestToken = "pat_installcmdaaaaaa_bmV2ZXJQcmludFRoaXNTZWNyZXRWYWx1ZS0tLS0tLS0" // of the issued shape, made up
 
 // serviceManagerHere says whether a real service manager runs on this
 // machine: systemd as PID 1, answering `systemctl is-system-running`.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postern/postern/agent/config"
+	"github.com/postern/postern/protocol"
 )
 
 type exitError struct {
@@ -46,6 +48,11 @@ func newValidateCmd() *cobra.Command {
 			}
 			for _, w := range cfg.Warnings() {
 				fmt.Fprintln(out, "warning:", w)
+			}
+			// A token that run would refuse fails validate too; one not
+			// installed yet (or not readable by this user) is run's to name.
+			if _, err := cfg.LoadToken(os.LookupEnv); errors.Is(err, protocol.ErrTokenShape) {
+				return &exitError{code: 2, msg: err.Error()}
 			}
 			if explain == "" {
 				return nil

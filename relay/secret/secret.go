@@ -21,11 +21,15 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+
+	"github.com/postern/postern/protocol"
 )
 
-// The prefixes of the two kinds of credential.
+// The prefixes of the two kinds of credential. The agent token's shape is
+// part of the wire contract (protocol.CheckAgentToken checks it where the
+// token is installed).
 const (
-	AgentTokenPrefix = "pat"
+	AgentTokenPrefix = protocol.AgentTokenPrefix
 	APIKeyPrefix     = "pak"
 )
 

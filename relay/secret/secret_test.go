@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/postern/postern/protocol"
 )
 
 func TestNewRoundTrip(t *testing.T) {
@@ -243,4 +245,27 @@ func FuzzParseID(f *testing.F) {
 		require.True(t, rest == "" || rest[0] == '_')
 		require.LessOrEqual(t, len(in), MaxLen)
 	})
+}
+
+// TestAgentTokensHaveTheContractShape: what the relay issues is what the
+// agent's local check accepts, and what that check refuses the relay
+// cannot parse either, so the agent never refuses a token the relay would
+// take.
+func TestAgentTokensHaveTheContractShape(t *testing.T) {
+	assert.Equal(t, protocol.AgentTokenIDLen, IDLen)
+	for range 50 {
+		s, err := New(AgentTokenPrefix)
+		require.NoError(t, err)
+		require.NoError(t, protocol.CheckAgentToken(s.Display))
+		assert.Len(t, s.Display, protocol.AgentTokenLen)
+		for _, bad := range []string{s.Display[:40], s.Display + "x", strings.Replace(s.Display, "_", "-", 1),
+			s.Display[:10] + "#" + s.Display[11:], s.Display[:63] + "!"} {
+			require.Error(t, protocol.CheckAgentToken(bad))
+			_, _, err := Parse(AgentTokenPrefix, bad)
+			require.Error(t, err, "the relay refuses what the agent's check refuses")
+		}
+	}
+	k, err := New(APIKeyPrefix)
+	require.NoError(t, err)
+	assert.ErrorContains(t, protocol.CheckAgentToken(k.Display), "it is an API key")
 }

@@ -20,7 +20,7 @@ func TestWriteAgentConfig(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			path := WriteAgentConfig(t, dir, AgentConfig{Relays: relays, Token: "pat_abc_s3cret",
+			path := WriteAgentConfig(t, dir, AgentConfig{Relays: relays, Token: "pat_abcabcabcabcabca_czNjcmV0LS0tLS0tLS0tLS0tLS0tLS0tLS0tLS0tLS0",
 				StatusListen: "127.0.0.1:7070", Tunnels: 3, Allow: []string{"127.0.0.1:8080", "127.0.0.1:9090"},
 				More: "agent_id: kit-agent\n"})
 			assert.Equal(t, filepath.Join(dir, "agent.yaml"), path)
@@ -39,7 +39,7 @@ func TestWriteAgentConfig(t *testing.T) {
 			assert.Equal(t, []string{"8080", "9090"}, cfg.Allow[0].Ports)
 			token, err := cfg.LoadToken(nil)
 			require.NoError(t, err)
-			assert.Equal(t, "pat_abc_s3cret", token)
+			assert.Equal(t, "pat_abcabcabcabcabca_czNjcmV0LS0tLS0tLS0tLS0tLS0tLS0tLS0tLS0tLS0", token)
 			fi, err := os.Stat(filepath.Join(dir, "agent.token"))
 			require.NoError(t, err)
 			assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
