@@ -15,8 +15,9 @@ import (
 // mode; in-flight streams keep the rules they started with. A file that
 // does not validate keeps the rules in force and marks the reported
 // summary invalid with the error, so the relay's status shows it.
-// Settings other than allow, deny and mode need a restart; a change to
-// them is logged.
+// Settings other than allow, deny, blocked and mode need a restart; a
+// change to them is logged by name, and logged again at every reload
+// until the agent restarts.
 func (a *Agent) Reload(load func() (*config.Config, error)) error {
 	next, err := load()
 	cur := a.Policy()
@@ -25,8 +26,9 @@ func (a *Agent) Reload(load func() (*config.Config, error)) error {
 		a.log.Error("config reload refused; keeping the allowlist in force", "err", err)
 		return err
 	}
-	if restartSettings(next) != restartSettings(a.opts.Config) {
-		a.log.Warn("config reload: only allow, deny and mode apply without a restart; other changes wait for one")
+	if keys := restartChanges(a.opts.Config, next); len(keys) > 0 {
+		a.log.Warn("config reload: restart the agent to apply the change to "+joinAnd(keys)+
+			"; changes to allow, deny, blocked and mode apply now", "restart_needed", strings.Join(keys, ","))
 	}
 	p := policy.New(next, time.Now())
 	a.SetPolicy(p)
@@ -62,18 +64,54 @@ func (a *Agent) WatchConfig(ctx context.Context, path string, load func() (*conf
 	}
 }
 
-// restartSettings fingerprints the settings a reload does not apply.
-func restartSettings(c *config.Config) string {
-	var b strings.Builder
-	for _, u := range c.RelayURLs {
-		b.WriteString(u.String() + " ")
+// restartChanges names, as the file spells them, the settings that differ
+// between the running config and next and that a reload does not apply:
+// the tunnels, the resolver, the status server, the audit log and the log
+// handler are built once at start.
+func restartChanges(running, next *config.Config) []string {
+	urls := func(c *config.Config) string {
+		var b strings.Builder
+		for _, u := range c.RelayURLs {
+			b.WriteString(u.String() + " ")
+		}
+		return b.String()
 	}
-	fmt.Fprintf(&b, "|%d|%v|%s|%s|%s|%s|%s|", c.Tunnels, c.DNSServers, c.DNSTimeout, c.CAFile,
-		c.StatusListen, c.AuditLog, c.AgentID)
-	if c.EgressProxy != nil {
-		b.WriteString(c.EgressProxy.Redacted())
+	proxy := func(c *config.Config) string {
+		if c.EgressProxy == nil {
+			return ""
+		}
+		return c.EgressProxy.String() // compared, never logged
 	}
-	return b.String()
+	var out []string
+	for _, s := range []struct {
+		key     string
+		changed bool
+	}{
+		{"relay_url", urls(running) != urls(next)},
+		{"token_file", running.TokenFile != next.TokenFile},
+		{"dns.servers", fmt.Sprint(running.DNSServers) != fmt.Sprint(next.DNSServers)},
+		{"dns.timeout", running.DNSTimeout != next.DNSTimeout},
+		{"egress_proxy", proxy(running) != proxy(next)},
+		{"ca_file", running.CAFile != next.CAFile},
+		{"tunnels", running.Tunnels != next.Tunnels},
+		{"status_listen", running.StatusListen != next.StatusListen},
+		{"audit_log", running.AuditLog != next.AuditLog},
+		{"agent_id", running.AgentID != next.AgentID},
+		{"log_level", running.LogLevel != next.LogLevel},
+	} {
+		if s.changed {
+			out = append(out, s.key)
+		}
+	}
+	return out
+}
+
+// joinAnd joins words as in "a, b and c".
+func joinAnd(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " and " + words[len(words)-1]
 }
 
 type stamp struct {

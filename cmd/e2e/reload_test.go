@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -144,4 +145,50 @@ func dialConnectNoFail(proxyAddr, connID, key, target string) int {
 		return 0
 	}
 	return http.StatusOK
+}
+
+// TestReloadNamesWhatWaitsForARestart: a reload that changes settings
+// built at start names each of them in the agent's log, applies the
+// allowlist change at once, and keeps naming them at later reloads until
+// the agent restarts; a reload that changes only rules names nothing.
+func TestReloadNamesWhatWaitsForARestart(t *testing.T) {
+	_, agentBin := binaries(t)
+	dir := t.TempDir()
+	token := "pat_abcabcabcabcabca_czNjcmV0LS0tLS0tLS0tLS0tLS0tLS0tLS0tLS0tLS0"
+	base := testkit.AgentConfig{Relays: []string{"ws://" + testkit.FreeAddr(t)}, Token: token,
+		StatusListen: testkit.FreeAddr(t), Allow: []string{"127.0.0.1:9"}}
+	cfg := testkit.WriteAgentConfig(t, dir, base)
+	p := start(t, agentBin, "run", "--config", cfg)
+	testkit.WaitFor(t, 10*time.Second, "agent started", func() bool { return strings.Contains(p.Output(), "agent starting") })
+
+	const named = `msg="config reload: restart the agent to apply the change to tunnels and log_level; ` +
+		`changes to allow, deny, blocked and mode apply now" restart_needed=tunnels,log_level`
+	changed := base
+	changed.Tunnels, changed.Allow, changed.More = 3, []string{"127.0.0.1:9", "127.0.0.1:10"}, "log_level: debug\n"
+	testkit.WriteAgentConfig(t, dir, changed)
+	p.Signal(t, syscall.SIGHUP)
+	testkit.WaitFor(t, 10*time.Second, "reload named the changes", func() bool { return strings.Contains(p.Output(), named) })
+	assert.Contains(t, p.Output(), `msg="allowlist reloaded" rules=1`)
+
+	before := strings.Count(p.Output(), "allowlist reloaded")
+	changed.Allow = []string{"127.0.0.1:9"}
+	testkit.WriteAgentConfig(t, dir, changed)
+	p.Signal(t, syscall.SIGHUP)
+	testkit.WaitFor(t, 10*time.Second, "second reload", func() bool { return strings.Count(p.Output(), "allowlist reloaded") > before })
+	assert.GreaterOrEqual(t, strings.Count(p.Output(), named), 2, "still waiting for a restart:\n%s", p.Output())
+
+	// Back to what runs: the reload that reads it names nothing. (A
+	// reload the file watcher started for the previous write may still
+	// log after this point, so the last reload is the one judged.)
+	testkit.WriteAgentConfig(t, dir, base)
+	p.Signal(t, syscall.SIGHUP)
+	testkit.WaitFor(t, 10*time.Second, "a reload without the restart warning", func() bool {
+		lines := strings.Split(p.Output(), "\n")
+		for i := len(lines) - 1; i > 0; i-- {
+			if strings.Contains(lines[i], "allowlist reloaded") {
+				return !strings.Contains(lines[i-1], "restart_needed")
+			}
+		}
+		return false
+	})
 }
