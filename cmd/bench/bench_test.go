@@ -159,6 +159,7 @@ var (
 func BenchmarkTunnel(b *testing.B) {
 	e := newEnv(b)
 	var tab table
+	e.runIdle(b, &tab) // first, while the processes have held no streams
 	e.runBulk(b, &tab, bulkCases, "")
 	e.runHTTP(b, &tab, httpCases, "")
 	e.runTLS(b, &tab)

@@ -108,7 +108,7 @@ func TestTableFiguresShowTheirVerdict(t *testing.T) {
 	tab.addFigure(figure{name: "relay CPU per idle agent", value: "3.00 µs/s"})
 	var out bytes.Buffer
 	require.NoError(t, tab.write(&out))
-	assert.Contains(t, out.String(), "Scale and TLS:")
+	assert.Contains(t, out.String(), "Figures with targets (memory, scale, TLS):")
 	assert.Regexp(t, `restart: kill to every tunnel back +\| +61\.0 s \| <= 60\.0 s \| +MISSED`, out.String())
 	assert.Regexp(t, `relay CPU per idle agent +\| +3\.00 µs/s \| +- \| +-`, out.String())
 }

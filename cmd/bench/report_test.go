@@ -174,7 +174,7 @@ func (t *table) writeFigures(w io.Writer) error {
 	if len(t.figures) == 0 {
 		return nil
 	}
-	if _, err := io.WriteString(w, "\nScale and TLS:\n"); err != nil {
+	if _, err := io.WriteString(w, "\nFigures with targets (memory, scale, TLS):\n"); err != nil {
 		return err
 	}
 	lines := [][]string{{"figure", "value", "target", "verdict"}}
