@@ -478,7 +478,8 @@ func (s *Server) leaveCluster(ctx context.Context, told int) {
 }
 
 // Close ends every tunnel and event stream and waits for their handlers,
-// the status clock and webhook deliveries. It is idempotent.
+// the CONNECT data phases, the status clock and webhook deliveries. It is
+// idempotent.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.stopping.Store(true)
@@ -491,5 +492,8 @@ func (s *Server) Close() {
 		s.events.Shutdown()
 	})
 	s.background.Wait()
+	if s.proxy != nil {
+		s.proxy.Close()
+	}
 	s.webhookClient.CloseIdleConnections()
 }

@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/postern/postern/protocol"
-	"github.com/postern/postern/protocol/tunnel"
 	"github.com/postern/postern/relay/auth"
 	"github.com/postern/postern/relay/ratelimit"
 	"github.com/postern/postern/relay/reply"
@@ -76,6 +75,9 @@ type Proxy struct {
 	apiAddr atomic.Pointer[string]
 	rp      *httputil.ReverseProxy // forwards http:// requests
 	clients sync.Map               // net.Conn -> *upstreams, for ConnState
+	streams sync.WaitGroup         // data phases of CONNECTs; see Close
+	life    context.Context        // ends at Close
+	end     context.CancelFunc
 }
 
 // New returns the proxy; carried may be nil.
@@ -84,6 +86,7 @@ func New(cfg Config, a *auth.Authenticator, r *router.Router, carried Carried, l
 		return nil, fmt.Errorf("proxy config: %w", err)
 	}
 	p := &Proxy{cfg: cfg, auth: a, router: r, carried: carried, log: log}
+	p.life, p.end = context.WithCancel(context.Background())
 	p.rp = p.reverseProxy()
 	if cfg.RatePerKey > 0 {
 		p.rate = ratelimit.New(cfg.RatePerKey, cfg.BurstPerKey, ratelimit.MaxKeys, nil)
@@ -110,16 +113,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply.Refuse(w, r, p.bearerHint(r, e))
 		return
 	}
-	// The key's revocation, or its expiry, ends the request and its
-	// stream at once.
-	ctx, release := p.auth.Hold(r.Context(), key)
-	defer release()
-	r = r.WithContext(ctx)
 	if r.Method == http.MethodConnect {
-		p.connect(w, r, conn)
+		p.connect(w, r, conn, key)
 		return
 	}
-	p.forward(w, r, conn, key)
+	// The key's revocation, or its expiry, ends the request at once.
+	ctx, release := p.auth.Hold(r.Context(), key)
+	defer release()
+	p.forward(w, r.WithContext(ctx), conn, key)
 }
 
 // notProxied refuses, before any credential is asked for, a request this
@@ -204,60 +205,4 @@ func SplitTarget(hostport string) (string, int, *protocol.Error) {
 func (p *Proxy) dial(ctx context.Context, conn store.Connection, host string, port int, reqID string) (router.Stream, *protocol.Error) {
 	st, _, e := p.router.Ask(ctx, conn, protocol.Request{Op: protocol.OpDial, ID: reqID, Host: host, Port: port}, p.cfg.OpenTimeout)
 	return st, e
-}
-
-// connect answers a CONNECT: the agent dials, then 200 and the data phase.
-func (p *Proxy) connect(w http.ResponseWriter, r *http.Request, conn store.Connection) {
-	host, port, e := SplitTarget(r.Host)
-	if e != nil {
-		reply.Refuse(w, r, e)
-		return
-	}
-	id := reply.RequestID(r)
-	stream, e := p.dial(r.Context(), conn, host, port, id)
-	if e != nil {
-		reply.Refuse(w, r, e)
-		return
-	}
-	client, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		_ = stream.Close()
-		reply.Refuse(w, r, protocol.Errorf(protocol.InternalError, "connection cannot be hijacked"))
-		return
-	}
-	_ = client.SetDeadline(time.Time{})
-	stopCut := context.AfterFunc(r.Context(), func() {
-		_ = client.Close()
-		_ = stream.Close()
-	})
-	defer stopCut()
-	if _, err := client.Write([]byte("HTTP/1.1 200 Connection established\r\nPostern-Request-Id: " + id + "\r\n\r\n")); err != nil {
-		_ = client.Close()
-		_ = stream.Close()
-		return
-	}
-	// Bytes the client sent right behind its CONNECT are already buffered.
-	early := brw.Reader.Buffered()
-	if early > 0 {
-		pending, _ := brw.Reader.Peek(early)
-		if _, err := stream.Write(pending); err != nil {
-			_ = client.Close()
-			_ = stream.Close()
-			return
-		}
-	}
-	st, err := tunnel.Splice(client, stream, tunnel.SpliceOptions{
-		WriteTimeout: tunnel.SpliceWriteTimeout,
-		IdleTimeout:  p.cfg.IdleTimeout,
-	})
-	st.AToB += int64(early)
-	p.carried(st.AToB, st.BToA)
-	if errors.Is(err, tunnel.ErrWriteTimeout) {
-		// The tunnel no longer drains: end it so the agent reconnects,
-		// rather than leave other streams' readers hung on it.
-		p.log.Warn("tunnel write timed out; closing the tunnel", "connection", conn.ID, "err", err)
-		stream.Abort()
-	}
-	p.log.Debug("proxy stream done", "connection", conn.ID, "request_id", id,
-		"target", net.JoinHostPort(host, strconv.Itoa(port)), "up", st.AToB, "down", st.BToA, "err", err)
 }
