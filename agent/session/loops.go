@@ -63,7 +63,8 @@ func (s *Session) sendHealth() error {
 }
 
 // acceptStreams hands every relay-opened stream to the handler, each on a
-// goroutine counted in s.streams, until the tunnel ends.
+// goroutine counted in s.streams (and the handler's rest on another, see
+// Handler), until the tunnel ends.
 func (s *Session) acceptStreams() error {
 	for {
 		st, err := s.tun.Accept()
@@ -72,8 +73,15 @@ func (s *Session) acceptStreams() error {
 		}
 		s.streams.Add(1)
 		go func() {
-			defer s.streams.Done()
-			s.opts.Handler.ServeStream(s.ctx, st, s.log)
+			rest := s.opts.Handler.ServeStream(s.ctx, st, s.log)
+			if rest == nil {
+				s.streams.Done()
+				return
+			}
+			go func() {
+				defer s.streams.Done()
+				rest()
+			}()
 		}()
 	}
 }

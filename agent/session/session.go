@@ -24,9 +24,14 @@ const (
 )
 
 // Handler serves one stream the relay opened. ctx ends when the tunnel
-// closes; ServeStream returns soon after and closes st before returning.
+// closes, and the stream's work soon after. ServeStream either finishes
+// the stream, closing st, and returns nil, or returns rest, the remainder
+// of the stream's life (a dial's data phase), which then closes st. The
+// session runs rest on a fresh goroutine, counted as the same stream: the
+// request phase (decoding, DNS, the dial) grows a goroutine's stack, which
+// an idle stream would otherwise keep for as long as it stays open.
 type Handler interface {
-	ServeStream(ctx context.Context, st *tunnel.Stream, log *slog.Logger)
+	ServeStream(ctx context.Context, st *tunnel.Stream, log *slog.Logger) (rest func())
 }
 
 // Reporter says who the agent is (Hello) and how it is doing (Health).

@@ -25,9 +25,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // echoHandler copies every stream back to the relay.
 type echoHandler struct{}
 
-func (echoHandler) ServeStream(_ context.Context, st *tunnel.Stream, _ *slog.Logger) {
-	defer st.Close()
-	_, _ = io.Copy(st, st)
+func (echoHandler) ServeStream(_ context.Context, st *tunnel.Stream, _ *slog.Logger) func() {
+	return func() {
+		defer st.Close()
+		_, _ = io.Copy(st, st)
+	}
 }
 
 // testReporter says hello and counts nothing; change wakes Health.

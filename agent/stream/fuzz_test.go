@@ -90,7 +90,11 @@ allow:
 			if err != nil {
 				return
 			}
-			wg.Go(func() { srv.ServeStream(ctx, st, slog.New(slog.DiscardHandler)) })
+			wg.Go(func() {
+				if rest := srv.ServeStream(ctx, st, slog.New(slog.DiscardHandler)); rest != nil {
+					rest()
+				}
+			})
 		}
 	})
 	f.Cleanup(func() {

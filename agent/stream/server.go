@@ -80,9 +80,15 @@ func New(cfg Config) (*Server, error) {
 }
 
 // ServeStream handles one relay-opened stream: request, then the dial or
-// check it asks for. It closes st before returning.
-func (s *Server) ServeStream(ctx context.Context, st *tunnel.Stream, log *slog.Logger) {
-	defer st.Close()
+// check it asks for. A stream whose dial succeeded comes back as rest, its
+// data phase, which closes st when it ends (see session.Handler); any
+// other stream is closed before ServeStream returns.
+func (s *Server) ServeStream(ctx context.Context, st *tunnel.Stream, log *slog.Logger) (rest func()) {
+	defer func() {
+		if rest == nil {
+			_ = st.Close()
+		}
+	}()
 	_ = st.SetDeadline(time.Now().Add(RequestTimeout))
 	req, err := protocol.ReadRequest(st)
 	if err != nil {
@@ -96,17 +102,19 @@ func (s *Server) ServeStream(ctx context.Context, st *tunnel.Stream, log *slog.L
 	entry := audit.Entry{Time: start.UTC(), RequestID: req.ID, Op: string(req.Op), Target: targetStr}
 	switch req.Op {
 	case protocol.OpDial:
-		s.serveDial(ctx, st, req, entry, start, log)
+		return s.serveDial(ctx, st, req, entry, start, log)
 	case protocol.OpCheck:
 		s.serveCheck(ctx, st, req, log)
 	default:
 		res := protocol.Result{Reason: protocol.UnsupportedOp, Message: fmt.Sprintf("operation %q is not supported by this agent", req.Op)}
 		s.refuse(st, res, entry, log)
 	}
+	return nil
 }
 
-// serveDial asks the gate, dials, answers and splices.
-func (s *Server) serveDial(ctx context.Context, st *tunnel.Stream, req protocol.Request, entry audit.Entry, start time.Time, log *slog.Logger) {
+// serveDial asks the gate, dials and answers; the splice it returns is the
+// data phase, nil when there is none.
+func (s *Server) serveDial(ctx context.Context, st *tunnel.Stream, req protocol.Request, entry audit.Entry, start time.Time, log *slog.Logger) func() {
 	deadline := time.Now().Add(s.cfg.OpenTimeout)
 	if d := req.Deadline(); !d.IsZero() && d.Before(deadline) {
 		deadline = d
@@ -120,7 +128,7 @@ func (s *Server) serveDial(ctx context.Context, st *tunnel.Stream, req protocol.
 	entry.Rule = res.Rule
 	if target == nil {
 		s.refuse(st, res, entry, log)
-		return
+		return nil
 	}
 	entry.Addr, entry.Decision = res.Addr, audit.Allowed
 	if d.Result == policy.Report {
@@ -130,17 +138,20 @@ func (s *Server) serveDial(ctx context.Context, st *tunnel.Stream, req protocol.
 		_ = target.Close()
 		entry.Message = "relay stream closed before the result was sent: " + err.Error()
 		s.audit(entry, start, log)
-		return
+		return nil
 	}
 	_ = st.SetDeadline(time.Time{})
-	stats, err := s.splice(ctx, st, target, log)
-	entry.BytesUp, entry.BytesDown = stats.AToB, stats.BToA
-	if err != nil {
-		entry.Message = err.Error()
+	return func() {
+		defer st.Close()
+		stats, err := s.splice(ctx, st, target, log)
+		entry.BytesUp, entry.BytesDown = stats.AToB, stats.BToA
+		if err != nil {
+			entry.Message = err.Error()
+		}
+		s.audit(entry, start, log)
+		log.Debug("stream done", "addr", res.Addr, "to_target", stats.AToB, "from_target", stats.BToA,
+			"duration", time.Since(start), "err", err)
 	}
-	s.audit(entry, start, log)
-	log.Debug("stream done", "addr", res.Addr, "to_target", stats.AToB, "from_target", stats.BToA,
-		"duration", time.Since(start), "err", err)
 }
 
 // splice carries bytes between the relay's stream and the target until
