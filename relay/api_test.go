@@ -261,6 +261,7 @@ func TestWorkspaceKeyCannotDoAdminThings(t *testing.T) {
 		"create admin key":  {http.MethodPost, "/v1/api-keys", `{"name":"x","admin":true}`},
 		"revoke":            {http.MethodPost, "/v1/connections/" + own.ID + "/revoke", ""},
 		"rotate token":      {http.MethodPost, "/v1/connections/" + own.ID + "/tokens", ""},
+		"delete":            {http.MethodDelete, "/v1/connections/" + own.ID, ""},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -300,6 +301,7 @@ func TestOtherWorkspaceLooksMissing(t *testing.T) {
 		"status": {http.MethodGet, "/status"},
 		"revoke": {http.MethodPost, "/revoke"},
 		"rotate": {http.MethodPost, "/tokens"},
+		"delete": {http.MethodDelete, ""},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

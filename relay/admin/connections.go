@@ -71,6 +71,17 @@ func (a *API) revokeConnection(w http.ResponseWriter, r *http.Request, k store.A
 	answer(a, w, r, c, err, http.StatusOK)
 }
 
+// deleteConnection serves DELETE /v1/connections/{id}: 204 without a
+// body once the connection is gone.
+func (a *API) deleteConnection(w http.ResponseWriter, r *http.Request, k store.APIKey) {
+	if err := a.Delete(r.Context(), k, r.PathValue("id")); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (a *API) rotateToken(w http.ResponseWriter, r *http.Request, k store.APIKey) {
 	// The key and the connection are checked before the body is read.
 	c, err := a.Manageable(r.Context(), k, r.PathValue("id"))
