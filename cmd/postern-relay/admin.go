@@ -54,13 +54,14 @@ func newAPIKeysCmd() *cobra.Command { return adminEnv{getenv: os.Getenv}.apiKeys
 
 func (e adminEnv) connectionsCmd() *cobra.Command {
 	cmd, f := adminGroup("connections",
-		"Create, list, show, revoke connections, rotate their agent tokens and show their status and history")
+		"Create, list, show, revoke and delete connections, rotate their agent tokens and show their status and history")
 	cmd.AddCommand(
 		e.connCreateCmd(f),
 		e.connListCmd(f),
 		e.connIDCmd(f, "show ID", "Show one connection", (*client.Client).GetConnection),
 		e.connIDCmd(f, "revoke ID", "Revoke a connection: its agents are cut off and cannot reconnect",
 			(*client.Client).RevokeConnection),
+		e.connDeleteCmd(f),
 		e.connRotateCmd(f),
 		e.connStatusCmd(f),
 		e.connCheckCmd(f),
@@ -275,6 +276,29 @@ func (e adminEnv) connIDCmd(f *adminFlags, use, short string,
 			return printFields(w, connectionFields(conn, true)...)
 		},
 	}.command(e, f, &cobra.Command{Use: use, Short: short, Args: cobra.ExactArgs(1)})
+}
+
+// connDeleteCmd deletes a revoked connection. The API answers without a
+// body, so the command reads the connection first: the text names it, and
+// --json prints it as it was when it was deleted.
+func (e adminEnv) connDeleteCmd(f *adminFlags) *cobra.Command {
+	return apiCall[api.Connection]{
+		call: func(ctx context.Context, c *client.Client, args []string) (api.Connection, error) {
+			conn, err := c.GetConnection(ctx, args[0])
+			if err == nil {
+				err = c.DeleteConnection(ctx, conn.ID)
+			}
+			return conn, err
+		},
+		text: func(w io.Writer, conn api.Connection) error {
+			_, err := fmt.Fprintf(w, "Deleted connection %s (%s).\n", clean(conn.ID), clean(conn.Name))
+			return err
+		},
+	}.command(e, f, &cobra.Command{
+		Use:   "delete ID",
+		Short: "Delete a revoked connection: it and its agent tokens are gone for good (revoke it first)",
+		Args:  cobra.ExactArgs(1),
+	})
 }
 
 func (e adminEnv) connRotateCmd(f *adminFlags) *cobra.Command {
