@@ -185,6 +185,9 @@ type apiCall[T any] struct {
 	// verdict, when set, turns an answer already printed into the
 	// command's exit status.
 	verdict func(answer T) error
+	// warnings, when set, are the answer's warnings: each goes to stderr
+	// as "warning: ...", so stdout keeps only the answer (a token, JSON).
+	warnings func(answer T) []string
 }
 
 // command makes cmd run the call with a client built from f, and gives it
@@ -200,6 +203,7 @@ func (a apiCall[T]) command(e adminEnv, f *adminFlags, cmd *cobra.Command) *cobr
 		if err != nil {
 			return keyRefused(err, f)
 		}
+		a.warn(cmd.ErrOrStderr(), answer)
 		if asJSON {
 			err = printJSON(cmd.OutOrStdout(), answer)
 		} else {
@@ -212,6 +216,16 @@ func (a apiCall[T]) command(e adminEnv, f *adminFlags, cmd *cobra.Command) *cobr
 	}
 	addJSONFlag(cmd, &asJSON)
 	return cmd
+}
+
+// warn prints the answer's warnings, one "warning: ..." line each.
+func (a apiCall[T]) warn(w io.Writer, answer T) {
+	if a.warnings == nil {
+		return
+	}
+	for _, msg := range a.warnings(answer) {
+		fmt.Fprintln(w, "warning: "+clean(msg))
+	}
 }
 
 func (e adminEnv) connCreateCmd(f *adminFlags) *cobra.Command {
@@ -233,6 +247,7 @@ func (e adminEnv) connCreateCmd(f *adminFlags) *cobra.Command {
 			return printWithNotice(w, fields,
 				"\nThe agent token is shown only once: store it now and put it in the agent's config.\n")
 		},
+		warnings: func(conn api.Connection) []string { return conn.Warnings },
 	}.command(e, f, &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a connection and print its agent token (shown only once)",
