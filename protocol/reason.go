@@ -39,6 +39,7 @@ const (
 	AgentTokenInvalid   Reason = "AGENT_TOKEN_INVALID"
 	AgentTokenRevoked   Reason = "AGENT_TOKEN_REVOKED"
 	ConnectionNotFound  Reason = "CONNECTION_NOT_FOUND"
+	NotRevoked          Reason = "CONNECTION_NOT_REVOKED"
 	APIKeyNotFound      Reason = "API_KEY_NOT_FOUND"
 	Forbidden           Reason = "FORBIDDEN"
 	InvalidRequest      Reason = "INVALID_REQUEST"
@@ -97,6 +98,7 @@ var reasons = map[Reason]ReasonInfo{
 	AgentTokenInvalid:  {AgentTokenInvalid, "", http.StatusUnauthorized, false, "the agent token is unknown or wrong"},
 	AgentTokenRevoked:  {AgentTokenRevoked, "", http.StatusUnauthorized, false, "the agent token's connection was revoked"},
 	ConnectionNotFound: {ConnectionNotFound, "", http.StatusNotFound, false, "no such connection"},
+	NotRevoked:         {NotRevoked, "", http.StatusConflict, false, "the connection must be revoked before it is deleted"},
 	APIKeyNotFound:     {APIKeyNotFound, "", http.StatusNotFound, false, "no such API key"},
 	Forbidden:          {Forbidden, "", http.StatusForbidden, false, "the API key may not do this"},
 	InvalidRequest:     {InvalidRequest, "", http.StatusBadRequest, false, "the request is malformed"},

@@ -74,6 +74,42 @@ func TestCreateConnection(t *testing.T) {
 	})
 }
 
+// TestCreateConnectionWarnsOfSameName: a name another active connection
+// of the workspace has is accepted with a warning naming it; other
+// workspaces, other names and revoked connections warn of nothing.
+func TestCreateConnectionWarnsOfSameName(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	create := func(name, workspace string) api.Connection {
+		t.Helper()
+		r := h.call(t, http.MethodPost, "/v1/connections", h.adminKey, api.CreateConnectionRequest{Name: name, Workspace: workspace})
+		c := decode[api.Connection](t, r, http.StatusCreated)
+		h.remember(c.AgentToken)
+		if c.Warnings == nil {
+			assert.NotContains(t, string(r.body), "warnings", "no warnings, no field")
+		}
+		return c
+	}
+	first := create("GitLab prod", "acme")
+	assert.Nil(t, first.Warnings)
+	second := create("GitLab prod", "acme")
+	assert.Equal(t, []string{`a connection named "GitLab prod" already exists in workspace acme (id ` + first.ID +
+		`); names are labels, the id is what the product uses`}, second.Warnings)
+	assert.NotEqual(t, first.ID, second.ID)
+	third := create("GitLab prod", "acme")
+	assert.Equal(t, []string{`2 connections named "GitLab prod" already exist in workspace acme (ids ` + first.ID + ", " + second.ID +
+		`); names are labels, the id is what the product uses`}, third.Warnings)
+
+	assert.Nil(t, create("GitLab prod", "beta").Warnings, "another workspace")
+	assert.Nil(t, create("gitlab prod", "acme").Warnings, "names compare exactly")
+	for _, c := range []api.Connection{first, second, third} {
+		h.revoke(t, c.ID)
+	}
+	assert.Nil(t, create("GitLab prod", "acme").Warnings, "revoked connections are not in the way")
+	shown := h.call(t, http.MethodGet, "/v1/connections/"+second.ID, h.adminKey, nil)
+	assert.NotContains(t, string(shown.body), "warnings", "only the creating answer warns")
+}
+
 func TestListConnections(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -261,6 +297,7 @@ func TestWorkspaceKeyCannotDoAdminThings(t *testing.T) {
 		"create admin key":  {http.MethodPost, "/v1/api-keys", `{"name":"x","admin":true}`},
 		"revoke":            {http.MethodPost, "/v1/connections/" + own.ID + "/revoke", ""},
 		"rotate token":      {http.MethodPost, "/v1/connections/" + own.ID + "/tokens", ""},
+		"delete":            {http.MethodDelete, "/v1/connections/" + own.ID, ""},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -300,6 +337,7 @@ func TestOtherWorkspaceLooksMissing(t *testing.T) {
 		"status": {http.MethodGet, "/status"},
 		"revoke": {http.MethodPost, "/revoke"},
 		"rotate": {http.MethodPost, "/tokens"},
+		"delete": {http.MethodDelete, ""},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -114,7 +114,7 @@ type Config struct {
 	HeaderTimeout time.Duration
 
 	// HistoryRetention is how long connections' transitions are kept
-	// (each connection's newest of each kind stays regardless).
+	// (each existing connection's newest of each kind stays regardless).
 	HistoryRetention time.Duration
 	// FlapThreshold and FlapWindow tell a flapping tunnel: more than
 	// FlapThreshold moves within FlapWindow (see status.FlapPolicy).

@@ -199,6 +199,8 @@ func TestOpenAPIAgainstARealNode(t *testing.T) {
 	require.NoError(t, err)
 	never, err := r.admin.CreateConnection(t.Context(), "never", "acme")
 	require.NoError(t, err)
+	revoked, err := r.admin.CreateConnection(t.Context(), "revoked then deleted", "acme")
+	require.NoError(t, err)
 	target := httpTarget(t)
 	startAgent(t, r, conn.AgentToken, fmt.Sprintf("allow:\n  - ip: 127.0.0.1\n    ports: [%d]\n", target.port), nil)
 	waitStatus(t, r.admin, conn.ID, func(st api.Status) bool { return st.TunnelStatus == "connected" && len(st.Agents) > 0 })
@@ -220,6 +222,7 @@ func TestOpenAPIAgainstARealNode(t *testing.T) {
 		{"POST", "/v1/connections", "/v1/connections", admin, `{"name":""}`, 400},
 		{"POST", "/v1/connections", "/v1/connections", wsKey.Key, `{"name":"x"}`, 403},
 		{"POST", "/v1/connections", "/v1/connections", "", `{"name":"x"}`, 401},
+		{"POST", "/v1/connections", "/v1/connections", admin, `{"name":"openapi","workspace":"acme"}`, 201}, // warns of the same name
 		{"GET", "/v1/connections", "/v1/connections", wsKey.Key, "", 200},
 		{"GET", "/v1/connections/{id}", "/v1/connections/" + conn.ID, admin, "", 200},
 		{"GET", "/v1/connections/{id}", "/v1/connections/conn_nope", admin, "", 404},
@@ -243,6 +246,11 @@ func TestOpenAPIAgainstARealNode(t *testing.T) {
 		{"POST", "/v1/connections/{id}/revoke", "/v1/connections/" + never.ID + "/revoke", admin, "", 200},
 		{"POST", "/v1/connections/{id}/revoke", "/v1/connections/" + never.ID + "/revoke", wsKey.Key, "", 403},
 		{"POST", "/v1/connections/{id}/tokens", "/v1/connections/" + never.ID + "/tokens", admin, "", 403},
+		{"DELETE", "/v1/connections/{id}", "/v1/connections/" + revoked.ID, admin, "", 409},
+		{"DELETE", "/v1/connections/{id}", "/v1/connections/" + revoked.ID, wsKey.Key, "", 403},
+		{"POST", "/v1/connections/{id}/revoke", "/v1/connections/" + revoked.ID + "/revoke", admin, "", 200},
+		{"DELETE", "/v1/connections/{id}", "/v1/connections/" + revoked.ID, admin, "", 204},
+		{"DELETE", "/v1/connections/{id}", "/v1/connections/" + revoked.ID, admin, "", 404},
 		{"GET", "/v1/events", "/v1/events?connection_id=conn_nope", admin, "", 404},
 		{"POST", "/v1/connections/{id}/tokens", "/v1/connections/" + conn.ID + "/tokens", admin, `{"expire_previous":true}`, 201},
 		{"POST", "/v1/connections/{id}/tokens", "/v1/connections/" + conn.ID + "/tokens", admin, `{"expire_later":true}`, 400},

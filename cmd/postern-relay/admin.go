@@ -54,13 +54,14 @@ func newAPIKeysCmd() *cobra.Command { return adminEnv{getenv: os.Getenv}.apiKeys
 
 func (e adminEnv) connectionsCmd() *cobra.Command {
 	cmd, f := adminGroup("connections",
-		"Create, list, show, revoke connections, rotate their agent tokens and show their status and history")
+		"Create, list, show, revoke and delete connections, rotate their agent tokens and show their status and history")
 	cmd.AddCommand(
 		e.connCreateCmd(f),
 		e.connListCmd(f),
 		e.connIDCmd(f, "show ID", "Show one connection", (*client.Client).GetConnection),
 		e.connIDCmd(f, "revoke ID", "Revoke a connection: its agents are cut off and cannot reconnect",
 			(*client.Client).RevokeConnection),
+		e.connDeleteCmd(f),
 		e.connRotateCmd(f),
 		e.connStatusCmd(f),
 		e.connCheckCmd(f),
@@ -184,6 +185,9 @@ type apiCall[T any] struct {
 	// verdict, when set, turns an answer already printed into the
 	// command's exit status.
 	verdict func(answer T) error
+	// warnings, when set, are the answer's warnings: each goes to stderr
+	// as "warning: ...", so stdout keeps only the answer (a token, JSON).
+	warnings func(answer T) []string
 }
 
 // command makes cmd run the call with a client built from f, and gives it
@@ -199,6 +203,7 @@ func (a apiCall[T]) command(e adminEnv, f *adminFlags, cmd *cobra.Command) *cobr
 		if err != nil {
 			return keyRefused(err, f)
 		}
+		a.warn(cmd.ErrOrStderr(), answer)
 		if asJSON {
 			err = printJSON(cmd.OutOrStdout(), answer)
 		} else {
@@ -211,6 +216,16 @@ func (a apiCall[T]) command(e adminEnv, f *adminFlags, cmd *cobra.Command) *cobr
 	}
 	addJSONFlag(cmd, &asJSON)
 	return cmd
+}
+
+// warn prints the answer's warnings, one "warning: ..." line each.
+func (a apiCall[T]) warn(w io.Writer, answer T) {
+	if a.warnings == nil {
+		return
+	}
+	for _, msg := range a.warnings(answer) {
+		fmt.Fprintln(w, "warning: "+clean(msg))
+	}
 }
 
 func (e adminEnv) connCreateCmd(f *adminFlags) *cobra.Command {
@@ -232,6 +247,7 @@ func (e adminEnv) connCreateCmd(f *adminFlags) *cobra.Command {
 			return printWithNotice(w, fields,
 				"\nThe agent token is shown only once: store it now and put it in the agent's config.\n")
 		},
+		warnings: func(conn api.Connection) []string { return conn.Warnings },
 	}.command(e, f, &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a connection and print its agent token (shown only once)",
@@ -275,6 +291,29 @@ func (e adminEnv) connIDCmd(f *adminFlags, use, short string,
 			return printFields(w, connectionFields(conn, true)...)
 		},
 	}.command(e, f, &cobra.Command{Use: use, Short: short, Args: cobra.ExactArgs(1)})
+}
+
+// connDeleteCmd deletes a revoked connection. The API answers without a
+// body, so the command reads the connection first: the text names it, and
+// --json prints it as it was when it was deleted.
+func (e adminEnv) connDeleteCmd(f *adminFlags) *cobra.Command {
+	return apiCall[api.Connection]{
+		call: func(ctx context.Context, c *client.Client, args []string) (api.Connection, error) {
+			conn, err := c.GetConnection(ctx, args[0])
+			if err == nil {
+				err = c.DeleteConnection(ctx, conn.ID)
+			}
+			return conn, err
+		},
+		text: func(w io.Writer, conn api.Connection) error {
+			_, err := fmt.Fprintf(w, "Deleted connection %s (%s).\n", clean(conn.ID), clean(conn.Name))
+			return err
+		},
+	}.command(e, f, &cobra.Command{
+		Use:   "delete ID",
+		Short: "Delete a revoked connection: it and its agent tokens are gone for good (revoke it first)",
+		Args:  cobra.ExactArgs(1),
+	})
 }
 
 func (e adminEnv) connRotateCmd(f *adminFlags) *cobra.Command {

@@ -73,7 +73,8 @@ type API struct {
 type Parts struct {
 	Store store.Store
 	Auth  *auth.Authenticator
-	// Fanout carries a revocation or a rotation to every node.
+	// Fanout carries a revocation, a deletion or a rotation to every
+	// node.
 	Fanout Fanout
 	// Nodes lists the relay's nodes.
 	Nodes  func(ctx context.Context) ([]api.Node, error)
@@ -105,6 +106,7 @@ func (a *API) Route(mux *http.ServeMux) {
 	h("GET /v1/connections", a.listConnections)
 	h("GET /v1/connections/{id}", a.getConnection)
 	h("POST /v1/connections/{id}/revoke", a.revokeConnection)
+	h("DELETE /v1/connections/{id}", a.deleteConnection)
 	h("POST /v1/connections/{id}/tokens", a.rotateToken)
 	h("GET /v1/connections/{id}/status", a.connectionStatus)
 	h("POST /v1/connections/{id}/check", a.check)
@@ -122,6 +124,9 @@ type Fanout interface {
 	// Revoked cuts the connection's tunnels and returns how many were
 	// cut on this node.
 	Revoked(ctx context.Context, connID string) int
+	// Deleted makes every node forget a deleted connection's record and
+	// cut any tunnel of it left; it returns how many it cut on this node.
+	Deleted(ctx context.Context, connID string) int
 	// Rotated cuts, once until passes, the tunnels opened with the tokens
 	// a rotation gave that end.
 	Rotated(ctx context.Context, connID string, until time.Time)

@@ -126,6 +126,30 @@ func (a *API) Revoke(ctx context.Context, k store.APIKey, id string) (api.Connec
 	return toAPIConnection(c), nil
 }
 
+// Delete deletes connection id (admin keys) once it is revoked: its
+// record, agent tokens and status go, on every node; its history stays
+// until the retention ages it out. A connection still in use is refused
+// with CONNECTION_NOT_REVOKED and the command that revokes it.
+func (a *API) Delete(ctx context.Context, k store.APIKey, id string) error {
+	c, err := a.Manageable(ctx, k, id)
+	if err != nil {
+		return err
+	}
+	err = a.store.DeleteConnection(ctx, c.ID)
+	if errors.Is(err, store.ErrNotRevoked) {
+		return protocol.Errorf(protocol.NotRevoked, "revoke the connection first: postern-relay connections revoke %s", c.ID)
+	}
+	if err != nil {
+		return err
+	}
+	a.status.Forget(c.ID)
+	n := a.fanout.Deleted(ctx, c.ID)
+	// The name is logged here because the record that held it is gone.
+	a.log.Info("connection deleted", "connection", c.ID, "workspace", c.Workspace, "name", c.Name,
+		"tunnels_closed", n, "by_key", k.ID)
+	return nil
+}
+
 // Rotate issues a new agent token for connection id (admin keys); the
 // previous ones stay valid for the overlap, or end now with
 // ExpirePrevious.

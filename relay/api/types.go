@@ -24,6 +24,10 @@ type Connection struct {
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 	// AgentToken is present only in the answers that create or rotate it.
 	AgentToken string `json:"agent_token,omitempty"`
+	// Warnings, only in the answer that creates the connection, are for
+	// people: what did not stop the creation but deserves a look, such
+	// as another active connection of the workspace with the same name.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ConnectionList is the body of GET /v1/connections.

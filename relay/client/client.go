@@ -127,6 +127,14 @@ func (c *Client) RevokeConnection(ctx context.Context, id string) (api.Connectio
 	return out, err
 }
 
+// DeleteConnection deletes a revoked connection (an admin key's call);
+// afterwards every call about it answers CONNECTION_NOT_FOUND. One still
+// in use is refused with CONNECTION_NOT_REVOKED: revoke it first.
+func (c *Client) DeleteConnection(ctx context.Context, id string) error {
+	_, _, err := c.send(ctx, http.MethodDelete, "/v1/connections/"+url.PathEscape(id), nil, nil)
+	return err
+}
+
 // RotateToken issues a new agent token; the old ones stay valid until the
 // answer's PreviousValidUntil: the relay's overlap, or now with
 // req.ExpirePrevious, which also closes the tunnels they opened.

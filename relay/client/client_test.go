@@ -104,6 +104,11 @@ func TestRoutes(t *testing.T) {
 			method: "POST", path: "/v1/connections/c1/revoke",
 			want: api.Connection{ID: "c1", CreatedAt: created, RevokedAt: &created},
 		},
+		"delete connection": {
+			status: 204,
+			call:   func(c *Client) (any, error) { return nil, c.DeleteConnection(t.Context(), "a/b") },
+			method: "DELETE", path: "/v1/connections/a%2Fb",
+		},
 		"rotate token": {
 			status: 200, body: `{"agent_token":"pat_new","previous_valid_until":"2025-05-06T07:08:09Z"}`,
 			call:   func(c *Client) (any, error) { return c.RotateToken(t.Context(), "c1", api.RotateTokenRequest{}) },
@@ -285,6 +290,18 @@ func TestErrors(t *testing.T) {
 			assert.NotContains(t, err.Error(), testKey)
 		})
 	}
+}
+
+// TestDeleteRefused: a connection still in use comes back as the relay's
+// reason, with the command that revokes it.
+func TestDeleteRefused(t *testing.T) {
+	srv, _ := fakeRelay(t, http.StatusConflict, `{"reason":"CONNECTION_NOT_REVOKED",`+
+		`"message":"revoke the connection first: postern-relay connections revoke c1","request_id":"r1"}`)
+	err := New(srv.URL, testKey, srv.Client()).DeleteConnection(t.Context(), "c1")
+	var apiErr *api.Error
+	require.ErrorAs(t, err, &apiErr)
+	assert.Equal(t, protocol.NotRevoked, apiErr.Reason)
+	assert.Equal(t, "CONNECTION_NOT_REVOKED: revoke the connection first: postern-relay connections revoke c1", err.Error())
 }
 
 func TestRedirectNotFollowed(t *testing.T) {

@@ -219,6 +219,17 @@ func (b *Book) Tracked() []string {
 	return out
 }
 
+// Forget drops what this node keeps of a deleted connection. Another
+// node keeps the state it learned from the connection's events until it
+// restarts: a few words, and the connection publishes nothing more.
+func (b *Book) Forget(connID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.published, connID)
+	delete(b.failures, connID)
+	delete(b.lapsed, connID)
+}
+
 // expired marks a connection whose sessions' leases lapsed for the next
 // recheck.
 func (b *Book) expired(connID string) {

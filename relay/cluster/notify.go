@@ -12,7 +12,8 @@ import (
 const (
 	// ChannelEvents: a status event was published (payload: its id).
 	ChannelEvents = "postern_events"
-	// ChannelRevoke: a connection was revoked; every node cuts its
+	// ChannelRevoke: a connection was revoked, or deleted after its
+	// revocation; every node forgets what it read of it and cuts its
 	// tunnels (payload: connection id).
 	ChannelRevoke = "postern_revoke"
 	// ChannelTokens: a connection's agent tokens were rotated; every node

@@ -72,6 +72,9 @@ func TestPrunerKeepsTheNewest(t *testing.T) {
 		body, _ := json.Marshal(api.Event{Type: "tunnel", To: to, Time: now.Add(-d)})
 		return store.EventRecord{ConnectionID: "c1", Workspace: "w", At: now.Add(-d), Body: body}
 	}
+	// Only an existing connection keeps its newest transition.
+	require.NoError(t, st.CreateConnection(t.Context(), store.Connection{ID: "c1", Workspace: "w", Name: "n", CreatedAt: now.Add(-50 * 24 * time.Hour)},
+		store.Token{ID: "t1", Hash: []byte("h"), CreatedAt: now}))
 	require.NoError(t, st.AppendEvents(t.Context(), []store.EventRecord{
 		old(40*24*time.Hour, "connected"), old(35*24*time.Hour, "disconnected"), old(31*24*time.Hour, "connected"),
 	}))

@@ -42,6 +42,9 @@ type Book interface {
 	// a Health overdue, an auth failure ageing out, a session lapsing, a
 	// flapping tunnel settling.
 	Tracked() []string
+	// Forget drops what this node keeps of a deleted connection (what a
+	// cluster shares went with the connection's rows in the store).
+	Forget(connID string)
 }
 
 // Judge is one recomputation of connections' statuses at one moment: how

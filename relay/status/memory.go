@@ -158,3 +158,10 @@ func (b *memoryBook) Tracked() []string {
 	}
 	return out
 }
+
+func (b *memoryBook) Forget(connID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.conns, connID)
+	delete(b.failures, connID)
+}

@@ -37,6 +37,10 @@ func (k *Keeper) Revoked(ctx context.Context, c store.Connection) {
 	k.publish(ctx, c.ID, &c, time.Now())
 }
 
+// Forget stops tracking a deleted connection; c's store row is gone, so
+// nothing of it is published again.
+func (k *Keeper) Forget(connID string) { k.book.Forget(connID) }
+
 func (k *Keeper) publish(ctx context.Context, connID string, fresh *store.Connection, now time.Time) {
 	if err := k.book.Publish(ctx, connID, fresh, k.judge(now)); err != nil {
 		k.log.Warn("status events: publish", "connection", connID, "err", err)

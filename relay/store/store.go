@@ -20,6 +20,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict means a record with the same id already exists.
 	ErrConflict = errors.New("already exists")
+	// ErrNotRevoked means a connection that is still in use was to be
+	// deleted: only a revoked connection may be.
+	ErrNotRevoked = errors.New("not revoked")
 )
 
 // Connection is one customer network. Several agent replicas may serve it.
@@ -103,6 +106,13 @@ type Store interface {
 	// RevokeConnection sets revoked_at to at unless it is already set, and
 	// returns the connection as stored afterwards.
 	RevokeConnection(ctx context.Context, id string, at time.Time) (Connection, error)
+	// DeleteConnection deletes a revoked connection, in one transaction
+	// with what belongs to it alone: its agent tokens and, in a store a
+	// cluster shares, its published status, its record of refused agent
+	// tokens and its open sessions. A connection not revoked is left as
+	// it is (ErrNotRevoked). Its status events stay: they are the event
+	// log, with a retention of their own (see PruneEvents).
+	DeleteConnection(ctx context.Context, id string) error
 	// RotateToken adds t, and makes every other token of t.ConnectionID
 	// that would still be valid after previousValidUntil expire then.
 	RotateToken(ctx context.Context, t Token, previousValidUntil time.Time) error
@@ -135,7 +145,8 @@ type Store interface {
 	ConnectionHistory(ctx context.Context, connectionID string, since time.Time, limit int) ([]EventRecord, error)
 	// PruneEvents deletes the events whose At is before before, except
 	// the newest event of each type of each connection, which always
-	// says since when its state holds; it returns how many it deleted.
+	// says since when its state holds; a deleted connection's have no
+	// state to tell and all go. It returns how many it deleted.
 	// Where several nodes share the store, one prunes at a time: a call
 	// while another node prunes deletes nothing.
 	PruneEvents(ctx context.Context, before time.Time) (int64, error)

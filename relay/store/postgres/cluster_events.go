@@ -12,6 +12,11 @@ import (
 	"github.com/postern/postern/relay/store"
 )
 
+// statusLock takes the transaction-scoped advisory lock of a connection's
+// status ($1: its id): its publishers take turns under it, and deleting
+// the connection waits for the publication in flight.
+const statusLock = `SELECT pg_advisory_xact_lock(hashtextextended('postern-status:' || $1, 0))`
+
 // Publish runs fn with the connection's published state under a
 // transaction-scoped advisory lock on the connection, so publishers of one
 // connection take turns across the cluster, and stores what fn returns.
@@ -22,7 +27,7 @@ func (s *Store) Publish(ctx context.Context, connectionID string, now time.Time,
 	fn func(store.Snapshot) (store.PublishedState, []store.EventRecord, error)) ([]store.EventRecord, error) {
 	var out []store.EventRecord
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('postern-status:' || $1, 0))`, connectionID); err != nil {
+		if _, err := tx.Exec(ctx, statusLock, connectionID); err != nil {
 			return err
 		}
 		snap, err := snapshot(ctx, tx, connectionID, now)

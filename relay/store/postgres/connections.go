@@ -72,6 +72,49 @@ func (s *Store) RevokeConnection(ctx context.Context, id string, at time.Time) (
 	return revoke(ctx, s, "connections", connectionColumns, "connection", scanConnection, id, at)
 }
 
+// DeleteConnection deletes a revoked connection and the cluster's rows of
+// it: its agent tokens (ON DELETE CASCADE), published state, refused-token
+// record and open sessions. It takes the connection's status lock first,
+// as Publish does, so a publication in flight finishes before the rows go
+// and a later one finds no connection and writes nothing.
+//
+// Kept: its status events (and the webhook deliveries owed for them),
+// which are the event log with a retention of its own (PruneEvents); and
+// its closed sessions' tombstones, which stop a late write from reopening
+// a session until ExpirePresence drops them.
+func (s *Store) DeleteConnection(ctx context.Context, id string) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, statusLock, id); err != nil {
+			return err
+		}
+		var revoked *time.Time
+		err := tx.QueryRow(ctx, `SELECT revoked_at FROM connections WHERE id = $1 FOR UPDATE`, id).Scan(&revoked)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return store.ErrNotFound
+		case err != nil:
+			return err
+		case revoked == nil:
+			return store.ErrNotRevoked
+		}
+		for _, q := range []string{
+			`DELETE FROM connection_state WHERE connection_id = $1`,
+			`DELETE FROM auth_failures WHERE connection_id = $1`,
+			`DELETE FROM agent_sessions WHERE connection_id = $1 AND NOT closed`,
+			`DELETE FROM connections WHERE id = $1`,
+		} {
+			if _, err := tx.Exec(ctx, q, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete connection %q: %w", id, err)
+	}
+	return nil
+}
+
 // revoke sets revoked_at of record id of table (a record of kind) to at
 // unless it is set, and reads the record back with scan.
 func revoke[T any](ctx context.Context, s *Store, table, columns, kind string, scan func(pgx.Row) (T, error), id string, at time.Time) (T, error) {

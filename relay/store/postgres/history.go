@@ -69,8 +69,9 @@ func (s *Store) ConnectionHistory(ctx context.Context, connectionID string, sinc
 
 // PruneEvents deletes events older than before in batches, each its own
 // transaction under pruneLock: a node that finds the lock held stops,
-// as another node is pruning. Each connection's newest event of each type
-// stays. Webhook deliveries of a deleted event go with it.
+// as another node is pruning. Each existing connection's newest event of
+// each type stays (a deleted connection has no state they would date).
+// Webhook deliveries of a deleted event go with it.
 func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int64, error) {
 	var total int64
 	for {
@@ -82,8 +83,9 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int64, error
 			}
 			tag, err := tx.Exec(ctx, `DELETE FROM status_events WHERE id IN (
 				SELECT e.id FROM status_events e WHERE e.created_at < $1
-				AND EXISTS (SELECT 1 FROM status_events n WHERE n.connection_id = e.connection_id AND n.id > e.id
-					AND n.body->>'type' = e.body->>'type')
+				AND (EXISTS (SELECT 1 FROM status_events n WHERE n.connection_id = e.connection_id AND n.id > e.id
+						AND n.body->>'type' = e.body->>'type')
+					OR NOT EXISTS (SELECT 1 FROM connections c WHERE c.id = e.connection_id))
 				ORDER BY e.id LIMIT $2)`, before, pruneBatch)
 			n = tag.RowsAffected()
 			return err

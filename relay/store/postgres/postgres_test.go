@@ -258,6 +258,8 @@ func TestPruneTakesTurns(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
 	old := time.Now().Add(-48 * time.Hour)
+	require.NoError(t, s.CreateConnection(t.Context(), store.Connection{ID: "c1", Workspace: "w", Name: "n", CreatedAt: old},
+		store.Token{ID: "t1", Hash: []byte("h"), CreatedAt: old}), "only an existing connection keeps its newest event")
 	require.NoError(t, s.AppendEvents(t.Context(), []store.EventRecord{
 		{ConnectionID: "c1", Workspace: "w", At: old, Body: []byte(`{"type":"tunnel"}`)},
 		{ConnectionID: "c1", Workspace: "w", At: old.Add(time.Second), Body: []byte(`{"type":"tunnel"}`)},

@@ -74,6 +74,31 @@ func (s *Store) RevokeConnection(ctx context.Context, id string, at time.Time) (
 	return revoke(ctx, s, "connections", connectionColumns, "connection", scanConnection, id, at)
 }
 
+// DeleteConnection deletes a revoked connection; its agent tokens go with
+// it (ON DELETE CASCADE). Its status events stay until PruneEvents ages
+// them out: they are the event log, kept for a retention of their own.
+// A single node keeps no other row of a connection.
+func (s *Store) DeleteConnection(ctx context.Context, id string) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var revoked sql.NullString
+		err := tx.QueryRowContext(ctx, `SELECT revoked_at FROM connections WHERE id = ?`, id).Scan(&revoked)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return store.ErrNotFound
+		case err != nil:
+			return err
+		case !revoked.Valid:
+			return store.ErrNotRevoked
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM connections WHERE id = ?`, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete connection %q: %w", id, err)
+	}
+	return nil
+}
+
 // revoke sets revoked_at of record id of table (a record of kind) to at
 // unless it is set, and reads the record back with scan.
 func revoke[T any](ctx context.Context, s *Store, table, columns, kind string, scan func(scanner) (T, error), id string, at time.Time) (T, error) {

@@ -77,8 +77,9 @@ func (s *Store) ConnectionHistory(ctx context.Context, connectionID string, sinc
 }
 
 // PruneEvents deletes events older than before, in batches, keeping each
-// connection's newest event of each type. One node owns a SQLite store,
-// so there is no one to take turns with.
+// existing connection's newest event of each type (a deleted connection
+// has no state they would date). One node owns a SQLite store, so there
+// is no one to take turns with.
 func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int64, error) {
 	cut, err := formatTime(before)
 	if err != nil {
@@ -88,8 +89,9 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int64, error
 	for {
 		res, err := s.w.ExecContext(ctx, `DELETE FROM status_events WHERE id IN (
 			SELECT e.id FROM status_events e WHERE e.created_at < ?1
-			AND EXISTS (SELECT 1 FROM status_events n WHERE n.connection_id = e.connection_id AND n.id > e.id
-				AND json_extract(n.body, '$.type') = json_extract(e.body, '$.type'))
+			AND (EXISTS (SELECT 1 FROM status_events n WHERE n.connection_id = e.connection_id AND n.id > e.id
+					AND json_extract(n.body, '$.type') = json_extract(e.body, '$.type'))
+				OR NOT EXISTS (SELECT 1 FROM connections c WHERE c.id = e.connection_id))
 			ORDER BY e.id LIMIT ?2)`, cut, pruneBatch)
 		if err != nil {
 			return total, fmt.Errorf("prune events: %w", err)

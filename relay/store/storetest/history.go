@@ -68,6 +68,9 @@ func testHistory(t *testing.T, s store.Store) {
 
 func testPruneEvents(t *testing.T, s store.Store) {
 	ctx := t.Context()
+	// Only an existing connection keeps its newest events.
+	mustCreate(t, s, conn("c1", "acme", at(0)), "t1")
+	mustCreate(t, s, conn("c2", "acme", at(0)), "t2")
 	require.NoError(t, s.AppendEvents(ctx, []store.EventRecord{
 		event("c1", "tunnel", "old-tunnel-1", 0),
 		event("c1", "auth", "old-auth", time.Minute),
@@ -96,6 +99,7 @@ func testPruneEvents(t *testing.T, s store.Store) {
 func testPruneManyEvents(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	const count = 12_000 // more than one pruning batch
+	mustCreate(t, s, conn("c1", "acme", at(0)), "t1")
 	batch := make([]store.EventRecord, 0, count)
 	for i := range count {
 		batch = append(batch, event("c1", "tunnel", fmt.Sprint(i), time.Duration(i)*time.Millisecond))
