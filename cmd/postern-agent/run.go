@@ -33,6 +33,14 @@ func newRunCmd() *cobra.Command {
 }
 
 func run(ctx context.Context, cfgPath string) error {
+	// SIGHUP, or a change to the file, reloads the allowlist: validate
+	// first, then swap; a bad file keeps the rules in force. The signal is
+	// caught from the start, so a reload sent while the agent starts up
+	// (systemctl reload right after start) is not the default action,
+	// which would end the agent.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := config.Load(cfgPath, os.LookupEnv)
 	if err != nil {
 		return err
@@ -72,11 +80,6 @@ func run(ctx context.Context, cfgPath string) error {
 	}
 	log.Info("agent starting", "version", version, "config", cfgPath, "rules", cfg.Rules.Len(), "mode", cfg.Mode.String())
 
-	// SIGHUP, or a change to the file, reloads the allowlist: validate
-	// first, then swap; a bad file keeps the rules in force.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() {

@@ -175,7 +175,16 @@ var (
 // after an ok result. errNotHere or errPeerDown (both wrapped) mean the
 // router should try the next node; a *protocol.Error is the agent's
 // refusal.
-func (n *Node) Forward(ctx context.Context, node, connID string, req protocol.Request, timeout time.Duration, lastResort bool) (*PeerStream, protocol.Result, error) {
+//
+// A node that cannot be reached also drops the connection's cached holders:
+// during a rolling restart the list that named it may predate the tunnel
+// its agent has since opened elsewhere, and the router reads it afresh.
+func (n *Node) Forward(ctx context.Context, node, connID string, req protocol.Request, timeout time.Duration, lastResort bool) (ps *PeerStream, res protocol.Result, err error) {
+	defer func() {
+		if errors.Is(err, errPeerDown) {
+			n.holders.forget(connID)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	sess, err := n.links.get(ctx, node)

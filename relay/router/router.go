@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -157,13 +158,32 @@ func (r *Router) local(ctx context.Context, cands []*broker.Session, req protoco
 	return st, res, nil
 }
 
-// forward tries the live holders in turn.
+// forward tries the live holders in turn. When every one it tried was
+// unreachable, it asks once more, since the list may be older than the
+// tunnel an agent opened elsewhere when its node went away (a rolling
+// restart), and tries the nodes that are new to it.
 func (r *Router) forward(ctx context.Context, connID string, req protocol.Request, timeout time.Duration) (Stream, protocol.Result, error) {
 	live, _, err := r.remote.Holders(ctx, connID)
 	if err != nil {
 		return nil, protocol.Result{}, errUnavailable
 	}
-	return r.tryNodes(ctx, live, connID, req, timeout, false)
+	st, res, err := r.tryNodes(ctx, live, connID, req, timeout, false)
+	if !errors.Is(err, errUnreachable) {
+		return st, res, err
+	}
+	again, _, aerr := r.remote.Holders(ctx, connID)
+	if aerr != nil {
+		return st, res, err
+	}
+	fresh := slices.DeleteFunc(again, func(node string) bool { return slices.Contains(live, node) })
+	if len(fresh) == 0 {
+		return st, res, err
+	}
+	st, res, ferr := r.tryNodes(ctx, fresh, connID, req, timeout, false)
+	if ferr != nil && !done(ferr) {
+		return st, res, err // still the unreachable holders' error
+	}
+	return st, res, ferr
 }
 
 // lastResort tries the nodes whose tunnels were told to go away.

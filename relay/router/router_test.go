@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -21,6 +22,8 @@ import (
 // router asked them in.
 type fakeRemote struct {
 	live, draining []string
+	liveLater      []string // what Holders answers from its second call on, when set
+	holderCalls    int
 	holdersErr     error
 	answers        map[string]error // nil: the node serves
 	asked          []string
@@ -32,7 +35,11 @@ var (
 )
 
 func (f *fakeRemote) Holders(context.Context, string) ([]string, []string, error) {
-	return f.live, f.draining, f.holdersErr
+	f.holderCalls++
+	if f.holderCalls > 1 && f.liveLater != nil {
+		return slices.Clone(f.liveLater), f.draining, f.holdersErr
+	}
+	return slices.Clone(f.live), f.draining, f.holdersErr
 }
 
 func (f *fakeRemote) Forward(_ context.Context, node, _ string, _ protocol.Request, _ time.Duration, lastResort bool) (Stream, protocol.Result, error) {
@@ -99,6 +106,11 @@ func TestRouterAcrossNodes(t *testing.T) {
 			remote:    fakeRemote{live: []string{"node-a"}, answers: map[string]error{"node-a": errDown}},
 			wantErr:   protocol.RelayUnavailable,
 			wantAsked: []string{"node-a", "node-a(last resort)"},
+		},
+		"a holder list older than the agent's new tunnel is read again": {
+			remote: fakeRemote{live: []string{"node-c"}, liveLater: []string{"node-c", "node-a"},
+				answers: map[string]error{"node-c": errDown}},
+			wantAsked: []string{"node-c", "node-a"},
 		},
 		"held nowhere": {
 			remote:  fakeRemote{},

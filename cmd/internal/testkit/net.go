@@ -16,14 +16,34 @@ import (
 )
 
 // FreeAddr returns a 127.0.0.1 address whose port was free a moment ago,
-// for a child process that must be told where to listen.
+// for a child process that must be told where to listen. It never hands
+// out the same address twice in one test binary: a test that reserves
+// several addresses before it starts anything would otherwise, now and
+// then, get a port the kernel gave it already (a cluster test's node
+// then fails with "address already in use").
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err, "reserve a port")
-	defer ln.Close()
-	return ln.Addr().String()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(tb, err, "reserve a port")
+		addr := ln.Addr().String()
+		_ = ln.Close()
+		if !handedOut.addrs[addr] {
+			handedOut.addrs[addr] = true
+			return addr
+		}
+	}
+	tb.Fatal("reserve a port: the kernel keeps offering ports this test binary handed out already")
+	return ""
 }
+
+// handedOut is every address FreeAddr returned in this test binary.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
 
 // GetOK says whether a GET of url through c answers 200 OK. It is meant
 // for polling a server that is still starting, so any error just means
