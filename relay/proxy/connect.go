@@ -17,7 +17,7 @@ import (
 
 // connect answers a CONNECT: the agent dials, then 200 and the data phase.
 //
-// The data phase runs on a goroutine of the proxy's own (see Wait), not on
+// The data phase runs on a goroutine of the proxy's own (see Close), not on
 // the HTTP server's: once the connection is hijacked the handler returns,
 // and net/http lets go of the connection's reader, writers and deep stack,
 // which an idle stream would otherwise hold for its whole life. So the
@@ -71,11 +71,29 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request, conn store.Conne
 		}
 	}
 	d := dataPhase{conn: conn.ID, id: id, target: net.JoinHostPort(host, strconv.Itoa(port)), early: int64(early)}
+	if !p.startStream() {
+		_ = client.Close() // the relay is stopping
+		_ = stream.Close()
+		return
+	}
 	handedOver = true
-	p.streams.Go(func() {
+	go func() {
+		defer p.streams.Done()
 		defer release()
 		p.splice(held, client, stream, d)
-	})
+	}()
+}
+
+// startStream counts one more data phase, unless Close has begun: then
+// nothing new may start, and Close's wait is not raced by an Add.
+func (p *Proxy) startStream() bool {
+	p.closeMu.Lock()
+	defer p.closeMu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.streams.Add(1)
+	return true
 }
 
 // dataPhase names one CONNECT's data phase in logs and counts.
@@ -114,6 +132,9 @@ func (p *Proxy) splice(held context.Context, client net.Conn, stream router.Stre
 // after the drain: a stream whose tunnel is gone may still be open
 // towards the client, half-closed, until the client closes it.
 func (p *Proxy) Close() {
+	p.closeMu.Lock()
+	p.closed = true
+	p.closeMu.Unlock()
 	p.end()
 	p.streams.Wait()
 }

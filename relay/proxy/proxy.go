@@ -78,6 +78,8 @@ type Proxy struct {
 	streams sync.WaitGroup         // data phases of CONNECTs; see Close
 	life    context.Context        // ends at Close
 	end     context.CancelFunc
+	closeMu sync.Mutex
+	closed  bool // Close has begun: no data phase starts
 }
 
 // New returns the proxy; carried may be nil.
