@@ -124,12 +124,6 @@ func (f fanout) Revoked(ctx context.Context, connID string) int {
 	return n
 }
 
-// Deleted does for a deleted connection what Revoked does: it forgets the
-// record cached here, and cuts any tunnel of it that is left here and, in
-// a cluster, everywhere (the other nodes read records from the store each
-// time, and their handler of the announcement forgets it too).
-func (f fanout) Deleted(ctx context.Context, connID string) int { return f.Revoked(ctx, connID) }
-
 // KeyRevoked ends the streams of an API key here and, in a cluster,
 // everywhere.
 func (f fanout) KeyRevoked(ctx context.Context, keyID string) int {

@@ -38,12 +38,13 @@ type positioned interface {
 // its (empty) result would only add noise.
 func decodeFile(data []byte, p *problems) (fc *fileConfig, ok bool) {
 	fc = &fileConfig{}
-	return fc, decodeDocument(data, reflect.ValueOf(fc).Elem(), p)
+	return fc, decodeDocument(data, reflect.ValueOf(fc).Elem(), "relay_url: wss://...", p)
 }
 
 // decodeDocument decodes the one YAML document in data into struct v; see
-// decodeFile.
-func decodeDocument(data []byte, v reflect.Value, p *problems) (ok bool) {
+// decodeFile. example is a setting as it would be written, for the message
+// about a file that is not a mapping of settings.
+func decodeDocument(data []byte, v reflect.Value, example string, p *problems) (ok bool) {
 	if len(data) > MaxFileSize {
 		p.add(origin{}, "file is larger than %d bytes; is this the right file?", MaxFileSize)
 		return false
@@ -71,25 +72,12 @@ func decodeDocument(data []byte, v reflect.Value, p *problems) (ok bool) {
 	switch {
 	case isNull(root):
 	case root.Kind != yaml.MappingNode:
-		p.add(lineOf(root), "want a mapping of settings such as %q, got %s", example(v.Type()), describe(root))
+		p.add(lineOf(root), "want a mapping of settings such as %q, got %s", example, describe(root))
 		return false
 	default:
 		decodeStruct(root, v, "", p)
 	}
 	return true
-}
-
-// example is the first key of settings type t written as "key: ...", for
-// the message about a file that is not a mapping.
-func example(t reflect.Type) string {
-	if t == reflect.TypeFor[fileConfig]() {
-		return "relay_url: wss://..."
-	}
-	names, _ := yamlFields(t)
-	if len(names) == 0 {
-		return "key: value"
-	}
-	return names[0] + ": ..."
 }
 
 // addSyntaxError reports a YAML parser error, moving its line (when the

@@ -27,7 +27,11 @@ func DecodeStrict(name string, data []byte, v any) error {
 		panic(fmt.Sprintf("config.DecodeStrict: want a pointer to a struct, got %T", v))
 	}
 	p := &problems{file: name}
-	decodeDocument(data, rv.Elem(), p)
+	example := "key: value"
+	if names, _ := yamlFields(rv.Elem().Type()); len(names) > 0 {
+		example = names[0] + ": ..."
+	}
+	decodeDocument(data, rv.Elem(), example, p)
 	return p.err()
 }
 

@@ -73,8 +73,9 @@ type API struct {
 type Parts struct {
 	Store store.Store
 	Auth  *auth.Authenticator
-	// Fanout carries a revocation, a deletion or a rotation to every
-	// node.
+	// Fanout carries a revocation (and a deletion, which ends a
+	// connection's tunnels and cached record as a revocation does) or a
+	// rotation to every node.
 	Fanout Fanout
 	// Nodes lists the relay's nodes.
 	Nodes  func(ctx context.Context) ([]api.Node, error)
@@ -124,9 +125,6 @@ type Fanout interface {
 	// Revoked cuts the connection's tunnels and returns how many were
 	// cut on this node.
 	Revoked(ctx context.Context, connID string) int
-	// Deleted makes every node forget a deleted connection's record and
-	// cut any tunnel of it left; it returns how many it cut on this node.
-	Deleted(ctx context.Context, connID string) int
 	// Rotated cuts, once until passes, the tunnels opened with the tokens
 	// a rotation gave that end.
 	Rotated(ctx context.Context, connID string, until time.Time)

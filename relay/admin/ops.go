@@ -143,7 +143,9 @@ func (a *API) Delete(ctx context.Context, k store.APIKey, id string) error {
 		return err
 	}
 	a.status.Forget(c.ID)
-	n := a.fanout.Deleted(ctx, c.ID)
+	// As for a revocation: every node forgets the record it cached and
+	// cuts any tunnel of the connection left.
+	n := a.fanout.Revoked(ctx, c.ID)
 	// The name is logged here because the record that held it is gone.
 	a.log.Info("connection deleted", "connection", c.ID, "workspace", c.Workspace, "name", c.Name,
 		"tunnels_closed", n, "by_key", k.ID)

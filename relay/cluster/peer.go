@@ -176,12 +176,14 @@ var (
 // router should try the next node; a *protocol.Error is the agent's
 // refusal.
 //
-// A node that cannot be reached also drops the connection's cached holders:
-// during a rolling restart the list that named it may predate the tunnel
-// its agent has since opened elsewhere, and the router reads it afresh.
+// A node found unreachable (not one still in backoff from an earlier
+// failure) also drops the connection's cached holders: during a rolling
+// restart the list that named it may predate the tunnel its agent has
+// since opened elsewhere, and the router reads it afresh. A node that
+// stays down costs no store read per request.
 func (n *Node) Forward(ctx context.Context, node, connID string, req protocol.Request, timeout time.Duration, lastResort bool) (ps *PeerStream, res protocol.Result, err error) {
 	defer func() {
-		if errors.Is(err, errPeerDown) {
+		if errors.Is(err, errPeerDown) && !errors.Is(err, errBackoff) {
 			n.holders.forget(connID)
 		}
 	}()
@@ -189,7 +191,7 @@ func (n *Node) Forward(ctx context.Context, node, connID string, req protocol.Re
 	defer cancel()
 	sess, err := n.links.get(ctx, node)
 	if err != nil {
-		return nil, protocol.Result{}, fmt.Errorf("%w: %s: %v", errPeerDown, node, err)
+		return nil, protocol.Result{}, fmt.Errorf("%w: %s: %w", errPeerDown, node, err)
 	}
 	st, err := sess.Open(ctx)
 	if err != nil {
