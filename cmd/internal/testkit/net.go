@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,18 +20,32 @@ import (
 )
 
 // FreeAddr returns a 127.0.0.1 address whose port was free a moment ago,
-// for a child process that must be told where to listen. It never hands
-// out the same address twice in one test binary: a test that reserves
-// several addresses before it starts anything would otherwise, now and
-// then, get a port the kernel gave it already (a cluster test's node
-// then fails with "address already in use").
+// for a child process that must be told where to listen.
+//
+// The port comes from below the kernel's ephemeral range, not from a
+// bind to port 0: the tests run in several processes at once and open
+// thousands of outgoing connections, each of which takes an ephemeral
+// port, so a port-0 reservation was now and then taken by someone's
+// outgoing connection before the child bound it (a cluster node then
+// failed with "address already in use"). It never hands out the same
+// address twice in one test binary either.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
 	handedOut.Lock()
 	defer handedOut.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(tb, err, "reserve a port")
+	lo, hi := listenPortRange()
+	for range 200 {
+		port := 0
+		if hi > lo {
+			port = lo + handedOut.rng.IntN(hi-lo)
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			if port == 0 {
+				require.NoError(tb, err, "reserve a port")
+			}
+			continue // in use by another listener: try another
+		}
 		addr := ln.Addr().String()
 		_ = ln.Close()
 		if !handedOut.addrs[addr] {
@@ -35,15 +53,38 @@ func FreeAddr(tb testing.TB) string {
 			return addr
 		}
 	}
-	tb.Fatal("reserve a port: the kernel keeps offering ports this test binary handed out already")
+	tb.Fatal("reserve a port: no free port found below the ephemeral range in 200 tries")
 	return ""
 }
 
-// handedOut is every address FreeAddr returned in this test binary.
+// listenPortRange is the range [lo, hi) FreeAddr picks ports from: from
+// 20000 up to the first ephemeral port. Where the ephemeral range cannot
+// be read or leaves too little room below it, it is empty and FreeAddr
+// lets the kernel choose.
+func listenPortRange() (lo, hi int) {
+	const floor = 20000
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	first, err := strconv.Atoi(f[0])
+	if err != nil || first-floor < 1000 {
+		return 0, 0
+	}
+	return floor, first
+}
+
+// handedOut is every address FreeAddr returned in this test binary, and
+// the random source that spreads the binaries over the range.
 var handedOut = struct {
 	sync.Mutex
 	addrs map[string]bool
-}{addrs: map[string]bool{}}
+	rng   *rand.Rand
+}{addrs: map[string]bool{}, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))}
 
 // GetOK says whether a GET of url through c answers 200 OK. It is meant
 // for polling a server that is still starting, so any error just means
