@@ -194,6 +194,22 @@ func (e *env) runBulk(b *testing.B, tab *table, cases []bulkCase, suffix string)
 				return float64(bc.total) / 1e9, []float64{mbps}, err
 			})
 			r.report(b, "MB/s")
+			err := e.stack.profiles.during(b.Context(), name, func() error {
+				// Transfers back to back for as long as the profiles sample.
+				end := time.Now().Add(httpDuration)
+				for time.Now().Before(end) {
+					ctx, cancel := context.WithTimeout(b.Context(), opTimeout)
+					_, err := bulk(ctx, e.stack.dialTunnel, e.sink.addr(), bc.op, bc.streams, bc.total, e.pattern)
+					cancel()
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
 		})
 	}
 }

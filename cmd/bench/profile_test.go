@@ -60,7 +60,7 @@ func (p *profiler) during(ctx context.Context, scenario string, work func() erro
 	if p == nil {
 		return nil
 	}
-	slug := strings.NewReplacer(", ", "-", " ", "-", "=", "").Replace(strings.ToLower(scenario))
+	slug := strings.NewReplacer(" (wss://)", "-wss", ", ", "-", " ", "-", "=", "").Replace(strings.ToLower(scenario))
 	g, gctx := errgroup.WithContext(ctx)
 	for name, addr := range p.addrs {
 		for kind, path := range map[string]string{"cpu": "profile", "allocs": "allocs"} {
