@@ -21,6 +21,7 @@ import (
 	"github.com/postern/postern/agent/config"
 	"github.com/postern/postern/cmd/internal/debugserve"
 	"github.com/postern/postern/cmd/internal/stopsignal"
+	"github.com/postern/postern/protocol/tunnel"
 	"github.com/postern/postern/relay"
 	"github.com/postern/postern/relay/proxyproto"
 	"github.com/postern/postern/relay/store"
@@ -355,6 +356,9 @@ func (cfg serveConfig) listeners(log *slog.Logger) (relay.Listeners, error) {
 		return ls, err
 	}
 	// Peers dial each other directly, never through a load balancer.
+	// Every listener batches writes under TLS: tunnels (agents on the API
+	// listener, peer links) per WebSocket message, the proxy per write of
+	// a CONNECT's data phase.
 	addrs := []struct {
 		addr    string
 		dst     *net.Listener
@@ -378,12 +382,16 @@ func (cfg serveConfig) listeners(log *slog.Logger) (relay.Listeners, error) {
 	return ls, nil
 }
 
+// listen opens addr with what sits under TLS: the PROXY header reader and
+// the batch that lets a tunnel's WebSocket message, or a CONNECT's write,
+// leave in one system call.
 func listen(addr string, trusted proxyproto.Trusted, cfg serveConfig, log *slog.Logger) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	ln = acceptProxyHeaders(ln, trusted, log) // the header comes before TLS
+	ln = tunnel.BatchListener(ln)
 	if cfg.TLSCert == "" && cfg.TLSKey == "" {
 		return ln, nil
 	}

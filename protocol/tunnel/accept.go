@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bufio"
 	"context"
 	"net"
 	"net/http"
@@ -29,12 +30,29 @@ func OffersSubprotocol(r *http.Request, subprotocol string) bool {
 // ctx ends or it is closed, not as long as the request's context: a
 // hijacked connection outlives its handler's request.
 func Upgrade(ctx context.Context, w http.ResponseWriter, r *http.Request, subprotocol string) (net.Conn, error) {
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	hw := &hijackWatch{ResponseWriter: w}
+	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{
 		Subprotocols:    []string{subprotocol},
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return wrap(ctx, ws, nil), nil
+	return wrap(ctx, ws, batchUnder(hw.conn)), nil
 }
+
+// hijackWatch keeps the connection the WebSocket library hijacks, so
+// Upgrade can find the batch under it.
+type hijackWatch struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (h *hijackWatch) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	h.conn = c
+	return c, brw, err
+}
+
+// Unwrap lets http.ResponseController reach the writer underneath.
+func (h *hijackWatch) Unwrap() http.ResponseWriter { return h.ResponseWriter }

@@ -154,16 +154,24 @@ var ErrIdle = errors.New("stream idle timeout")
 func copyBuf(dst net.Conn, src io.Reader, act *activity, writeTimeout time.Duration) (int64, error) {
 	cb := newCopyBuffer()
 	defer cb.release()
+	pending, held := tlsPending(src), tlsBatch(dst)
 	var total int64
 	for {
 		buf := cb.bytes()
 		n, rerr := src.Read(buf)
+		// A TLS source returns one record per Read: while another whole
+		// record already waits in the socket, read it into the same frame.
+		for pending != nil && rerr == nil && n > 0 && n < len(buf) && pending() >= maxTLSRecord {
+			var m int
+			m, rerr = src.Read(buf[n:])
+			n += m
+		}
 		if n > 0 {
 			act.touch()
 			if writeTimeout > 0 {
 				_ = dst.SetWriteDeadline(time.Now().Add(writeTimeout))
 			}
-			w, werr := dst.Write(buf[:n])
+			w, werr := writeHeld(dst, held, buf[:n])
 			total += int64(w)
 			if werr != nil {
 				return total, werr
@@ -180,6 +188,19 @@ func copyBuf(dst net.Conn, src io.Reader, act *activity, writeTimeout time.Durat
 			return total, rerr
 		}
 	}
+}
+
+// writeHeld writes p to dst, inside a hold of b when there is one.
+func writeHeld(dst io.Writer, b *batch, p []byte) (int, error) {
+	if b == nil {
+		return dst.Write(p)
+	}
+	b.hold()
+	n, err := dst.Write(p)
+	if rerr := b.release(); err == nil && rerr != nil {
+		return 0, rerr
+	}
+	return n, err
 }
 
 func isClosed(err error) bool {

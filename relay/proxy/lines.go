@@ -165,3 +165,7 @@ func closeWrite(c net.Conn) error {
 	}
 	return c.Close()
 }
+
+// NetConn returns the connection underneath, as *tls.Conn's does, so the
+// splice can see the TLS connection it reads from.
+func (c *lineConn) NetConn() net.Conn { return c.Conn }

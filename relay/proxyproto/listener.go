@@ -104,6 +104,9 @@ type Conn struct {
 	r *bufio.Reader
 }
 
+// NetConn returns the connection underneath, as *tls.Conn's does.
+func (c *Conn) NetConn() net.Conn { return c.Conn }
+
 func (c *Conn) init() {
 	c.once.Do(func() {
 		c.remote = c.Conn.RemoteAddr()

@@ -1,0 +1,78 @@
+package tunnel
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"syscall"
+)
+
+// maxTLSRecord is the most bytes one TLS record takes on the wire: a
+// 16 KiB payload with the largest expansion the protocol allows and the
+// record header.
+const maxTLSRecord = 16<<10 + 256 + 5
+
+// tlsPending returns, for a source that reads TLS from a socket, how many
+// bytes wait unread in the socket; for any other source, nil.
+//
+// A TLS connection's Read returns one record, at most 16 KiB, however much
+// has arrived, so a splice reading from it would cut a bulk transfer into
+// 16 KiB tunnel frames, each paying for its own trip through the
+// multiplexer, the WebSocket and both processes' system calls. With the
+// count, the splice reads on while a whole record is already there, which
+// never waits (see copyBuf).
+//
+// It sees through wrappers that name what they wrap with a NetConn
+// method, as *tls.Conn does.
+func tlsPending(src io.Reader) func() int {
+	c, ok := src.(net.Conn)
+	for ok {
+		if t, isTLS := c.(*tls.Conn); isTLS {
+			return socketPending(t.NetConn())
+		}
+		var u interface{ NetConn() net.Conn }
+		if u, ok = c.(interface{ NetConn() net.Conn }); ok {
+			c = u.NetConn()
+		}
+	}
+	return nil
+}
+
+// socketPending returns the count of bytes waiting in c's socket, seen
+// through wrappers as tlsPending does, or nil when c has no socket under
+// it or the platform cannot tell.
+func socketPending(c net.Conn) func() int {
+	for {
+		if sc, ok := c.(syscall.Conn); ok {
+			rc, err := sc.SyscallConn()
+			if err != nil {
+				return nil
+			}
+			return unreadBytes(rc)
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = u.NetConn()
+	}
+}
+
+// tlsBatch returns, for a destination that writes TLS onto a connection
+// accepted on a BatchListener, that connection's batch; else nil. A TLS
+// connection writes a large buffer as one record of 16 KiB after
+// another, each in its own system call; held in the batch, they leave in
+// one.
+func tlsBatch(dst io.Writer) *batch {
+	c, ok := dst.(net.Conn)
+	for ok {
+		if t, isTLS := c.(*tls.Conn); isTLS {
+			return batchUnder(t)
+		}
+		var u interface{ NetConn() net.Conn }
+		if u, ok = c.(interface{ NetConn() net.Conn }); ok {
+			c = u.NetConn()
+		}
+	}
+	return nil
+}
