@@ -52,13 +52,14 @@ bench-scale:
 	POSTERN_BENCH_AGENTS=$(SCALE_AGENTS) $(GO) test -run '^$$' -bench 'Tunnel/[0-9]+_agents' -benchtime 1x -count 1 -timeout 30m ./cmd/bench/
 
 # CPU and allocation profiles of the relay and the agent under each HTTP
-# and bulk load of the bench (plain and wss://), in
-# $(PROFILES) as <process>-<cpu|allocs>-<scenario>.pprof; read them with
+# and bulk load of the bench (plain and wss://), and heap and goroutine
+# profiles while 1,000 streams idle, in $(PROFILES) as
+# <process>-<cpu|allocs|heap|goroutine>-<scenario>.pprof; read them with
 # `go tool pprof -top bin/postern-relay FILE`. docs/performance.md reads them.
 PROFILES ?= profiles
 profile:
 	mkdir -p $(PROFILES)
-	POSTERN_BENCH_PROFILES=$(abspath $(PROFILES)) $(GO) test -run '^$$' -bench 'BenchmarkTunnel/(HTTP|bulk)' -benchtime 1x -count 1 -timeout 30m ./cmd/bench/
+	POSTERN_BENCH_PROFILES=$(abspath $(PROFILES)) $(GO) test -run '^$$' -bench 'BenchmarkTunnel/(open|HTTP|bulk)' -benchtime 1x -count 1 -timeout 30m ./cmd/bench/
 
 # Long fault and load tests (cmd/faults: 1 KB/s link, 10,000 streams, a
 # million stream cycles, 1,000 reconnects, slowloris), with their

@@ -43,6 +43,9 @@ func (e *env) runIdle(b *testing.B, tab *table) {
 			}
 			if before != nil {
 				memory = before.added(e.idleUsage(b, true))
+				if err := e.stack.profiles.snapshot(ctx, name); err != nil {
+					return 0, nil, err
+				}
 			}
 			slices.Sort(opens)
 			ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -73,6 +73,25 @@ func (p *profiler) during(ctx context.Context, scenario string, work func() erro
 	return errors.Join(werr, g.Wait())
 }
 
+// snapshot keeps a heap and a goroutine profile of each process as they
+// are now, as <process>-<heap|goroutine>-<scenario>.pprof: what a state
+// (such as many idle streams) holds, rather than what a load does.
+func (p *profiler) snapshot(ctx context.Context, scenario string) error {
+	if p == nil {
+		return nil
+	}
+	slug := strings.NewReplacer(" ", "-", ",", "").Replace(strings.ToLower(scenario))
+	var errs []error
+	for name, addr := range p.addrs {
+		for _, kind := range []string{"heap", "goroutine"} {
+			url := fmt.Sprintf("http://%s/debug/pprof/%s?gc=1", addr, kind)
+			file := filepath.Join(p.dir, fmt.Sprintf("%s-%s-%s.pprof", name, kind, slug))
+			errs = append(errs, fetch(ctx, url, file))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // fetch saves what url answers in file.
 func fetch(ctx context.Context, url, file string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(profileSeconds+30)*time.Second)
