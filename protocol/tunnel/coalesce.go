@@ -71,23 +71,44 @@ func (c *coalescer) Write(p []byte) (int, error) {
 	return n + m, err
 }
 
-// writeBatched sends a data header and its body as two messages inside
-// one hold of the socket batch: one system call, and no copy to join them.
+// joinLimit is the largest body the batched path copies behind its
+// header into one message. A small frame (a request, a response, a
+// window's worth of a slow stream) then costs one WebSocket frame and, under
+// TLS, one record rather than two; a larger body is not copied, as its
+// own message costs no more than the copy would.
+const joinLimit = 16 << 10
+
+// writeBatched holds a data header back like the unbatched path, then
+// sends it with its body inside one hold of the socket batch: one system
+// call, and one message when the body is small enough to join.
 func (c *coalescer) writeBatched(p []byte) (int, error) {
 	if len(c.pending) == 0 {
-		c.batch.hold()
 		if isDataHeader(p) {
-			c.pending = append(c.pending, p...) // marks the open hold
-			n, err := c.Conn.Write(p)
-			if err != nil {
-				c.pending = c.pending[:0]
-				_ = c.batch.release()
-			}
-			return n, err
+			c.pending = append(c.pending, p...)
+			return len(p), nil
 		}
+		// A frame without a body, or a body without its header: one
+		// message, held so the client's masked chunks leave together.
+		c.batch.hold()
+		n, err := c.writeChunks(p)
+		if rerr := c.batch.release(); err == nil && rerr != nil {
+			return 0, rerr
+		}
+		return n, err
+	}
+	c.batch.hold()
+	var (
+		n   int
+		err error
+	)
+	if len(p) <= joinLimit {
+		c.buf = append(append(c.buf[:0], c.pending...), p...)
+		n, err = c.Conn.Write(c.buf)
+		n = max(n-headerSize, 0) // the header was acknowledged already
+	} else if _, err = c.Conn.Write(c.pending); err == nil {
+		n, err = c.writeChunks(p)
 	}
 	c.pending = c.pending[:0]
-	n, err := c.writeChunks(p)
 	if rerr := c.batch.release(); err == nil && rerr != nil {
 		return 0, rerr
 	}

@@ -78,3 +78,47 @@ func TestLargeBodiesAreSplitAtMaxMessage(t *testing.T) {
 	}
 	assert.Equal(t, append(header(typeData, uint32(len(body))), body...), joined, "byte stream unchanged")
 }
+
+func TestBatchedSmallFrameIsOneMessageAndLargeIsTwoInOneSocketWrite(t *testing.T) {
+	for name, tc := range map[string]struct {
+		body     int
+		messages int
+	}{
+		"a request-sized body joins its header": {100, 1},
+		"a body at the join limit joins too":    {joinLimit, 1},
+		"a bulk body is not copied":             {joinLimit + 1, 2},
+	} {
+		t.Run(name, func(t *testing.T) {
+			socket := &countingConn{Conn: &recorder{}}
+			b := &batch{Conn: socket}
+			ws := &recorder{}
+			// What the WebSocket writes reaches the batch, as it does over
+			// the real socket.
+			c := newCoalescer(&through{recorder: ws, to: b}, b)
+			body := bytes.Repeat([]byte("z"), tc.body)
+			_, err := c.Write(header(typeData, uint32(len(body))))
+			require.NoError(t, err)
+			n, err := c.Write(body)
+			require.NoError(t, err)
+			assert.Equal(t, len(body), n)
+			assert.Len(t, ws.msgs, tc.messages)
+			assert.Equal(t, 1, socket.count(), "header and body leave in one system call")
+			var joined []byte
+			for _, m := range ws.msgs {
+				joined = append(joined, m...)
+			}
+			assert.Equal(t, append(header(typeData, uint32(len(body))), body...), joined, "byte stream unchanged")
+		})
+	}
+}
+
+// through records each message and passes it on to the batch below.
+type through struct {
+	*recorder
+	to *batch
+}
+
+func (t *through) Write(p []byte) (int, error) {
+	_, _ = t.recorder.Write(p)
+	return t.to.Write(p)
+}

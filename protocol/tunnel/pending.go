@@ -7,10 +7,13 @@ import (
 	"syscall"
 )
 
-// maxTLSRecord is the most bytes one TLS record takes on the wire: a
-// 16 KiB payload with the largest expansion the protocol allows and the
-// record header.
-const maxTLSRecord = 16<<10 + 256 + 5
+// maxTLSPayload is the most plaintext one TLS record carries, and
+// maxTLSRecord the most bytes one takes on the wire: that payload with the
+// largest expansion the protocol allows and the record header.
+const (
+	maxTLSPayload = 16 << 10
+	maxTLSRecord  = maxTLSPayload + 256 + 5
+)
 
 // tlsPending returns, for a source that reads TLS from a socket, how many
 // bytes wait unread in the socket; for any other source, nil.

@@ -159,9 +159,11 @@ func copyBuf(dst net.Conn, src io.Reader, act *activity, writeTimeout time.Durat
 	for {
 		buf := cb.bytes()
 		n, rerr := src.Read(buf)
-		// A TLS source returns one record per Read: while another whole
-		// record already waits in the socket, read it into the same frame.
-		for pending != nil && rerr == nil && n > 0 && n < len(buf) && pending() >= maxTLSRecord {
+		// A TLS source returns one record per Read: once the buffer has
+		// grown (bulk; request/response traffic stays in the idle buffer
+		// and pays no extra system call), and while another whole record
+		// already waits in the socket, read it into the same frame.
+		for pending != nil && cb.tier > 0 && rerr == nil && n > 0 && n < len(buf) && pending() >= maxTLSRecord {
 			var m int
 			m, rerr = src.Read(buf[n:])
 			n += m
@@ -190,9 +192,10 @@ func copyBuf(dst net.Conn, src io.Reader, act *activity, writeTimeout time.Durat
 	}
 }
 
-// writeHeld writes p to dst, inside a hold of b when there is one.
+// writeHeld writes p to dst, inside a hold of b when there is one and p
+// takes more than one TLS record.
 func writeHeld(dst io.Writer, b *batch, p []byte) (int, error) {
-	if b == nil {
+	if b == nil || len(p) <= maxTLSPayload {
 		return dst.Write(p)
 	}
 	b.hold()
