@@ -28,10 +28,19 @@ const (
 // It sees through wrappers that name what they wrap with a NetConn
 // method, as *tls.Conn does.
 func tlsPending(src io.Reader) func() int {
-	c, ok := src.(net.Conn)
+	if t := tlsUnder(src); t != nil {
+		return socketPending(t.NetConn())
+	}
+	return nil
+}
+
+// tlsUnder returns the TLS connection v is, or wraps (through NetConn
+// methods), or nil.
+func tlsUnder(v any) *tls.Conn {
+	c, ok := v.(net.Conn)
 	for ok {
 		if t, isTLS := c.(*tls.Conn); isTLS {
-			return socketPending(t.NetConn())
+			return t
 		}
 		var u interface{ NetConn() net.Conn }
 		if u, ok = c.(interface{ NetConn() net.Conn }); ok {
@@ -67,15 +76,8 @@ func socketPending(c net.Conn) func() int {
 // another, each in its own system call; held in the batch, they leave in
 // one.
 func tlsBatch(dst io.Writer) *batch {
-	c, ok := dst.(net.Conn)
-	for ok {
-		if t, isTLS := c.(*tls.Conn); isTLS {
-			return batchUnder(t)
-		}
-		var u interface{ NetConn() net.Conn }
-		if u, ok = c.(interface{ NetConn() net.Conn }); ok {
-			c = u.NetConn()
-		}
+	if t := tlsUnder(dst); t != nil {
+		return batchUnder(t)
 	}
 	return nil
 }
