@@ -95,10 +95,9 @@ func (c Config) Validate() error {
 func (c Config) yamux() *yamux.Config {
 	y := yamux.DefaultConfig()
 	y.AcceptBacklog = c.AcceptBacklog
-	y.EnableKeepAlive = c.KeepAlive
-	if c.KeepAlive {
-		y.KeepAliveInterval = c.KeepAliveInterval
-	}
+	// The session's keepalive runs from a timer (keepAlive), not from
+	// yamux's goroutine per session.
+	y.EnableKeepAlive = false
 	y.ConnectionWriteTimeout = c.WriteTimeout
 	y.StreamOpenTimeout = c.StreamOpenTimeout
 	// No close timer: a stream's Close is the Postern half-close, and a

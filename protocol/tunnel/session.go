@@ -29,6 +29,7 @@ var ErrSessionShutdown = yamux.ErrSessionShutdown
 // relay the server (spec.md 4.1).
 type Session struct {
 	mux *yamux.Session
+	ka  *keepAlive // nil without keepalive
 
 	ctrl   *yamux.Stream
 	ctrlMu sync.Mutex // serializes frames written on ctrl
@@ -55,7 +56,11 @@ func newSession(conn net.Conn, cfg Config, start func(io.ReadWriteCloser, *yamux
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", side, err)
 	}
-	return &Session{mux: mux}, nil
+	s := &Session{mux: mux}
+	if cfg.KeepAlive {
+		s.ka = startKeepAlive(mux, cfg.KeepAliveInterval)
+	}
+	return s, nil
 }
 
 // Open opens a stream to the peer. yamux cannot cancel an open, so when ctx
@@ -74,7 +79,7 @@ func (s *Session) Open(ctx context.Context) (*Stream, error) {
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return nil, r.err
+			return nil, s.ka.cause(r.err)
 		}
 		return &Stream{Stream: r.st, sess: s}, nil
 	case <-ctx.Done():
@@ -91,7 +96,7 @@ func (s *Session) Open(ctx context.Context) (*Stream, error) {
 func (s *Session) Accept() (*Stream, error) {
 	st, err := s.mux.AcceptStream()
 	if err != nil {
-		return nil, err
+		return nil, s.ka.cause(err)
 	}
 	return &Stream{Stream: st, sess: s}, nil
 }
@@ -114,7 +119,8 @@ func (s *Session) Recv(timeout time.Duration) (protocol.Frame, error) {
 	if err := s.readWithin(timeout); err != nil {
 		return protocol.Frame{}, err
 	}
-	return protocol.ReadFrame(s.ctrl, protocol.MaxControlFrame)
+	f, err := protocol.ReadFrame(s.ctrl, protocol.MaxControlFrame)
+	return f, s.ka.cause(err)
 }
 
 // readWithin sets the control stream's read deadline timeout from now;
@@ -151,7 +157,8 @@ func (s *Session) RecvBounded(timeout time.Duration, limit BodyLimit) (protocol.
 	if err := s.readWithin(timeout); err != nil {
 		return protocol.Frame{}, err
 	}
-	return readBounded(s.ctrl, limit)
+	f, err := readBounded(s.ctrl, limit)
+	return f, s.ka.cause(err)
 }
 
 // readBounded reads one control frame, holding its body only when limit
@@ -190,7 +197,12 @@ func readBounded(r io.Reader, limit BodyLimit) (protocol.Frame, error) {
 func (s *Session) GoAway() error { return s.mux.GoAway() }
 
 // Close ends the session and every stream in it. It is idempotent.
-func (s *Session) Close() error { return s.mux.Close() }
+func (s *Session) Close() error {
+	if s.ka != nil {
+		s.ka.stop()
+	}
+	return s.mux.Close()
+}
 
 // IsClosed reports whether the session has ended.
 func (s *Session) IsClosed() bool { return s.mux.IsClosed() }

@@ -1,0 +1,74 @@
+package tunnel
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// ErrKeepAliveTimeout ends a session whose peer left a keepalive ping
+// unanswered for the write timeout: the peer or the path to it is gone.
+// Work on the session that fails because of it reports it.
+var ErrKeepAliveTimeout = yamux.ErrKeepAliveTimeout
+
+// keepAlive pings the peer an interval after each answer and ends the
+// session when an answer does not come within the write timeout (yamux's
+// Ping bounds its wait by it), as yamux's own keepalive does, but from a
+// timer. Between pings nothing waits; yamux's keepalive parks a goroutine
+// per session for the session's whole life, which at a relay holding
+// thousands of idle tunnels is one stack per tunnel for nothing.
+type keepAlive struct {
+	mux    *yamux.Session
+	every  time.Duration
+	failed atomic.Bool // the session ended for a ping not answered
+
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+}
+
+func startKeepAlive(mux *yamux.Session, every time.Duration) *keepAlive {
+	k := &keepAlive{mux: mux, every: every}
+	k.mu.Lock()
+	k.t = time.AfterFunc(every, k.ping)
+	k.mu.Unlock()
+	return k
+}
+
+// ping runs on the timer's own goroutine, which lives only while the
+// ping waits for its answer.
+func (k *keepAlive) ping() {
+	if _, err := k.mux.Ping(); err != nil {
+		if !errors.Is(err, yamux.ErrSessionShutdown) {
+			k.failed.Store(true)
+			_ = k.mux.Close()
+		}
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.stopped {
+		k.t.Reset(k.every)
+	}
+}
+
+// stop ends the pings; a ping under way finishes and sends no other.
+func (k *keepAlive) stop() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.stopped = true
+	k.t.Stop()
+}
+
+// cause is err, or ErrKeepAliveTimeout when the session ended for an
+// unanswered ping: the stream and control errors that follow (an EOF, a
+// reset) would hide why.
+func (k *keepAlive) cause(err error) error {
+	if err != nil && k != nil && k.failed.Load() {
+		return ErrKeepAliveTimeout
+	}
+	return err
+}

@@ -1,0 +1,70 @@
+package tunnel
+
+import (
+	"io"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// quickConfig is DefaultConfig with a keepalive fast enough for a test.
+func quickConfig() Config {
+	c := DefaultConfig()
+	c.KeepAliveInterval = 50 * time.Millisecond
+	c.WriteTimeout = 300 * time.Millisecond
+	return c
+}
+
+func TestAPeerThatStopsAnsweringEndsTheSessionWithTheKeepaliveAsCause(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	go func() { _, _ = io.Copy(io.Discard, b) }() // reads everything, answers nothing
+	sess, err := Client(a, quickConfig())
+	require.NoError(t, err)
+	defer sess.Close()
+
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := sess.Accept()
+		accepted <- err
+	}()
+	select {
+	case err := <-accepted:
+		assert.ErrorIs(t, err, ErrKeepAliveTimeout, "the session says why it ended")
+	case <-time.After(10 * time.Second):
+		t.Fatal("a silent peer was not noticed")
+	}
+	assert.True(t, sess.IsClosed())
+}
+
+func TestAnAnsweringPeerKeepsTheSessionAndCostsNoGoroutineBetweenPings(t *testing.T) {
+	const pairs = 20
+	before := runtime.NumGoroutine()
+	var sessions []*Session
+	for range pairs {
+		a, b := net.Pipe()
+		c, err := Client(a, quickConfig())
+		require.NoError(t, err)
+		s, err := Server(b, quickConfig())
+		require.NoError(t, err)
+		sessions = append(sessions, c, s)
+	}
+	defer func() {
+		for _, s := range sessions {
+			_ = s.Close()
+		}
+	}()
+	// Ten keepalive intervals: every ping is answered.
+	time.Sleep(10 * quickConfig().KeepAliveInterval)
+	for _, s := range sessions {
+		require.False(t, s.IsClosed(), "a session whose peer answers stays up")
+	}
+	// yamux's receive and send loops per session, and nothing that waits
+	// for the next ping (a ping in flight may add one for its round trip).
+	extra := runtime.NumGoroutine() - before
+	assert.LessOrEqual(t, extra, 2*len(sessions)+pairs/2, "goroutines for %d idle sessions", len(sessions))
+}
