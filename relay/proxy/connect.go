@@ -107,8 +107,11 @@ type dataPhase struct {
 // cuts both.
 func (p *Proxy) splice(held context.Context, client net.Conn, stream router.Stream, d dataPhase) {
 	stopCut := context.AfterFunc(held, func() {
-		_ = client.Close()
+		// The stream first: a TLS client's Close sends its close alert,
+		// which waits (at most 5 s) behind a batched write still going
+		// out to a client that stopped reading.
 		_ = stream.Close()
+		_ = client.Close()
 	})
 	defer stopCut()
 	st, err := tunnel.Splice(client, stream, tunnel.SpliceOptions{
