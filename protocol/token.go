@@ -24,6 +24,18 @@ const (
 // ErrTokenShape is matched by every error of CheckAgentToken.
 var ErrTokenShape = errors.New("not a well-formed agent token")
 
+// TokenShapeError is what CheckAgentToken returns: what is wrong with the
+// token, which a caller that wraps it (with the file it came from) can
+// still find with errors.As.
+type TokenShapeError struct{ problem string }
+
+func (e *TokenShapeError) Error() string     { return ErrTokenShape.Error() + ": " + e.problem }
+func (e *TokenShapeError) Is(err error) bool { return err == ErrTokenShape }
+
+func shapeError(format string, a ...any) error {
+	return &TokenShapeError{problem: fmt.Sprintf(format, a...)}
+}
+
 // CheckAgentToken reports whether tok has the shape of an agent token, so
 // that a truncated, padded or wrongly pasted token is named where it was
 // installed, before any relay is asked. The error says what is wrong in
@@ -33,29 +45,29 @@ func CheckAgentToken(tok string) error {
 	const again = "copy it again in full from the output of `postern-relay connections create` or `rotate-token`"
 	switch {
 	case strings.HasPrefix(tok, apiKeyPrefix):
-		return fmt.Errorf("%w: it is an API key (it starts %s), not an agent token (which starts %s_); "+
-			"an agent token is printed by `postern-relay connections create`", ErrTokenShape, apiKeyPrefix, AgentTokenPrefix)
+		return shapeError("it is an API key (it starts %s), not an agent token (which starts %s_); "+
+			"an agent token is printed by `postern-relay connections create`", apiKeyPrefix, AgentTokenPrefix)
 	case !strings.HasPrefix(tok, AgentTokenPrefix+"_"):
-		return fmt.Errorf("%w: it does not start with %s_; %s", ErrTokenShape, AgentTokenPrefix, again)
+		return shapeError("it does not start with %s_; %s", AgentTokenPrefix, again)
 	case len(tok) < AgentTokenLen:
-		return fmt.Errorf("%w: it is %d characters long where an agent token has %d, so it looks cut short; %s",
-			ErrTokenShape, len(tok), AgentTokenLen, again)
+		return shapeError("it is %d characters long where an agent token has %d, so it looks cut short; %s",
+			len(tok), AgentTokenLen, again)
 	case len(tok) > AgentTokenLen:
-		return fmt.Errorf("%w: it is %d characters long where an agent token has %d, so it holds more than the token; %s",
-			ErrTokenShape, len(tok), AgentTokenLen, again)
+		return shapeError("it is %d characters long where an agent token has %d, so it holds more than the token; %s",
+			len(tok), AgentTokenLen, again)
 	}
 	id, rest := tok[len(AgentTokenPrefix)+1:][:AgentTokenIDLen], tok[len(AgentTokenPrefix)+1+AgentTokenIDLen:]
 	if i := strings.IndexFunc(id, func(r rune) bool { return (r < 'a' || r > 'z') && (r < '2' || r > '7') }); i >= 0 {
-		return fmt.Errorf("%w: character %d is not one an agent token's id uses (a-z, 2-7), so it looks damaged; %s",
-			ErrTokenShape, len(AgentTokenPrefix)+2+i, again)
+		return shapeError("character %d is not one an agent token's id uses (a-z, 2-7), so it looks damaged; %s",
+			len(AgentTokenPrefix)+2+i, again)
 	}
 	if rest[0] != '_' {
-		return fmt.Errorf("%w: character %d should be _, so it looks damaged; %s",
-			ErrTokenShape, len(AgentTokenPrefix)+2+AgentTokenIDLen, again)
+		return shapeError("character %d should be _, so it looks damaged; %s",
+			len(AgentTokenPrefix)+2+AgentTokenIDLen, again)
 	}
 	if _, err := base64.RawURLEncoding.Strict().DecodeString(rest[1:]); err != nil {
-		return fmt.Errorf("%w: its secret (the part after the second _) is not base64url as issued, so it looks damaged; %s",
-			ErrTokenShape, again)
+		return shapeError("its secret (the part after the second _) is not base64url as issued, so it looks damaged; %s",
+			again)
 	}
 	return nil
 }

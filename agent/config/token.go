@@ -17,10 +17,9 @@ const maxTokenSize = 4096
 // is set, else the content of TokenFile with surrounding whitespace trimmed.
 // A token file that group or others can read is refused, since the token
 // lets anyone holding it impersonate this agent, and so is a token of the
-// wrong shape (cut short, an API key, pasted garbage): the error, matching
-// protocol.ErrTokenShape, names what is wrong before any relay is asked.
-// No error, here or anywhere
-// in this package, contains the token.
+// wrong shape (cut short, an API key, pasted garbage): the error, holding a
+// *protocol.TokenShapeError, names what is wrong before any relay is asked.
+// No error, here or anywhere in this package, contains the token.
 func (c *Config) LoadToken(getenv Getenv) (string, error) {
 	if getenv != nil {
 		if v, ok := getenv(EnvAgentToken); ok {

@@ -134,6 +134,7 @@ func (r *runner) checkToken(cfg *config.Config) (token string, ok bool) {
 		return "", false
 	}
 	tok, err := cfg.LoadToken(r.opts.Getenv)
+	var shape *protocol.TokenShapeError
 	switch {
 	case errors.Is(err, fs.ErrPermission):
 		c.Status, c.Detail = Fail, "cannot read the file: permission denied"
@@ -142,8 +143,8 @@ func (r *runner) checkToken(cfg *config.Config) (token string, ok bool) {
 	case errors.Is(err, config.ErrNoToken):
 		c.Status, c.Detail, c.Remediation = Fail, "the file holds only white space", write
 		return "", false
-	case errors.Is(err, protocol.ErrTokenShape):
-		c.Status, c.Detail = Fail, errors.Unwrap(err).Error() // without the path, which is the target
+	case errors.As(err, &shape):
+		c.Status, c.Detail = Fail, shape.Error() // without the path, which is the target
 		c.Remediation = "replace the content of " + shellQuote(path) + " with the agent token exactly as " +
 			"`postern-relay connections create` or `rotate-token` printed it: one line of " + strconv.Itoa(protocol.AgentTokenLen) + " characters"
 		return "", false

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"crypto/tls"
 	"io"
+	"iter"
 	"net"
 	"syscall"
 )
@@ -26,7 +27,7 @@ const (
 // never waits (see copyBuf).
 //
 // It sees through wrappers that name what they wrap with a NetConn
-// method, as *tls.Conn does.
+// method, as *tls.Conn does (see chain).
 func tlsPending(src io.Reader) func() int {
 	if t := tlsUnder(src); t != nil {
 		return socketPending(t.NetConn())
@@ -34,27 +35,20 @@ func tlsPending(src io.Reader) func() int {
 	return nil
 }
 
-// tlsUnder returns the TLS connection v is, or wraps (through NetConn
-// methods), or nil.
+// tlsUnder returns the TLS connection v is, or wraps, or nil.
 func tlsUnder(v any) *tls.Conn {
-	c, ok := v.(net.Conn)
-	for ok {
-		if t, isTLS := c.(*tls.Conn); isTLS {
+	for c := range chain(v) {
+		if t, ok := c.(*tls.Conn); ok {
 			return t
-		}
-		var u interface{ NetConn() net.Conn }
-		if u, ok = c.(interface{ NetConn() net.Conn }); ok {
-			c = u.NetConn()
 		}
 	}
 	return nil
 }
 
-// socketPending returns the count of bytes waiting in c's socket, seen
-// through wrappers as tlsPending does, or nil when c has no socket under
-// it or the platform cannot tell.
+// socketPending returns the count of bytes waiting in the socket under c,
+// or nil when c has no socket under it or the platform cannot tell.
 func socketPending(c net.Conn) func() int {
-	for {
+	for c := range chain(c) {
 		if sc, ok := c.(syscall.Conn); ok {
 			rc, err := sc.SyscallConn()
 			if err != nil {
@@ -62,11 +56,21 @@ func socketPending(c net.Conn) func() int {
 			}
 			return unreadBytes(rc)
 		}
-		u, ok := c.(interface{ NetConn() net.Conn })
-		if !ok {
-			return nil
+	}
+	return nil
+}
+
+// chain yields v, when it is a connection, and each connection under it
+// that a NetConn method names, as *tls.Conn's does.
+func chain(v any) iter.Seq[net.Conn] {
+	return func(yield func(net.Conn) bool) {
+		c, ok := v.(net.Conn)
+		for ok && yield(c) {
+			var u interface{ NetConn() net.Conn }
+			if u, ok = c.(interface{ NetConn() net.Conn }); ok {
+				c = u.NetConn()
+			}
 		}
-		c = u.NetConn()
 	}
 }
 

@@ -59,8 +59,6 @@ func (f *frames) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (f *frames) SetWriteDeadline(time.Time) error { return nil }
-
 func (f *frames) snapshot() ([]int, []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

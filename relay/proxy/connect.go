@@ -54,10 +54,13 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request, conn store.Conne
 		reply.Refuse(w, r, protocol.Errorf(protocol.InternalError, "connection cannot be hijacked"))
 		return
 	}
-	_ = client.SetDeadline(time.Time{})
-	if _, err := client.Write([]byte("HTTP/1.1 200 Connection established\r\nPostern-Request-Id: " + id + "\r\n\r\n")); err != nil {
+	abandon := func() {
 		_ = client.Close()
 		_ = stream.Close()
+	}
+	_ = client.SetDeadline(time.Time{})
+	if _, err := client.Write([]byte("HTTP/1.1 200 Connection established\r\nPostern-Request-Id: " + id + "\r\n\r\n")); err != nil {
+		abandon()
 		return
 	}
 	// Bytes the client sent right behind its CONNECT are already buffered.
@@ -65,15 +68,13 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request, conn store.Conne
 	if early > 0 {
 		pending, _ := brw.Reader.Peek(early)
 		if _, err := stream.Write(pending); err != nil {
-			_ = client.Close()
-			_ = stream.Close()
+			abandon()
 			return
 		}
 	}
 	d := dataPhase{conn: conn.ID, id: id, target: net.JoinHostPort(host, strconv.Itoa(port)), early: int64(early)}
 	if !p.startStream() {
-		_ = client.Close() // the relay is stopping
-		_ = stream.Close()
+		abandon() // the relay is stopping
 		return
 	}
 	handedOver = true
@@ -89,7 +90,7 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request, conn store.Conne
 func (p *Proxy) startStream() bool {
 	p.closeMu.Lock()
 	defer p.closeMu.Unlock()
-	if p.closed {
+	if p.life.Err() != nil {
 		return false
 	}
 	p.streams.Add(1)
@@ -136,8 +137,7 @@ func (p *Proxy) splice(held context.Context, client net.Conn, stream router.Stre
 // towards the client, half-closed, until the client closes it.
 func (p *Proxy) Close() {
 	p.closeMu.Lock()
-	p.closed = true
-	p.closeMu.Unlock()
 	p.end()
+	p.closeMu.Unlock()
 	p.streams.Wait()
 }

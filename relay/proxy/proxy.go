@@ -76,10 +76,9 @@ type Proxy struct {
 	rp      *httputil.ReverseProxy // forwards http:// requests
 	clients sync.Map               // net.Conn -> *upstreams, for ConnState
 	streams sync.WaitGroup         // data phases of CONNECTs; see Close
-	life    context.Context        // ends at Close
+	life    context.Context        // ends at Close: no data phase starts after
 	end     context.CancelFunc
-	closeMu sync.Mutex
-	closed  bool // Close has begun: no data phase starts
+	closeMu sync.Mutex // orders startStream's Add before Close's Wait
 }
 
 // New returns the proxy; carried may be nil.
