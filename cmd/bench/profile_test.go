@@ -34,8 +34,9 @@ type profiler struct {
 	addrs map[string]string // process name -> debug listener
 }
 
-// newProfiler returns nil unless profileDirEnv is set.
-func newProfiler(tb testing.TB) *profiler {
+// newProfiler returns nil unless profileDirEnv is set; it profiles the
+// processes named (relay and agent when none are).
+func newProfiler(tb testing.TB, names ...string) *profiler {
 	dir := os.Getenv(profileDirEnv)
 	if dir == "" {
 		return nil
@@ -43,7 +44,14 @@ func newProfiler(tb testing.TB) *profiler {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		tb.Fatalf("%s: %v", profileDirEnv, err)
 	}
-	return &profiler{dir: dir, addrs: map[string]string{"relay": testkit.FreeAddr(tb), "agent": testkit.FreeAddr(tb)}}
+	if len(names) == 0 {
+		names = []string{"relay", "agent"}
+	}
+	p := &profiler{dir: dir, addrs: map[string]string{}}
+	for _, name := range names {
+		p.addrs[name] = testkit.FreeAddr(tb)
+	}
+	return p
 }
 
 // env is what process name needs in its environment to serve profiles.

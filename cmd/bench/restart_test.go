@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -26,6 +27,9 @@ func runScale(tb testing.TB, n, tunnels int) scaleResult {
 	waitTunnels(tb, relay, fl, n*tunnels, scaleConnectTimeout)
 	res := scaleResult{agents: n, tunnels: tunnels}
 	measureIdle(tb, relay, &res, before.RSSKiB)
+	if err := relay.profiles.snapshot(tb.Context(), fmt.Sprintf("%d idle agents", n)); err != nil {
+		tb.Errorf("profiles of the idle fleet: %v", err)
+	}
 	measureRestart(tb, relay, fl, &res)
 	fl.stop() // before the relay's cleanup, which would otherwise drain every tunnel
 	return res

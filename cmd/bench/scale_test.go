@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -91,14 +92,17 @@ type scaleRelay struct {
 	bin, base string
 	args      []string
 	proc      *testkit.Process
+	profiles  *profiler
 }
 
 func (r *scaleRelay) start(tb testing.TB, judged bool) {
 	tb.Helper()
 	if judged {
-		r.proc = startProcess(tb, "relay", r.bin, nil, r.args...)
+		r.proc = startProcess(tb, "relay", r.bin, r.profiles.env("relay"), r.args...)
 	} else {
-		r.proc = testkit.Start(tb, "relay", r.bin, r.args...)
+		cmd := exec.Command(r.bin, r.args...)
+		cmd.Env = append(os.Environ(), r.profiles.env("relay")...)
+		r.proc = testkit.StartCmd(tb, "relay", cmd)
 	}
 	testkit.WaitFor(tb, setupTimeout, "relay answers /healthz", func() bool {
 		return testkit.GetOK(http.DefaultClient, r.base+"/healthz")
@@ -145,7 +149,8 @@ func newScaleRelay(tb testing.TB, n int) (*scaleRelay, []string) {
 	dataDir := filepath.Join(tb.TempDir(), "relay")
 	apiAddr := testkit.FreeAddr(tb)
 	r := &scaleRelay{bin: relayBin, base: "http://" + apiAddr, args: []string{"serve", "--data", dataDir,
-		"--listen", apiAddr, "--proxy-listen", testkit.FreeAddr(tb), "--log-level", "error"}}
+		"--listen", apiAddr, "--proxy-listen", testkit.FreeAddr(tb), "--log-level", "error"},
+		profiles: newProfiler(tb, "relay")}
 	r.start(tb, false)
 	ctx, cancel := context.WithTimeout(tb.Context(), scaleConnectTimeout)
 	defer cancel()
