@@ -24,7 +24,9 @@ func TestAPIKeyRevocationReachesEveryNode(t *testing.T) {
 	key, err := c.Client(0).CreateAPIKey(t.Context(), api.CreateAPIKeyRequest{Name: "product", Workspace: conn.Workspace})
 	require.NoError(t, err)
 	c.StartAgent(conn.AgentToken, []string{target}, 1, 0)
-	c.WaitTunnels(0, conn.ID, c.Nodes[0].ID)
+	// Seen from B, the node the stream goes through: A shows its own
+	// tunnel a moment before the cluster's record of it is written.
+	c.WaitTunnels(1, conn.ID, c.Nodes[0].ID)
 
 	stream, err := c.OpenAs(1, conn.ID, key.Key, target)
 	require.NoError(t, err)
