@@ -1,13 +1,10 @@
 package tunnel
 
 import (
-	"bufio"
 	"context"
 	"net"
 	"net/http"
 	"strings"
-
-	"github.com/coder/websocket"
 )
 
 // OffersSubprotocol reports whether a request offers the subprotocol. A
@@ -25,34 +22,28 @@ func OffersSubprotocol(r *http.Request, subprotocol string) bool {
 
 // Upgrade answers a request with 101, selecting the subprotocol
 // (protocol.Subprotocol on the tunnel endpoint, PeerSubprotocol between
-// relay nodes) without compression, and returns the byte stream for Server.
-// On failure it has already answered the request. The stream lives until
-// ctx ends or it is closed, not as long as the request's context: a
-// hijacked connection outlives its handler's request.
+// relay nodes) when the request offers it, without extensions, and returns
+// the byte stream for Server. On failure it has already answered the
+// request. The stream lives until ctx ends or it is closed, not as long as
+// the request's context: a hijacked connection outlives its handler's
+// request.
 func Upgrade(ctx context.Context, w http.ResponseWriter, r *http.Request, subprotocol string) (net.Conn, error) {
-	hw := &hijackWatch{ResponseWriter: w}
-	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{
-		Subprotocols:    []string{subprotocol},
-		CompressionMode: websocket.CompressionDisabled,
-	})
+	conn, early, err := acceptWebSocket(w, r, subprotocol)
 	if err != nil {
 		return nil, err
 	}
-	return wrap(ctx, ws, batchUnder(hw.conn)), nil
+	ws := newServerConn(conn, early)
+	stop := context.AfterFunc(ctx, func() { _ = ws.Close() })
+	return newCoalescer(&endsWith{serverConn: ws, stop: stop}, batchUnder(conn)), nil
 }
 
-// hijackWatch keeps the connection the WebSocket library hijacks, so
-// Upgrade can find the batch under it.
-type hijackWatch struct {
-	http.ResponseWriter
-	conn net.Conn
+// endsWith is a server end that stops watching its context once closed.
+type endsWith struct {
+	*serverConn
+	stop func() bool
 }
 
-func (h *hijackWatch) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
-	h.conn = c
-	return c, brw, err
+func (e *endsWith) Close() error {
+	e.stop()
+	return e.serverConn.Close()
 }
-
-// Unwrap lets http.ResponseController reach the writer underneath.
-func (h *hijackWatch) Unwrap() http.ResponseWriter { return h.ResponseWriter }
