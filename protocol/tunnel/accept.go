@@ -32,9 +32,25 @@ func Upgrade(ctx context.Context, w http.ResponseWriter, r *http.Request, subpro
 	if err != nil {
 		return nil, err
 	}
+	b := batchUnder(conn)
+	if tcp, ok := plainTCP(conn, b); ok {
+		// The server end writes each message in one vectored system
+		// call itself; gathering it in the batch would only copy it.
+		conn, b = tcp, nil
+	}
 	ws := newServerConn(conn, early)
 	stop := context.AfterFunc(ctx, func() { _ = ws.Close() })
-	return newCoalescer(&endsWith{serverConn: ws, stop: stop}, batchUnder(conn)), nil
+	return newCoalescer(&endsWith{serverConn: ws, stop: stop}, b), nil
+}
+
+// plainTCP returns the TCP connection under a batch that is itself the
+// hijacked connection, with no TLS or other layer between.
+func plainTCP(conn net.Conn, b *batch) (*net.TCPConn, bool) {
+	if b == nil || conn != net.Conn(b) {
+		return nil, false
+	}
+	tcp, ok := b.Conn.(*net.TCPConn)
+	return tcp, ok
 }
 
 // endsWith is a server end that stops watching its context once closed.

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -158,29 +159,44 @@ func TestATLSWriteInsideAHoldLeavesInOneSystemCall(t *testing.T) {
 }
 
 func TestUpgradeBatchesATunnelAcceptedOnABatchListener(t *testing.T) {
-	cert, pool := selfSigned(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	got := make(chan net.Conn, 1)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := Upgrade(r.Context(), w, r, "test")
-		if err == nil {
-			got <- c
-		}
-	}))
-	srv.Listener = tls.NewListener(BatchListener(ln), &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-	srv.Start()
-	defer srv.Close()
+	for _, secure := range []bool{true, false} {
+		t.Run(fmt.Sprintf("tls=%v", secure), func(t *testing.T) {
+			cert, pool := selfSigned(t)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			got := make(chan net.Conn, 1)
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c, err := Upgrade(r.Context(), w, r, "test")
+				if err == nil {
+					got <- c
+				}
+			}))
+			srv.Listener = BatchListener(ln)
+			scheme, hc := "ws://", http.DefaultClient
+			if secure {
+				srv.Listener = tls.NewListener(srv.Listener, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+				scheme = "wss://"
+				hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+			}
+			srv.Start()
+			defer srv.Close()
 
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	ws, _, err := websocket.Dial(t.Context(), "wss://"+ln.Addr().String(), &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{"test"}})
-	require.NoError(t, err)
-	c := <-got
-	co, ok := c.(*coalescer)
-	require.True(t, ok)
-	assert.NotNil(t, co.batch, "the tunnel writes each message in one system call under TLS")
-	_ = ws.CloseNow()
-	_ = c.Close()
+			ws, _, err := websocket.Dial(t.Context(), scheme+ln.Addr().String(), &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{"test"}})
+			require.NoError(t, err)
+			c := <-got
+			co, ok := c.(*coalescer)
+			require.True(t, ok)
+			server := co.Conn.(*endsWith).serverConn
+			if secure {
+				assert.NotNil(t, co.batch, "the tunnel writes each message in one system call under TLS")
+			} else {
+				assert.Nil(t, co.batch, "on plain TCP no batch copies the messages")
+				assert.True(t, server.writev, "on plain TCP the server end writes each message in one vectored system call")
+			}
+			_ = ws.CloseNow()
+			_ = c.Close()
+		})
+	}
 }
 
 // selfSigned returns a certificate for 127.0.0.1 and a pool that trusts it.

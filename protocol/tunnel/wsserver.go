@@ -55,14 +55,11 @@ const wsAcceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 // wsCloseWait bounds writing the close frame when the tunnel ends.
 const wsCloseWait = time.Second
 
-// wsDirectWrite is the largest message whose header and payload are
-// copied into one buffer and written in one call when the connection
-// cannot write both in one system call without the copy (TLS).
-const wsDirectWrite = 64 << 10
-
-// wsWriteBufs keeps the buffers of those copies, so an idle tunnel holds
+// wsWriteBufs keeps the buffers that join a message of up to joinLimit
+// bytes behind its header when the connection cannot write both in one
+// system call (TLS: one record rather than two), so an idle tunnel holds
 // none.
-var wsWriteBufs = sync.Pool{New: func() any { b := make([]byte, 0, wsDirectWrite+maxClientHeader); return &b }}
+var wsWriteBufs = sync.Pool{New: func() any { b := make([]byte, 0, joinLimit+maxClientHeader); return &b }}
 
 // ProtocolViolation is a WebSocket frame the relay refused; the tunnel
 // was closed with Code.
@@ -232,7 +229,7 @@ func (s *serverConn) Read(p []byte) (int, error) {
 			if n > 0 {
 				return n, nil // an error comes back on the next read
 			}
-			return 0, s.fail(s.cutShort(err))
+			return 0, s.fail(cutShort(err))
 		case len(s.held) > 0:
 			// A frame starts in the held bytes.
 			used, err := s.frame(s.held)
@@ -248,7 +245,7 @@ func (s *serverConn) Read(p []byte) (int, error) {
 			n, err := s.Conn.Read(s.heldBuf[k:])
 			s.held = s.heldBuf[:k+n]
 			if n == 0 {
-				return 0, s.fail(s.cutShort(err))
+				return 0, s.fail(cutShort(err))
 			}
 		case len(p) > len(s.heldBuf):
 			// A frame boundary and nothing held: read into p and parse
@@ -275,7 +272,7 @@ func (s *serverConn) Read(p []byte) (int, error) {
 
 // cutShort turns the end of the stream inside a frame into
 // io.ErrUnexpectedEOF.
-func (s *serverConn) cutShort(err error) error {
+func cutShort(err error) error {
 	if err == io.EOF {
 		return io.ErrUnexpectedEOF
 	}
@@ -461,7 +458,9 @@ func (s *serverConn) Write(p []byte) (int, error) {
 
 var errWSClosing = errors.New("websocket: closing")
 
-// writeFrame writes one unmasked final frame in one Write when it can.
+// writeFrame writes one unmasked final frame: in one vectored system call
+// on TCP, joined in one Write up to joinLimit, else header and payload
+// in two.
 func (s *serverConn) writeFrame(op byte, payload []byte) error {
 	var hb [10]byte
 	hb[0] = 0x80 | op
@@ -491,7 +490,7 @@ func (s *serverConn) writeFrame(op byte, payload []byte) error {
 		bufs := net.Buffers{h, payload}
 		_, err := bufs.WriteTo(s.Conn)
 		return err
-	case len(payload) <= wsDirectWrite:
+	case len(payload) <= joinLimit:
 		bp := wsWriteBufs.Get().(*[]byte)
 		buf := append(append((*bp)[:0], h...), payload...)
 		_, err := s.Conn.Write(buf)

@@ -28,6 +28,7 @@ type scriptConn struct {
 	mu     sync.Mutex
 	chunks [][]byte
 	out    bytes.Buffer
+	writes int
 }
 
 func (c *scriptConn) Read(p []byte) (int, error) {
@@ -46,6 +47,7 @@ func (c *scriptConn) Read(p []byte) (int, error) {
 func (c *scriptConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.writes++
 	return c.out.Write(p)
 }
 
@@ -228,9 +230,13 @@ func TestServerConnAnswersAClose(t *testing.T) {
 func TestServerConnWritesEachMessageWithItsLengthAndSplitsAtTheLimit(t *testing.T) {
 	conn := &scriptConn{}
 	s := newServerConn(conn, nil)
-	for _, n := range []int{1, 125, 126, 65535, 65536, MaxMessage + 10} {
+	for _, n := range []int{1, 125, 126, joinLimit, joinLimit + 1, 65535, 65536, MaxMessage + 10} {
+		before := conn.writes
 		_, err := s.Write(bytes.Repeat([]byte{byte(n)}, n))
 		require.NoError(t, err)
+		if n <= joinLimit {
+			assert.Equal(t, 1, conn.writes-before, "a message of %d bytes leaves in one Write (one TLS record)", n)
+		}
 	}
 	ops, payloads := serverFrames(t, conn.out.Bytes())
 	var sizes []int
@@ -238,7 +244,7 @@ func TestServerConnWritesEachMessageWithItsLengthAndSplitsAtTheLimit(t *testing.
 		assert.Equal(t, byte(opBinary), ops[i])
 		sizes = append(sizes, len(p))
 	}
-	assert.Equal(t, []int{1, 125, 126, 65535, 65536, MaxMessage, 10}, sizes)
+	assert.Equal(t, []int{1, 125, 126, joinLimit, joinLimit + 1, 65535, 65536, MaxMessage, 10}, sizes)
 }
 
 func TestMaskingMatchesTheBytewiseDefinition(t *testing.T) {
