@@ -40,7 +40,7 @@ func Upgrade(ctx context.Context, w http.ResponseWriter, r *http.Request, subpro
 	}
 	ws := newServerConn(conn, early)
 	stop := context.AfterFunc(ctx, func() { _ = ws.Close() })
-	return newCoalescer(&endsWith{serverConn: ws, stop: stop}, b), nil
+	return newCoalescer(&endsWith{wsConn: ws, stop: stop}, b), nil
 }
 
 // plainTCP returns the TCP connection under a batch that is itself the
@@ -55,11 +55,11 @@ func plainTCP(conn net.Conn, b *batch) (*net.TCPConn, bool) {
 
 // endsWith is a server end that stops watching its context once closed.
 type endsWith struct {
-	*serverConn
+	*wsConn
 	stop func() bool
 }
 
 func (e *endsWith) Close() error {
 	e.stop()
-	return e.serverConn.Close()
+	return e.wsConn.Close()
 }

@@ -186,7 +186,7 @@ func TestUpgradeBatchesATunnelAcceptedOnABatchListener(t *testing.T) {
 			c := <-got
 			co, ok := c.(*coalescer)
 			require.True(t, ok)
-			server := co.Conn.(*endsWith).serverConn
+			server := co.Conn.(*endsWith).wsConn
 			if secure {
 				assert.NotNil(t, co.batch, "the tunnel writes each message in one system call under TLS")
 			} else {

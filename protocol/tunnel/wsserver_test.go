@@ -56,35 +56,61 @@ func (c *scriptConn) Close() error                     { return nil }
 
 // clientFrame encodes a frame as a client sends it, masked with key.
 func clientFrame(fin bool, op byte, payload []byte, key [4]byte) []byte {
+	return encodeFrame(fin, op, payload, &key)
+}
+
+// serverFrame encodes a frame as a server sends it, unmasked.
+func serverFrame(fin bool, op byte, payload []byte) []byte {
+	return encodeFrame(fin, op, payload, nil)
+}
+
+// encodeFrame encodes a frame, masked with key unless key is nil.
+func encodeFrame(fin bool, op byte, payload []byte, key *[4]byte) []byte {
 	b0 := op
 	if fin {
 		b0 |= 0x80
 	}
+	var mask byte
+	if key != nil {
+		mask = 0x80
+	}
 	f := []byte{b0}
 	switch n := len(payload); {
 	case n <= 125:
-		f = append(f, 0x80|byte(n))
+		f = append(f, mask|byte(n))
 	case n <= 0xFFFF:
-		f = append(f, 0x80|126)
+		f = append(f, mask|126)
 		f = binary.BigEndian.AppendUint16(f, uint16(n))
 	default:
-		f = append(f, 0x80|127)
+		f = append(f, mask|127)
 		f = binary.BigEndian.AppendUint64(f, uint64(n))
 	}
-	f = append(f, key[:]...)
+	if key != nil {
+		f = append(f, key[:]...)
+	}
 	start := len(f)
 	f = append(f, payload...)
-	maskBytes(f[start:], key, 0)
+	if key != nil {
+		maskBytes(f[start:], *key, 0)
+	}
 	return f
 }
 
-// serverFrames decodes what the server wrote: unmasked frames.
+// serverFrames decodes what a server end wrote: unmasked frames.
 func serverFrames(t *testing.T, b []byte) (ops []byte, payloads [][]byte) {
+	t.Helper()
+	ops, payloads, _ = sentFrames(t, b, false)
+	return ops, payloads
+}
+
+// sentFrames decodes final frames an end wrote, masked (with the keys
+// returned) when the end is a client.
+func sentFrames(t *testing.T, b []byte, client bool) (ops []byte, payloads [][]byte, keys [][4]byte) {
 	t.Helper()
 	for len(b) > 0 {
 		require.GreaterOrEqual(t, len(b), 2)
-		require.Zero(t, b[1]&0x80, "a server frame must not be masked")
-		require.NotZero(t, b[0]&0x80, "the server sends final frames only")
+		require.Equal(t, client, b[1]&0x80 != 0, "a client masks every frame, a server none")
+		require.NotZero(t, b[0]&0x80, "an end sends final frames only")
 		n, h := int(b[1]&0x7F), 2
 		switch n {
 		case 126:
@@ -92,11 +118,19 @@ func serverFrames(t *testing.T, b []byte) (ops []byte, payloads [][]byte) {
 		case 127:
 			n, h = int(binary.BigEndian.Uint64(b[2:10])), 10
 		}
+		payload := b[h : h+n]
+		if client {
+			key := [4]byte(b[h : h+4])
+			payload = append([]byte(nil), b[h+4:h+4+n]...)
+			maskBytes(payload, key, 0)
+			keys = append(keys, key)
+			h += 4
+		}
 		ops = append(ops, b[0]&0x0F)
-		payloads = append(payloads, b[h:h+n])
+		payloads = append(payloads, payload)
 		b = b[h+n:]
 	}
-	return ops, payloads
+	return ops, payloads, keys
 }
 
 // cut splits b into chunks of random sizes from 1 to most.
@@ -111,7 +145,7 @@ func cut(rng *rand.Rand, b []byte, most int) [][]byte {
 }
 
 // readAll reads s to its end with reads of random sizes up to most.
-func readAll(rng *rand.Rand, s *serverConn, most int) ([]byte, error) {
+func readAll(rng *rand.Rand, s *wsConn, most int) ([]byte, error) {
 	var got []byte
 	for {
 		p := make([]byte, 1+rng.IntN(most))
@@ -343,14 +377,15 @@ func TestSecWebSocketAcceptOfTheRFCExample(t *testing.T) {
 	assert.Equal(t, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", wsAccept("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
-// decodeReference decodes client frames the simple way, all at once: the
-// payload stream up to the first error or close, and whether one came.
-func decodeReference(b []byte) (payload []byte, stopped bool) {
+// decodeReference decodes frames to a server end (masked) or a client
+// end (unmasked) the simple way, all at once: the payload stream up to the
+// first error or close, and whether one came.
+func decodeReference(b []byte, masked bool) (payload []byte, stopped bool) {
 	inMsg, msgLen := false, 0
 	for len(b) >= 2 {
 		b0, b1 := b[0], b[1]
 		fin, op := b0&0x80 != 0, b0&0x0F
-		if b0&0x70 != 0 || b1&0x80 == 0 {
+		if b0&0x70 != 0 || (b1&0x80 != 0) != masked {
 			return payload, true
 		}
 		n, h := uint64(b1&0x7F), 2
@@ -368,11 +403,14 @@ func decodeReference(b []byte) (payload []byte, stopped bool) {
 				return payload, true
 			}
 		}
-		if len(b) < h+4 {
-			return payload, false
+		var key [4]byte
+		if masked {
+			if len(b) < h+4 {
+				return payload, false
+			}
+			key = [4]byte(b[h : h+4])
+			h += 4
 		}
-		key := [4]byte(b[h : h+4])
-		h += 4
 		switch {
 		case op >= opClose && (!fin || n > maxControlPayload):
 			return payload, true
@@ -418,25 +456,48 @@ func FuzzServerConnRead(f *testing.F) {
 	f.Add(clientFrame(true, opClose, []byte{3, 232}, key), uint64(5))
 	f.Add([]byte{0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4}, uint64(6))
 	f.Fuzz(func(t *testing.T, wire []byte, seed uint64) {
-		rng := rand.New(rand.NewPCG(seed, seed>>1))
-		conn := &scriptConn{chunks: cut(rng, wire, 1+rng.IntN(64))}
-		s := newServerConn(conn, nil)
-		got, err := readAll(rng, s, 1+rng.IntN(300))
-		want, stopped := decodeReference(wire)
-		if !bytes.Equal(want, got) {
-			t.Fatalf("read %x, the reference decodes %x", got, want)
-		}
-		ops, _ := serverFrames(t, conn.out.Bytes())
-		closed := slices.Contains(ops, opClose)
-		var pv *ProtocolViolation
-		if closed && !errors.As(err, &pv) && !errors.Is(err, io.EOF) {
-			var pc *PeerClosedError
-			if !errors.As(err, &pc) {
-				t.Fatalf("a close frame went out, but the read ended with %v", err)
-			}
-		}
-		if stopped != closed {
-			t.Fatalf("stopped=%v but the read ended with %v", stopped, err)
-		}
+		checkReadAgainstReference(t, wire, seed, false)
 	})
+}
+
+func FuzzClientConnRead(f *testing.F) {
+	f.Add(serverFrame(true, opBinary, []byte("hello")), uint64(1))
+	f.Add(append(serverFrame(false, opBinary, []byte("he")), serverFrame(true, opContinuation, []byte("llo"))...), uint64(2))
+	f.Add(append(serverFrame(true, opPing, []byte("p")), serverFrame(true, opBinary, make([]byte, 300))...), uint64(3))
+	f.Add(clientFrame(true, opBinary, []byte("masked"), [4]byte{9, 8, 7, 6}), uint64(4))
+	f.Add(serverFrame(true, opClose, []byte{3, 234, 'b', 'y', 'e'}), uint64(5))
+	f.Add(append(serverFrame(true, opBinary, make([]byte, 70000)), serverFrame(true, opPong, nil)...), uint64(6))
+	f.Fuzz(func(t *testing.T, wire []byte, seed uint64) {
+		checkReadAgainstReference(t, wire, seed, true)
+	})
+}
+
+// checkReadAgainstReference reads wire, cut at random, with reads of
+// random sizes, through the server end (client false) or the client end,
+// and checks it against the reference decoder: the same payload, and a
+// close frame sent exactly when the reference stops.
+func checkReadAgainstReference(t *testing.T, wire []byte, seed uint64, client bool) {
+	rng := rand.New(rand.NewPCG(seed, seed>>1))
+	conn := &scriptConn{chunks: cut(rng, wire, 1+rng.IntN(64))}
+	s := newServerConn(conn, nil)
+	if client {
+		s = newClientConn(conn)
+	}
+	got, err := readAll(rng, s, 1+rng.IntN(300))
+	want, stopped := decodeReference(wire, !client)
+	if !bytes.Equal(want, got) {
+		t.Fatalf("read %x, the reference decodes %x", got, want)
+	}
+	ops, _, _ := sentFrames(t, conn.out.Bytes(), client)
+	closed := slices.Contains(ops, opClose)
+	var pv *ProtocolViolation
+	if closed && !errors.As(err, &pv) && !errors.Is(err, io.EOF) {
+		var pc *PeerClosedError
+		if !errors.As(err, &pc) {
+			t.Fatalf("a close frame went out, but the read ended with %v", err)
+		}
+	}
+	if stopped != closed {
+		t.Fatalf("stopped=%v but the read ended with %v", stopped, err)
+	}
 }
