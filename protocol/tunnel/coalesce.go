@@ -29,18 +29,27 @@ const MaxMessage = 1<<20 + 64
 // not come. It knows only the yamux header layout (spec.md, section 4.1).
 type coalescer struct {
 	net.Conn
+	msg messageWriter // Conn's, when it takes a header and body as one message
 
 	mu      sync.Mutex
 	pending []byte // a held data header, or empty
-	buf     []byte // reused join buffer
+	buf     []byte // reused join buffer, when msg is nil
 	batch   *batch // the socket under the WebSocket, or nil
 }
 
+// messageWriter is a WebSocket end that sends a header and a body as one
+// message without their being copied together first (wsConn).
+type messageWriter interface {
+	writeMessage(hdr, body []byte) (int, error)
+}
+
 // newCoalescer returns c wrapped; with a non-nil b it holds b around each
-// message, so a WebSocket client's small buffered writes leave in one
-// system call. Reads are untouched.
+// message, so a message written in several writes (a TLS connection's
+// records) leaves in one system call. Reads are untouched.
 func newCoalescer(c net.Conn, b *batch) *coalescer {
-	return &coalescer{Conn: c, pending: make([]byte, 0, headerSize), batch: b}
+	co := &coalescer{Conn: c, pending: make([]byte, 0, headerSize), batch: b}
+	co.msg, _ = c.(messageWriter)
+	return co
 }
 
 // Write sends p, joining a held data header with the body that follows it.
@@ -57,18 +66,32 @@ func (c *coalescer) Write(p []byte) (int, error) {
 		}
 		return c.writeChunks(p)
 	}
-	// Join the held header with as much of the body as fits one message.
-	first := min(len(p), MaxMessage-headerSize)
-	c.buf = append(append(c.buf[:0], c.pending...), p[:first]...)
-	c.pending = c.pending[:0]
-	n, err := c.Conn.Write(c.buf)
-	// Report progress on p alone: the header was already acknowledged.
-	n = max(n-headerSize, 0)
+	// Send the held header with as much of the body as fits one message.
+	n, err := c.joined(p)
 	if err != nil {
 		return n, err
 	}
-	m, err := c.writeChunks(p[first:])
+	m, err := c.writeChunks(p[min(len(p), MaxMessage-headerSize):])
 	return n + m, err
+}
+
+// joined sends the held header with as much of p as fits one message and
+// returns how much of p went.
+func (c *coalescer) joined(p []byte) (int, error) {
+	first := p[:min(len(p), MaxMessage-headerSize)]
+	var (
+		n   int
+		err error
+	)
+	if c.msg != nil {
+		n, err = c.msg.writeMessage(c.pending, first)
+	} else {
+		c.buf = append(append(c.buf[:0], c.pending...), first...)
+		n, err = c.Conn.Write(c.buf)
+	}
+	c.pending = c.pending[:0]
+	// Report progress on p alone: the header was already acknowledged.
+	return max(n-headerSize, 0), err
 }
 
 // joinLimit is the largest body the batched path copies behind its
@@ -88,7 +111,7 @@ func (c *coalescer) writeBatched(p []byte) (int, error) {
 			return len(p), nil
 		}
 		// A frame without a body, or a body without its header: one
-		// message, held so the client's masked chunks leave together.
+		// message, held so its writes (under TLS, its records) leave together.
 		c.batch.hold()
 		n, err := c.writeChunks(p)
 		if rerr := c.batch.release(); err == nil && rerr != nil {
@@ -101,14 +124,19 @@ func (c *coalescer) writeBatched(p []byte) (int, error) {
 		n   int
 		err error
 	)
-	if len(p) <= joinLimit {
-		c.buf = append(append(c.buf[:0], c.pending...), p...)
-		n, err = c.Conn.Write(c.buf)
-		n = max(n-headerSize, 0) // the header was acknowledged already
-	} else if _, err = c.Conn.Write(c.pending); err == nil {
-		n, err = c.writeChunks(p)
+	switch {
+	case c.msg != nil || len(p) <= joinLimit:
+		if n, err = c.joined(p); err == nil {
+			var m int
+			m, err = c.writeChunks(p[min(len(p), MaxMessage-headerSize):])
+			n += m
+		}
+	default:
+		if _, err = c.Conn.Write(c.pending); err == nil {
+			n, err = c.writeChunks(p)
+		}
+		c.pending = c.pending[:0]
 	}
-	c.pending = c.pending[:0]
 	if rerr := c.batch.release(); err == nil && rerr != nil {
 		return 0, rerr
 	}
