@@ -7,12 +7,12 @@ import (
 	"sync"
 )
 
-// batch wraps the transport connection under a WebSocket client. A
-// WebSocket client masks every frame through a small fixed buffer and
-// flushes it to the socket each time it fills, so one large message
-// becomes many small writes. Between hold and release, it gathers
-// those writes and sends them to the socket in one Write when the message
-// is done. Outside a hold, writes pass straight through.
+// batch wraps the socket under a WebSocket that runs over TLS. A TLS
+// connection writes a large message as one record of at most 16 KiB
+// after another, each in a system call of its own. Between hold and
+// release, the batch gathers those writes and sends them to the socket in
+// one Write when the message is done. Outside a hold, writes pass
+// straight through.
 //
 // The coalescer above the WebSocket holds and releases around each
 // message, so the bytes on the wire and their order never change, only the

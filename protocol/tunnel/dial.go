@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/postern/postern/protocol"
 )
 
@@ -89,8 +87,9 @@ func (e *UpgradeError) RetryAfter() time.Duration {
 type DialOptions struct {
 	// HTTPClient sends the upgrade request: egress proxy, TLS roots and
 	// the rule that redirects are never followed are its business. When
-	// its Transport is an *http.Transport (or nil), the socket under the
-	// WebSocket is batched (see batch).
+	// its Transport is an *http.Transport (or nil), the tunnel knows the
+	// socket under the WebSocket: its deadlines and addresses are the
+	// tunnel's, and under TLS its writes are batched (see batch).
 	HTTPClient *http.Client
 	// Token is the agent token, sent only as Authorization: Bearer.
 	Token string
@@ -145,29 +144,30 @@ func DialConn(ctx context.Context, base *url.URL, opts DialOptions) (net.Conn, e
 		hdr.Set("User-Agent", opts.UserAgent)
 	}
 	to, subprotocol := opts.target(base)
-	ws, resp, err := websocket.Dial(ctx, to, &websocket.DialOptions{
-		HTTPClient:      sock.client(opts.HTTPClient),
-		HTTPHeader:      hdr,
-		Subprotocols:    []string{subprotocol},
-		CompressionMode: websocket.CompressionDisabled,
+	ws, err := dialWebSocket(ctx, sock.client(opts.HTTPClient), to, hdr, subprotocol, func() net.Conn {
+		if b := sock.get(); b != nil {
+			return b
+		}
+		return nil
 	})
 	if err != nil {
-		return nil, dialError(base, resp, err)
-	}
-	if ws.Subprotocol() != subprotocol {
-		_ = ws.Close(websocket.StatusProtocolError, "subprotocol "+subprotocol+" required")
-		return nil, &SubprotocolError{Chosen: ws.Subprotocol(), Wanted: subprotocol}
+		return nil, dialError(base, err)
 	}
 	// The stream outlives the dial's context; Close ends it.
-	return wrap(context.Background(), ws, sock.get()), nil
+	return newCoalescer(ws, sock.tlsBatch(base)), nil
 }
 
-func dialError(base *url.URL, resp *http.Response, err error) error {
+func dialError(base *url.URL, err error) error {
+	var refused *upgradeRefused
+	var sub *SubprotocolError
 	switch {
-	case resp != nil && resp.StatusCode != http.StatusSwitchingProtocols:
-		return ReadRefusal(resp)
-	case resp != nil:
-		return fmt.Errorf("dial %s: %w: %v", Redact(base), ErrBadUpgrade, err)
+	case errors.As(err, &refused):
+		defer refused.resp.Body.Close()
+		return ReadRefusal(refused.resp)
+	case errors.As(err, &sub):
+		return err
+	case errors.Is(err, ErrBadUpgrade):
+		return fmt.Errorf("dial %s: %w", Redact(base), err)
 	case strings.Contains(err.Error(), http.StatusText(http.StatusProxyAuthRequired)):
 		// Go's transport reports a refused CONNECT by its status text only.
 		return fmt.Errorf("dial %s: %w: %v", Redact(base), ErrProxyAuth, err)
@@ -200,7 +200,8 @@ func ReadRefusal(resp *http.Response) *UpgradeError {
 }
 
 // socket catches the connection the HTTP transport dials for the upgrade,
-// so the tunnel can batch the WebSocket client's writes on it.
+// so the tunnel can set its deadlines and, under TLS, batch the writes on
+// it.
 type socket struct {
 	mu sync.Mutex
 	b  *batch
@@ -248,13 +249,14 @@ func (s *socket) client(hc *http.Client) *http.Client {
 	return &out
 }
 
-// wrap turns a WebSocket into the byte stream yamux runs on: binary
-// messages, the read limit, and write coalescing (and batching, on the
-// client, where b is its socket).
-func wrap(ctx context.Context, ws *websocket.Conn, b *batch) net.Conn {
-	nc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
-	// After NetConn, which lifts the read limit: no message may exceed
-	// what a peer's coalescer ever sends.
-	ws.SetReadLimit(MaxMessage)
-	return newCoalescer(nc, b)
+// tlsBatch is the batch of the socket the handshake went out on when
+// TLS runs over it (a wss:// relay): the coalescer holds it around each
+// message, so the message's records leave in one system call. On plain
+// TCP each message is one Write already, and gathering it would only
+// copy it.
+func (s *socket) tlsBatch(base *url.URL) *batch {
+	if base.Scheme != "wss" && base.Scheme != "https" {
+		return nil
+	}
+	return s.get()
 }
