@@ -158,8 +158,10 @@ func (b *tab) shot(name string) {
 func (b *tab) signIn(key string) {
 	b.t.Helper()
 	b.open("/ui/")
+	// The sign-in page has an h1 too: wait for the form to go, or a slow
+	// answer reads the old page's heading.
 	b.do(chromedp.WaitVisible(chromedp.CSS("#key")), chromedp.SendKeys(chromedp.CSS("#key"), key),
-		chromedp.Submit(chromedp.CSS("#key")), chromedp.WaitVisible(chromedp.CSS("h1")))
+		chromedp.Submit(chromedp.CSS("#key")), chromedp.WaitNotPresent(chromedp.CSS("#key")), chromedp.WaitVisible(chromedp.CSS("h1")))
 	require.Equal(b.t, "Connections", b.text("h1"))
 }
 
