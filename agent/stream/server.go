@@ -97,7 +97,7 @@ func (s *Server) ServeStream(ctx context.Context, st *tunnel.Stream, log *slog.L
 		return
 	}
 	targetStr := net.JoinHostPort(req.Host, strconv.Itoa(req.Port))
-	log = log.With("request_id", req.ID, "op", req.Op, "target", targetStr)
+	log = withLazy(log, slog.String("request_id", req.ID), slog.String("op", string(req.Op)), slog.String("target", targetStr))
 	start := time.Now()
 	entry := audit.Entry{Time: start.UTC(), RequestID: req.ID, Op: string(req.Op), Target: targetStr}
 	switch req.Op {
@@ -149,8 +149,10 @@ func (s *Server) serveDial(ctx context.Context, st *tunnel.Stream, req protocol.
 			entry.Message = err.Error()
 		}
 		s.audit(entry, start, log)
-		log.Debug("stream done", "addr", res.Addr, "to_target", stats.AToB, "from_target", stats.BToA,
-			"duration", time.Since(start), "err", err)
+		if log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations even unwritten
+			log.Debug("stream done", "addr", res.Addr, "to_target", stats.AToB, "from_target", stats.BToA,
+				"duration", time.Since(start), "err", err)
+		}
 	}
 }
 
