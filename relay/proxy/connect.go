@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -127,8 +128,10 @@ func (p *Proxy) splice(held context.Context, client net.Conn, stream router.Stre
 		p.log.Warn("tunnel write timed out; closing the tunnel", "connection", d.conn, "err", err)
 		stream.Abort()
 	}
-	p.log.Debug("proxy stream done", "connection", d.conn, "request_id", d.id,
-		"target", d.target, "up", st.AToB, "down", st.BToA, "err", err)
+	if p.log.Enabled(held, slog.LevelDebug) { // its arguments cost allocations even unwritten
+		p.log.Debug("proxy stream done", "connection", d.conn, "request_id", d.id,
+			"target", d.target, "up", st.AToB, "down", st.BToA, "err", err)
+	}
 }
 
 // Close cuts the data phase of every CONNECT, client connection and
