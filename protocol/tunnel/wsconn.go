@@ -105,6 +105,9 @@ type wsConn struct {
 	rerr    error // sticky: once reading failed, it keeps failing
 
 	wmu     sync.Mutex
+	hdr     [maxFrameHeader]byte // the header being written
+	vecArr  [3][]byte            // the parts of a vectored write, in vec
+	vec     net.Buffers
 	masks   *rand.ChaCha8 // the client's masking keys
 	closing bool          // a close frame went out: nothing more may
 	once    sync.Once
@@ -415,7 +418,17 @@ var errWSClosing = errors.New("websocket: closing")
 
 // send writes one final frame of op whose payload is a then b.
 func (s *wsConn) send(op byte, a, b []byte) error {
-	var hb [maxFrameHeader]byte
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closing {
+		return errWSClosing
+	}
+	if op == opClose {
+		s.closing = true
+	}
+	// The header is built in the connection's own array, under wmu: a
+	// local one would move to the heap, as the writes take slices of it.
+	hb := &s.hdr
 	hb[0] = 0x80 | op
 	h := hb[:2]
 	switch n := len(a) + len(b); {
@@ -430,14 +443,6 @@ func (s *wsConn) send(op byte, a, b []byte) error {
 		binary.BigEndian.PutUint64(hb[2:10], uint64(n))
 		h = hb[:10]
 	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.closing {
-		return errWSClosing
-	}
-	if op == opClose {
-		s.closing = true
-	}
 	if s.client {
 		var key [4]byte
 		binary.LittleEndian.PutUint32(key[:], uint32(s.masks.Uint64()))
@@ -446,8 +451,9 @@ func (s *wsConn) send(op byte, a, b []byte) error {
 		return s.sendMasked(h, key, a, b)
 	}
 	if s.writev {
-		bufs := net.Buffers{h, a, b}
-		_, err := bufs.WriteTo(s.Conn)
+		s.vec = append(s.vecArr[:0], h, a, b)
+		_, err := s.vec.WriteTo(s.Conn)
+		s.vec, s.vecArr = nil, [3][]byte{} // let go of the caller's buffers
 		return err
 	}
 	// Join the header, a and the start of b in one Write, up to joinLimit

@@ -501,3 +501,30 @@ func checkReadAgainstReference(t *testing.T, wire []byte, seed uint64, client bo
 		t.Fatalf("stopped=%v but the read ended with %v", stopped, err)
 	}
 }
+
+// A message the relay writes to a plain TCP tunnel allocates nothing: its
+// header and the vectored write live in the connection.
+func TestTheServerEndWritesAMessageWithoutAllocating(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			_, _ = io.Copy(io.Discard, c)
+			_ = c.Close()
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	s := newServerConn(c, nil)
+	require.True(t, s.writev)
+	hdr, body := make([]byte, headerSize), make([]byte, 1000)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := s.writeMessage(hdr, body); err != nil {
+			t.Fatal(err)
+		}
+	})
+	assert.Zero(t, allocs, "allocations per message")
+}
