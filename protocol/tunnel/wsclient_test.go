@@ -252,3 +252,49 @@ func TestDialConnKeepsTheSocketsDeadlinesAndAddresses(t *testing.T) {
 	require.ErrorAs(t, err, &ne, "nothing was echoed, so the read times out")
 	assert.True(t, ne.Timeout())
 }
+
+// The client end closes the socket only after the server answered its
+// close frame (or wsCloseWait passed), as RFC 6455 asks of a client.
+func TestTheClientEndWaitsForTheServersCloseAnswer(t *testing.T) {
+	for _, answer := range []bool{true, false} {
+		clientSide, serverSide := net.Pipe()
+		ws := newClientConn(clientSide)
+		read := make(chan error, 1)
+		go func() { // the session's reader
+			_, err := ws.Read(make([]byte, 64))
+			read <- err
+		}()
+		served := make(chan error, 1)
+		go func() {
+			buf := make([]byte, 64)
+			n, err := serverSide.Read(buf)
+			if err != nil {
+				served <- err
+				return
+			}
+			ops, _, _ := sentFrames(t, buf[:n], true)
+			if len(ops) != 1 || ops[0] != opClose {
+				served <- errors.New("no close frame first")
+				return
+			}
+			if !answer {
+				served <- nil // silent, and the connection left open
+				return
+			}
+			time.Sleep(50 * time.Millisecond) // the client must still be open
+			_, err = serverSide.Write(serverFrame(true, opClose, []byte{3, 232}))
+			_ = serverSide.Close()
+			served <- err
+		}()
+		start := time.Now()
+		require.NoError(t, ws.Close())
+		require.NoError(t, <-served, "answer=%v: the server's close answer reached an open client", answer)
+		if answer {
+			assert.ErrorIs(t, <-read, io.EOF, "the reader ends on the answer")
+		} else {
+			assert.GreaterOrEqual(t, time.Since(start), wsCloseWait, "with no answer the client waits its bound, then closes")
+			<-read
+			_ = serverSide.Close()
+		}
+	}
+}

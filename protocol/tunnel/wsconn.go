@@ -104,6 +104,11 @@ type wsConn struct {
 	inMsg   bool  // a message is open: continuations may follow
 	rerr    error // sticky: once reading failed, it keeps failing
 
+	// readEnded closes when reading ends (the client's): its Close waits
+	// for that, the server's answer to its close frame.
+	readEnded chan struct{}
+	readOnce  sync.Once
+
 	wmu     sync.Mutex
 	hdr     [maxFrameHeader]byte // the header being written
 	vecArr  [3][]byte            // the parts of a vectored write, in vec
@@ -111,6 +116,8 @@ type wsConn struct {
 	masks   *rand.ChaCha8 // the client's masking keys
 	closing bool          // a close frame went out: nothing more may
 	once    sync.Once
+	// closeSent: sendClose wrote the close frame (set inside once)
+	closeSent bool
 }
 
 // newServerConn returns the server end of a WebSocket on c, whose client
@@ -132,7 +139,7 @@ func newServerConn(c net.Conn, early []byte) *wsConn {
 func newClientConn(c net.Conn) *wsConn {
 	var seed [32]byte
 	_, _ = crand.Read(seed[:]) // never fails (crypto/rand panics rather)
-	return &wsConn{Conn: c, client: true, masks: rand.NewChaCha8(seed)}
+	return &wsConn{Conn: c, client: true, masks: rand.NewChaCha8(seed), readEnded: make(chan struct{})}
 }
 
 // NetConn returns the connection underneath.
@@ -353,6 +360,9 @@ func (s *wsConn) violation(code int, reason string) error {
 func (s *wsConn) fail(err error) error {
 	if err != nil && s.rerr == nil {
 		s.rerr = err
+		if s.readEnded != nil {
+			s.readOnce.Do(func() { close(s.readEnded) })
+		}
 	}
 	return err
 }
@@ -507,12 +517,25 @@ func (s *wsConn) sendClose(code int, reason string) {
 		binary.BigEndian.PutUint16(b[:2], uint16(code))
 		n := 2 + copy(b[2:], reason)
 		_ = s.Conn.SetWriteDeadline(time.Now().Add(wsCloseWait))
-		_ = s.send(opClose, nil, b[:n])
+		s.closeSent = s.send(opClose, nil, b[:n]) == nil
 	})
 }
 
-// Close sends a normal close frame and closes the connection.
+// Close sends a normal close frame and closes the connection. The client
+// end first waits, at most wsCloseWait, until its reader has seen the
+// server answer (RFC 6455 section 7.1.1: the server closes the TCP
+// connection first), so the server reads a clean close rather than a
+// reset, and the session's reader ends on the answer rather than on a
+// closed socket. The server end closes at once.
 func (s *wsConn) Close() error {
 	s.sendClose(closeNormal, "")
+	if s.client && s.closeSent {
+		t := time.NewTimer(wsCloseWait)
+		select {
+		case <-s.readEnded:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	return s.Conn.Close()
 }
