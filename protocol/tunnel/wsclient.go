@@ -27,10 +27,10 @@ func (e *upgradeRefused) Error() string { return "relay answered " + e.resp.Stat
 // dialWebSocket sends the opening handshake to to (a ws://, wss://,
 // http:// or https:// URL) with hc, offering subprotocol, and returns the
 // client end of the WebSocket. sock, when not nil, returns the socket the
-// request went out on (for deadlines and addresses). It returns *upgradeRefused for an
-// answer other than 101, ErrBadUpgrade for a 101 that is no valid
-// WebSocket answer, and *SubprotocolError when the server selects
-// another subprotocol.
+// request went out on (for deadlines and addresses). It returns
+// *upgradeRefused for an answer other than 101, ErrBadUpgrade for a 101
+// that is no valid WebSocket answer, and *SubprotocolError when the
+// server selects another subprotocol.
 func dialWebSocket(ctx context.Context, hc *http.Client, to string, hdr http.Header, subprotocol string, sock func() net.Conn) (*wsConn, error) {
 	u, err := url.Parse(to)
 	if err != nil {

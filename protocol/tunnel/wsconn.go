@@ -116,8 +116,7 @@ type wsConn struct {
 	masks   *rand.ChaCha8 // the client's masking keys
 	closing bool          // a close frame went out: nothing more may
 	once    sync.Once
-	// closeSent: sendClose wrote the close frame (set inside once)
-	closeSent bool
+	sent    bool // sendClose wrote its close frame (set inside once)
 }
 
 // newServerConn returns the server end of a WebSocket on c, whose client
@@ -517,7 +516,7 @@ func (s *wsConn) sendClose(code int, reason string) {
 		binary.BigEndian.PutUint16(b[:2], uint16(code))
 		n := 2 + copy(b[2:], reason)
 		_ = s.Conn.SetWriteDeadline(time.Now().Add(wsCloseWait))
-		s.closeSent = s.send(opClose, nil, b[:n]) == nil
+		s.sent = s.send(opClose, nil, b[:n]) == nil
 	})
 }
 
@@ -529,7 +528,7 @@ func (s *wsConn) sendClose(code int, reason string) {
 // closed socket. The server end closes at once.
 func (s *wsConn) Close() error {
 	s.sendClose(closeNormal, "")
-	if s.client && s.closeSent {
+	if s.client && s.sent {
 		t := time.NewTimer(wsCloseWait)
 		select {
 		case <-s.readEnded:
