@@ -7,7 +7,7 @@ import (
 	"sync"
 )
 
-// batch wraps the socket under a WebSocket that runs over TLS. A TLS
+// batch wraps a socket that may carry a WebSocket over TLS. A TLS
 // connection writes a large message as one record of at most 16 KiB
 // after another, each in a system call of its own. Between hold and
 // release, the batch gathers those writes and sends them to the socket in

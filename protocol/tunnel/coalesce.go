@@ -66,7 +66,13 @@ func (c *coalescer) Write(p []byte) (int, error) {
 		}
 		return c.writeChunks(p)
 	}
-	// Send the held header with as much of the body as fits one message.
+	return c.sendHeld(p)
+}
+
+// sendHeld sends the held header with p: as much of p as fits one
+// message joined to the header, the rest in messages of its own. It
+// returns how much of p went.
+func (c *coalescer) sendHeld(p []byte) (int, error) {
 	n, err := c.joined(p)
 	if err != nil {
 		return n, err
@@ -126,11 +132,7 @@ func (c *coalescer) writeBatched(p []byte) (int, error) {
 	)
 	switch {
 	case c.msg != nil || len(p) <= joinLimit:
-		if n, err = c.joined(p); err == nil {
-			var m int
-			m, err = c.writeChunks(p[min(len(p), MaxMessage-headerSize):])
-			n += m
-		}
+		n, err = c.sendHeld(p)
 	default:
 		if _, err = c.Conn.Write(c.pending); err == nil {
 			n, err = c.writeChunks(p)
