@@ -144,12 +144,7 @@ func DialConn(ctx context.Context, base *url.URL, opts DialOptions) (net.Conn, e
 		hdr.Set("User-Agent", opts.UserAgent)
 	}
 	to, subprotocol := opts.target(base)
-	ws, err := dialWebSocket(ctx, sock.client(opts.HTTPClient), to, hdr, subprotocol, func() net.Conn {
-		if b := sock.get(); b != nil {
-			return b
-		}
-		return nil
-	})
+	ws, err := dialWebSocket(ctx, sock.client(opts.HTTPClient), to, hdr, subprotocol, sock.conn)
 	if err != nil {
 		return nil, dialError(base, err)
 	}
@@ -211,6 +206,15 @@ func (s *socket) get() *batch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b
+}
+
+// conn is get as a net.Conn: nil, not a nil *batch, when no socket was
+// caught.
+func (s *socket) conn() net.Conn {
+	if b := s.get(); b != nil {
+		return b
+	}
+	return nil
 }
 
 // client returns hc with a transport of its own whose dialled socket is

@@ -118,14 +118,14 @@ func sentFrames(t *testing.T, b []byte, client bool) (ops []byte, payloads [][]b
 		case 127:
 			n, h = int(binary.BigEndian.Uint64(b[2:10])), 10
 		}
-		payload := b[h : h+n]
+		var key [4]byte
 		if client {
-			key := [4]byte(b[h : h+4])
-			payload = append([]byte(nil), b[h+4:h+4+n]...)
-			maskBytes(payload, key, 0)
+			key = [4]byte(b[h : h+4])
 			keys = append(keys, key)
 			h += 4
 		}
+		payload := append([]byte(nil), b[h:h+n]...)
+		maskBytes(payload, key, 0) // the zero key of a server's frame changes nothing
 		ops = append(ops, b[0]&0x0F)
 		payloads = append(payloads, payload)
 		b = b[h+n:]
