@@ -13,7 +13,6 @@ package auth
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -127,8 +126,8 @@ type checked struct {
 // A good credential is remembered; a refused one is charged to its source
 // and id unless nothing was presented (a proxy client waiting for its 407
 // challenge) or the store, not the credential, failed.
-func (a *Authenticator) attempt(r *http.Request, c credential, presented bool, check func() checked) *protocol.Error {
-	if e := a.guard.admit(r.RemoteAddr, c); e != nil {
+func (a *Authenticator) attempt(remoteAddr string, c credential, presented bool, check func() checked) *protocol.Error {
+	if e := a.guard.admit(remoteAddr, c); e != nil {
 		return e
 	}
 	out := check()
@@ -136,7 +135,7 @@ func (a *Authenticator) attempt(r *http.Request, c credential, presented bool, c
 	case out.good:
 		a.guard.succeeded(c)
 	case out.refusal != nil && out.refusal.Reason != protocol.RelayUnavailable && presented:
-		a.guard.failed(r.RemoteAddr, c, out.found)
+		a.guard.failed(remoteAddr, c, out.found)
 	}
 	return out.refusal
 }
@@ -154,7 +153,7 @@ func (a *Authenticator) Agent(r *http.Request) (Agent, *protocol.Error) {
 	header := r.Header.Get("Authorization")
 	c := parseCredential(secret.AgentTokenPrefix, strings.TrimPrefix(header, "Bearer "))
 	var who Agent
-	e := a.attempt(r, c, header != "", func() checked {
+	e := a.attempt(r.RemoteAddr, c, header != "", func() checked {
 		var out checked
 		who, out = a.agentToken(r.Context(), header)
 		out.good = out.refusal == nil
@@ -323,7 +322,7 @@ func (a *Authenticator) APIKey(r *http.Request) (store.APIKey, *protocol.Error) 
 	raw, isBearer := strings.CutPrefix(header, "Bearer ")
 	c := parseCredential(secret.APIKeyPrefix, raw)
 	var k store.APIKey
-	e := a.attempt(r, c, header != "", func() checked {
+	e := a.attempt(r.RemoteAddr, c, header != "", func() checked {
 		if !isBearer {
 			return checked{refusal: protocol.Errorf(protocol.APIAuthRequired, "Authorization: Bearer <api key> required")}
 		}
@@ -339,41 +338,39 @@ func (a *Authenticator) APIKey(r *http.Request) (store.APIKey, *protocol.Error) 
 	return k, e
 }
 
-// Proxy authenticates Proxy-Authorization: Basic base64(<connection id>:<api
-// key>) and returns the connection and the key. A key of another workspace
-// gets exactly the answer of an unknown connection. The key counts as good
-// even when the connection is not its to use: connection ids are not
-// secrets, so that is no guessing.
+// Proxy authenticates the Proxy-Authorization header of r, as
+// ProxyHeader does.
 func (a *Authenticator) Proxy(r *http.Request) (store.Connection, store.APIKey, *protocol.Error) {
-	header := r.Header.Get("Proxy-Authorization")
+	return a.ProxyHeader(r.Context(), r.RemoteAddr, r.Header.Get("Proxy-Authorization"))
+}
+
+// ProxyHeader authenticates Proxy-Authorization: Basic base64(<connection
+// id>:<api key>), presented from remoteAddr, and returns the connection
+// and the key. A key of another workspace gets exactly the answer of an
+// unknown connection. The key counts as good even when the connection is
+// not its to use: connection ids are not secrets, so that is no guessing.
+func (a *Authenticator) ProxyHeader(ctx context.Context, remoteAddr, header string) (store.Connection, store.APIKey, *protocol.Error) {
+	basic, parsed := parseBasic(header)
 	var (
 		conn store.Connection
 		k    store.APIKey
 	)
-	e := a.attempt(r, proxyCredential(header), header != "", func() checked {
+	e := a.attempt(remoteAddr, basic.credential(), header != "", func() checked {
 		var out checked
-		conn, k, out = a.proxy(r.Context(), header)
+		conn, k, out = a.proxy(ctx, basic, parsed)
 		out.good = k.ID != ""
 		return out
 	})
 	return conn, k, e
 }
 
-func (a *Authenticator) proxy(ctx context.Context, header string) (store.Connection, store.APIKey, checked) {
+func (a *Authenticator) proxy(ctx context.Context, basic basicAuth, parsed bool) (store.Connection, store.APIKey, checked) {
 	denied := checked{refusal: protocol.Errorf(protocol.ProxyAuthRequired, "Proxy-Authorization must be Basic base64(<connection id>:<api key>) with a key valid for that connection")}
-	raw, ok := strings.CutPrefix(header, "Basic ")
-	if !ok {
+	if !parsed || basic.connID == "" {
 		return store.Connection{}, store.APIKey{}, denied
 	}
-	dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(raw))
-	if err != nil {
-		return store.Connection{}, store.APIKey{}, denied
-	}
-	connID, key, ok := strings.Cut(string(dec), ":")
-	if !ok || connID == "" {
-		return store.Connection{}, store.APIKey{}, denied
-	}
-	k, found, err := a.key(ctx, key)
+	connID := basic.connID
+	k, found, err := a.key(ctx, basic.key)
 	denied.found = found
 	if err != nil {
 		return store.Connection{}, store.APIKey{}, keyRefused(err, found, denied.refusal)

@@ -84,21 +84,37 @@ func parseCredential(prefix, raw string) credential {
 	return credential{}
 }
 
-// proxyCredential reads the API key of a Proxy-Authorization header.
-func proxyCredential(header string) credential {
+// basicAuth is what a Proxy-Authorization: Basic header names.
+type basicAuth struct{ connID, key string }
+
+// parseBasic decodes a Proxy-Authorization: Basic header once, for both
+// the limits on refused credentials and the check against the store; ok
+// is false when it is not Basic base64(<id>:<key>).
+func parseBasic(header string) (basicAuth, bool) {
 	raw, ok := strings.CutPrefix(header, "Basic ")
 	if !ok {
-		return credential{}
+		return basicAuth{}, false
 	}
 	dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(raw))
 	if err != nil {
-		return credential{}
+		return basicAuth{}, false
 	}
-	_, key, ok := strings.Cut(string(dec), ":")
+	connID, key, ok := strings.Cut(string(dec), ":")
 	if !ok {
-		return credential{}
+		return basicAuth{}, false
 	}
-	return parseCredential(secret.APIKeyPrefix, key)
+	return basicAuth{connID: connID, key: key}, true
+}
+
+// credential is the API key of b, as the limits count it.
+func (b basicAuth) credential() credential {
+	return parseCredential(secret.APIKeyPrefix, b.key)
+}
+
+// proxyCredential reads the API key of a Proxy-Authorization header.
+func proxyCredential(header string) credential {
+	b, _ := parseBasic(header)
+	return b.credential()
 }
 
 // sourceKey is the address an attempt is charged to: the peer IP, or its
