@@ -55,10 +55,14 @@ func Error(w http.ResponseWriter, r *http.Request, e *protocol.Error) {
 // prepare sets e's headers on w and returns the status and body to answer
 // with.
 func prepare(w http.ResponseWriter, r *http.Request, e *protocol.Error) (int, protocol.Error) {
+	return prepareHeader(w.Header(), RequestID(r), e)
+}
+
+// prepareHeader sets on h the headers of e answered under request id.
+func prepareHeader(h http.Header, id string, e *protocol.Error) (int, protocol.Error) {
 	body := e.Normalized()
-	body.RequestID = RequestID(r)
+	body.RequestID = id
 	body.Message = Clip(body.Message, MaxMessage)
-	h := w.Header()
 	h.Set("Postern-Reason", string(body.Reason))
 	if body.RequestID != "" {
 		h.Set("Postern-Request-Id", body.RequestID)

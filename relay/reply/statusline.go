@@ -36,6 +36,17 @@ func Refuse(w http.ResponseWriter, r *http.Request, e *protocol.Error) {
 	_ = brw.Flush()
 }
 
+// RefuseConn answers e on conn, a connection no HTTP server holds, as
+// Refuse answers on one it takes over: the whole answer under request id,
+// the reason as the status text, then a lingering close.
+func RefuseConn(conn net.Conn, id string, e *protocol.Error) {
+	h := http.Header{}
+	status, body := prepareHeader(h, id, e)
+	defer lingeringClose(conn)
+	_ = conn.SetWriteDeadline(time.Now().Add(rawWriteTimeout))
+	_, _ = conn.Write(Raw(status, body, h))
+}
+
 // rawWriteTimeout bounds writing an answer on a connection taken over.
 const rawWriteTimeout = 5 * time.Second
 
