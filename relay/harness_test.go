@@ -409,15 +409,27 @@ type proxyConn struct {
 // the answer. A refusal's body is read in full.
 func (h *harness) connect(t *testing.T, target, proxyAuth string, early []byte) *proxyConn {
 	t.Helper()
-	c, err := net.Dial("tcp", h.ep.proxyAddr)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	require.NoError(t, c.SetDeadline(time.Now().Add(waitFor)))
+	return h.sendHead(t, connectHead(target, proxyAuth, "")+string(early))
+}
+
+// connectHead is a client's CONNECT head for target, with Proxy-Authorization
+// when proxyAuth is not empty and the fields in more ("Name: value\r\n"...).
+func connectHead(target, proxyAuth, more string) string {
 	msg := "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n"
 	if proxyAuth != "" {
 		msg += "Proxy-Authorization: " + proxyAuth + "\r\n"
 	}
-	msg += "\r\n" + string(early)
+	return msg + more + "\r\n"
+}
+
+// sendHead opens a client connection to the proxy, writes msg as it is,
+// and reads the answer. A refusal's body is read in full.
+func (h *harness) sendHead(t *testing.T, msg string) *proxyConn {
+	t.Helper()
+	c, err := net.Dial("tcp", h.ep.proxyAddr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	require.NoError(t, c.SetDeadline(time.Now().Add(waitFor)))
 	_, err = io.WriteString(c, msg)
 	require.NoError(t, err)
 	br := bufio.NewReader(c)

@@ -115,13 +115,8 @@ func (w *countingWriter) count() {
 		return
 	}
 	w.counted = true
-	reason := w.Header().Get("Postern-Reason")
-	switch {
-	case reason == "":
-	case reason == string(protocol.ProxyAuthRequired) && w.r.Header.Get("Proxy-Authorization") == "":
-		w.m.challenges.Inc()
-	default:
-		w.m.refused(protocol.Reason(reason))
+	if reason := w.Header().Get("Postern-Reason"); reason != "" {
+		w.m.answered(protocol.Reason(reason), w.r.Header.Get("Proxy-Authorization") != "")
 	}
 }
 
@@ -133,6 +128,16 @@ func (w *countingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // Unwrap lets http.ResponseController reach the server's writer.
 func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// answered counts one proxy refusal of reason: a challenge when the
+// request presented no credentials and was asked for them.
+func (m *metrics) answered(reason protocol.Reason, presented bool) {
+	if reason == protocol.ProxyAuthRequired && !presented {
+		m.challenges.Inc()
+		return
+	}
+	m.refused(reason)
+}
 
 // refused counts one refusal of reason.
 func (m *metrics) refused(reason protocol.Reason) {

@@ -159,7 +159,7 @@ func (s *Server) wire(verify auth.Verifier) error {
 		return err
 	}
 	s.proxy, err = proxy.New(proxy.Config{
-		OpenTimeout: s.cfg.OpenTimeout, IdleTimeout: s.cfg.IdleTimeout,
+		OpenTimeout: s.cfg.OpenTimeout, IdleTimeout: s.cfg.IdleTimeout, HeaderTimeout: s.cfg.HeaderTimeout,
 		RatePerKey: s.cfg.ProxyRatePerKey, BurstPerKey: s.cfg.ProxyBurstPerKey,
 	}, s.auth, s.router, s.metrics.carried, s.log)
 	if err != nil {
@@ -404,10 +404,12 @@ func (s *Server) proxyServer() *http.Server {
 	return srv
 }
 
-// proxyListener wraps the proxy listener so that a malformed CONNECT line
-// is answered BAD_TARGET (and counted) before net/http refuses it bare.
+// proxyListener wraps the proxy listener: the proxy serves a connection's
+// first CONNECT itself (proxy.Front), and a malformed CONNECT line that
+// reaches net/http is answered BAD_TARGET (and counted) before net/http
+// refuses it bare.
 func (s *Server) proxyListener(ln net.Listener) net.Listener {
-	return proxy.CheckLines(ln, s.metrics.refused)
+	return proxy.CheckLines(s.proxy.Front(ln, s.metrics.answered), s.metrics.refused)
 }
 
 func (s *Server) httpServer(h http.Handler) *http.Server {

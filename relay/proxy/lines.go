@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"net/http"
 	"sync/atomic"
-	"time"
 
 	"github.com/postern/postern/protocol"
 	"github.com/postern/postern/relay/reply"
@@ -137,19 +135,7 @@ func (c *lineConn) answer(line []byte) error {
 		return nil
 	}
 	c.refused(e.Reason)
-	body := e.Normalized()
-	body.RequestID = reply.NewID(8)
-	h := http.Header{}
-	h.Set("Postern-Reason", string(body.Reason))
-	h.Set("Postern-Request-Id", body.RequestID)
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, _ = c.Conn.Write(reply.Raw(e.Status(), body, h))
-	if _, ok := c.Conn.(interface{ CloseWrite() error }); ok && closeWrite(c.Conn) == nil {
-		// Read what the client still sends for a moment, so that the
-		// close is not a reset that destroys the answer in flight.
-		_ = c.Conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		_, _ = io.CopyN(io.Discard, c.Conn, 64<<10)
-	}
+	reply.RefuseConn(c.Conn, reply.NewID(8), e)
 	c.held = nil
 	return io.EOF
 }

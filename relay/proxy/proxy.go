@@ -39,6 +39,9 @@ type Config struct {
 	OpenTimeout time.Duration
 	// IdleTimeout ends a proxied stream with no traffic either way.
 	IdleTimeout time.Duration
+	// HeaderTimeout bounds reading a client connection's first request
+	// head, a TLS handshake included, in front of net/http (see Front).
+	HeaderTimeout time.Duration
 	// RatePerKey caps proxy requests per API key, in requests per second;
 	// 0 means no cap. Excess requests are answered 429 RATE_LIMITED.
 	RatePerKey float64
@@ -50,8 +53,8 @@ type Config struct {
 // Validate reports every setting out of range.
 func (c Config) Validate() error {
 	var errs []error
-	if c.OpenTimeout <= 0 || c.IdleTimeout <= 0 {
-		errs = append(errs, errors.New("open and idle timeouts must be positive"))
+	if c.OpenTimeout <= 0 || c.IdleTimeout <= 0 || c.HeaderTimeout <= 0 {
+		errs = append(errs, errors.New("open, idle and header timeouts must be positive"))
 	}
 	if c.RatePerKey < 0 || math.IsNaN(c.RatePerKey) || math.IsInf(c.RatePerKey, 0) {
 		errs = append(errs, fmt.Errorf("proxy rate per key must be a finite number >= 0, not %v", c.RatePerKey))
@@ -76,9 +79,10 @@ type Proxy struct {
 	rp      *httputil.ReverseProxy // forwards http:// requests
 	clients sync.Map               // net.Conn -> *upstreams, for ConnState
 	streams sync.WaitGroup         // data phases of CONNECTs; see Close
+	conns   sync.WaitGroup         // the front's connections; see Front
 	life    context.Context        // ends at Close: no data phase starts after
 	end     context.CancelFunc
-	closeMu sync.Mutex // orders startStream's Add before Close's Wait
+	closeMu sync.Mutex // orders start's Add before Close's Wait
 }
 
 // New returns the proxy; carried may be nil.
@@ -111,7 +115,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e = p.admit(key.ID)
 	}
 	if e != nil {
-		reply.Refuse(w, r, p.bearerHint(r, e))
+		reply.Refuse(w, r, p.bearerHint(r.Header.Get("Proxy-Authorization"), e))
 		return
 	}
 	if r.Method == http.MethodConnect {
@@ -141,10 +145,10 @@ func (p *Proxy) notProxied(r *http.Request) *protocol.Error {
 		"this is the proxy listener (CONNECT host:port or an absolute http:// URL); %s %s looks like an API call, and the API is on %s", r.Method, clipPath(r.URL.Path), p.apiListen())
 }
 
-// bearerHint adds to a refused Proxy-Authorization: Bearer, the API's
-// scheme, which scheme the proxy takes and where the API is.
-func (p *Proxy) bearerHint(r *http.Request, e *protocol.Error) *protocol.Error {
-	if e.Reason != protocol.ProxyAuthRequired || !strings.HasPrefix(r.Header.Get("Proxy-Authorization"), "Bearer ") {
+// bearerHint adds to a refused Proxy-Authorization: Bearer (authz), the
+// API's scheme, which scheme the proxy takes and where the API is.
+func (p *Proxy) bearerHint(authz string, e *protocol.Error) *protocol.Error {
+	if e.Reason != protocol.ProxyAuthRequired || !strings.HasPrefix(authz, "Bearer ") {
 		return e
 	}
 	return protocol.Errorf(e.Reason, "%s; Bearer <api key> is the API's scheme, and the API is on %s", e.Message, p.apiListen())
