@@ -287,15 +287,15 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 		reply.Error(w, r, e)
 		return
 	}
-	defer release()
 	// The tunnel lives until the agent leaves or the node closes, not as
-	// long as this request's context.
+	// long as this request's context, and on the broker's goroutine.
 	conn, err := tunnel.Upgrade(s.broker.Context(), w, r, protocol.Subprotocol)
 	if err != nil {
+		release()
 		s.log.Info("agent tunnel upgrade", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	_ = s.broker.Accept(conn, broker.Identity{ConnectionID: who.Connection.ID, TokenID: who.TokenID, Remote: r.RemoteAddr})
+	s.broker.Serve(conn, broker.Identity{ConnectionID: who.Connection.ID, TokenID: who.TokenID, Remote: r.RemoteAddr}, release)
 }
 
 // MaxHandshakeWait is the furthest slot the handshake pacer hands out.

@@ -202,6 +202,22 @@ func (b *Broker) Accept(conn net.Conn, who Identity) error {
 	return nil
 }
 
+// Serve is Accept on a goroutine of the broker's own, for a caller that
+// should not stay for the tunnel's life: an HTTP handler that upgraded
+// the request returns at once, and net/http lets go of the connection's
+// buffers and the handler's deep stack, which an idle tunnel would
+// otherwise hold. done, if not nil, is called when the tunnel has ended.
+func (b *Broker) Serve(conn net.Conn, who Identity, done func()) {
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		if done != nil {
+			defer done()
+		}
+		_ = b.Accept(conn, who)
+	}()
+}
+
 // handshake reads Hello and answers Welcome. A Hello out of bounds is
 // answered with a GoAway saying which field, in place of Welcome, so the
 // agent can log why.
