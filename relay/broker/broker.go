@@ -282,13 +282,18 @@ func (b *Broker) run(sess *Session) {
 		b.obs.SessionDown(sess)
 		b.checkDuplicate(sess.ConnectionID, sess.Hello.AgentID)
 	}()
-	log := b.log.With("connection", sess.ConnectionID, "agent", sess.Hello.AgentID, "session", sess.ID)
+	// The session's attributes go with each of its few lines, rather than
+	// into a logger made With them: that formats them into handlers kept
+	// for the tunnel's whole life.
+	logInfo := func(msg string, args ...any) {
+		b.log.Info(msg, append([]any{"connection", sess.ConnectionID, "agent", sess.Hello.AgentID, "session", sess.ID}, args...)...)
+	}
 	if err := b.obs.SessionUp(b.ctx, sess); err != nil {
 		_ = sess.Notify(protocol.FrameRevoked, refusedNotice(err))
-		log.Info("agent tunnel closed during handshake", "err", err)
+		logInfo("agent tunnel closed during handshake", "err", err)
 		return
 	}
-	log.Info("agent tunnel up", "remote", sess.Remote, "version", sess.Hello.Version)
+	logInfo("agent tunnel up", "remote", sess.Remote, "version", sess.Hello.Version)
 
 	refused := make(chan struct{})
 	go func() {
@@ -299,7 +304,7 @@ func (b *Broker) run(sess *Session) {
 	_ = sess.Close()
 	<-refused
 	b.obs.SessionSeen(context.Background(), sess, time.Now())
-	log.Info("agent tunnel down", "err", err)
+	logInfo("agent tunnel down", "err", err)
 }
 
 // refusedNotice tells the agent why an observer refused its tunnel: the
