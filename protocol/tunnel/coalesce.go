@@ -52,6 +52,10 @@ func newCoalescer(c net.Conn, b *batch) *coalescer {
 	return co
 }
 
+// NetConn returns the WebSocket end the coalescer writes to, as
+// *tls.Conn's does its socket.
+func (c *coalescer) NetConn() net.Conn { return c.Conn }
+
 // Write sends p, joining a held data header with the body that follows it.
 func (c *coalescer) Write(p []byte) (int, error) {
 	c.mu.Lock()

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ var ErrKeepAliveTimeout = yamux.ErrKeepAliveTimeout
 // thousands of idle tunnels is one stack per tunnel for nothing.
 type keepAlive struct {
 	mux    *yamux.Session
+	conn   net.Conn // the session's byte stream, whose socket a failure drops
 	every  time.Duration
 	failed atomic.Bool // the session ended for a ping not answered
 
@@ -30,8 +32,8 @@ type keepAlive struct {
 	stopped bool
 }
 
-func startKeepAlive(mux *yamux.Session, every time.Duration) *keepAlive {
-	k := &keepAlive{mux: mux, every: every}
+func startKeepAlive(mux *yamux.Session, conn net.Conn, every time.Duration) *keepAlive {
+	k := &keepAlive{mux: mux, conn: conn, every: every}
 	k.mu.Lock()
 	k.t = time.AfterFunc(every, k.ping)
 	k.mu.Unlock()
@@ -44,6 +46,7 @@ func (k *keepAlive) ping() {
 	if _, err := k.mux.Ping(); err != nil {
 		if !errors.Is(err, yamux.ErrSessionShutdown) {
 			k.failed.Store(true)
+			dropSocket(k.conn)
 			_ = k.mux.Close()
 		}
 		return
@@ -52,6 +55,21 @@ func (k *keepAlive) ping() {
 	defer k.mu.Unlock()
 	if !k.stopped {
 		k.t.Reset(k.every)
+	}
+}
+
+// dropSocket closes the connection at the bottom of conn's chain (see
+// chain): the socket, or what wraps it below the WebSocket. A session
+// whose peer left a ping unanswered ends without the WebSocket's close
+// handshake, whose answer would not come either: the client's end would
+// wait for it (wsCloseWait) before the session could end.
+func dropSocket(conn net.Conn) {
+	var bottom net.Conn
+	for c := range chain(conn) {
+		bottom = c
+	}
+	if bottom != nil {
+		_ = bottom.Close()
 	}
 }
 

@@ -41,6 +41,26 @@ func TestAPeerThatStopsAnsweringEndsTheSessionWithTheKeepaliveAsCause(t *testing
 	assert.True(t, sess.IsClosed())
 }
 
+// A WebSocket client whose peer left a ping unanswered ends at once: it
+// does not wait for the answer to a close frame (wsCloseWait), which a
+// silent peer would not send either. An agent reports its tunnel down
+// only once the session has closed.
+func TestASilentPeerEndsAWebSocketSessionWithoutTheCloseWait(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	go func() { _, _ = io.Copy(io.Discard, b) }() // reads everything, answers nothing
+	cfg := quickConfig()
+	start := time.Now()
+	sess, err := Client(newCoalescer(newClientConn(a), nil), cfg)
+	require.NoError(t, err)
+	_, err = sess.Accept()
+	assert.ErrorIs(t, err, ErrKeepAliveTimeout)
+	require.NoError(t, sess.Close())
+	took := time.Since(start)
+	assert.Less(t, took, cfg.KeepAliveInterval+cfg.WriteTimeout+wsCloseWait/2,
+		"the session ended %s after it started (keepalive %s, answer within %s)", took, cfg.KeepAliveInterval, cfg.WriteTimeout)
+}
+
 func TestAnAnsweringPeerKeepsTheSessionAndCostsNoGoroutineBetweenPings(t *testing.T) {
 	const pairs = 20
 	before := runtime.NumGoroutine()

@@ -58,7 +58,7 @@ func newSession(conn net.Conn, cfg Config, start func(io.ReadWriteCloser, *yamux
 	}
 	s := &Session{mux: mux}
 	if cfg.KeepAlive {
-		s.ka = startKeepAlive(mux, cfg.KeepAliveInterval)
+		s.ka = startKeepAlive(mux, conn, cfg.KeepAliveInterval)
 	}
 	return s, nil
 }
