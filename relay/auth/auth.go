@@ -365,15 +365,13 @@ func (a *Authenticator) ProxyHeader(ctx context.Context, remoteAddr, header stri
 }
 
 func (a *Authenticator) proxy(ctx context.Context, basic basicAuth, parsed bool) (store.Connection, store.APIKey, checked) {
-	denied := checked{refusal: protocol.Errorf(protocol.ProxyAuthRequired, "Proxy-Authorization must be Basic base64(<connection id>:<api key>) with a key valid for that connection")}
 	if !parsed || basic.connID == "" {
-		return store.Connection{}, store.APIKey{}, denied
+		return store.Connection{}, store.APIKey{}, proxyDenied(nil)
 	}
 	connID := basic.connID
 	k, found, err := a.key(ctx, basic.key)
-	denied.found = found
 	if err != nil {
-		return store.Connection{}, store.APIKey{}, keyRefused(err, found, denied.refusal)
+		return store.Connection{}, store.APIKey{}, keyRefused(err, found, proxyDenied(found).refusal)
 	}
 	load := func() (store.Connection, error) { return a.store.GetConnection(ctx, connID) }
 	var conn store.Connection
@@ -383,12 +381,19 @@ func (a *Authenticator) proxy(ctx context.Context, basic basicAuth, parsed bool)
 		conn, err = cached(&a.cache.conns, connID, load)
 	}
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !Sees(k, conn)) {
-		return store.Connection{}, k, denied
+		return store.Connection{}, k, proxyDenied(found)
 	}
 	if err != nil {
 		return store.Connection{}, k, checked{found: found, refusal: errStore}
 	}
 	return conn, k, checked{found: found}
+}
+
+// proxyDenied is the one answer to every refused Proxy-Authorization,
+// made only for a refusal: a CONNECT that passes formats no message.
+func proxyDenied(found []byte) checked {
+	return checked{found: found, refusal: protocol.Errorf(protocol.ProxyAuthRequired,
+		"Proxy-Authorization must be Basic base64(<connection id>:<api key>) with a key valid for that connection")}
 }
 
 // Sees reports whether key k may see connection c: an admin key sees every
