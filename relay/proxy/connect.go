@@ -198,9 +198,10 @@ func (p *Proxy) splice(held context.Context, client net.Conn, stream router.Stre
 
 // Close cuts the data phase of every CONNECT, client connection and
 // stream, ends the front's connections still waiting for their head or
-// for the agent, and waits until all of them have ended. A relay calls it when it stops,
-// after the drain: a stream whose tunnel is gone may still be open
-// towards the client, half-closed, until the client closes it.
+// for the agent, and waits until all of them have ended. A relay calls
+// it when it stops, after the drain: a stream whose tunnel is gone may
+// still be open towards the client, half-closed, until the client
+// closes it.
 func (p *Proxy) Close() {
 	p.closeMu.Lock()
 	p.end()

@@ -156,9 +156,11 @@ func (f *front) serve(c net.Conn) {
 	stop := context.AfterFunc(f.p.life, func() { _ = c.Close() })
 	buf := heads.Get().(*[headBuf]byte)
 	h, n, verdict, err := f.read(c, buf[:])
+	// What follows a CONNECT's head (rare: most clients wait for the
+	// answer), or all that was read of a connection net/http will serve.
 	var rest []byte
 	if err == nil && n > h.size {
-		rest = bytes.Clone(buf[h.size:n]) // rare: most clients wait for the answer
+		rest = bytes.Clone(buf[h.size:n])
 	}
 	heads.Put(buf)
 	if !stop() {
