@@ -350,22 +350,22 @@ func (a *Authenticator) Proxy(r *http.Request) (store.Connection, store.APIKey, 
 // unknown connection. The key counts as good even when the connection is
 // not its to use: connection ids are not secrets, so that is no guessing.
 func (a *Authenticator) ProxyHeader(ctx context.Context, remoteAddr, header string) (store.Connection, store.APIKey, *protocol.Error) {
-	basic, parsed := parseBasic(header)
+	basic := parseBasic(header)
 	var (
 		conn store.Connection
 		k    store.APIKey
 	)
 	e := a.attempt(remoteAddr, basic.credential(), header != "", func() checked {
 		var out checked
-		conn, k, out = a.proxy(ctx, basic, parsed)
+		conn, k, out = a.proxy(ctx, basic)
 		out.good = k.ID != ""
 		return out
 	})
 	return conn, k, e
 }
 
-func (a *Authenticator) proxy(ctx context.Context, basic basicAuth, parsed bool) (store.Connection, store.APIKey, checked) {
-	if !parsed || basic.connID == "" {
+func (a *Authenticator) proxy(ctx context.Context, basic basicAuth) (store.Connection, store.APIKey, checked) {
+	if basic.connID == "" { // not Basic <id>:<key>, or no connection id
 		return store.Connection{}, store.APIKey{}, proxyDenied(nil)
 	}
 	connID := basic.connID

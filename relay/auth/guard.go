@@ -88,22 +88,22 @@ func parseCredential(prefix, raw string) credential {
 type basicAuth struct{ connID, key string }
 
 // parseBasic decodes a Proxy-Authorization: Basic header once, for both
-// the limits on refused credentials and the check against the store; ok
-// is false when it is not Basic base64(<id>:<key>).
-func parseBasic(header string) (basicAuth, bool) {
+// the limits on refused credentials and the check against the store; it
+// is empty when the header is not Basic base64(<id>:<key>).
+func parseBasic(header string) basicAuth {
 	raw, ok := strings.CutPrefix(header, "Basic ")
 	if !ok {
-		return basicAuth{}, false
+		return basicAuth{}
 	}
 	dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(raw))
 	if err != nil {
-		return basicAuth{}, false
+		return basicAuth{}
 	}
 	connID, key, ok := strings.Cut(string(dec), ":")
 	if !ok {
-		return basicAuth{}, false
+		return basicAuth{}
 	}
-	return basicAuth{connID: connID, key: key}, true
+	return basicAuth{connID: connID, key: key}
 }
 
 // credential is the API key of b, as the limits count it.
@@ -113,8 +113,7 @@ func (b basicAuth) credential() credential {
 
 // proxyCredential reads the API key of a Proxy-Authorization header.
 func proxyCredential(header string) credential {
-	b, _ := parseBasic(header)
-	return b.credential()
+	return parseBasic(header).credential()
 }
 
 // sourceKey is the address an attempt is charged to: the peer IP, or its

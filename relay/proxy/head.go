@@ -45,7 +45,7 @@ func parseHead(b []byte) (connectHead, headVerdict) {
 	if h.target, ok = requestTarget(line); !ok {
 		return connectHead{}, headOther
 	}
-	seen := 0 // fields the front reads, each allowed once
+	var sawAuthz, sawHost bool // each allowed once
 	for {
 		line, rest, ok = cutLine(rest)
 		if !ok {
@@ -59,19 +59,19 @@ func parseHead(b []byte) (connectHead, headVerdict) {
 		if !ok {
 			return connectHead{}, headOther
 		}
+		// field took only token bytes, so Unicode folding is ASCII's here.
 		switch {
-		case equalFold(name, "Proxy-Authorization"):
-			if seen&1 != 0 {
+		case bytes.EqualFold(name, []byte("Proxy-Authorization")):
+			if sawAuthz {
 				return connectHead{}, headOther
 			}
-			seen |= 1
-			h.authz = string(value)
-		case equalFold(name, "Host"):
-			if seen&2 != 0 || !plainHost(value) {
+			sawAuthz, h.authz = true, string(value)
+		case bytes.EqualFold(name, []byte("Host")):
+			if sawHost || !plainHost(value) {
 				return connectHead{}, headOther
 			}
-			seen |= 2
-		case equalFold(name, "Content-Length"), equalFold(name, "Transfer-Encoding"):
+			sawHost = true
+		case bytes.EqualFold(name, []byte("Content-Length")), bytes.EqualFold(name, []byte("Transfer-Encoding")):
 			return connectHead{}, headOther
 		}
 	}
@@ -149,18 +149,4 @@ func tokenChar(c byte) bool {
 		return true
 	}
 	return bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0
-}
-
-// equalFold reports whether name is want in any case, want being ASCII.
-func equalFold(name []byte, want string) bool {
-	if len(name) != len(want) {
-		return false
-	}
-	for i := range len(name) {
-		a, b := name[i], want[i]
-		if a|0x20 != b|0x20 || (a|0x20 < 'a' || a|0x20 > 'z') && a != b {
-			return false
-		}
-	}
-	return true
 }
