@@ -1,0 +1,533 @@
+package mux
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func testConfig() Config {
+	return Config{AcceptBacklog: 64, WriteTimeout: 2 * time.Second, StreamOpenTimeout: 2 * time.Second, MaxStreamWindow: 1 << 20}
+}
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	s := <-ch
+	require.NotNil(t, s)
+	t.Cleanup(func() { _ = c.Close(); _ = s.Close() })
+	return c, s
+}
+
+// end is one side of a session, ours or HashiCorp's, behind the calls the
+// tests make.
+type end struct {
+	open   func() (net.Conn, error)
+	accept func() (net.Conn, error)
+	close  func() error
+}
+
+func ours(t testing.TB, c net.Conn, client bool, cfg Config) (end, *Session) {
+	t.Helper()
+	start := Server
+	if client {
+		start = Client
+	}
+	s, err := start(c, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	return end{
+		open:   func() (net.Conn, error) { return s.Open() },
+		accept: func() (net.Conn, error) { return s.Accept() },
+		close:  s.Close,
+	}, s
+}
+
+func hashicorps(t testing.TB, c net.Conn, client bool) end {
+	t.Helper()
+	cfg := yamux.DefaultConfig()
+	cfg.MaxStreamWindowSize = 1 << 20
+	cfg.LogOutput = io.Discard
+	start := yamux.Server
+	if client {
+		start = yamux.Client
+	}
+	s, err := start(c, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	return end{
+		open:   func() (net.Conn, error) { return s.OpenStream() },
+		accept: func() (net.Conn, error) { return s.AcceptStream() },
+		close:  s.Close,
+	}
+}
+
+// echo answers every stream it accepts with what it reads, then FIN.
+func echo(e end) {
+	for {
+		st, err := e.accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer st.Close()
+			_, _ = io.Copy(st, st)
+		}()
+	}
+}
+
+// roundTrip sends payload on a new stream, half-closes, and checks the
+// echo comes back whole and in order.
+func roundTrip(e end, payload []byte) error {
+	st, err := e.open()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := st.Write(payload)
+		if err == nil {
+			err = st.(interface{ CloseWrite() error }).CloseWrite()
+		}
+		errc <- err
+	}()
+	got, err := io.ReadAll(st)
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if err := <-errc; err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if !bytes.Equal(got, payload) {
+		return fmt.Errorf("echo differs: %d bytes back of %d", len(got), len(payload))
+	}
+	return nil
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+func TestStreamsBothWaysWithEitherImplementation(t *testing.T) {
+	// HashiCorp's yamux has no CloseWrite; its Close is the half-close.
+	pairs := map[string]func(t *testing.T) (client, server end){
+		"ours both ends": func(t *testing.T) (end, end) {
+			c, s := tcpPair(t)
+			ce, _ := ours(t, c, true, testConfig())
+			se, _ := ours(t, s, false, testConfig())
+			return ce, se
+		},
+		"our client, yamux server": func(t *testing.T) (end, end) {
+			c, s := tcpPair(t)
+			ce, _ := ours(t, c, true, testConfig())
+			return ce, hashicorps(t, s, false)
+		},
+		"yamux client, our server": func(t *testing.T) (end, end) {
+			c, s := tcpPair(t)
+			se, _ := ours(t, s, false, testConfig())
+			return hashicorps(t, c, true), se
+		},
+	}
+	for name, pair := range pairs {
+		t.Run(name, func(t *testing.T) {
+			client, server := pair(t)
+			go echo(client)
+			go echo(server)
+			// Streams from both sides at once, each larger than the
+			// window, plus small ones.
+			var wg sync.WaitGroup
+			errs := make(chan error, 16)
+			for i := range 8 {
+				for _, e := range []end{client, server} {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						size := 3<<20 + i*7919
+						if i%2 == 1 {
+							size = 100 + i
+						}
+						payload := make([]byte, size)
+						_, _ = rand.Read(payload)
+						errs <- roundTrip(withCloseWrite(e), payload)
+					}()
+				}
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				assert.NoError(t, err)
+			}
+		})
+	}
+}
+
+// withCloseWrite gives HashiCorp's streams the CloseWrite roundTrip uses.
+func withCloseWrite(e end) end {
+	open := e.open
+	e.open = func() (net.Conn, error) {
+		c, err := open()
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := c.(closeWriter); ok {
+			return c, nil
+		}
+		return halfCloser{c}, nil
+	}
+	return e
+}
+
+type halfCloser struct{ net.Conn }
+
+func (h halfCloser) CloseWrite() error { return h.Conn.Close() }
+
+// pair starts our client and server on a loopback connection.
+func pair(t testing.TB, client, server Config) (*Session, *Session) {
+	t.Helper()
+	c, s := tcpPair(t)
+	_, cs := ours(t, c, true, client)
+	_, ss := ours(t, s, false, server)
+	return cs, ss
+}
+
+func TestAWriterWaitsForWindowAndTheReaderGetsEverything(t *testing.T) {
+	client, server := pair(t, testConfig(), testConfig())
+	st, err := client.Open()
+	require.NoError(t, err)
+	payload := make([]byte, 3<<20)
+	_, _ = rand.Read(payload)
+
+	// Not yet accepted, the stream has the protocol's initial window:
+	// the writer gets that out and waits.
+	require.NoError(t, st.SetWriteDeadline(time.Now().Add(300*time.Millisecond)))
+	n, err := st.Write(payload)
+	require.ErrorIs(t, err, ErrTimeout)
+	assert.Equal(t, initialWindow, n, "exactly the initial window went out before the stream was accepted")
+
+	// Accepted, the window grows to the largest; nobody reads yet.
+	peer, err := server.Accept()
+	require.NoError(t, err)
+	require.NoError(t, st.SetWriteDeadline(time.Now().Add(300*time.Millisecond)))
+	m, err := st.Write(payload[n:])
+	require.ErrorIs(t, err, ErrTimeout)
+	n += m
+	assert.Equal(t, 1<<20, n, "exactly the largest window went out before the reader read")
+	require.NoError(t, st.SetWriteDeadline(time.Time{}))
+	go func() {
+		_, _ = st.Write(payload[n:])
+		_ = st.Close()
+	}()
+	got, err := io.ReadAll(peer)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(payload, got), "every byte, in order")
+
+	peer.mu.Lock()
+	defer peer.mu.Unlock()
+	assert.Nil(t, peer.recv.bufs, "a drained stream holds no buffer")
+}
+
+func TestHalfCloseKeepsTheOtherDirection(t *testing.T) {
+	client, server := pair(t, testConfig(), testConfig())
+	st, err := client.Open()
+	require.NoError(t, err)
+	_, err = st.Write([]byte("request"))
+	require.NoError(t, err)
+	require.NoError(t, st.Close())
+	_, err = st.Write([]byte("more"))
+	require.ErrorIs(t, err, ErrStreamClosed)
+
+	peer, err := server.Accept()
+	require.NoError(t, err)
+	got, err := io.ReadAll(peer)
+	require.NoError(t, err)
+	assert.Equal(t, "request", string(got))
+	_, err = peer.Write([]byte("response"))
+	require.NoError(t, err)
+	require.NoError(t, peer.Close())
+
+	back, err := io.ReadAll(st)
+	require.NoError(t, err)
+	assert.Equal(t, "response", string(back))
+	require.Eventually(t, func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 },
+		2*time.Second, 5*time.Millisecond, "a stream closed both ways is forgotten on both ends")
+}
+
+func TestReadDeadline(t *testing.T) {
+	client, _ := pair(t, testConfig(), testConfig())
+	st, err := client.Open()
+	require.NoError(t, err)
+
+	require.NoError(t, st.SetReadDeadline(time.Now().Add(50*time.Millisecond)))
+	_, err = st.Read(make([]byte, 1))
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	var ne net.Error
+	require.ErrorAs(t, err, &ne)
+	assert.True(t, ne.Timeout())
+
+	// A deadline moved while a read waits applies to that read.
+	require.NoError(t, st.SetReadDeadline(time.Time{}))
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Read(make([]byte, 1))
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, st.SetReadDeadline(time.Now()))
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, ErrTimeout)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the waiting read did not see its new deadline")
+	}
+}
+
+func TestAFullBacklogAndAGoAwayResetStreams(t *testing.T) {
+	cfg := testConfig()
+	cfg.AcceptBacklog = 2
+	client, server := pair(t, testConfig(), cfg)
+	var streams []*Stream
+	for range 3 {
+		st, err := client.Open()
+		require.NoError(t, err)
+		streams = append(streams, st)
+	}
+	_, err := streams[2].Read(make([]byte, 1))
+	require.ErrorIs(t, err, ErrConnectionReset, "the stream past the backlog is reset")
+
+	require.NoError(t, server.GoAway())
+	require.Eventually(t, func() bool {
+		_, err := client.Open()
+		return errors.Is(err, ErrRemoteGoAway)
+	}, 2*time.Second, 5*time.Millisecond)
+	for _, st := range streams[:2] {
+		peer, err := server.Accept()
+		require.NoError(t, err, "streams opened before the go away are still served")
+		_, err = st.Write([]byte("x"))
+		require.NoError(t, err)
+		_, err = io.ReadFull(peer, make([]byte, 1))
+		require.NoError(t, err)
+	}
+}
+
+// rawPeer is a peer that speaks frames by hand.
+type rawPeer struct {
+	t    testing.TB
+	conn net.Conn
+}
+
+func (p rawPeer) send(typ byte, flags uint16, id, length uint32, body []byte) {
+	var hdr [headerSize]byte
+	hdr[1] = typ
+	binary.BigEndian.PutUint16(hdr[2:], flags)
+	binary.BigEndian.PutUint32(hdr[4:], id)
+	binary.BigEndian.PutUint32(hdr[8:], length)
+	_, err := p.conn.Write(append(hdr[:], body...))
+	require.NoError(p.t, err)
+}
+
+// next reads the next frame header and skips its body.
+func (p rawPeer) next() (typ byte, flags uint16, id, length uint32) {
+	var hdr [headerSize]byte
+	_ = p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := io.ReadFull(p.conn, hdr[:])
+	require.NoError(p.t, err)
+	typ, flags = hdr[1], binary.BigEndian.Uint16(hdr[2:])
+	id, length = binary.BigEndian.Uint32(hdr[4:]), binary.BigEndian.Uint32(hdr[8:])
+	if typ == typeData {
+		_, err = io.CopyN(io.Discard, p.conn, int64(length))
+		require.NoError(p.t, err)
+	}
+	return
+}
+
+func TestAnUnacknowledgedOpenEndsTheSession(t *testing.T) {
+	c, s := tcpPair(t)
+	cfg := testConfig()
+	cfg.StreamOpenTimeout = 100 * time.Millisecond
+	_, sess := ours(t, c, true, cfg)
+	peer := rawPeer{t, s}
+	_, err := sess.Open()
+	require.NoError(t, err)
+	typ, flags, id, _ := peer.next()
+	assert.Equal(t, [3]uint32{typeWindowUpdate, flagSYN, 1}, [3]uint32{uint32(typ), uint32(flags), id})
+	select {
+	case <-sess.CloseChan():
+		require.ErrorIs(t, sess.Err(), ErrOpenTimeout)
+	case <-time.After(3 * time.Second):
+		t.Fatal("the session outlived an open the peer never acknowledged")
+	}
+
+	// Acknowledged in time, the session stays.
+	c, s = tcpPair(t)
+	_, sess = ours(t, c, true, cfg)
+	peer = rawPeer{t, s}
+	_, err = sess.Open()
+	require.NoError(t, err)
+	_, _, id, _ = peer.next()
+	peer.send(typeWindowUpdate, flagACK, id, 0, nil)
+	time.Sleep(3 * cfg.StreamOpenTimeout)
+	assert.False(t, sess.IsClosed())
+}
+
+func TestPingsAndAnUnansweredPing(t *testing.T) {
+	client, _ := pair(t, testConfig(), testConfig())
+	rtt, err := client.Ping()
+	require.NoError(t, err)
+	assert.Greater(t, rtt, time.Duration(0))
+
+	c, s := tcpPair(t)
+	cfg := testConfig()
+	cfg.WriteTimeout = 200 * time.Millisecond
+	_, sess := ours(t, c, true, cfg)
+	peer := rawPeer{t, s}
+	start := time.Now()
+	done := make(chan error, 1)
+	sess.PingThen(func(_ time.Duration, err error) { done <- err })
+	typ, flags, _, _ := peer.next()
+	assert.Equal(t, [2]uint32{typePing, flagSYN}, [2]uint32{uint32(typ), uint32(flags)})
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, ErrKeepAliveTimeout)
+		assert.Less(t, time.Since(start), 2*time.Second)
+	case <-time.After(3 * time.Second):
+		t.Fatal("an unanswered ping never ended")
+	}
+	<-sess.CloseChan()
+	require.ErrorIs(t, sess.Err(), ErrKeepAliveTimeout)
+
+	// The peer's ping is answered with its own opaque value.
+	c, s = tcpPair(t)
+	ours(t, c, false, testConfig())
+	peer = rawPeer{t, s}
+	peer.send(typePing, flagSYN, 0, 4242, nil)
+	typ, flags, _, length := peer.next()
+	assert.Equal(t, [3]uint32{typePing, flagACK, 4242}, [3]uint32{uint32(typ), uint32(flags), length})
+}
+
+func TestAPeerThatStopsReadingEndsTheSessionAfterTheWriteTimeout(t *testing.T) {
+	c, s := tcpPair(t)
+	require.NoError(t, c.(*net.TCPConn).SetWriteBuffer(64<<10))
+	require.NoError(t, s.(*net.TCPConn).SetReadBuffer(64<<10))
+	cfg := testConfig()
+	cfg.WriteTimeout = 1500 * time.Millisecond
+	_, sess := ours(t, c, true, cfg)
+	peer := rawPeer{t, s}
+	st, err := sess.Open()
+	require.NoError(t, err)
+	_, _, id, _ := peer.next()
+	// A window far larger than the sockets hold, and then silence.
+	peer.send(typeWindowUpdate, flagACK, id, 64<<20, nil)
+	start := time.Now()
+	_, err = st.Write(make([]byte, 32<<20))
+	require.ErrorIs(t, err, ErrConnectionWriteTimeout)
+	assert.Less(t, time.Since(start), cfg.WriteTimeout+time.Second)
+	<-sess.CloseChan()
+}
+
+func TestProtocolViolationsEndTheSession(t *testing.T) {
+	cases := map[string]func(p rawPeer){
+		"data beyond the window": func(p rawPeer) {
+			p.send(typeWindowUpdate, flagSYN, 1, 0, nil)
+			p.send(typeData, 0, 1, initialWindow+1, make([]byte, initialWindow+1))
+		},
+		"unknown version": func(p rawPeer) {
+			_, _ = p.conn.Write([]byte{1, typePing, 0, flagSYN, 0, 0, 0, 0, 0, 0, 0, 0})
+		},
+		"unknown type": func(p rawPeer) { p.send(9, 0, 0, 0, nil) },
+		"stream id of the other end's": func(p rawPeer) { p.send(typeWindowUpdate, flagSYN, 2, 0, nil) },
+		"stream opened twice": func(p rawPeer) {
+			p.send(typeWindowUpdate, flagSYN, 1, 0, nil)
+			p.send(typeWindowUpdate, flagSYN, 1, 0, nil)
+		},
+	}
+	for name, send := range cases {
+		t.Run(name, func(t *testing.T) {
+			c, s := tcpPair(t)
+			_, sess := ours(t, s, false, testConfig())
+			send(rawPeer{t, c})
+			select {
+			case <-sess.CloseChan():
+				require.ErrorIs(t, sess.Err(), ErrProtocol)
+			case <-time.After(3 * time.Second):
+				t.Fatal("the session went on after a protocol violation")
+			}
+		})
+	}
+}
+
+func TestWhatArrivedStaysReadableAfterTheSessionEnds(t *testing.T) {
+	client, server := pair(t, testConfig(), testConfig())
+	st, err := client.Open()
+	require.NoError(t, err)
+	peer, err := server.Accept()
+	require.NoError(t, err)
+	_, err = peer.Write([]byte("welcome"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.recv.size == len("welcome")
+	}, 2*time.Second, time.Millisecond)
+	_ = server.Close()
+	<-client.CloseChan()
+
+	got := make([]byte, 16)
+	n, err := st.Read(got)
+	require.NoError(t, err)
+	assert.Equal(t, "welcome", string(got[:n]))
+	_, err = st.Read(got)
+	require.ErrorIs(t, err, ErrSessionShutdown, "a stream cut by its session's end is not a clean EOF")
+	_, err = st.Write([]byte("x"))
+	require.ErrorIs(t, err, ErrSessionShutdown)
+	_, err = client.Open()
+	require.ErrorIs(t, err, ErrSessionShutdown)
+}
+
+func TestChunkPoolClasses(t *testing.T) {
+	for _, n := range []int{1, 1 << 10, 1<<10 + 1, 16 << 10, 256<<10 + 12, 1 << 20, 1<<21 + 1} {
+		bp := getChunk(n)
+		require.GreaterOrEqual(t, len(*bp), n)
+		assert.Less(t, len(*bp), 2*n+(1<<10), "size %d got a buffer of %d", n, len(*bp))
+		putChunk(bp)
+	}
+}
+
+func TestRefusedStreamsAreReset(t *testing.T) {
+	client, server := pair(t, testConfig(), testConfig())
+	waiting, err := client.Open()
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return server.NumStreams() == 1 }, 2*time.Second, time.Millisecond)
+
+	require.NoError(t, server.RefuseStreams())
+	later, err := client.Open()
+	require.NoError(t, err)
+	for _, st := range []*Stream{waiting, later} {
+		_, err := st.Read(make([]byte, 1))
+		require.ErrorIs(t, err, ErrConnectionReset, "stream %d", st.StreamID())
+	}
+	assert.Equal(t, 0, server.NumStreams(), "refused streams are not kept")
+	assert.Equal(t, 0, client.NumStreams())
+	_, err = client.Ping()
+	require.NoError(t, err, "the session goes on")
+}

@@ -1,0 +1,423 @@
+package mux
+
+import (
+	"fmt"
+	"io"
+	"math/bits"
+	"net"
+	"sync"
+	"time"
+)
+
+// Stream states, as bits.
+const (
+	stateOpening   = 1 << iota // this end sent SYN, the ACK has not come
+	stateAccepting             // the peer sent SYN, Accept has not answered
+	stateLocalFIN              // this end sent FIN: it writes no more
+	stateRemoteFIN             // the peer sent FIN: after the buffered bytes, EOF
+	stateReset                 // either end reset the stream
+	stateEnded                 // the session ended under the stream
+)
+
+// Stream is one stream of a session. Close sends FIN: it ends this end's
+// writing only, and reading goes on until the peer's FIN.
+type Stream struct {
+	id   uint32
+	sess *Session
+
+	// wlock orders writers, and the FIN after the last write.
+	wlock sync.Mutex
+
+	mu         sync.Mutex
+	state      int
+	sendWindow uint32 // bytes this end may still send
+	recvWindow uint32 // bytes the peer may still send
+	recv       chunks // received and not yet read
+	readDL     time.Time
+	writeDL    time.Time
+	readWake   chan struct{} // cap 1: data, FIN, reset, end or a new deadline
+	writeWake  chan struct{} // cap 1: window, close, reset, end or a new deadline
+	openTimer  *time.Timer   // while stateOpening
+}
+
+func newStream(s *Session, id uint32, state int) *Stream {
+	return &Stream{
+		id: id, sess: s, state: state,
+		sendWindow: initialWindow, recvWindow: initialWindow,
+		readWake: make(chan struct{}, 1), writeWake: make(chan struct{}, 1),
+	}
+}
+
+// StreamID is the stream's id on the wire.
+func (st *Stream) StreamID() uint32 { return st.id }
+
+// Session is the session the stream belongs to.
+func (st *Stream) Session() *Session { return st.sess }
+
+func (st *Stream) LocalAddr() net.Addr  { return st.sess.conn.LocalAddr() }
+func (st *Stream) RemoteAddr() net.Addr { return st.sess.conn.RemoteAddr() }
+
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// wait releases st.mu until ch is woken, the session ends or dl passes,
+// and takes it again; the caller checks again what it waits for.
+func (st *Stream) wait(ch chan struct{}, dl time.Time) {
+	var timeout <-chan time.Time
+	if !dl.IsZero() {
+		t := time.NewTimer(time.Until(dl))
+		defer t.Stop()
+		timeout = t.C
+	}
+	st.mu.Unlock()
+	select {
+	case <-ch:
+	case <-st.sess.closed:
+	case <-timeout:
+	}
+	st.mu.Lock()
+}
+
+func passed(dl time.Time) bool { return !dl.IsZero() && !time.Now().Before(dl) }
+
+// Read reads received bytes; after the peer's FIN and the last byte, EOF.
+func (st *Stream) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	st.mu.Lock()
+	for {
+		switch {
+		case st.recv.size > 0:
+			n := st.recv.read(p)
+			delta := st.windowDelta()
+			st.mu.Unlock()
+			if delta > 0 {
+				// A failed update ends the session; the bytes read stand.
+				_ = st.sess.writeFrame(typeWindowUpdate, 0, st.id, delta, nil)
+			}
+			return n, nil
+		case st.state&stateRemoteFIN != 0:
+			st.mu.Unlock()
+			return 0, io.EOF
+		case st.state&stateReset != 0:
+			st.mu.Unlock()
+			return 0, ErrConnectionReset
+		case st.state&stateEnded != 0:
+			st.mu.Unlock()
+			return 0, st.sess.shutdownErr()
+		case passed(st.readDL):
+			st.mu.Unlock()
+			return 0, ErrTimeout
+		}
+		st.wait(st.readWake, st.readDL)
+	}
+}
+
+// windowDelta grows the receive window back towards the largest once at
+// least half of it was read, and returns by how much; 0 means no update
+// is due. Called under st.mu.
+func (st *Stream) windowDelta() uint32 {
+	most := st.sess.cfg.MaxStreamWindow
+	delta := most - uint32(st.recv.size) - st.recvWindow
+	if delta < most/2 || st.state&(stateRemoteFIN|stateReset|stateEnded) != 0 {
+		return 0
+	}
+	st.recvWindow += delta
+	return delta
+}
+
+// sendWindowUpdate sends the window update that opens (SYN) or accepts
+// (ACK) the stream, raising the window from the initial to the largest.
+func (st *Stream) sendWindowUpdate(flags uint16) error {
+	st.mu.Lock()
+	delta := st.sess.cfg.MaxStreamWindow - uint32(st.recv.size) - st.recvWindow
+	st.recvWindow += delta
+	st.state &^= stateAccepting
+	st.mu.Unlock()
+	return st.sess.writeFrame(typeWindowUpdate, flags, st.id, delta, nil)
+}
+
+// Write sends p as data frames as the peer's window allows.
+func (st *Stream) Write(p []byte) (int, error) {
+	st.wlock.Lock()
+	defer st.wlock.Unlock()
+	total := 0
+	for total < len(p) {
+		n, err := st.writeSome(p[total:])
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// writeSome sends one data frame of as much of p as the window takes.
+func (st *Stream) writeSome(p []byte) (int, error) {
+	st.mu.Lock()
+	for {
+		var err error
+		switch {
+		case st.state&stateLocalFIN != 0:
+			err = ErrStreamClosed
+		case st.state&stateReset != 0:
+			err = ErrConnectionReset
+		case st.state&stateEnded != 0:
+			err = st.sess.shutdownErr()
+		case st.sendWindow > 0:
+			// As with Read, a deadline bounds only the wait: what can go
+			// at once goes, even past it (a late answer is still sent).
+			n := uint32(min(len(p), int(st.sendWindow)))
+			st.sendWindow -= n
+			st.mu.Unlock()
+			if err := st.sess.writeFrame(typeData, 0, st.id, n, p[:n]); err != nil {
+				return 0, err
+			}
+			return int(n), nil
+		case passed(st.writeDL):
+			err = ErrTimeout
+		}
+		if err != nil {
+			st.mu.Unlock()
+			return 0, err
+		}
+		st.wait(st.writeWake, st.writeDL)
+	}
+}
+
+// Close sends FIN once the writes under way are out: this end writes no
+// more. Reading goes on until the peer's FIN. It is idempotent.
+func (st *Stream) Close() error {
+	st.mu.Lock()
+	if st.state&(stateLocalFIN|stateReset|stateEnded) != 0 {
+		st.mu.Unlock()
+		return nil
+	}
+	st.state |= stateLocalFIN
+	done := st.state&stateRemoteFIN != 0
+	st.mu.Unlock()
+	wake(st.writeWake) // a writer waiting for window gives up
+
+	st.wlock.Lock()
+	err := st.sess.writeFrame(typeWindowUpdate, flagFIN, st.id, 0, nil)
+	st.wlock.Unlock()
+	if done {
+		st.finish()
+	}
+	return err
+}
+
+// CloseWrite is Close, under the name half-closing callers look for.
+func (st *Stream) CloseWrite() error { return st.Close() }
+
+// finish drops a stream both ends are done with, or that was reset, from
+// its session. What it received and was not read stays readable.
+func (st *Stream) finish() {
+	st.mu.Lock()
+	if st.openTimer != nil {
+		st.openTimer.Stop()
+	}
+	if st.state&stateReset != 0 {
+		st.recv.release() // a reset stream reads nothing more
+	}
+	st.mu.Unlock()
+	st.sess.forget(st)
+}
+
+// SetDeadline sets both deadlines.
+func (st *Stream) SetDeadline(t time.Time) error {
+	_ = st.SetReadDeadline(t)
+	return st.SetWriteDeadline(t)
+}
+
+// SetReadDeadline bounds Reads, including one under way.
+func (st *Stream) SetReadDeadline(t time.Time) error {
+	st.mu.Lock()
+	st.readDL = t
+	st.mu.Unlock()
+	wake(st.readWake)
+	return nil
+}
+
+// SetWriteDeadline bounds Writes waiting for window, including one under
+// way; a write on the connection is bounded by the session's WriteTimeout.
+func (st *Stream) SetWriteDeadline(t time.Time) error {
+	st.mu.Lock()
+	st.writeDL = t
+	st.mu.Unlock()
+	wake(st.writeWake)
+	return nil
+}
+
+// windowUpdate handles a window update frame from the peer.
+func (st *Stream) windowUpdate(flags uint16, delta uint32) {
+	st.mu.Lock()
+	st.sendWindow += delta
+	st.mu.Unlock()
+	wake(st.writeWake)
+	st.flags(flags)
+}
+
+// data reads a data frame's body into the stream, then handles its flags.
+// Called on the receive loop.
+func (st *Stream) data(flags uint16, length uint32) error {
+	if length > 0 {
+		st.mu.Lock()
+		if length > st.recvWindow {
+			window := st.recvWindow
+			st.mu.Unlock()
+			return fmt.Errorf("%w: stream %d sent %d bytes into a window of %d", ErrProtocol, st.id, length, window)
+		}
+		st.mu.Unlock()
+		// Only this loop shrinks the window, so it still holds the body
+		// once read. The window shrinks as the body joins the buffer, in
+		// one step: a reader in between would grant the body's room twice.
+		bp := getChunk(int(length))
+		if _, err := io.ReadFull(st.sess.conn, (*bp)[:length]); err != nil {
+			putChunk(bp)
+			return fmt.Errorf("%w: read: %w", ErrSessionShutdown, err)
+		}
+		st.mu.Lock()
+		st.recvWindow -= length
+		if st.state&(stateReset|stateRemoteFIN) != 0 {
+			putChunk(bp) // nobody will read it
+		} else {
+			st.recv.push(bp, int(length))
+		}
+		st.mu.Unlock()
+		wake(st.readWake)
+	}
+	st.flags(flags)
+	return nil
+}
+
+// flags applies ACK, FIN and RST from a frame of the peer's.
+func (st *Stream) flags(flags uint16) {
+	if flags&(flagACK|flagFIN|flagRST) == 0 {
+		return
+	}
+	st.mu.Lock()
+	if flags&flagACK != 0 && st.state&stateOpening != 0 {
+		st.state &^= stateOpening
+		if st.openTimer != nil {
+			st.openTimer.Stop()
+		}
+	}
+	done := false
+	if flags&flagFIN != 0 && st.state&stateRemoteFIN == 0 {
+		st.state |= stateRemoteFIN
+		done = st.state&stateLocalFIN != 0
+	}
+	if flags&flagRST != 0 {
+		st.state |= stateReset
+		done = true
+	}
+	st.mu.Unlock()
+	wake(st.readWake)
+	wake(st.writeWake)
+	if done {
+		st.finish()
+	}
+}
+
+// sessionEnded wakes everyone waiting on the stream: the session is gone.
+// What was received stays readable: a peer may answer and hang up at once.
+func (st *Stream) sessionEnded() {
+	st.mu.Lock()
+	st.state |= stateEnded
+	if st.openTimer != nil {
+		st.openTimer.Stop()
+	}
+	st.mu.Unlock()
+	wake(st.readWake)
+	wake(st.writeWake)
+}
+
+// chunks is a stream's received bytes, in pooled buffers.
+type chunks struct {
+	bufs []chunk
+	size int
+}
+
+// chunk is one frame's body: the first n bytes of a pooled buffer, of
+// which off were read.
+type chunk struct {
+	bp     *[]byte
+	off, n int
+}
+
+func (c *chunks) push(bp *[]byte, n int) {
+	c.bufs = append(c.bufs, chunk{bp: bp, n: n})
+	c.size += n
+}
+
+func (c *chunks) read(p []byte) int {
+	n := 0
+	for n < len(p) && len(c.bufs) > 0 {
+		head := &c.bufs[0]
+		m := copy(p[n:], (*head.bp)[head.off:head.n])
+		n += m
+		head.off += m
+		if head.off == head.n {
+			putChunk(head.bp)
+			*head = chunk{}
+			c.bufs = c.bufs[1:]
+		}
+	}
+	c.size -= n
+	if len(c.bufs) == 0 {
+		c.bufs = nil // an idle stream holds no slice either
+	}
+	return n
+}
+
+func (c *chunks) release() {
+	for _, b := range c.bufs {
+		putChunk(b.bp)
+	}
+	c.bufs, c.size = nil, 0
+}
+
+// Chunk pools by size class, 1 KiB to 2 MiB: a frame's body waits in the
+// smallest class that holds it. Bodies are bounded by the stream window.
+const (
+	minChunkShift = 10
+	chunkClasses  = 12
+)
+
+var chunkPools [chunkClasses]sync.Pool
+
+func chunkClass(n int) int {
+	if n <= 1<<minChunkShift {
+		return 0
+	}
+	return bits.Len(uint(n-1)) - minChunkShift
+}
+
+// getChunk returns a buffer of at least n bytes.
+func getChunk(n int) *[]byte {
+	c := chunkClass(n)
+	if c >= chunkClasses {
+		b := make([]byte, n)
+		return &b
+	}
+	if bp, ok := chunkPools[c].Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, 1<<(c+minChunkShift))
+	return &b
+}
+
+// putChunk takes back a buffer from getChunk.
+func putChunk(bp *[]byte) {
+	c := chunkClass(len(*bp))
+	if c >= chunkClasses || len(*bp) != 1<<(c+minChunkShift) {
+		return
+	}
+	chunkPools[c].Put(bp)
+}
