@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -285,12 +284,12 @@ func TestTunnelIgnoresAgentExtras(t *testing.T) {
 	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 
 	// A stream opened by the agent is not part of the protocol: the relay
-	// closes it.
+	// resets it.
 	st, err := a.Session.Open(t.Context())
 	require.NoError(t, err)
 	require.NoError(t, st.SetReadDeadline(time.Now().Add(waitFor)))
 	_, err = st.Read(make([]byte, 1))
-	assert.ErrorIs(t, err, io.EOF)
+	assert.ErrorIs(t, err, tunnel.ErrStreamReset)
 
 	// Unknown control frames are skipped; the tunnel stays up and serves.
 	require.NoError(t, a.Session.Send(protocol.FrameType(99), map[string]string{"future": "yes"}, waitFor))

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/postern/postern/protocol/tunnel/mux"
 )
 
 // Defaults of the yamux session, as spec.md section 4 states them.
@@ -50,8 +50,8 @@ type Config struct {
 	StreamOpenTimeout time.Duration
 	// StreamWindow is the largest receive window of a stream, in bytes.
 	StreamWindow uint32
-	// Logger receives yamux's own messages at debug level; nil discards
-	// them.
+	// Logger receives at debug level why a session ended, when the peer
+	// or the connection ended it; nil discards that.
 	Logger *slog.Logger
 }
 
@@ -91,25 +91,17 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// yamux is the one place a yamux session is configured.
-func (c Config) yamux() *yamux.Config {
-	y := yamux.DefaultConfig()
-	y.AcceptBacklog = c.AcceptBacklog
-	// The session's keepalive runs from a timer (keepAlive), not from
-	// yamux's goroutine per session.
-	y.EnableKeepAlive = false
-	y.ConnectionWriteTimeout = c.WriteTimeout
-	y.StreamOpenTimeout = c.StreamOpenTimeout
-	// No close timer: a stream's Close is the Postern half-close, and a
-	// response may flow for as long as it needs after the request side
-	// finished. Stuck streams end by the splice's idle and write timeouts.
-	y.StreamCloseTimeout = 0
-	y.MaxStreamWindowSize = c.StreamWindow
-	log := c.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// mux is the one place a session's multiplexer is configured. It has no
+// keepalive of its own: the session's runs from a timer (keepAlive). No
+// close timer either: a stream's Close is the Postern half-close, and a
+// response may flow for as long as it needs after the request side
+// finished; stuck streams end by the splice's idle and write timeouts.
+func (c Config) mux() mux.Config {
+	return mux.Config{
+		AcceptBacklog:     c.AcceptBacklog,
+		WriteTimeout:      c.WriteTimeout,
+		StreamOpenTimeout: c.StreamOpenTimeout,
+		MaxStreamWindow:   c.StreamWindow,
+		Logger:            c.Logger,
 	}
-	y.LogOutput = nil
-	y.Logger = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
-	return y
 }

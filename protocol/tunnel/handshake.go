@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/postern/postern/protocol/tunnel/mux"
 
 	"github.com/postern/postern/protocol"
 )
@@ -40,7 +40,7 @@ func (e *NoticeError) Error() string {
 // Welcome, all before ctx's deadline. A Revoked or GoAway in place of
 // Welcome comes back as *NoticeError.
 func (s *Session) Hello(ctx context.Context, hello protocol.Hello) (protocol.Welcome, error) {
-	ctrl, err := s.mux.OpenStream()
+	ctrl, err := s.mux.Open()
 	if err != nil {
 		return protocol.Welcome{}, fmt.Errorf("open control stream: %w", err)
 	}
@@ -48,7 +48,7 @@ func (s *Session) Hello(ctx context.Context, hello protocol.Hello) (protocol.Wel
 	stop := bindDeadline(ctx, ctrl)
 	defer stop()
 	sendErr := protocol.WriteFrame(ctrl, protocol.FrameHello, hello)
-	if sendErr != nil && !errors.Is(sendErr, yamux.ErrSessionShutdown) {
+	if sendErr != nil && !errors.Is(sendErr, mux.ErrSessionShutdown) {
 		return protocol.Welcome{}, fmt.Errorf("send hello: %w", sendErr)
 	}
 	// A relay that answers and hangs up at once (a probe's Welcome, a
@@ -114,7 +114,7 @@ func decodeHello(f protocol.Frame) (protocol.Hello, error) {
 // body over maxBody bytes is refused unread (ErrOverLimit), and the frame
 // is decoded by decode.
 func (s *Session) AcceptHelloWith(ctx context.Context, maxBody int, decode HelloDecoder, welcome Welcomer) (protocol.Hello, error) {
-	ctrl, err := s.mux.AcceptStreamWithContext(ctx)
+	ctrl, err := s.mux.AcceptContext(ctx)
 	if err != nil {
 		return protocol.Hello{}, fmt.Errorf("accept control stream: %w", err)
 	}

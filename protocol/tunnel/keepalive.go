@@ -7,22 +7,21 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/postern/postern/protocol/tunnel/mux"
 )
 
 // ErrKeepAliveTimeout ends a session whose peer left a keepalive ping
 // unanswered for the write timeout: the peer or the path to it is gone.
 // Work on the session that fails because of it reports it.
-var ErrKeepAliveTimeout = yamux.ErrKeepAliveTimeout
+var ErrKeepAliveTimeout = mux.ErrKeepAliveTimeout
 
 // keepAlive pings the peer an interval after each answer and ends the
-// session when an answer does not come within the write timeout (yamux's
-// Ping bounds its wait by it), as yamux's own keepalive does, but from a
-// timer. Between pings nothing waits; yamux's keepalive parks a goroutine
-// per session for the session's whole life, which at a relay holding
-// thousands of idle tunnels is one stack per tunnel for nothing.
+// session when an answer does not come within the write timeout (the
+// multiplexer bounds the wait by it). It runs from timers and the ping's
+// callback: no goroutine waits for it, which at a relay holding thousands
+// of idle tunnels would be one stack per tunnel for nothing.
 type keepAlive struct {
-	mux    *yamux.Session
+	mux    *mux.Session
 	conn   net.Conn // the session's byte stream, whose socket a failure drops
 	every  time.Duration
 	failed atomic.Bool // the session ended for a ping not answered
@@ -32,19 +31,21 @@ type keepAlive struct {
 	stopped bool
 }
 
-func startKeepAlive(mux *yamux.Session, conn net.Conn, every time.Duration) *keepAlive {
-	k := &keepAlive{mux: mux, conn: conn, every: every}
+func startKeepAlive(m *mux.Session, conn net.Conn, every time.Duration) *keepAlive {
+	k := &keepAlive{mux: m, conn: conn, every: every}
 	k.mu.Lock()
 	k.t = time.AfterFunc(every, k.ping)
 	k.mu.Unlock()
 	return k
 }
 
-// ping runs on the timer's own goroutine, which lives only while the
-// ping waits for its answer.
-func (k *keepAlive) ping() {
-	if _, err := k.mux.Ping(); err != nil {
-		if !errors.Is(err, yamux.ErrSessionShutdown) {
+// ping runs on the timer's goroutine and sends a ping; answered runs when
+// its answer comes or its wait ends.
+func (k *keepAlive) ping() { k.mux.PingThen(k.answered) }
+
+func (k *keepAlive) answered(_ time.Duration, err error) {
+	if err != nil {
+		if !errors.Is(err, mux.ErrSessionShutdown) {
 			k.failed.Store(true)
 			dropSocket(k.conn)
 			_ = k.mux.Close()

@@ -10,91 +10,75 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/tunnel/mux"
 )
 
 // ErrWriteTimeout ends a session whose writes made no progress for the
 // config's WriteTimeout: the tunnel no longer drains, and every stream on
 // it is cut. A splice that fails with it should close the whole session so
 // the agent reconnects, rather than leave other streams hung on it.
-var ErrWriteTimeout = yamux.ErrConnectionWriteTimeout
+var ErrWriteTimeout = mux.ErrConnectionWriteTimeout
 
 // ErrSessionShutdown is returned by work on a session that has ended.
-var ErrSessionShutdown = yamux.ErrSessionShutdown
+var ErrSessionShutdown = mux.ErrSessionShutdown
 
 // Session is one tunnel: a yamux session on a WebSocket, with the control
 // stream once the handshake has run. The agent is the yamux client and the
 // relay the server (spec.md 4.1).
 type Session struct {
-	mux *yamux.Session
+	mux *mux.Session
 	ka  *keepAlive // nil without keepalive
 
-	ctrl   *yamux.Stream
+	ctrl   *mux.Stream
 	ctrlMu sync.Mutex // serializes frames written on ctrl
 }
 
 // Client runs the agent's side of a session on conn.
 func Client(conn net.Conn, cfg Config) (*Session, error) {
-	return newSession(conn, cfg, yamux.Client, "yamux client")
+	return newSession(conn, cfg, mux.Client, "yamux client")
 }
 
 // Server runs the relay's side of a session on conn. It knows nothing of
 // HTTP: conn comes from Upgrade, or from any other byte stream.
 func Server(conn net.Conn, cfg Config) (*Session, error) {
-	return newSession(conn, cfg, yamux.Server, "yamux server")
+	return newSession(conn, cfg, mux.Server, "yamux server")
 }
 
-// newSession runs one side of a session: start is yamux.Client or
-// yamux.Server, named by side in errors.
-func newSession(conn net.Conn, cfg Config, start func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session, error), side string) (*Session, error) {
+// newSession runs one side of a session: start is mux.Client or
+// mux.Server, named by side in errors.
+func newSession(conn net.Conn, cfg Config, start func(net.Conn, mux.Config) (*mux.Session, error), side string) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	mux, err := start(conn, cfg.yamux())
+	m, err := start(conn, cfg.mux())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", side, err)
 	}
-	s := &Session{mux: mux}
+	s := &Session{mux: m}
 	if cfg.KeepAlive {
-		s.ka = startKeepAlive(mux, conn, cfg.KeepAliveInterval)
+		s.ka = startKeepAlive(m, conn, cfg.KeepAliveInterval)
 	}
 	return s, nil
 }
 
-// Open opens a stream to the peer. yamux cannot cancel an open, so when ctx
-// ends first Open returns at once and the stream, if it opens later, is
-// closed in the background.
+// Open opens a stream to the peer. Opening sends the stream's first frame
+// and does not wait for the peer's answer (a session whose peer leaves it
+// unanswered ends after StreamOpenTimeout), so ctx is only checked before.
 func (s *Session) Open(ctx context.Context) (*Stream, error) {
-	type result struct {
-		st  *yamux.Stream
-		err error
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	ch := make(chan result, 1)
-	go func() {
-		st, err := s.mux.OpenStream()
-		ch <- result{st, err}
-	}()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			return nil, s.ka.cause(r.err)
-		}
-		return &Stream{Stream: r.st, sess: s}, nil
-	case <-ctx.Done():
-		go func() {
-			if r := <-ch; r.st != nil {
-				_ = r.st.Close()
-			}
-		}()
-		return nil, ctx.Err()
+	st, err := s.mux.Open()
+	if err != nil {
+		return nil, s.ka.cause(err)
 	}
+	return &Stream{Stream: st, sess: s}, nil
 }
 
 // Accept waits for the next stream the peer opens.
 func (s *Session) Accept() (*Stream, error) {
-	st, err := s.mux.AcceptStream()
+	st, err := s.mux.Accept()
 	if err != nil {
 		return nil, s.ka.cause(err)
 	}
@@ -192,9 +176,13 @@ func readBounded(r io.Reader, limit BodyLimit) (protocol.Frame, error) {
 	return protocol.Frame{Type: t, Body: buf}, nil
 }
 
-// GoAway tells the peer that this end opens no new streams and accepts
-// none (a yamux go away, not the Postern GoAway notice).
+// GoAway tells the peer that this end accepts no new streams (a yamux go
+// away, not the Postern GoAway notice).
 func (s *Session) GoAway() error { return s.mux.GoAway() }
+
+// RefuseStreams resets every stream the peer opens that was not accepted
+// yet, and every later one, with no goroutine waiting to turn them away.
+func (s *Session) RefuseStreams() error { return s.mux.RefuseStreams() }
 
 // Close ends the session and every stream in it. It is idempotent.
 func (s *Session) Close() error {

@@ -295,14 +295,12 @@ func (b *Broker) run(sess *Session) {
 	}
 	logInfo("agent tunnel up", "remote", sess.Remote, "version", sess.Hello.Version)
 
-	refused := make(chan struct{})
-	go func() {
-		defer close(refused)
-		refuseExtraStreams(sess.mux)
-	}()
+	// Streams the agent opens after the control stream are not part of
+	// the protocol: they are reset rather than left to pile up. A failed
+	// reset ends the session, and reading the control stream says so.
+	_ = sess.mux.RefuseStreams()
 	err := b.readControl(sess)
 	_ = sess.Close()
-	<-refused
 	b.obs.SessionSeen(context.Background(), sess, time.Now())
 	logInfo("agent tunnel down", "err", err)
 }
@@ -315,18 +313,6 @@ func refusedNotice(err error) protocol.Revoked {
 		return protocol.Revoked{Message: pe.Message, Reason: pe.Reason}
 	}
 	return protocol.Revoked{Message: "connection revoked", Reason: protocol.AgentTokenRevoked}
-}
-
-// refuseExtraStreams closes every stream the agent opens after the control
-// stream: they are not part of the protocol and must not pile up.
-func refuseExtraStreams(mux *tunnel.Session) {
-	for {
-		st, err := mux.Accept()
-		if err != nil {
-			return
-		}
-		_ = st.Close()
-	}
 }
 
 // errHealthFlood ends a session whose agent sends control frames faster
