@@ -105,7 +105,7 @@ func Splice(a, b net.Conn, opt SpliceOptions) (SpliceStats, error) {
 		wg       sync.WaitGroup
 		errOnce  sync.Once
 		firstErr error
-		abort    = func() { _ = a.Close(); _ = b.Close() }
+		abort    = func() { abortConn(a); abortConn(b) }
 	)
 	act := newActivity(opt.IdleTimeout, abort)
 	defer act.stop()
@@ -145,6 +145,18 @@ func Splice(a, b net.Conn, opt SpliceOptions) (SpliceStats, error) {
 		return st, ErrIdle
 	}
 	return st, firstErr
+}
+
+// abortConn ends c after a failure: a tunnel stream is reset, so the
+// far end of the stream stops at once (a Close would only half-close it,
+// and a writer there would wait for window until its write timeout);
+// anything else is closed.
+func abortConn(c net.Conn) {
+	if r, ok := c.(interface{ Reset() error }); ok {
+		_ = r.Reset()
+		return
+	}
+	_ = c.Close()
 }
 
 // ErrIdle reports that a splice ended because nothing moved for the idle

@@ -454,7 +454,7 @@ func TestProtocolViolationsEndTheSession(t *testing.T) {
 		"unknown version": func(p rawPeer) {
 			_, _ = p.conn.Write([]byte{1, typePing, 0, flagSYN, 0, 0, 0, 0, 0, 0, 0, 0})
 		},
-		"unknown type": func(p rawPeer) { p.send(9, 0, 0, 0, nil) },
+		"unknown type":                 func(p rawPeer) { p.send(9, 0, 0, 0, nil) },
 		"stream id of the other end's": func(p rawPeer) { p.send(typeWindowUpdate, flagSYN, 2, 0, nil) },
 		"stream opened twice": func(p rawPeer) {
 			p.send(typeWindowUpdate, flagSYN, 1, 0, nil)
@@ -530,4 +530,38 @@ func TestRefusedStreamsAreReset(t *testing.T) {
 	assert.Equal(t, 0, client.NumStreams())
 	_, err = client.Ping()
 	require.NoError(t, err, "the session goes on")
+}
+
+func TestAResetEndsTheOtherSideAtOnce(t *testing.T) {
+	client, server := pair(t, testConfig(), testConfig())
+	st, err := client.Open()
+	require.NoError(t, err)
+	peer, err := server.Accept()
+	require.NoError(t, err)
+
+	// The peer's writer waits for window nobody will grant, its reader
+	// for bytes nobody sends.
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := peer.Write(make([]byte, 4<<20))
+		wrote <- err
+	}()
+	read := make(chan error, 1)
+	go func() {
+		_, err := peer.Read(make([]byte, 1))
+		read <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, st.Reset())
+	for _, ch := range []chan error{wrote, read} {
+		select {
+		case err := <-ch:
+			require.ErrorIs(t, err, ErrConnectionReset)
+		case <-time.After(2 * time.Second):
+			t.Fatal("the peer still waits on a reset stream")
+		}
+	}
+	require.NoError(t, st.Close(), "Close after Reset does nothing")
+	require.Eventually(t, func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 },
+		2*time.Second, 5*time.Millisecond, "both ends forget a reset stream")
 }

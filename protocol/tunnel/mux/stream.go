@@ -212,6 +212,26 @@ func (st *Stream) Close() error {
 	return err
 }
 
+// Reset ends the stream both ways at once: the peer's reads and writes
+// fail with ErrConnectionReset, and what either end still held for the
+// other is dropped. A stream whose one side failed is reset rather than
+// half-closed, so the other side stops at once instead of waiting to be
+// read or written. It is idempotent, and Close after it does nothing.
+func (st *Stream) Reset() error {
+	st.mu.Lock()
+	if st.state&(stateReset|stateEnded) != 0 {
+		st.mu.Unlock()
+		return nil
+	}
+	st.state |= stateReset | stateLocalFIN
+	st.mu.Unlock()
+	wake(st.readWake)
+	wake(st.writeWake)
+	err := st.sess.writeFrame(typeWindowUpdate, flagRST, st.id, 0, nil)
+	st.finish()
+	return err
+}
+
 // CloseWrite is Close, under the name half-closing callers look for.
 func (st *Stream) CloseWrite() error { return st.Close() }
 
