@@ -114,7 +114,7 @@ type Session struct {
 	// streams finish first (Drain).
 	ctx    context.Context
 	cancel context.CancelFunc
-	errc   chan error // the first of the loops to end says why
+	errc   chan error // the first of the health and accept loops to end says why
 
 	loops   sync.WaitGroup
 	streams sync.WaitGroup
@@ -143,7 +143,7 @@ func Open(ctx context.Context, opts Options) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{
-		opts: opts, tun: tun, welcome: welcome, errc: make(chan error, 3),
+		opts: opts, tun: tun, welcome: welcome, errc: make(chan error, 2),
 		log: log.With("node", welcome.NodeID, "session", welcome.SessionID),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -184,13 +184,25 @@ func (s *Session) Logger() *slog.Logger { return s.log }
 // Call Serve once; call Drain or Close after it in every case.
 func (s *Session) Serve(ctx context.Context) error {
 	s.loops.Add(3)
-	go func() { defer s.loops.Done(); s.errc <- s.readControl() }()
+	ctrl := make(chan error, 1)
+	go func() { defer s.loops.Done(); ctrl <- s.readControl() }()
 	go func() { defer s.loops.Done(); s.errc <- s.sendHealth() }()
 	go func() { defer s.loops.Done(); s.errc <- s.acceptStreams() }()
 	select {
-	case err := <-s.errc:
+	case err := <-ctrl:
 		if !errors.Is(err, ErrGoAway) {
 			_ = s.Close()
+		}
+		return err
+	case err := <-s.errc:
+		// The tunnel ended under the other loops. A relay that revokes
+		// or sends away sends its notice and closes at once, so the
+		// notice may still wait, read, on the control stream: once the
+		// session is closed, the control reader ends at once, and its
+		// notice says why better than "session shutdown".
+		_ = s.Close()
+		if cerr := <-ctrl; errors.Is(cerr, ErrRevoked) || errors.Is(cerr, ErrGoAway) {
+			return cerr
 		}
 		return err
 	case <-ctx.Done():
