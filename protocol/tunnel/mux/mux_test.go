@@ -16,7 +16,11 @@ import (
 	"github.com/hashicorp/yamux"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
+
+// Every goroutine a session starts ends with it.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func testConfig() Config {
 	return Config{AcceptBacklog: 64, WriteTimeout: 2 * time.Second, StreamOpenTimeout: 2 * time.Second, MaxStreamWindow: 1 << 20}
