@@ -188,7 +188,11 @@ func TestSoakReconnects(t *testing.T) {
 		l.Heal(t)
 		return testkit.WaitFor(t, 30*time.Second, "agent reconnected with both tunnels", func() bool {
 			st, err := s.relay.tryStatus(s.connID)
-			if err != nil || st.TunnelStatus != "connected" || len(st.Agents) != 1 || agentTunnels(st) != 2 {
+			// An agent cut off every half second is flapping to the
+			// relay after a few cuts; what matters here is that both its
+			// tunnels are back.
+			up := st.TunnelStatus == "connected" || st.TunnelStatus == "flapping"
+			if err != nil || !up || len(st.Agents) != 1 || agentTunnels(st) != 2 {
 				return false
 			}
 			if !st.Agents[0].ConnectedAt.After(prev) {
