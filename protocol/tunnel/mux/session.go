@@ -468,6 +468,9 @@ func (s *Session) streamFrame(typ byte, flags uint16, id, length uint32) error {
 func (s *Session) incoming(id uint32) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.isClosed.Load() {
+		return nil // ending: the stream would outlive its session's cleanup
+	}
 	if id%2 == s.nextID%2 || id == 0 {
 		return fmt.Errorf("%w: the peer opened stream %d, an id of this end's", ErrProtocol, id)
 	}
