@@ -46,9 +46,10 @@ func (k *keepAlive) ping() { k.mux.PingThen(k.answered) }
 func (k *keepAlive) answered(_ time.Duration, err error) {
 	if err != nil {
 		if !errors.Is(err, mux.ErrSessionShutdown) {
+			// The multiplexer ends the session once this returns; the
+			// socket goes first, so that end does not wait on it.
 			k.failed.Store(true)
 			dropSocket(k.conn)
-			_ = k.mux.Close()
 		}
 		return
 	}

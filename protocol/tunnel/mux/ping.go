@@ -30,14 +30,14 @@ func (s *Session) Ping() (time.Duration, error) {
 
 // PingThen sends a ping and returns; done runs once with the round trip,
 // or with the error that ended the wait: ErrKeepAliveTimeout when no
-// answer came within WriteTimeout (the session then ends), or the
-// session's end. done runs on the receive loop or a timer's goroutine and
-// must not block.
+// answer came within WriteTimeout (the session ends right after done
+// returns), or ErrSessionShutdown when the session ended first. done runs
+// on the receive loop or a timer's goroutine and must not block.
 func (s *Session) PingThen(done func(time.Duration, error)) {
 	s.mu.Lock()
 	if s.isClosed.Load() {
 		s.mu.Unlock()
-		done(0, s.shutdownErr())
+		done(0, ErrSessionShutdown)
 		return
 	}
 	id := s.pingID
