@@ -114,7 +114,7 @@ func roundTrip(e end, payload []byte) error {
 	go func() {
 		_, err := st.Write(payload)
 		if err == nil {
-			err = st.(interface{ CloseWrite() error }).CloseWrite()
+			err = st.(closeWriter).CloseWrite()
 		}
 		errc <- err
 	}()

@@ -287,10 +287,6 @@ func (s *Session) NumStreams() int {
 	return len(s.streams)
 }
 
-// LocalAddr and RemoteAddr are the connection's.
-func (s *Session) LocalAddr() net.Addr  { return s.conn.LocalAddr() }
-func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
-
 // shutdownErr is what work on an ended session returns: ErrSessionShutdown,
 // or the write timeout that ended it.
 func (s *Session) shutdownErr() error {
@@ -481,7 +477,7 @@ func (s *Session) incoming(id uint32) error {
 		s.control(typeWindowUpdate, flagRST, id, 0)
 		return nil
 	}
-	st := newStream(s, id, stateAccepting)
+	st := newStream(s, id, 0)
 	s.streams[id] = st
 	s.accepts = append(s.accepts, st)
 	select {

@@ -12,7 +12,6 @@ import (
 // Stream states, as bits.
 const (
 	stateOpening   = 1 << iota // this end sent SYN, the ACK has not come
-	stateAccepting             // the peer sent SYN, Accept has not answered
 	stateLocalFIN              // this end sent FIN: it writes no more
 	stateRemoteFIN             // the peer sent FIN: after the buffered bytes, EOF
 	stateReset                 // either end reset the stream
@@ -50,9 +49,6 @@ func newStream(s *Session, id uint32, state int) *Stream {
 
 // StreamID is the stream's id on the wire.
 func (st *Stream) StreamID() uint32 { return st.id }
-
-// Session is the session the stream belongs to.
-func (st *Stream) Session() *Session { return st.sess }
 
 func (st *Stream) LocalAddr() net.Addr  { return st.sess.conn.LocalAddr() }
 func (st *Stream) RemoteAddr() net.Addr { return st.sess.conn.RemoteAddr() }
@@ -123,10 +119,23 @@ func (st *Stream) Read(p []byte) (int, error) {
 // is due. Called under st.mu.
 func (st *Stream) windowDelta() uint32 {
 	most := st.sess.cfg.MaxStreamWindow
-	delta := most - uint32(st.recv.size) - st.recvWindow
-	if delta < most/2 || st.state&(stateRemoteFIN|stateReset|stateEnded) != 0 {
+	if st.room() < most/2 || st.state&(stateRemoteFIN|stateReset|stateEnded) != 0 {
 		return 0
 	}
+	return st.grant()
+}
+
+// room is how far the receive window may grow: the largest window less
+// what waits unread and what the peer may already send. Called under
+// st.mu.
+func (st *Stream) room() uint32 {
+	return st.sess.cfg.MaxStreamWindow - uint32(st.recv.size) - st.recvWindow
+}
+
+// grant grows the receive window by its room and returns by how much.
+// Called under st.mu.
+func (st *Stream) grant() uint32 {
+	delta := st.room()
 	st.recvWindow += delta
 	return delta
 }
@@ -135,9 +144,7 @@ func (st *Stream) windowDelta() uint32 {
 // (ACK) the stream, raising the window from the initial to the largest.
 func (st *Stream) sendWindowUpdate(flags uint16) error {
 	st.mu.Lock()
-	delta := st.sess.cfg.MaxStreamWindow - uint32(st.recv.size) - st.recvWindow
-	st.recvWindow += delta
-	st.state &^= stateAccepting
+	delta := st.grant()
 	st.mu.Unlock()
 	return st.sess.writeFrame(typeWindowUpdate, flags, st.id, delta, nil)
 }
