@@ -107,6 +107,24 @@ func (s *Session) Recv(timeout time.Duration) (protocol.Frame, error) {
 	return f, s.ka.cause(err)
 }
 
+// OnControl has fn called when the control stream may hold a frame to
+// read, or has ended (mux.Stream.OnReadable): a receiver can then read
+// with a goroutine that runs only while frames arrive, instead of one
+// parked in Recv for the tunnel's life. fn runs on the session's receive
+// loop and must not block.
+func (s *Session) OnControl(fn func()) error {
+	if s.ctrl == nil {
+		return errNoControl
+	}
+	s.ctrl.OnReadable(fn)
+	return nil
+}
+
+// ControlReadable reports whether reading the control stream would find
+// bytes, or its end, without waiting. A frame partly arrived counts: its
+// reader waits for the rest.
+func (s *Session) ControlReadable() bool { return s.ctrl != nil && s.ctrl.Readable() }
+
 // readWithin sets the control stream's read deadline timeout from now;
 // zero clears it.
 func (s *Session) readWithin(timeout time.Duration) error {

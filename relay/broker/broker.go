@@ -175,47 +175,66 @@ func (b *Broker) Context() context.Context { return b.ctx }
 // registration, then the control stream. A Hello that marks a probe (the
 // doctor) is answered and the tunnel closed without registering it.
 func (b *Broker) Accept(conn net.Conn, who Identity) error {
+	over := make(chan struct{})
+	err := b.begin(conn, who, func() { close(over) })
+	<-over
+	return err
+}
+
+// Serve is Accept for a caller that should not stay for the tunnel's
+// life, such as an HTTP handler that upgraded the request: it returns at
+// once. A goroutine of the broker's runs the handshake and ends with it;
+// a live tunnel then holds no goroutine of the broker's while its agent
+// is quiet (see control). done, if not nil, is called when the tunnel has
+// ended.
+func (b *Broker) Serve(conn net.Conn, who Identity, done func()) {
 	b.wg.Add(1)
-	defer b.wg.Done()
+	go func() {
+		defer b.wg.Done()
+		_ = b.begin(conn, who, done)
+	}()
+}
+
+// begin runs the handshake on conn and, for an agent's tunnel, registers
+// it and starts serving its control stream. ended is called once, when
+// the tunnel is over and accounted for: before begin returns if it never
+// started.
+func (b *Broker) begin(conn net.Conn, who Identity, ended func()) error {
+	b.wg.Add(1)
+	finish := func() {
+		if ended != nil {
+			ended()
+		}
+		b.wg.Done()
+	}
 	if b.ctx.Err() != nil {
 		_ = conn.Close()
+		finish()
 		return b.ctx.Err()
 	}
 	mux, err := tunnel.Server(conn, b.cfg.Tunnel)
 	if err != nil {
 		_ = conn.Close()
+		finish()
 		return err
 	}
-	defer mux.Close()
 	sess, err := b.handshake(mux, who)
 	if err != nil {
 		b.log.Info("agent handshake", "connection", who.ConnectionID, "remote", who.Remote, "err", err)
+		_ = mux.Close()
+		finish()
 		return err
 	}
 	if sess.Hello.Probe {
 		// A diagnostic handshake: Welcome proved the path and the token;
 		// it is no tunnel and changes no status.
 		b.log.Info("agent probe answered", "connection", who.ConnectionID, "agent", sess.Hello.AgentID, "remote", who.Remote)
+		_ = mux.Close()
+		finish()
 		return nil
 	}
-	b.run(sess)
+	b.run(sess, finish)
 	return nil
-}
-
-// Serve is Accept on a goroutine of the broker's own, for a caller that
-// should not stay for the tunnel's life: an HTTP handler that upgraded
-// the request returns at once, and net/http lets go of the connection's
-// buffers and the handler's deep stack, which an idle tunnel would
-// otherwise hold. done, if not nil, is called when the tunnel has ended.
-func (b *Broker) Serve(conn net.Conn, who Identity, done func()) {
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		if done != nil {
-			defer done()
-		}
-		_ = b.Accept(conn, who)
-	}()
 }
 
 // handshake reads Hello and answers Welcome. A Hello out of bounds is
@@ -270,39 +289,43 @@ func (b *Broker) refuseAgent(mux *tunnel.Session, who Identity, agentID string, 
 		"agent", clip(agentID, maxAgentIDLen), "remote", who.Remote, "goaway", reason, "err", msg)
 }
 
-// run registers the session and serves its control stream until the
-// tunnel ends. yamux keepalives notice a dead peer; a Health that is late
-// only marks the tunnel degraded (health frames queue behind bulk data on
-// a slow link), and one overdue by EndedAfter heartbeats ends the session.
-func (b *Broker) run(sess *Session) {
+// run registers the session and starts serving its control stream;
+// finish is called once the tunnel has ended. yamux keepalives notice a
+// dead peer; a Health that is late only marks the tunnel degraded (health
+// frames queue behind bulk data on a slow link), and one overdue by
+// EndedAfter heartbeats ends the session.
+func (b *Broker) run(sess *Session, finish func()) {
 	stale, others := b.reg.add(sess)
 	b.replaced(sess, stale, others)
-	defer func() {
-		b.reg.remove(sess)
-		b.obs.SessionDown(sess)
-		b.checkDuplicate(sess.ConnectionID, sess.Hello.AgentID)
-	}()
-	// The session's attributes go with each of its few lines, rather than
-	// into a logger made With them: that formats them into handlers kept
-	// for the tunnel's whole life.
-	logInfo := func(msg string, args ...any) {
-		b.log.Info(msg, append([]any{"connection", sess.ConnectionID, "agent", sess.Hello.AgentID, "session", sess.ID}, args...)...)
-	}
 	if err := b.obs.SessionUp(b.ctx, sess); err != nil {
 		_ = sess.Notify(protocol.FrameRevoked, refusedNotice(err))
-		logInfo("agent tunnel closed during handshake", "err", err)
+		b.logSession(sess, "agent tunnel closed during handshake", "err", err)
+		_ = sess.Close()
+		b.down(sess)
+		finish()
 		return
 	}
-	logInfo("agent tunnel up", "remote", sess.Remote, "version", sess.Hello.Version)
+	b.logSession(sess, "agent tunnel up", "remote", sess.Remote, "version", sess.Hello.Version)
 
 	// Streams the agent opens after the control stream are not part of
 	// the protocol: they are reset rather than left to pile up. A failed
 	// reset ends the session, and reading the control stream says so.
 	_ = sess.mux.RefuseStreams()
-	err := b.readControl(sess)
-	_ = sess.Close()
-	b.obs.SessionSeen(context.Background(), sess, time.Now())
-	logInfo("agent tunnel down", "err", err)
+	serveControl(b, sess, finish)
+}
+
+// down forgets an ended session and tells the observers.
+func (b *Broker) down(sess *Session) {
+	b.reg.remove(sess)
+	b.obs.SessionDown(sess)
+	b.checkDuplicate(sess.ConnectionID, sess.Hello.AgentID)
+}
+
+// logSession logs one line of a session's life. The session's attributes
+// go with each of its few lines, rather than into a logger made With
+// them: that formats them into handlers kept for the tunnel's whole life.
+func (b *Broker) logSession(sess *Session, msg string, args ...any) {
+	b.log.Info(msg, append([]any{"connection", sess.ConnectionID, "agent", sess.Hello.AgentID, "session", sess.ID}, args...)...)
 }
 
 // refusedNotice tells the agent why an observer refused its tunnel: the
@@ -319,43 +342,6 @@ func refusedNotice(err error) protocol.Revoked {
 // than its pacer allows.
 var errHealthFlood = fmt.Errorf("%w: control frames faster than %d a heartbeat period (after a burst of %d)",
 	ErrAgentLimit, healthPerHeartbeat, healthBurst)
-
-// readControl records Health reports until the control stream ends. A
-// frame beyond the session's pace, or a Health out of bounds, ends the
-// session with a GoAway that says why.
-func (b *Broker) readControl(sess *Session) error {
-	lastSeen := sess.ConnectedAt
-	pace := newPacer(b.cfg.HeartbeatInterval, sess.ConnectedAt)
-	for {
-		f, err := sess.mux.RecvBounded(EndedAfter*b.cfg.HeartbeatInterval, reportLimit)
-		if err != nil && !errors.Is(err, tunnel.ErrOverLimit) {
-			return err
-		}
-		at := time.Now()
-		if !pace.take(at) {
-			b.refuseAgent(sess.mux, sess.Identity, sess.Hello.AgentID, errHealthFlood)
-			lingerAfterGoAway(sess.mux)
-			return errHealthFlood
-		}
-		if f.Type != protocol.FrameHealth {
-			continue // unknown control frames are ignored, their bodies skipped
-		}
-		h, err := readHealth(f, err)
-		if err != nil {
-			b.refuseAgent(sess.mux, sess.Identity, sess.Hello.AgentID, err)
-			lingerAfterGoAway(sess.mux)
-			return err
-		}
-		prev := sess.Allowlist()
-		shareRules(prev, &h.Allowlist)
-		sess.recordHealth(h, at)
-		b.obs.SessionHealth(sess, prev)
-		if at.Sub(lastSeen) >= seenEvery {
-			b.obs.SessionSeen(b.ctx, sess, at)
-			lastSeen = at
-		}
-	}
-}
 
 // goAwayLinger is how long a session refused for what its agent sent
 // stays open after the GoAway, its control frames skipped unread.

@@ -570,3 +570,72 @@ func TestAResetEndsTheOtherSideAtOnce(t *testing.T) {
 	require.Eventually(t, func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 },
 		2*time.Second, 5*time.Millisecond, "both ends forget a reset stream")
 }
+
+func TestOnReadableCallsWhenAReadWouldNotWait(t *testing.T) {
+	client, server := pair(t, testConfig(), testConfig())
+	calls := make(chan struct{}, 16)
+	called := func() bool {
+		select {
+		case <-calls:
+			return true
+		case <-time.After(2 * time.Second):
+			return false
+		}
+	}
+	quiet := func() bool {
+		select {
+		case <-calls:
+			return false
+		case <-time.After(50 * time.Millisecond):
+			return true
+		}
+	}
+
+	st, err := client.Open()
+	require.NoError(t, err)
+	peer, err := server.Accept()
+	require.NoError(t, err)
+	assert.False(t, peer.Readable())
+	peer.OnReadable(func() { calls <- struct{}{} })
+	assert.True(t, quiet(), "nothing to read, no call")
+
+	_, err = st.Write([]byte("hello"))
+	require.NoError(t, err)
+	require.True(t, called(), "bytes arrived")
+	assert.True(t, peer.Readable())
+	got := make([]byte, 16)
+	n, err := peer.Read(got)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(got[:n]))
+	assert.False(t, peer.Readable(), "all read")
+
+	require.NoError(t, st.Close())
+	require.True(t, called(), "the peer's FIN arrived")
+	assert.True(t, peer.Readable())
+	_, err = peer.Read(got)
+	require.ErrorIs(t, err, io.EOF)
+
+	// A callback set on a stream that is readable already runs at once.
+	st2, err := client.Open()
+	require.NoError(t, err)
+	_, err = st2.Write([]byte("x"))
+	require.NoError(t, err)
+	peer2, err := server.Accept()
+	require.NoError(t, err)
+	require.Eventually(t, peer2.Readable, 2*time.Second, time.Millisecond)
+	peer2.OnReadable(func() { calls <- struct{}{} })
+	require.True(t, called(), "readable when the callback was set")
+	_, err = peer2.Read(got)
+	require.NoError(t, err)
+
+	// The session's end makes every stream readable (peer's too, whose
+	// own side is still open): the read says why.
+	require.NoError(t, client.Close())
+	require.True(t, called(), "the session ended")
+	require.True(t, called(), "the session ended")
+	assert.True(t, peer2.Readable())
+	_, err = peer2.Read(got)
+	require.ErrorIs(t, err, ErrSessionShutdown)
+
+	assert.True(t, quiet(), "one call per stream")
+}

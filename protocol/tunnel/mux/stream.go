@@ -37,6 +37,7 @@ type Stream struct {
 	readWake   chan struct{} // cap 1: data, FIN, reset, end or a new deadline
 	writeWake  chan struct{} // cap 1: window, close, reset, end or a new deadline
 	openTimer  *time.Timer   // while stateOpening
+	onReadable func()        // OnReadable's callback, or nil
 }
 
 func newStream(s *Session, id uint32, state int) *Stream {
@@ -111,6 +112,48 @@ func (st *Stream) Read(p []byte) (int, error) {
 			return 0, ErrTimeout
 		}
 		st.wait(st.readWake, st.readDL)
+	}
+}
+
+// Readable reports whether a Read would return without waiting: bytes
+// are buffered, or the stream or its session has ended.
+func (st *Stream) Readable() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.readable()
+}
+
+// readable is Readable under st.mu.
+func (st *Stream) readable() bool {
+	return st.recv.size > 0 || st.state&(stateRemoteFIN|stateReset|stateEnded) != 0
+}
+
+// OnReadable has fn called each time the peer's side makes the stream
+// readable (bytes, the peer's FIN or reset) and when the session ends,
+// and once at once if the stream is readable already. A reader can then
+// run only while there is something to read, rather than park a
+// goroutine in Read for the stream's whole life.
+//
+// fn runs on the session's receive loop, or on the goroutine ending the
+// session: it must return quickly, without blocking and without calling
+// back into the stream or the session. It may be called again while a
+// reader it started is still reading. A nil fn stops the calls.
+func (st *Stream) OnReadable(fn func()) {
+	st.mu.Lock()
+	st.onReadable = fn
+	now := fn != nil && st.readable()
+	st.mu.Unlock()
+	if now {
+		fn()
+	}
+}
+
+// notifyReadable wakes a Read waiting on the stream and calls fn, the
+// OnReadable callback read under st.mu, if any. Called without st.mu.
+func (st *Stream) notifyReadable(fn func()) {
+	wake(st.readWake)
+	if fn != nil {
+		fn()
 	}
 }
 
@@ -316,8 +359,9 @@ func (st *Stream) data(flags uint16, length uint32) error {
 		} else {
 			st.recv.push(bp, int(length))
 		}
+		fn := st.onReadable
 		st.mu.Unlock()
-		wake(st.readWake)
+		st.notifyReadable(fn)
 	}
 	st.flags(flags)
 	return nil
@@ -344,9 +388,13 @@ func (st *Stream) flags(flags uint16) {
 		st.state |= stateReset
 		done = true
 	}
+	var fn func()
+	if flags&(flagFIN|flagRST) != 0 {
+		fn = st.onReadable
+	}
 	st.mu.Unlock()
-	wake(st.readWake)
 	wake(st.writeWake)
+	st.notifyReadable(fn)
 	if done {
 		st.finish()
 	}
@@ -360,9 +408,10 @@ func (st *Stream) sessionEnded() {
 	if st.openTimer != nil {
 		st.openTimer.Stop()
 	}
+	fn := st.onReadable
 	st.mu.Unlock()
-	wake(st.readWake)
 	wake(st.writeWake)
+	st.notifyReadable(fn)
 }
 
 // chunks is a stream's received bytes, in pooled buffers.
