@@ -639,3 +639,36 @@ func TestOnReadableCallsWhenAReadWouldNotWait(t *testing.T) {
 
 	assert.True(t, quiet(), "one call per stream")
 }
+
+// A reader learns of its session's end from the session itself, not
+// only when the closer reaches its stream: the closer may be slow to get
+// there (here it waits on the session's lock), and a reader that looked
+// only at its stream would spin meanwhile.
+func TestAWaitingReaderSeesTheSessionEndBeforeItsStreamIsReached(t *testing.T) {
+	client, server := pair(t, testConfig(), testConfig())
+	st, err := client.Open()
+	require.NoError(t, err)
+	_, err = server.Accept()
+	require.NoError(t, err)
+	read := make(chan error, 1)
+	go func() {
+		_, err := st.Read(make([]byte, 1))
+		read <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // the reader waits
+
+	client.mu.Lock()
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		_ = client.Close()
+	}()
+	select {
+	case err := <-read:
+		require.ErrorIs(t, err, ErrSessionShutdown)
+	case <-time.After(2 * time.Second):
+		t.Error("the reader still waits on a session that ended")
+	}
+	client.mu.Unlock()
+	<-closed
+}

@@ -63,6 +63,13 @@ func wake(ch chan struct{}) {
 
 // wait releases st.mu until ch is woken, the session ends or dl passes,
 // and takes it again; the caller checks again what it waits for.
+//
+// A waiter that sees the session end marks the stream ended itself: the
+// session's closer reaches each stream in turn (sessionEnded), and a
+// waiter that only looked again would find the stream not yet ended and
+// the session's channel still closed, and spin until then. With
+// thousands of sessions ending at once, the spinning starved the closers
+// for a minute.
 func (st *Stream) wait(ch chan struct{}, dl time.Time) {
 	var timeout <-chan time.Time
 	if !dl.IsZero() {
@@ -71,12 +78,17 @@ func (st *Stream) wait(ch chan struct{}, dl time.Time) {
 		timeout = t.C
 	}
 	st.mu.Unlock()
+	ended := false
 	select {
 	case <-ch:
 	case <-st.sess.closed:
+		ended = true
 	case <-timeout:
 	}
 	st.mu.Lock()
+	if ended {
+		st.state |= stateEnded
+	}
 }
 
 func passed(dl time.Time) bool { return !dl.IsZero() && !time.Now().Before(dl) }
