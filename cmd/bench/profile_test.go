@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -126,4 +127,42 @@ func fetch(ctx context.Context, url, file string) error {
 		return fmt.Errorf("profile %s: %w", url, err)
 	}
 	return f.Close()
+}
+
+// selfGoroutinesAfter is when self takes its goroutine profile.
+const selfGoroutinesAfter = 5 * time.Second
+
+// self profiles this process, which runs the fleet's agents, from now
+// until the returned stop: a CPU profile, and a goroutine profile
+// selfGoroutinesAfter in, if it is still running then, as
+// fleet-<cpu|goroutine>-<scenario>.pprof. A nil profiler does nothing.
+func (p *profiler) self(scenario string) (stop func() error) {
+	if p == nil {
+		return func() error { return nil }
+	}
+	slug := strings.NewReplacer(" ", "-", ",", "").Replace(strings.ToLower(scenario))
+	name := func(kind string) string { return filepath.Join(p.dir, fmt.Sprintf("fleet-%s-%s.pprof", kind, slug)) }
+	f, err := os.Create(name("cpu"))
+	if err != nil {
+		return func() error { return err }
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return func() error { return err }
+	}
+	var gerr error
+	dump := time.AfterFunc(selfGoroutinesAfter, func() {
+		g, err := os.Create(name("goroutine"))
+		if err == nil {
+			err = errors.Join(pprof.Lookup("goroutine").WriteTo(g, 0), g.Close())
+		}
+		gerr = err
+	})
+	return func() error {
+		pprof.StopCPUProfile()
+		if !dump.Stop() {
+			time.Sleep(100 * time.Millisecond) // a dump under way
+		}
+		return errors.Join(f.Close(), gerr)
+	}
 }

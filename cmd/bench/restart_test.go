@@ -83,6 +83,7 @@ func measureIdle(tb testing.TB, r *scaleRelay, res *scaleResult, rssBeforeKiB in
 // tunnels, and the handshakes the relay admitted per second.
 func measureRestart(tb testing.TB, r *scaleRelay, fl *fleet, res *scaleResult) {
 	tb.Helper()
+	stopProfile := r.profiles.self("relay killed")
 	killed := time.Now()
 	r.proc.Kill()
 	ctx, cancel := context.WithTimeout(tb.Context(), scaleRestartTimeout)
@@ -91,6 +92,10 @@ func measureRestart(tb testing.TB, r *scaleRelay, fl *fleet, res *scaleResult) {
 		if !sleepCtx(ctx, 50*time.Millisecond) {
 			tb.Fatalf("%d tunnels still up %s after the relay was killed", up, time.Since(killed))
 		}
+	}
+	res.allDown = time.Since(killed)
+	if err := stopProfile(); err != nil {
+		tb.Errorf("profile of the fleet seeing the relay go: %v", err)
 	}
 	r.start(tb, true)
 	started := time.Now()

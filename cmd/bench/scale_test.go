@@ -45,6 +45,7 @@ type scaleResult struct {
 	agents, tunnels   int
 	rssPerAgent       float64       // bytes of relay RSS per connected idle agent
 	idleCPUPerAgent   float64       // relay CPU seconds per agent per hour, idle
+	allDown           time.Duration // kill to every agent seeing its tunnels drop
 	relayBack         time.Duration // kill to the new relay answering /healthz
 	allBack           time.Duration // kill to every tunnel up again
 	p50, p99          time.Duration // kill to an agent having both tunnels up again
@@ -189,6 +190,7 @@ func (r *scaleResult) addFigures(tab *table) {
 		{name: "relay RSS per idle agent, " + fleet, value: fmt.Sprintf("%.1f KiB", r.rssPerAgent/1024),
 			target: fmt.Sprintf("<= %d KiB", rssPerAgentTarget>>10), judged: true, ok: r.rssPerAgent <= rssPerAgentTarget},
 		{name: "relay CPU per idle agent", value: fmt.Sprintf("%.2f µs/s", r.idleCPUPerAgent)},
+		{name: "relay kill: every agent saw its tunnels drop", value: secs(r.allDown)},
 		{name: "relay restart: kill to /healthz", value: secs(r.relayBack)},
 		{name: "restart: kill to every tunnel back", value: secs(r.allBack),
 			target: "<= " + secs(reconnectAllTarget), judged: true, ok: r.allBack <= reconnectAllTarget},
