@@ -82,6 +82,22 @@ func (p *profiler) during(ctx context.Context, scenario string, work func() erro
 	return errors.Join(werr, g.Wait())
 }
 
+// cpuFor starts a CPU profile of each process over the next d, kept as
+// <process>-cpu-<scenario>.pprof; wait returns once they are saved.
+func (p *profiler) cpuFor(ctx context.Context, scenario string, d time.Duration) (wait func() error) {
+	if p == nil {
+		return func() error { return nil }
+	}
+	slug := strings.NewReplacer(" ", "-", ",", "").Replace(strings.ToLower(scenario))
+	var g errgroup.Group
+	for name, addr := range p.addrs {
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d/time.Second))
+		file := filepath.Join(p.dir, fmt.Sprintf("%s-cpu-%s.pprof", name, slug))
+		g.Go(func() error { return fetch(ctx, url, file) })
+	}
+	return g.Wait
+}
+
 // snapshot keeps a heap and a goroutine profile of each process as they
 // are now, as <process>-<heap|goroutine>-<scenario>.pprof: what a state
 // (such as many idle streams) holds, rather than what a load does.

@@ -64,6 +64,7 @@ func measureIdle(tb testing.TB, r *scaleRelay, res *scaleResult, rssBeforeKiB in
 	if err != nil {
 		tb.Fatal(err)
 	}
+	profiled := r.profiles.cpuFor(tb.Context(), fmt.Sprintf("%d idle agents", res.agents), scaleIdleWindow-time.Second)
 	time.Sleep(scaleIdleWindow)
 	cpu1, err := r.proc.CPUTime()
 	if err != nil {
@@ -76,6 +77,9 @@ func measureIdle(tb testing.TB, r *scaleRelay, res *scaleResult, rssBeforeKiB in
 	n := float64(res.agents)
 	res.rssPerAgent = float64(u.RSSKiB-rssBeforeKiB) * 1024 / n
 	res.idleCPUPerAgent = (cpu1 - cpu0).Seconds() / scaleIdleWindow.Seconds() / n * 1e6
+	if err := profiled(); err != nil {
+		tb.Errorf("CPU profile of the idle relay: %v", err)
+	}
 }
 
 // measureRestart kills the relay, starts it again once every agent saw
@@ -97,10 +101,11 @@ func measureRestart(tb testing.TB, r *scaleRelay, fl *fleet, res *scaleResult) {
 	if err := stopProfile(); err != nil {
 		tb.Errorf("profile of the fleet seeing the relay go: %v", err)
 	}
+	launched := time.Now()
 	r.start(tb, true)
 	started := time.Now()
 	res.relayBack = started.Sub(killed)
-	upAt := followFleet(ctx, tb, r, fl, killed, res)
+	upAt := followFleet(ctx, tb, r, fl, killed, launched, res)
 	res.allBack = slices.Max(upAt)
 	slices.Sort(upAt)
 	res.p50, res.p99 = upAt[len(upAt)/2], upAt[min(len(upAt)-1, len(upAt)*99/100)]
@@ -111,13 +116,15 @@ func measureRestart(tb testing.TB, r *scaleRelay, fl *fleet, res *scaleResult) {
 
 // followFleet polls the agents every 100 ms and the relay's handshake
 // counter every second until every agent has all its tunnels up, and returns
-// each agent's time since killed.
-func followFleet(ctx context.Context, tb testing.TB, r *scaleRelay, fl *fleet, killed time.Time, res *scaleResult) []time.Duration {
+// each agent's time since killed. The relay counts from launched, when
+// its process started: the first second's rate takes in what it admitted
+// before it answered /healthz.
+func followFleet(ctx context.Context, tb testing.TB, r *scaleRelay, fl *fleet, killed, launched time.Time, res *scaleResult) []time.Duration {
 	tb.Helper()
 	upAt := make([]time.Duration, len(fl.agents))
 	left := len(upAt)
 	var lastCount float64
-	lastScrape := time.Now()
+	lastScrape := launched
 	for tick := 1; left > 0; tick++ {
 		if !sleepCtx(ctx, 100*time.Millisecond) {
 			tb.Fatalf("%d of %d agents not back %s after the relay was killed", left, len(upAt), time.Since(killed))
