@@ -15,11 +15,15 @@ import (
 // Work on the session that fails because of it reports it.
 var ErrKeepAliveTimeout = mux.ErrKeepAliveTimeout
 
-// keepAlive pings the peer an interval after each answer and ends the
-// session when an answer does not come within the write timeout (the
-// multiplexer bounds the wait by it). It runs from timers and the ping's
-// callback: no goroutine waits for it, which at a relay holding thousands
-// of idle tunnels would be one stack per tunnel for nothing.
+// keepAlive pings the peer once it has been silent for an interval, and
+// ends the session when an answer does not come within the write timeout
+// (the multiplexer bounds the wait by it). Any frame from the peer shows
+// it is there as well as an answer does, so a peer that pings, sends
+// Health or carries data is not pinged: with both ends keeping alive, one
+// ping an interval crosses the tunnel instead of one each way, which at a
+// relay holding thousands of idle tunnels is a good part of its work.
+// It runs from timers and the ping's callback: no goroutine waits for it,
+// which there would be one stack per tunnel for nothing.
 type keepAlive struct {
 	mux    *mux.Session
 	conn   net.Conn // the session's byte stream, whose socket a failure drops
@@ -39,9 +43,25 @@ func startKeepAlive(m *mux.Session, conn net.Conn, every time.Duration) *keepAli
 	return k
 }
 
-// ping runs on the timer's goroutine and sends a ping; answered runs when
-// its answer comes or its wait ends.
-func (k *keepAlive) ping() { k.mux.PingThen(k.answered) }
+// ping runs on the timer's goroutine and sends a ping, unless the peer
+// was heard within the interval: then it looks again an interval after
+// that. answered runs when the ping's answer comes or its wait ends.
+func (k *keepAlive) ping() {
+	if quiet := k.mux.SinceHeard(); quiet < k.every {
+		k.again(k.every - quiet)
+		return
+	}
+	k.mux.PingThen(k.answered)
+}
+
+// again sets the timer to fire after d, unless the keepalive stopped.
+func (k *keepAlive) again(d time.Duration) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.stopped {
+		k.t.Reset(d)
+	}
+}
 
 func (k *keepAlive) answered(_ time.Duration, err error) {
 	if err != nil {
@@ -53,11 +73,7 @@ func (k *keepAlive) answered(_ time.Duration, err error) {
 		}
 		return
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if !k.stopped {
-		k.t.Reset(k.every)
-	}
+	k.again(k.every)
 }
 
 // dropSocket closes the connection at the bottom of conn's chain (see

@@ -1,9 +1,11 @@
 package tunnel
 
 import (
+	"encoding/binary"
 	"io"
 	"net"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,4 +90,42 @@ func TestAnAnsweringPeerKeepsTheSessionAndCostsNoGoroutineBetweenPings(t *testin
 	// one for a moment).
 	extra := runtime.NumGoroutine() - before
 	assert.LessOrEqual(t, extra, len(sessions)+pairs/2, "goroutines for %d idle sessions", len(sessions))
+}
+
+// pingCounter counts the keepalive pings (yamux ping frames with SYN)
+// written through it: the multiplexer writes each frame's header in a
+// Write of its own.
+type pingCounter struct {
+	net.Conn
+	pings atomic.Int64
+}
+
+func (c *pingCounter) Write(p []byte) (int, error) {
+	if len(p) == 12 && p[1] == 2 && binary.BigEndian.Uint16(p[2:4])&1 != 0 {
+		c.pings.Add(1)
+	}
+	return c.Conn.Write(p)
+}
+
+// A peer heard from is not pinged: with both ends keeping alive, about
+// one ping an interval crosses the tunnel, not one each way.
+func TestOnlyOneEndPingsWhenBothKeepAlive(t *testing.T) {
+	a, b := net.Pipe()
+	ca, cb := &pingCounter{Conn: a}, &pingCounter{Conn: b}
+	cfg := quickConfig()
+	client, err := Client(ca, cfg)
+	require.NoError(t, err)
+	defer client.Close()
+	server, err := Server(cb, cfg)
+	require.NoError(t, err)
+	defer server.Close()
+
+	const intervals = 20
+	time.Sleep(intervals * cfg.KeepAliveInterval)
+	require.False(t, client.IsClosed())
+	require.False(t, server.IsClosed())
+	pings := ca.pings.Load() + cb.pings.Load()
+	assert.GreaterOrEqual(t, pings, int64(intervals/4), "the ends still ping")
+	assert.LessOrEqual(t, pings, int64(intervals*3/2), "pings in %d intervals: %d from the client, %d from the server",
+		intervals, ca.pings.Load(), cb.pings.Load())
 }

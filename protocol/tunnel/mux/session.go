@@ -128,6 +128,9 @@ type Session struct {
 	closeOnce sync.Once
 	err       error // why the session ended; set before closed closes
 	isClosed  atomic.Bool
+
+	born  time.Time    // when the session started, on the monotonic clock
+	heard atomic.Int64 // when the last frame came, as time since born
 }
 
 // Client starts the side of a session that opens odd stream ids.
@@ -153,6 +156,7 @@ func start(conn net.Conn, cfg Config, first uint32) (*Session, error) {
 		acceptWake: make(chan struct{}, 1),
 		controls:   make(chan struct{}, maxControls),
 		closed:     make(chan struct{}),
+		born:       time.Now(),
 	}
 	go s.recvLoop()
 	return s, nil
@@ -268,6 +272,12 @@ func (s *Session) Close() error {
 
 // IsClosed reports whether the session has ended.
 func (s *Session) IsClosed() bool { return s.isClosed.Load() }
+
+// SinceHeard is how long ago the peer's last frame arrived, or the
+// session started if none has.
+func (s *Session) SinceHeard() time.Duration {
+	return time.Since(s.born) - time.Duration(s.heard.Load())
+}
 
 // CloseChan is closed when the session ends.
 func (s *Session) CloseChan() <-chan struct{} { return s.closed }
@@ -407,6 +417,7 @@ func (s *Session) recvLoop() {
 			s.closeWith(fmt.Errorf("%w: read: %w", ErrSessionShutdown, err))
 			return
 		}
+		s.heard.Store(int64(time.Since(s.born)))
 		typ, flags := hdr[1], binary.BigEndian.Uint16(hdr[2:4])
 		id, length := binary.BigEndian.Uint32(hdr[4:8]), binary.BigEndian.Uint32(hdr[8:12])
 		var err error
