@@ -21,7 +21,8 @@ import (
 
 // profileDirEnv names the directory where a run keeps CPU and allocation
 // profiles of the relay and the agent under each HTTP load (`make
-// profile`). Unset, the binaries serve no profiles.
+// profile`), and, in the fleet scenario, the idle relay's and the fleet's
+// own around a relay kill. Unset, the binaries serve no profiles.
 const profileDirEnv = "POSTERN_BENCH_PROFILES"
 
 // profileSeconds is how long each profile samples: the length of one HTTP
@@ -166,19 +167,20 @@ func (p *profiler) self(scenario string) (stop func() error) {
 		_ = f.Close()
 		return func() error { return err }
 	}
-	var gerr error
+	dumped := make(chan error, 1)
 	dump := time.AfterFunc(selfGoroutinesAfter, func() {
 		g, err := os.Create(name("goroutine"))
 		if err == nil {
 			err = errors.Join(pprof.Lookup("goroutine").WriteTo(g, 0), g.Close())
 		}
-		gerr = err
+		dumped <- err
 	})
 	return func() error {
 		pprof.StopCPUProfile()
+		var derr error
 		if !dump.Stop() {
-			time.Sleep(100 * time.Millisecond) // a dump under way
+			derr = <-dumped // the dump ran, or runs now: wait for it
 		}
-		return errors.Join(f.Close(), gerr)
+		return errors.Join(f.Close(), derr)
 	}
 }
