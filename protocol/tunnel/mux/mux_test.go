@@ -574,22 +574,16 @@ func TestAResetEndsTheOtherSideAtOnce(t *testing.T) {
 func TestOnReadableCallsWhenAReadWouldNotWait(t *testing.T) {
 	client, server := pair(t, testConfig(), testConfig())
 	calls := make(chan struct{}, 16)
-	called := func() bool {
+	callWithin := func(d time.Duration) bool {
 		select {
 		case <-calls:
 			return true
-		case <-time.After(2 * time.Second):
+		case <-time.After(d):
 			return false
 		}
 	}
-	quiet := func() bool {
-		select {
-		case <-calls:
-			return false
-		case <-time.After(50 * time.Millisecond):
-			return true
-		}
-	}
+	called := func() bool { return callWithin(2 * time.Second) }
+	quiet := func() bool { return !callWithin(50 * time.Millisecond) }
 
 	st, err := client.Open()
 	require.NoError(t, err)
