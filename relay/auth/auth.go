@@ -291,8 +291,9 @@ func (a *Authenticator) keyRecord(ctx context.Context, id string, sec []byte) (s
 
 // keyRefused is the outcome of a key that key refused with err: a good
 // key that ended says so, any other gets refused, both with refused's
-// reason, and a store failure is the store's.
-func keyRefused(err error, found []byte, refused *protocol.Error) checked {
+// reason, and a store failure is the store's, logged: the answer
+// (RELAY_UNAVAILABLE) does not say what the store said.
+func (a *Authenticator) keyRefused(err error, found []byte, refused *protocol.Error) checked {
 	var ended *keyEndedError
 	switch {
 	case errors.As(err, &ended):
@@ -300,6 +301,7 @@ func keyRefused(err error, found []byte, refused *protocol.Error) checked {
 	case errors.Is(err, errKeyInvalid):
 		return checked{found: found, refusal: refused}
 	}
+	a.log.Error("api key: store error", "err", err)
 	return checked{refusal: errStore}
 }
 
@@ -331,7 +333,7 @@ func (a *Authenticator) APIKey(r *http.Request) (store.APIKey, *protocol.Error) 
 			err   error
 		)
 		if k, found, err = a.key(r.Context(), raw); err != nil {
-			return keyRefused(err, found, protocol.Errorf(protocol.APIAuthRequired, "API key is unknown or wrong"))
+			return a.keyRefused(err, found, protocol.Errorf(protocol.APIAuthRequired, "API key is unknown or wrong"))
 		}
 		return checked{good: true, found: found}
 	})
@@ -371,7 +373,7 @@ func (a *Authenticator) proxy(ctx context.Context, basic basicAuth) (store.Conne
 	connID := basic.connID
 	k, found, err := a.key(ctx, basic.key)
 	if err != nil {
-		return store.Connection{}, store.APIKey{}, keyRefused(err, found, proxyDenied(found).refusal)
+		return store.Connection{}, store.APIKey{}, a.keyRefused(err, found, proxyDenied(found).refusal)
 	}
 	load := func() (store.Connection, error) { return a.store.GetConnection(ctx, connID) }
 	var conn store.Connection
@@ -384,6 +386,7 @@ func (a *Authenticator) proxy(ctx context.Context, basic basicAuth) (store.Conne
 		return store.Connection{}, k, proxyDenied(found)
 	}
 	if err != nil {
+		a.log.Error("connection of an api key: store error", "connection", connID, "err", err)
 		return store.Connection{}, k, checked{found: found, refusal: errStore}
 	}
 	return conn, k, checked{found: found}

@@ -1,8 +1,10 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
@@ -20,25 +22,41 @@ import (
 )
 
 // countingStore is a real store that counts the lookups of the CONNECT
-// path.
+// path, and fails them while down is set.
 type countingStore struct {
 	store.Store
 	keys, conns atomic.Int64
+	down        atomic.Bool
 }
+
+var errStoreDown = errors.New("store: read tcp 10.0.0.5:5432: connection reset by peer")
 
 func (c *countingStore) GetAPIKey(ctx context.Context, id string) (store.APIKey, error) {
 	c.keys.Add(1)
+	if c.down.Load() {
+		return store.APIKey{}, errStoreDown
+	}
 	return c.Store.GetAPIKey(ctx, id)
 }
 
 func (c *countingStore) GetConnection(ctx context.Context, id string) (store.Connection, error) {
 	c.conns.Add(1)
+	if c.down.Load() {
+		return store.Connection{}, errStoreDown
+	}
 	return c.Store.GetConnection(ctx, id)
 }
 
 // proxyFixture stores a connection and a key of its workspace, and returns
 // an Authenticator over the counting store with the key's header.
 func proxyFixture(t *testing.T) (*Authenticator, *countingStore, store.Connection, string) {
+	t.Helper()
+	return proxyFixtureWith(t, Config{}, slog.New(slog.DiscardHandler))
+}
+
+// proxyFixtureWith is proxyFixture with the Authenticator's config and
+// logger.
+func proxyFixtureWith(t *testing.T, cfg Config, log *slog.Logger) (*Authenticator, *countingStore, store.Connection, string) {
 	t.Helper()
 	ctx := t.Context()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "relay.db"))
@@ -53,7 +71,7 @@ func proxyFixture(t *testing.T) (*Authenticator, *countingStore, store.Connectio
 	require.NoError(t, err)
 	require.NoError(t, st.CreateAPIKey(ctx, store.APIKey{ID: key.ID, Name: "k", Workspace: "w", Hash: key.Hash, CreatedAt: now}))
 	cs := &countingStore{Store: st}
-	a, err := New(cs, Config{}, secret.Verify, nil, slog.New(slog.DiscardHandler))
+	a, err := New(cs, cfg, secret.Verify, nil, log)
 	require.NoError(t, err)
 	header := "Basic " + base64.StdEncoding.EncodeToString([]byte(conn.ID+":"+key.Display))
 	return a, cs, conn, header
@@ -145,4 +163,20 @@ func TestALookupThatRacedAForgetIsNotKept(t *testing.T) {
 	assert.Equal(t, "fresh", v)
 	_, ok, _ = c.get("k", now.Add(RecordTTL))
 	assert.False(t, ok, "a record older than RecordTTL is read again")
+}
+
+// A CONNECT refused because the store failed says RELAY_UNAVAILABLE, and
+// the relay's log says what the store said (never the key).
+func TestAStoreFailureIsLoggedWithWhatTheStoreSaid(t *testing.T) {
+	var logs bytes.Buffer
+	a, cs, _, header := proxyFixtureWith(t, Config{StoreEveryTime: true}, slog.New(slog.NewTextHandler(&logs, nil)))
+	_, _, refused := proxyAuth(a, header)
+	require.Empty(t, refused)
+
+	cs.down.Store(true)
+	_, _, refused = proxyAuth(a, header)
+	assert.Equal(t, "RELAY_UNAVAILABLE: relay store unavailable", refused)
+	assert.Contains(t, logs.String(), "api key: store error")
+	assert.Contains(t, logs.String(), errStoreDown.Error())
+	assert.NotContains(t, logs.String(), basicKey(t, header)[len(secret.APIKeyPrefix)+1:], "no part of the key past its prefix")
 }
