@@ -89,11 +89,10 @@ func (p *profiler) cpuFor(ctx context.Context, scenario string, d time.Duration)
 	if p == nil {
 		return func() error { return nil }
 	}
-	slug := strings.NewReplacer(" ", "-", ",", "").Replace(strings.ToLower(scenario))
 	var g errgroup.Group
 	for name, addr := range p.addrs {
 		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d/time.Second))
-		file := filepath.Join(p.dir, fmt.Sprintf("%s-cpu-%s.pprof", name, slug))
+		file := filepath.Join(p.dir, fmt.Sprintf("%s-cpu-%s.pprof", name, slugOf(scenario)))
 		g.Go(func() error { return fetch(ctx, url, file) })
 	}
 	return g.Wait
@@ -106,12 +105,11 @@ func (p *profiler) snapshot(ctx context.Context, scenario string) error {
 	if p == nil {
 		return nil
 	}
-	slug := strings.NewReplacer(" ", "-", ",", "").Replace(strings.ToLower(scenario))
 	var errs []error
 	for name, addr := range p.addrs {
 		for _, kind := range []string{"heap", "goroutine"} {
 			url := fmt.Sprintf("http://%s/debug/pprof/%s?gc=1", addr, kind)
-			file := filepath.Join(p.dir, fmt.Sprintf("%s-%s-%s.pprof", name, kind, slug))
+			file := filepath.Join(p.dir, fmt.Sprintf("%s-%s-%s.pprof", name, kind, slugOf(scenario)))
 			errs = append(errs, fetch(ctx, url, file))
 		}
 	}
@@ -157,8 +155,9 @@ func (p *profiler) self(scenario string) (stop func() error) {
 	if p == nil {
 		return func() error { return nil }
 	}
-	slug := strings.NewReplacer(" ", "-", ",", "").Replace(strings.ToLower(scenario))
-	name := func(kind string) string { return filepath.Join(p.dir, fmt.Sprintf("fleet-%s-%s.pprof", kind, slug)) }
+	name := func(kind string) string {
+		return filepath.Join(p.dir, fmt.Sprintf("fleet-%s-%s.pprof", kind, slugOf(scenario)))
+	}
 	f, err := os.Create(name("cpu"))
 	if err != nil {
 		return func() error { return err }
@@ -183,4 +182,9 @@ func (p *profiler) self(scenario string) (stop func() error) {
 		}
 		return errors.Join(f.Close(), derr)
 	}
+}
+
+// slugOf is scenario as it goes into the name of a state's profile file.
+func slugOf(scenario string) string {
+	return strings.NewReplacer(" ", "-", ",", "").Replace(strings.ToLower(scenario))
 }

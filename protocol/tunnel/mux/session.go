@@ -491,9 +491,6 @@ func (s *Session) incoming(id uint32) error {
 	st := newStream(s, id, 0)
 	s.streams[id] = st
 	s.accepts = append(s.accepts, st)
-	select {
-	case s.acceptWake <- struct{}{}:
-	default:
-	}
+	wake(s.acceptWake)
 	return nil
 }
