@@ -116,7 +116,15 @@ func Splice(a, b net.Conn, opt SpliceOptions) (SpliceStats, error) {
 	}
 	dir := func(dst, src net.Conn, n *int64, closeWrite func() error) {
 		defer wg.Done()
+		sink := newDirectSink(dst, src, act)
+		if sink != nil {
+			src.(directSource).DeliverDirect(sink.deliver)
+		}
 		c, err := copyBuf(dst, src, act, opt.WriteTimeout)
+		if sink != nil {
+			src.(directSource).DeliverDirect(nil)
+			c += sink.wrote.Load()
+		}
 		*n = c
 		if err != nil {
 			fail(err)

@@ -2,6 +2,9 @@ package tunnel
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -144,4 +147,81 @@ func TestCopyBufferGrowsWhileDataFlowsAndShrinksWhenItTrickles(t *testing.T) {
 	assert.Equal(t, BufferSize, sizes(), "a partial read of a bulk transfer keeps the large buffer")
 	cb.adapt(IdleBufferSize)
 	assert.Equal(t, IdleBufferSize, sizes(), "a read that fits the idle buffer hands the large one back")
+}
+
+// A splice from a tunnel stream to a TCP socket has the multiplexer's
+// receive loop write to the socket while it takes the bytes at once, and
+// the splice's reader write the rest when it does not: the destination
+// gets every byte once, in order, and the splice counts them all.
+func TestSpliceToATCPSocketKeepsOrderWhicheverWayTheBytesGo(t *testing.T) {
+	relayEnd, agentEnd := tcpPair(t)
+	relay, err := Server(relayEnd, DefaultConfig())
+	require.NoError(t, err)
+	defer relay.Close()
+	agent, err := Client(agentEnd, DefaultConfig())
+	require.NoError(t, err)
+	defer agent.Close()
+
+	st, err := relay.Open(t.Context())
+	require.NoError(t, err)
+	ast, err := agent.Accept()
+	require.NoError(t, err)
+	b, target := tcpPair(t)
+	defer target.Close()
+
+	assert.NotNil(t, newDirectSink(b, ast, nil), "a bare TCP socket")
+	assert.NotNil(t, newDirectSink(&batch{Conn: b}, ast, nil), "a socket under a batch")
+	assert.Nil(t, newDirectSink(b, b, nil), "the source is not a tunnel stream")
+	assert.Nil(t, newDirectSink(tls.Client(b, &tls.Config{MinVersion: tls.VersionTLS12}), ast, nil), "TLS writes records of its own")
+
+	done := make(chan SpliceStats, 1)
+	go func() {
+		stats, err := Splice(ast, b, SpliceOptions{WriteTimeout: 10 * time.Second})
+		assert.NoError(t, err)
+		done <- stats
+	}()
+
+	var sent []byte
+	// Requests one at a time, each read at once: the socket takes them.
+	for i := range 20 {
+		msg := fmt.Appendf(nil, "request %d\r\n", i)
+		_, err := st.Write(msg)
+		require.NoError(t, err)
+		sent = append(sent, msg...)
+		got := make([]byte, len(msg))
+		require.NoError(t, target.SetReadDeadline(time.Now().Add(5*time.Second)))
+		_, err = io.ReadFull(target, got)
+		require.NoError(t, err)
+		require.Equal(t, string(msg), string(got))
+	}
+	// Then more than the socket holds while the target does not read:
+	// deliveries fall short, and the reader finishes them.
+	bulk := make([]byte, 16<<20)
+	_, _ = rand.Read(bulk)
+	sent = append(sent, bulk...)
+	writer := make(chan error, 1)
+	go func() {
+		_, err := st.Write(bulk)
+		if err == nil {
+			err = st.Close()
+		}
+		writer <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, target.SetReadDeadline(time.Now().Add(10*time.Second)))
+	rest, err := io.ReadAll(target)
+	require.NoError(t, err, "the target reads to the FIN")
+	require.NoError(t, <-writer)
+	got := append(bytes.Clone(sent[:len(sent)-len(bulk)]), rest...)
+	require.Equal(t, len(sent), len(got))
+	assert.True(t, bytes.Equal(sent, got), "every byte once, in order")
+
+	_ = target.Close()
+	_ = st.Close()
+	select {
+	case stats := <-done:
+		assert.Equal(t, int64(len(sent)), stats.AToB, "bytes the receive loop wrote are counted too")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the splice did not end")
+	}
 }

@@ -666,3 +666,125 @@ func TestAWaitingReaderSeesTheSessionEndBeforeItsStreamIsReached(t *testing.T) {
 	client.mu.Unlock()
 	<-closed
 }
+
+// directDest stands for a splice's destination: the receive loop's
+// deliveries and the reader's writes land in one place, in the order
+// they are made, as they would on a socket.
+type directDest struct {
+	mu        sync.Mutex
+	got       []byte
+	direct    int // bytes the receive loop handed over
+	take      int // most bytes a delivery takes; 0 means all
+	delivered chan struct{}
+}
+
+func (d *directDest) deliver(p []byte) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := len(p)
+	if d.take > 0 {
+		n = min(n, d.take)
+	}
+	d.got = append(d.got, p[:n]...)
+	d.direct += n
+	select {
+	case d.delivered <- struct{}{}:
+	default:
+	}
+	return n
+}
+
+func (d *directDest) write(p []byte) {
+	d.mu.Lock()
+	d.got = append(d.got, p...)
+	d.mu.Unlock()
+}
+
+func (d *directDest) snapshot() (got []byte, direct int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return bytes.Clone(d.got), d.direct
+}
+
+func TestDeliverDirectHandsBytesOverWhileAReadWaits(t *testing.T) {
+	client, server := pair(t, testConfig(), testConfig())
+	st, err := client.Open()
+	require.NoError(t, err)
+	peer, err := server.Accept()
+	require.NoError(t, err)
+	dest := &directDest{delivered: make(chan struct{}, 1)}
+	peer.DeliverDirect(dest.deliver)
+
+	// The reader copies what it reads to the destination before it reads
+	// again, as a splice does.
+	reads := make(chan int, 1024)
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := peer.Read(buf)
+			if n > 0 {
+				dest.write(buf[:n])
+				reads <- n
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	parked := func() bool {
+		peer.mu.Lock()
+		defer peer.mu.Unlock()
+		return peer.parked
+	}
+	require.Eventually(t, parked, 2*time.Second, time.Millisecond)
+
+	// A message reaches the destination without the reader waking.
+	_, err = st.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	require.NoError(t, err)
+	select {
+	case <-dest.delivered:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the receive loop did not deliver the message")
+	}
+	got, direct := dest.snapshot()
+	assert.Equal(t, "GET / HTTP/1.1\r\n\r\n", string(got))
+	assert.Equal(t, len(got), direct, "delivered by the receive loop")
+	assert.Empty(t, reads, "the reader read nothing")
+
+	// Three windows' worth, all delivered directly: the window the
+	// receive loop grants still reaches the writer, which would otherwise
+	// stop after one window.
+	payload := make([]byte, 3<<20)
+	_, _ = rand.Read(payload)
+	require.NoError(t, st.SetWriteDeadline(time.Now().Add(5*time.Second)))
+	_, err = st.Write(payload)
+	require.NoError(t, err, "the writer was given window for the bytes delivered")
+	require.Eventually(t, func() bool { got, _ := dest.snapshot(); return len(got) == 18+len(payload) }, 5*time.Second, time.Millisecond)
+
+	// A destination that takes part of each delivery: the rest goes
+	// through the reader, and the bytes stay in order.
+	dest.mu.Lock()
+	dest.take = 1000
+	dest.mu.Unlock()
+	for i := range 50 {
+		msg := bytes.Repeat([]byte{byte('a' + i%26)}, 3000+i)
+		_, err = st.Write(msg)
+		require.NoError(t, err)
+		payload = append(payload, msg...)
+	}
+	require.NoError(t, st.Close())
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, io.EOF)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader did not see the FIN")
+	}
+	got, direct = dest.snapshot()
+	want := append([]byte("GET / HTTP/1.1\r\n\r\n"), payload...)
+	require.Equal(t, len(want), len(got))
+	assert.True(t, bytes.Equal(want, got), "every byte once, in order, whichever way it went")
+	assert.Less(t, direct, len(want), "some bytes went through the reader")
+	assert.NotEmpty(t, reads, "the reader read the rest")
+}

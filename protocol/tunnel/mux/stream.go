@@ -38,6 +38,13 @@ type Stream struct {
 	writeWake  chan struct{} // cap 1: window, close, reset, end or a new deadline
 	openTimer  *time.Timer   // while stateOpening
 	onReadable func()        // OnReadable's callback, or nil
+
+	// deliver is DeliverDirect's writer, or nil. parked is true while a
+	// Read waits with nothing buffered; owed is window the receive loop
+	// granted for bytes it delivered, which that Read sends.
+	deliver func([]byte) int
+	parked  bool
+	owed    uint32
 }
 
 func newStream(s *Session, id uint32, state int) *Stream {
@@ -100,6 +107,17 @@ func (st *Stream) Read(p []byte) (int, error) {
 	}
 	st.mu.Lock()
 	for {
+		if st.owed > 0 {
+			// Window for bytes the receive loop delivered directly: the
+			// loop does not write it itself (see control), so this Read,
+			// which it woke, does.
+			delta := st.owed
+			st.owed = 0
+			st.mu.Unlock()
+			_ = st.sess.writeFrame(typeWindowUpdate, 0, st.id, delta, nil)
+			st.mu.Lock()
+			continue
+		}
 		switch {
 		case st.recv.size > 0:
 			n := st.recv.read(p)
@@ -123,8 +141,28 @@ func (st *Stream) Read(p []byte) (int, error) {
 			st.mu.Unlock()
 			return 0, ErrTimeout
 		}
+		st.parked = true
 		st.wait(st.readWake, st.readDL)
+		st.parked = false
 	}
+}
+
+// DeliverDirect has the receive loop hand the stream's bytes to fn as
+// they arrive, while a Read waits with nothing buffered, instead of
+// buffering them and waking that Read: one goroutine hand-off fewer per
+// message. fn writes what it can of the bytes without waiting and
+// returns how much; what it does not take is buffered for Read as
+// usual, in order. The caller must be a loop that reads the stream and
+// writes all it read to where fn writes before it reads again, so that
+// while a Read waits with nothing buffered, nothing of the stream's is
+// still on its way there. A nil fn stops the deliveries.
+//
+// fn runs on the session's receive loop: it must not block, and must
+// not call into the stream or the session.
+func (st *Stream) DeliverDirect(fn func([]byte) int) {
+	st.mu.Lock()
+	st.deliver = fn
+	st.mu.Unlock()
 }
 
 // Readable reports whether a Read would return without waiting: bytes
@@ -366,17 +404,50 @@ func (st *Stream) data(flags uint16, length uint32) error {
 		}
 		st.mu.Lock()
 		st.recvWindow -= length
-		if st.state&(stateReset|stateRemoteFIN) != 0 {
+		switch {
+		case st.state&(stateReset|stateRemoteFIN) != 0:
 			putChunk(bp) // nobody will read it
-		} else {
-			st.recv.push(bp, int(length))
+			st.mu.Unlock()
+		case st.deliver != nil && st.parked && st.recv.size == 0:
+			st.direct(bp, int(length))
+		default:
+			st.recv.push(bp, int(length), 0)
+			fn := st.onReadable
+			st.mu.Unlock()
+			st.notifyReadable(fn)
 		}
-		fn := st.onReadable
-		st.mu.Unlock()
-		st.notifyReadable(fn)
 	}
 	st.flags(flags)
 	return nil
+}
+
+// direct hands a frame's body, the first n bytes of bp, to the stream's
+// deliver function, and buffers what it does not take. Called on the
+// receive loop under st.mu, which it releases.
+func (st *Stream) direct(bp *[]byte, n int) {
+	deliver := st.deliver
+	st.mu.Unlock()
+	took := max(0, min(n, deliver((*bp)[:n])))
+	st.mu.Lock()
+	switch {
+	case st.state&stateReset != 0:
+		putChunk(bp)
+	case took < n:
+		st.recv.push(bp, n, took)
+		fn := st.onReadable
+		st.mu.Unlock()
+		st.notifyReadable(fn)
+		return
+	default:
+		putChunk(bp)
+		if delta := st.windowDelta(); delta > 0 {
+			st.owed += delta
+			st.mu.Unlock()
+			wake(st.readWake)
+			return
+		}
+	}
+	st.mu.Unlock()
 }
 
 // flags applies ACK, FIN and RST from a frame of the peer's.
@@ -439,9 +510,10 @@ type chunk struct {
 	off, n int
 }
 
-func (c *chunks) push(bp *[]byte, n int) {
-	c.bufs = append(c.bufs, chunk{bp: bp, n: n})
-	c.size += n
+// push buffers the first n bytes of bp, of which off were read already.
+func (c *chunks) push(bp *[]byte, n, off int) {
+	c.bufs = append(c.bufs, chunk{bp: bp, off: off, n: n})
+	c.size += n - off
 }
 
 func (c *chunks) read(p []byte) int {
