@@ -18,6 +18,9 @@
 //     own.
 //   - A ping's answer is a callback (PingThen), so a keepalive parks no
 //     goroutine while it waits.
+//   - A stream's bytes can go from the receive loop straight to where its
+//     reader would copy them (Stream.DeliverDirect), while that reader
+//     waits: a request or an answer then wakes no goroutine on arrival.
 //   - An open that is not acknowledged in time ends the session, and every
 //     blocked write on the connection is bounded, as in yamux.
 package mux
