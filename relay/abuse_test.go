@@ -312,7 +312,10 @@ func TestWrongTokenFlood(t *testing.T) {
 	t.Parallel()
 	cs := &countingStore{}
 	h, c := newConnHarness(t, "", cs.wrap, withoutPacing)
-	a := h.connectAgent(t, c.AgentToken, testHello("agent-1", 1), echo)
+	// Registered first: the Welcome comes before the relay registers the
+	// session and records the connection connected, so a tunnel count of
+	// zero right after it proves nothing.
+	a := h.firstTunnel(t, c, testHello("agent-1", 1), echo)
 	a.Close()
 	h.waitTunnels(t, c.ID, 0)
 	// The session's last write (its last-seen time) comes before the

@@ -118,9 +118,25 @@ func New(cfg Config, log *slog.Logger, obs ...Observer) (*Broker, error) {
 	return &Broker{cfg: cfg, obs: obs, log: log, ctx: ctx, cancel: cancel}, nil
 }
 
+// Starter is an Observer that is also told of a session just before it
+// is registered, while no stream can be routed to it yet: what must be
+// true of a connection as soon as one of its tunnels can carry a
+// stream (that an agent has connected) is recorded there.
+type Starter interface {
+	SessionStarting(ctx context.Context, s *Session)
+}
+
 // observers tells several observers, in order; SessionUp stops at the
 // first error, and the session's end is told in reverse order.
 type observers []Observer
+
+func (o observers) SessionStarting(ctx context.Context, s *Session) {
+	for _, x := range o {
+		if st, ok := x.(Starter); ok {
+			st.SessionStarting(ctx, s)
+		}
+	}
+}
 
 func (o observers) SessionUp(ctx context.Context, s *Session) error {
 	for _, x := range o {
@@ -295,6 +311,7 @@ func (b *Broker) refuseAgent(mux *tunnel.Session, who Identity, agentID string, 
 // frames queue behind bulk data on a slow link), and one overdue by
 // EndedAfter heartbeats ends the session.
 func (b *Broker) run(sess *Session, finish func()) {
+	b.obs.SessionStarting(b.ctx, sess)
 	stale, others := b.reg.add(sess)
 	b.replaced(sess, stale, others)
 	if err := b.obs.SessionUp(b.ctx, sess); err != nil {

@@ -89,3 +89,56 @@ func TestAnIdleTunnelHoldsNoBrokerGoroutine(t *testing.T) {
 	}
 	assert.Empty(t, b.All())
 }
+
+// startWatch is an observer that records, when a session is starting,
+// whether a stream could already be routed to it.
+type startWatch struct {
+	b        *Broker
+	routable chan bool
+}
+
+func (w *startWatch) SessionStarting(_ context.Context, s *Session) {
+	for _, c := range w.b.Candidates(s.ConnectionID) {
+		if c == s {
+			w.routable <- true
+			return
+		}
+	}
+	w.routable <- false
+}
+func (*startWatch) SessionUp(context.Context, *Session) error        { return nil }
+func (*startWatch) SessionHealth(*Session, protocol.Allowlist)       {}
+func (*startWatch) SessionSeen(context.Context, *Session, time.Time) {}
+func (*startWatch) SessionDown(*Session)                             {}
+
+// What a Starter records (the status keeper: that the connection has
+// connected) is in place before any stream can be routed to the tunnel,
+// so a CONNECT refused right after never finds the connection
+// "never connected".
+func TestAStarterHearsOfASessionBeforeItCanTakeStreams(t *testing.T) {
+	t.Parallel()
+	w := &startWatch{routable: make(chan bool, 1)}
+	b, err := New(Config{NodeID: "node-a", HeartbeatInterval: time.Hour, HandshakeTimeout: waitFor,
+		MaxStreamsPerTunnel: 8, Tunnel: tunnel.DefaultConfig()}, slog.New(slog.DiscardHandler), w)
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	w.b = b
+
+	relayEnd, agentEnd := net.Pipe()
+	b.Serve(relayEnd, Identity{ConnectionID: "c1", Remote: "pipe"}, nil)
+	tun, err := tunnel.Client(agentEnd, tunnel.DefaultConfig())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tun.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	_, err = tun.Hello(ctx, goodHello())
+	require.NoError(t, err)
+	select {
+	case routable := <-w.routable:
+		assert.False(t, routable, "told only once no stream can reach the session yet")
+	case <-time.After(waitFor):
+		t.Fatal("the starter was not told of the session")
+	}
+	require.Eventually(t, func() bool { return len(b.Candidates("c1")) == 1 }, waitFor, time.Millisecond,
+		"the session is registered after")
+}

@@ -15,23 +15,33 @@ var errRevokedDuringHandshake = errors.New("connection revoked during the handsh
 
 // The Keeper is the broker's Observer: it records presence in the store
 // and recomputes the status a session's life changes.
-var _ broker.Observer = (*Keeper)(nil)
+var (
+	_ broker.Observer = (*Keeper)(nil)
+	_ broker.Starter  = (*Keeper)(nil)
+)
 
-// SessionUp records the connection as connected. A revocation stored after
-// authentication but handled before registration did not see this
-// session; it is looked for again now that the session is registered.
+// SessionStarting records the connection as connected before the
+// session is registered: once a stream can be routed to the tunnel, a
+// refusal explained afterwards must not call the connection never
+// connected.
+func (k *Keeper) SessionStarting(ctx context.Context, s *broker.Session) {
+	if err := k.store.MarkConnected(ctx, s.ConnectionID, time.Now()); err != nil {
+		k.log.Warn("record agent connected", "connection", s.ConnectionID, "err", err)
+	}
+}
+
+// SessionUp looks again for a revocation of the connection: one stored
+// after authentication but handled before registration did not see this
+// session. It then publishes the session's start.
 //
-// The connection is marked connected before anything publishes about this
-// session, so that no publication, here or on another node, can see the
-// session's end without its start and call the connection never connected.
+// The connection was marked connected before (SessionStarting), so that
+// no publication, here or on another node, can see the session's end
+// without its start and call the connection never connected.
 func (k *Keeper) SessionUp(ctx context.Context, s *broker.Session) error {
 	c, readErr := k.store.GetConnection(ctx, s.ConnectionID)
 	if readErr == nil && c.Revoked() {
 		k.Watch(ctx, c)
 		return errRevokedDuringHandshake
-	}
-	if err := k.store.MarkConnected(ctx, s.ConnectionID, time.Now()); err != nil {
-		k.log.Warn("record agent connected", "connection", s.ConnectionID, "err", err)
 	}
 	if readErr == nil {
 		k.Watch(ctx, c) // the "from" of this tunnel's status events
