@@ -1,6 +1,8 @@
 package faults
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/postern/postern/cmd/internal/testkit"
 	"github.com/postern/postern/protocol"
+	"github.com/postern/postern/protocol/tunnel/tunneltest"
 	"github.com/postern/postern/relay"
 	"github.com/postern/postern/relay/api"
 	"github.com/postern/postern/relay/proxyproto"
@@ -269,6 +272,57 @@ func TestFaultProxyProtocolNamesTheClient(t *testing.T) {
 		}
 		line := exchangeVia(t, lb, r.proxyAddr, proxyproto.AppendV2(nil, carol, front, nil), connect)
 		assert.True(t, strings.HasPrefix(line, "HTTP/1.1 429"), "carol is limited: %q", line)
+	})
+	t.Run("a CONNECT's bytes cross the balancer both ways", func(t *testing.T) {
+		// The relay writes the agent's bytes to the balancer's connection,
+		// which it reads through a PROXY header reader: in order, whole,
+		// and half-closed at the end.
+		echo := func(_ protocol.Request, st net.Conn) {
+			if protocol.WriteFrame(st, protocol.FrameResult, protocol.Result{OK: true, Addr: "10.0.0.9:443"}) == nil {
+				_, _ = io.Copy(st, st)
+			}
+			_ = st.Close()
+		}
+		a, err := tunneltest.DialAgent(t, "ws://"+r.apiAddr, tunneltest.AgentOptions{Token: conn.AgentToken,
+			Hello: protocol.Hello{ProtocolVersion: 1, AgentID: "behind-lb-agent", Hostname: "h", Version: "1.0.0", Tunnels: 1,
+				Allowlist: protocol.Allowlist{Status: "empty", Mode: "enforce"}},
+			Answer: echo})
+		require.NoError(t, err)
+		defer a.Close()
+		dave := netip.MustParseAddrPort("198.51.100.10:40004") // no failures charged to him
+		var c net.Conn
+		var br *bufio.Reader
+		testkit.WaitFor(t, 10*time.Second, "a CONNECT through the balancer answered 200", func() bool {
+			c, err = lb.Dial("tcp", r.proxyAddr)
+			require.NoError(t, err)
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			_, err = c.Write(proxyproto.AppendV2(nil, dave, front, nil))
+			require.NoError(t, err)
+			var resp *http.Response
+			resp, br, err = testkit.Connect(c, conn.ID, r.adminKey(), "gitlab.corp.example:443")
+			if err == nil && resp.StatusCode == http.StatusOK {
+				return true
+			}
+			_ = c.Close()
+			return false
+		})
+		defer c.Close()
+		var sent, got bytes.Buffer
+		for i := range 200 {
+			msg := fmt.Appendf(nil, "request %d %s\n", i, strings.Repeat("x", i*37))
+			sent.Write(msg)
+			_, err := c.Write(msg)
+			require.NoError(t, err)
+			back := make([]byte, len(msg))
+			_, err = io.ReadFull(br, back)
+			require.NoError(t, err)
+			got.Write(back)
+		}
+		require.NoError(t, c.(*net.TCPConn).CloseWrite())
+		rest, err := io.ReadAll(br)
+		require.NoError(t, err, "the agent's FIN reaches the client")
+		assert.Empty(t, rest)
+		assert.True(t, bytes.Equal(sent.Bytes(), got.Bytes()), "every byte back, in order")
 	})
 	t.Run("untrusted sender", func(t *testing.T) {
 		direct := &net.Dialer{Timeout: 5 * time.Second}

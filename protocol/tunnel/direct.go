@@ -32,11 +32,18 @@ type directSink struct {
 	fn func(fd uintptr) bool // write, as a method value made once
 }
 
+// WriteThrough is a connection wrapper whose writes go to the connection
+// it returns unchanged and uncounted, as a PROXY-header reader's do: a
+// splice may write to that connection in its place.
+type WriteThrough interface {
+	WriteThrough() net.Conn
+}
+
 // newDirectSink returns a sink for dst when src can deliver directly and
-// dst is a TCP socket, bare or under a BatchListener's batch, or nil. A
-// connection that changes what it writes (TLS, a wrapper that rewrites
-// or counts) is left to the reader, and so is any platform without a
-// non-blocking write here.
+// dst is a TCP socket, bare or under a BatchListener's batch or
+// WriteThrough wrappers, or nil. A connection that changes what it
+// writes (TLS, a wrapper that rewrites or counts) is left to the reader,
+// and so is any platform without a non-blocking write here.
 func newDirectSink(dst net.Conn, src any, act *activity) *directSink {
 	if _, ok := src.(directSource); !ok || !canWriteDirect {
 		return nil
@@ -44,6 +51,13 @@ func newDirectSink(dst net.Conn, src any, act *activity) *directSink {
 	d := &directSink{act: act}
 	if b, ok := dst.(*batch); ok {
 		d.batch, dst = b, b.Conn
+	}
+	for range maxWrappers {
+		w, ok := dst.(WriteThrough)
+		if !ok {
+			break
+		}
+		dst = w.WriteThrough()
 	}
 	tcp, ok := dst.(*net.TCPConn)
 	if !ok {
@@ -56,6 +70,9 @@ func newDirectSink(dst net.Conn, src any, act *activity) *directSink {
 	d.rc, d.fn = rc, d.write
 	return d
 }
+
+// maxWrappers bounds the WriteThrough wrappers looked through.
+const maxWrappers = 4
 
 // deliver writes what the socket takes of p now and returns how much.
 func (d *directSink) deliver(p []byte) int {

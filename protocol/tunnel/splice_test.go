@@ -171,6 +171,8 @@ func TestSpliceToATCPSocketKeepsOrderWhicheverWayTheBytesGo(t *testing.T) {
 
 	assert.NotNil(t, newDirectSink(b, ast, nil), "a bare TCP socket")
 	assert.NotNil(t, newDirectSink(&batch{Conn: b}, ast, nil), "a socket under a batch")
+	assert.NotNil(t, newDirectSink(&batch{Conn: passThrough{b}}, ast, nil), "a socket under a batch and a wrapper that writes through")
+	assert.Nil(t, newDirectSink(opaque{b}, ast, nil), "a wrapper that may change what it writes")
 	assert.Nil(t, newDirectSink(b, b, nil), "the source is not a tunnel stream")
 	assert.Nil(t, newDirectSink(tls.Client(b, &tls.Config{MinVersion: tls.VersionTLS12}), ast, nil), "TLS writes records of its own")
 
@@ -225,3 +227,12 @@ func TestSpliceToATCPSocketKeepsOrderWhicheverWayTheBytesGo(t *testing.T) {
 		t.Fatal("the splice did not end")
 	}
 }
+
+// passThrough writes through to its connection, as a PROXY-header
+// reader does; opaque is a wrapper that says nothing of its writes.
+type (
+	passThrough struct{ net.Conn }
+	opaque      struct{ net.Conn }
+)
+
+func (p passThrough) WriteThrough() net.Conn { return p.Conn }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/postern/postern/protocol/tunnel"
 )
 
 // Trusted is a list of the addresses whose PROXY headers are honoured.
@@ -106,6 +108,13 @@ type Conn struct {
 
 // NetConn returns the connection underneath, as *tls.Conn's does.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
+
+var _ tunnel.WriteThrough = (*Conn)(nil)
+
+// WriteThrough returns the connection underneath: Conn reads the header
+// but leaves writes alone, so a splice may write to it directly
+// (tunnel.WriteThrough).
+func (c *Conn) WriteThrough() net.Conn { return c.Conn }
 
 func (c *Conn) init() {
 	c.once.Do(func() {
