@@ -19,6 +19,7 @@ type directSource interface {
 // woken to copy them. What the socket does not take goes the usual way,
 // through the reader and its bounded write.
 type directSink struct {
+	src   directSource
 	rc    syscall.RawConn
 	batch *batch // the batch over the socket, or nil
 	act   *activity
@@ -45,10 +46,11 @@ type WriteThrough interface {
 // writes (TLS, a wrapper that rewrites or counts) is left to the reader,
 // and so is any platform without a non-blocking write here.
 func newDirectSink(dst net.Conn, src any, act *activity) *directSink {
-	if _, ok := src.(directSource); !ok || !canWriteDirect {
+	ds, ok := src.(directSource)
+	if !ok || !canWriteDirect {
 		return nil
 	}
-	d := &directSink{act: act}
+	d := &directSink{src: ds, act: act}
 	if b, ok := dst.(*batch); ok {
 		d.batch, dst = b, b.Conn
 	}
@@ -69,6 +71,15 @@ func newDirectSink(dst net.Conn, src any, act *activity) *directSink {
 	}
 	d.rc, d.fn = rc, d.write
 	return d
+}
+
+// attach has the source's receive loop write through the sink.
+func (d *directSink) attach() { d.src.DeliverDirect(d.deliver) }
+
+// detach stops the writes and returns how many bytes they carried.
+func (d *directSink) detach() int64 {
+	d.src.DeliverDirect(nil)
+	return d.wrote.Load()
 }
 
 // maxWrappers bounds the WriteThrough wrappers looked through.

@@ -118,12 +118,11 @@ func Splice(a, b net.Conn, opt SpliceOptions) (SpliceStats, error) {
 		defer wg.Done()
 		sink := newDirectSink(dst, src, act)
 		if sink != nil {
-			src.(directSource).DeliverDirect(sink.deliver)
+			sink.attach()
 		}
 		c, err := copyBuf(dst, src, act, opt.WriteTimeout)
 		if sink != nil {
-			src.(directSource).DeliverDirect(nil)
-			c += sink.wrote.Load()
+			c += sink.detach()
 		}
 		*n = c
 		if err != nil {

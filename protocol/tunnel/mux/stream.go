@@ -411,14 +411,20 @@ func (st *Stream) data(flags uint16, length uint32) error {
 		case st.deliver != nil && st.parked && st.recv.size == 0:
 			st.direct(bp, int(length))
 		default:
-			st.recv.push(bp, int(length), 0)
-			fn := st.onReadable
-			st.mu.Unlock()
-			st.notifyReadable(fn)
+			st.buffer(bp, int(length), 0)
 		}
 	}
 	st.flags(flags)
 	return nil
+}
+
+// buffer keeps the first n bytes of bp, of which off were taken already,
+// for Read, and tells the reader. Called under st.mu, which it releases.
+func (st *Stream) buffer(bp *[]byte, n, off int) {
+	st.recv.push(bp, n, off)
+	fn := st.onReadable
+	st.mu.Unlock()
+	st.notifyReadable(fn)
 }
 
 // direct hands a frame's body, the first n bytes of bp, to the stream's
@@ -433,10 +439,7 @@ func (st *Stream) direct(bp *[]byte, n int) {
 	case st.state&stateReset != 0:
 		putChunk(bp)
 	case took < n:
-		st.recv.push(bp, n, took)
-		fn := st.onReadable
-		st.mu.Unlock()
-		st.notifyReadable(fn)
+		st.buffer(bp, n, took)
 		return
 	default:
 		putChunk(bp)
