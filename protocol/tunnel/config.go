@@ -26,6 +26,10 @@ const (
 	// AcceptBacklog is how many opened streams may wait to be accepted;
 	// at least the relay's stream cap per tunnel.
 	AcceptBacklog = 512
+	// AckHold is how long an accepted stream's acknowledgement may wait
+	// to leave with the stream's first frame back (an agent's result), a
+	// tenth of the opener's StreamOpenTimeout.
+	AckHold = time.Second
 )
 
 // minStreamWindow is yamux's initial window; a smaller maximum is invalid.
@@ -50,6 +54,10 @@ type Config struct {
 	StreamOpenTimeout time.Duration
 	// StreamWindow is the largest receive window of a stream, in bytes.
 	StreamWindow uint32
+	// AckHold, when positive, lets an accepted stream's acknowledgement
+	// wait up to this long to leave with its first frame back; zero
+	// acknowledges at once.
+	AckHold time.Duration
 	// Logger receives at debug level why a session ended, when the peer
 	// or the connection ended it; nil discards that.
 	Logger *slog.Logger
@@ -64,6 +72,7 @@ func DefaultConfig() Config {
 		WriteTimeout:      WriteTimeout,
 		StreamOpenTimeout: StreamOpenTimeout,
 		StreamWindow:      StreamWindow,
+		AckHold:           AckHold,
 	}
 }
 
@@ -81,6 +90,9 @@ func (c Config) Validate() error {
 	}
 	if c.StreamOpenTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("stream open timeout %s: must be positive", c.StreamOpenTimeout))
+	}
+	if c.AckHold < 0 || c.AckHold > StreamOpenTimeout/2 {
+		errs = append(errs, fmt.Errorf("ack hold %s: must be between 0 and %s, well under the peer's stream open timeout", c.AckHold, StreamOpenTimeout/2))
 	}
 	if c.StreamWindow < minStreamWindow {
 		errs = append(errs, fmt.Errorf("stream window %d: must be at least %d bytes", c.StreamWindow, minStreamWindow))
@@ -102,6 +114,7 @@ func (c Config) mux() mux.Config {
 		WriteTimeout:      c.WriteTimeout,
 		StreamOpenTimeout: c.StreamOpenTimeout,
 		MaxStreamWindow:   c.StreamWindow,
+		AckHold:           c.AckHold,
 		Logger:            c.Logger,
 	}
 }

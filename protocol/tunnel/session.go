@@ -62,14 +62,16 @@ func newSession(conn net.Conn, cfg Config, start func(net.Conn, mux.Config) (*mu
 	return s, nil
 }
 
-// Open opens a stream to the peer. Opening sends the stream's first frame
-// and does not wait for the peer's answer (a session whose peer leaves it
-// unanswered ends after StreamOpenTimeout), so ctx is only checked before.
+// Open opens a stream to the peer. The opening leaves with the stream's
+// first frame, the request, in one write (see mux.Session.OpenLazy), or
+// when its reader first waits. Opening does not wait for the peer's answer
+// (a session whose peer leaves it unanswered ends after
+// StreamOpenTimeout), so ctx is only checked before.
 func (s *Session) Open(ctx context.Context) (*Stream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	st, err := s.mux.Open()
+	st, err := s.mux.OpenLazy()
 	if err != nil {
 		return nil, s.ka.cause(err)
 	}

@@ -164,7 +164,11 @@ func TestSpliceToATCPSocketKeepsOrderWhicheverWayTheBytesGo(t *testing.T) {
 
 	st, err := relay.Open(t.Context())
 	require.NoError(t, err)
+	_, err = st.Write([]byte("open")) // the opening leaves with the first frame
+	require.NoError(t, err)
 	ast, err := agent.Accept()
+	require.NoError(t, err)
+	_, err = io.ReadFull(ast, make([]byte, 4))
 	require.NoError(t, err)
 	b, target := tcpPair(t)
 	defer target.Close()

@@ -2,6 +2,7 @@ package mux
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -152,6 +153,24 @@ func TestStreamsBothWaysWithEitherImplementation(t *testing.T) {
 			se, _ := ours(t, s, false, testConfig())
 			return hashicorps(t, c, true), se
 		},
+		// Openings and acknowledgements held back to leave with the
+		// first frames: the bytes are the same, in fewer writes.
+		"ours both ends, lazy opens and held acknowledgements": func(t *testing.T) (end, end) {
+			c, s := tcpPair(t)
+			ce, cs := ours(t, c, true, holdingConfig())
+			se, ss := ours(t, s, false, holdingConfig())
+			return lazy(ce, cs), lazy(se, ss)
+		},
+		"our lazy client, yamux server": func(t *testing.T) (end, end) {
+			c, s := tcpPair(t)
+			ce, cs := ours(t, c, true, holdingConfig())
+			return lazy(ce, cs), hashicorps(t, s, false)
+		},
+		"yamux client, our server holding acknowledgements": func(t *testing.T) (end, end) {
+			c, s := tcpPair(t)
+			se, ss := ours(t, s, false, holdingConfig())
+			return hashicorps(t, c, true), lazy(se, ss)
+		},
 	}
 	for name, pair := range pairs {
 		t.Run(name, func(t *testing.T) {
@@ -184,6 +203,19 @@ func TestStreamsBothWaysWithEitherImplementation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// holdingConfig is testConfig with acknowledgements held back.
+func holdingConfig() Config {
+	cfg := testConfig()
+	cfg.AckHold = time.Second
+	return cfg
+}
+
+// lazy has e open its streams with OpenLazy.
+func lazy(e end, s *Session) end {
+	e.open = func() (net.Conn, error) { return s.OpenLazy() }
+	return e
 }
 
 // withCloseWrite gives HashiCorp's streams the CloseWrite roundTrip uses.
@@ -787,4 +819,151 @@ func TestDeliverDirectHandsBytesOverWhileAReadWaits(t *testing.T) {
 	assert.True(t, bytes.Equal(want, got), "every byte once, in order, whichever way it went")
 	assert.Less(t, direct, len(want), "some bytes went through the reader")
 	assert.NotEmpty(t, reads, "the reader read the rest")
+}
+
+// writeLog is a connection that keeps each Write its session makes.
+type writeLog struct {
+	net.Conn
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (w *writeLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.writes = append(w.writes, bytes.Clone(p))
+	w.mu.Unlock()
+	return w.Conn.Write(p)
+}
+
+func (w *writeLog) take() [][]byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.writes
+	w.writes = nil
+	return out
+}
+
+// frames splits written bytes into frame headers (type, flags, id,
+// length) and checks every data frame's body is there whole.
+func frames(t *testing.T, b []byte) [][4]uint32 {
+	t.Helper()
+	var out [][4]uint32
+	for len(b) > 0 {
+		require.GreaterOrEqual(t, len(b), headerSize, "a cut header")
+		typ, flags := b[1], binary.BigEndian.Uint16(b[2:4])
+		id, length := binary.BigEndian.Uint32(b[4:8]), binary.BigEndian.Uint32(b[8:12])
+		out = append(out, [4]uint32{uint32(typ), uint32(flags), id, length})
+		b = b[headerSize:]
+		if typ == typeData {
+			require.GreaterOrEqual(t, len(b), int(length), "a cut body")
+			b = b[length:]
+		}
+	}
+	return out
+}
+
+func TestALazyOpeningAndAHeldAcknowledgementLeaveWithTheFirstFrames(t *testing.T) {
+	c, s := tcpPair(t)
+	cw, sw := &writeLog{Conn: c}, &writeLog{Conn: s}
+	cfg := holdingConfig()
+	cfg.AckHold = 200 * time.Millisecond
+	_, client := ours(t, cw, true, cfg)
+	_, server := ours(t, sw, false, cfg)
+	grown := cfg.MaxStreamWindow - initialWindow
+
+	st, err := client.OpenLazy()
+	require.NoError(t, err)
+	assert.Empty(t, cw.take(), "nothing leaves before the stream's first frame")
+	_, err = st.Write([]byte("request"))
+	require.NoError(t, err)
+	w := cw.take()
+	require.Len(t, w, 1, "the opening and the request leave in one write")
+	assert.Equal(t, [][4]uint32{{typeWindowUpdate, flagSYN, st.id, grown}, {typeData, 0, st.id, 7}}, frames(t, w[0]),
+		"the bytes of an opening followed by a data frame")
+
+	peer, err := server.Accept()
+	require.NoError(t, err)
+	got := make([]byte, 16)
+	n, err := peer.Read(got)
+	require.NoError(t, err)
+	require.Equal(t, "request", string(got[:n]))
+	assert.Empty(t, sw.take(), "the acknowledgement waits for the answer")
+	_, err = peer.Write([]byte("result"))
+	require.NoError(t, err)
+	w = sw.take()
+	require.Len(t, w, 1, "the acknowledgement and the answer leave in one write")
+	assert.Equal(t, [][4]uint32{{typeWindowUpdate, flagACK, st.id, grown + 7}, {typeData, 0, st.id, 6}}, frames(t, w[0]),
+		"the acknowledgement grants the window, the request read included, and no update went before it")
+
+	n, err = st.Read(got)
+	require.NoError(t, err)
+	assert.Equal(t, "result", string(got[:n]))
+	st.mu.Lock()
+	opening := st.state&stateOpening != 0
+	st.mu.Unlock()
+	assert.False(t, opening, "the opener saw the acknowledgement")
+	time.Sleep(2 * cfg.AckHold)
+	assert.Empty(t, sw.take(), "an acknowledgement sent with the answer is not sent again when the hold ends")
+}
+
+func TestAHeldAcknowledgementLeavesWhenTheReaderWaitsOrTheHoldEnds(t *testing.T) {
+	// The opener gives up on an unacknowledged stream after 300 ms; the
+	// acceptor holds acknowledgements for 100 ms and never answers.
+	opener := testConfig()
+	opener.StreamOpenTimeout = 300 * time.Millisecond
+	acceptor := testConfig()
+	acceptor.AckHold = 100 * time.Millisecond
+	client, server := pair(t, opener, acceptor)
+	st, err := client.Open()
+	require.NoError(t, err)
+	_, err = server.Accept()
+	require.NoError(t, err)
+	time.Sleep(3 * opener.StreamOpenTimeout)
+	require.False(t, client.IsClosed(), "the hold ended and the acknowledgement went: the session stays")
+	st.mu.Lock()
+	assert.Zero(t, st.state&stateOpening, "acknowledged")
+	st.mu.Unlock()
+
+	// With a hold longer than the opener's patience, an acceptor that
+	// waits to read sends the acknowledgement at once.
+	acceptor.AckHold = 5 * time.Second
+	client, server = pair(t, opener, acceptor)
+	st, err = client.Open()
+	require.NoError(t, err)
+	peer, err := server.Accept()
+	require.NoError(t, err)
+	read := make(chan error, 1)
+	go func() {
+		_, err := peer.Read(make([]byte, 1))
+		read <- err
+	}()
+	time.Sleep(3 * opener.StreamOpenTimeout)
+	require.False(t, client.IsClosed(), "a waiting reader acknowledged the stream")
+	_, err = st.Write([]byte("x"))
+	require.NoError(t, err)
+	require.NoError(t, <-read)
+}
+
+func TestALazyStreamReachesThePeerWhenItsReaderWaitsAndNotAfterAReset(t *testing.T) {
+	client, server := pair(t, testConfig(), testConfig())
+	gone, err := client.OpenLazy()
+	require.NoError(t, err)
+	require.NoError(t, gone.Reset())
+
+	st, err := client.OpenLazy()
+	require.NoError(t, err)
+	read := make(chan string, 1)
+	go func() {
+		b := make([]byte, 16)
+		n, _ := st.Read(b)
+		read <- string(b[:n])
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	peer, err := server.AcceptContext(ctx)
+	require.NoError(t, err, "a reader waiting on a lazy stream announces it")
+	assert.Equal(t, st.id, peer.id, "the stream reset before it was announced never reached the peer")
+	_, err = peer.Write([]byte("hello"))
+	require.NoError(t, err)
+	assert.Equal(t, "hello", <-read)
 }

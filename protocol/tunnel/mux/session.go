@@ -99,6 +99,12 @@ type Config struct {
 	// MaxStreamWindow is the largest receive window of a stream, at least
 	// 256 KiB.
 	MaxStreamWindow uint32
+	// AckHold, when positive, holds an accepted stream's acknowledgement
+	// back to leave in one write with the stream's first frame back (an
+	// answer, a FIN), for at most this long; it leaves at once when the
+	// stream's reader waits. It must stay well under the peer's
+	// StreamOpenTimeout.
+	AckHold time.Duration
 	// Logger, when set, receives at debug level why a session ended when
 	// that was not this end's Close.
 	Logger *slog.Logger
@@ -165,9 +171,28 @@ func start(conn net.Conn, cfg Config, first uint32) (*Session, error) {
 	return s, nil
 }
 
-// Open opens a stream. It does not wait for the peer's acknowledgement;
-// when that does not come within StreamOpenTimeout, the session ends.
+// Open opens a stream and announces it to the peer at once. It does not
+// wait for the peer's acknowledgement; when that does not come within
+// StreamOpenTimeout, the session ends.
 func (s *Session) Open() (*Stream, error) {
+	st, err := s.OpenLazy()
+	if err != nil {
+		return nil, err
+	}
+	if err := st.flushUnsent(); err != nil {
+		st.finish()
+		return nil, err
+	}
+	return st, nil
+}
+
+// OpenLazy opens a stream whose opening (SYN) leaves with the stream's
+// first frame, in one write with it, or when its reader first waits for
+// the peer; an opener that writes a request at once saves a write at each
+// end. A stream reset before either never reaches the peer. When the
+// peer's acknowledgement does not come within StreamOpenTimeout of the
+// opening, the session ends.
+func (s *Session) OpenLazy() (*Stream, error) {
 	s.mu.Lock()
 	switch {
 	case s.isClosed.Load():
@@ -183,23 +208,9 @@ func (s *Session) Open() (*Stream, error) {
 	id := s.nextID
 	s.nextID += 2
 	st := newStream(s, id, stateOpening)
+	st.unsent.Store(uint32(flagSYN))
 	s.streams[id] = st
 	s.mu.Unlock()
-
-	st.mu.Lock()
-	st.openTimer = time.AfterFunc(s.cfg.StreamOpenTimeout, func() {
-		st.mu.Lock()
-		waiting := st.state&stateOpening != 0 && st.state&(stateReset|stateEnded) == 0
-		st.mu.Unlock()
-		if waiting {
-			s.closeWith(ErrOpenTimeout)
-		}
-	})
-	st.mu.Unlock()
-	if err := st.sendWindowUpdate(flagSYN); err != nil {
-		st.finish()
-		return nil, err
-	}
 	return st, nil
 }
 
@@ -220,7 +231,14 @@ func (s *Session) AcceptContext(ctx context.Context) (*Stream, error) {
 				wake(s.acceptWake) // for another Accept
 			}
 			s.mu.Unlock()
-			if err := st.sendWindowUpdate(flagACK); err != nil {
+			st.unsent.Store(uint32(flagACK))
+			if s.cfg.AckHold > 0 {
+				st.mu.Lock()
+				st.ackTimer = time.AfterFunc(s.cfg.AckHold, func() { _ = st.flushUnsent() })
+				st.mu.Unlock()
+				return st, nil
+			}
+			if err := st.flushUnsent(); err != nil {
 				return nil, err
 			}
 			return st, nil
@@ -350,18 +368,62 @@ func (s *Session) forget(st *Stream) {
 func (s *Session) writeFrame(typ byte, flags uint16, id, length uint32, body []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	return s.writeLocked(typ, flags, id, length, body)
+}
+
+// writeLocked is writeFrame under wmu.
+func (s *Session) writeLocked(typ byte, flags uint16, id, length uint32, body []byte) error {
 	if s.isClosed.Load() {
 		return s.shutdownErr()
 	}
-	s.hdr[0], s.hdr[1] = protoVersion, typ
-	binary.BigEndian.PutUint16(s.hdr[2:4], flags)
-	binary.BigEndian.PutUint32(s.hdr[4:8], id)
-	binary.BigEndian.PutUint32(s.hdr[8:12], length)
+	putHeader(s.hdr[:], typ, flags, id, length)
 	s.extendWriteDeadline()
 	_, err := s.conn.Write(s.hdr[:])
 	if err == nil && len(body) > 0 {
 		_, err = s.conn.Write(body)
 	}
+	return s.writeErr(err)
+}
+
+// maxJoined is the largest body writeAfter copies behind the held
+// window update and its own header, so that both frames leave in one
+// write; a larger body goes in writes of its own, as writeFrame sends it.
+const maxJoined = 16 << 10
+
+// writeAfter sends a window update of the stream's (the acknowledgement
+// or opening it held back, with its window) and then the frame given, in
+// one write to the connection when the frame's body is small. The bytes
+// are those of the two frames sent one after the other. Called under wmu.
+func (s *Session) writeAfter(wflags uint16, delta uint32, typ byte, flags uint16, id, length uint32, body []byte) error {
+	if len(body) > maxJoined {
+		if err := s.writeLocked(typeWindowUpdate, wflags, id, delta, nil); err != nil {
+			return err
+		}
+		return s.writeLocked(typ, flags, id, length, body)
+	}
+	if s.isClosed.Load() {
+		return s.shutdownErr()
+	}
+	bp := getChunk(2*headerSize + len(body))
+	b := (*bp)[:2*headerSize+len(body)]
+	putHeader(b, typeWindowUpdate, wflags, id, delta)
+	putHeader(b[headerSize:], typ, flags, id, length)
+	copy(b[2*headerSize:], body)
+	s.extendWriteDeadline()
+	_, err := s.conn.Write(b)
+	putChunk(bp)
+	return s.writeErr(err)
+}
+
+func putHeader(b []byte, typ byte, flags uint16, id, length uint32) {
+	b[0], b[1] = protoVersion, typ
+	binary.BigEndian.PutUint16(b[2:4], flags)
+	binary.BigEndian.PutUint32(b[4:8], id)
+	binary.BigEndian.PutUint32(b[8:12], length)
+}
+
+// writeErr ends the session after a failed write and says why.
+func (s *Session) writeErr(err error) error {
 	if err != nil {
 		if errors.Is(err, errDeadline) {
 			s.closeWith(ErrConnectionWriteTimeout)

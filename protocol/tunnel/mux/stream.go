@@ -6,6 +6,7 @@ import (
 	"math/bits"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,7 +38,14 @@ type Stream struct {
 	readWake   chan struct{} // cap 1: data, FIN, reset, end or a new deadline
 	writeWake  chan struct{} // cap 1: window, close, reset, end or a new deadline
 	openTimer  *time.Timer   // while stateOpening
+	ackTimer   *time.Timer   // while an acknowledgement is held back
 	onReadable func()        // OnReadable's callback, or nil
+
+	// unsent is the SYN or ACK this end holds back to send with the
+	// stream's first frame (see Session.Open and Config.AckHold). It is
+	// taken under the session's write lock, so that no frame of the
+	// stream can overtake it.
+	unsent atomic.Uint32
 
 	// deliver is DeliverDirect's writer, or nil. parked is true while a
 	// Read waits with nothing buffered; owed is window the receive loop
@@ -114,7 +122,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 			delta := st.owed
 			st.owed = 0
 			st.mu.Unlock()
-			_ = st.sess.writeFrame(typeWindowUpdate, 0, st.id, delta, nil)
+			_ = st.send(typeWindowUpdate, 0, delta, nil)
 			st.mu.Lock()
 			continue
 		}
@@ -125,7 +133,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 			st.mu.Unlock()
 			if delta > 0 {
 				// A failed update ends the session; the bytes read stand.
-				_ = st.sess.writeFrame(typeWindowUpdate, 0, st.id, delta, nil)
+				_ = st.send(typeWindowUpdate, 0, delta, nil)
 			}
 			return n, nil
 		case st.state&stateRemoteFIN != 0:
@@ -140,6 +148,13 @@ func (st *Stream) Read(p []byte) (int, error) {
 		case passed(st.readDL):
 			st.mu.Unlock()
 			return 0, ErrTimeout
+		case st.unsent.Load() != 0:
+			// This end is about to wait for the peer, which must first
+			// hear of the stream (or that it was accepted).
+			st.mu.Unlock()
+			_ = st.flushUnsent()
+			st.mu.Lock()
+			continue
 		}
 		st.parked = true
 		st.wait(st.readWake, st.readDL)
@@ -209,10 +224,11 @@ func (st *Stream) notifyReadable(fn func()) {
 
 // windowDelta grows the receive window back towards the largest once at
 // least half of it was read, and returns by how much; 0 means no update
-// is due. Called under st.mu.
+// is due. A held acknowledgement grants the window when it leaves.
+// Called under st.mu.
 func (st *Stream) windowDelta() uint32 {
 	most := st.sess.cfg.MaxStreamWindow
-	if st.room() < most/2 || st.state&(stateRemoteFIN|stateReset|stateEnded) != 0 {
+	if st.room() < most/2 || st.state&(stateRemoteFIN|stateReset|stateEnded) != 0 || st.unsent.Load() != 0 {
 		return 0
 	}
 	return st.grant()
@@ -231,15 +247,6 @@ func (st *Stream) grant() uint32 {
 	delta := st.room()
 	st.recvWindow += delta
 	return delta
-}
-
-// sendWindowUpdate sends the window update that opens (SYN) or accepts
-// (ACK) the stream, raising the window from the initial to the largest.
-func (st *Stream) sendWindowUpdate(flags uint16) error {
-	st.mu.Lock()
-	delta := st.grant()
-	st.mu.Unlock()
-	return st.sess.writeFrame(typeWindowUpdate, flags, st.id, delta, nil)
 }
 
 // Write sends p as data frames as the peer's window allows.
@@ -275,7 +282,7 @@ func (st *Stream) writeSome(p []byte) (int, error) {
 			n := uint32(min(len(p), int(st.sendWindow)))
 			st.sendWindow -= n
 			st.mu.Unlock()
-			if err := st.sess.writeFrame(typeData, 0, st.id, n, p[:n]); err != nil {
+			if err := st.send(typeData, 0, n, p[:n]); err != nil {
 				return 0, err
 			}
 			return int(n), nil
@@ -304,7 +311,7 @@ func (st *Stream) Close() error {
 	wake(st.writeWake) // a writer waiting for window gives up
 
 	st.wlock.Lock()
-	err := st.sess.writeFrame(typeWindowUpdate, flagFIN, st.id, 0, nil)
+	err := st.send(typeWindowUpdate, flagFIN, 0, nil)
 	st.wlock.Unlock()
 	if done {
 		st.finish()
@@ -327,9 +334,87 @@ func (st *Stream) Reset() error {
 	st.mu.Unlock()
 	wake(st.readWake)
 	wake(st.writeWake)
-	err := st.sess.writeFrame(typeWindowUpdate, flagRST, st.id, 0, nil)
+	err := st.sendReset()
 	st.finish()
 	return err
+}
+
+// sendReset sends RST, unless the peer never heard of the stream: an
+// opening still held back is dropped instead.
+func (st *Stream) sendReset() error {
+	s := st.sess
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if uint16(st.unsent.Load())&flagSYN != 0 {
+		st.unsent.Store(0)
+		return nil
+	}
+	return st.sendLocked(typeWindowUpdate, flagRST, 0, nil)
+}
+
+// send writes one of the stream's frames, after the SYN or ACK the
+// stream holds back, if any: both then leave in one write.
+func (st *Stream) send(typ byte, flags uint16, length uint32, body []byte) error {
+	s := st.sess
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return st.sendLocked(typ, flags, length, body)
+}
+
+// sendLocked is send under the session's write lock.
+func (st *Stream) sendLocked(typ byte, flags uint16, length uint32, body []byte) error {
+	if st.unsent.Load() != 0 {
+		if held, delta := st.takeUnsent(); held != 0 {
+			return st.sess.writeAfter(held, delta, typ, flags, st.id, length, body)
+		}
+	}
+	return st.sess.writeLocked(typ, flags, st.id, length, body)
+}
+
+// flushUnsent sends the SYN or ACK the stream holds back, if any, in a
+// window update of its own.
+func (st *Stream) flushUnsent() error {
+	s := st.sess
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	held, delta := st.takeUnsent()
+	if held == 0 {
+		return nil
+	}
+	return s.writeLocked(typeWindowUpdate, held, st.id, delta, nil)
+}
+
+// takeUnsent takes the flags the stream holds back, with the window they
+// carry (from the initial towards the largest, as an opening or
+// acknowledgement sent at once would), and starts the wait for the
+// peer's acknowledgement when they open the stream. Called under the
+// session's write lock.
+func (st *Stream) takeUnsent() (uint16, uint32) {
+	held := uint16(st.unsent.Swap(0))
+	if held == 0 {
+		return 0, 0
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.ackTimer != nil {
+		st.ackTimer.Stop()
+		st.ackTimer = nil
+	}
+	if held&flagSYN != 0 && st.state&stateOpening != 0 {
+		st.openTimer = time.AfterFunc(st.sess.cfg.StreamOpenTimeout, st.openTimedOut)
+	}
+	return held, st.grant()
+}
+
+// openTimedOut ends the session when the peer has not acknowledged the
+// stream within StreamOpenTimeout of its opening.
+func (st *Stream) openTimedOut() {
+	st.mu.Lock()
+	waiting := st.state&stateOpening != 0 && st.state&(stateReset|stateEnded) == 0
+	st.mu.Unlock()
+	if waiting {
+		st.sess.closeWith(ErrOpenTimeout)
+	}
 }
 
 // CloseWrite is Close, under the name half-closing callers look for.
@@ -339,9 +424,7 @@ func (st *Stream) CloseWrite() error { return st.Close() }
 // its session. What it received and was not read stays readable.
 func (st *Stream) finish() {
 	st.mu.Lock()
-	if st.openTimer != nil {
-		st.openTimer.Stop()
-	}
+	st.stopTimers()
 	if st.state&stateReset != 0 {
 		st.recv.release() // a reset stream reads nothing more
 	}
@@ -486,14 +569,24 @@ func (st *Stream) flags(flags uint16) {
 	}
 }
 
+// stopTimers stops the wait for the peer's acknowledgement and the hold
+// on this end's. Called under st.mu.
+func (st *Stream) stopTimers() {
+	if st.openTimer != nil {
+		st.openTimer.Stop()
+	}
+	if st.ackTimer != nil {
+		st.ackTimer.Stop()
+		st.ackTimer = nil
+	}
+}
+
 // sessionEnded wakes everyone waiting on the stream: the session is gone.
 // What was received stays readable: a peer may answer and hang up at once.
 func (st *Stream) sessionEnded() {
 	st.mu.Lock()
 	st.state |= stateEnded
-	if st.openTimer != nil {
-		st.openTimer.Stop()
-	}
+	st.stopTimers()
 	fn := st.onReadable
 	st.mu.Unlock()
 	wake(st.writeWake)
