@@ -164,6 +164,15 @@ func (s *wsConn) Read(p []byte) (int, error) {
 			s.held = s.held[n:]
 			s.remain -= int64(n)
 			return n, nil
+		case s.remain > 0 && len(p) < len(s.heldBuf):
+			// A small read inside a frame (the multiplexer's next header,
+			// cut by the last read): read ahead through the held buffer,
+			// so that what follows comes in the same system call.
+			n, err := s.Conn.Read(s.heldBuf[:])
+			s.held = s.heldBuf[:n]
+			if n == 0 {
+				return 0, s.fail(cutShort(err))
+			}
 		case s.remain > 0:
 			n, err := s.Conn.Read(p[:min(int64(len(p)), s.remain)])
 			s.unmask(p[:n])
