@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -106,6 +107,7 @@ func Splice(a, b net.Conn, opt SpliceOptions) (SpliceStats, error) {
 		errOnce  sync.Once
 		firstErr error
 		abort    = func() { abortConn(a); abortConn(b) }
+		clean    atomic.Int32 // directions that ended with their source's EOF
 	)
 	act := newActivity(opt.IdleTimeout, abort)
 	defer act.stop()
@@ -127,6 +129,13 @@ func Splice(a, b net.Conn, opt SpliceOptions) (SpliceStats, error) {
 		*n = c
 		if err != nil {
 			fail(err)
+			return
+		}
+		_, socket := dst.(*net.TCPConn)
+		if clean.Add(1) == 2 && socket && closeWrite == nil {
+			// The other direction read this socket to its end, and both
+			// connections are closed next: the close sends the FIN a
+			// shutdown would, one system call sooner.
 			return
 		}
 		if closeWrite == nil {
