@@ -386,7 +386,7 @@ func (cfg serveConfig) listeners(log *slog.Logger) (relay.Listeners, error) {
 // the batch that lets a tunnel's WebSocket message, or a CONNECT's write,
 // leave in one system call.
 func listen(addr string, trusted proxyproto.Trusted, cfg serveConfig, log *slog.Logger) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenTCP(addr)
 	if err != nil {
 		return nil, err
 	}
