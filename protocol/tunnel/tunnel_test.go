@@ -38,11 +38,13 @@ func TestURL(t *testing.T) {
 func TestConfigValidateRefusesInsteadOfPatching(t *testing.T) {
 	require.NoError(t, DefaultConfig().Validate())
 	tests := map[string]func(*Config){
-		"no backlog":            func(c *Config) { c.AcceptBacklog = 0 },
-		"keepalive at zero":     func(c *Config) { c.KeepAliveInterval = 0 },
-		"unbounded writes":      func(c *Config) { c.WriteTimeout = 0 },
-		"unbounded stream open": func(c *Config) { c.StreamOpenTimeout = -time.Second },
-		"window below yamux's":  func(c *Config) { c.StreamWindow = 64 << 10 },
+		"no backlog":                            func(c *Config) { c.AcceptBacklog = 0 },
+		"keepalive at zero":                     func(c *Config) { c.KeepAliveInterval = 0 },
+		"unbounded writes":                      func(c *Config) { c.WriteTimeout = 0 },
+		"unbounded stream open":                 func(c *Config) { c.StreamOpenTimeout = -time.Second },
+		"window below yamux's":                  func(c *Config) { c.StreamWindow = 64 << 10 },
+		"negative ack hold":                     func(c *Config) { c.AckHold = -time.Second },
+		"ack hold near the peer's open timeout": func(c *Config) { c.AckHold = StreamOpenTimeout },
 	}
 	for name, mut := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -42,7 +42,7 @@ type Stream struct {
 	onReadable func()        // OnReadable's callback, or nil
 
 	// unsent is the SYN or ACK this end holds back to send with the
-	// stream's first frame (see Session.Open and Config.AckHold). It is
+	// stream's first frame (see Session.OpenLazy and Config.AckHold). It is
 	// taken under the session's write lock, so that no frame of the
 	// stream can overtake it.
 	unsent atomic.Uint32
