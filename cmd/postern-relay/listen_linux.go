@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"syscall"
 	"time"
@@ -31,15 +32,12 @@ func listenTCP(addr string) (net.Listener, error) {
 					{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, int(keepAliveInterval / time.Second)},
 					{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, keepAliveCount},
 				} {
-					if serr == nil {
-						serr = syscall.SetsockoptInt(int(fd), o.level, o.opt, o.v)
+					if serr = syscall.SetsockoptInt(int(fd), o.level, o.opt, o.v); serr != nil {
+						return
 					}
 				}
 			})
-			if err != nil {
-				return err
-			}
-			return serr
+			return errors.Join(err, serr)
 		},
 	}
 	return lc.Listen(context.Background(), "tcp", addr)
